@@ -1,0 +1,866 @@
+"""Matplotlib figures for attribution scores.
+
+Every public function returns a :class:`matplotlib.figure.Figure` built directly (no
+``pyplot``), attached to the non-interactive Agg canvas, so no global figure state leaks
+and nothing is ever shown on screen.  Pass ``save="out.png"`` to any of them, or call
+:func:`save_png` yourself, to write a PNG atomically (a temporary file in the target
+folder, then :func:`os.replace`).
+
+Attribution colour scales are diverging and centred at zero: the colour limits are always
+``(-v, +v)``, where ``v`` is the given ``vmax`` or the largest ``|score|`` being shown.
+
+Inputs may be NumPy arrays, JAX arrays or anything :func:`numpy.asarray` accepts.
+
+Functions
+---------
+- :func:`image_heatmap`  -- one image's scores, optionally over the image.
+- :func:`method_grid`    -- examples x (input + one column per attribution method).
+- :func:`feature_bars`   -- tabular features as horizontal bars sorted by ``|score|``.
+- :func:`sequence_logo`  -- one-hot sequence scores as letters of signed height.
+- :func:`graph_nodes`    -- graph nodes coloured by score, edges as lines.
+- :func:`save_png`       -- atomic PNG writer used by all of the above.
+- :func:`graph_layout` (:func:`spring_layout`, :func:`spectral_layout`,
+  :func:`circle_layout`) -- numpy graph layouts, no networkx needed.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.patches import PathPatch
+from matplotlib.path import Path as MplPath
+from matplotlib.textpath import TextPath
+from matplotlib.ticker import MaxNLocator
+
+__all__ = [
+    "image_heatmap",
+    "method_grid",
+    "feature_bars",
+    "sequence_logo",
+    "graph_nodes",
+    "save_png",
+    "symmetric_limit",
+    "graph_layout",
+    "connected_components",
+    "spring_layout",
+    "spectral_layout",
+    "circle_layout",
+]
+
+PathLike = str | os.PathLike
+DEFAULT_CMAP = "bwr"
+ATTRIBUTION_LABEL = "attribution"
+DNA_COLORS = {"A": "#109648", "C": "#255C99", "G": "#F7B32B", "T": "#D62839", "U": "#D62839"}
+POS_COLOR = "#d62728"
+NEG_COLOR = "#1f77b4"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_float_array(x: ArrayLike, name: str) -> np.ndarray:
+    """``x`` as a float64 numpy array; ValueError if it cannot be or holds NaN/inf."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}: {exc}") from exc
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf values; scores must be finite")
+    return arr
+
+
+def _check_vmax(vmax: float | None) -> float | None:
+    if vmax is None:
+        return None
+    v = float(vmax)
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"vmax must be a positive finite number, got {vmax!r}")
+    return v
+
+
+def symmetric_limit(*arrays: np.ndarray, vmax: float | None = None) -> float:
+    """The ``v`` of the colour limits ``(-v, v)``: ``vmax`` if given, else the largest
+    ``|value|`` over all ``arrays`` (1.0 when everything is zero or empty)."""
+    v = _check_vmax(vmax)
+    if v is not None:
+        return v
+    m = max((float(np.max(np.abs(a))) for a in arrays if np.size(a)), default=0.0)
+    return m if m > 0 else 1.0
+
+
+def _new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
+    w, h = (float(s) for s in figsize)
+    if not (w > 0 and h > 0):
+        raise ValueError(f"figsize must be two positive numbers (inches), got {figsize!r}")
+    if not float(dpi) > 0:
+        raise ValueError(f"dpi must be positive, got {dpi!r}")
+    fig = Figure(figsize=(w, h), dpi=float(dpi), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finish(fig: Figure, save: PathLike | None) -> Figure:
+    if save is not None:
+        save_png(fig, save)
+    return fig
+
+
+def _spatial_scores(scores: ArrayLike, name: str = "scores") -> np.ndarray:
+    """Scores (H,W) or (H,W,C) -> (H,W), summing over channels."""
+    s = _as_float_array(scores, name)
+    if s.ndim == 3:
+        s = s.sum(axis=-1)
+    elif s.ndim != 2:
+        raise ValueError(f"{name} must have shape (H, W) or (H, W, C), got shape {s.shape}")
+    return s
+
+
+def _display_image(image: ArrayLike, name: str = "image") -> np.ndarray:
+    """Image (H,W), (H,W,1), (H,W,3) or (H,W,4) -> floats in [0,1], shape (H,W) or (H,W,3).
+
+    uint8 images are divided by 255, float images already in [0,1] are kept, anything
+    else is min-max scaled."""
+    raw = np.asarray(image)
+    img = _as_float_array(raw, name)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    elif img.ndim == 3 and img.shape[-1] in (3, 4):
+        img = img[..., :3]
+    elif img.ndim != 2:
+        raise ValueError(
+            f"{name} must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {img.shape}"
+        )
+    if raw.dtype == np.uint8:
+        return img / 255.0
+    lo, hi = (float(img.min()), float(img.max())) if img.size else (0.0, 1.0)
+    if lo >= 0.0 and hi <= 1.0:
+        return img
+    return (img - lo) / (hi - lo) if hi > lo else np.full_like(img, 0.5)
+
+
+def _grayscale(img: np.ndarray) -> np.ndarray:
+    """(H,W) or (H,W,3) in [0,1] -> (H,W) luminance."""
+    return img if img.ndim == 2 else img @ np.array([0.299, 0.587, 0.114])
+
+
+def _show_image(ax, img: np.ndarray, gray: bool = False):
+    """Draw a display image (from :func:`_display_image`) on ``ax``."""
+    if gray or img.ndim == 2:
+        return ax.imshow(_grayscale(img), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    return ax.imshow(img, interpolation="nearest")
+
+
+def _show_scores(ax, scores2d: np.ndarray, v: float, cmap: str, alpha: float = 1.0):
+    im = ax.imshow(scores2d, cmap=cmap, vmin=-v, vmax=v, alpha=alpha, interpolation="nearest")
+    im.set_label(ATTRIBUTION_LABEL)
+    return im
+
+
+def _bare_axes(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _check_alpha(alpha: float) -> float:
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    return a
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_png(fig: Figure, path: PathLike, *, dpi: float | None = None) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically and return the path.
+
+    The image is rendered into a temporary file in the same folder and moved over
+    ``path`` with :func:`os.replace`, so readers never see a half-written file and a
+    failure leaves no partial file behind.  The PNG is ``figsize * dpi`` pixels
+    (``dpi`` defaults to the figure's own).
+
+    Raises:
+        FileNotFoundError / NotADirectoryError / PermissionError (all ``OSError``): the
+            folder does not exist, is not a folder, or cannot be written; the message and
+            ``filename`` name the folder.
+    """
+    target = Path(os.fspath(path))
+    folder = target.parent
+    shown = os.path.abspath(folder)
+    if not folder.exists():
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot save PNG {target.name!r}: folder does not exist", shown
+        )
+    if not folder.is_dir():
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"cannot save PNG {target.name!r}: parent path is not a folder", shown
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OSError(
+            exc.errno or errno.EACCES,
+            f"cannot save PNG {target.name!r}: folder is not writable ({exc.strerror})",
+            shown,
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=fig.dpi if dpi is None else dpi)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_heatmap(
+    image: ArrayLike | None,
+    scores: ArrayLike,
+    *,
+    overlay: bool = True,
+    alpha: float = 0.6,
+    grayscale_background: bool = True,
+    vmax: float | None = None,
+    cmap: str = DEFAULT_CMAP,
+    colorbar: bool = True,
+    title: str | None = None,
+    figsize: tuple[float, float] = (4.0, 4.0),
+    dpi: float = 100,
+    save: PathLike | None = None,
+) -> Figure:
+    """Heatmap of one image's attribution scores.
+
+    Args:
+        image: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``, or ``None`` for
+            the heatmap alone.  uint8 is read as 0..255; floats outside [0, 1] are min-max
+            scaled for display.
+        scores: ``(H, W)`` or ``(H, W, C)``; channels are summed.
+        overlay: with an image, draw the heatmap over it (with ``alpha``); otherwise show
+            the image and the heatmap side by side.
+        alpha: heatmap opacity when overlaid, in [0, 1].
+        grayscale_background: show the image under an overlay in grayscale (keeps the
+            heatmap colours readable).
+        vmax: colour limit; limits are ``(-vmax, vmax)``, default ``max |summed score|``.
+        cmap: a diverging colormap name.
+        colorbar: add a colour bar.
+        title: axes title.
+        figsize, dpi: figure size in inches and its resolution (PNG is figsize*dpi pixels).
+        save: if given, write the PNG there (see :func:`save_png`).
+
+    Returns:
+        The figure; its heatmap is the ``AxesImage`` labelled ``"attribution"``.
+    """
+    s = _spatial_scores(scores)
+    img = None if image is None else _display_image(image)
+    if img is not None and img.shape[:2] != s.shape:
+        raise ValueError(
+            f"image and scores must have the same (H, W): image is {img.shape[:2]}, "
+            f"scores are {s.shape}"
+        )
+    alpha = _check_alpha(alpha)
+    v = symmetric_limit(s, vmax=vmax)
+    fig = _new_figure(figsize, dpi)
+    if img is not None and not overlay:
+        ax_img, ax = fig.subplots(1, 2)
+        _show_image(ax_img, img)
+        _bare_axes(ax_img)
+        ax_img.set_title("input")
+        im = _show_scores(ax, s, v, cmap)
+    else:
+        ax = fig.add_subplot()
+        if img is not None:
+            _show_image(ax, img, gray=grayscale_background)
+            im = _show_scores(ax, s, v, cmap, alpha=alpha)
+        else:
+            im = _show_scores(ax, s, v, cmap)
+    _bare_axes(ax)
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        fig.colorbar(im, ax=ax, label=ATTRIBUTION_LABEL, shrink=0.8)
+    return _finish(fig, save)
+
+
+def _grid_limits(
+    per_method: list[np.ndarray], share: str, vmax: float | None
+) -> np.ndarray:
+    """One colour limit per example row, shape (N,)."""
+    n = per_method[0].shape[0]
+    if vmax is not None:
+        return np.full(n, _check_vmax(vmax))
+    if share == "global":
+        return np.full(n, symmetric_limit(*per_method))
+    return np.array([symmetric_limit(*(m[i] for m in per_method)) for i in range(n)])
+
+
+def method_grid(
+    images: ArrayLike,
+    scores_by_method: Mapping[str, ArrayLike],
+    *,
+    share: Literal["row", "global"] = "row",
+    vmax: float | None = None,
+    cmap: str = DEFAULT_CMAP,
+    alpha: float | None = None,
+    row_labels: Sequence[str] | None = None,
+    input_title: str = "input",
+    colorbar: bool = True,
+    title: str | None = None,
+    cell_size: float = 2.0,
+    figsize: tuple[float, float] | None = None,
+    dpi: float = 100,
+    save: PathLike | None = None,
+) -> Figure:
+    """Side-by-side comparison of attribution methods.
+
+    Rows are examples; column 0 shows the input, then one column per method (titled
+    with its key, in the mapping's order).
+
+    Args:
+        images: a batch ``(N, H, W)``, ``(N, H, W, 1)``, ``(N, H, W, 3)`` or ``(N, H, W, 4)``.
+        scores_by_method: method name -> scores ``(N, H, W)`` or ``(N, H, W, C)``
+            (channels summed); at least one method.
+        share: ``"row"`` -- each example's methods share one colour scale;
+            ``"global"`` -- one scale for the whole grid.
+        vmax: fixed colour limit for every cell (overrides ``share``).
+        cmap: a diverging colormap name.
+        alpha: if given, overlay each heatmap on the grayscale input with this opacity;
+            ``None`` draws plain heatmaps.
+        row_labels: ``N`` labels written beside the input column.
+        input_title: title of the input column.
+        colorbar: one colour bar per row (``share="row"``) or one for the grid.
+        title: figure title.
+        cell_size: inches per cell when ``figsize`` is not given.
+        figsize, dpi: figure size in inches and resolution.
+        save: if given, write the PNG there.
+
+    Returns:
+        The figure; ``fig.axes[:N*(M+1)]`` are the cells in row-major order and every
+        heatmap is an ``AxesImage`` labelled ``"attribution"``.
+    """
+    if share not in ("row", "global"):
+        raise ValueError(f"share must be 'row' or 'global', got {share!r}")
+    if not isinstance(scores_by_method, Mapping) or len(scores_by_method) == 0:
+        raise ValueError("scores_by_method must be a non-empty mapping {method name: scores}")
+    imgs = np.asarray(images)
+    if imgs.ndim == 3 or (imgs.ndim == 4 and imgs.shape[-1] in (1, 3, 4)):
+        n, h, w = imgs.shape[:3]
+    else:
+        raise ValueError(
+            "images must be a batch of shape (N, H, W) or (N, H, W, C) with C in {1, 3, 4}, "
+            f"got shape {imgs.shape}"
+        )
+    if n == 0:
+        raise ValueError("images must hold at least one example (N >= 1)")
+    names = [str(k) for k in scores_by_method]
+    per_method = []
+    for name, sc in scores_by_method.items():
+        s = _as_float_array(sc, f"scores_by_method[{name!r}]")
+        if s.ndim == 4:
+            s = s.sum(axis=-1)
+        if s.shape != (n, h, w):
+            raise ValueError(
+                f"scores_by_method[{name!r}] must have shape (N, H, W) or (N, H, W, C) "
+                f"matching images (N, H, W) = {(n, h, w)}, got shape {np.shape(sc)}"
+            )
+        per_method.append(s)
+    if row_labels is not None and len(row_labels) != n:
+        raise ValueError(f"row_labels must have one label per example ({n}), got {len(row_labels)}")
+    if alpha is not None:
+        alpha = _check_alpha(alpha)
+    limits = _grid_limits(per_method, share, vmax)
+    display = [_display_image(imgs[i], f"images[{i}]") for i in range(n)]
+
+    m = len(per_method)
+    if figsize is None:
+        extra = 0.8 if colorbar else 0.0
+        figsize = (cell_size * (m + 1) + extra, cell_size * n + (0.4 if title else 0.0))
+    fig = _new_figure(figsize, dpi)
+    axes = np.asarray(fig.subplots(n, m + 1, squeeze=False))
+    mappable = None
+    for i in range(n):
+        _show_image(axes[i, 0], display[i])
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(str(row_labels[i]))
+        for j, s in enumerate(per_method):
+            ax = axes[i, j + 1]
+            if alpha is not None:
+                _show_image(ax, display[i], gray=True)
+                mappable = _show_scores(ax, s[i], limits[i], cmap, alpha=alpha)
+            else:
+                mappable = _show_scores(ax, s[i], limits[i], cmap)
+        if colorbar and share == "row" and vmax is None:
+            fig.colorbar(mappable, ax=list(axes[i, 1:]), shrink=0.8)
+    for ax in axes.flat:
+        _bare_axes(ax)
+    axes[0, 0].set_title(input_title)
+    for j, name in enumerate(names):
+        axes[0, j + 1].set_title(name)
+    if colorbar and (share == "global" or vmax is not None):
+        fig.colorbar(mappable, ax=list(axes[:, 1:].flat), label=ATTRIBUTION_LABEL, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, save)
+
+
+# --------------------------------------------------------------------------- tabular
+
+
+def top_features(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """Indices of ``scores`` (1-D) sorted by decreasing ``|score|`` (stable), first ``top_k``."""
+    order = np.argsort(-np.abs(scores), kind="stable")
+    return order if top_k is None else order[:top_k]
+
+
+def feature_bars(
+    scores: ArrayLike,
+    feature_names: Sequence[str] | None = None,
+    top_k: int | None = None,
+    *,
+    pos_color: str = POS_COLOR,
+    neg_color: str = NEG_COLOR,
+    title: str | None = None,
+    xlabel: str = ATTRIBUTION_LABEL,
+    figsize: tuple[float, float] | None = None,
+    dpi: float = 100,
+    save: PathLike | None = None,
+) -> Figure:
+    """Horizontal bar chart of tabular feature scores, largest ``|score|`` at the top.
+
+    Args:
+        scores: ``(F,)`` one score per feature.
+        feature_names: ``F`` names (default ``"x0", "x1", ...``).
+        top_k: show only the ``top_k`` features with the largest ``|score|`` (``>= 1``;
+            values above ``F`` show all).
+        pos_color, neg_color: bar colours for positive and negative scores.
+        title, xlabel: axes title and x label.
+        figsize: default ``(6, 1 + 0.3 * bars)`` inches.
+        dpi, save: resolution; optional PNG path.
+
+    Returns:
+        The figure; ``fig.axes[0].patches`` are the bars from top to bottom.
+    """
+    s = _as_float_array(scores, "scores")
+    if s.ndim != 1:
+        raise ValueError(f"scores must have shape (F,) (one score per feature), got shape {s.shape}")
+    if s.size == 0:
+        raise ValueError("scores must hold at least one feature, got shape (0,)")
+    if feature_names is None:
+        names = [f"x{i}" for i in range(s.size)]
+    else:
+        names = [str(x) for x in feature_names]
+        if len(names) != s.size:
+            raise ValueError(
+                f"feature_names must have one name per score ({s.size}), got {len(names)}"
+            )
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    order = top_features(s, None if top_k is None else int(top_k))
+    vals = s[order]
+    if figsize is None:
+        figsize = (6.0, 1.0 + 0.3 * len(order))
+    fig = _new_figure(figsize, dpi)
+    ax = fig.add_subplot()
+    ypos = np.arange(len(order))
+    colors = [pos_color if v >= 0 else neg_color for v in vals]
+    ax.barh(ypos, vals, color=colors, edgecolor="none")
+    ax.set_yticks(ypos, [names[i] for i in order])
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    lim = symmetric_limit(vals) * 1.05
+    ax.set_xlim(-lim, lim)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, save)
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+@functools.lru_cache(maxsize=256)
+def _unit_glyph(letter: str, family: str) -> MplPath:
+    """The outline of ``letter`` scaled to fill the unit square [0,1] x [0,1]."""
+    tp = TextPath((0.0, 0.0), letter, size=1.0, prop=FontProperties(family=family, weight="bold"))
+    ext = tp.get_extents()
+    w = ext.width if ext.width > 0 else 1.0
+    h = ext.height if ext.height > 0 else 1.0
+    verts = (tp.vertices - [ext.x0, ext.y0]) / [w, h]
+    return MplPath(verts, tp.codes)
+
+
+def letter_patch(
+    letter: str,
+    x: float,
+    y: float,
+    width: float,
+    height: float,
+    color: str,
+    *,
+    family: str = "DejaVu Sans",
+) -> PathPatch:
+    """A filled ``letter`` occupying the box ``[x, x+width] x [y, y+height]`` (``height > 0``;
+    pass a negative height to draw it upside down below ``y``)."""
+    unit = _unit_glyph(letter, family)
+    verts = unit.vertices * [width, height] + [x, y]
+    return PathPatch(MplPath(verts, unit.codes), facecolor=color, edgecolor="none")
+
+
+def _alphabet_colors(alphabet: Sequence[str], colors: Mapping[str, str] | None) -> list[str]:
+    from matplotlib import colormaps
+
+    cycle = colormaps["tab10"].colors
+    out = []
+    for i, a in enumerate(alphabet):
+        if colors is not None and a in colors:
+            out.append(colors[a])
+        elif colors is None and a.upper() in DNA_COLORS:
+            out.append(DNA_COLORS[a.upper()])
+        else:
+            out.append(cycle[i % len(cycle)])
+    return out
+
+
+def logo_boxes(scores: np.ndarray, width: float = 0.9) -> list[tuple[int, int, float, float, float]]:
+    """Letter boxes for a logo: ``(position, letter index, x, y, height)`` per nonzero score.
+
+    At each position positive scores stack upwards from 0 (largest on top) and negative
+    scores stack downwards from 0 (largest magnitude at the bottom).  ``height`` is
+    ``|score|`` and the box spans ``[y, y + height]``."""
+    boxes = []
+    for i, row in enumerate(scores):
+        x = i - width / 2.0
+        up = 0.0
+        for k in sorted(np.flatnonzero(row > 0), key=lambda k: row[k]):
+            boxes.append((i, int(k), x, up, float(row[k])))
+            up += float(row[k])
+        down = 0.0
+        for k in sorted(np.flatnonzero(row < 0), key=lambda k: -row[k]):
+            down += float(row[k])
+            boxes.append((i, int(k), x, down, float(-row[k])))
+    return boxes
+
+
+def sequence_logo(
+    scores: ArrayLike,
+    alphabet: str | Sequence[str] = "ACGT",
+    *,
+    colors: Mapping[str, str] | None = None,
+    flip_negative: bool = False,
+    letter_width: float = 0.9,
+    font_family: str = "DejaVu Sans",
+    title: str | None = None,
+    ylabel: str = ATTRIBUTION_LABEL,
+    figsize: tuple[float, float] | None = None,
+    dpi: float = 100,
+    save: PathLike | None = None,
+) -> Figure:
+    """Sequence-logo-style plot of per-position, per-letter scores.
+
+    Each nonzero score is drawn as its letter scaled to height ``|score|``: above the axis
+    for positive scores, below for negative ones (stacked when a position has several).
+    For DeepLIFT on one-hot input, pass ``scores * one_hot`` to show only the letters
+    present.
+
+    Args:
+        scores: ``(L, K)`` with ``K == len(alphabet)`` (``(L, 4)`` for DNA).
+        alphabet: the ``K`` letters for the columns, e.g. ``"ACGT"``; single characters.
+        colors: letter -> colour (defaults: A green, C blue, G orange, T/U red; other
+            letters from the tab10 cycle).
+        flip_negative: draw letters below the axis upside down (logomaker style);
+            default keeps them upright.
+        letter_width: letter width as a fraction of a position, in (0, 1].
+        font_family: font for the letter outlines.
+        title, ylabel: axes title and y label.
+        figsize: default ``(clip(0.3 * L, 4, 20), 2.5)`` inches.
+        dpi, save: resolution; optional PNG path.
+
+    Returns:
+        The figure; ``fig.axes[0].patches`` are the letters (one ``PathPatch`` per nonzero
+        score).
+    """
+    s = _as_float_array(scores, "scores")
+    letters = list(alphabet)
+    if len(letters) == 0 or any(not isinstance(a, str) or len(a) != 1 for a in letters):
+        raise ValueError(f"alphabet must be a non-empty sequence of single characters, got {alphabet!r}")
+    if len(set(letters)) != len(letters):
+        raise ValueError(f"alphabet letters must be distinct, got {alphabet!r}")
+    if s.ndim != 2 or s.shape[1] != len(letters) or s.shape[0] == 0:
+        raise ValueError(
+            f"scores must have shape (L, {len(letters)}) with L >= 1 "
+            f"(one column per letter of alphabet {''.join(letters)!r}), got shape {s.shape}"
+        )
+    if not 0.0 < float(letter_width) <= 1.0:
+        raise ValueError(f"letter_width must be in (0, 1], got {letter_width!r}")
+    palette = _alphabet_colors(letters, colors)
+    length = s.shape[0]
+    if figsize is None:
+        figsize = (float(np.clip(0.3 * length, 4.0, 20.0)), 2.5)
+    fig = _new_figure(figsize, dpi)
+    ax = fig.add_subplot()
+    for _, k, x, y, h in logo_boxes(s, float(letter_width)):
+        if flip_negative and y < 0:
+            patch = letter_patch(letters[k], x, y + h, letter_width, -h, palette[k], family=font_family)
+        else:
+            patch = letter_patch(letters[k], x, y, letter_width, h, palette[k], family=font_family)
+        ax.add_patch(patch)
+    top = float(np.clip(s, 0, None).sum(axis=1).max())
+    bottom = float(np.clip(s, None, 0).sum(axis=1).min())
+    span = (top - bottom) or 1.0
+    ax.set_ylim(bottom - 0.05 * span, top + 0.05 * span)
+    ax.set_xlim(-0.5, length - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("position")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, save)
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+def _edge_array(edges: ArrayLike | None, n: int) -> np.ndarray:
+    """Edges as an (E, 2) int array with indices in [0, n)."""
+    if edges is None:
+        return np.zeros((0, 2), dtype=np.int64)
+    e = np.asarray(edges)
+    if e.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if e.ndim != 2 or e.shape[1] != 2:
+        raise ValueError(f"edges must have shape (E, 2) (pairs of node indices), got shape {e.shape}")
+    if e.dtype.kind not in "iuf" or (e.dtype.kind == "f" and not np.all(np.mod(e, 1) == 0)):
+        raise ValueError("edges must hold integer node indices")
+    e = e.astype(np.int64)
+    bad = (e < 0) | (e >= n)
+    if bad.any():
+        raise ValueError(
+            f"edges refer to node index {int(e[bad][0])}, but there are {n} nodes (valid 0..{n - 1})"
+        )
+    return e
+
+
+def _adjacency(n: int, edges: np.ndarray) -> np.ndarray:
+    a = np.zeros((n, n))
+    if len(edges):
+        a[edges[:, 0], edges[:, 1]] = 1.0
+        a[edges[:, 1], edges[:, 0]] = 1.0
+    np.fill_diagonal(a, 0.0)
+    return a
+
+
+def _normalise_positions(pos: np.ndarray) -> np.ndarray:
+    """Centre at 0 and scale so the largest coordinate magnitude is 1."""
+    pos = pos - pos.mean(axis=0)
+    m = np.abs(pos).max()
+    return pos / m if m > 0 else pos
+
+
+def circle_layout(n: int) -> np.ndarray:
+    """``n`` points evenly on the unit circle, shape ``(n, 2)``."""
+    t = 2 * np.pi * np.arange(n) / max(n, 1)
+    pos = np.stack([np.cos(t), np.sin(t)], axis=1)
+    return pos if n > 1 else np.zeros((n, 2))
+
+
+def spectral_layout(n: int, edges: ArrayLike | None) -> np.ndarray:
+    """Positions ``(n, 2)`` from the 2nd and 3rd eigenvectors of the graph Laplacian.
+
+    Falls back to :func:`circle_layout` for fewer than 3 nodes.  On a disconnected
+    graph whole components collapse onto points: use :func:`graph_layout`, which lays
+    out each component separately."""
+    e = _edge_array(edges, n)
+    if n < 3:
+        return circle_layout(n)
+    a = _adjacency(n, e)
+    lap = np.diag(a.sum(axis=1)) - a
+    _, vecs = np.linalg.eigh(lap)
+    return _normalise_positions(vecs[:, 1:3])
+
+
+def spring_layout(
+    n: int, edges: ArrayLike | None, *, iterations: int = 100, seed: int = 0
+) -> np.ndarray:
+    """Fruchterman-Reingold force-directed positions ``(n, 2)`` in [-1, 1], deterministic
+    for a given ``seed`` (O(n^2) per iteration: meant for graphs up to a few hundred nodes).
+    Components of a disconnected graph drift apart: :func:`graph_layout` packs them."""
+    e = _edge_array(edges, n)
+    if n <= 1:
+        return np.zeros((n, 2))
+    a = _adjacency(n, e)
+    rng = np.random.default_rng(seed)
+    pos = circle_layout(n) + rng.normal(scale=0.01, size=(n, 2))
+    k = 1.0 / np.sqrt(n)
+    temperature = 0.1
+    cooling = temperature / (iterations + 1)
+    for _ in range(iterations):
+        delta = pos[:, None, :] - pos[None, :, :]
+        dist = np.maximum(np.linalg.norm(delta, axis=-1), 0.01)
+        force = k * k / dist**2 - a * dist / k
+        disp = np.einsum("ijk,ij->ik", delta, force)
+        length = np.maximum(np.linalg.norm(disp, axis=-1, keepdims=True), 0.01)
+        pos = pos + disp / length * np.minimum(length, temperature)
+        temperature -= cooling
+    return _normalise_positions(pos)
+
+
+def connected_components(n: int, edges: ArrayLike | None) -> list[np.ndarray]:
+    """Node-index arrays of the connected components, largest first (ties: lowest index)."""
+    e = _edge_array(edges, n)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in e:
+        ra, rb = find(int(a)), find(int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
+    comps = [np.flatnonzero(roots == r) for r in np.unique(roots)]
+    return sorted(comps, key=lambda c: (-len(c), int(c[0])))
+
+
+def _layout_by_component(n: int, edges: np.ndarray, layout_one) -> np.ndarray:
+    """Lay out each connected component with ``layout_one(n_c, edges_c)`` and pack the
+    components on a grid (each scaled by sqrt of its size relative to the largest)."""
+    comps = connected_components(n, edges)
+    if len(comps) == 1:
+        return layout_one(n, edges)
+    cols = int(np.ceil(np.sqrt(len(comps))))
+    largest = len(comps[0])
+    pos = np.zeros((n, 2))
+    local = np.full(n, -1, dtype=np.int64)
+    for idx, comp in enumerate(comps):
+        local[comp] = np.arange(len(comp))
+        inside = np.isin(edges[:, 0], comp) if len(edges) else np.zeros(0, dtype=bool)
+        sub = local[edges[inside]] if len(edges) else np.zeros((0, 2), dtype=np.int64)
+        scale = np.sqrt(len(comp) / largest)
+        centre = np.array([2.5 * (idx % cols), -2.5 * (idx // cols)])
+        pos[comp] = layout_one(len(comp), sub) * scale + centre
+    return _normalise_positions(pos)
+
+
+def graph_layout(
+    n: int,
+    edges: ArrayLike | None,
+    layout: Literal["spring", "spectral", "circle"] = "spring",
+    *,
+    seed: int = 0,
+) -> np.ndarray:
+    """Node positions ``(n, 2)`` in [-1, 1]; ``"spring"`` and ``"spectral"`` lay out each
+    connected component separately and pack them side by side."""
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(_LAYOUTS)}, got {layout!r}")
+    e = _edge_array(edges, n)
+    if layout == "circle":
+        return circle_layout(n)
+    if layout == "spectral":
+        return _layout_by_component(n, e, spectral_layout)
+    return _layout_by_component(n, e, lambda m, sub: spring_layout(m, sub, seed=seed))
+
+
+_LAYOUTS = {"spring", "spectral", "circle"}
+
+
+def graph_nodes(
+    node_scores: ArrayLike,
+    *,
+    edges: ArrayLike | None = None,
+    positions: ArrayLike | None = None,
+    node_labels: Sequence[str] | None = None,
+    layout: Literal["spring", "spectral", "circle"] = "spring",
+    seed: int = 0,
+    vmax: float | None = None,
+    cmap: str = DEFAULT_CMAP,
+    node_size: float = 300.0,
+    edge_color: str = "0.6",
+    colorbar: bool = True,
+    title: str | None = None,
+    figsize: tuple[float, float] = (5.0, 4.0),
+    dpi: float = 100,
+    save: PathLike | None = None,
+) -> Figure:
+    """Graph drawing with nodes coloured by attribution score.
+
+    Args:
+        node_scores: ``(N,)`` one score per node.
+        edges: ``(E, 2)`` integer node-index pairs (undirected), or ``None``.
+        positions: ``(N, 2)`` node coordinates; if ``None`` they are computed with
+            ``layout`` from ``edges`` (pure numpy, no networkx).
+        node_labels: ``N`` labels drawn on the nodes.
+        layout: ``"spring"`` (Fruchterman-Reingold), ``"spectral"`` or ``"circle"``.
+        seed: seed of the spring layout's initial jitter.
+        vmax: colour limit; limits are ``(-vmax, vmax)``, default ``max |score|``.
+        cmap: a diverging colormap name, centred at 0.
+        node_size: marker area in points^2.
+        edge_color: colour of the edge lines.
+        colorbar, title: colour bar; axes title.
+        figsize, dpi, save: figure size in inches, resolution, optional PNG path.
+
+    Returns:
+        The figure; the nodes are the ``PathCollection`` labelled ``"attribution"``
+        (``get_clim()`` gives the colour limits).
+    """
+    s = _as_float_array(node_scores, "node_scores")
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"node_scores must have shape (N,) with N >= 1, got shape {s.shape}")
+    n = s.size
+    e = _edge_array(edges, n)
+    if positions is None:
+        pos = graph_layout(n, e, layout, seed=seed)
+    else:
+        pos = _as_float_array(positions, "positions")
+        if pos.shape != (n, 2):
+            raise ValueError(
+                f"positions must have shape (N, 2) = ({n}, 2) (one x, y per node), got shape {pos.shape}"
+            )
+    if node_labels is not None and len(node_labels) != n:
+        raise ValueError(f"node_labels must have one label per node ({n}), got {len(node_labels)}")
+    v = symmetric_limit(s, vmax=vmax)
+    fig = _new_figure(figsize, dpi)
+    ax = fig.add_subplot()
+    if len(e):
+        segments = np.stack([pos[e[:, 0]], pos[e[:, 1]]], axis=1)
+        ax.add_collection(LineCollection(segments, colors=edge_color, linewidths=1.2, zorder=1))
+    nodes = ax.scatter(
+        pos[:, 0], pos[:, 1], c=s, cmap=cmap, vmin=-v, vmax=v, s=node_size,
+        edgecolors="black", linewidths=0.8, zorder=2,
+    )
+    nodes.set_label(ATTRIBUTION_LABEL)
+    if node_labels is not None:
+        for (x, y), lab in zip(pos, node_labels):
+            ax.text(x, y, str(lab), ha="center", va="center", fontsize=8, zorder=3)
+    ax.set_aspect("equal")
+    ax.margins(0.12)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        fig.colorbar(nodes, ax=ax, label=ATTRIBUTION_LABEL, shrink=0.8)
+    return _finish(fig, save)

@@ -1,0 +1,410 @@
+"""Figures from jaxlift.viz: rendered to PNG, read back with Pillow, colour limits checked."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from PIL import Image
+
+from jaxlift import viz
+
+RNG = np.random.default_rng(0)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _smooth_scores(h: int = 12, w: int = 10, scale: float = 1.0) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return scale * np.sin(xx / 2.0) * np.cos(yy / 3.0)
+
+
+def _image(h: int = 12, w: int = 10) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return np.exp(-((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / 20.0)
+
+
+def _check_png(path: Path, fig: Figure) -> None:
+    """The PNG exists, is figsize*dpi pixels and is not (nearly) one colour."""
+    assert path.is_file() and path.stat().st_size > 0
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        w_in, h_in = fig.get_size_inches()
+        assert im.size == (round(w_in * fig.dpi), round(h_in * fig.dpi))
+        pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 20
+    assert not list(path.parent.glob(".*.tmp")), "temporary file left behind"
+
+
+def _attribution_images(fig: Figure) -> list[AxesImage]:
+    return [im for ax in fig.axes for im in ax.get_images() if im.get_label() == viz.ATTRIBUTION_LABEL]
+
+
+# --------------------------------------------------------------------------- image_heatmap
+
+
+def test_image_heatmap_overlay_png_and_symmetric_limits(tmp_path):
+    s = _smooth_scores() + 0.3  # asymmetric range: limits must still be symmetric
+    path = tmp_path / "heat.png"
+    fig = viz.image_heatmap(_image(), s, title="overlay", figsize=(4, 3), dpi=50, save=path)
+    assert isinstance(fig, Figure) and isinstance(fig.canvas, FigureCanvasAgg)
+    _check_png(path, fig)
+    (heat,) = _attribution_images(fig)
+    lo, hi = heat.get_clim()
+    assert lo == -hi and hi == pytest.approx(np.abs(s).max())
+    assert heat.get_alpha() == pytest.approx(0.6)
+    assert len(fig.axes) == 2  # image axes + colorbar
+
+
+def test_image_heatmap_sums_channels_and_accepts_jax(tmp_path):
+    jnp = pytest.importorskip("jax.numpy")
+    s = np.stack([_smooth_scores(), _smooth_scores(), -0.5 * _smooth_scores()], axis=-1)
+    rgb = (RNG.random((12, 10, 3)) * 255).astype(np.uint8)
+    fig = viz.image_heatmap(jnp.asarray(rgb), jnp.asarray(s), overlay=False, figsize=(6, 3), dpi=40)
+    (heat,) = _attribution_images(fig)
+    np.testing.assert_allclose(heat.get_array(), s.sum(-1))
+    assert heat.get_clim() == pytest.approx((-np.abs(s.sum(-1)).max(), np.abs(s.sum(-1)).max()))
+    path = viz.save_png(fig, tmp_path / "side.png")
+    _check_png(path, fig)
+
+
+def test_image_heatmap_given_vmax_and_no_image(tmp_path):
+    fig = viz.image_heatmap(None, _smooth_scores(), vmax=2.5, colorbar=False, figsize=(2, 2), dpi=50,
+                            save=tmp_path / "v.png")
+    (heat,) = _attribution_images(fig)
+    assert heat.get_clim() == (-2.5, 2.5)
+    assert len(fig.axes) == 1
+    _check_png(tmp_path / "v.png", fig)
+
+
+def test_all_zero_scores_get_a_valid_scale():
+    fig = viz.image_heatmap(None, np.zeros((4, 4)))
+    assert _attribution_images(fig)[0].get_clim() == (-1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "image, scores, match",
+    [
+        (None, np.zeros(5), r"scores must have shape \(H, W\) or \(H, W, C\), got shape \(5,\)"),
+        (None, np.zeros((2, 3, 4, 5)), r"got shape \(2, 3, 4, 5\)"),
+        (np.zeros((4, 4)), np.zeros((4, 5)), r"same \(H, W\).*\(4, 4\).*\(4, 5\)"),
+        (np.zeros((4, 4, 2)), np.zeros((4, 4)), r"image must have shape .*got shape \(4, 4, 2\)"),
+        (None, np.array([[np.nan, 0.0]]), "NaN or inf"),
+    ],
+)
+def test_image_heatmap_bad_shapes(image, scores, match):
+    with pytest.raises(ValueError, match=match):
+        viz.image_heatmap(image, scores)
+
+
+def test_image_heatmap_bad_vmax_and_alpha():
+    with pytest.raises(ValueError, match="vmax must be a positive"):
+        viz.image_heatmap(None, np.ones((2, 2)), vmax=-1.0)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        viz.image_heatmap(np.ones((2, 2)), np.ones((2, 2)), alpha=1.5)
+
+
+# --------------------------------------------------------------------------- method_grid
+
+
+def _grid_inputs(n: int = 3):
+    images = np.stack([_image() * (i + 1) / n for i in range(n)])
+    scale = np.array([1.0, 3.0, 0.2])[:n, None, None]
+    scores = {
+        "gradient": _smooth_scores()[None] * scale,
+        "deeplift": -2.0 * np.roll(_smooth_scores(), 3, axis=1)[None] * scale,
+        "ixg": np.repeat((_smooth_scores()[None] * scale)[..., None], 3, axis=-1),  # channels summed
+    }
+    return images, scores
+
+
+def _grid_clims(fig: Figure, n: int, m: int) -> np.ndarray:
+    """clim upper limits per cell, shape (n, m); also checks symmetry."""
+    cells = fig.axes[: n * (m + 1)]
+    out = np.zeros((n, m))
+    for i in range(n):
+        for j in range(m):
+            (im,) = [x for x in cells[i * (m + 1) + j + 1].get_images() if x.get_label() == viz.ATTRIBUTION_LABEL]
+            lo, hi = im.get_clim()
+            assert lo == -hi
+            out[i, j] = hi
+    return out
+
+
+def test_method_grid_row_shared_limits(tmp_path):
+    images, scores = _grid_inputs()
+    path = tmp_path / "grid.png"
+    fig = viz.method_grid(images, scores, row_labels=["a", "b", "c"], title="methods", cell_size=1.5,
+                          dpi=40, save=path)
+    _check_png(path, fig)
+    clims = _grid_clims(fig, 3, 3)
+    summed = [s.sum(-1) if s.ndim == 4 else s for s in scores.values()]
+    for i in range(3):
+        expected = max(np.abs(s[i]).max() for s in summed)
+        np.testing.assert_allclose(clims[i], expected)
+    assert len({round(c, 9) for c in clims[:, 0]}) == 3  # rows differ
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles == ["input", "gradient", "deeplift", "ixg"]
+    assert fig.axes[4].get_ylabel() == "b"
+    assert len(fig.axes) == 12 + 3  # cells + one colorbar per row
+
+
+def test_method_grid_global_and_fixed_limits(tmp_path):
+    images, scores = _grid_inputs()
+    fig = viz.method_grid(images, scores, share="global", alpha=0.5, dpi=30)
+    clims = _grid_clims(fig, 3, 3)
+    summed = [s.sum(-1) if s.ndim == 4 else s for s in scores.values()]
+    np.testing.assert_allclose(clims, max(np.abs(s).max() for s in summed))
+    assert len(fig.axes) == 12 + 1
+    path = viz.save_png(fig, tmp_path / "global.png")
+    _check_png(path, fig)
+
+    fig = viz.method_grid(images, scores, share="row", vmax=0.7, dpi=30)
+    np.testing.assert_allclose(_grid_clims(fig, 3, 3), 0.7)
+
+
+def test_method_grid_single_example_rgb():
+    images = (RNG.random((1, 8, 8, 3)) * 255).astype(np.uint8)
+    fig = viz.method_grid(images, {"m": RNG.normal(size=(1, 8, 8, 3))}, colorbar=False)
+    assert len(fig.axes) == 2
+
+
+@pytest.mark.parametrize(
+    "images, scores, kwargs, match",
+    [
+        (np.zeros((8, 8)), {"m": np.zeros((1, 8, 8))}, {}, r"images must be a batch .*got shape \(8, 8\)"),
+        (np.zeros((2, 8, 8)), {}, {}, "non-empty mapping"),
+        (np.zeros((2, 8, 8)), {"m": np.zeros((3, 8, 8))}, {}, r"scores_by_method\['m'\].*\(2, 8, 8\).*\(3, 8, 8\)"),
+        (np.zeros((2, 8, 8)), {"m": np.zeros((2, 8, 7))}, {}, r"got shape \(2, 8, 7\)"),
+        (np.zeros((2, 8, 8)), {"m": np.zeros((2, 8, 8))}, {"share": "column"}, "share must be 'row' or 'global'"),
+        (np.zeros((2, 8, 8)), {"m": np.zeros((2, 8, 8))}, {"row_labels": ["x"]}, "one label per example"),
+    ],
+)
+def test_method_grid_bad_inputs(images, scores, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        viz.method_grid(images, scores, **kwargs)
+
+
+# --------------------------------------------------------------------------- feature_bars
+
+
+def test_feature_bars_sorted_coloured_topk(tmp_path):
+    scores = np.array([0.1, -2.0, 0.5, 3.0, -0.05, 1.0])
+    names = ["age", "bmi", "bp", "s1", "s2", "s3"]
+    path = tmp_path / "bars.png"
+    fig = viz.feature_bars(scores, names, top_k=4, dpi=50, save=path)
+    _check_png(path, fig)
+    ax = fig.axes[0]
+    bars = sorted(ax.patches, key=lambda p: p.get_y())  # y axis inverted: smallest y on top
+    assert [p.get_width() for p in bars] == [3.0, -2.0, 1.0, 0.5]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["s1", "bmi", "s3", "bp"]
+    pos_rgba, neg_rgba = bars[0].get_facecolor(), bars[1].get_facecolor()
+    assert pos_rgba != neg_rgba
+    assert bars[2].get_facecolor() == pos_rgba
+    lo, hi = ax.get_xlim()
+    assert lo == -hi
+
+
+def test_feature_bars_defaults_and_errors():
+    fig = viz.feature_bars(RNG.normal(size=5), top_k=50)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] != []
+    assert len(fig.axes[0].patches) == 5
+    with pytest.raises(ValueError, match=r"scores must have shape \(F,\).*got shape \(2, 3\)"):
+        viz.feature_bars(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"one name per score \(3\), got 2"):
+        viz.feature_bars(np.zeros(3), ["a", "b"])
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        viz.feature_bars(np.zeros(3), top_k=0)
+
+
+# --------------------------------------------------------------------------- sequence_logo
+
+
+def test_sequence_logo_letters_heights(tmp_path):
+    length = 12
+    one_hot = np.eye(4)[RNG.integers(0, 4, length)]
+    scores = RNG.normal(size=(length, 4)) * one_hot
+    path = tmp_path / "logo.png"
+    fig = viz.sequence_logo(scores, "ACGT", figsize=(5, 2), dpi=60, save=path)
+    _check_png(path, fig)
+    ax = fig.axes[0]
+    assert len(ax.patches) == np.count_nonzero(scores)
+    # every letter spans [0, score] (upright) in y and sits over its position in x
+    spans = sorted(
+        (p.get_path().get_extents() for p in ax.patches), key=lambda b: (b.x0 + b.x1) / 2
+    )
+    for i, box in enumerate(spans):
+        value = scores[i][scores[i] != 0][0]
+        assert (box.x0 + box.x1) / 2 == pytest.approx(i, abs=1e-6)
+        assert box.y0 == pytest.approx(min(0.0, value), abs=1e-6)
+        assert box.y1 == pytest.approx(max(0.0, value), abs=1e-6)
+    lo, hi = ax.get_ylim()
+    assert lo <= scores.min() and hi >= scores.max()
+
+
+def test_sequence_logo_stacks_dense_scores_and_colours():
+    scores = np.array([[0.5, 1.0, -0.25, -1.0]])
+    boxes = viz.logo_boxes(scores)
+    by_letter = {k: (y, h) for _, k, _, y, h in boxes}
+    assert by_letter[0] == (0.0, 0.5) and by_letter[1] == (0.5, 1.0)  # largest on top
+    assert by_letter[2] == (-0.25, 0.25) and by_letter[3] == (-1.25, 1.0)
+    fig = viz.sequence_logo(scores, flip_negative=True)
+    colours = {tuple(p.get_facecolor()) for p in fig.axes[0].patches}
+    assert len(colours) == 4
+
+
+def test_sequence_logo_bad_inputs():
+    with pytest.raises(ValueError, match=r"shape \(L, 4\).*'ACGT'.*got shape \(4, 10, 1\)"):
+        viz.sequence_logo(np.zeros((4, 10, 1)))
+    with pytest.raises(ValueError, match=r"shape \(L, 4\).*got shape \(10, 5\)"):
+        viz.sequence_logo(np.zeros((10, 5)))
+    with pytest.raises(ValueError, match="distinct"):
+        viz.sequence_logo(np.zeros((3, 4)), alphabet="AACG")
+    fig = viz.sequence_logo(np.ones((3, 20)), alphabet="ACDEFGHIKLMNPQRSTVWY")  # protein
+    assert len(fig.axes[0].patches) == 60
+
+
+# --------------------------------------------------------------------------- graph_nodes
+
+
+def _node_collection(fig: Figure) -> PathCollection:
+    (nodes,) = [c for c in fig.axes[0].collections if c.get_label() == viz.ATTRIBUTION_LABEL]
+    return nodes
+
+
+def test_graph_nodes_layout_and_symmetric_limits(tmp_path):
+    edges = [(0, 1), (1, 2), (2, 3), (3, 0), (3, 4), (4, 5), (6, 7)]
+    scores = np.array([0.2, -1.5, 0.7, 0.1, -0.3, 0.9, 0.0, 0.4])
+    path = tmp_path / "graph.png"
+    fig = viz.graph_nodes(scores, edges=edges, node_labels=list("ABCDEFGH"), figsize=(4, 3), dpi=50,
+                          save=path)
+    _check_png(path, fig)
+    nodes = _node_collection(fig)
+    assert nodes.get_clim() == (-1.5, 1.5)
+    np.testing.assert_allclose(nodes.get_array(), scores)
+    pos = nodes.get_offsets()
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.eye(len(scores))
+    assert d.min() > 0.05, "layout put two nodes on top of each other"
+    assert np.all(np.abs(pos) <= 1.0 + 1e-9)
+    assert len(fig.axes[0].collections[0].get_segments()) == len(edges)
+
+
+@pytest.mark.parametrize("layout", ["spring", "spectral", "circle"])
+def test_graph_layouts_are_deterministic_and_finite(layout):
+    edges = [(i, (i + 1) % 7) for i in range(7)] + [(0, 3)]
+    a = viz.graph_layout(7, edges, layout)
+    b = viz.graph_layout(7, edges, layout)
+    assert a.shape == (7, 2) and np.all(np.isfinite(a))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_graph_nodes_given_positions_and_vmax():
+    pos = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]])
+    fig = viz.graph_nodes(np.array([1.0, -0.2, 0.3]), positions=pos, edges=np.array([[0, 1], [1, 2]]),
+                          vmax=4.0)
+    nodes = _node_collection(fig)
+    assert nodes.get_clim() == (-4.0, 4.0)
+    np.testing.assert_allclose(nodes.get_offsets(), pos)
+
+
+def test_connected_components():
+    comps = viz.connected_components(6, [(0, 1), (4, 5), (5, 3)])
+    assert [c.tolist() for c in comps] == [[3, 4, 5], [0, 1], [2]]
+
+
+@pytest.mark.parametrize(
+    "scores, kwargs, match",
+    [
+        (np.zeros((3, 2)), {}, r"node_scores must have shape \(N,\).*got shape \(3, 2\)"),
+        (np.zeros(3), {"edges": [(0, 3)]}, r"node index 3, but there are 3 nodes"),
+        (np.zeros(3), {"edges": [0, 1, 2]}, r"edges must have shape \(E, 2\).*got shape \(3,\)"),
+        (np.zeros(3), {"positions": np.zeros((3, 3))}, r"positions must have shape \(N, 2\) = \(3, 2\)"),
+        (np.zeros(3), {"node_labels": ["a"]}, r"one label per node \(3\), got 1"),
+        (np.zeros(3), {"layout": "kamada"}, "layout must be one of"),
+    ],
+)
+def test_graph_nodes_bad_inputs(scores, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        viz.graph_nodes(scores, **kwargs)
+
+
+# --------------------------------------------------------------------------- save_png
+
+
+def _small_fig() -> Figure:
+    return viz.feature_bars(np.array([1.0, -1.0]), figsize=(2, 1), dpi=30)
+
+
+def test_save_png_missing_folder_names_it(tmp_path):
+    folder = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError, match="folder does not exist") as info:
+        viz.save_png(_small_fig(), folder / "x.png")
+    assert str(folder) in str(info.value)
+    assert not (tmp_path / "no").exists()
+
+
+def test_save_png_parent_is_a_file(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="not a folder") as info:
+        viz.image_heatmap(None, np.eye(3), save=blocker / "x.png")
+    assert str(blocker) in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write anywhere")
+def test_save_png_unwritable_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="not writable") as info:
+            viz.save_png(_small_fig(), folder / "x.png")
+        assert str(folder) in str(info.value)
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
+
+
+def test_save_png_failure_leaves_no_partial_file_and_keeps_old(tmp_path, monkeypatch):
+    target = tmp_path / "keep.png"
+    target.write_bytes(b"old contents")
+    fig = _small_fig()
+
+    def broken_savefig(fh, **kwargs):
+        fh.write(b"\x89PNG half written")
+        raise RuntimeError("renderer exploded")
+
+    monkeypatch.setattr(fig, "savefig", broken_savefig)
+    with pytest.raises(RuntimeError, match="renderer exploded"):
+        viz.save_png(fig, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
+    assert target.read_bytes() == b"old contents"
+
+
+def test_save_png_overwrites_and_honours_dpi(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+    fig = _small_fig()
+    assert viz.save_png(fig, str(target), dpi=60) == target
+    with Image.open(target) as im:
+        assert im.size == (120, 60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_save_png_permission_error_is_reported_with_folder(tmp_path, monkeypatch):
+    """As root a read-only folder is still writable, so simulate the refusal."""
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(viz.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match="folder is not writable") as info:
+        viz.save_png(_small_fig(), tmp_path / "x.png")
+    assert info.value.filename == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []
