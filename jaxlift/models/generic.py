@@ -1,0 +1,260 @@
+"""A Keras model graph (Sequential or functional) as one Flax linen module.
+
+``ModelGraph`` is a hashable description of a Keras model: its layers in topological order,
+each with normalised options (named as in Keras 3's layer configs) and the tensors each call
+("node") of the layer consumes. ``KerasModel(graph)`` runs it::
+
+    model = KerasModel(graph)
+    variables = model.init(jax.random.key(0), x)        # or read from an .h5 file
+    y = model.apply(variables, x)                       # (N, …) → (N, …) outputs
+    z = model.apply(variables, x, logits=True)          # pre-activation of the final layer
+
+**Logits.** ``logits=True`` returns, for each model output, the pre-activation of the last
+layer that has an activation: walking back from the output through inference no-ops
+(Dropout and friends, ``Activation("linear")``), the first layer found returns its value
+before its ``activation`` (a ``Dense``/``Conv``) or its input (an ``Activation``/``Softmax``
+layer). Any other layer (pooling, merge, ``Dense`` with linear activation, …) returns its
+ordinary output, which then *is* the logit. This is what DeepLIFT explains.
+
+Variables: ``{"params": {layer_name: {...}}}`` plus ``{"batch_stats": {...}}`` when the model
+has BatchNormalization layers (always used in inference mode). ``train=True`` turns on
+Dropout (it needs ``rngs={"dropout": key}``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+
+from jaxlift.models import layers as L
+
+TensorRef = tuple[str, int, int]
+"""A Keras tensor: (layer name, node index, tensor index)."""
+
+
+def freeze(value: Any) -> Any:
+    """Lists → tuples, dicts → sorted tuples of pairs, recursively (hashable options)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One Keras layer: ``class_name`` (Keras's), ``name``, ``options`` (sorted (key, value)
+    pairs, Keras 3 config names) and ``inbound``: for each call of the layer, the tensors it
+    takes. An ``InputLayer`` has no inbound and the option ``batch_shape``."""
+
+    class_name: str
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    inbound: tuple[tuple[TensorRef, ...], ...] = ()
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelGraph:
+    """A Keras model: ``layers`` in topological order (``InputLayer`` s first in use order),
+    ``inputs`` (names of the input layers), ``outputs`` (tensor refs), and whether it was a
+    ``Sequential`` model (then every layer has one node fed by the layer before it)."""
+
+    name: str
+    layers: tuple[LayerSpec, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[TensorRef, ...]
+    sequential: bool = False
+
+    def layer(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def input_shapes(self) -> tuple[tuple[int | None, ...], ...]:
+        """Batch shapes of the inputs, e.g. ``((None, 28, 28, 1),)``."""
+        return tuple(tuple(self.layer(n).opts["batch_shape"]) for n in self.inputs)
+
+
+def sequential_graph(name: str, batch_shape: tuple[int | None, ...],
+                     layers: list[tuple[str, str, dict[str, Any]]],
+                     input_name: str = "input_layer") -> ModelGraph:
+    """A Sequential ``ModelGraph`` from (class_name, name, options) triples."""
+    specs = [LayerSpec("InputLayer", input_name, freeze({"batch_shape": batch_shape}))]
+    prev: TensorRef = (input_name, 0, 0)
+    for cls, lname, opts in layers:
+        specs.append(LayerSpec(cls, lname, freeze(opts), ((prev,),)))
+        prev = (lname, 0, 0)
+    return ModelGraph(name, tuple(specs), (input_name,), (prev,), sequential=True)
+
+
+# --------------------------------------------------------------------------- layer table
+
+
+def _conv(rank: int) -> Callable[[dict], nn.Module]:
+    keys = ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
+            "groups", "activation", "use_bias")
+    return lambda o, name: L.Conv(rank=rank, **{k: o[k] for k in keys}, name=name)
+
+
+def _pool(rank: int, op: str) -> Callable[[dict], nn.Module]:
+    keys = ("pool_size", "strides", "padding", "data_format")
+    return lambda o, name: L.Pool(rank=rank, op=op, **{k: o[k] for k in keys}, name=name)
+
+
+def _global(op: str) -> Callable[[dict], nn.Module]:
+    return lambda o, name: L.GlobalPool(op=op, data_format=o["data_format"],
+                                        keepdims=o["keepdims"], name=name)
+
+
+def _merge(op: str) -> Callable[[dict], nn.Module]:
+    return lambda o, name: L.Merge(op=op, axis=o.get("axis", -1), name=name)
+
+
+def _identity(o: dict, name: str) -> nn.Module:
+    return L.Identity(name=name)
+
+
+LAYER_BUILDERS: dict[str, Callable[[dict, str], nn.Module]] = {
+    "Dense": lambda o, name: L.Dense(o["units"], o["activation"], o["use_bias"], name=name),
+    "Conv1D": _conv(1), "Conv2D": _conv(2), "Conv3D": _conv(3),
+    "MaxPooling1D": _pool(1, "max"), "MaxPooling2D": _pool(2, "max"),
+    "MaxPooling3D": _pool(3, "max"),
+    "AveragePooling1D": _pool(1, "avg"), "AveragePooling2D": _pool(2, "avg"),
+    "AveragePooling3D": _pool(3, "avg"),
+    "GlobalAveragePooling1D": _global("avg"), "GlobalAveragePooling2D": _global("avg"),
+    "GlobalAveragePooling3D": _global("avg"),
+    "GlobalMaxPooling1D": _global("max"), "GlobalMaxPooling2D": _global("max"),
+    "GlobalMaxPooling3D": _global("max"),
+    "Flatten": lambda o, name: L.Flatten(o["data_format"], name=name),
+    "Reshape": lambda o, name: L.Reshape(o["target_shape"], name=name),
+    "Permute": lambda o, name: L.Permute(o["dims"], name=name),
+    "Dropout": lambda o, name: L.Dropout(o["rate"], name=name),
+    "SpatialDropout1D": lambda o, name: L.Dropout(o["rate"], True, "channels_last", name=name),
+    "SpatialDropout2D": lambda o, name: L.Dropout(o["rate"], True, o["data_format"], name=name),
+    "SpatialDropout3D": lambda o, name: L.Dropout(o["rate"], True, o["data_format"], name=name),
+    "GaussianNoise": _identity, "GaussianDropout": _identity, "AlphaDropout": _identity,
+    "ActivityRegularization": _identity,
+    "Activation": lambda o, name: L.Activation(o["activation"], name=name),
+    "Softmax": lambda o, name: L.Softmax(o["axis"], name=name),
+    "ReLU": lambda o, name: L.ReLU(o["max_value"], o["negative_slope"], o["threshold"],
+                                   name=name),
+    "LeakyReLU": lambda o, name: L.LeakyReLU(o["negative_slope"], name=name),
+    "ELU": lambda o, name: L.ELU(o["alpha"], name=name),
+    "PReLU": lambda o, name: L.PReLU(o["shared_axes"], name=name),
+    "BatchNormalization": lambda o, name: L.BatchNorm(o["axis"], o["epsilon"], o["center"],
+                                                      o["scale"], name=name),
+    "ZeroPadding1D": lambda o, name: L.ZeroPadding(o["padding"], "channels_last", name=name),
+    "ZeroPadding2D": lambda o, name: L.ZeroPadding(o["padding"], o["data_format"], name=name),
+    "ZeroPadding3D": lambda o, name: L.ZeroPadding(o["padding"], o["data_format"], name=name),
+    "Cropping1D": lambda o, name: L.Cropping(o["cropping"], "channels_last", name=name),
+    "Cropping2D": lambda o, name: L.Cropping(o["cropping"], o["data_format"], name=name),
+    "Cropping3D": lambda o, name: L.Cropping(o["cropping"], o["data_format"], name=name),
+    "Add": _merge("add"), "Subtract": _merge("subtract"), "Multiply": _merge("multiply"),
+    "Average": _merge("average"), "Maximum": _merge("maximum"), "Minimum": _merge("minimum"),
+    "Concatenate": _merge("concatenate"),
+}
+"""Keras class name → ``(options, name) -> Flax module``. ``InputLayer`` is handled apart."""
+
+NOOP_LAYERS = frozenset({"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                         "GaussianNoise", "GaussianDropout", "AlphaDropout",
+                         "ActivityRegularization"})
+"""Layers that are the identity at inference; ``logits=True`` looks through them."""
+
+
+def build_layer(spec: LayerSpec) -> nn.Module:
+    """The Flax module of one layer (unbound, named after the Keras layer)."""
+    return LAYER_BUILDERS[spec.class_name](spec.opts, spec.name)
+
+
+def _passes_through(spec: LayerSpec) -> bool:
+    if spec.class_name in NOOP_LAYERS:
+        return True
+    return spec.class_name == "Activation" and spec.opts["activation"] == "linear"
+
+
+def _logit_path(graph: ModelGraph) -> dict[TensorRef, bool]:
+    """Tensors computed in logit mode for ``logits=True``: True for a layer that returns its
+    pre-activation, False for a pass-through layer between it and a model output."""
+    by_name = {s.name: s for s in graph.layers}
+    path: dict[TensorRef, bool] = {}
+    for lname, node, _ in graph.outputs:
+        while True:
+            spec = by_name[lname]
+            if spec.class_name == "InputLayer":
+                raise ValueError(f"model {graph.name!r}: output {lname!r} is an input; "
+                                 "it has no logits")
+            if not _passes_through(spec):
+                path[(lname, node, 0)] = True
+                break
+            path[(lname, node, 0)] = False
+            (lname, node, _), = spec.inbound[node]
+    return path
+
+
+def _needed(graph: ModelGraph, seeds: list[TensorRef]) -> set[TensorRef]:
+    """Tensors whose ordinary values the seeds depend on (the seeds included)."""
+    by_name = {s.name: s for s in graph.layers}
+    need, todo = set(), list(seeds)
+    while todo:
+        ref = todo.pop()
+        if ref in need:
+            continue
+        need.add(ref)
+        spec = by_name[ref[0]]
+        if spec.class_name != "InputLayer":
+            todo.extend(spec.inbound[ref[1]])
+    return need
+
+
+class KerasModel(nn.Module):
+    """The Flax module of a ``ModelGraph``; see the module docstring.
+
+    ``__call__(*inputs, logits=False, train=False)``: one array per model input (or one
+    list/tuple of them), each (N, *input_shape); returns one array, or a tuple when the model
+    has several outputs.
+    """
+
+    graph: ModelGraph
+
+    def keras_graph(self) -> ModelGraph:
+        """The graph to save (the protocol ``save_keras_h5`` uses)."""
+        return self.graph
+
+    @nn.compact
+    def __call__(self, *inputs: jax.Array, logits: bool = False, train: bool = False):
+        g = self.graph
+        if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            inputs = tuple(inputs[0])
+        if len(inputs) != len(g.inputs):
+            raise ValueError(f"model {g.name!r} takes {len(g.inputs)} input(s), got {len(inputs)}")
+        values: dict[TensorRef, jax.Array] = {(n, 0, 0): x for n, x in zip(g.inputs, inputs)}
+        path = _logit_path(g) if logits else {}
+        seeds = [r for r, top in path.items() if top]
+        seeds = [r for ref in seeds for r in g.layer(ref[0]).inbound[ref[1]]] if logits \
+            else list(g.outputs)
+        need = _needed(g, seeds)
+        logit_values: dict[TensorRef, jax.Array] = {}
+        for spec in g.layers:
+            if spec.class_name == "InputLayer":
+                continue
+            module = build_layer(spec)
+            for node, refs in enumerate(spec.inbound):
+                ref = (spec.name, node, 0)
+                if path.get(ref) is True:
+                    logit_values[ref] = module(*[values[r] for r in refs], logits=True,
+                                               train=train)
+                elif path.get(ref) is False:
+                    logit_values[ref] = module(logit_values[refs[0]], train=train)
+                if ref in need:
+                    values[ref] = module(*[values[r] for r in refs], train=train)
+        table = logit_values if logits else values
+        outs = [table[r] for r in g.outputs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
