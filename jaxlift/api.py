@@ -1,0 +1,367 @@
+"""``jaxlift.attribute`` and ``jaxlift.multipliers``: DeepLIFT over inputs × references.
+
+``fn(params, xb)`` is called the way a model is called for prediction: a batch in (leading axis),
+a batch of outputs out. jaxlift traces it at one example, interprets the jaxpr on every
+(input, reference) pair with ``vmap`` over N inputs × K references, and ``jit``-compiles the
+whole once per (fn, target, mode, shapes). Examples of a batch are assumed not to interact.
+
+Shapes (for each leaf of the pytree ``x``, with ``S`` an example's shape):
+
+* ``x``: ``(N, *S)``; ``refs``: ``(K, *S)`` shared by all inputs, ``(N, K, *S)`` one set per
+  input, or a callable ``ref_fn(x, key)`` returning either;
+* result: ``(N, *S)`` averaged over references, ``(N, K, *S)`` with ``average_refs=False``; with
+  ``target="all"`` an axis of size T (the number of outputs) follows N (and K).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlift import interpreter
+from jaxlift.errors import JaxliftError
+from jaxlift.interpreter import MAX_MODES, MODES, Config
+from jaxlift.program import MARKER_PREFIX, build_program
+
+Target = "int | tuple | Callable | str | None"
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer markers ("find_scores_layer" of the original deeplift)
+
+@functools.lru_cache(maxsize=None)
+def _marker(name: str) -> Callable:
+    def identity(v):
+        return v
+    identity.__name__ = MARKER_PREFIX + name
+    return jax.jit(identity)
+
+
+def layer(x, name: str):
+    """Mark an intermediate value so that ``attribute(..., layer=name)`` scores it.
+
+    Identity in value (and under ``jit``, ``vmap`` and ``grad``). Returns ``x``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"layer name must be a non-empty string, got {name!r}")
+    return jax.tree_util.tree_map(_marker(name), x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+def _select_target(out, target, n_outputs_hint: str = "") -> jax.Array:
+    if callable(target) and not isinstance(target, str):
+        t = jnp.asarray(target(out))
+        if t.size != 1:
+            raise ValueError(f"target callable must return a scalar, got shape {t.shape}")
+        return t.reshape(())
+    leaves = jax.tree_util.tree_leaves(out)
+    if len(leaves) != 1:
+        raise ValueError(
+            f"fn returns a pytree of {len(leaves)} arrays per example; pass target as a "
+            "callable that picks the scalar to explain")
+    (o,) = leaves
+    if target is None:
+        if o.size != 1:
+            raise ValueError(
+                f"fn's output per example has shape {o.shape}; pass target=<index> to explain "
+                "one output, or target='all' to explain every output")
+        return o.reshape(())
+    if isinstance(target, str):
+        if target != "all":
+            raise ValueError(f"unknown target {target!r}; use an index, a tuple, a callable "
+                             "or 'all'")
+        return o.reshape(-1)
+    if isinstance(target, (int, np.integer)):
+        if o.ndim == 0:
+            raise ValueError("fn's output per example is a scalar; use target=None")
+        n = o.shape[-1]
+        if not -n <= int(target) < n:
+            raise ValueError(f"target index {int(target)} is out of range for fn's output with "
+                             f"{n} entries per example (shape {o.shape})")
+        t = o[..., int(target)]
+        if t.ndim:
+            raise ValueError(f"target index {int(target)} selects shape {t.shape}, not a scalar; "
+                             f"pass a tuple index into the per-example output of shape {o.shape}")
+        return t
+    if isinstance(target, tuple):
+        if len(target) != o.ndim:
+            raise ValueError(f"tuple target {target} must index all {o.ndim} axes of the "
+                             f"per-example output of shape {o.shape}")
+        for i, n in zip(target, o.shape):
+            if not -n <= int(i) < n:
+                raise ValueError(f"target {target} is out of range for the per-example output "
+                                 f"of shape {o.shape}")
+        return o[target]
+    raise TypeError(f"target must be None, an int, a tuple, a callable or 'all', got "
+                    f"{type(target).__name__}")
+
+
+def _per_example(fn: Callable, target) -> Callable:
+    def f(params, x_example):
+        xb = jax.tree_util.tree_map(lambda leaf: leaf[None], x_example)
+        out = fn(params, xb)
+        out_example = jax.tree_util.tree_map(lambda o: o[0], out)
+        return _select_target(out_example, target)
+    return f
+
+
+# ---------------------------------------------------------------------------------------------
+# The computation over pairs
+
+def _pair_fn(program, config: Config, what: str, layer_name: str | None, all_targets: bool):
+    out_atom = program.outputs[0]
+
+    def pair(fixed_leaves, x_leaves, r_leaves):
+        fwd = interpreter.forward(program, config, fixed_leaves, x_leaves, r_leaves)
+        if program.is_live(out_atom):
+            y, y0 = fwd.x[out_atom], fwd.r[out_atom]
+        else:
+            y = y0 = fwd.value(out_atom, "x")
+        delta = jnp.asarray(y) - jnp.asarray(y0)
+
+        def back(seed):
+            mult = (interpreter.backward(fwd, {out_atom: seed})
+                    if program.is_live(out_atom) else {})
+            if layer_name is not None:
+                atom = program.markers[layer_name]
+                if what == "contributions":
+                    return [interpreter.variable_contributions(fwd, mult, atom)]
+                return [interpreter.variable_multipliers(fwd, mult, atom)]
+            ms = interpreter.input_multipliers(fwd, mult)
+            if what == "contributions":
+                return [m * (fwd.x[i] - fwd.r[i]) if program.is_float(i) else m
+                        for m, i in zip(ms, program.live_inputs)]
+            return ms
+
+        dtype = jnp.result_type(delta)
+        if all_targets:
+            seeds = jnp.eye(delta.shape[0], dtype=dtype)
+            return jax.vmap(back)(seeds), delta
+        return back(jnp.ones((), dtype)), delta
+
+    return pair
+
+
+def _compute(params, x, refs, *, fn, target, config, what, layer_name, per_input_refs, average):
+    x_example = jax.tree_util.tree_map(lambda l: jax.ShapeDtypeStruct(l.shape[1:], l.dtype), x)
+    program, _ = build_program(_per_example(fn, target), params, x_example)
+    if layer_name is not None and layer_name not in program.markers:
+        known = ", ".join(sorted(program.markers)) or "none"
+        raise ValueError(f"no layer named {layer_name!r} in fn (marked layers: {known}); mark "
+                         "one with jaxlift.layer(value, name)")
+    all_targets = isinstance(target, str) and target == "all"
+    pair = _pair_fn(program, config, what, layer_name, all_targets)
+    fixed = jax.tree_util.tree_leaves(params)
+    x_leaves = jax.tree_util.tree_leaves(x)
+    r_leaves = jax.tree_util.tree_leaves(refs)
+    over_refs = jax.vmap(pair, in_axes=(None, None, 0))
+    over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None))
+    res, delta = over_pairs(fixed, x_leaves, r_leaves)
+    if layer_name is not None:
+        res = [_squeeze_batch_axis(r, 2 + all_targets) for r in res]
+    if average:
+        res = [r.mean(axis=1) for r in res]
+        delta = delta.mean(axis=1)
+    if layer_name is not None:
+        return res[0], delta
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), res), delta
+
+
+def _squeeze_batch_axis(r, axis: int):
+    """A marked layer was traced with a batch of one: drop that axis."""
+    return jnp.squeeze(r, axis=axis) if r.ndim > axis and r.shape[axis] == 1 else r
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_jit(fn, target, config, what, layer_name, per_input_refs, average):
+    return _make_jit(fn, target, config, what, layer_name, per_input_refs, average)
+
+
+def _make_jit(fn, target, config, what, layer_name, per_input_refs, average):
+    return jax.jit(functools.partial(
+        _compute, fn=fn, target=target, config=config, what=what, layer_name=layer_name,
+        per_input_refs=per_input_refs, average=average))
+
+
+def _compiled(*key):
+    try:
+        return _cached_jit(*key)
+    except TypeError:  # an unhashable fn or target: compile without the cache
+        return _make_jit(*key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+def _is_concrete(tree) -> bool:
+    return not any(isinstance(l, jax.core.Tracer) for l in jax.tree_util.tree_leaves(tree))
+
+
+def _check_finite(name: str, tree) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        arr = np.asarray(leaf)
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            where = jax.tree_util.keystr(path) or ""
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(f"{name}{where} contains {bad} NaN or Inf value(s); jaxlift needs "
+                             "finite inputs, references and parameters")
+
+
+def _validate(x, refs) -> tuple[int, int, bool]:
+    """Check shapes and dtypes; return ``(N, K, per_input_refs)``."""
+    x_leaves, x_tree = jax.tree_util.tree_flatten(x)
+    r_leaves, r_tree = jax.tree_util.tree_flatten(refs)
+    if not x_leaves:
+        raise ValueError("x is empty: pass a batch of inputs (leading axis N)")
+    if x_tree != r_tree:
+        raise ValueError(f"refs must have the same pytree structure as x; got {r_tree} for x "
+                         f"structured as {x_tree}")
+    ns = {jnp.shape(l)[0] if jnp.ndim(l) else None for l in x_leaves}
+    if None in ns:
+        raise ValueError("every leaf of x needs a leading batch axis (N, ...); got a scalar")
+    if len(ns) != 1:
+        raise ValueError(f"the leaves of x disagree on the batch size N: {sorted(ns)}")
+    (n,) = ns
+    if n == 0:
+        raise ValueError("x is an empty batch (N = 0); pass at least one input")
+    layouts, ks = set(), set()
+    for xl, rl in zip(x_leaves, r_leaves):
+        xs, rs = jnp.shape(xl), jnp.shape(rl)
+        if len(rs) == len(xs) and rs[1:] == xs[1:]:
+            layouts.add(False)
+            ks.add(rs[0])
+        elif len(rs) == len(xs) + 1 and rs[0] == n and rs[2:] == xs[1:]:
+            layouts.add(True)
+            ks.add(rs[1])
+        else:
+            raise ValueError(
+                f"refs of shape {rs} do not fit x of shape {xs}: expected (K, {', '.join(map(str, xs[1:]))}) "
+                f"references shared by all inputs or ({n}, K, {', '.join(map(str, xs[1:]))}) "
+                "references per input")
+        if jnp.result_type(xl) != jnp.result_type(rl):
+            raise ValueError(f"refs dtype {jnp.result_type(rl)} differs from x dtype "
+                             f"{jnp.result_type(xl)}; cast them, e.g. refs.astype(x.dtype)")
+    if len(layouts) != 1 or len(ks) != 1:
+        raise ValueError("all leaves of refs must use the same layout and number of references K")
+    (k,) = ks
+    if k == 0:
+        raise ValueError("refs is an empty batch (K = 0); pass at least one reference")
+    return n, k, layouts.pop()
+
+
+def _check_options(mode: str, max_mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if max_mode not in MAX_MODES:
+        raise ValueError(f"unknown max_mode {max_mode!r}; choose one of {', '.join(MAX_MODES)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batch_size,
+         layer_name, key, progress, return_delta, check_finite):
+    _check_options(mode, max_mode)
+    x = jax.tree_util.tree_map(jnp.asarray, x)
+    if callable(refs):
+        refs = refs(x, jax.random.PRNGKey(0) if key is None else key)
+    refs = jax.tree_util.tree_map(jnp.asarray, refs)
+    n, k, per_input = _validate(x, refs)
+    if check_finite and _is_concrete((params, x, refs)):
+        _check_finite("x", x)
+        _check_finite("refs", refs)
+        _check_finite("params", params)
+    config = Config(mode=mode, max_mode=max_mode)
+    run = _compiled(fn, target, config, what, layer_name, per_input, average_refs)
+    chunk = n if batch_size is None else max(1, int(batch_size) // k)
+    if chunk >= n:
+        res, delta = run(params, x, refs)
+    else:
+        res, delta = _run_chunked(run, params, x, refs, n, chunk, per_input, progress)
+    return (res, delta) if return_delta else res
+
+
+def _run_chunked(run, params, x, refs, n, chunk, per_input, progress):
+    """Run ``run`` on chunks of ``chunk`` inputs (the last padded to the same shape, so one
+    compilation serves all) and concatenate."""
+    starts = range(0, n, chunk)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, total=math.ceil(n / chunk), desc="jaxlift", unit="chunk")
+    outs, deltas = [], []
+    for s in starts:
+        idx = np.minimum(np.arange(s, s + chunk), n - 1)
+        xc = jax.tree_util.tree_map(lambda l: l[idx], x)
+        rc = jax.tree_util.tree_map(lambda l: l[idx], refs) if per_input else refs
+        res, delta = run(params, xc, rc)
+        m = min(chunk, n - s)
+        outs.append(jax.tree_util.tree_map(lambda l: l[:m], res))
+        deltas.append(delta[:m])
+    res = jax.tree_util.tree_map(lambda *ls: jnp.concatenate(ls), *outs)
+    return res, jnp.concatenate(deltas)
+
+
+_DOC_ARGS = """
+    Args:
+      fn: ``fn(params, xb) -> outputs``, called on a batch ``xb`` (leading axis), e.g. a Flax
+        ``model.apply``.
+      params: pytree of parameters (fixed: ``Δ = 0``).
+      x: pytree of input batches, each leaf ``(N, *S)``.
+      refs: references ``(K, *S)`` shared by all inputs, ``(N, K, *S)`` per input, or a
+        callable ``ref_fn(x, key)`` returning either.
+      target: what to explain in each example's output ``o``: ``None`` (``o`` has one element),
+        an int (``o[..., i]``), a tuple index, a callable ``o -> scalar``, or ``"all"`` (every
+        output; an axis of size T after N).
+      mode: ``"rescale"``, ``"reveal_cancel"`` or ``"genomics_default"``.
+      max_mode: ``"preserving"`` (exact) or ``"gradient"`` (the original's max-pooling).
+      average_refs: average over the K references (else keep a K axis after N).
+      batch_size: the number of (input, reference) pairs per compiled chunk (constant memory);
+        ``None`` runs everything at once.
+      layer: score the variable marked ``jaxlift.layer(v, layer)`` instead of the inputs.
+      key: PRNG key passed to a callable ``refs``.
+      progress: show a progress bar over chunks.
+      return_delta: also return ``Δt = t(x) − t(r)`` (averaged like the result).
+      check_finite: refuse NaN/Inf in x, refs and params (when they are concrete).
+"""
+
+
+def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
+              mode: str = "rescale", max_mode: str = "preserving", average_refs: bool = True,
+              batch_size: int | None = None, layer: str | None = None,
+              key: jax.Array | None = None, progress: bool = False,
+              return_delta: bool = False, check_finite: bool = True):
+    """DeepLIFT contribution scores ``C(Δx_i → Δt)`` of every input feature.
+
+    Summation-to-delta: ``Σ_i C_i = t(x) − t(r)`` for each pair (and on average over
+    references), in every mode with the default ``max_mode="preserving"``.
+    """
+    return _run("contributions", fn, params, x, refs, target=target, mode=mode,
+                max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
+                layer_name=layer, key=key, progress=progress, return_delta=return_delta,
+                check_finite=check_finite)
+
+
+def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
+                mode: str = "rescale", max_mode: str = "preserving", average_refs: bool = True,
+                batch_size: int | None = None, layer: str | None = None,
+                key: jax.Array | None = None, progress: bool = False,
+                return_delta: bool = False, check_finite: bool = True):
+    """DeepLIFT multipliers ``m_i = C(Δx_i → Δt)/Δx_i`` (the contribution per unit of
+    difference-from-reference), shaped like :func:`attribute`'s result.
+
+    With ``average_refs=True`` the multipliers are averaged over references.
+    """
+    return _run("multipliers", fn, params, x, refs, target=target, mode=mode,
+                max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
+                layer_name=layer, key=key, progress=progress, return_delta=return_delta,
+                check_finite=check_finite)
+
+
+attribute.__doc__ += _DOC_ARGS
+multipliers.__doc__ += _DOC_ARGS

@@ -1,0 +1,324 @@
+"""Trace a function to a flat program of live and fixed operations, ready for DeepLIFT.
+
+``build_program`` traces ``f(fixed_args, live_args)`` with :func:`jax.make_jaxpr`, inlines
+nested call-like jaxprs (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``,
+``closed_call``) so that rules apply to their bodies, marks every variable *live* (it depends on
+the live arguments) or *fixed*, drops dead code, and fuses chains of elementwise operations fed by
+one live tensor into a single *nonlinearity* node (DESIGN §7: ``jax.nn.relu``, ``gelu``,
+``jnp.where(x > 0, x, 0)`` … are each one Rescale/RevealCancel nonlinearity, whatever is inside).
+
+The program is a list of :class:`Op` in topological order over integer variable ids. It knows no
+DeepLIFT rule; it asks the registry only which primitives are elementwise and which are linear.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jcore
+from jax.extend import source_info_util
+
+from jaxlift.rules import registry
+
+# Call-like primitives whose body the interpreter looks into, and the param holding the body.
+_CALL_BODY_PARAM = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "remat": "jaxpr",
+    "remat2": "jaxpr",
+    "checkpoint": "jaxpr",
+}
+
+MARKER_PREFIX = "jaxlift_layer__"
+
+
+@dataclasses.dataclass(frozen=True)
+class Lit:
+    """A literal operand (a Python or NumPy scalar baked into the jaxpr)."""
+
+    val: Any
+
+
+Atom = "int | Lit"
+
+
+@dataclasses.dataclass(eq=False)
+class Op:
+    """One node of the program.
+
+    ``eqn`` is the jaxpr equation to bind (``None`` for a fused nonlinearity, whose ``body`` holds
+    the elementwise ops computing ``outs[0]`` from ``ins[0]``). ``live`` tells which operands are
+    live; ``where`` is the user's source line.
+    """
+
+    eqn: Any
+    ins: tuple
+    outs: tuple
+    live: tuple
+    where: str
+    body: tuple = ()
+    opaque_elementwise: bool = False
+
+    @property
+    def primitive(self) -> str:
+        return "nonlinearity" if self.eqn is None else self.eqn.primitive.name
+
+    @property
+    def is_live(self) -> bool:
+        return any(self.live)
+
+
+@dataclasses.dataclass
+class Program:
+    avals: dict  # id -> ShapedArray
+    fixed_inputs: list  # ids of the fixed (parameter) leaves
+    live_inputs: list  # ids of the live (input) leaves
+    consts: dict  # id -> constant value
+    ops: list  # topological order
+    outputs: list  # atoms
+    live: set  # live ids
+    markers: dict  # layer name -> id
+    producer: dict  # id -> Op
+
+    def is_float(self, atom) -> bool:
+        return isinstance(atom, int) and jnp.issubdtype(self.avals[atom].dtype, jnp.inexact)
+
+    def is_live(self, atom) -> bool:
+        return isinstance(atom, int) and atom in self.live
+
+
+def where_of(eqn) -> str:
+    """The user's source line of an equation, e.g. ``model.py:12 (__call__)``."""
+    try:
+        return source_info_util.summarize(eqn.source_info)
+    except Exception:  # pragma: no cover - depends on JAX internals
+        return "<unknown source>"
+
+
+def bind_eqn(eqn, invals: Sequence[Any]) -> list:
+    """Evaluate one equation on concrete or traced values; always returns a list of results."""
+    params = eqn.primitive.get_bind_params(eqn.params)
+    with eqn.ctx.manager:
+        out = eqn.primitive.bind(*invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def call_body(eqn):
+    """``(jaxpr, consts)`` of a call-like equation, or ``None``."""
+    key = _CALL_BODY_PARAM.get(eqn.primitive.name)
+    if key is None or key not in eqn.params:
+        return None
+    body = eqn.params[key]
+    if isinstance(body, jcore.ClosedJaxpr):
+        return body.jaxpr, list(body.consts)
+    if isinstance(body, jcore.Jaxpr):
+        return body, []
+    return None
+
+
+def marker_name(eqn) -> str | None:
+    """The layer name of a ``jaxlift.layer`` marker equation, else ``None``."""
+    if eqn.primitive.name in ("jit", "pjit"):
+        name = str(eqn.params.get("name", ""))
+        if name.startswith(MARKER_PREFIX):
+            return name[len(MARKER_PREFIX):]
+    return None
+
+
+class _Builder:
+    def __init__(self):
+        self.avals: dict = {}
+        self.consts: dict = {}
+        self.ops: list = []
+        self.live: set = set()
+        self.markers: dict = {}
+        self._next = 0
+
+    def new(self, aval, live: bool = False) -> int:
+        i = self._next
+        self._next += 1
+        self.avals[i] = aval
+        if live:
+            self.live.add(i)
+        return i
+
+    def const(self, value) -> int:
+        i = self.new(jax.typeof(value))
+        self.consts[i] = value
+        return i
+
+    def is_live(self, atom) -> bool:
+        return isinstance(atom, int) and atom in self.live
+
+    def shape(self, atom):
+        return tuple(atom.val.shape) if isinstance(atom, Lit) and hasattr(atom.val, "shape") else (
+            () if isinstance(atom, Lit) else tuple(self.avals[atom].shape))
+
+
+def _elementwise_body(jaxpr, live_in: Sequence[bool], shape: tuple) -> bool:
+    """Whether every live equation of ``jaxpr`` is elementwise at ``shape`` (recursively)."""
+    live = {v for v, l in zip(jaxpr.invars, live_in) if l}
+    for eqn in jaxpr.eqns:
+        lmask = [not isinstance(v, jcore.Literal) and v in live for v in eqn.invars]
+        if not any(lmask):
+            continue
+        body = call_body(eqn)
+        if body is not None:
+            if not _elementwise_body(body[0], lmask, shape):
+                return False
+        elif not registry.is_elementwise(eqn.primitive.name):
+            return False
+        for v, l in zip(eqn.invars, lmask):
+            if l and tuple(v.aval.shape) != shape:
+                return False
+        for v in eqn.outvars:
+            if tuple(v.aval.shape) != shape:
+                return False
+            live.add(v)
+    return True
+
+
+def _inline(b: _Builder, jaxpr, consts, in_atoms) -> list:
+    env: dict = {}
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = b.const(c)
+    for v, a in zip(jaxpr.invars, in_atoms):
+        env[v] = a
+
+    def read(v):
+        return Lit(v.val) if isinstance(v, jcore.Literal) else env[v]
+
+    for eqn in jaxpr.eqns:
+        ins = tuple(read(v) for v in eqn.invars)
+        live = tuple(b.is_live(a) for a in ins)
+        body = call_body(eqn)
+        name = marker_name(eqn)
+        if name is not None:
+            (src,) = ins
+            b.markers[name] = src
+            env[eqn.outvars[0]] = src
+            continue
+        opaque = False
+        if body is not None and any(live):
+            live_atoms = {a for a, l in zip(ins, live) if l}
+            out_shapes = {tuple(v.aval.shape) for v in eqn.outvars}
+            shapes = {b.shape(a) for a in live_atoms}
+            shape = next(iter(shapes)) if len(shapes) == 1 else None
+            opaque = (len(live_atoms) == 1 and len(eqn.outvars) == 1 and out_shapes == {shape}
+                      and _elementwise_body(body[0], live, shape))
+            if not opaque:
+                outs = _inline(b, body[0], body[1], ins)
+                for v, a in zip(eqn.outvars, outs):
+                    env[v] = a
+                continue
+        outs = tuple(b.new(v.aval, live=any(live)) for v in eqn.outvars)
+        for v, o in zip(eqn.outvars, outs):
+            env[v] = o
+        b.ops.append(Op(eqn, ins, outs, live, where_of(eqn), opaque_elementwise=opaque))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _dce(ops: list, needed: set) -> list:
+    kept = []
+    for op in reversed(ops):
+        if any(o in needed for o in op.outs):
+            kept.append(op)
+            needed.update(a for a in op.ins if isinstance(a, int))
+    return kept[::-1]
+
+
+def _is_elementwise_op(op: Op) -> bool:
+    return op.opaque_elementwise or registry.is_elementwise(op.primitive)
+
+
+def _fuse(ops: list, prog_outputs: Sequence, live: set, avals: dict, live_inputs) -> list:
+    """Replace elementwise chains fed by one live tensor by nonlinearity nodes (see module doc)."""
+    shape = lambda a: () if isinstance(a, Lit) else tuple(avals[a].shape)  # noqa: E731
+    src: dict = {i: i for i in live_inputs}
+    for op in ops:
+        if not op.is_live:
+            continue
+        live_ins = [a for a, l in zip(op.ins, op.live) if l]
+        sources = {src.get(a, a) for a in live_ins}
+        out_shapes = {shape(o) for o in op.outs}
+        if (_is_elementwise_op(op) and len(sources) == 1 and len(op.outs) == 1
+                and out_shapes == {shape(next(iter(sources)))}
+                and all(shape(a) == shape(op.outs[0]) for a in live_ins)):
+            src[op.outs[0]] = next(iter(sources))
+        else:
+            for o in op.outs:
+                src[o] = o
+    producer = {o: op for op in ops for o in op.outs}
+    region_of = {}  # op -> source id
+    for op in ops:
+        if op.is_live and len(op.outs) == 1 and src.get(op.outs[0]) != op.outs[0]:
+            region_of[op] = src[op.outs[0]]
+    if not region_of:
+        return ops
+    used_outside: set = set(a for a in prog_outputs if isinstance(a, int))
+    for op in ops:
+        for a in op.ins:
+            if isinstance(a, int) and a in producer and producer[a] in region_of:
+                if region_of.get(op) != region_of[producer[a]]:
+                    used_outside.add(a)
+
+    def ancestors(exit_id: int, source: int) -> list:
+        seen, stack = set(), [producer[exit_id]]
+        while stack:
+            op = stack.pop()
+            if op in seen:
+                continue
+            seen.add(op)
+            for a in op.ins:
+                if isinstance(a, int) and a != source and a in producer and region_of.get(producer[a]) == source:
+                    stack.append(producer[a])
+        return [op for op in ops if op in seen]
+
+    fused_at: dict = {}  # exit op -> fused node
+    keep_individual: set = set()
+    for op, s in region_of.items():
+        e = op.outs[0]
+        if e not in used_outside:
+            continue
+        anc = ancestors(e, s)
+        nonlinear = any(not registry.is_linear(a.primitive, a.live) or a.opaque_elementwise for a in anc)
+        is_float = jnp.issubdtype(avals[e].dtype, jnp.inexact)
+        if nonlinear and is_float:
+            fused_at[op] = Op(None, (s,), (e,), (True,), op.where, body=tuple(anc))
+        else:
+            keep_individual.update(anc)
+    out = []
+    for op in ops:
+        if op in fused_at:
+            out.append(fused_at[op])
+        elif op not in region_of or op in keep_individual:
+            out.append(op)
+    return out
+
+
+def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
+    """Trace ``f(fixed_args, live_args)`` and build its :class:`Program`.
+
+    ``fixed_args`` and ``live_args`` are pytrees of arrays or ``jax.ShapeDtypeStruct``. Returns the
+    program and the output pytree structure.
+    """
+    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(fixed_args, live_args)
+    n_fixed = len(jax.tree_util.tree_leaves(fixed_args))
+    b = _Builder()
+    jaxpr = closed.jaxpr
+    in_atoms = [b.new(v.aval, live=i >= n_fixed) for i, v in enumerate(jaxpr.invars)]
+    outs = _inline(b, jaxpr, list(closed.consts), in_atoms)
+    needed = {a for a in outs if isinstance(a, int)} | set(b.markers.values())
+    ops = _dce(b.ops, needed)
+    live_inputs = in_atoms[n_fixed:]
+    ops = _fuse(ops, list(outs) + list(b.markers.values()), b.live, b.avals, live_inputs)
+    producer = {o: op for op in ops for o in op.outs}
+    prog = Program(b.avals, in_atoms[:n_fixed], live_inputs, b.consts, ops, outs, b.live,
+                   b.markers, producer)
+    return prog, jax.tree_util.tree_structure(out_shape)

@@ -1,0 +1,200 @@
+"""The linear family (DESIGN §3).
+
+Rescale mode: a linear op's multipliers are its transpose applied to the output multipliers
+(``m_x = Lᵀ m_y``, computed as the op's VJP, which does not depend on the point).
+
+RevealCancel modes carry ``Δv = Δv⁺ + Δv⁻``:
+
+* structural ops and sums with unit coefficients (reshape, transpose, slice, pad, concatenate,
+  gather with fixed indices, reduce_sum, average pooling, add …) apply themselves to ``Δ⁺`` and
+  ``Δ⁻`` separately and transpose each multiplier: ``Δy± = L(Δx±)``, ``m_x± = Lᵀ m_y±``;
+* elementwise scaling by a fixed coefficient ``w`` (``mul``/``div`` by a fixed operand, ``neg``,
+  the subtrahend of ``sub``) keeps the incoming split and swaps it where ``w < 0``:
+  ``Δy⁺ = w⁺Δx⁺ + w⁻Δx⁻``, ``Δy⁻ = w⁺Δx⁻ + w⁻Δx⁺``, ``m_x⁺ = w⁺m⁺ + w⁻m⁻``,
+  ``m_x⁻ = w⁺m⁻ + w⁻m⁺`` (an inference BatchNorm is exactly this);
+* weighted sums (``dot_general``, ``conv_general_dilated`` with one live operand) use the paper's
+  linear rule, the sign of each term ``w_iΔx_i`` taken with the *total* ``Δx_i``:
+  ``Δy⁺ = L⁺(Δx⁺) + L⁻(Δx⁻)`` with ``L±`` the op with the weights' positive/negative parts and
+  ``Δx± = max/min(Δx, 0)``; ``m_x = L⁺ᵀm⁺ + L⁻ᵀm⁻`` where ``Δx > 0``,
+  ``L⁻ᵀm⁺ + L⁺ᵀm⁻`` where ``Δx < 0`` and ``Lᵀ(m⁺ + m⁻)/2`` where ``Δx = 0``.
+
+Every form satisfies ``Σ m⁺Δx⁺ + m⁻Δx⁻ = Σ m_y⁺Δy⁺ + m_y⁻Δy⁻`` exactly.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxlift.rules import registry
+from jaxlift.rules._util import jvp_live, unbroadcast, vjp_live
+from jaxlift.rules.registry import Rule, always
+
+
+def _pair():
+    from jaxlift.interpreter import Pair  # late import: the interpreter imports the rules
+    return Pair
+
+
+def _transpose_pairs(ctx, m_out, base=None) -> list:
+    Pair = _pair()
+    if all(m is None or m.shared for m in m_out):
+        g = vjp_live(ctx, [None if m is None else m.pos for m in m_out], base)
+        return [None if x is None else Pair.of(x) for x in g]
+    gp = vjp_live(ctx, [None if m is None else m.pos for m in m_out], base)
+    gn = vjp_live(ctx, [None if m is None else m.neg for m in m_out], base)
+    return [None if p is None else Pair(p, n) for p, n in zip(gp, gn)]
+
+
+def _structural_split(ctx) -> list:
+    pos = jvp_live(ctx, [ctx.split_in(i)[0] for i in ctx.live_float])
+    neg = jvp_live(ctx, [ctx.split_in(i)[1] for i in ctx.live_float])
+    return list(zip(pos, neg))
+
+
+LINEAR = Rule("linear", backward=_transpose_pairs, split=_structural_split)
+
+
+def _coefficients(ctx) -> list:
+    """Per live operand, its elementwise coefficient ``w_i`` at the output's shape."""
+    ws = []
+    zeros = [jnp.zeros_like(ctx.xs[i]) for i in ctx.live_float]
+    for k in range(len(ctx.live_float)):
+        t = list(zeros)
+        t[k] = jnp.ones_like(t[k])
+        (w,) = jvp_live(ctx, t)
+        ws.append(w)
+    return ws
+
+
+def _scaled_split(ctx) -> list:
+    pos, neg = 0, 0
+    for i, w in zip(ctx.live_float, _coefficients(ctx)):
+        p, n = ctx.split_in(i)
+        wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
+        pos = pos + wp * p + wn * n
+        neg = neg + wp * n + wn * p
+    return [(pos, neg)]
+
+
+def _scaled_backward(ctx, m_out) -> list:
+    (m,) = m_out
+    if m.shared:
+        return _transpose_pairs(ctx, m_out)
+    Pair = _pair()
+    result: list = [None] * len(ctx.xs)
+    for i, w in zip(ctx.live_float, _coefficients(ctx)):
+        wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
+        shape = jnp.shape(ctx.xs[i])
+        result[i] = Pair(unbroadcast(wp * m.pos + wn * m.neg, shape),
+                         unbroadcast(wp * m.neg + wn * m.pos, shape))
+    return result
+
+
+SCALED = Rule("scaled", backward=_scaled_backward, split=_scaled_split)
+
+
+def _weighted_operands(ctx):
+    (i,) = ctx.live_float
+    j = 1 - i
+    return i, j
+
+
+def _positive_part_op(ctx, i, j):
+    w_pos = jnp.maximum(ctx.xs[j], 0)
+
+    def apply_pos(v):
+        vals = list(ctx.xs)
+        vals[i], vals[j] = v, w_pos
+        return tuple(ctx.bind(vals))
+    return apply_pos
+
+
+def _weighted_split(ctx) -> list:
+    i, j = _weighted_operands(ctx)
+    d = ctx.delta_in(i)
+    (l_pos_abs,) = _positive_part_op(ctx, i, j)(jnp.abs(d))
+    (l_neg,) = jvp_live(ctx, [jnp.minimum(d, 0)])
+    pos = l_pos_abs + l_neg
+    return [(pos, ctx.delta_out(0) - pos)]
+
+
+def _weighted_backward(ctx, m_out) -> list:
+    (m,) = m_out
+    if m.shared:
+        return _transpose_pairs(ctx, m_out)
+    import jax
+    Pair = _pair()
+    i, j = _weighted_operands(ctx)
+    d = ctx.delta_in(i)
+    _, pull_pos = jax.vjp(_positive_part_op(ctx, i, j), ctx.xs[i])
+    (diff,) = pull_pos((m.pos - m.neg,))
+    g = _transpose_pairs(ctx, m_out)[i]
+    a, b = diff + g.neg, g.pos - diff
+    mx = jnp.where(d > 0, a, jnp.where(d < 0, b, (g.pos + g.neg) / 2))
+    result: list = [None] * len(ctx.xs)
+    result[i] = Pair.of(mx)
+    return result
+
+
+WEIGHTED = Rule("weighted_sum", backward=_weighted_backward, split=_weighted_split)
+
+
+def _identity_backward(ctx, m_out) -> list:
+    return list(m_out) + [None] * (len(ctx.xs) - len(m_out))
+
+
+def _identity_split(ctx) -> list:
+    return [ctx.split_in(i) for i in range(len(ctx.op.outs))]
+
+
+IDENTITY = Rule("identity", backward=_identity_backward, split=_identity_split)
+
+
+def _only(*positions):
+    """Live only at ``positions`` (index operands must be fixed)."""
+    def pred(live):
+        return any(live) and all(p in positions or not l for p, l in enumerate(live))
+    return pred
+
+
+def _first_fixed(live):
+    return any(live) and not live[0]
+
+
+for _p in ("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "slice",
+           "rev", "convert_element_type", "copy", "copy_p", "reduce_sum", "reduce_window_sum",
+           "cumsum", "add", "add_any", "concatenate", "pad", "split", "real", "imag",
+           "reduce_and_sum"):
+    registry.register(_p, LINEAR)
+registry.register("dynamic_slice", LINEAR, _only(0))
+registry.register("gather", LINEAR, _only(0))
+registry.register("dynamic_update_slice", LINEAR, _only(0, 1))
+registry.register("scatter-add", LINEAR, _only(0, 2))
+registry.register("scatter_add", LINEAR, _only(0, 2))
+registry.register("select_n", LINEAR, _first_fixed)
+
+registry.register("sub", SCALED)
+registry.register("neg", SCALED)
+registry.register("mul", SCALED, registry.one_live)
+registry.register("div", SCALED, lambda live: live == (True, False))
+
+registry.register("dot_general", WEIGHTED, registry.one_live)
+registry.register("conv_general_dilated", WEIGHTED, registry.one_live)
+
+for _p in ("stop_gradient", "optimization_barrier", "reduce_precision"):
+    registry.register(_p, IDENTITY)
+
+# Elementwise primitives whose chains are fused into one nonlinearity, and which of them are linear.
+registry.mark_elementwise(
+    "add", "add_any", "sub", "mul", "div", "neg", "max", "min", "pow", "integer_pow", "exp",
+    "exp2", "log", "log1p", "expm1", "tanh", "logistic", "sin", "cos", "tan", "asin", "acos",
+    "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erf", "erfc", "erf_inv", "sqrt", "rsqrt",
+    "cbrt", "abs", "sign", "floor", "ceil", "round", "select_n", "clamp", "convert_element_type",
+    "ge", "gt", "le", "lt", "eq", "ne", "and", "or", "not", "xor", "is_finite", "square",
+    "nextafter", "rem", "atan2", "copy", "copy_p", "stop_gradient", "lgamma", "digamma",
+    "reduce_precision", "logaddexp")
+for _p in ("add", "add_any", "sub", "neg", "convert_element_type", "copy", "copy_p",
+           "stop_gradient", "reduce_precision"):
+    registry.mark_linear(_p, always)
+registry.mark_linear("mul", registry.one_live)
+registry.mark_linear("div", lambda live: live == (True, False))
+registry.mark_linear("select_n", _first_fixed)

@@ -1,0 +1,87 @@
+"""The RevealCancel rule for a nonlinearity of one live input, and the ``genomics_default`` mix.
+
+With ``Δx = Δx⁺ + Δx⁻`` the split arriving from below (DESIGN §3, paper eq. for RevealCancel):
+
+* ``Δy⁺ = ½[f(x0+Δx⁺) − f(x0)] + ½[f(x0+Δx⁻+Δx⁺) − f(x0+Δx⁻)]``
+* ``Δy⁻ = ½[f(x0+Δx⁻) − f(x0)] + ½[f(x0+Δx⁺+Δx⁻) − f(x0+Δx⁺)]``
+* ``m(x⁺→y⁺) = Δy⁺/Δx⁺``, ``m(x⁻→y⁻) = Δy⁻/Δx⁻`` (midpoint-derivative guard where tiny).
+
+``f(x0 + Δx⁺ + Δx⁻)`` is taken as ``f(x)`` itself, so ``Δy⁺ + Δy⁻ = Δy`` holds to rounding.
+
+``genomics_default`` (the original deeplift's default): RevealCancel on a nonlinearity whose
+input comes from a dense layer (``dot_general``, looking through bias adds, reshapes and dtype
+casts), Rescale everywhere else (convolutions, pooling, inputs).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxlift.rules import registry
+from jaxlift.rules._util import safe_ratio, wide
+from jaxlift.rules.registry import Rule
+from jaxlift.rules.rescale import RESCALE, is_tiny, midpoint_derivative
+
+
+def reveal_cancel_parts(ctx):
+    """``(Δy⁺, Δy⁻, m⁺, m⁻)`` of the nonlinearity."""
+    p, n = ctx.split_in(0)
+    x, x0 = ctx.xs[0], ctx.rs[0]
+    y, y0 = ctx.ys[0], ctx.y0s[0]
+    f = lambda v: ctx.apply(v)[0]  # noqa: E731
+    fp, fn = f(x0 + p), f(x0 + n)
+    dyp = 0.5 * (fp - y0) + 0.5 * (y - fn)
+    dyn = 0.5 * (fn - y0) + 0.5 * (y - fp)
+    mid = (x + x0) / 2
+    deriv = wide(midpoint_derivative(ctx, mid))
+    midw = wide(mid)
+    mp = safe_ratio(wide(dyp), wide(p), deriv, is_tiny(wide(p), midw) | is_tiny(p, mid))
+    mn = safe_ratio(wide(dyn), wide(n), deriv, is_tiny(wide(n), midw) | is_tiny(n, mid))
+    return dyp, dyn, mp.astype(p.dtype), mn.astype(n.dtype)
+
+
+def _backward(ctx, m_out) -> list:
+    from jaxlift.interpreter import Pair
+    (m,) = m_out
+    _, _, mp, mn = reveal_cancel_parts(ctx)
+    return [Pair(m.pos * mp, m.neg * mn)]
+
+
+def _split(ctx) -> list:
+    dyp, dyn, _, _ = reveal_cancel_parts(ctx)
+    return [(dyp, dyn)]
+
+
+REVEAL_CANCEL = Rule("reveal_cancel", backward=_backward, split=_split)
+
+_PASS_THROUGH = {"reshape", "broadcast_in_dim", "convert_element_type", "squeeze",
+                 "expand_dims", "copy", "copy_p", "add", "sub"}
+_DENSE = {"dot_general"}
+
+
+def fed_by_dense(ctx) -> bool:
+    """Whether the nonlinearity's input comes from a dense layer (``dot_general`` with one live
+    operand), looking back through bias adds, reshapes and casts."""
+    atom = ctx.op.ins[0]
+    for _ in range(16):
+        op = ctx.producer(atom)
+        if op is None:
+            return False
+        if op.primitive in _DENSE:
+            return sum(op.live) == 1
+        if op.primitive not in _PASS_THROUGH or sum(op.live) != 1:
+            return False
+        atom = next(a for a, l in zip(op.ins, op.live) if l)
+    return False
+
+
+def _genomics_rule(ctx) -> Rule:
+    return REVEAL_CANCEL if fed_by_dense(ctx) else RESCALE
+
+
+GENOMICS_DEFAULT = Rule(
+    "genomics_default",
+    backward=lambda ctx, m_out: _genomics_rule(ctx).backward(ctx, m_out),
+    split=lambda ctx: _genomics_rule(ctx).split(ctx))
+
+registry.register_nonlinearity("reveal_cancel", REVEAL_CANCEL)
+registry.register_nonlinearity("genomics_default", GENOMICS_DEFAULT)
