@@ -617,7 +617,7 @@ def _keras3_config(spec: LayerSpec) -> dict:
     if spec.class_name == "InputLayer":
         return {"batch_shape": list(o["batch_shape"]), "dtype": "float32", "sparse": False,
                 "name": spec.name}
-    cfg: dict[str, Any] = {"name": spec.name, "trainable": True, "dtype": "float32"}
+    cfg: dict[str, Any] = {"name": spec.name}
     for k, v in o.items():
         cfg[k] = json.loads(json.dumps(v))  # tuples → lists
     if spec.class_name == "BatchNormalization":
@@ -635,17 +635,24 @@ def _model_config(graph: ModelGraph) -> dict:
     if graph.sequential:
         layers = [{"class_name": s.class_name, "config": _keras3_config(s)} for s in graph.layers]
         return {"class_name": "Sequential", "config": {"name": graph.name, "layers": layers}}
+    shapes, _ = trace_shapes(graph)
+    shapes.update({(n, 0, 0): tuple(graph.layer(n).opts["batch_shape"]) for n in graph.inputs})
     layers = []
     for s in graph.layers:
-        nodes = [{"args": [_k3_tensor(refs[0]) if len(refs) == 1 and not _is_merge(s)
-                           else [_k3_tensor(r) for r in refs]], "kwargs": {}}
+        nodes = [{"args": [_k3_tensor(refs[0], shapes) if len(refs) == 1 and not _is_merge(s)
+                           else [_k3_tensor(r, shapes) for r in refs]], "kwargs": {}}
                  for refs in s.inbound]
         layers.append({"class_name": s.class_name, "config": _keras3_config(s), "name": s.name,
                        "inbound_nodes": nodes})
     return {"class_name": "Functional", "config": {
         "name": graph.name, "trainable": True, "layers": layers,
-        "input_layers": [[n, 0, 0] for n in graph.inputs],
-        "output_layers": [list(r) for r in graph.outputs]}}
+        "input_layers": _k3_io([[n, 0, 0] for n in graph.inputs]),
+        "output_layers": _k3_io([list(r) for r in graph.outputs])}}
+
+
+def _k3_io(refs: list[list]) -> list:
+    """Keras 3 writes a single input/output as one flat [layer, node, tensor]."""
+    return refs[0] if len(refs) == 1 else refs
 
 
 def _is_merge(spec: LayerSpec) -> bool:
@@ -653,8 +660,9 @@ def _is_merge(spec: LayerSpec) -> bool:
                                "Concatenate")
 
 
-def _k3_tensor(ref: TensorRef) -> dict:
-    return {"class_name": "__keras_tensor__", "config": {"keras_history": list(ref)}}
+def _k3_tensor(ref: TensorRef, shapes: Mapping[TensorRef, tuple]) -> dict:
+    return {"class_name": "__keras_tensor__", "config": {
+        "shape": list(shapes[ref]), "dtype": "float32", "keras_history": list(ref)}}
 
 
 def _str_attr(group: h5py.Group, name: str, values: list[str]) -> None:
