@@ -28,12 +28,15 @@ PORTS = {
 
 
 def _random_variables(port, shape, seed):
-    """Flax init, then biases made non-zero so that they are tested too."""
-    v = port.init(jax.random.key(seed), jnp.zeros((1, *shape)))
-    leaves, tree = jax.tree.flatten(v)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    return jax.tree.unflatten(tree, [a + 0.1 * jax.random.normal(k, a.shape)
-                                     for a, k in zip(leaves, keys)])
+    """Random variables of the port's shapes (numpy: far faster than an eager Flax init),
+    scaled by 1/sqrt(fan-in), biases non-zero so that they are tested too."""
+    structs = jax.eval_shape(port.init, jax.random.key(0), jnp.zeros((1, *shape)))
+    rng = np.random.default_rng(seed)
+
+    def draw(a):
+        fan_in = int(np.prod(a.shape[:-1])) if len(a.shape) > 1 else 10
+        return (rng.normal(0, 1, a.shape) / np.sqrt(fan_in)).astype(np.float32)
+    return jax.tree.map(draw, structs)
 
 
 def _x(shape, n=4, seed=0):
@@ -112,7 +115,7 @@ def test_ptc_length_from_file(tmp_path):
                                             for k, v in s.options), s.inbound)
         for s in wrong.layers), wrong.inputs, wrong.outputs, True)
     model = KerasModel(wrong)
-    save_keras_h5(tmp_path / "w.h5", model, model.init(jax.random.key(0), jnp.zeros((1, 20, 1))))
+    save_keras_h5(tmp_path / "w.h5", model, _random_variables(model, (20, 1), 0))
     with pytest.raises(KerasFormatError, match="w.h5: not a PtcCNN: layer 0"):
         ptc.load(tmp_path / "w.h5")
 
@@ -144,12 +147,12 @@ def test_cats_dogs_port_equals_reader(cats_files, tmp_path):
 
 
 def test_ports_train_with_optax():
-    """Dropout is active with train=True, and a few Adam steps lower the loss."""
+    """Dropout is active with train=True only, and a few Adam steps lower the loss."""
     port = ptc.PtcCNN(length=16)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (32, 16, 1)).astype(np.float32)
     y = (x[:, :8, 0].sum(1) > x[:, 8:, 0].sum(1)).astype(np.float32)[:, None]
-    params = port.init(jax.random.key(0), x[:1])["params"]
+    params = _random_variables(port, (16, 1), 0)["params"]
     opt = optax.adam(1e-2)
     state = opt.init(params)
 
@@ -159,21 +162,17 @@ def test_ports_train_with_optax():
 
     @jax.jit
     def step(p, s, key):
-        l, g = jax.value_and_grad(loss)(p, key)
+        (l, g), (l_eval, _) = jax.value_and_grad(loss)(p, key), jax.value_and_grad(loss)(
+            p, jax.random.fold_in(key, 1))
         u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s, l
+        return optax.apply_updates(p, u), s, l, l_eval
 
-    a = port.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(1)})
-    b = port.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(2)})
-    assert not np.allclose(a, b)  # dropout on
-    _close(port.apply({"params": params}, x), port.apply({"params": params}, x))
     losses = []
-    for i in range(30):
-        params, state, l = step(params, state, jax.random.key(10 + i))
+    for i in range(20):
+        params, state, l, l_other_mask = step(params, state, jax.random.key(10 + i))
+        assert l != l_other_mask  # a different dropout mask gives a different loss
         losses.append(float(l))
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
-    m = mnist.MnistCNN()
-    mv = m.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    xm = jnp.ones((2, 28, 28, 1))
-    assert not np.allclose(m.apply(mv, xm, train=True, rngs={"dropout": jax.random.key(1)}),
-                           m.apply(mv, xm, train=True, rngs={"dropout": jax.random.key(2)}))
+    # train=False is deterministic: the same with or without a dropout rng.
+    _close(port.apply({"params": params}, x),
+           port.apply({"params": params}, x, rngs={"dropout": jax.random.key(0)}))
