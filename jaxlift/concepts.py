@@ -163,6 +163,10 @@ def essence(
 
     Returns:
       an :class:`Essence` (``counts (C, *F)``, ``ranked``, ``support (C,)``, ``classes``).
+
+    A single-logit (sigmoid) model such as the PTC one has one score array ``S`` for the
+    logit ``z``; class ``+1``'s output is ``z`` and class ``−1``'s is ``−z``, so pass
+    ``{1: S, -1: -S}`` (with ``threshold=τ ≥ 0`` no feature can then count for both).
     """
     if isinstance(scores_by_class, Mapping):
         if not scores_by_class:

@@ -129,6 +129,9 @@ def blurred(
       spatial_axes: the axes to blur.
       truncate: kernel radius in standard deviations (as scipy).
 
+    ``sigma`` and the shapes are static (the blur matrices are built with numpy), so the
+    function can be ``jit``-ted with ``x`` traced.
+
     Returns:
       a float array of the shape of ``x`` (float32 unless ``x`` is float64).
     """

@@ -146,3 +146,14 @@ def test_essence_bad_input():
         C.essence(s[:, 0], labels, preds, k=1)
     with pytest.raises(ValueError, match="differ in shape"):
         C.essence({0: s[:, 0], 1: s[:, 1, :3]}, labels % 2, preds % 2, k=1)
+
+
+def test_essence_of_a_single_logit_model():
+    # one logit score array S; class +1's output is z, class -1's is -z
+    s = np.array([[2.0, -1.0, 0.0], [-3.0, 1.0, 0.5], [1.0, 1.0, -2.0]])
+    e = C.essence({1: s, -1: -s}, labels=[1, -1, -1], predictions=[1, -1, 1], threshold=0.5)
+    # ex 0 (toxic, correct): f0 > 0.5; ex 1 (non-toxic, correct): -S > 0.5 at f0 only;
+    # ex 2 mispredicted
+    np.testing.assert_array_equal(e.counts, [[1, 0, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(e.support, [1, 1])
+    assert e.classes == (1, -1)

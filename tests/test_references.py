@@ -276,3 +276,11 @@ def test_broadcast_references():
         R.as_ref_fn("gray")
     with pytest.raises(ValueError, match="only apply to named"):
         R.as_ref_fn(np.zeros(3), num=2)
+
+
+def test_blurred_under_jit_matches_eager():
+    x = np.random.default_rng(6).random((2, 6, 5, 2)).astype(np.float32)
+    eager = np.asarray(R.blurred(x, 1.5))
+    jitted = np.asarray(jax.jit(lambda v: R.blurred(v, 1.5))(x))
+    np.testing.assert_allclose(jitted, eager, atol=1e-6)
+    assert not np.allclose(eager, x)  # it did blur
