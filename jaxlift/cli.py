@@ -31,10 +31,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jaxlift.errors import JaxliftError
+from jaxlift.interpreter import MODES  # the DeepLIFT modes: rescale, reveal_cancel, genomics_default
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ARRAY_SUFFIXES = (".npy", ".npz")
-MODES = ("rescale", "reveal_cancel", "genomics_default")
 ALL_TARGETS_MAX = 16
 """With the default target (each input's predicted class), models with at most this many
 outputs are explained for every class at once and each input's class picked out; larger ones
@@ -199,7 +199,7 @@ def _check_params_finite(variables: Any, path: str) -> None:
                            "file is damaged or its training diverged — use a finite model")
 
 
-def predict(loaded: LoadedModel, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def predict(loaded: LoadedModel, x: np.ndarray, batch: int = 64) -> np.ndarray:
     """Logits (N, T) of a float32 batch, computed ``batch`` inputs at a time."""
     import jax
     f = jax.jit(loaded.logits_fn)
@@ -444,7 +444,7 @@ def explain(loaded: LoadedModel, x: np.ndarray, refs: np.ndarray, spec: TargetSp
 
     check_target(spec, loaded.n_outputs)
     fn = loaded.scored_fn(layer)
-    logits = predict(loaded, x) if logits is None else logits
+    logits = predict(loaded, x, batch_size or 64) if logits is None else logits
     run = functools.partial(jaxlift.attribute, fn, loaded.variables, mode=mode, layer=layer,
                             batch_size=batch_size, progress=progress, return_delta=True)
     n = len(x)
@@ -553,7 +553,9 @@ def write_pngs(folder: Path, batch: Batch, result: Result, spec: TargetSpec,
     per_target = spec.kind == "all"
     img_shape = s.shape[2:] if per_target else s.shape[1:]
     if img_shape != batch.x.shape[1:] or len(img_shape) != 3:
-        print(f"note: no PNG: scores of shape {img_shape} are not image-shaped", file=sys.stderr)
+        if not quiet:
+            print(f"note: no PNG: scores of shape {img_shape} are not the inputs' image shape "
+                  f"{batch.x.shape[1:]}", file=sys.stderr)
         return []
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -799,6 +801,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (JaxliftError, ValueError, OSError) as e:  # KerasFormatError is both of the first
         print(f"jaxlift: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # XLA's out-of-memory; anything else is a bug: show it
+        if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+            raise
+        print("jaxlift: error: out of memory while computing the scores; lower --batch-size "
+              "(pairs of input and reference computed at a time)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("jaxlift: interrupted", file=sys.stderr)
