@@ -107,8 +107,9 @@ def _activation(value: Any, keras2: bool, where: str) -> str:
     if name is None:
         name = "linear"
     if not isinstance(name, str) or name not in L.ACTIVATIONS or name == "hard_sigmoid_keras2":
-        raise KerasFormatError(f"{where}: activation {value!r} is not supported (supported: "
-                               f"{', '.join(a for a in sorted(L.ACTIVATIONS) if a != 'hard_sigmoid_keras2')})")
+        known = ", ".join(a for a in sorted(L.ACTIVATIONS) if a != "hard_sigmoid_keras2")
+        raise KerasFormatError(f"{where}: activation {value!r} is not supported "
+                               f"(supported: {known})")
     if name == "hard_sigmoid" and keras2:
         return "hard_sigmoid_keras2"
     return name

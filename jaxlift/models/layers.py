@@ -294,7 +294,8 @@ class Identity(nn.Module):
     def __call__(self, x: Array, *, logits: bool = False, train: bool = False) -> Array:
         if train:
             raise NotImplementedError(
-                f"layer {self.name!r} is an inference-only identity here; train=True is not supported")
+                f"layer {self.name!r} is an inference-only identity here; "
+                "train=True is not supported")
         return x
 
 
