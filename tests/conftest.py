@@ -3,6 +3,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# Tests compile many small programs: skip LLVM's expensive passes (halves compile time).
+# (--xla_backend_optimization_level=0 would be faster still but miscompiles some vmapped
+# programs on CPU in jaxlib 0.10.2: it produced inf multipliers where eager mode gave finite ones.)
+os.environ.setdefault("XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true")
 
 import pytest
 

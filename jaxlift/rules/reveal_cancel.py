@@ -8,6 +8,11 @@ With ``Δx = Δx⁺ + Δx⁻`` the split arriving from below (DESIGN §3, paper 
 
 ``f(x0 + Δx⁺ + Δx⁻)`` is taken as ``f(x)`` itself, so ``Δy⁺ + Δy⁻ = Δy`` holds to rounding.
 
+RevealCancel evaluates ``f`` at ``x0 + Δx⁺`` and ``x0 + Δx⁻``, points the network never visited;
+where ``f`` is undefined there (``log``/``sqrt`` of a negative number, e.g. a ``log_softmax``
+whose summed exponentials split into parts larger than the reference sum) the element falls
+back to Rescale (``Δy± = (Δy/Δx)·Δx±``), which still sums to ``Δy``.
+
 ``genomics_default`` (the original deeplift's default): RevealCancel on a nonlinearity whose
 input comes from a dense layer (``dot_general``, looking through bias adds, reshapes and dtype
 casts), Rescale everywhere else (convolutions, pooling, inputs).
@@ -19,7 +24,7 @@ import jax.numpy as jnp
 from jaxlift.rules import registry
 from jaxlift.rules._util import safe_ratio, wide
 from jaxlift.rules.registry import Rule
-from jaxlift.rules.rescale import RESCALE, is_tiny, midpoint_derivative
+from jaxlift.rules.rescale import RESCALE, is_tiny, midpoint_derivative, rescale_multiplier
 
 
 def reveal_cancel_parts(ctx):
@@ -36,7 +41,13 @@ def reveal_cancel_parts(ctx):
     midw = wide(mid)
     mp = safe_ratio(wide(dyp), wide(p), deriv, is_tiny(wide(p), midw) | is_tiny(p, mid))
     mn = safe_ratio(wide(dyn), wide(n), deriv, is_tiny(wide(n), midw) | is_tiny(n, mid))
-    return dyp, dyn, mp.astype(p.dtype), mn.astype(n.dtype)
+    outside = ~(jnp.isfinite(fp) & jnp.isfinite(fn))
+    ratio = rescale_multiplier(ctx)
+    dyp = jnp.where(outside, ratio * p, dyp)
+    dyn = jnp.where(outside, ratio * n, dyn)
+    mp = jnp.where(outside, ratio, mp.astype(p.dtype))
+    mn = jnp.where(outside, ratio, mn.astype(n.dtype))
+    return dyp, dyn, mp, mn
 
 
 def _backward(ctx, m_out) -> list:
