@@ -184,7 +184,9 @@ def _elementwise_body(jaxpr, live_in: Sequence[bool], shape: tuple) -> bool:
     return True
 
 
-def _inline(b: _Builder, jaxpr, consts, in_atoms) -> list:
+def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
+    """Append ``jaxpr``'s equations to ``b``; nested equations report the user's line of the
+    outermost call (``call_site``), since a cached inner trace may hold no user frame."""
     env: dict = {}
     for v, c in zip(jaxpr.constvars, consts):
         env[v] = b.const(c)
@@ -197,6 +199,7 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms) -> list:
     for eqn in jaxpr.eqns:
         ins = tuple(read(v) for v in eqn.invars)
         live = tuple(b.is_live(a) for a in ins)
+        where = call_site or where_of(eqn)
         body = call_body(eqn)
         name = marker_name(eqn)
         if name is not None:
@@ -213,14 +216,14 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms) -> list:
             opaque = (len(live_atoms) == 1 and len(eqn.outvars) == 1 and out_shapes == {shape}
                       and _elementwise_body(body[0], live, shape))
             if not opaque:
-                outs = _inline(b, body[0], body[1], ins)
+                outs = _inline(b, body[0], body[1], ins, where)
                 for v, a in zip(eqn.outvars, outs):
                     env[v] = a
                 continue
         outs = tuple(b.new(v.aval, live=any(live)) for v in eqn.outvars)
         for v, o in zip(eqn.outvars, outs):
             env[v] = o
-        b.ops.append(Op(eqn, ins, outs, live, where_of(eqn), opaque_elementwise=opaque))
+        b.ops.append(Op(eqn, ins, outs, live, where, opaque_elementwise=opaque))
     return [read(v) for v in jaxpr.outvars]
 
 
