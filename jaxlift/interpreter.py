@@ -69,7 +69,7 @@ class Config:
 
     @property
     def carries_split(self) -> bool:
-        return self.mode != "rescale"
+        return self.mode in ("reveal_cancel", "genomics_default")
 
 
 def sign_split(delta):
