@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import interpreter
+from jaxlift import baselines, interpreter
 from jaxlift.errors import JaxliftError
 from jaxlift.interpreter import MAX_MODES, MODES, Config
 from jaxlift.program import MARKER_PREFIX, build_program
@@ -257,7 +257,8 @@ def _validate(x, refs) -> tuple[int, int, bool]:
 
 def _check_options(mode: str, max_mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise ValueError(f"unknown mode {mode!r}; choose one of "
+                         f"{', '.join(MODES + baselines.MODES)}")
     if max_mode not in MAX_MODES:
         raise ValueError(f"unknown max_mode {max_mode!r}; choose one of {', '.join(MAX_MODES)}")
 
@@ -266,7 +267,15 @@ def _check_options(mode: str, max_mode: str) -> None:
 # Public API
 
 def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batch_size,
-         layer_name, key, progress, return_delta, check_finite):
+         layer_name, key, progress, return_delta, check_finite, mode_options=None):
+    if mode in baselines.MODES:  # gradient / IG / perturbation modes (jaxlift.baselines)
+        return baselines.run(what, fn, params, x, refs, target=target, mode=mode,
+                             mode_options=mode_options, average_refs=average_refs,
+                             batch_size=batch_size, layer_name=layer_name, key=key,
+                             progress=progress, return_delta=return_delta,
+                             check_finite=check_finite)
+    if mode_options:
+        raise ValueError(f"mode {mode!r} takes no mode_options (got {sorted(mode_options)})")
     _check_options(mode, max_mode)
     x = jax.tree_util.tree_map(jnp.asarray, x)
     if callable(refs):
@@ -318,7 +327,10 @@ _DOC_ARGS = """
       target: what to explain in each example's output ``o``: ``None`` (``o`` has one element),
         an int (``o[..., i]``), a tuple index, a callable ``o -> scalar``, or ``"all"`` (every
         output; an axis of size T after N).
-      mode: ``"rescale"``, ``"reveal_cancel"`` or ``"genomics_default"``.
+      mode: ``"rescale"``, ``"reveal_cancel"`` or ``"genomics_default"`` (DeepLIFT), or a
+        baseline of :mod:`jaxlift.baselines`: ``"gradient"``, ``"grad_times_input"``,
+        ``"guided_backprop"`` (``refs`` may be ``None``), ``"integrated_gradients"``,
+        ``"occlusion"``, ``"shapley_sampling"``.
       max_mode: ``"preserving"`` (exact) or ``"gradient"`` (the original's max-pooling).
       average_refs: average over the K references (else keep a K axis after N).
       batch_size: the number of (input, reference) pairs per compiled chunk (constant memory);
@@ -328,6 +340,9 @@ _DOC_ARGS = """
       progress: show a progress bar over chunks.
       return_delta: also return ``Δt = t(x) − t(r)`` (averaged like the result).
       check_finite: refuse NaN/Inf in x, refs and params (when they are concrete).
+      mode_options: options of a baseline mode (``steps``/``method`` for integrated
+        gradients, ``window``/``stride`` for occlusion, ``num_permutations``/``feature_mask``
+        for Shapley sampling …; see :mod:`jaxlift.baselines`). Unknown keys are an error.
 """
 
 
@@ -335,7 +350,8 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
               mode: str = "rescale", max_mode: str = "preserving", average_refs: bool = True,
               batch_size: int | None = None, layer: str | None = None,
               key: jax.Array | None = None, progress: bool = False,
-              return_delta: bool = False, check_finite: bool = True):
+              return_delta: bool = False, check_finite: bool = True,
+              mode_options: dict | None = None):
     """DeepLIFT contribution scores ``C(Δx_i → Δt)`` of every input feature.
 
     Summation-to-delta: ``Σ_i C_i = t(x) − t(r)`` for each pair (and on average over
@@ -344,14 +360,15 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
     return _run("contributions", fn, params, x, refs, target=target, mode=mode,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
-                check_finite=check_finite)
+                check_finite=check_finite, mode_options=mode_options)
 
 
 def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 mode: str = "rescale", max_mode: str = "preserving", average_refs: bool = True,
                 batch_size: int | None = None, layer: str | None = None,
                 key: jax.Array | None = None, progress: bool = False,
-                return_delta: bool = False, check_finite: bool = True):
+                return_delta: bool = False, check_finite: bool = True,
+                mode_options: dict | None = None):
     """DeepLIFT multipliers ``m_i = C(Δx_i → Δt)/Δx_i`` (the contribution per unit of
     difference-from-reference), shaped like :func:`attribute`'s result.
 
@@ -360,7 +377,7 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
     return _run("multipliers", fn, params, x, refs, target=target, mode=mode,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
-                check_finite=check_finite)
+                check_finite=check_finite, mode_options=mode_options)
 
 
 attribute.__doc__ += _DOC_ARGS
