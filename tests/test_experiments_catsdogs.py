@@ -14,6 +14,7 @@ import pytest
 
 import jaxlift
 from jaxlift import references as R
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _spec = importlib.util.spec_from_file_location("cats_dogs_experiment",
