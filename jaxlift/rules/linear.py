@@ -94,42 +94,43 @@ SCALED = Rule("scaled", backward=_scaled_backward, split=_scaled_split)
 
 def _weighted_operands(ctx):
     (i,) = ctx.live_float
-    j = 1 - i
-    return i, j
+    return i, 1 - i
 
 
-def _positive_part_op(ctx, i, j):
-    w_pos = jnp.maximum(ctx.xs[j], 0)
+def _abs_weight_op(ctx, i, j):
+    """``|L|``: the op with the absolute value of its fixed operand, as a function of operand i."""
+    w_abs = jnp.abs(ctx.xs[j])
 
-    def apply_pos(v):
+    def apply_abs(v):
         vals = list(ctx.xs)
-        vals[i], vals[j] = v, w_pos
+        vals[i], vals[j] = v, w_abs
         return tuple(ctx.bind(vals))
-    return apply_pos
+    return apply_abs
 
 
 def _weighted_split(ctx) -> list:
+    """With ``L± = (L ± |L|)/2`` and ``Δx± = (Δx ± |Δx|)/2``:
+    ``Δy⁺ = L⁺(Δx⁺) + L⁻(Δx⁻) = ½(Δy + |L|(|Δx|))`` — one extra op instead of four."""
     i, j = _weighted_operands(ctx)
-    d = ctx.delta_in(i)
-    (l_pos_abs,) = _positive_part_op(ctx, i, j)(jnp.abs(d))
-    (l_neg,) = jvp_live(ctx, [jnp.minimum(d, 0)])
-    pos = l_pos_abs + l_neg
-    return [(pos, ctx.delta_out(0) - pos)]
+    (l_abs,) = _abs_weight_op(ctx, i, j)(jnp.abs(ctx.delta_in(i)))
+    dy = ctx.delta_out(0)
+    pos = (dy + l_abs) / 2
+    return [(pos, dy - pos)]
 
 
 def _weighted_backward(ctx, m_out) -> list:
+    """``m_x = ½Lᵀ(m⁺ + m⁻) + ½·sign(Δx)·|L|ᵀ(m⁺ − m⁻)`` — equal to ``L⁺ᵀm⁺ + L⁻ᵀm⁻`` where
+    ``Δx > 0``, ``L⁻ᵀm⁺ + L⁺ᵀm⁻`` where ``Δx < 0`` and ``Lᵀ(m⁺ + m⁻)/2`` where ``Δx = 0``."""
     (m,) = m_out
     if m.shared:
         return _transpose_pairs(ctx, m_out)
     import jax
     Pair = _pair()
     i, j = _weighted_operands(ctx)
-    d = ctx.delta_in(i)
-    _, pull_pos = jax.vjp(_positive_part_op(ctx, i, j), ctx.xs[i])
-    (diff,) = pull_pos((m.pos - m.neg,))
-    g = _transpose_pairs(ctx, m_out)[i]
-    a, b = diff + g.neg, g.pos - diff
-    mx = jnp.where(d > 0, a, jnp.where(d < 0, b, (g.pos + g.neg) / 2))
+    (total,) = [g for g in vjp_live(ctx, [m.pos + m.neg]) if g is not None]
+    _, pull_abs = jax.vjp(_abs_weight_op(ctx, i, j), ctx.xs[i])
+    (diff,) = pull_abs((m.pos - m.neg,))
+    mx = (total + jnp.sign(ctx.delta_in(i)) * diff) / 2
     result: list = [None] * len(ctx.xs)
     result[i] = Pair.of(mx)
     return result

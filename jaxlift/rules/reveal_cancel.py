@@ -22,32 +22,32 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxlift.rules import registry
-from jaxlift.rules._util import safe_ratio, wide
 from jaxlift.rules.registry import Rule
-from jaxlift.rules.rescale import RESCALE, is_tiny, midpoint_derivative, rescale_multiplier
+from jaxlift.rules.rescale import RESCALE, endpoint_slope, guarded_quotient, value_and_derivative
 
 
 def reveal_cancel_parts(ctx):
-    """``(Δy⁺, Δy⁻, m⁺, m⁻)`` of the nonlinearity."""
+    """``(Δy⁺, Δy⁻, m⁺, m⁻)`` of the nonlinearity.
+
+    Where ``Δx⁺`` is tiny, ``m⁺`` is its limit ``½[f'(x0) + f'(x0 + Δx⁻)]`` (and ``m⁻`` likewise
+    ``½[f'(x0) + f'(x0 + Δx⁺)]``): the rate at which a small positive part would move ``y``.
+    """
     p, n = ctx.split_in(0)
     x, x0 = ctx.xs[0], ctx.rs[0]
     y, y0 = ctx.ys[0], ctx.y0s[0]
-    f = lambda v: ctx.apply(v)[0]  # noqa: E731
-    fp, fn = f(x0 + p), f(x0 + n)
+    fp, dfp = value_and_derivative(ctx, x0 + p)
+    fn, dfn = value_and_derivative(ctx, x0 + n)
+    _, d0 = value_and_derivative(ctx, x0)
     dyp = 0.5 * (fp - y0) + 0.5 * (y - fn)
     dyn = 0.5 * (fn - y0) + 0.5 * (y - fp)
-    mid = (x + x0) / 2
-    deriv = wide(midpoint_derivative(ctx, mid))
-    midw = wide(mid)
-    mp = safe_ratio(wide(dyp), wide(p), deriv, is_tiny(wide(p), midw) | is_tiny(p, mid))
-    mn = safe_ratio(wide(dyn), wide(n), deriv, is_tiny(wide(n), midw) | is_tiny(n, mid))
+    scale = (jnp.abs(x) + jnp.abs(x0)) / 2
+    mp = guarded_quotient(dyp, p, (d0 + dfn) / 2, scale)
+    mn = guarded_quotient(dyn, n, (d0 + dfp) / 2, scale)
     outside = ~(jnp.isfinite(fp) & jnp.isfinite(fn))
-    ratio = rescale_multiplier(ctx)
+    ratio = guarded_quotient(y - y0, x - x0, endpoint_slope(ctx), scale)
     dyp = jnp.where(outside, ratio * p, dyp)
     dyn = jnp.where(outside, ratio * n, dyn)
-    mp = jnp.where(outside, ratio, mp.astype(p.dtype))
-    mn = jnp.where(outside, ratio, mn.astype(n.dtype))
-    return dyp, dyn, mp, mn
+    return dyp, dyn, jnp.where(outside, ratio, mp), jnp.where(outside, ratio, mn)
 
 
 def _backward(ctx, m_out) -> list:
