@@ -267,7 +267,10 @@ def _check_options(mode: str, max_mode: str) -> None:
 # Public API
 
 def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batch_size,
-         layer_name, key, progress, return_delta, check_finite, mode_options=None):
+         layer_name, key, progress, return_delta, check_finite, mode_options=None, mesh=None):
+    if mesh is not None and mode in baselines.MODES:
+        raise ValueError(f"mesh= shards the DeepLIFT modes ({', '.join(MODES)}); mode {mode!r} "
+                         "runs on one device")
     if mode in baselines.MODES:  # gradient / IG / perturbation modes (jaxlift.baselines)
         return baselines.run(what, fn, params, x, refs, target=target, mode=mode,
                              mode_options=mode_options, average_refs=average_refs,
@@ -289,11 +292,32 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
     config = Config(mode=mode, max_mode=max_mode)
     run = _compiled(fn, target, config, what, layer_name, per_input, average_refs)
     chunk = n if batch_size is None else max(1, int(batch_size) // k)
-    if chunk >= n:
+    if mesh is not None:
+        run, chunk = _sharded(run, mesh, per_input), -(-chunk // mesh.size) * mesh.size
+    if chunk == n:
         res, delta = run(params, x, refs)
     else:
         res, delta = _run_chunked(run, params, x, refs, n, chunk, per_input, progress)
     return (res, delta) if return_delta else res
+
+
+def _sharded(run, mesh, per_input: bool):
+    """``run`` with the inputs (and per-input references) split over every device of ``mesh``
+    along their leading axis N, and parameters and shared references replicated: each device
+    explains its share of the N × K pairs; XLA's SPMD partitioner does the rest. With
+    ``jax.distributed`` initialised, a mesh over all hosts' devices works the same way."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    split = NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names)))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def put(tree, sharding):
+        return jax.tree_util.tree_map(lambda l: jax.device_put(l, sharding), tree)
+
+    def sharded_run(params, x, refs):
+        return run(put(params, replicated), put(x, split),
+                   put(refs, split if per_input else replicated))
+    return sharded_run
 
 
 def _run_chunked(run, params, x, refs, n, chunk, per_input, progress):
@@ -340,6 +364,8 @@ _DOC_ARGS = """
       progress: show a progress bar over chunks.
       return_delta: also return ``Δt = t(x) − t(r)`` (averaged like the result).
       check_finite: refuse NaN/Inf in x, refs and params (when they are concrete).
+      mesh: a ``jax.sharding.Mesh``: split the inputs over all its devices (DeepLIFT modes);
+        N is padded to a multiple of the device count. Results equal the one-device run.
       mode_options: options of a baseline mode (``steps``/``method`` for integrated
         gradients, ``window``/``stride`` for occlusion, ``num_permutations``/``feature_mask``
         for Shapley sampling …; see :mod:`jaxlift.baselines`). Unknown keys are an error.
@@ -351,7 +377,7 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
               batch_size: int | None = None, layer: str | None = None,
               key: jax.Array | None = None, progress: bool = False,
               return_delta: bool = False, check_finite: bool = True,
-              mode_options: dict | None = None):
+              mode_options: dict | None = None, mesh=None):
     """DeepLIFT contribution scores ``C(Δx_i → Δt)`` of every input feature.
 
     Summation-to-delta: ``Σ_i C_i = t(x) − t(r)`` for each pair (and on average over
@@ -360,7 +386,7 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
     return _run("contributions", fn, params, x, refs, target=target, mode=mode,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
-                check_finite=check_finite, mode_options=mode_options)
+                check_finite=check_finite, mode_options=mode_options, mesh=mesh)
 
 
 def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
@@ -368,7 +394,7 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 batch_size: int | None = None, layer: str | None = None,
                 key: jax.Array | None = None, progress: bool = False,
                 return_delta: bool = False, check_finite: bool = True,
-                mode_options: dict | None = None):
+                mode_options: dict | None = None, mesh=None):
     """DeepLIFT multipliers ``m_i = C(Δx_i → Δt)/Δx_i`` (the contribution per unit of
     difference-from-reference), shaped like :func:`attribute`'s result.
 
@@ -377,7 +403,7 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
     return _run("multipliers", fn, params, x, refs, target=target, mode=mode,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
-                check_finite=check_finite, mode_options=mode_options)
+                check_finite=check_finite, mode_options=mode_options, mesh=mesh)
 
 
 attribute.__doc__ += _DOC_ARGS
