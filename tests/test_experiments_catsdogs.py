@@ -32,12 +32,13 @@ def data_dir(shared_data):
     return d
 
 
-@pytest.fixture(scope="module")
-def smoke(data_dir, tmp_path_factory):
-    """The experiment's --smoke run: test1.jpeg, black and blurred references, both modes."""
-    out = tmp_path_factory.mktemp("catsdogs")
-    ctx = cd.main(["--smoke", "--data", str(data_dir), "--out", str(out), "--batch-size", "2"])
-    return ctx, out
+def test_smoke_run(data_dir, tmp_path):
+    """The experiment's --smoke run (test1.jpeg, black and blurred references, both modes),
+    checked in one test so that pytest-xdist never runs the 256×256 experiment twice."""
+    ctx = cd.main(["--smoke", "--data", str(data_dir), "--out", str(tmp_path), "--batch-size", "2"])
+    check_prediction_equals_keras(ctx)
+    check_summation_to_delta_and_delta_is_logit_difference(ctx)
+    check_valid_png_and_report(tmp_path)
 
 
 def _rel_summation_error(contribs, delta):
@@ -46,8 +47,8 @@ def _rel_summation_error(contribs, delta):
     return np.abs(flat.sum(-1) - np.asarray(delta)) / (np.abs(delta) + np.abs(flat).sum(-1))
 
 
-def test_prediction_equals_keras(smoke):
-    ctx, _ = smoke
+def check_prediction_equals_keras(ctx):
+    """P(dog) of test1.jpeg equals Keras's 0.2818982 (cat), and z is its logit."""
     assert ctx["photo_names"] == ["test1.jpeg"]
     p = float(ctx["p_photo"][0])
     assert abs(p - 0.2818982) <= 1e-5  # Keras 2.13.1's value (DESIGN §6)
@@ -55,8 +56,8 @@ def test_prediction_equals_keras(smoke):
     assert ctx["z_photo"][0] == pytest.approx(np.log(p / (1 - p)), abs=1e-5)
 
 
-def test_smoke_summation_to_delta_and_delta_is_logit_difference(smoke):
-    ctx, _ = smoke
+def check_summation_to_delta_and_delta_is_logit_difference(ctx):
+    """References are what they claim; Δ = z(x) − z(r); ΣC = Δ within SUM_TOL; cat = −dog."""
     refs = ctx["refs"]  # (1, 2, 256, 256, 1): black, blurred
     assert refs.shape == (1, 2, 256, 256, 1)
     assert float(np.abs(refs[0, 0]).max()) == 0.0
@@ -82,10 +83,10 @@ def test_smoke_summation_to_delta_and_delta_is_logit_difference(smoke):
         assert (dog > 0).sum() > 1000 and (dog < 0).sum() > 1000
 
 
-def test_smoke_writes_a_valid_png_and_report(smoke):
+def check_valid_png_and_report(out):
+    """The figure is a real, non-blank PNG, and the report records the check."""
     from PIL import Image
 
-    ctx, out = smoke
     png = out / "catsdogs_test1.png"
     assert png.is_file() and png.stat().st_size > 10_000
     with Image.open(png) as im:
