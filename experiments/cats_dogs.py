@@ -447,7 +447,8 @@ def _choose_references(args, p_dog, photos: np.ndarray, ctx: dict) -> tuple[dict
         near, ctx["near_names"], ctx["p_near"], ctx["p_pool"] = near_half_references(
             p_dog, pool_names, pool, args.num_near)
         ctx["pool_names"] = pool_names
-        ctx["pool_doc"] = " ".join(candidate_pool.__doc__.split("\n\n")[1].split())
+        doc = candidate_pool.__doc__.split("\n\n")[1].replace("``", "`")
+        ctx["pool_doc"] = " ".join(doc.split())
     slices, refs = reference_sets(photos, near)
     ctx["ref_labels"] = [n if n != "near-0.5" else f"near-0.5: {ctx['near_names'][k - s.start]}"
                          for n, s in slices.items() for k in range(s.start, s.stop)]
