@@ -33,13 +33,18 @@ def ptc_dir(shared_data):
     return folder
 
 
-@pytest.fixture(scope="module")
-def tiny_run(ptc, ptc_dir, tmp_path_factory):
-    """2 folds, 8 epochs, atoms and bonds only (vocabulary of ~30 patterns)."""
-    out = tmp_path_factory.mktemp("ptc")
-    res = ptc.main(["all", "--data", str(ptc_dir), "--out", str(out), "--folds", "2",
+def test_tiny_run(ptc, ptc_dir, tmp_path):
+    """The whole experiment at its smallest: 2 folds, 8 epochs, atoms and bonds only (~30
+    patterns). One test, so that pytest-xdist does not run the ~45 s experiment on both
+    workers (a module-scoped fixture would be built once per worker)."""
+    res = ptc.main(["all", "--data", str(ptc_dir), "--out", str(tmp_path), "--folds", "2",
                     "--epochs", "8", "--patience", "8", "--max-size", "1", "--min-count", "5"])
-    return out, res
+    run = (tmp_path, res)
+    _check_writes_everything(run)
+    _check_learns(run)
+    _check_summation_to_delta(run, ptc)
+    _check_atom_scores_add_up(run)
+    _check_pattern_table_has_both_classes(run)
 
 
 def _sum_tolerance(delta):
@@ -48,8 +53,8 @@ def _sum_tolerance(delta):
     return 1e-4 * np.maximum(1.0, np.abs(delta))
 
 
-def test_tiny_run_writes_everything(tiny_run):
-    out, res = tiny_run
+def _check_writes_everything(run):
+    out, res = run
     for name in ("ptc_cv.md", "ptc_cnn.h5", "ptc_cnn.json", "ptc_patterns.md", "ptc_molecule.png",
                  "ptc_attributions.npz"):
         assert (out / name).stat().st_size > 0, name
@@ -57,18 +62,18 @@ def test_tiny_run_writes_everything(tiny_run):
     assert "published PTC_MR range" in (out / "ptc_cv.md").read_text()
 
 
-def test_tiny_run_learns(tiny_run):
+def _check_learns(run):
     # Bound: >= 0.55 on the molecules the final model was trained on. Even a few epochs on
     # atom/bond counts fit the training split better than a coin (majority class is 0.558 of
     # PTC_MR, so this is not "beats majority"; that is too strict for 8 epochs).
-    out, res = tiny_run
+    out, res = run
     meta = json.loads((out / "ptc_cnn.json").read_text())
     assert meta["train_acc"] >= 0.55
     assert all(0.0 <= f["test_acc"] <= 1.0 for f in res["cv"]["folds"])
 
 
-def test_tiny_run_summation_to_delta(tiny_run, ptc):
-    out, _ = tiny_run
+def _check_summation_to_delta(run, ptc):
+    out, _ = run
     a = np.load(out / "ptc_attributions.npz")
     for ref in ptc.REFERENCES:
         for mode in ptc.MODES:
@@ -83,8 +88,8 @@ def test_tiny_run_summation_to_delta(tiny_run, ptc):
     assert not np.allclose(s0, a["scores_mean_reveal_cancel"])
 
 
-def test_tiny_run_atom_scores_add_up(tiny_run):
-    out, _ = tiny_run
+def _check_atom_scores_add_up(run):
+    out, _ = run
     a = np.load(out / "ptc_attributions.npz")
     s, counts, off = a["scores_zeros_reveal_cancel"], a["counts"], a["atom_offsets"]
     atom = a["atom_scores"]
@@ -96,8 +101,8 @@ def test_tiny_run_atom_scores_add_up(tiny_run):
     assert np.all(np.abs(per_molecule - d) <= _sum_tolerance(d))
 
 
-def test_tiny_run_pattern_table_has_both_classes(tiny_run):
-    out, _ = tiny_run
+def _check_pattern_table_has_both_classes(run):
+    out, _ = run
     text = (out / "ptc_patterns.md").read_text()
     assert "## Class +1 (carcinogenic)" in text and "## Class −1 (not carcinogenic)" in text
     a = np.load(out / "ptc_attributions.npz")
