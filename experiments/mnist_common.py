@@ -33,17 +33,19 @@ def prepare(x_u8: np.ndarray) -> np.ndarray:
     return (np.asarray(x_u8, np.float32) / 255.0)[..., None]
 
 
-def load_mnist(path: Path | str = DEFAULT_DATA, split: str = "test") -> tuple[np.ndarray,
-                                                                             np.ndarray]:
-    """``(x, y)`` of one split of ``mnist.npz``: x float32 ``(N, 28, 28, 1)`` (``x / 255``),
-    y int32 ``(N,)``. A clear error if the file is missing (no download)."""
+def load_mnist(path: Path | str = DEFAULT_DATA, split: str = "test",
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of one split of ``mnist.npz`` (its first ``limit`` digits if given): x float32
+    ``(N, 28, 28, 1)`` (``x / 255``), y int32 ``(N,)``. A clear error if the file is missing
+    (no download)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MNIST not found at {path}; pass --data PATH/mnist.npz "
                                 "(this project reads ../shared/data/mnist.npz; it downloads "
                                 "nothing)")
     with np.load(path) as d:
-        return prepare(d[f"x_{split}"]), d[f"y_{split}"].astype(np.int32)
+        return (prepare(d[f"x_{split}"][:limit]),
+                d[f"y_{split}"][:limit].astype(np.int32))
 
 
 def load_model(path: Path | str = MODEL_H5) -> dict:
