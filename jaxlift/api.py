@@ -291,8 +291,8 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
         _check_finite("params", params)
     config = Config(mode=mode, max_mode=max_mode)
     run = _compiled(fn, target, config, what, layer_name, per_input, average_refs)
-    chunk = n if batch_size is None else max(1, int(batch_size) // k)
-    if mesh is not None:
+    chunk = n if batch_size is None else min(n, max(1, int(batch_size) // k))
+    if mesh is not None:  # every chunk splits evenly over the devices
         run, chunk = _sharded(run, mesh, per_input), -(-chunk // mesh.size) * mesh.size
     if chunk == n:
         res, delta = run(params, x, refs)

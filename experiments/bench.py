@@ -1,0 +1,296 @@
+"""jaxlift performance table: every figure a ratio measured in this one run, on this machine.
+
+For the MNIST CNN (DESIGN §6) and the real cats-vs-dogs CNN:
+
+* jaxlift ``rescale`` / ``reveal_cancel`` / ``genomics_default`` ÷ ``jax.grad`` of the same
+  function vmapped over the same N×K (input, reference) pairs (the floor);
+* Captum ``DeepLift`` (torch CPU, the same weights, the same N×K pairs in batches) ÷ jaxlift
+  ``rescale``; Captum ``IntegratedGradients`` (50 steps) ÷ jaxlift ``rescale``; jaxlift IG-50 ÷
+  jaxlift ``rescale``;
+* scaling of jaxlift ``rescale`` on the MNIST CNN from 1 to 10⁵ pairs, chunked by
+  ``batch_size``: seconds per pair and peak resident memory (each point in a fresh process).
+
+Medians of ``--repeats`` runs after a warm-up call; compile time (first call) is reported apart.
+Writes ``experiments/results/BENCH.md``.
+
+    python experiments/bench.py              # the full table (~10-20 min on 2 CPU cores)
+    python experiments/bench.py --quick      # smaller N, fewer scaling points
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxlift
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+CATS = Path(os.environ.get("JAXLIFT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "catsordogs"
+
+
+# ----------------------------------------------------------------------------------- models
+
+def mnist_model():
+    """The MNIST CNN of DESIGN §6 with the trained weights if present, else a seeded init."""
+    from jaxlift.models import mnist
+    from jaxlift.models.mnist import MnistCNN
+    path = RESULTS / "mnist_cnn.h5"
+    if path.exists():
+        model, variables = mnist.load(path)
+    else:
+        model = MnistCNN()
+        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+    return functools.partial(model.apply, logits=True), variables, (28, 28, 1)
+
+
+def cats_model():
+    from jaxlift.models import cats_dogs
+    model, variables = cats_dogs.load(CATS / "model.h5")
+    return functools.partial(model.apply, logits=True), variables, (256, 256, 1)
+
+
+def torch_port(variables, kind: str):
+    """The same network in torch (NCHW), for Captum. Activations are permuted to NHWC before
+    flattening so the dense weights are used as they are."""
+    import torch
+    from torch import nn
+
+    params = variables["params"]
+    layers = [params[k] for k in params]  # Keras order: convs then denses
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            convs = [l for l in layers if l["kernel"].ndim == 4]
+            denses = [l for l in layers if l["kernel"].ndim == 2]
+            strides = 2 if kind == "mnist" else 1
+            self.convs = nn.ModuleList()
+            for c in convs:
+                k = np.asarray(c["kernel"])  # HWIO
+                conv = nn.Conv2d(k.shape[2], k.shape[3], k.shape[0], stride=strides)
+                conv.weight.data = torch.tensor(k.transpose(3, 2, 0, 1).copy())
+                conv.bias.data = torch.tensor(np.asarray(c["bias"]).copy())
+                self.convs.append(conv)
+            self.relus = nn.ModuleList(nn.ReLU() for _ in range(len(convs) + len(denses)))
+            self.pools = nn.ModuleList(nn.MaxPool2d(2) for _ in convs) if kind == "cats" else None
+            self.denses = nn.ModuleList()
+            for d in denses:
+                w = np.asarray(d["kernel"])
+                lin = nn.Linear(w.shape[0], w.shape[1])
+                lin.weight.data = torch.tensor(w.T.copy())
+                lin.bias.data = torch.tensor(np.asarray(d["bias"]).copy())
+                self.denses.append(lin)
+
+        def forward(self, x):
+            for i, conv in enumerate(self.convs):
+                x = self.relus[i](conv(x))
+                if self.pools is not None:
+                    x = self.pools[i](x)
+            x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+            n = len(self.convs)
+            for j, lin in enumerate(self.denses):
+                x = lin(x)
+                if j < len(self.denses) - 1:
+                    x = self.relus[n + j](x)
+            return x
+
+    return Net().eval()
+
+
+# ----------------------------------------------------------------------------------- timing
+
+def timed(f, repeats: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    jax.block_until_ready(f())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), first
+
+
+def captum_time(net, x, refs, target, method, repeats, batch=512, steps=50):
+    batch = batch if x.shape[1] <= 64 else 8  # 256×256 inputs: keep IG's steps in memory
+    """Captum over all N×K pairs, in batches of ``batch`` pairs (IG: internal batching)."""
+    import torch
+    from captum.attr import DeepLift, IntegratedGradients
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    n, k = x.shape[0], refs.shape[0]
+    xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
+    rt = torch.tensor(np.asarray(refs).transpose(0, 3, 1, 2).copy())
+    pairs_x = xt.repeat_interleave(k, 0)
+    pairs_r = rt.repeat(n, 1, 1, 1)
+    explainer = DeepLift(net) if method == "deeplift" else IntegratedGradients(net)
+
+    def run():
+        out = []
+        for s in range(0, pairs_x.shape[0], batch):
+            xb, rb = pairs_x[s:s + batch], pairs_r[s:s + batch]
+            if method == "deeplift":
+                out.append(explainer.attribute(xb, rb, target=target))
+            else:
+                out.append(explainer.attribute(xb, rb, target=target, n_steps=steps,
+                                               internal_batch_size=batch))
+        return torch.cat(out).reshape(n, k, *pairs_x.shape[1:]).mean(1)
+
+    run()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_net, ig_pairs):
+    kx, kr = jax.random.split(jax.random.PRNGKey(1))
+    x = jax.random.uniform(kx, (n,) + shape)
+    refs = jax.random.uniform(kr, (k,) + shape) * 0.2
+
+    def scalar(p, xe):
+        return fn(p, xe[None])[0, target]
+
+    pairs = jnp.broadcast_to(x[:, None], (n, k) + shape).reshape((-1,) + shape)
+    grad = jax.jit(jax.vmap(jax.grad(scalar, argnums=1), in_axes=(None, 0)))
+    t_grad, c_grad = timed(lambda: grad(variables, pairs), repeats)
+    out = {"grad": (t_grad, c_grad)}
+    for mode in ("rescale", "reveal_cancel", "genomics_default"):
+        out[mode] = timed(lambda: jaxlift.attribute(fn, variables, x, refs, target=target,
+                                                    mode=mode), repeats)
+    out["ig50"] = timed(lambda: jaxlift.attribute(
+        fn, variables, x, refs, target=target, mode="integrated_gradients",
+        mode_options={"steps": 50, "method": "riemann_middle"}, batch_size=ig_pairs), 1)
+    if captum:
+        out["captum_deeplift"] = (captum_time(torch_net, x, refs, target, "deeplift", 1), 0.0)
+        out["captum_ig50"] = (captum_time(torch_net, x, refs, target, "ig", 1), 0.0)
+    rows = [f"### {name}: N = {n} inputs × K = {k} references = {n * k} pairs, target {target}",
+            "", "| method | median (s) | first call incl. compile (s) | ratio |", "|---|---|---|---|",
+            f"| jax.grad over the N×K pairs (floor) | {t_grad:.3f} | {c_grad:.2f} | 1 (floor) |"]
+    for mode in ("rescale", "reveal_cancel", "genomics_default"):
+        t, c = out[mode]
+        rows.append(f"| jaxlift {mode} | {t:.3f} | {c:.2f} | **{t / t_grad:.2f}× grad** |")
+    t_r = out["rescale"][0]
+    rows.append(f"| jaxlift integrated_gradients (50 steps) | {out['ig50'][0]:.3f} | "
+                f"{out['ig50'][1]:.2f} | {out['ig50'][0] / t_r:.1f}× jaxlift rescale |")
+    if captum:
+        rows.append(f"| Captum DeepLift (torch CPU) | {out['captum_deeplift'][0]:.3f} | – | "
+                    f"**jaxlift rescale is {out['captum_deeplift'][0] / t_r:.1f}× faster** |")
+        rows.append(f"| Captum IntegratedGradients (50 steps) | {out['captum_ig50'][0]:.3f} | – | "
+                    f"{out['captum_ig50'][0] / t_r:.1f}× jaxlift rescale |")
+    return rows + [""]
+
+
+# ---------------------------------------------------------------------------------- scaling
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (``VmHWM``; unlike ``ru_maxrss`` it is not inherited
+    from the parent across ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scaling_point(pairs: int, batch_size: int) -> dict:
+    """Run in a fresh process: seconds per pair and peak RSS for ``pairs`` pairs."""
+    fn, variables, shape = mnist_model()
+    k = min(8, pairs)
+    n = max(1, pairs // k)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (n,) + shape)
+    refs = jnp.zeros((k,) + shape)
+    run = lambda: jaxlift.attribute(fn, variables, x, refs, target=3,  # noqa: E731
+                                    batch_size=batch_size)
+    t0 = time.perf_counter()
+    jax.block_until_ready(run())
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(run())
+    t = time.perf_counter() - t0
+    rss_mb = peak_rss_mb()
+    return {"pairs": n * k, "seconds": t, "first": first, "per_pair_ms": 1e3 * t / (n * k),
+            "peak_rss_mb": rss_mb}
+
+
+def scaling_rows(points, batch_size):
+    rows = [f"### Scaling: jaxlift rescale, MNIST CNN, K = 8 zero references, "
+            f"batch_size = {batch_size} pairs per chunk (each point a fresh process)", "",
+            "| pairs | run (s) | ms per pair | peak resident memory (MB) |", "|---|---|---|---|"]
+    for p in points:
+        out = subprocess.run([sys.executable, __file__, "--scaling-point", str(p),
+                              "--batch-size", str(batch_size)], capture_output=True, text=True,
+                             timeout=3600)
+        if out.returncode != 0:
+            rows.append(f"| {p} | failed: {out.stderr.strip().splitlines()[-1]} | | |")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(f"| {r['pairs']} | {r['seconds']:.3f} | {r['per_pair_ms']:.4f} | "
+                    f"{r['peak_rss_mb']:.0f} |")
+    return rows + [""]
+
+
+# ------------------------------------------------------------------------------------- main
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-captum", action="store_true")
+    ap.add_argument("--scaling-point", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--out", default=str(RESULTS / "BENCH.md"))
+    args = ap.parse_args(argv)
+    if args.scaling_point:
+        print(json.dumps(scaling_point(args.scaling_point, args.batch_size)))
+        return
+    captum = not args.no_captum
+    n_mnist, n_cats = (256, 4) if args.quick else (1024, 8)
+    points = [1, 100, 10_000] if args.quick else [1, 10, 100, 1_000, 10_000, 100_000]
+    t_start = time.perf_counter()
+    fn, variables, shape = mnist_model()
+    lines = ["# jaxlift benchmark", "",
+             f"Machine: {platform.machine()} {platform.processor() or 'CPU'}, {os.cpu_count()} "
+             f"cores, jax {jax.__version__} on {jax.devices()[0].platform}; medians of "
+             f"{args.repeats} runs after warm-up, every ratio measured in this one run. "
+             "Command: `python experiments/bench.py" + (" --quick" if args.quick else "") + "`.",
+             "", "No GPU was lent to the session that made this table; see the GPU section below.",
+             ""]
+    lines += model_rows("MNIST CNN (DESIGN §6, 239,594 parameters)", fn, variables, shape,
+                        n_mnist, 8, 3, args.repeats, captum,
+                        torch_port(variables, "mnist") if captum else None, ig_pairs=256)
+    if (CATS / "model.h5").exists():
+        cfn, cvars, cshape = cats_model()
+        lines += model_rows("cats-vs-dogs CNN (Keras 2.13 model, 256×256×1)", cfn, cvars, cshape,
+                            n_cats, 2, 0, args.repeats, captum,
+                            torch_port(cvars, "cats") if captum else None, ig_pairs=2)
+    lines += scaling_rows(points, args.batch_size)
+    lines += ["## GPU", "",
+              "This session had no accelerator lent (the device tool reported the task was not "
+              "drawn for one). On a machine with a GPU, install `pip install -e .[cuda]` and rerun "
+              "`python experiments/bench.py`; the pairs-per-second figure at 10⁶ pairs is the "
+              "scaling table's last row extended with `--scaling-point 1000000`.", "",
+              f"Total benchmark time: {time.perf_counter() - t_start:.0f} s.", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(args.out).with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, args.out)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
