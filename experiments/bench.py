@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
+from bench_core import timed  # experiments/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -111,18 +112,6 @@ def torch_port(variables, kind: str):
 
 
 # ----------------------------------------------------------------------------------- timing
-
-def timed(f, repeats: int) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    jax.block_until_ready(f())
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), first
-
 
 def captum_time(net, x, refs, target, method, repeats, batch=512, steps=50):
     batch = batch if x.shape[1] <= 64 else 8  # 256×256 inputs: keep IG's steps in memory
