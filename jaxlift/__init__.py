@@ -7,5 +7,6 @@ from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5, keras_info
 from jaxlift.targets import class_difference, pre_activation, softmax_normalized
 
 __all__ = ["attribute", "multipliers", "layer", "JaxliftError", "UnsupportedPrimitiveError",
+           "load_keras_h5", "save_keras_h5", "keras_info",
            "class_difference", "softmax_normalized", "pre_activation",
            "hypothetical_contributions", "completeness_gap"]

@@ -23,12 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift import baselines, interpreter
-from jaxlift.errors import JaxliftError
 from jaxlift.interpreter import MAX_MODES, MODES, Config
 from jaxlift.program import MARKER_PREFIX, build_program
-
-Target = "int | tuple | Callable | str | None"
-
 
 # ---------------------------------------------------------------------------------------------
 # Layer markers ("find_scores_layer" of the original deeplift)
@@ -54,7 +50,7 @@ def layer(x, name: str):
 # ---------------------------------------------------------------------------------------------
 # Targets
 
-def _select_target(out, target, n_outputs_hint: str = "") -> jax.Array:
+def _select_target(out, target) -> jax.Array:
     if callable(target) and not isinstance(target, str):
         t = jnp.asarray(target(out))
         if t.size != 1:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple, Sequence
 
-import jax
 import jax.numpy as jnp
 
 from jaxlift import rules as _rules  # noqa: F401  (registers every rule family)

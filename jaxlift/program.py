@@ -45,9 +45,6 @@ class Lit:
     val: Any
 
 
-Atom = "int | Lit"
-
-
 @dataclasses.dataclass(eq=False)
 class Op:
     """One node of the program.
@@ -240,7 +237,7 @@ def _is_elementwise_op(op: Op) -> bool:
     return op.opaque_elementwise or registry.is_elementwise(op.primitive)
 
 
-def _fuse(ops: list, prog_outputs: Sequence, live: set, avals: dict, live_inputs) -> list:
+def _fuse(ops: list, prog_outputs: Sequence, avals: dict, live_inputs) -> list:
     """Replace elementwise chains fed by one live tensor by nonlinearity nodes (see module doc)."""
     shape = lambda a: () if isinstance(a, Lit) else tuple(avals[a].shape)  # noqa: E731
     src: dict = {i: i for i in live_inputs}
@@ -320,7 +317,7 @@ def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     needed = {a for a in outs if isinstance(a, int)} | set(b.markers.values())
     ops = _dce(b.ops, needed)
     live_inputs = in_atoms[n_fixed:]
-    ops = _fuse(ops, list(outs) + list(b.markers.values()), b.live, b.avals, live_inputs)
+    ops = _fuse(ops, list(outs) + list(b.markers.values()), b.avals, live_inputs)
     producer = {o: op for op in ops for o in op.outs}
     prog = Program(b.avals, in_atoms[:n_fixed], live_inputs, b.consts, ops, outs, b.live,
                    b.markers, producer)

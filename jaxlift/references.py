@@ -20,7 +20,6 @@ callable; :func:`broadcast_references` brings either form to ``(N, K, *F)``.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax

@@ -1,5 +1,4 @@
 """Tests for jaxlift.references: every reference choice, its shapes, and its invariants."""
-import itertools
 
 import jax
 import jax.numpy as jnp
