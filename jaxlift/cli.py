@@ -16,13 +16,11 @@ Outputs are written to a temporary file and moved into place: they appear whole 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import os
 import re
 import sys
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jaxlift.errors import JaxliftError
+from jaxlift.io.atomic import write_atomically
 from jaxlift.interpreter import MODES  # the DeepLIFT modes: rescale, reveal_cancel, genomics_default
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -524,20 +523,8 @@ def check_writable_dir(path: Path, flag: str) -> None:
 
 
 def write_npz_atomic(path: Path, arrays: dict[str, Any]) -> None:
-    """``np.savez`` into a temporary file beside ``path``, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                               dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """``np.savez`` written whole or not at all (:func:`jaxlift.io.atomic.write_atomically`)."""
+    write_atomically(path, lambda fh: np.savez(fh, **arrays), what="scores")
 
 
 def _safe_stem(name: str) -> str:

@@ -24,11 +24,9 @@ Functions
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -44,6 +42,8 @@ from matplotlib.patches import PathPatch
 from matplotlib.path import Path as MplPath
 from matplotlib.textpath import TextPath
 from matplotlib.ticker import MaxNLocator
+
+from jaxlift.io.atomic import write_atomically
 
 __all__ = [
     "image_heatmap",
@@ -208,26 +208,9 @@ def save_png(fig: Figure, path: PathLike, *, dpi: float | None = None) -> Path:
         raise NotADirectoryError(
             errno.ENOTDIR, f"cannot save PNG {target.name!r}: parent path is not a folder", shown
         )
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise OSError(
-            exc.errno or errno.EACCES,
-            f"cannot save PNG {target.name!r}: folder is not writable ({exc.strerror})",
-            shown,
-        ) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=fig.dpi if dpi is None else dpi)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
+    return write_atomically(
+        target, lambda fh: fig.savefig(fh, format="png", dpi=fig.dpi if dpi is None else dpi),
+        what="PNG")
 
 
 # --------------------------------------------------------------------------- images

@@ -403,7 +403,9 @@ def test_save_png_permission_error_is_reported_with_folder(tmp_path, monkeypatch
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(viz.tempfile, "mkstemp", refuse)
+    import jaxlift.io.atomic
+
+    monkeypatch.setattr(jaxlift.io.atomic.tempfile, "mkstemp", refuse)
     with pytest.raises(PermissionError, match="folder is not writable") as info:
         viz.save_png(_small_fig(), tmp_path / "x.png")
     assert info.value.filename == str(tmp_path)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -37,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.io.atomic import write_atomically
 from jaxlift.models import layers as L
 from jaxlift.models.generic import (LAYER_BUILDERS, KerasModel, LayerSpec, ModelGraph,
                                     TensorRef, build_layer, freeze)
@@ -697,17 +697,16 @@ def save_keras_h5(path: PathLike, model: Any, variables: Mapping[str, Any]) -> N
         flat[spec.name] = items
     _check_variables(graph, _as_vars(graph, flat), f"{path} (model to save)")
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
+    names = [s.name for s in graph.layers
+             if not (graph.sequential and s.class_name == "InputLayer")]
+
+    def write(fh) -> None:
+        with h5py.File(fh, "w") as f:
             f.attrs["keras_version"] = "3.0.0"
             f.attrs["backend"] = "jax"
             f.attrs["saved_by"] = "jaxlift"
             f.attrs["model_config"] = config
             mw = f.create_group("model_weights")
-            names = [s.name for s in graph.layers
-                     if not (graph.sequential and s.class_name == "InputLayer")]
             _str_attr(mw, "layer_names", names)
             mw.attrs["backend"] = "jax"
             mw.attrs["keras_version"] = "3.0.0"
@@ -718,10 +717,8 @@ def save_keras_h5(path: PathLike, model: Any, variables: Mapping[str, Any]) -> N
                 for w, arr in items:
                     g.create_dataset(f"{lname}/{w}", data=arr)
             _str_attr(mw.create_group("top_level_model_weights"), "weight_names", [])
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_atomically(path, write, what="Keras .h5")
 
 
 def _as_vars(graph: ModelGraph, flat: dict[str, list[tuple[str, np.ndarray]]]) -> dict:
