@@ -4,7 +4,7 @@ With ``Δx = Δx⁺ + Δx⁻`` the split arriving from below (DESIGN §3, paper 
 
 * ``Δy⁺ = ½[f(x0+Δx⁺) − f(x0)] + ½[f(x0+Δx⁻+Δx⁺) − f(x0+Δx⁻)]``
 * ``Δy⁻ = ½[f(x0+Δx⁻) − f(x0)] + ½[f(x0+Δx⁺+Δx⁻) − f(x0+Δx⁺)]``
-* ``m(x⁺→y⁺) = Δy⁺/Δx⁺``, ``m(x⁻→y⁻) = Δy⁻/Δx⁻`` (midpoint-derivative guard where tiny).
+* ``m(x⁺→y⁺) = Δy⁺/Δx⁺``, ``m(x⁻→y⁻) = Δy⁻/Δx⁻`` (their limits where a part is tiny).
 
 ``f(x0 + Δx⁺ + Δx⁻)`` is taken as ``f(x)`` itself, so ``Δy⁺ + Δy⁻ = Δy`` holds to rounding.
 
