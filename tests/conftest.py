@@ -8,6 +8,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 # programs on CPU in jaxlib 0.10.2: it produced inf multipliers where eager mode gave finite ones.)
 os.environ.setdefault("XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true")
 
+import jax
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,3 +21,10 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def x64():
+    """Run a test with 64-bit JAX types (``jax_enable_x64``), restored afterwards."""
+    with jax.enable_x64(True):
+        yield

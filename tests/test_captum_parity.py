@@ -17,15 +17,12 @@ nn = torch.nn
 
 
 @pytest.fixture(autouse=True)
-def x64():
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
+def float64_both_sides(x64):
     prev_torch = torch.get_default_dtype()
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)   # Captum builds its IG alphas in the default dtype
     yield
     torch.set_default_dtype(prev_torch)
-    jax.config.update("jax_enable_x64", prev)
 
 
 class TorchNet(nn.Module):

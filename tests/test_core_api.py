@@ -9,12 +9,6 @@ import jaxlift
 from jaxlift.errors import UnsupportedPrimitiveError
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def mlp(p, xb):
     return jax.nn.relu(xb @ p["w"] + p["b"]) @ p["v"]
 

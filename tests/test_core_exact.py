@@ -10,10 +10,7 @@ import jaxlift
 MODES = ["rescale", "reveal_cancel", "genomics_default"]
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 
 def contribs(fn, x, r, **kw):

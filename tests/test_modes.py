@@ -12,12 +12,7 @@ import jaxlift
 from jaxlift import baselines
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 
 def relu_mlp(p, x):
