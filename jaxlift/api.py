@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift import baselines, interpreter
+from jaxlift._ops import mean_axis
 from jaxlift.interpreter import MAX_MODES, MODES, Config
 from jaxlift.program import MARKER_PREFIX, build_program
 
@@ -162,8 +163,8 @@ def _compute(params, x, refs, *, fn, target, config, what, layer_name, per_input
     if layer_name is not None:
         res = [_squeeze_batch_axis(r, 2 + all_targets) for r in res]
     if average:
-        res = [r.mean(axis=1) for r in res]
-        delta = delta.mean(axis=1)
+        res = [mean_axis(r, 1) for r in res]
+        delta = mean_axis(delta, 1)
     if layer_name is not None:
         return res[0], delta
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), res), delta

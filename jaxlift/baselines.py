@@ -56,6 +56,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift._ops import mean_axis
+
 MODES = ("gradient", "grad_times_input", "guided_backprop", "integrated_gradients",
          "occlusion", "shapley_sampling")
 REFERENCE_FREE = ("gradient", "grad_times_input", "guided_backprop")
@@ -309,8 +311,8 @@ def _finish(res, delta, what, x, refs, per_input_refs, average, pair_level):
             return jnp.where(d == 0, jnp.zeros_like(a), a / safe)
         res = jax.tree_util.tree_map(to_mult, res, x, refs)
     if average:
-        res = jax.tree_util.tree_map(lambda a: a.mean(axis=1), res)
-        delta = delta.mean(axis=1)
+        res = jax.tree_util.tree_map(lambda a: mean_axis(a, 1), res)
+        delta = mean_axis(delta, 1)
     return res, delta
 
 

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift._ops import mean_axis
+
 
 def hypothetical_contributions(fn: Callable, params: Any, x, refs, *, target=None,
                                mode: str = "rescale", max_mode: str = "preserving",
@@ -59,4 +61,4 @@ def hypothetical_contributions(fn: Callable, params: Any, x, refs, *, target=Non
     if m.ndim == r.ndim + 1:                                     # target="all": a T axis
         r = r[:, :, None]
     dot = jnp.sum(r * m, axis=-1, keepdims=True)                 # Σ_c r[l, c]·m[l, c]
-    return (m - dot).mean(axis=1)
+    return mean_axis(m - dot, 1)

@@ -1,0 +1,22 @@
+"""Array helpers that keep jaxlift's programs on XLA's fast paths."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def mean_axis(a: jax.Array, axis: int) -> jax.Array:
+    """``a.mean(axis)``, computed for float32/float64 ``a`` as a contraction with the weights ``1/K``
+    (``Σ_k a[…, k, …]/K``, K = ``a.shape[axis]``).
+
+    XLA:CPU (jaxlib 0.10) runs a ``reduce`` over a middle axis of an array like ``(N, K, 28, 28,
+    1)`` some 25× slower than the same sum written as a ``dot_general``: averaging the MNIST
+    scores over 8 references took a quarter of the whole attribution. The contraction gives the
+    same numbers up to float rounding.
+    """
+    if a.dtype not in (jnp.float32, jnp.float64):  # half precision: let mean accumulate wide
+        return a.mean(axis=axis)
+    axis = axis % a.ndim
+    k = a.shape[axis]
+    weights = jnp.full((k,), 1.0 / k, dtype=a.dtype)
+    return jnp.tensordot(a, weights, axes=((axis,), (0,)))
