@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import baselines, interpreter
+from jaxlift import baselines, chunking, interpreter
 from jaxlift._ops import mean_axis
 from jaxlift.interpreter import MAX_MODES, MODES, Config
 from jaxlift.program import MARKER_PREFIX, build_program
@@ -268,10 +268,11 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
     if mesh is not None and mode in baselines.MODES:
         raise ValueError(f"mesh= shards the DeepLIFT modes ({', '.join(MODES)}); mode {mode!r} "
                          "runs on one device")
+    _check_batch_size(batch_size)
     if mode in baselines.MODES:  # gradient / IG / perturbation modes (jaxlift.baselines)
         return baselines.run(what, fn, params, x, refs, target=target, mode=mode,
                              mode_options=mode_options, average_refs=average_refs,
-                             batch_size=batch_size, layer_name=layer_name, key=key,
+                             batch_size=None if batch_size == "auto" else batch_size, layer_name=layer_name, key=key,
                              progress=progress, return_delta=return_delta,
                              check_finite=check_finite)
     if mode_options:
@@ -288,7 +289,7 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
         _check_finite("params", params)
     config = Config(mode=mode, max_mode=max_mode)
     run = _compiled(fn, target, config, what, layer_name, per_input, average_refs)
-    chunk = n if batch_size is None else min(n, max(1, int(batch_size) // k))
+    chunk = _inputs_per_chunk(batch_size, fn, target, params, x, n, k, mesh)
     if mesh is not None:  # every chunk splits evenly over the devices
         run, chunk = _sharded(run, mesh, per_input), -(-chunk // mesh.size) * mesh.size
     if chunk == n:
@@ -296,6 +297,73 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
     else:
         res, delta = _run_chunked(run, params, x, refs, n, chunk, per_input, progress)
     return (res, delta) if return_delta else res
+
+
+def _check_batch_size(batch_size) -> None:
+    ok = batch_size is None or isinstance(batch_size, str) and batch_size == "auto" or (
+        isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool)
+        and batch_size >= 1)
+    if not ok:
+        raise ValueError(f"batch_size must be a positive number of pairs, \"auto\" or None; "
+                         f"got {batch_size!r}")
+
+
+def _example_structs(tree, drop_leading: bool):
+    return jax.tree_util.tree_map(
+        lambda l: jax.ShapeDtypeStruct(jnp.shape(l)[1:] if drop_leading else jnp.shape(l),
+                                       jnp.result_type(l)), tree)
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_bytes_cached(fn, target, params_hashed, x_hashed) -> int:
+    return _pair_bytes(fn, target, params_hashed.tree, x_hashed.tree)
+
+
+def _pair_bytes(fn, target, params_structs, x_structs) -> int:
+    program, _ = build_program(_per_example(fn, target), params_structs, x_structs)
+    return chunking.pair_bytes(program)
+
+
+def _inputs_per_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh) -> int:
+    """Inputs per compiled chunk: ``batch_size`` pairs, everything (``None``), or sized from
+    memory (``"auto"``, see :mod:`jaxlift.chunking`). Traced inputs (``attribute`` inside
+    ``jit``/``vmap``/``grad``) run as one chunk: a Python loop would unroll into the trace."""
+    if batch_size is None:
+        return n
+    if not (isinstance(batch_size, str) and batch_size == "auto"):
+        return min(n, max(1, int(batch_size) // k))
+    if not _is_concrete((params, x)):
+        return n
+    structs = (_example_structs(params, False), _example_structs(x, True))
+    key = tuple((jax.tree_util.tree_structure(t), tuple(
+        (l.shape, l.dtype) for l in jax.tree_util.tree_leaves(t))) for t in structs)
+    try:
+        hash((fn, target, key))
+        nbytes = _pair_bytes_cached(fn, target, *_Hashed.wrap(structs, key))
+    except TypeError:  # an unhashable fn or target
+        nbytes = _pair_bytes(fn, target, *structs)
+    devices = list(mesh.devices.flat) if mesh is not None else jax.devices()
+    per_device = chunking.inputs_per_chunk(
+        math.ceil(n / len(devices)), k, nbytes, devices[0].platform,
+        chunking.free_memory_bytes(devices[0]))
+    return min(n, per_device * len(devices))
+
+
+class _Hashed:
+    """A pytree of ShapeDtypeStructs hashed by its structure, shapes and dtypes."""
+
+    def __init__(self, tree, key):
+        self.tree, self.key = tree, key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Hashed) and self.key == other.key
+
+    @staticmethod
+    def wrap(structs, keys):
+        return [_Hashed(t, k) for t, k in zip(structs, keys)]
 
 
 def _sharded(run, mesh, per_input: bool):
@@ -355,7 +423,9 @@ _DOC_ARGS = """
       max_mode: ``"preserving"`` (exact) or ``"gradient"`` (the original's max-pooling).
       average_refs: average over the K references (else keep a K axis after N).
       batch_size: the number of (input, reference) pairs per compiled chunk (constant memory);
-        ``None`` runs everything at once.
+        ``"auto"`` sizes chunks from memory (:mod:`jaxlift.chunking`: cache-sized on the CPU, a
+        quarter of free memory on an accelerator); ``None`` runs everything at once. Results do
+        not depend on it. Baseline modes treat ``"auto"`` as ``None``.
       layer: score the variable marked ``jaxlift.layer(v, layer)`` instead of the inputs.
       key: PRNG key passed to a callable ``refs``.
       progress: show a progress bar over chunks.
@@ -371,7 +441,7 @@ _DOC_ARGS = """
 
 def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
               mode: str = "rescale", max_mode: str = "preserving", average_refs: bool = True,
-              batch_size: int | None = None, layer: str | None = None,
+              batch_size: int | str | None = "auto", layer: str | None = None,
               key: jax.Array | None = None, progress: bool = False,
               return_delta: bool = False, check_finite: bool = True,
               mode_options: dict | None = None, mesh=None):
@@ -388,7 +458,7 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
 
 def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 mode: str = "rescale", max_mode: str = "preserving", average_refs: bool = True,
-                batch_size: int | None = None, layer: str | None = None,
+                batch_size: int | str | None = "auto", layer: str | None = None,
                 key: jax.Array | None = None, progress: bool = False,
                 return_delta: bool = False, check_finite: bool = True,
                 mode_options: dict | None = None, mesh=None):

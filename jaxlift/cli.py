@@ -445,7 +445,8 @@ def explain(loaded: LoadedModel, x: np.ndarray, refs: np.ndarray, spec: TargetSp
     fn = loaded.scored_fn(layer)
     logits = predict(loaded, x, batch_size or 64) if logits is None else logits
     run = functools.partial(jaxlift.attribute, fn, loaded.variables, mode=mode, layer=layer,
-                            batch_size=batch_size, progress=progress, return_delta=True)
+                            batch_size=batch_size or "auto", progress=progress,
+                            return_delta=True)
     n = len(x)
     if spec.kind == "index":
         s, d = run(x, refs, target=spec.a)
@@ -738,9 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layer", metavar="NAME",
                    help="score the units of this Keras layer (see `jaxlift info`) instead of "
                         "the inputs")
-    a.add_argument("--batch-size", type=int, default=64, metavar="B",
+    a.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="(input, reference) pairs computed at a time; bounds memory "
-                        "(default: 64)")
+                        "(default: sized from the free memory and the CPU caches)")
     a.add_argument("--out", metavar="FILE.npz",
                    help="save scores, delta, logits, predictions, targets … here (atomically)")
     a.add_argument("--png", metavar="DIR", help="write one heatmap PNG per input here")

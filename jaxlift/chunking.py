@@ -1,0 +1,69 @@
+"""How many inputs to put in one compiled chunk (``batch_size="auto"``).
+
+A chunk of ``c`` inputs holds ``c·K`` (input, reference) pairs; each pair carries a difference
+and a multiplier for every live intermediate of the program, so its working set is about
+``pair_bytes = 2 · Σ_v size(v) · itemsize(v)`` over the live float variables ``v`` of one example.
+
+* On the CPU, a chunk whose working set fits in the caches runs up to twice as fast per pair as
+  one big batch (measured in ``experiments/bench.py``), so chunks aim at ``CPU_CHUNK_BYTES``. When
+  one input's K pairs alone exceed that, smaller chunks no longer help (and each chunk re-runs the
+  references' forward pass), so the chunk only keeps memory bounded.
+* On accelerators, a chunk takes at most a quarter of the device's free memory.
+
+Everything here is a pure function of shapes and the machine; results never depend on the chunk.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from jaxlift.program import Program
+
+CPU_CHUNK_BYTES = 64 * 2**20
+MEMORY_FRACTION = 4  # a chunk may use 1/MEMORY_FRACTION of the free host or device memory
+
+
+def pair_bytes(program: Program) -> int:
+    """Bytes that one (input, reference) pair keeps: a difference and a multiplier for every live
+    float value of the program (its inputs and each op's outputs)."""
+    ids = set(program.live_inputs)
+    for op in program.ops:
+        ids.update(o for o in op.outs if isinstance(o, int))
+    total = 0
+    for i in ids:
+        if program.is_live(i) and program.is_float(i):
+            aval = program.avals[i]
+            total += int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
+    return 2 * max(total, 1)
+
+
+def free_memory_bytes(device) -> int:
+    """Free memory of ``device``: the allocator's limit minus what is in use on an accelerator,
+    the host's available memory on the CPU."""
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 — backends without allocator statistics
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def inputs_per_chunk(n: int, k: int, pair_nbytes: int, platform: str, free_bytes: int) -> int:
+    """Inputs per chunk for N inputs × K references whose pairs keep ``pair_nbytes`` each, on
+    ``platform`` ("cpu", "gpu", "tpu") with ``free_bytes`` of memory; balanced so that every chunk
+    holds about the same number of inputs (the last one is padded to the same shape)."""
+    per_input = max(1, pair_nbytes * k)
+    cap = max(1, free_bytes // MEMORY_FRACTION // per_input)
+    if platform == "cpu" and per_input <= CPU_CHUNK_BYTES:
+        cap = min(cap, max(1, CPU_CHUNK_BYTES // per_input))
+    if cap >= n:
+        return n
+    chunks = math.ceil(n / cap)
+    return math.ceil(n / chunks)

@@ -1,0 +1,111 @@
+"""Chunk sizes chosen from memory (``batch_size="auto"``) and the helpers behind them."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlift
+from jaxlift import api, chunking
+from jaxlift._ops import mean_axis
+from jaxlift.program import build_program
+
+MB = 2**20
+
+
+def test_whole_batch_when_it_fits():
+    assert chunking.inputs_per_chunk(100, 4, 1000, "cpu", 8 * 2**30) == 100
+    assert chunking.inputs_per_chunk(100, 4, 10 * MB, "gpu", 80 * 2**30) == 100
+
+
+def test_cpu_chunks_aim_at_the_cache_budget_and_are_balanced():
+    per_pair = 100_000
+    c = chunking.inputs_per_chunk(1000, 8, per_pair, "cpu", 8 * 2**30)
+    cap = chunking.CPU_CHUNK_BYTES // (per_pair * 8)
+    assert c <= cap and c * 8 * per_pair <= chunking.CPU_CHUNK_BYTES
+    chunks = -(-1000 // c)
+    assert chunks == -(-1000 // cap)          # no more chunks than the budget needs …
+    assert chunks * c - 1000 < chunks         # … and the last one is (almost) full
+
+
+def test_cpu_pairs_bigger_than_the_cache_are_bounded_by_memory_only():
+    per_pair = 40 * MB  # one input's K pairs exceed the cache budget
+    assert chunking.inputs_per_chunk(16, 2, per_pair, "cpu", 64 * 2**30) == 16
+    c = chunking.inputs_per_chunk(16, 2, per_pair, "cpu", 1 * 2**30)
+    assert c * 2 * per_pair <= 2**30 // chunking.MEMORY_FRACTION and c >= 1
+
+
+def test_accelerator_chunks_take_a_fraction_of_free_memory():
+    c = chunking.inputs_per_chunk(10**6, 1, 100_000, "gpu", 80 * 2**30)
+    assert c * 100_000 <= 80 * 2**30 // chunking.MEMORY_FRACTION
+    assert c * 100_000 > 80 * 2**30 // chunking.MEMORY_FRACTION // 2
+    assert chunking.inputs_per_chunk(5, 3, 10**12, "gpu", 2**30) == 1  # never zero
+
+
+def test_pair_bytes_counts_a_difference_and_a_multiplier_per_live_value():
+    def example(params, x):  # x (S,) -> x[None] (1, S) -> tanh (1, S) -> sum (1,) -> [0] ()
+        return jnp.tanh(x[None] * params).sum(axis=-1)[0]
+
+    def nbytes(size, dtype):
+        program, _ = build_program(example, jnp.asarray(2.0, dtype),
+                                   jax.ShapeDtypeStruct((size,), dtype))
+        return chunking.pair_bytes(program)
+
+    # live values: x, x[None] and tanh(x[None]·p) (one fused nonlinearity): 3 of S elements;
+    # the sum and its [0]: 2 scalars
+    assert nbytes(100, jnp.float32) == 2 * 4 * (3 * 100 + 2)
+    assert nbytes(300, jnp.float32) == 2 * 4 * (3 * 300 + 2)
+    assert nbytes(100, jnp.float16) < nbytes(100, jnp.float32)  # (its sum is taken in float32)
+
+
+def _conv_net(p, xb):
+    h = jax.nn.relu(jax.lax.conv_general_dilated(xb, p["k"], (1, 1), "SAME",
+                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    return jnp.tanh(h.reshape(h.shape[0], -1) @ p["w"])
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_auto_chunks_give_the_numbers_of_one_batch(x64, monkeypatch, mode):
+    rng = np.random.default_rng(0)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4))), "w": jnp.asarray(rng.normal(size=(144, 3)))}
+    x = jnp.asarray(rng.normal(size=(11, 6, 6, 1)))
+    refs = jnp.asarray(rng.normal(size=(11, 3, 6, 6, 1)))
+    monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 3 * 20_000)  # a few inputs per chunk
+    n_chunk = api._inputs_per_chunk("auto", _conv_net, "all", p, x, 11, 3, None)
+    if jax.default_backend() == "cpu":
+        assert 1 <= n_chunk < 11
+    auto, d_auto = jaxlift.attribute(_conv_net, p, x, refs, target="all", mode=mode,
+                                     average_refs=False, return_delta=True)
+    whole, d_whole = jaxlift.attribute(_conv_net, p, x, refs, target="all", mode=mode,
+                                       average_refs=False, return_delta=True, batch_size=None)
+    np.testing.assert_allclose(auto, whole, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(d_auto, d_whole, rtol=1e-12, atol=1e-14)
+
+
+def test_auto_inside_jit_runs_as_one_chunk(monkeypatch):
+    rng = np.random.default_rng(1)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float32),
+         "w": jnp.asarray(rng.normal(size=(144, 3)), jnp.float32)}
+    x = jnp.asarray(rng.normal(size=(5, 6, 6, 1)), jnp.float32)
+    refs = jnp.zeros((2, 6, 6, 1), jnp.float32)
+    monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 1)
+    jitted = jax.jit(lambda x: jaxlift.attribute(_conv_net, p, x, refs, target=0))
+    np.testing.assert_allclose(jitted(x), jaxlift.attribute(_conv_net, p, x, refs, target=0,
+                                                            batch_size=None),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -3, "big", True, 2.5])
+def test_bad_batch_size_is_named(bad):
+    x = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match="batch_size"):
+        jaxlift.attribute(lambda p, xb: (xb * p).sum(-1), 1.0, x, jnp.zeros((1, 3)),
+                          batch_size=bad)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.int32])
+def test_mean_axis_is_the_mean(dtype):
+    a = jnp.asarray(np.random.default_rng(2).integers(-5, 5, size=(4, 7, 3, 2)), dtype)
+    for axis in (0, 1, 3, -1):
+        np.testing.assert_allclose(np.asarray(mean_axis(a, axis), np.float32),
+                                   np.asarray(a.mean(axis=axis), np.float32), rtol=1e-6,
+                                   atol=1e-6)
