@@ -4,10 +4,11 @@ A chunk of ``c`` inputs holds ``c·K`` (input, reference) pairs; each pair carri
 and a multiplier for every live intermediate of the program, so its working set is about
 ``pair_bytes = 2 · Σ_v size(v) · itemsize(v)`` over the live float variables ``v`` of one example.
 
-* On the CPU, a chunk whose working set fits in the caches runs up to twice as fast per pair as
-  one big batch (measured in ``experiments/bench.py``), so chunks aim at ``CPU_CHUNK_BYTES``. When
-  one input's K pairs alone exceed that, smaller chunks no longer help (and each chunk re-runs the
-  references' forward pass), so the chunk only keeps memory bounded.
+* On the CPU, a chunk of many small pairs whose working set fits in the caches runs up to twice
+  as fast per pair as one big batch (measured in ``experiments/bench.py``), so chunks aim at
+  ``CPU_CHUNK_BYTES``. Pairs bigger than ``CPU_CHUNK_BYTES / MIN_CACHED_PAIRS`` (a 256×256 image
+  CNN) gain nothing from smaller chunks, each of which re-runs the references' forward pass, so
+  there the chunk only keeps memory bounded.
 * On accelerators, a chunk takes at most a quarter of the device's free memory.
 
 Everything here is a pure function of shapes and the machine; results never depend on the chunk.
@@ -22,6 +23,7 @@ import numpy as np
 from jaxlift.program import Program
 
 CPU_CHUNK_BYTES = 64 * 2**20
+MIN_CACHED_PAIRS = 64  # cache-sized chunks only for pairs that small
 MEMORY_FRACTION = 4  # a chunk may use 1/MEMORY_FRACTION of the free host or device memory
 
 
@@ -61,7 +63,7 @@ def inputs_per_chunk(n: int, k: int, pair_nbytes: int, platform: str, free_bytes
     holds about the same number of inputs (the last one is padded to the same shape)."""
     per_input = max(1, pair_nbytes * k)
     cap = max(1, free_bytes // MEMORY_FRACTION // per_input)
-    if platform == "cpu" and per_input <= CPU_CHUNK_BYTES:
+    if platform == "cpu" and pair_nbytes * MIN_CACHED_PAIRS <= CPU_CHUNK_BYTES:
         cap = min(cap, max(1, CPU_CHUNK_BYTES // per_input))
     if cap >= n:
         return n

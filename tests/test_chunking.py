@@ -28,10 +28,10 @@ def test_cpu_chunks_aim_at_the_cache_budget_and_are_balanced():
 
 
 def test_cpu_pairs_bigger_than_the_cache_are_bounded_by_memory_only():
-    per_pair = 40 * MB  # one input's K pairs exceed the cache budget
+    per_pair = 2 * chunking.CPU_CHUNK_BYTES // chunking.MIN_CACHED_PAIRS
     assert chunking.inputs_per_chunk(16, 2, per_pair, "cpu", 64 * 2**30) == 16
-    c = chunking.inputs_per_chunk(16, 2, per_pair, "cpu", 1 * 2**30)
-    assert c * 2 * per_pair <= 2**30 // chunking.MEMORY_FRACTION and c >= 1
+    c = chunking.inputs_per_chunk(16, 2, per_pair, "cpu", 32 * MB)
+    assert 1 <= c < 16 and c * 2 * per_pair <= 32 * MB // chunking.MEMORY_FRACTION
 
 
 def test_accelerator_chunks_take_a_fraction_of_free_memory():
@@ -70,6 +70,7 @@ def test_auto_chunks_give_the_numbers_of_one_batch(x64, monkeypatch, mode):
     x = jnp.asarray(rng.normal(size=(11, 6, 6, 1)))
     refs = jnp.asarray(rng.normal(size=(11, 3, 6, 6, 1)))
     monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 3 * 20_000)  # a few inputs per chunk
+    monkeypatch.setattr(chunking, "MIN_CACHED_PAIRS", 1)
     n_chunk = api._inputs_per_chunk("auto", _conv_net, "all", p, x, 11, 3, None)
     if jax.default_backend() == "cpu":
         assert 1 <= n_chunk < 11
