@@ -272,7 +272,7 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
     if mode in baselines.MODES:  # gradient / IG / perturbation modes (jaxlift.baselines)
         return baselines.run(what, fn, params, x, refs, target=target, mode=mode,
                              mode_options=mode_options, average_refs=average_refs,
-                             batch_size=None if batch_size == "auto" else batch_size, layer_name=layer_name, key=key,
+                             batch_size=batch_size, layer_name=layer_name, key=key,
                              progress=progress, return_delta=return_delta,
                              check_finite=check_finite)
     if mode_options:
@@ -324,10 +324,13 @@ def _pair_bytes(fn, target, params_structs, x_structs) -> int:
     return chunking.pair_bytes(program)
 
 
-def _inputs_per_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh) -> int:
+def _inputs_per_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh,
+                      rows_per_pair: int = 1) -> int:
     """Inputs per compiled chunk: ``batch_size`` pairs, everything (``None``), or sized from
-    memory (``"auto"``, see :mod:`jaxlift.chunking`). Traced inputs (``attribute`` inside
-    ``jit``/``vmap``/``grad``) run as one chunk: a Python loop would unroll into the trace."""
+    memory (``"auto"``, see :mod:`jaxlift.chunking`; a pair that runs ``fn`` on
+    ``rows_per_pair`` points, like integrated gradients' steps, counts as that many pairs).
+    Traced inputs (``attribute`` inside ``jit``/``vmap``/``grad``) run as one chunk: a Python
+    loop would unroll into the trace."""
     if batch_size is None:
         return n
     if not (isinstance(batch_size, str) and batch_size == "auto"):
@@ -344,7 +347,7 @@ def _inputs_per_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh) -
         nbytes = _pair_bytes(fn, target, *structs)
     devices = list(mesh.devices.flat) if mesh is not None else jax.devices()
     per_device = chunking.inputs_per_chunk(
-        math.ceil(n / len(devices)), k, nbytes, devices[0].platform,
+        math.ceil(n / len(devices)), k * rows_per_pair, nbytes, devices[0].platform,
         chunking.free_memory_bytes(devices[0]))
     return min(n, per_device * len(devices))
 
@@ -425,7 +428,8 @@ _DOC_ARGS = """
       batch_size: the number of (input, reference) pairs per compiled chunk (constant memory);
         ``"auto"`` sizes chunks from memory (:mod:`jaxlift.chunking`: cache-sized on the CPU, a
         quarter of free memory on an accelerator); ``None`` runs everything at once. Results do
-        not depend on it. Baseline modes treat ``"auto"`` as ``None``.
+        not depend on it. Integrated gradients sizes ``"auto"`` chunks counting each step as a
+        pair; the other baseline modes run ``"auto"`` at once.
       layer: score the variable marked ``jaxlift.layer(v, layer)`` instead of the inputs.
       key: PRNG key passed to a callable ``refs``.
       progress: show a progress bar over chunks.

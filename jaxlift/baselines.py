@@ -379,7 +379,7 @@ def _compiled(fn, target, mode, opts, what, per_input_refs, average):
 # Entry point
 
 def run(what: str, fn: Callable, params: Any, x: Any, refs: Any, *, target, mode: str,
-        mode_options: dict | None, average_refs: bool, batch_size: int | None,
+        mode_options: dict | None, average_refs: bool, batch_size: int | str | None,
         layer_name: str | None, key, progress: bool, return_delta: bool,
         check_finite: bool):
     """Compute ``what`` (``"contributions"`` or ``"multipliers"``) for a baseline ``mode``;
@@ -413,7 +413,12 @@ def run(what: str, fn: Callable, params: Any, x: Any, refs: Any, *, target, mode
     arrays = _arrays(mode, opts, x, jax.random.fold_in(key, 1))
     jitted = _compiled(fn, target, mode, opts, what, per_input, average_refs)
     runner = lambda p, xc, rc: jitted(p, xc, rc, arrays)  # noqa: E731
-    chunk = n if batch_size is None else max(1, int(batch_size) // k)
+    if isinstance(batch_size, str):  # "auto": integrated gradients counts each step as a pair
+        chunk = (api._inputs_per_chunk("auto", fn, target, params, x, n, k, None,
+                                       rows_per_pair=opts["steps"])
+                 if mode == "integrated_gradients" else n)
+    else:
+        chunk = n if batch_size is None else max(1, int(batch_size) // k)
     if chunk >= n:
         res, delta = runner(params, x, refs)
     else:

@@ -110,3 +110,24 @@ def test_mean_axis_is_the_mean(dtype):
         np.testing.assert_allclose(np.asarray(mean_axis(a, axis), np.float32),
                                    np.asarray(a.mean(axis=axis), np.float32), rtol=1e-6,
                                    atol=1e-6)
+
+
+def test_integrated_gradients_auto_chunks_count_steps_as_pairs(x64, monkeypatch):
+    rng = np.random.default_rng(3)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4))), "w": jnp.asarray(rng.normal(size=(144, 3)))}
+    x = jnp.asarray(rng.normal(size=(6, 6, 6, 1)))
+    refs = jnp.asarray(rng.normal(size=(2, 6, 6, 1)))
+    nbytes = api._pair_bytes(_conv_net, 0, api._example_structs(p, False),
+                             api._example_structs(x, True))
+    monkeypatch.setattr(chunking, "MIN_CACHED_PAIRS", 1)
+    monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 2 * 10 * 2 * nbytes)  # 2 inputs × 2 refs × 10 steps
+    ten = api._inputs_per_chunk("auto", _conv_net, 0, p, x, 6, 2, None, rows_per_pair=10)
+    one = api._inputs_per_chunk("auto", _conv_net, 0, p, x, 6, 2, None, rows_per_pair=1)
+    if jax.default_backend() == "cpu":
+        assert (ten, one) == (2, 6)
+    opts = {"steps": 10, "method": "riemann_middle"}
+    auto = jaxlift.attribute(_conv_net, p, x, refs, target=0, mode="integrated_gradients",
+                             mode_options=opts)
+    whole = jaxlift.attribute(_conv_net, p, x, refs, target=0, mode="integrated_gradients",
+                              mode_options=opts, batch_size=None)
+    np.testing.assert_allclose(auto, whole, rtol=1e-12, atol=1e-14)
