@@ -18,10 +18,12 @@ and to score the logits under a final sigmoid/softmax without rewriting the mode
   - ``logistic`` (``jax.nn.sigmoid``, ``flax.linen.sigmoid``): the logits are its operand;
   - the softmax pattern ``exp(s) / broadcast(reduce_sum(exp(s)))`` (``jax.nn.softmax`` or a
     hand-written one): the logits are ``z`` when ``s = z − stop_gradient(max z)`` (the
-    numerically stable form), else ``s`` itself.
+    numerically stable form), else ``s`` itself;
+  - the log-softmax pattern ``s − log(broadcast(reduce_sum(exp(s))))`` (``jax.nn.log_softmax``,
+    ``flax.linen.log_softmax`` or a hand-written one), with the same logits.
 
-  Anything else (log-softmax, ``1/(1 + exp(−z))`` written by hand, a reshape after the softmax …)
-  raises a ``ValueError`` naming the primitive that produces the output.
+  Anything else (``1/(1 + exp(−z))`` written by hand, ``z − logsumexp(z)``, a reshape after the
+  softmax …) raises a ``ValueError`` naming the primitive that produces the output.
 
 The target objects are small frozen dataclasses: equal arguments give equal (hashable) targets,
 so a second ``attribute`` call reuses the compiled computation.
@@ -125,6 +127,11 @@ def _softmax_logits(prods, eqn):
         if (not isinstance(summed, jcore.Var) or summed not in prods
                 or prods[summed][1].primitive.name != "exp" or prods[summed][1].invars[0] is not s):
             return None
+    return _unshifted(prods, s)
+
+
+def _unshifted(prods, s):
+    """``z`` when ``s = z − stop_gradient(max z)`` (the stable shift), else ``s``."""
     if isinstance(s, jcore.Var) and s in prods and prods[s][1].primitive.name == "sub":
         z, m = prods[s][1].invars
         m = _through(prods, m, _SHAPE_ONLY + ("max",))
@@ -132,6 +139,25 @@ def _softmax_logits(prods, eqn):
                 and prods[m][1].invars[0] is z):
             return z
     return s
+
+
+def _log_softmax_logits(prods, eqn):
+    """The logits variable of a log-softmax ``s − log(sum(exp(s)))`` ending in ``eqn``, or
+    ``None``."""
+    if eqn.primitive.name != "sub" or len(eqn.invars) != 2:
+        return None
+    s, lse = eqn.invars
+    lse = _through(prods, lse, _SHAPE_ONLY)
+    if not isinstance(lse, jcore.Var) or lse not in prods or prods[lse][1].primitive.name != "log":
+        return None
+    d = _through(prods, prods[lse][1].invars[0], _SHAPE_ONLY)
+    if not isinstance(d, jcore.Var) or d not in prods or prods[d][1].primitive.name != "reduce_sum":
+        return None
+    e = prods[d][1].invars[0]
+    if (not isinstance(e, jcore.Var) or e not in prods or prods[e][1].primitive.name != "exp"
+            or prods[e][1].invars[0] is not s):
+        return None
+    return _unshifted(prods, s)
 
 
 def _locate(jaxpr, outvar):
@@ -146,6 +172,9 @@ def _locate(jaxpr, outvar):
     z = _softmax_logits(prods, eqn)
     if z is not None:
         return ([i], z, "softmax"), eqn
+    z = _log_softmax_logits(prods, eqn)
+    if z is not None:
+        return ([i], z, "log_softmax"), eqn
     body = call_body(eqn)
     if body is not None:
         j = eqn.outvars.index(outvar)
@@ -179,7 +208,8 @@ def _eval_until(jaxpr, consts, args, path, var):
 
 @dataclasses.dataclass(frozen=True)
 class PreActivation:
-    """``fn`` cut at the input of its final sigmoid or softmax (see :func:`pre_activation`)."""
+    """``fn`` cut at the input of its final sigmoid, softmax or log-softmax (see
+    :func:`pre_activation`)."""
 
     fn: Callable
 
@@ -195,25 +225,26 @@ class PreActivation:
                     else f"'{eqn.primitive.name}' (at {where_of(eqn)})")
             raise ValueError(
                 f"pre_activation: fn's output is produced by {what}, not by a final sigmoid "
-                "('logistic') or softmax (exp(s) / sum(exp(s))); recognised: jax.nn.sigmoid, "
-                "jax.nn.softmax and hand-written exp/sum softmaxes. Return the logits yourself "
-                "(e.g. a logits=True switch) for other heads")
+                "('logistic'), softmax (exp(s) / sum(exp(s))) or log-softmax "
+                "(s − log(sum(exp(s)))); recognised: jax.nn.sigmoid, jax.nn.softmax, "
+                "jax.nn.log_softmax and hand-written exp/sum (log-)softmaxes. Return the logits "
+                "yourself (e.g. a logits=True switch) for other heads")
         path, var, _ = found
         args = jax.tree_util.tree_leaves((params, xb))
         return _eval_until(jaxpr, list(closed.consts), args, path, var)
 
     def kind(self, params: Any, xb: Any) -> str:
-        """``"sigmoid"`` or ``"softmax"``: which final nonlinearity was cut."""
+        """``"sigmoid"``, ``"softmax"`` or ``"log_softmax"``: which final nonlinearity was cut."""
         closed = jax.make_jaxpr(self.fn)(params, xb)
         found, _ = _locate(closed.jaxpr, closed.jaxpr.outvars[0])
         if found is None:
-            raise ValueError("pre_activation: no final sigmoid or softmax")
+            raise ValueError("pre_activation: no final sigmoid, softmax or log-softmax")
         return found[2]
 
 
 def pre_activation(fn: Callable) -> PreActivation:
-    """``fn(params, xb)`` cut at the input of its final sigmoid/softmax: returns the logits
-    ``(B, C)`` where ``fn`` returns probabilities ``(B, C)``. The paper's choice of target for
+    """``fn(params, xb)`` cut at the input of its final sigmoid/softmax/log-softmax: returns the
+    logits ``(B, C)`` where ``fn`` returns (log-)probabilities ``(B, C)``. The paper's choice of target for
     sigmoid/softmax outputs (§3.6); see the module doc for what is recognised."""
     if not callable(fn):
         raise TypeError(f"pre_activation needs a callable fn(params, xb), got {type(fn).__name__}")

@@ -25,6 +25,15 @@ def probs_by_hand(p, x):
     return e / e.sum(-1, keepdims=True)
 
 
+def log_probs(p, x):
+    return jax.nn.log_softmax(logits(p, x), axis=-1)
+
+
+def log_probs_by_hand(p, x):  # no stabilising shift: the logits are z itself
+    z = logits(p, x)
+    return z - jnp.log(jnp.exp(z).sum(-1, keepdims=True))
+
+
 def sigmoid_head(p, x):
     return jax.nn.sigmoid(jax.jit(logits)(p, x)[:, :1])
 
@@ -57,14 +66,16 @@ def test_class_difference_and_softmax_normalized():
         jaxlift.class_difference(0, "b")
 
 
-@pytest.mark.parametrize("head", [probs, probs_by_hand, sigmoid_head, jax.jit(probs)])
+@pytest.mark.parametrize("head", [probs, probs_by_hand, sigmoid_head, jax.jit(probs),
+                                  log_probs, log_probs_by_hand])
 def test_pre_activation_returns_the_logits(head):
     p, x, refs = _setup()
     cut = jaxlift.pre_activation(head)
     want = logits(p, x)[:, :1] if head is sigmoid_head else logits(p, x)
     np.testing.assert_allclose(cut(p, x), want, rtol=1e-13)
     np.testing.assert_allclose(jax.jit(cut)(p, x), want, rtol=1e-13)
-    assert cut.kind(p, x) == ("sigmoid" if head is sigmoid_head else "softmax")
+    kind = {sigmoid_head: "sigmoid", log_probs: "log_softmax", log_probs_by_hand: "log_softmax"}
+    assert cut.kind(p, x) == kind.get(head, "softmax")
     c = jaxlift.attribute(cut, p, x, refs, target=0, mode="reveal_cancel")
     np.testing.assert_allclose(c, jaxlift.attribute(logits, p, x, refs, target=0,
                                                     mode="reveal_cancel"), atol=1e-12)
@@ -84,13 +95,26 @@ def test_pre_activation_with_flax():
     z = cut(params, x)
     np.testing.assert_allclose(jax.nn.softmax(z), net.apply(params, x), rtol=1e-12)
 
+    class LogNet(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.log_softmax(nn.Dense(3)(nn.relu(nn.Dense(6)(x))))
+    log_net = LogNet()
+    params = log_net.init(jax.random.PRNGKey(0), x)
+    z = jaxlift.pre_activation(log_net.apply)(params, x)
+    np.testing.assert_allclose(jax.nn.log_softmax(z), log_net.apply(params, x), rtol=1e-12)
+
 
 def test_pre_activation_errors():
     p, x, _ = _setup()
     with pytest.raises(ValueError, match="produced by 'add'.*not by a final sigmoid"):
         jaxlift.pre_activation(logits)(p, x)
-    with pytest.raises(ValueError, match="not by a final sigmoid"):
-        jaxlift.pre_activation(lambda p, x: jax.nn.log_softmax(logits(p, x)))(p, x)
+    with pytest.raises(ValueError, match="produced by 'sub'.*not by a final sigmoid"):
+        jaxlift.pre_activation(lambda p, x: logits(p, x) - jax.nn.logsumexp(
+            logits(p, x), axis=-1, keepdims=True))(p, x)
+    with pytest.raises(ValueError, match="produced by 'sub'"):  # log of a different sum
+        jaxlift.pre_activation(lambda p, x: logits(p, x) - jnp.log(
+            jnp.exp(2 * logits(p, x)).sum(-1, keepdims=True)))(p, x)
     with pytest.raises(ValueError, match="returns 2 arrays"):
         jaxlift.pre_activation(lambda p, x: (probs(p, x), probs(p, x)))(p, x)
     with pytest.raises(TypeError, match="callable"):
