@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 from jax.extend import source_info_util
 
+from jaxlift.jaxpr_walk import live_equations
 from jaxlift.rules import registry
 
 # Call-like primitives whose body the interpreter looks into, and the param holding the body.
@@ -160,11 +161,7 @@ class _Builder:
 
 def _elementwise_body(jaxpr, live_in: Sequence[bool], shape: tuple) -> bool:
     """Whether every live equation of ``jaxpr`` is elementwise at ``shape`` (recursively)."""
-    live = {v for v, l in zip(jaxpr.invars, live_in) if l}
-    for eqn in jaxpr.eqns:
-        lmask = [not isinstance(v, jcore.Literal) and v in live for v in eqn.invars]
-        if not any(lmask):
-            continue
+    for eqn, lmask in live_equations(jaxpr, live_in):
         body = call_body(eqn)
         if body is not None:
             if not _elementwise_body(body[0], lmask, shape):
@@ -174,10 +171,8 @@ def _elementwise_body(jaxpr, live_in: Sequence[bool], shape: tuple) -> bool:
         for v, l in zip(eqn.invars, lmask):
             if l and tuple(v.aval.shape) != shape:
                 return False
-        for v in eqn.outvars:
-            if tuple(v.aval.shape) != shape:
-                return False
-            live.add(v)
+        if any(tuple(v.aval.shape) != shape for v in eqn.outvars):
+            return False
     return True
 
 

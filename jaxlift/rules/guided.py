@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
+from jaxlift.jaxpr_walk import live_equations
 from jaxlift.rules import registry
 from jaxlift.rules.registry import Rule
 
@@ -74,12 +75,8 @@ def relu_like(jaxpr, lives: Sequence[bool]) -> bool:
     """Whether a call body computes ``max(u, c)`` of its live input and nothing else (looking
     through nested calls and dtype casts): ``jax.nn.relu`` is, ``softplus`` is not."""
     from jaxlift.program import call_body
-    live = {v for v, l in zip(jaxpr.invars, lives) if l}
     found = False
-    for eqn in jaxpr.eqns:
-        ls = [not isinstance(v, jcore.Literal) and v in live for v in eqn.invars]
-        if not any(ls):
-            continue
+    for eqn, ls in live_equations(jaxpr, lives):
         body = call_body(eqn)
         if body is not None:
             if not relu_like(body[0], ls):
@@ -89,7 +86,6 @@ def relu_like(jaxpr, lives: Sequence[bool]) -> bool:
             found = True
         elif eqn.primitive.name not in _PASSIVE:
             return False
-        live.update(eqn.outvars)
     return found
 
 

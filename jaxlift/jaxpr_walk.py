@@ -1,0 +1,19 @@
+"""Walking a jaxpr along its live values (shared by the program builder and the rules)."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from jax.extend import core as jcore
+
+
+def live_equations(jaxpr, live_in: Sequence[bool]) -> Iterator[tuple[object, list[bool]]]:
+    """``(eqn, live_mask)`` for each equation of ``jaxpr`` with at least one live operand, in
+    order; ``live_mask[i]`` says whether operand i is live. The live values start as the
+    invars flagged in ``live_in`` and grow by the outputs of every yielded equation."""
+    live = {v for v, flag in zip(jaxpr.invars, live_in) if flag}
+    for eqn in jaxpr.eqns:
+        mask = [not isinstance(v, jcore.Literal) and v in live for v in eqn.invars]
+        if not any(mask):
+            continue
+        yield eqn, mask
+        live.update(eqn.outvars)
