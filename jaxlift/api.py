@@ -321,7 +321,11 @@ def _pair_bytes_cached(fn, target, params_hashed, x_hashed) -> int:
 
 def _pair_bytes(fn, target, params_structs, x_structs) -> int:
     program, _ = build_program(_per_example(fn, target), params_structs, x_structs)
-    return chunking.pair_bytes(program)
+    targets = 1
+    if isinstance(target, str) and target == "all":
+        targets = max(1, int(np.prod(program.avals[program.outputs[0]].shape, dtype=np.int64))
+                      if isinstance(program.outputs[0], int) else 1)
+    return chunking.pair_bytes(program, targets)
 
 
 def _inputs_per_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh,
@@ -345,7 +349,7 @@ def _inputs_per_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh,
         nbytes = _pair_bytes_cached(fn, target, *_Hashed.wrap(structs, key))
     except TypeError:  # an unhashable fn or target
         nbytes = _pair_bytes(fn, target, *structs)
-    devices = list(mesh.devices.flat) if mesh is not None else jax.devices()
+    devices = list(mesh.devices.flat) if mesh is not None else jax.devices()[:1]
     per_device = chunking.inputs_per_chunk(
         math.ceil(n / len(devices)), k * rows_per_pair, nbytes, devices[0].platform,
         chunking.free_memory_bytes(devices[0]))

@@ -2,7 +2,8 @@
 
 A chunk of ``c`` inputs holds ``c·K`` (input, reference) pairs; each pair carries a difference
 and a multiplier for every live intermediate of the program, so its working set is about
-``pair_bytes = 2 · Σ_v size(v) · itemsize(v)`` over the live float variables ``v`` of one example.
+``pair_bytes = (1 + T) · Σ_v size(v) · itemsize(v)`` over the live float variables ``v`` of one
+example (T = 1, or the number of outputs with ``target="all"``, whose multipliers all coexist).
 
 * On the CPU, a chunk of many small pairs whose working set fits in the caches runs up to twice
   as fast per pair as one big batch (measured in ``experiments/bench.py``), so chunks aim at
@@ -27,9 +28,10 @@ MIN_CACHED_PAIRS = 64  # cache-sized chunks only for pairs that small
 MEMORY_FRACTION = 4  # a chunk may use 1/MEMORY_FRACTION of the free host or device memory
 
 
-def pair_bytes(program: Program) -> int:
-    """Bytes that one (input, reference) pair keeps: a difference and a multiplier for every live
-    float value of the program (its inputs and each op's outputs)."""
+def pair_bytes(program: Program, targets: int = 1) -> int:
+    """Bytes that one (input, reference) pair keeps: a difference, and a multiplier per explained
+    target (``targets`` for ``target="all"``), for every live float value of the program (its
+    inputs and each op's outputs)."""
     ids = set(program.live_inputs)
     for op in program.ops:
         ids.update(o for o in op.outs if isinstance(o, int))
@@ -38,7 +40,7 @@ def pair_bytes(program: Program) -> int:
         if program.is_live(i) and program.is_float(i):
             aval = program.avals[i]
             total += int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
-    return 2 * max(total, 1)
+    return (1 + targets) * max(total, 1)
 
 
 def free_memory_bytes(device) -> int:
