@@ -392,13 +392,26 @@ def _sharded(run, mesh, per_input: bool):
     return sharded_run
 
 
+PROGRESS_DELAY_S = 2.0
+
+
+def progress_bar(items, total: int, progress: bool | None):
+    """``items`` wrapped in a tqdm bar over chunks: always for ``progress=True``; for ``None``
+    (the default) only on a terminal and once the run has taken ``PROGRESS_DELAY_S``, so long
+    runs show their progress and short ones, logs and tests stay quiet."""
+    from tqdm.auto import tqdm
+    if progress is None:
+        return tqdm(items, total=total, desc="jaxlift", unit="chunk", disable=None,
+                    delay=PROGRESS_DELAY_S)
+    return tqdm(items, total=total, desc="jaxlift", unit="chunk")
+
+
 def _run_chunked(run, params, x, refs, n, chunk, per_input, progress):
     """Run ``run`` on chunks of ``chunk`` inputs (the last padded to the same shape, so one
     compilation serves all) and concatenate."""
     starts = range(0, n, chunk)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, total=math.ceil(n / chunk), desc="jaxlift", unit="chunk")
+    if progress is None or progress:
+        starts = progress_bar(starts, math.ceil(n / chunk), progress)
     outs, deltas = [], []
     for s in starts:
         idx = np.minimum(np.arange(s, s + chunk), n - 1)
@@ -436,7 +449,8 @@ _DOC_ARGS = """
         pair; the other baseline modes run ``"auto"`` at once.
       layer: score the variable marked ``jaxlift.layer(v, layer)`` instead of the inputs.
       key: PRNG key passed to a callable ``refs``.
-      progress: show a progress bar over chunks.
+      progress: a progress bar over chunks: ``True`` always, ``False`` never, ``None`` (the
+        default) on a terminal for runs longer than two seconds.
       return_delta: also return ``Δt = t(x) − t(r)`` (averaged like the result).
       check_finite: refuse NaN/Inf in x, refs and params (when they are concrete).
       mesh: a ``jax.sharding.Mesh``: split the inputs over all its devices (DeepLIFT modes);
@@ -450,7 +464,7 @@ _DOC_ARGS = """
 def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
               mode: str = "rescale", max_mode: str = "preserving", average_refs: bool = True,
               batch_size: int | str | None = "auto", layer: str | None = None,
-              key: jax.Array | None = None, progress: bool = False,
+              key: jax.Array | None = None, progress: bool | None = None,
               return_delta: bool = False, check_finite: bool = True,
               mode_options: dict | None = None, mesh=None):
     """DeepLIFT contribution scores ``C(Δx_i → Δt)`` of every input feature.
@@ -467,7 +481,7 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
 def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 mode: str = "rescale", max_mode: str = "preserving", average_refs: bool = True,
                 batch_size: int | str | None = "auto", layer: str | None = None,
-                key: jax.Array | None = None, progress: bool = False,
+                key: jax.Array | None = None, progress: bool | None = None,
                 return_delta: bool = False, check_finite: bool = True,
                 mode_options: dict | None = None, mesh=None):
     """DeepLIFT multipliers ``m_i = C(Δx_i → Δt)/Δx_i`` (the contribution per unit of

@@ -28,7 +28,7 @@ from jaxlift._ops import mean_axis
 def hypothetical_contributions(fn: Callable, params: Any, x, refs, *, target=None,
                                mode: str = "rescale", max_mode: str = "preserving",
                                batch_size: int | str | None = "auto", key: jax.Array | None = None,
-                               progress: bool = False, mode_options: dict | None = None,
+                               progress: bool | None = None, mode_options: dict | None = None,
                                check_onehot: bool = True) -> jax.Array:
     """Hypothetical contributions ``(N, L, A)`` (``(N, T, L, A)`` for ``target="all"``).
 

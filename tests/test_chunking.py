@@ -145,3 +145,14 @@ def test_target_all_counts_a_multiplier_per_output():
     program, _ = build_program(api._per_example(_conv_net, "all"), *structs)
     # 3 outputs: a difference and 3 multipliers per live value, against 1 + 1 for one target
     assert api._pair_bytes(_conv_net, "all", *structs) == 2 * chunking.pair_bytes(program, 1)
+
+
+def test_progress_bar_default_is_quiet_off_a_terminal_and_true_always_shows(capsys):
+    x = jnp.ones((6, 3))
+    fn = lambda p, xb: jnp.tanh(xb * p).sum(-1)  # noqa: E731
+    jaxlift.attribute(fn, 1.0, x, jnp.zeros((1, 3)), batch_size=2)  # progress=None: no TTY here
+    assert "jaxlift" not in capsys.readouterr().err
+    assert api.progress_bar(range(3), 3, None).disable  # tqdm's "off unless a terminal"
+    jaxlift.attribute(fn, 1.0, x, jnp.zeros((1, 3)), batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert "jaxlift" in err and "3/3" in err  # 6 inputs in chunks of 2
