@@ -114,8 +114,8 @@ def _per_example(fn: Callable, target) -> Callable:
 def _pair_fn(program, config: Config, what: str, layer_name: str | None, all_targets: bool):
     out_atom = program.outputs[0]
 
-    def pair(fixed_leaves, x_leaves, r_leaves):
-        fwd = interpreter.forward(program, config, fixed_leaves, x_leaves, r_leaves)
+    def pair(fixed_leaves, x_leaves, r_leaves, r_values=None):
+        fwd = interpreter.forward(program, config, fixed_leaves, x_leaves, r_leaves, r_values)
         if program.is_live(out_atom):
             y, y0 = fwd.x[out_atom], fwd.r[out_atom]
         else:
@@ -145,9 +145,15 @@ def _pair_fn(program, config: Config, what: str, layer_name: str | None, all_tar
     return pair
 
 
-def _compute(params, x, refs, *, fn, target, config, what, layer_name, per_input_refs, average):
+def _compute(params, x, refs, ref_values=None, *, fn, target, config, what, layer_name,
+             per_input_refs, average):
+    """Scores of N inputs × K references; ``ref_values`` (from :func:`_reference_side`, shared
+    references only) holds the references' forward pass, computed once for all chunks."""
     x_example = jax.tree_util.tree_map(lambda l: jax.ShapeDtypeStruct(l.shape[1:], l.dtype), x)
     program, _ = build_program(_per_example(fn, target), params, x_example)
+    if ref_values is not None and set(ref_values) != _live_ids(program):
+        raise RuntimeError("jaxlift internal error: the references' forward values do not match "
+                           "the traced program")
     if layer_name is not None and layer_name not in program.markers:
         known = ", ".join(sorted(program.markers)) or "none"
         raise ValueError(f"no layer named {layer_name!r} in fn (marked layers: {known}); mark "
@@ -157,9 +163,10 @@ def _compute(params, x, refs, *, fn, target, config, what, layer_name, per_input
     fixed = jax.tree_util.tree_leaves(params)
     x_leaves = jax.tree_util.tree_leaves(x)
     r_leaves = jax.tree_util.tree_leaves(refs)
-    over_refs = jax.vmap(pair, in_axes=(None, None, 0))
-    over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None))
-    res, delta = over_pairs(fixed, x_leaves, r_leaves)
+    hoisted = None if ref_values is None else 0
+    over_refs = jax.vmap(pair, in_axes=(None, None, 0, hoisted))
+    over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None))
+    res, delta = over_pairs(fixed, x_leaves, r_leaves, ref_values)
     if layer_name is not None:
         res = [_squeeze_batch_axis(r, 2 + all_targets) for r in res]
     if average:
@@ -168,6 +175,39 @@ def _compute(params, x, refs, *, fn, target, config, what, layer_name, per_input
     if layer_name is not None:
         return res[0], delta
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), res), delta
+
+
+def _live_ids(program) -> set:
+    return set(program.live_inputs) | {o for op in program.ops if op.is_live for o in op.outs}
+
+
+def _reference_side(params, refs, *, fn, target):
+    """The forward pass of K shared references (every live value, by id, with a leading K):
+    computed once and handed to each chunk of inputs instead of re-running it per chunk."""
+    r_example = jax.tree_util.tree_map(lambda l: jax.ShapeDtypeStruct(l.shape[1:], l.dtype), refs)
+    program, _ = build_program(_per_example(fn, target), params, r_example)
+    fixed = jax.tree_util.tree_leaves(params)
+    return jax.vmap(lambda r: interpreter.side_values(program, fixed, r))(
+        jax.tree_util.tree_leaves(refs))
+
+
+@functools.lru_cache(maxsize=64)
+def _reference_side_jit(fn, target):
+    return jax.jit(functools.partial(_reference_side, fn=fn, target=target))
+
+
+def _reference_values(fn, target, params, refs):
+    try:
+        run = _reference_side_jit(fn, target)
+    except TypeError:  # an unhashable fn or target
+        run = jax.jit(functools.partial(_reference_side, fn=fn, target=target))
+    return run(params, refs)
+
+
+def _with_reference_values(run, ref_values):
+    def run_chunk(params, x_chunk, refs):
+        return run(params, x_chunk, refs, ref_values)
+    return run_chunk
 
 
 def _squeeze_batch_axis(r, axis: int):
@@ -295,6 +335,8 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
     if chunk == n:
         res, delta = run(params, x, refs)
     else:
+        if not per_input and mesh is None:  # run the shared references' forward pass once
+            run = _with_reference_values(run, _reference_values(fn, target, params, refs))
         res, delta = _run_chunked(run, params, x, refs, n, chunk, per_input, progress)
     return (res, delta) if return_delta else res
 

@@ -184,12 +184,32 @@ def _rule_for(op: Op, config: Config, program: Program):
     return registry.lookup(op.primitive, live_mask)
 
 
-def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves) -> Forward:
-    """Evaluate the program on one input and one reference (see module doc)."""
+def side_values(program: Program, fixed_leaves, leaves) -> dict:
+    """The values of every live variable (inputs and op results, by id) when the program runs
+    on ``leaves``: one side of :func:`forward`, e.g. a reference's, to compute once and reuse."""
     fixed = dict(program.consts)
     fixed.update(zip(program.fixed_inputs, fixed_leaves))
-    fwd = Forward(program, config, fixed, dict(zip(program.live_inputs, x_leaves)),
-                  dict(zip(program.live_inputs, r_leaves)), {})
+    values = dict(zip(program.live_inputs, leaves))
+
+    def read(atom):
+        if isinstance(atom, Lit):
+            return atom.val
+        return fixed[atom] if atom in fixed else values[atom]
+
+    for op in program.ops:
+        for o, v in zip(op.outs, _eval_op(op, read)):
+            (values if op.is_live else fixed)[o] = v
+    return values
+
+
+def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
+            r_values: dict | None = None) -> Forward:
+    """Evaluate the program on one input and one reference (see module doc); with
+    ``r_values`` (:func:`side_values` of the reference) the reference side is not re-run."""
+    fixed = dict(program.consts)
+    fixed.update(zip(program.fixed_inputs, fixed_leaves))
+    r_side = dict(r_values) if r_values is not None else dict(zip(program.live_inputs, r_leaves))
+    fwd = Forward(program, config, fixed, dict(zip(program.live_inputs, x_leaves)), r_side, {})
     if config.carries_split:
         for i in program.live_inputs:
             if program.is_float(i):
@@ -201,8 +221,9 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves) 
             continue
         for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "x"))):
             fwd.x[o] = v
-        for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "r"))):
-            fwd.r[o] = v
+        if r_values is None:
+            for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "r"))):
+                fwd.r[o] = v
         if config.carries_split and any(program.is_float(o) for o in op.outs):
             _forward_split(op, fwd)
     return fwd

@@ -60,6 +60,7 @@ def test_pair_bytes_counts_a_difference_and_a_multiplier_per_live_value():
 def _conv_net(p, xb):
     h = jax.nn.relu(jax.lax.conv_general_dilated(xb, p["k"], (1, 1), "SAME",
                                                  dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    h = jaxlift.layer(h, "hidden")
     return jnp.tanh(h.reshape(h.shape[0], -1) @ p["w"])
 
 
@@ -156,3 +157,36 @@ def test_progress_bar_default_is_quiet_off_a_terminal_and_true_always_shows(caps
     jaxlift.attribute(fn, 1.0, x, jnp.zeros((1, 3)), batch_size=2, progress=True)
     err = capsys.readouterr().err
     assert "jaxlift" in err and "3/3" in err  # 6 inputs in chunks of 2
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel", "genomics_default"])
+def test_chunks_reuse_one_forward_pass_of_shared_references(x64, monkeypatch, mode):
+    rng = np.random.default_rng(5)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4))), "w": jnp.asarray(rng.normal(size=(144, 3)))}
+    x = jnp.asarray(rng.normal(size=(7, 6, 6, 1)))
+    refs = jnp.asarray(rng.normal(size=(4, 6, 6, 1)))
+    calls = []
+    real = api._reference_values
+    monkeypatch.setattr(api, "_reference_values", lambda *a: calls.append(1) or real(*a))
+    for kw in ({"target": "all"}, {"target": 1, "layer": "hidden"}):
+        chunked, d1 = jaxlift.attribute(_conv_net, p, x, refs, mode=mode, batch_size=8,
+                                        average_refs=False, return_delta=True, **kw)
+        whole, d0 = jaxlift.attribute(_conv_net, p, x, refs, mode=mode, batch_size=None,
+                                      average_refs=False, return_delta=True, **kw)
+        scale = float(np.abs(whole).max())
+        np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12 * scale)
+        np.testing.assert_allclose(d1, d0, rtol=1e-12, atol=1e-14)
+    assert len(calls) == 2  # once per chunked call, not once per chunk (4 chunks each)
+
+
+def test_reference_side_values_are_the_forward_pass_on_the_references(x64):
+    from jaxlift import interpreter
+    rng = np.random.default_rng(6)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4))), "w": jnp.asarray(rng.normal(size=(144, 3)))}
+    r = jnp.asarray(rng.normal(size=(6, 6, 1)))
+    program, _ = build_program(api._per_example(_conv_net, 2), p, jax.ShapeDtypeStruct(
+        r.shape, r.dtype))
+    values = interpreter.side_values(program, jax.tree_util.tree_leaves(p), [r])
+    assert set(values) == api._live_ids(program)
+    np.testing.assert_allclose(values[program.outputs[0]], _conv_net(p, r[None])[0, 2],
+                               rtol=1e-13)
