@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift import baselines, chunking, interpreter
+from jaxlift._memo import memoized
 from jaxlift._ops import mean_axis
 from jaxlift.interpreter import MAX_MODES, MODES, Config
 from jaxlift.program import MARKER_PREFIX, build_program
@@ -149,9 +150,8 @@ def _compute(params, x, refs, ref_values=None, *, fn, target, config, what, laye
              per_input_refs, average):
     """Scores of N inputs × K references; ``ref_values`` (from :func:`_reference_side`, shared
     references only) holds the references' forward pass, computed once for all chunks."""
-    x_example = jax.tree_util.tree_map(lambda l: jax.ShapeDtypeStruct(l.shape[1:], l.dtype), x)
-    program, _ = build_program(_per_example(fn, target), params, x_example)
-    if ref_values is not None and set(ref_values) != _live_ids(program):
+    program, _ = build_program(_per_example(fn, target), params, _example_structs(x, True))
+    if ref_values is not None and set(ref_values) != program.live_values():
         raise RuntimeError("jaxlift internal error: the references' forward values do not match "
                            "the traced program")
     if layer_name is not None and layer_name not in program.markers:
@@ -177,15 +177,10 @@ def _compute(params, x, refs, ref_values=None, *, fn, target, config, what, laye
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), res), delta
 
 
-def _live_ids(program) -> set:
-    return set(program.live_inputs) | {o for op in program.ops if op.is_live for o in op.outs}
-
-
 def _reference_side(params, refs, *, fn, target):
     """The forward pass of K shared references (every live value, by id, with a leading K):
     computed once and handed to each chunk of inputs instead of re-running it per chunk."""
-    r_example = jax.tree_util.tree_map(lambda l: jax.ShapeDtypeStruct(l.shape[1:], l.dtype), refs)
-    program, _ = build_program(_per_example(fn, target), params, r_example)
+    program, _ = build_program(_per_example(fn, target), params, _example_structs(refs, True))
     fixed = jax.tree_util.tree_leaves(params)
     return jax.vmap(lambda r: interpreter.side_values(program, fixed, r))(
         jax.tree_util.tree_leaves(refs))
@@ -197,11 +192,7 @@ def _reference_side_jit(fn, target):
 
 
 def _reference_values(fn, target, params, refs):
-    try:
-        run = _reference_side_jit(fn, target)
-    except TypeError:  # an unhashable fn or target
-        run = jax.jit(functools.partial(_reference_side, fn=fn, target=target))
-    return run(params, refs)
+    return memoized(_reference_side_jit, fn, target)(params, refs)
 
 
 def _with_reference_values(run, ref_values):
@@ -217,20 +208,13 @@ def _squeeze_batch_axis(r, axis: int):
 
 @functools.lru_cache(maxsize=256)
 def _cached_jit(fn, target, config, what, layer_name, per_input_refs, average):
-    return _make_jit(fn, target, config, what, layer_name, per_input_refs, average)
-
-
-def _make_jit(fn, target, config, what, layer_name, per_input_refs, average):
     return jax.jit(functools.partial(
         _compute, fn=fn, target=target, config=config, what=what, layer_name=layer_name,
         per_input_refs=per_input_refs, average=average))
 
 
 def _compiled(*key):
-    try:
-        return _cached_jit(*key)
-    except TypeError:  # an unhashable fn or target: compile without the cache
-        return _make_jit(*key)
+    return memoized(_cached_jit, *key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,22 +335,33 @@ def _check_batch_size(batch_size) -> None:
 
 
 def _example_structs(tree, drop_leading: bool):
+    """``ShapeDtypeStruct``s of ``tree``'s leaves (without their leading batch axis)."""
     return jax.tree_util.tree_map(
         lambda l: jax.ShapeDtypeStruct(jnp.shape(l)[1:] if drop_leading else jnp.shape(l),
                                        jnp.result_type(l)), tree)
 
 
+def _structs_key(structs) -> tuple:
+    """A hashable key that rebuilds ``structs`` (see :func:`_structs_of`)."""
+    leaves, treedef = jax.tree_util.tree_flatten(structs)
+    return treedef, tuple((l.shape, l.dtype) for l in leaves)
+
+
+def _structs_of(key):
+    treedef, leaves = key
+    return jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+
+
 @functools.lru_cache(maxsize=64)
-def _pair_bytes_cached(fn, target, params_hashed, x_hashed) -> int:
-    return _pair_bytes(fn, target, params_hashed.tree, x_hashed.tree)
+def _pair_bytes_cached(fn, target, params_key, x_key) -> int:
+    return _pair_bytes(fn, target, _structs_of(params_key), _structs_of(x_key))
 
 
 def _pair_bytes(fn, target, params_structs, x_structs) -> int:
     program, _ = build_program(_per_example(fn, target), params_structs, x_structs)
-    targets = 1
-    if isinstance(target, str) and target == "all":
-        targets = max(1, int(np.prod(program.avals[program.outputs[0]].shape, dtype=np.int64))
-                      if isinstance(program.outputs[0], int) else 1)
+    out = program.outputs[0]
+    all_targets = isinstance(target, str) and target == "all" and isinstance(out, int)
+    targets = math.prod(program.avals[out].shape) if all_targets else 1
     return chunking.pair_bytes(program, targets)
 
 
@@ -383,36 +378,14 @@ def _inputs_per_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh,
         return min(n, max(1, int(batch_size) // k))
     if not _is_concrete((params, x)):
         return n
-    structs = (_example_structs(params, False), _example_structs(x, True))
-    key = tuple((jax.tree_util.tree_structure(t), tuple(
-        (l.shape, l.dtype) for l in jax.tree_util.tree_leaves(t))) for t in structs)
-    try:
-        hash((fn, target, key))
-        nbytes = _pair_bytes_cached(fn, target, *_Hashed.wrap(structs, key))
-    except TypeError:  # an unhashable fn or target
-        nbytes = _pair_bytes(fn, target, *structs)
+    nbytes = memoized(_pair_bytes_cached, fn, target,
+                      _structs_key(_example_structs(params, False)),
+                      _structs_key(_example_structs(x, True)))
     devices = list(mesh.devices.flat) if mesh is not None else jax.devices()[:1]
     per_device = chunking.inputs_per_chunk(
         math.ceil(n / len(devices)), k * rows_per_pair, nbytes, devices[0].platform,
         chunking.free_memory_bytes(devices[0]))
     return min(n, per_device * len(devices))
-
-
-class _Hashed:
-    """A pytree of ShapeDtypeStructs hashed by its structure, shapes and dtypes."""
-
-    def __init__(self, tree, key):
-        self.tree, self.key = tree, key
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __eq__(self, other):
-        return isinstance(other, _Hashed) and self.key == other.key
-
-    @staticmethod
-    def wrap(structs, keys):
-        return [_Hashed(t, k) for t, k in zip(structs, keys)]
 
 
 def _sharded(run, mesh, per_input: bool):
@@ -442,17 +415,15 @@ def progress_bar(items, total: int, progress: bool | None):
     (the default) only on a terminal and once the run has taken ``PROGRESS_DELAY_S``, so long
     runs show their progress and short ones, logs and tests stay quiet."""
     from tqdm.auto import tqdm
-    if progress is None:
-        return tqdm(items, total=total, desc="jaxlift", unit="chunk", disable=None,
-                    delay=PROGRESS_DELAY_S)
-    return tqdm(items, total=total, desc="jaxlift", unit="chunk")
+    quiet_unless_long = {"disable": None, "delay": PROGRESS_DELAY_S} if progress is None else {}
+    return tqdm(items, total=total, desc="jaxlift", unit="chunk", **quiet_unless_long)
 
 
 def _run_chunked(run, params, x, refs, n, chunk, per_input, progress):
     """Run ``run`` on chunks of ``chunk`` inputs (the last padded to the same shape, so one
     compilation serves all) and concatenate."""
     starts = range(0, n, chunk)
-    if progress is None or progress:
+    if progress is not False:
         starts = progress_bar(starts, math.ceil(n / chunk), progress)
     outs, deltas = [], []
     for s in starts:

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift._memo import memoized
 from jaxlift._ops import mean_axis
 
 MODES = ("gradient", "grad_times_input", "guided_backprop", "integrated_gradients",
@@ -358,21 +359,14 @@ def _compute(params, x, refs, arrays, *, fn, target, mode, opts, what, per_input
 
 @functools.lru_cache(maxsize=128)
 def _cached(fn, target, mode, opts_key, what, per_input_refs, average):
-    return _make(fn, target, mode, dict(opts_key), what, per_input_refs, average)
-
-
-def _make(fn, target, mode, opts, what, per_input_refs, average):
     return jax.jit(functools.partial(
-        _compute, fn=fn, target=target, mode=mode, opts=opts, what=what,
+        _compute, fn=fn, target=target, mode=mode, opts=dict(opts_key), what=what,
         per_input_refs=per_input_refs, average=average))
 
 
 def _compiled(fn, target, mode, opts, what, per_input_refs, average):
     static = tuple(sorted((k, v) for k, v in opts.items() if k != "feature_mask"))
-    try:
-        return _cached(fn, target, mode, static, what, per_input_refs, average)
-    except TypeError:  # unhashable fn or target
-        return _make(fn, target, mode, dict(static), what, per_input_refs, average)
+    return memoized(_cached, fn, target, mode, static, what, per_input_refs, average)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,12 +407,10 @@ def run(what: str, fn: Callable, params: Any, x: Any, refs: Any, *, target, mode
     arrays = _arrays(mode, opts, x, jax.random.fold_in(key, 1))
     jitted = _compiled(fn, target, mode, opts, what, per_input, average_refs)
     runner = lambda p, xc, rc: jitted(p, xc, rc, arrays)  # noqa: E731
-    if isinstance(batch_size, str):  # "auto": integrated gradients counts each step as a pair
-        chunk = (api._inputs_per_chunk("auto", fn, target, params, x, n, k, None,
-                                       rows_per_pair=opts["steps"])
-                 if mode == "integrated_gradients" else n)
-    else:
-        chunk = n if batch_size is None else max(1, int(batch_size) // k)
+    ig = mode == "integrated_gradients"  # "auto" sizes IG's chunks, its steps counted as pairs
+    chunk = api._inputs_per_chunk(None if batch_size == "auto" and not ig else batch_size, fn,
+                                  target, params, x, n, k, None,
+                                  rows_per_pair=opts["steps"] if ig else 1)
     if chunk >= n:
         res, delta = runner(params, x, refs)
     else:
@@ -464,8 +456,7 @@ def _guided(fn, target, params, x):
     from jaxlift import api
     from jaxlift.interpreter import Config
     from jaxlift.program import build_program
-    ex = jax.tree_util.tree_map(lambda l: jax.ShapeDtypeStruct(l.shape[1:], l.dtype), x)
-    prog, _ = build_program(api._per_example(fn, target), params, ex)
+    prog, _ = build_program(api._per_example(fn, target), params, api._example_structs(x, True))
     all_targets = isinstance(target, str) and target == "all"
     pair = api._pair_fn(prog, Config(mode="guided_backprop", max_mode="gradient"),
                         "multipliers", None, all_targets)

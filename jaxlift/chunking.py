@@ -32,12 +32,9 @@ def pair_bytes(program: Program, targets: int = 1) -> int:
     """Bytes that one (input, reference) pair keeps: a difference, and a multiplier per explained
     target (``targets`` for ``target="all"``), for every live float value of the program (its
     inputs and each op's outputs)."""
-    ids = set(program.live_inputs)
-    for op in program.ops:
-        ids.update(o for o in op.outs if isinstance(o, int))
     total = 0
-    for i in ids:
-        if program.is_live(i) and program.is_float(i):
+    for i in program.live_values():
+        if program.is_float(i):
             aval = program.avals[i]
             total += int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
     return (1 + targets) * max(total, 1)

@@ -184,11 +184,15 @@ def _rule_for(op: Op, config: Config, program: Program):
     return registry.lookup(op.primitive, live_mask)
 
 
+def _fixed_values(program: Program, fixed_leaves) -> dict:
+    """The program's constants and parameters, by id."""
+    return {**program.consts, **dict(zip(program.fixed_inputs, fixed_leaves))}
+
+
 def side_values(program: Program, fixed_leaves, leaves) -> dict:
     """The values of every live variable (inputs and op results, by id) when the program runs
     on ``leaves``: one side of :func:`forward`, e.g. a reference's, to compute once and reuse."""
-    fixed = dict(program.consts)
-    fixed.update(zip(program.fixed_inputs, fixed_leaves))
+    fixed = _fixed_values(program, fixed_leaves)
     values = dict(zip(program.live_inputs, leaves))
 
     def read(atom):
@@ -206,8 +210,7 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
             r_values: dict | None = None) -> Forward:
     """Evaluate the program on one input and one reference (see module doc); with
     ``r_values`` (:func:`side_values` of the reference) the reference side is not re-run."""
-    fixed = dict(program.consts)
-    fixed.update(zip(program.fixed_inputs, fixed_leaves))
+    fixed = _fixed_values(program, fixed_leaves)
     r_side = dict(r_values) if r_values is not None else dict(zip(program.live_inputs, r_leaves))
     fwd = Forward(program, config, fixed, dict(zip(program.live_inputs, x_leaves)), r_side, {})
     if config.carries_split:

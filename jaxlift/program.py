@@ -90,6 +90,11 @@ class Program:
     def is_live(self, atom) -> bool:
         return isinstance(atom, int) and atom in self.live
 
+    def live_values(self) -> set:
+        """Ids of the values each side of the forward pass keeps: the live inputs and the
+        results of live operations."""
+        return set(self.live_inputs) | {o for op in self.ops if op.is_live for o in op.outs}
+
 
 def where_of(eqn) -> str:
     """The user's source line of an equation, e.g. ``model.py:12 (__call__)``."""
@@ -153,6 +158,11 @@ class _Builder:
 
     def is_live(self, atom) -> bool:
         return isinstance(atom, int) and atom in self.live
+
+    def live_values(self) -> set:
+        """Ids of the values each side of the forward pass keeps: the live inputs and the
+        results of live operations."""
+        return set(self.live_inputs) | {o for op in self.ops if op.is_live for o in op.outs}
 
     def shape(self, atom):
         return tuple(atom.val.shape) if isinstance(atom, Lit) and hasattr(atom.val, "shape") else (
