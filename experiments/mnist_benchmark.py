@@ -372,10 +372,7 @@ Figures: `mnist_benchmark_box.png` (box plots of Δ log-odds per pair), `mnist_h
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=mc.DEFAULT_DATA, help="mnist.npz")
-    ap.add_argument("--model", type=Path, default=mc.MODEL_H5, help="trained MnistCNN .h5")
-    ap.add_argument("--out", type=Path, default=mc.RESULTS, help="output folder")
+    ap = mc.parser(__doc__)
     ap.add_argument("--n", type=int, default=200,
                     help="test images per original class (8, 9, 4); default 200")
     ap.add_argument("--occlusion-window", type=int, default=2, help="occlusion box side")

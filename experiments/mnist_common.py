@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -84,3 +85,12 @@ def write_text(path: Path, text: str) -> Path:
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser for a study on the trained CNN: ``--data``, ``--model``, ``--out``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="mnist.npz")
+    ap.add_argument("--model", type=Path, default=MODEL_H5, help="trained MnistCNN .h5")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    return ap

@@ -22,7 +22,6 @@ Writes ``mnist_concepts.png`` and ``mnist_concepts.md`` to ``--out`` (default
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -150,10 +149,7 @@ the top bar of a 7 (row 9), the top of a 6's stem (rows 2–3) and the right sid
 
 
 def parse(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=mc.DEFAULT_DATA, help="mnist.npz")
-    ap.add_argument("--model", type=Path, default=mc.MODEL_H5, help="trained MnistCNN .h5")
-    ap.add_argument("--out", type=Path, default=mc.RESULTS, help="output folder")
+    ap = mc.parser(__doc__)
     ap.add_argument("--mode", default="reveal_cancel", help="DeepLIFT mode")
     ap.add_argument("--per-class", type=int, default=50, help="correct test digits per class")
     ap.add_argument("--k", type=int, default=40, help="pixels counted as important")

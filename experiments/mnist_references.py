@@ -22,7 +22,6 @@ summation-to-delta check, notes) to ``--out`` (default ``experiments/results/``)
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -139,10 +138,7 @@ def figure(x, maps: dict[str, np.ndarray], labels, path: Path) -> Path:
 
 
 def parse(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=mc.DEFAULT_DATA, help="mnist.npz")
-    ap.add_argument("--model", type=Path, default=mc.MODEL_H5, help="trained MnistCNN .h5")
-    ap.add_argument("--out", type=Path, default=mc.RESULTS, help="output folder")
+    ap = mc.parser(__doc__)
     ap.add_argument("--mode", default="reveal_cancel", help="DeepLIFT mode")
     ap.add_argument("--num-refs", type=int, default=10, help="K shuffles / near-uniform digits")
     ap.add_argument("--sigma", type=float, default=3.5, help="blur σ in pixels")
