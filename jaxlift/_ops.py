@@ -20,3 +20,28 @@ def mean_axis(a: jax.Array, axis: int) -> jax.Array:
     k = a.shape[axis]
     weights = jnp.full((k,), 1.0 / k, dtype=a.dtype)
     return jnp.tensordot(a, weights, axes=((axis,), (0,)))
+
+
+def difference_dtype(dtype) -> jnp.dtype:
+    """The dtype that holds differences of values of ``dtype`` (DESIGN §9): float32 for
+    float16/bfloat16 (whose differences can overflow or lose all digits), the default float for
+    booleans and integers (a boolean counts as 0/1), else ``dtype`` itself."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating):
+        return jnp.promote_types(dtype, jnp.float32)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return dtype
+    return jnp.dtype(jnp.result_type(float))
+
+
+def widen(v) -> jax.Array:
+    """``v`` in :func:`difference_dtype` (a no-op for float32/float64)."""
+    v = jnp.asarray(v)
+    target = difference_dtype(v.dtype)
+    return v if v.dtype == target else v.astype(target)
+
+
+def difference(a, b) -> jax.Array:
+    """``a − b`` computed in :func:`difference_dtype`: never overflows for half-precision values,
+    and is a number (−1, 0, 1) for booleans."""
+    return widen(a) - widen(b)

@@ -24,9 +24,11 @@ import numpy as np
 
 from jaxlift import baselines, chunking, interpreter
 from jaxlift._memo import memoized
-from jaxlift._ops import mean_axis
+from jaxlift._ops import difference, mean_axis
+from jaxlift.errors import NonFiniteScoresError
 from jaxlift.interpreter import MAX_MODES, MODES, Config
 from jaxlift.program import MARKER_PREFIX, build_program
+from jaxlift.validation import check_examples_independent, check_target
 
 # ---------------------------------------------------------------------------------------------
 # Layer markers ("find_scores_layer" of the original deeplift)
@@ -112,8 +114,17 @@ def _per_example(fn: Callable, target) -> Callable:
 # ---------------------------------------------------------------------------------------------
 # The computation over pairs
 
+def _same_example(x_leaves, r_leaves):
+    """Whether input and reference are the same example (every leaf equal)."""
+    same = jnp.asarray(True)
+    for a, b in zip(x_leaves, r_leaves):
+        same = same & jnp.all(a == b)
+    return same
+
+
 def _pair_fn(program, config: Config, what: str, layer_name: str | None, all_targets: bool):
     out_atom = program.outputs[0]
+    marked = None if layer_name is None else program.markers[layer_name]
 
     def pair(fixed_leaves, x_leaves, r_leaves, r_values=None):
         fwd = interpreter.forward(program, config, fixed_leaves, x_leaves, r_leaves, r_values)
@@ -121,35 +132,47 @@ def _pair_fn(program, config: Config, what: str, layer_name: str | None, all_tar
             y, y0 = fwd.x[out_atom], fwd.r[out_atom]
         else:
             y = y0 = fwd.value(out_atom, "x")
-        delta = jnp.asarray(y) - jnp.asarray(y0)
+        # x == r: Δt = 0 and every score 0, exactly, whichever kernels computed the two sides
+        same = _same_example(x_leaves, r_leaves if r_values is None else
+                             [r_values[i] for i in program.live_inputs])
+        delta = jnp.where(same, 0, difference(y, y0))
 
         def back(seed):
-            mult = (interpreter.backward(fwd, {out_atom: seed})
+            mult = (interpreter.backward(fwd, {out_atom: seed}, stop_at=marked)
                     if program.is_live(out_atom) else {})
-            if layer_name is not None:
-                atom = program.markers[layer_name]
+            if marked is not None:
                 if what == "contributions":
-                    return [interpreter.variable_contributions(fwd, mult, atom)]
-                return [interpreter.variable_multipliers(fwd, mult, atom)]
+                    return [interpreter.variable_contributions(fwd, mult, marked)]
+                return [interpreter.variable_multipliers(fwd, mult, marked)]
             ms = interpreter.input_multipliers(fwd, mult)
             if what == "contributions":
-                return [m * (fwd.x[i] - fwd.r[i]) if program.is_float(i) else m
-                        for m, i in zip(ms, program.live_inputs)]
+                return [m * fwd.delta(i) for m, i in zip(ms, program.live_inputs)]
             return ms
 
         dtype = jnp.result_type(delta)
         if all_targets:
-            seeds = jnp.eye(delta.shape[0], dtype=dtype)
-            return jax.vmap(back)(seeds), delta
-        return back(jnp.ones((), dtype)), delta
+            res = jax.vmap(back)(jnp.eye(delta.shape[0], dtype=dtype))
+        else:
+            res = back(jnp.ones((), dtype))
+        if what == "contributions":
+            res = [jnp.where(same, jnp.zeros_like(r), r) for r in res]
+        return res, delta
 
     return pair
 
 
+def _all_finite(res, delta):
+    ok = jnp.all(jnp.isfinite(delta))
+    for r in jax.tree_util.tree_leaves(res):
+        ok = ok & jnp.all(jnp.isfinite(r))
+    return ok
+
+
 def _compute(params, x, refs, ref_values=None, *, fn, target, config, what, layer_name,
              per_input_refs, average):
-    """Scores of N inputs × K references; ``ref_values`` (from :func:`_reference_side`, shared
-    references only) holds the references' forward pass, computed once for all chunks."""
+    """Scores of N inputs × K references, ``Δt``, and whether all of them are finite;
+    ``ref_values`` (from :func:`_reference_side`, shared references only) holds the references'
+    forward pass, computed once for all chunks."""
     program, _ = build_program(_per_example(fn, target), params, _example_structs(x, True))
     if ref_values is not None and set(ref_values) != program.live_values():
         raise RuntimeError("jaxlift internal error: the references' forward values do not match "
@@ -167,14 +190,15 @@ def _compute(params, x, refs, ref_values=None, *, fn, target, config, what, laye
     over_refs = jax.vmap(pair, in_axes=(None, None, 0, hoisted))
     over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None))
     res, delta = over_pairs(fixed, x_leaves, r_leaves, ref_values)
+    finite = _all_finite(res, delta)
     if layer_name is not None:
         res = [_squeeze_batch_axis(r, 2 + all_targets) for r in res]
     if average:
         res = [mean_axis(r, 1) for r in res]
         delta = mean_axis(delta, 1)
     if layer_name is not None:
-        return res[0], delta
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), res), delta
+        return res[0], delta, finite
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), res), delta, finite
 
 
 def _reference_side(params, refs, *, fn, target):
@@ -225,7 +249,13 @@ def _is_concrete(tree) -> bool:
 
 
 def _check_finite(name: str, tree) -> None:
+    """Refuse NaN/Inf in the float leaves of ``tree`` (other leaves — integers, PRNG keys,
+    flags in a model's state — are not checked)."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and not (jnp.issubdtype(dtype, jnp.floating)
+                                      or jnp.issubdtype(dtype, jnp.complexfloating)):
+            continue
         arr = np.asarray(leaf)
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
             where = jax.tree_util.keystr(path) or ""
@@ -289,6 +319,7 @@ def _check_options(mode: str, max_mode: str) -> None:
 
 def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batch_size,
          layer_name, key, progress, return_delta, check_finite, mode_options=None, mesh=None):
+    check_target(target)
     if mesh is not None and mode in baselines.MODES:
         raise ValueError(f"mesh= shards the DeepLIFT modes ({', '.join(MODES)}); mode {mode!r} "
                          "runs on one device")
@@ -307,12 +338,16 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
         refs = refs(x, jax.random.PRNGKey(0) if key is None else key)
     refs = jax.tree_util.tree_map(jnp.asarray, refs)
     n, k, per_input = _validate(x, refs)
-    if check_finite and _is_concrete((params, x, refs)):
+    concrete = _is_concrete((params, x, refs))
+    if check_finite and concrete:
         _check_finite("x", x)
         _check_finite("refs", refs)
         _check_finite("params", params)
+    if concrete:
+        check_examples_independent(fn, params, x, refs, n=n, per_input_refs=per_input)
     config = Config(mode=mode, max_mode=max_mode)
-    run = _compiled(fn, target, config, what, layer_name, per_input, average_refs)
+    run, finite_flags = _recording_finite(
+        _compiled(fn, target, config, what, layer_name, per_input, average_refs))
     chunk = _inputs_per_chunk(batch_size, fn, target, params, x, n, k, mesh)
     if mesh is not None:  # every chunk splits evenly over the devices
         run, chunk = _sharded(run, mesh, per_input), -(-chunk // mesh.size) * mesh.size
@@ -322,7 +357,21 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
         if not per_input and mesh is None:  # run the shared references' forward pass once
             run = _with_reference_values(run, _reference_values(fn, target, params, refs))
         res, delta = _run_chunked(run, params, x, refs, n, chunk, per_input, progress)
+    if concrete and not all(bool(ok) for ok in finite_flags):
+        _refuse_non_finite(fn, params, x, refs, res, delta, target=target, config=config,
+                           layer_name=layer_name, per_input=per_input)
     return (res, delta) if return_delta else res
+
+
+def _recording_finite(run):
+    """``run`` returning ``(scores, Δt)``, with each call's all-finite flag kept in a list."""
+    flags: list = []
+
+    def run_and_record(*args):
+        res, delta, finite = run(*args)
+        flags.append(finite)
+        return res, delta
+    return run_and_record, flags
 
 
 def _check_batch_size(batch_size) -> None:
@@ -510,3 +559,61 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
 
 attribute.__doc__ += _DOC_ARGS
 multipliers.__doc__ += _DOC_ARGS
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite scores: find where they came from, and refuse
+
+def _first_bad_input(res, delta) -> int:
+    bad = ~np.isfinite(np.asarray(delta)).reshape(len(delta), -1).all(1)
+    for leaf in jax.tree_util.tree_leaves(res):
+        arr = np.asarray(leaf)
+        bad |= ~np.isfinite(arr).reshape(arr.shape[0], -1).all(1)
+    return int(np.argmax(bad))
+
+
+def _refuse_non_finite(fn, params, x, refs, res, delta, *, target, config, layer_name,
+                       per_input) -> None:
+    """Raise :class:`NonFiniteScoresError` for the first input with a NaN/Inf score or ``Δt``,
+    naming the primitive whose multipliers first stopped being finite (found by re-running that
+    input's pairs, one at a time, outside ``jit``)."""
+    i = _first_bad_input(res, delta)
+    program, _ = build_program(_per_example(fn, target), params, _example_structs(x, True))
+    fixed = jax.tree_util.tree_leaves(params)
+    x_leaves = [l[i] for l in jax.tree_util.tree_leaves(x)]
+    r_all = jax.tree_util.tree_leaves(refs)
+    k = (r_all[0].shape[1] if per_input else r_all[0].shape[0])
+    out = program.outputs[0]
+    for j in range(k):
+        r_leaves = [l[i, j] if per_input else l[j] for l in r_all]
+        fwd = interpreter.forward(program, config, fixed, x_leaves, r_leaves)
+        for side, values in (("input", fwd.x), ("reference", fwd.r)):
+            if program.is_live(out) and not bool(jnp.all(jnp.isfinite(values[out]))):
+                raise NonFiniteScoresError(
+                    f"fn's target is NaN or Inf at the {side} of pair (input {i}, reference "
+                    f"{j}); jaxlift explains finite outputs only")
+        if not program.is_live(out):
+            continue
+        seed = jnp.ones(jnp.shape(fwd.x[out]), difference(fwd.x[out], fwd.r[out]).dtype)
+
+        def inspect(op, m_out, m_in):
+            came_finite = all(m is None or bool(jnp.all(jnp.isfinite(m.pos)))
+                              for m in m_out)
+            went_bad = any(m is not None and not (bool(jnp.all(jnp.isfinite(m.pos)))
+                                                  and bool(jnp.all(jnp.isfinite(m.neg))))
+                           for m in m_in)
+            if came_finite and went_bad:
+                raise NonFiniteScoresError(
+                    f"jaxlift's multipliers overflowed at primitive '{op.primitive}' (at "
+                    f"{op.where}) for pair (input {i}, reference {j}): its input differs "
+                    "between input and reference by less than the float type can divide by "
+                    "(a step or a very steep function crossed within a tiny interval). Use "
+                    "a reference further from the input, or float64 (jax_enable_x64)",
+                    op.primitive, op.where)
+
+        interpreter.backward(fwd, {out: seed}, stop_at=None if layer_name is None
+                             else program.markers.get(layer_name), inspect=inspect)
+    raise NonFiniteScoresError(
+        f"jaxlift produced NaN or Inf scores for input {i}; no single operation could be "
+        "blamed (the product of finite multipliers overflowed). Use float64 (jax_enable_x64) "
+        "or rescale the inputs")

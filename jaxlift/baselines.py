@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift._memo import memoized
+from jaxlift.validation import check_examples_independent
 from jaxlift._ops import mean_axis
 
 MODES = ("gradient", "grad_times_input", "guided_backprop", "integrated_gradients",
@@ -404,6 +405,8 @@ def run(what: str, fn: Callable, params: Any, x: Any, refs: Any, *, target, mode
         api._check_finite("x", x)
         api._check_finite("refs", refs)
         api._check_finite("params", params)
+    if api._is_concrete((params, x, refs)):
+        check_examples_independent(fn, params, x, refs, n=n, per_input_refs=per_input)
     arrays = _arrays(mode, opts, x, jax.random.fold_in(key, 1))
     jitted = _compiled(fn, target, mode, opts, what, per_input, average_refs)
     runner = lambda p, xc, rc: jitted(p, xc, rc, arrays)  # noqa: E731

@@ -19,3 +19,14 @@ class UnsupportedPrimitiveError(JaxliftError, NotImplementedError):
         if detail:
             msg += f": {detail}"
         super().__init__(msg)
+
+
+class NonFiniteScoresError(JaxliftError, ArithmeticError):
+    """Scores or ``Δt`` came out NaN or Inf. Raised instead of returning them; the message names
+    the pair, and the primitive and source line where the multipliers first stopped being
+    finite (or says that ``fn``'s own target is not finite there)."""
+
+    def __init__(self, message: str, primitive: str | None = None, where: str | None = None):
+        self.primitive = primitive
+        self.where = where
+        super().__init__(message)

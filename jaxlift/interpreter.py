@@ -8,6 +8,11 @@ reference, so under ``vmap`` over N inputs × K references the input pass runs N
 reference pass K times, not N·K (DESIGN §8). Fixed operations (parameters only) run once.
 In RevealCancel modes it also carries the split ``Δv = Δv⁺ + Δv⁻`` of every live float variable.
 
+Half-precision programs (float16/bfloat16 weights, inputs or casts inside ``fn``) are evaluated
+in float32: every operation runs on its operands upcast, with its dtype parameters widened, so
+that differences, multipliers and the values they come from keep 24 bits instead of 11 or 8
+(DESIGN §9). Scores, ``Δt`` and ``t`` are then those of the float32 evaluation of ``fn``.
+
 The backward pass seeds the target with a multiplier and walks the program in reverse; each rule
 maps output multipliers to input multipliers; fan-out adds. Multipliers are :class:`Pair`
 ``(m⁺, m⁻)`` — the multipliers of ``Δv⁺`` and ``Δv⁻`` — and are the *same array* in Rescale
@@ -18,44 +23,25 @@ The interpreter knows no rule by name: it asks :mod:`jaxlift.rules.registry`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import jax.numpy as jnp
 
 from jaxlift import rules as _rules  # noqa: F401  (registers every rule family)
+from jaxlift._ops import difference, widen
 from jaxlift.errors import UnsupportedPrimitiveError
-from jaxlift.program import Lit, Op, Program, bind_eqn
+from jaxlift.pairs import Pair, combine_by_sign, sign_split
+from jaxlift.program import Lit, Op, Program, bind_eqn, is_half
 from jaxlift.rules import registry
+
+__all__ = ["Config", "Forward", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
+           "input_multipliers", "side_values", "sign_split", "variable_contributions",
+           "variable_multipliers"]
 
 MODES = ("rescale", "reveal_cancel", "genomics_default")
 MAX_MODES = ("preserving", "gradient")
-
-
-class Pair(NamedTuple):
-    """Multipliers of the positive and negative parts of a difference, ``(m⁺, m⁻)``."""
-
-    pos: Any
-    neg: Any
-
-    @property
-    def shared(self) -> bool:
-        return self.pos is self.neg
-
-    @staticmethod
-    def of(m) -> "Pair":
-        return Pair(m, m)
-
-    def map(self, f) -> "Pair":
-        """Apply ``f`` to both parts (once when they are the same array)."""
-        if self.shared:
-            return Pair.of(f(self.pos))
-        return Pair(f(self.pos), f(self.neg))
-
-    def __add__(self, other: "Pair") -> "Pair":  # type: ignore[override]
-        if self.shared and other.shared:
-            return Pair.of(self.pos + other.pos)
-        return Pair(self.pos + other.pos, self.neg + other.neg)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,19 +55,6 @@ class Config:
     @property
     def carries_split(self) -> bool:
         return self.mode in ("reveal_cancel", "genomics_default")
-
-
-def sign_split(delta):
-    """``(max(Δ, 0), min(Δ, 0))``."""
-    return jnp.maximum(delta, 0), jnp.minimum(delta, 0)
-
-
-def combine_by_sign(delta, m: Pair):
-    """One multiplier for the whole difference when its split is the sign split:
-    ``m⁺`` where ``Δ > 0``, ``m⁻`` where ``Δ < 0``, their mean where ``Δ = 0``."""
-    if m.shared:
-        return m.pos
-    return jnp.where(delta > 0, m.pos, jnp.where(delta < 0, m.neg, (m.pos + m.neg) / 2))
 
 
 @dataclasses.dataclass
@@ -101,13 +74,15 @@ class Forward:
         return (self.x if which == "x" else self.r)[atom]
 
     def delta(self, atom):
-        return self.x[atom] - self.r[atom]
+        """``Δv = v − v0`` in a dtype that holds it (float32 for half precision, numbers for
+        booleans and integers: :func:`jaxlift._ops.difference`)."""
+        return difference(self.x[atom], self.r[atom])
 
 
 def _eval_op(op: Op, read) -> list:
     """Evaluate ``op`` reading operands with ``read(atom)``."""
     if op.eqn is not None:
-        return bind_eqn(op.eqn, [read(a) for a in op.ins])
+        return bind_eqn(op.eqn, [read(a) for a in op.ins], wide=True)
     (source,) = op.ins
     return [eval_body(op.body, source, read(source), read)]
 
@@ -118,7 +93,7 @@ def eval_body(body: Sequence[Op], source: int, value, read_fixed):
     out = None
     for op in body:
         vals = [env[a] if (isinstance(a, int) and a in env) else read_fixed(a) for a in op.ins]
-        (out,) = bind_eqn(op.eqn, vals)
+        (out,) = bind_eqn(op.eqn, vals, wide=True)
         env[op.outs[0]] = out
     return out
 
@@ -126,7 +101,13 @@ def eval_body(body: Sequence[Op], source: int, value, read_fixed):
 class RuleContext:
     """What a rule sees of one operation: operand values on the input (``xs``) and on the
     reference (``rs``), results ``ys``/``y0s``, which operands are live, the RevealCancel splits,
-    and ``apply`` to re-evaluate the operation with new values of its live float operands."""
+    and ``apply`` to re-evaluate the operation with new values of its live float operands.
+
+    ``live_float`` lists the live floating-point operands (the ones a derivative exists for);
+    ``live_numeric`` every live operand, booleans and integers included (DESIGN §9: liveness
+    counts every dtype). ``wide`` says the op computes in half precision: linear maps of
+    differences and multipliers then run in float32 (``apply(..., wide=True)``).
+    """
 
     def __init__(self, op: Op, fwd: Forward):
         self.op = op
@@ -140,16 +121,18 @@ class RuleContext:
         self.y0s = [fwd.r[o] for o in op.outs]
         self.live_float = [i for i, a in enumerate(op.ins)
                            if op.live[i] and fwd.program.is_float(a)]
+        self.live_numeric = [i for i, l in enumerate(op.live) if l]
+        self.wide = any(is_half(v) for v in (*self.xs, *self.ys))
 
     @property
     def params(self) -> dict:
         return {} if self.op.eqn is None else self.op.eqn.params
 
     def delta_in(self, i: int):
-        return self.xs[i] - self.rs[i]
+        return difference(self.xs[i], self.rs[i])
 
     def delta_out(self, j: int = 0):
-        return self.ys[j] - self.y0s[j]
+        return difference(self.ys[j], self.y0s[j])
 
     def split_in(self, i: int):
         return self._fwd.split[self.op.ins[i]]
@@ -157,30 +140,50 @@ class RuleContext:
     def split_out(self, j: int = 0):
         return self._fwd.split[self.op.outs[j]]
 
-    def bind(self, operands: Sequence[Any]) -> list:
-        """Evaluate the operation on a full list of operand values."""
+    def bind(self, operands: Sequence[Any], wide: bool = True) -> list:
+        """Evaluate the operation on a full list of operand values, with every half-precision
+        operand (and dtype parameter) in float32 (see the module doc)."""
         op = self.op
         if op.eqn is not None:
-            return bind_eqn(op.eqn, operands)
+            return bind_eqn(op.eqn, operands, wide=wide)
         return [eval_body(op.body, op.ins[0], operands[0], lambda a: self._fwd.value(a, "x"))]
 
-    def apply(self, *live_values, base: Sequence[Any] | None = None) -> tuple:
+    def apply(self, *live_values, base: Sequence[Any] | None = None, wide: bool = True) -> tuple:
         """Results with the live float operands replaced by ``live_values`` (in order), other
         operands from ``base`` (default: the input's values; fixed operands are the same in
         both passes)."""
         vals = list(self.xs if base is None else base)
         for i, v in zip(self.live_float, live_values):
             vals[i] = v
-        return tuple(self.bind(vals))
+        return tuple(self.bind(vals, wide=wide))
 
     def producer(self, atom) -> Op | None:
         return self.program.producer.get(atom) if isinstance(atom, int) else None
+
+    def as_numbers(self) -> "RuleContext":
+        """This context with boolean and integer values read as floats (the difference dtype)
+        and every live operand treated as a float one: for index-free linear ops (reshape,
+        broadcast, concatenate, add …) whose numbers are what a boolean predicate carries."""
+        view = copy.copy(self)
+        view.xs = [_as_number(v) for v in self.xs]
+        view.rs = [_as_number(v) for v in self.rs]
+        view.ys = [_as_number(v) for v in self.ys]
+        view.y0s = [_as_number(v) for v in self.y0s]
+        view.live_float = list(self.live_numeric)
+        return view
+
+
+def _as_number(v):
+    dtype = jnp.result_type(v)
+    if jnp.issubdtype(dtype, jnp.inexact):
+        return v
+    return jnp.asarray(v).astype(widen(jnp.zeros((), dtype)).dtype)
 
 
 def _rule_for(op: Op, config: Config, program: Program):
     if op.eqn is None:
         return registry.nonlinearity_rule(config.mode)
-    live_mask = tuple(l and program.is_float(a) for a, l in zip(op.ins, op.live))
+    live_mask = tuple(l and program.carries(a) for a, l in zip(op.ins, op.live))
     return registry.lookup(op.primitive, live_mask)
 
 
@@ -215,7 +218,7 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
     fwd = Forward(program, config, fixed, dict(zip(program.live_inputs, x_leaves)), r_side, {})
     if config.carries_split:
         for i in program.live_inputs:
-            if program.is_float(i):
+            if program.carries(i):
                 fwd.split[i] = sign_split(fwd.delta(i))
     for op in program.ops:
         if not op.is_live:
@@ -227,79 +230,145 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
         if r_values is None:
             for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "r"))):
                 fwd.r[o] = v
-        if config.carries_split and any(program.is_float(o) for o in op.outs):
+        if config.carries_split and any(program.carries(o) for o in op.outs):
             _forward_split(op, fwd)
     return fwd
 
 
 def _forward_split(op: Op, fwd: Forward) -> None:
     rule = _rule_for(op, fwd.config, fwd.program)
-    if rule is not None and rule.split is not None and _has_float_live_input(op, fwd.program):
+    if rule is not None and rule.split is not None and _usable(rule, op, fwd.program):
         splits = rule.split(RuleContext(op, fwd))
     else:
-        splits = [sign_split(fwd.delta(o)) for o in op.outs]
+        splits = [sign_split(fwd.delta(o)) if fwd.program.carries(o) else None
+                  for o in op.outs]
     for o, s in zip(op.outs, splits):
-        if fwd.program.is_float(o):
+        if fwd.program.carries(o):
             fwd.split[o] = s
 
 
-def _has_float_live_input(op: Op, program: Program) -> bool:
-    return any(l and program.is_float(a) for a, l in zip(op.ins, op.live))
+def _usable(rule, op: Op, program: Program) -> bool:
+    """Whether ``rule`` can explain ``op``: it has a live float operand, or it handles live
+    boolean/integer operands (``Rule.numeric_operands``)."""
+    live = [a for a, l in zip(op.ins, op.live) if l and program.carries(a)]
+    if rule.numeric_operands:
+        return bool(live)
+    return bool(live) and all(program.is_float(a) for a in live)
 
 
-def backward(fwd: Forward, seeds: dict) -> dict:
+def backward(fwd: Forward, seeds: dict, stop_at: int | None = None,
+             inspect: Any = None) -> dict:
     """Propagate multipliers from ``seeds`` (id -> array shaped like that variable) to every
-    live float variable. Returns the dict of :class:`Pair` multipliers by id."""
+    live variable that carries a difference (floats, and booleans/integers where a rule reads
+    them as numbers). Returns the dict of :class:`Pair` multipliers by id.
+
+    ``stop_at``: the walk ends once the multiplier of that variable is complete (at its
+    producer): scores for a marked layer need nothing below it, and nothing below it (an
+    embedding lookup on token ids, say) is asked for a rule.
+
+    An operation that receives a multiplier but has no exact rule raises
+    :class:`UnsupportedPrimitiveError` naming the primitive and the user's line.
+    ``inspect(op, m_out, m_in)``, if given, sees every rule's multipliers (diagnostics)."""
     program, config = fwd.program, fwd.config
     mult: dict = {k: Pair.of(v) for k, v in seeds.items()}
+    stop_op = program.producer.get(stop_at) if stop_at is not None else None
+    if stop_at is not None and stop_op is None:  # a marked input: nothing to walk past
+        return mult
     for op in reversed(program.ops):
         if not op.is_live:
             continue
+        if op is stop_op:
+            break
         m_out = [mult.get(o) for o in op.outs]
         if all(m is None for m in m_out):
             continue
-        if not _has_float_live_input(op, program):
+        rule = _rule_for(op, config, program)
+        if rule is None and not _reads_integers(op, program):
+            raise UnsupportedPrimitiveError(op.primitive, op.where, _hint(op, program))
+        if rule is None or not _usable(rule, op, program):
             raise UnsupportedPrimitiveError(
                 op.primitive, op.where,
-                "its result depends on the input only through integer or boolean values, "
-                "which carry no multipliers (summation-to-delta would silently fail)")
-        rule = _rule_for(op, config, program)
-        if rule is None:
-            raise UnsupportedPrimitiveError(op.primitive, op.where, _hint(op, program))
+                "its result depends on the input through integer or boolean values that this "
+                "rule cannot read as numbers (summation-to-delta would silently fail)"
+                + _integer_hint(op, program))
         ctx = RuleContext(op, fwd)
         if config.carries_split and rule.split is None:
             m_out = [None if m is None else Pair.of(combine_by_sign(ctx.delta_out(j), m))
                      for j, m in enumerate(m_out)]
         m_in = rule.backward(ctx, m_out)
+        if inspect is not None:
+            inspect(op, m_out, m_in)
         for a, m, l in zip(op.ins, m_in, op.live):
-            if m is None or not l or not program.is_float(a):
+            if m is None or not l or not program.carries(a):
                 continue
             mult[a] = m if a not in mult else mult[a] + m
     return mult
 
 
+def _reads_integers(op: Op, program: Program) -> bool:
+    return any(l and not program.is_float(a) for a, l in zip(op.ins, op.live))
+
+
+_PASS_BACK = ("broadcast_in_dim", "reshape", "squeeze", "expand_dims", "slice", "transpose")
+
+
+def _from_input(atom, program: Program):
+    """The live input ``atom`` is (a reshaped, broadcast or sliced view of), else ``None``."""
+    for _ in range(8):
+        if atom in program.live_inputs:
+            return atom
+        op = program.producer.get(atom)
+        if op is None or op.primitive not in _PASS_BACK:
+            return None
+        atom = op.ins[0]
+    return None
+
+
+def _integer_hint(op: Op, program: Program) -> str:
+    inputs = [_from_input(a, program) for a, l in zip(op.ins, op.live)
+              if l and not program.is_float(a)]
+    inputs = [a for a in inputs if a is not None]
+    if inputs:
+        dtype = program.avals[inputs[0]].dtype
+        return (f"; the input itself is {dtype}: cast x and refs to a float dtype "
+                "(x.astype(jnp.float32)), or, for token ids, explain the embedding output "
+                "(jaxlift.layer(h, 'emb') and layer='emb')")
+    if op.primitive in ("gather", "dynamic_slice", "dynamic_update_slice", "scatter-add",
+                        "scatter_add", "scatter"):
+        return ("; indices computed from the input (take_along_axis(h, argmax(g)), an "
+                "embedding lookup of token ids …) have no multipliers. For token models, explain "
+                "the embedding output: mark it with jaxlift.layer(h, 'emb') and pass layer='emb'")
+    return ""
+
+
 def _hint(op: Op, program: Program) -> str:
-    n_live = sum(1 for a, l in zip(op.ins, op.live) if l and program.is_float(a))
-    if op.primitive in ("cond", "while", "scan"):
-        return (f"control flow with a live {'predicate' if op.primitive == 'cond' else 'carry'} "
-                "is not supported yet; use jnp.where or unroll the loop")
+    n_live = sum(1 for a, l in zip(op.ins, op.live) if l and program.carries(a))
+    if op.primitive in ("while", "scan"):
+        return ("a loop whose carry depends on the input is not supported yet; unroll it in "
+                "Python or express it with jnp operations")
     if op.primitive == "select_n":
-        return ("jnp.where / lax.select with a predicate that depends on the input, choosing "
-                "between values that come from different tensors; wrap the elementwise function "
-                "in jax.jit so jaxlift treats it as one nonlinearity")
+        return ("lax.switch / jnp.select / select_n with an index that depends on the input and "
+                "more than two cases has no exact rule; a boolean predicate (jnp.where, "
+                "lax.cond with two branches) has one")
+    if op.primitive in ("argmax", "argmin", "sort", "argsort", "top_k"):
+        return ("its result is an index or an ordering of the input; no multiplier can say how "
+                "much each input moved it")
     return f"{n_live} live operand(s); add a rule with jaxlift.rules.registry.register"
+
+
+def _zeros_multiplier(value):
+    return jnp.zeros(jnp.shape(value), widen(jnp.zeros((), jnp.result_type(value))).dtype)
 
 
 def input_multipliers(fwd: Forward, mult: dict) -> list:
     """One multiplier array per live input leaf (zeros where no multiplier arrived):
-    ``m⁺`` where ``Δx > 0``, ``m⁻`` where ``Δx < 0`` — so the contribution is ``m·Δx``."""
+    ``m⁺`` where ``Δx > 0``, ``m⁻`` where ``Δx < 0`` — so the contribution is ``m·Δx``.
+    Multipliers are in the dtype of differences (float32 for half-precision inputs)."""
     out = []
     for i in fwd.program.live_inputs:
-        if not fwd.program.is_float(i):
-            out.append(jnp.zeros_like(fwd.x[i], dtype=jnp.float32))
-            continue
         m = mult.get(i)
-        out.append(jnp.zeros_like(fwd.x[i]) if m is None else combine_by_sign(fwd.delta(i), m))
+        out.append(_zeros_multiplier(fwd.x[i]) if m is None
+                   else combine_by_sign(fwd.delta(i), m))
     return out
 
 
@@ -307,7 +376,7 @@ def variable_contributions(fwd: Forward, mult: dict, atom: int):
     """Contributions of an intermediate variable: ``m⁺·Δv⁺ + m⁻·Δv⁻`` (``m·Δv`` in Rescale)."""
     m = mult.get(atom)
     if m is None:
-        return jnp.zeros_like(fwd.x[atom])
+        return _zeros_multiplier(fwd.x[atom])
     if fwd.config.carries_split:
         pos, neg = fwd.split[atom]
         return m.pos * pos + m.neg * neg
@@ -318,7 +387,7 @@ def variable_multipliers(fwd: Forward, mult: dict, atom: int):
     """Multipliers of an intermediate variable, combined so that ``C = m·Δv``."""
     m = mult.get(atom)
     if m is None:
-        return jnp.zeros_like(fwd.x[atom])
+        return _zeros_multiplier(fwd.x[atom])
     if m.shared:
         return m.pos
     delta = fwd.delta(atom)

@@ -13,10 +13,12 @@ DeepLIFT rule; it asks the registry only which primitives are elementwise and wh
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend import core as jcore
 from jax.extend import source_info_util
 
@@ -87,6 +89,15 @@ class Program:
     def is_float(self, atom) -> bool:
         return isinstance(atom, int) and jnp.issubdtype(self.avals[atom].dtype, jnp.inexact)
 
+    def carries(self, atom) -> bool:
+        """Whether a variable can carry a difference and a multiplier: floats, and booleans and
+        integers read as numbers (DESIGN §9: liveness counts every dtype; rules that cannot
+        read them refuse). Keys, tokens and other opaque types cannot."""
+        if not isinstance(atom, int):
+            return False
+        dtype = self.avals[atom].dtype
+        return (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_))
+
     def is_live(self, atom) -> bool:
         return isinstance(atom, int) and atom in self.live
 
@@ -104,12 +115,61 @@ def where_of(eqn) -> str:
         return "<unknown source>"
 
 
-def bind_eqn(eqn, invals: Sequence[Any]) -> list:
-    """Evaluate one equation on concrete or traced values; always returns a list of results."""
+_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def is_half(value) -> bool:
+    """Whether ``value`` (an array or a dtype) is float16 or bfloat16."""
+    dtype = getattr(value, "dtype", None)
+    try:
+        return jnp.dtype(dtype if dtype is not None else value) in _HALF
+    except TypeError:
+        return False
+
+
+def _widened(value):
+    if isinstance(value, jnp.dtype) or isinstance(value, type) and issubclass(value, jnp.generic):
+        return jnp.dtype(jnp.float32) if is_half(jnp.dtype(value)) else value
+    if type(value) in (tuple, list):
+        return type(value)(_widened(v) for v in value)
+    return value
+
+
+def bind_eqn(eqn, invals: Sequence[Any], wide: bool = False) -> list:
+    """Evaluate one equation on concrete or traced values; always returns a list of results.
+
+    ``wide``: float16/bfloat16 operands and dtype parameters (``preferred_element_type``,
+    ``new_dtype`` …) become float32, so that a linear map of differences or multipliers of a
+    half-precision layer neither overflows nor rounds them to 3 digits (DESIGN §9)."""
+    if wide:
+        invals = [v.astype(jnp.float32) if is_half(v) else v for v in invals]
+        body = call_body(eqn)
+        if body is not None and any(is_half(v.aval) for v in (*eqn.invars, *eqn.outvars)):
+            return eval_jaxpr_wide(body[0], body[1], invals)
     params = eqn.primitive.get_bind_params(eqn.params)
+    if wide:
+        params = {k: _widened(v) for k, v in params.items()}
     with eqn.ctx.manager:
         out = eqn.primitive.bind(*invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def eval_jaxpr_wide(jaxpr, consts, args) -> list:
+    """Evaluate ``jaxpr`` with every half-precision value and dtype in float32 (see
+    :func:`bind_eqn`); a nested body typed in half precision cannot be bound as it is."""
+    env: dict = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v] = c
+    for v, a in zip(jaxpr.invars, args):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        for v, out in zip(eqn.outvars, bind_eqn(eqn, [read(v) for v in eqn.invars], wide=True)):
+            env[v] = out
+    return [read(v) for v in jaxpr.outvars]
 
 
 def call_body(eqn):
@@ -209,6 +269,10 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
             b.markers[name] = src
             env[eqn.outvars[0]] = src
             continue
+        if eqn.primitive.name == "cond" and any(live):
+            for v, a in zip(eqn.outvars, _inline_cond(b, eqn, ins, where)):
+                env[v] = a
+            continue
         opaque = False
         if body is not None and any(live):
             live_atoms = {a for a, l in zip(ins, live) if l}
@@ -229,6 +293,44 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
     return [read(v) for v in jaxpr.outvars]
 
 
+@functools.lru_cache(maxsize=256)
+def _select_eqn(index_aval, case_aval, n: int):
+    """A ``select_n`` equation choosing among ``n`` values of ``case_aval`` by ``index_aval``."""
+    closed = jax.make_jaxpr(lambda i, *cs: jax.lax.select_n(i, *cs))(
+        index_aval, *([case_aval] * n))
+    (eqn,) = closed.jaxpr.eqns
+    return eqn
+
+
+def _inline_cond(b: _Builder, eqn, ins: tuple, where: str) -> list:
+    """``lax.cond``/``lax.switch`` on live values, as DESIGN §9 reads it: every branch is
+    evaluated (inlined) and each result is ``select_n(index, branch results…)``. With a fixed
+    index the select is linear in the branch results; with a live boolean predicate it has an
+    exact rule of its own (``jaxlift.rules.logic``)."""
+    index, operands = ins[0], ins[1:]
+    if isinstance(index, Lit):
+        index = b.const(np.asarray(index.val, np.int32))
+    per_branch = [_inline(b, br.jaxpr, list(br.consts), operands, where)
+                  for br in eqn.params["branches"]]
+    results = []
+    for j, v in enumerate(eqn.outvars):
+        cases = [outs[j] for outs in per_branch]
+        if all(isinstance(c, int) and c == cases[0] for c in cases):
+            results.append(cases[0])
+            continue
+        cases = [b.const(np.asarray(c.val, v.aval.dtype)) if isinstance(c, Lit) else c
+                 for c in cases]
+        index_aval = jax.ShapeDtypeStruct(b.shape(index), b.avals[index].dtype)
+        sel = _select_eqn(index_aval, jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype),
+                          len(cases))
+        op_ins = (index, *cases)
+        live = tuple(b.is_live(a) for a in op_ins)
+        out = b.new(v.aval, live=any(live))
+        b.ops.append(Op(sel, op_ins, (out,), live, where))
+        results.append(out)
+    return results
+
+
 def _dce(ops: list, needed: set) -> list:
     kept = []
     for op in reversed(ops):
@@ -242,15 +344,25 @@ def _is_elementwise_op(op: Op) -> bool:
     return op.opaque_elementwise or registry.is_elementwise(op.primitive)
 
 
-def _fuse(ops: list, prog_outputs: Sequence, avals: dict, live_inputs) -> list:
-    """Replace elementwise chains fed by one live tensor by nonlinearity nodes (see module doc)."""
+def _fuse(ops: list, prog_outputs: Sequence, avals: dict, live_inputs, markers=()) -> list:
+    """Replace elementwise chains fed by one live tensor by nonlinearity nodes (see module doc).
+
+    A chain starts at a live input, at a marked layer (``jaxlift.layer``: scores are asked for
+    there, so no fused node may reach past it) or at the result of any other operation. Only
+    floating-point values leave a fused node: where a chain's boolean or integer result is used
+    outside it (``h > 0`` selecting between values of another tensor, ``h.astype(int)``), the
+    comparison or conversion stays an operation of its own with an exact rule, and the float
+    values it reads become the chain's exits."""
     shape = lambda a: () if isinstance(a, Lit) else tuple(avals[a].shape)  # noqa: E731
+    is_float = lambda a: jnp.issubdtype(avals[a].dtype, jnp.inexact)  # noqa: E731
+    markers = set(markers)
     src: dict = {i: i for i in live_inputs}
+    feed = lambda a: a if a in markers else src.get(a, a)  # noqa: E731  (source seen by users)
     for op in ops:
         if not op.is_live:
             continue
         live_ins = [a for a, l in zip(op.ins, op.live) if l]
-        sources = {src.get(a, a) for a in live_ins}
+        sources = {feed(a) for a in live_ins}
         out_shapes = {shape(o) for o in op.outs}
         if (_is_elementwise_op(op) and len(sources) == 1 and len(op.outs) == 1
                 and out_shapes == {shape(next(iter(sources)))}
@@ -285,16 +397,23 @@ def _fuse(ops: list, prog_outputs: Sequence, avals: dict, live_inputs) -> list:
                     stack.append(producer[a])
         return [op for op in ops if op in seen]
 
-    fused_at: dict = {}  # exit op -> fused node
     keep_individual: set = set()
+    for op, s in region_of.items():  # non-float exits: their float inputs become exits
+        e = op.outs[0]
+        if e in used_outside and not is_float(e):
+            for a in ancestors(e, s):
+                if not is_float(a.outs[0]):
+                    keep_individual.add(a)
+                    used_outside.update(v for v in a.ins if isinstance(v, int) and v != s
+                                        and is_float(v) and region_of.get(producer.get(v)) == s)
+    fused_at: dict = {}  # exit op -> fused node
     for op, s in region_of.items():
         e = op.outs[0]
-        if e not in used_outside:
+        if e not in used_outside or not is_float(e):
             continue
         anc = ancestors(e, s)
         nonlinear = any(not registry.is_linear(a.primitive, a.live) or a.opaque_elementwise for a in anc)
-        is_float = jnp.issubdtype(avals[e].dtype, jnp.inexact)
-        if nonlinear and is_float:
+        if nonlinear and is_float(s):
             fused_at[op] = Op(None, (s,), (e,), (True,), op.where, body=tuple(anc))
         else:
             keep_individual.update(anc)
@@ -322,7 +441,8 @@ def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     needed = {a for a in outs if isinstance(a, int)} | set(b.markers.values())
     ops = _dce(b.ops, needed)
     live_inputs = in_atoms[n_fixed:]
-    ops = _fuse(ops, list(outs) + list(b.markers.values()), b.avals, live_inputs)
+    ops = _fuse(ops, list(outs) + list(b.markers.values()), b.avals, live_inputs,
+                markers=b.markers.values())
     producer = {o: op for op in ops for o in op.outs}
     prog = Program(b.avals, in_atoms[:n_fixed], live_inputs, b.consts, ops, outs, b.live,
                    b.markers, producer)

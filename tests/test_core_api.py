@@ -232,10 +232,12 @@ def test_half_precision_inputs(dtype, mode):
     x, r = data(dtype=dtype)
     c, d = jaxlift.attribute(fn, p, x, jnp.concatenate([r, x[:1]]), target=0, mode=mode,
                              return_delta=True)
-    assert c.dtype == dtype
-    assert bool(jnp.all(jnp.isfinite(c.astype(jnp.float32))))
-    err = jnp.abs(sums(c).astype(jnp.float32) - d.astype(jnp.float32))
-    assert float(err.max()) < 0.05  # half precision rounding of a few terms of size ≤ 1
+    # differences and multipliers of half-precision models are carried in float32 (DESIGN §9)
+    assert c.dtype == jnp.float32 and d.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(c)))
+    err = jnp.abs(sums(c) - d)
+    scale = jnp.abs(c).reshape(len(c), -1).sum(1) + jnp.abs(d)
+    assert float((err / scale).max()) < 1e-3, float((err / scale).max())
 
 
 # -------------------------------------------------------------------------------------- errors
@@ -247,10 +249,12 @@ def test_unsupported_primitive_names_it_and_the_source_line():
         jaxlift.attribute(fn, None, x, r)
 
 
-def test_live_control_flow_is_refused_clearly():
-    fn = lambda p, xb: jax.lax.cond(xb.sum() > 0, lambda v: v * 2, lambda v: v, xb).sum(1)  # noqa: E731
+def test_live_loop_is_refused_clearly():
+    def fn(p, xb):
+        return jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (jnp.tanh(c[0]), c[1] + 1),
+                                  (xb, 0))[0].sum(1)
     x, r = data()
-    with pytest.raises(UnsupportedPrimitiveError, match="'cond'.*control flow"):
+    with pytest.raises(UnsupportedPrimitiveError, match="'while'.*loop whose carry"):
         jaxlift.attribute(fn, None, x, r)
 
 
@@ -258,7 +262,7 @@ def test_discrete_dependence_is_refused():
     # the target moves with the argmax of x, which no multiplier can follow
     fn = lambda p, xb: jax.nn.one_hot(jnp.argmax(xb, axis=1), 4)[:, 0]  # noqa: E731
     x, r = data()
-    with pytest.raises(UnsupportedPrimitiveError, match=r"integer or boolean"):
+    with pytest.raises(UnsupportedPrimitiveError, match=r"'argmax'.*an index"):
         jaxlift.attribute(fn, None, x, r)
 
 

@@ -6,13 +6,16 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxlift._ops import widen
+
 
 def vjp_live(ctx, cotangents: Sequence[Any], base: Sequence[Any] | None = None) -> list:
     """Transpose of the op w.r.t. its live float operands, at ``base`` (default: the input's
-    values). Returns one array (or ``None``) per operand."""
+    values). Returns one array (or ``None``) per operand. A half-precision op is transposed in
+    float32 (``ctx.wide``), so multipliers keep their range and digits."""
     base = ctx.xs if base is None else base
-    primals = [base[i] for i in ctx.live_float]
-    outs, pull = jax.vjp(lambda *v: ctx.apply(*v, base=base), *primals)
+    primals = [wide(base[i]) if ctx.wide else base[i] for i in ctx.live_float]
+    outs, pull = jax.vjp(lambda *v: ctx.apply(*v, base=base, wide=ctx.wide), *primals)
     cts = tuple(jnp.zeros_like(o) if c is None else jnp.asarray(c, o.dtype)
                 for o, c in zip(outs, cotangents))
     grads = pull(cts)
@@ -23,10 +26,11 @@ def vjp_live(ctx, cotangents: Sequence[Any], base: Sequence[Any] | None = None) 
 
 
 def jvp_live(ctx, tangents: Sequence[Any]) -> tuple:
-    """The op's linear map applied to ``tangents`` of its live float operands (in order)."""
-    primals = [ctx.xs[i] for i in ctx.live_float]
+    """The op's linear map applied to ``tangents`` of its live float operands (in order); in
+    float32 for a half-precision op (``ctx.wide``)."""
+    primals = [wide(ctx.xs[i]) if ctx.wide else ctx.xs[i] for i in ctx.live_float]
     tangents = [jnp.asarray(t, p.dtype) for t, p in zip(tangents, primals)]
-    _, out = jax.jvp(lambda *v: ctx.apply(*v), tuple(primals), tuple(tangents))
+    _, out = jax.jvp(lambda *v: ctx.apply(*v, wide=ctx.wide), tuple(primals), tuple(tangents))
     return out
 
 
@@ -42,8 +46,9 @@ def unbroadcast(g, shape: tuple):
 
 
 def wide(x):
-    """``x`` in at least float32, so ratios of tiny float16/bfloat16 differences stay finite."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    """``x`` in at least float32, so ratios of tiny float16/bfloat16 differences stay finite
+    (booleans and integers become the default float)."""
+    return widen(x)
 
 
 def safe_ratio(num, den, fallback, tiny):

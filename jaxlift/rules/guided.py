@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from jaxlift.jaxpr_walk import live_equations
+from jaxlift.pairs import Pair
 from jaxlift.rules import registry
 from jaxlift.rules.registry import Rule
 
@@ -131,7 +132,6 @@ def _eval_chain(ctx, value):
 
 
 def _backward(ctx, m_out) -> list:
-    from jaxlift.interpreter import Pair
     (m,) = m_out
     x = ctx.xs[0]
     y, pull = jax.vjp(lambda v: _eval_chain(ctx, v), x)

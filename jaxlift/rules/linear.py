@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxlift.pairs import Pair
 from jaxlift.rules import registry
-from jaxlift.rules._util import jvp_live, unbroadcast, vjp_live
+from jaxlift.rules._util import jvp_live, unbroadcast, vjp_live, wide
 from jaxlift.rules.registry import Rule, always
 
 
-def _pair():
-    from jaxlift.interpreter import Pair  # late import: the interpreter imports the rules
-    return Pair
-
-
 def _transpose_pairs(ctx, m_out, base=None) -> list:
-    Pair = _pair()
     if all(m is None or m.shared for m in m_out):
         g = vjp_live(ctx, [None if m is None else m.pos for m in m_out], base)
         return [None if x is None else Pair.of(x) for x in g]
@@ -56,7 +51,7 @@ LINEAR = Rule("linear", backward=_transpose_pairs, split=_structural_split)
 def _coefficients(ctx) -> list:
     """Per live operand, its elementwise coefficient ``w_i`` at the output's shape."""
     ws = []
-    zeros = [jnp.zeros_like(ctx.xs[i]) for i in ctx.live_float]
+    zeros = [jnp.zeros_like(wide(ctx.xs[i]) if ctx.wide else ctx.xs[i]) for i in ctx.live_float]
     for k in range(len(ctx.live_float)):
         t = list(zeros)
         t[k] = jnp.ones_like(t[k])
@@ -79,7 +74,6 @@ def _scaled_backward(ctx, m_out) -> list:
     (m,) = m_out
     if m.shared:
         return _transpose_pairs(ctx, m_out)
-    Pair = _pair()
     result: list = [None] * len(ctx.xs)
     for i, w in zip(ctx.live_float, _coefficients(ctx)):
         wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
@@ -104,7 +98,7 @@ def _abs_weight_op(ctx, i, j):
     def apply_abs(v):
         vals = list(ctx.xs)
         vals[i], vals[j] = v, w_abs
-        return tuple(ctx.bind(vals))
+        return tuple(ctx.bind(vals, wide=ctx.wide))
     return apply_abs
 
 
@@ -125,10 +119,9 @@ def _weighted_backward(ctx, m_out) -> list:
     if m.shared:
         return _transpose_pairs(ctx, m_out)
     import jax
-    Pair = _pair()
     i, j = _weighted_operands(ctx)
     (total,) = [g for g in vjp_live(ctx, [m.pos + m.neg]) if g is not None]
-    _, pull_abs = jax.vjp(_abs_weight_op(ctx, i, j), ctx.xs[i])
+    _, pull_abs = jax.vjp(_abs_weight_op(ctx, i, j), wide(ctx.xs[i]) if ctx.wide else ctx.xs[i])
     (diff,) = pull_abs((m.pos - m.neg,))
     mx = (total + jnp.sign(ctx.delta_in(i)) * diff) / 2
     result: list = [None] * len(ctx.xs)
@@ -161,10 +154,22 @@ def _first_fixed(live):
     return any(live) and not live[0]
 
 
+def _reading_numbers(rule: Rule) -> Rule:
+    """``rule`` for an index-free linear op, also where a live operand is a boolean or an
+    integer: it reads them as numbers (a predicate broadcast, reshaped or concatenated before
+    ``jnp.where`` uses it; a count added up)."""
+    def numbers(ctx):
+        return ctx if len(ctx.live_float) == len(ctx.live_numeric) else ctx.as_numbers()
+
+    return Rule(rule.name, backward=lambda ctx, m_out: rule.backward(numbers(ctx), m_out),
+                split=lambda ctx: rule.split(numbers(ctx)), numeric_operands=True)
+
+
 for _p in ("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "slice",
-           "rev", "convert_element_type", "copy", "copy_p", "reduce_sum", "reduce_window_sum",
-           "cumsum", "add", "add_any", "concatenate", "pad", "split", "real", "imag",
-           "reduce_and_sum"):
+           "rev", "copy", "copy_p", "reduce_sum", "cumsum", "add", "add_any", "concatenate",
+           "pad", "split"):
+    registry.register(_p, _reading_numbers(LINEAR))
+for _p in ("reduce_window_sum", "real", "imag", "reduce_and_sum"):
     registry.register(_p, LINEAR)
 registry.register("dynamic_slice", LINEAR, _only(0))
 registry.register("gather", LINEAR, _only(0))
@@ -173,8 +178,8 @@ registry.register("scatter-add", LINEAR, _only(0, 2))
 registry.register("scatter_add", LINEAR, _only(0, 2))
 registry.register("select_n", LINEAR, _first_fixed)
 
-registry.register("sub", SCALED)
-registry.register("neg", SCALED)
+registry.register("sub", _reading_numbers(SCALED))
+registry.register("neg", _reading_numbers(SCALED))
 registry.register("mul", SCALED, registry.one_live)
 registry.register("div", SCALED, lambda live: live == (True, False))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxlift.pairs import Pair
 from jaxlift.rules import registry
 from jaxlift.rules._util import vjp_live
 from jaxlift.rules.registry import Rule
@@ -65,7 +66,6 @@ def _route(ctx, cotangent, base, base_out) -> list:
 
 
 def _backward(ctx, m_out) -> list:
-    from jaxlift.interpreter import Pair
     (m,) = m_out
     m = m.pos
     if ctx.config.max_mode == "gradient":

@@ -13,29 +13,39 @@ split keeps summation-to-delta.
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
+
+from jaxlift.pairs import Pair
 from jaxlift.rules import registry
-from jaxlift.rules._util import unbroadcast, vjp_live
+from jaxlift.rules._util import unbroadcast, vjp_live, wide
 from jaxlift.rules.registry import Rule
 
 
 def _bilinear_backward(ctx, m_out) -> list:
-    from jaxlift.interpreter import Pair
     (m,) = m_out
     mids = list(ctx.xs)
     for i in ctx.live_float:
-        mids[i] = (ctx.xs[i] + ctx.rs[i]) / 2
+        mids[i] = (wide(ctx.xs[i]) + wide(ctx.rs[i])) / 2
+        if not ctx.wide:
+            mids[i] = mids[i].astype(ctx.xs[i].dtype)
     g = vjp_live(ctx, [m.pos], base=mids)
-    return [None if v is None else Pair.of(v) for v in g]
+    return [None if v is None else Pair.of(_finite_or_zero(v)) for v in g]
+
+
+def _finite_or_zero(m):
+    """Multipliers through operands that are not finite (a branch ``jnp.where`` discards) are
+    0; where such an operand matters, the target itself is not finite and jaxlift refuses it."""
+    return jnp.where(jnp.isfinite(m), m, 0)
 
 
 def _quotient_backward(ctx, m_out) -> list:
-    from jaxlift.interpreter import Pair
     (m,) = m_out
-    a, b = ctx.xs
-    a0, b0 = ctx.rs
+    a, b = (wide(v) for v in ctx.xs)
+    a0, b0 = (wide(v) for v in ctx.rs)
     ma = m.pos * 0.5 * (1 / b + 1 / b0)
     mb = -m.pos * (a + a0) / (2 * b * b0)
-    return [Pair.of(unbroadcast(ma, a.shape)), Pair.of(unbroadcast(mb, b.shape))]
+    return [Pair.of(unbroadcast(_finite_or_zero(ma), a.shape)),
+            Pair.of(unbroadcast(_finite_or_zero(mb), b.shape))]
 
 
 BILINEAR = Rule("product", backward=_bilinear_backward)

@@ -32,11 +32,15 @@ class Rule:
     ``split(ctx) -> [(pos, neg), ...]``: the RevealCancel split ``Δy = Δy⁺ + Δy⁻`` of each
     output. ``None`` means the interpreter's generic sign split (``Δy⁺ = max(Δy, 0)``) is used,
     and output multipliers are collapsed with it before ``backward`` (see ``interpreter``).
+    ``numeric_operands``: the rule reads live boolean and integer operands as numbers (a boolean
+    as 0/1) and gives them multipliers; any other rule is refused where such an operand is live,
+    since it would silently drop its share of the difference (DESIGN §9).
     """
 
     name: str
     backward: Callable[..., Sequence[Any]]
     split: Callable[..., Sequence[tuple[Any, Any]]] | None = None
+    numeric_operands: bool = False
 
 
 _RULES: dict[str, list[tuple[Predicate, Rule]]] = {}

@@ -1,14 +1,21 @@
-"""The Rescale rule for a nonlinearity of one live input (DESIGN §3).
+"""The Rescale rule for a nonlinearity of one live input (DESIGN §3, §9).
 
 A *nonlinearity* is any chain of elementwise operations fed by one live tensor ``x`` (relu,
 sigmoid, tanh, softplus, gelu, ``jnp.where(x > 0, x, a*x)`` …), fused by the program builder.
-Its multiplier is the difference quotient ``m = Δy/Δx``. Where ``|Δx| ≤ sqrt(eps)·(1 + |x| +
-|x0|)`` the quotient is replaced by its limit, the slope ``½[f'(x) + f'(x0)]`` — second-order
-accurate like the midpoint derivative ``f'((x + x0)/2)`` of DESIGN §3, but evaluated on the N
-inputs and K references rather than on all N·K pairs — so it is never NaN. Ratios are taken in
-at least float32. In RevealCancel modes the split follows the input's: ``Δy± = m·Δx±``,
-``m_x± = m·m_y±``. Summation-to-delta is exact: ``m·Δx = Δy`` wherever ``Δx`` is not tiny, and
-off by ``O(|Δx|³·f''')`` where it is.
+Its multiplier is the difference quotient ``m = Δy/Δx``, which gives ``m·Δx = Δy`` to one
+rounding whatever ``Δx`` is.
+
+Where ``Δx`` is so small that the quotient is mostly rounding noise, its limit, the slope
+``s = ½[f'(x) + f'(x0)]`` (second-order accurate like the midpoint derivative of DESIGN §3, and
+evaluated on the N inputs and K references rather than on all N·K pairs), is the better
+multiplier — but only where it loses nothing: it is used where ``|s·Δx − Δy|`` is within the
+rounding of ``Δy`` itself (``4·eps·(|y| + |y0|)``, eps of the op's dtype) and where ``Δx = 0``.
+Anywhere else — a kink inside a small interval (``relu(x − 10⁴)`` with ``x − r = 3``), a
+steep step — the quotient is kept, so the guard never drops part of ``Δy`` (DESIGN §9).
+Ratios are taken in at least float32 and never divide by zero. Where the op's values are not
+finite (a branch that ``jnp.where`` discards), the multiplier is 0.
+
+In RevealCancel modes the split follows the input's: ``Δy± = m·Δx±``, ``m_x± = m·m_y±``.
 """
 from __future__ import annotations
 
@@ -16,8 +23,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxlift.rules import registry
-from jaxlift.rules._util import safe_ratio, wide
+from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
+
+ROUNDING_ULPS = 4
 
 
 def value_and_derivative(ctx, v):
@@ -27,29 +36,43 @@ def value_and_derivative(ctx, v):
     return y, d
 
 
-def is_tiny(delta, scale):
-    """``|Δ| ≤ sqrt(eps)·(1 + scale)``, in ``delta``'s own precision."""
-    eps = jnp.finfo(delta.dtype).eps
-    return jnp.abs(delta) <= jnp.sqrt(eps) * (1 + scale)
+def rounding_of(dtype, *values):
+    """How much of a difference of ``values`` (computed in ``dtype``) rounding can account for:
+    ``4·eps·Σ|v|`` with eps of ``dtype``, in at least float32."""
+    eps = jnp.finfo(dtype).eps
+    return ROUNDING_ULPS * eps * sum(jnp.abs(wide(v)) for v in values)
 
 
-def guarded_quotient(num, den, slope, scale):
-    """``num/den``, or ``slope`` where ``|den|`` is tiny; computed in at least float32."""
-    tiny = is_tiny(den, scale) | is_tiny(wide(den), wide(scale))
-    return safe_ratio(wide(num), wide(den), wide(slope), tiny).astype(den.dtype)
+def exact_multiplier(dy, dx, slope, rounding):
+    """``Δy/Δx``, or ``slope`` where ``Δx = 0`` or where ``slope·Δx`` equals ``Δy`` to within
+    ``rounding`` (so choosing it loses nothing); 0 where neither is finite.
+    ``dy``, ``dx``, ``slope`` and ``rounding`` are in the same (wide) dtype."""
+    slope_ok = jnp.isfinite(slope)
+    zero = dx == 0
+    quotient = dy / jnp.where(zero, jnp.ones_like(dx), dx)
+    close = slope_ok & (jnp.abs(slope * dx - dy) <= rounding)
+    return jnp.where(zero | close, jnp.where(slope_ok, slope, 0), quotient)
 
 
 def endpoint_slope(ctx):
     """``½[f'(x) + f'(x0)]``: the limit of ``Δy/Δx`` as ``Δx → 0`` (to second order)."""
     x, x0 = ctx.xs[0], ctx.rs[0]
-    return (value_and_derivative(ctx, x)[1] + value_and_derivative(ctx, x0)[1]) / 2
+    return (wide(value_and_derivative(ctx, x)[1]) + wide(value_and_derivative(ctx, x0)[1])) / 2
+
+
+def finite_values(ctx):
+    """Where the op's input and output are finite on both sides."""
+    return (jnp.isfinite(ctx.xs[0]) & jnp.isfinite(ctx.rs[0]) & jnp.isfinite(ctx.ys[0])
+            & jnp.isfinite(ctx.y0s[0]))
 
 
 def rescale_multiplier(ctx):
-    """``m = Δy/Δx`` of the op's single live input, shaped like that input."""
-    x, x0 = ctx.xs[0], ctx.rs[0]
-    scale = (jnp.abs(x) + jnp.abs(x0)) / 2
-    return guarded_quotient(ctx.delta_out(0), x - x0, endpoint_slope(ctx), scale)
+    """``m = Δy/Δx`` of the op's single live input (guarded as the module says), shaped like
+    that input, in at least float32."""
+    y, y0 = ctx.ys[0], ctx.y0s[0]
+    m = exact_multiplier(ctx.delta_out(0), ctx.delta_in(0), endpoint_slope(ctx),
+                         rounding_of(y.dtype, y, y0))
+    return jnp.where(finite_values(ctx), m, 0)
 
 
 def _backward(ctx, m_out) -> list:

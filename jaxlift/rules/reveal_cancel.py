@@ -21,37 +21,46 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxlift.pairs import Pair
 from jaxlift.rules import registry
+from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
-from jaxlift.rules.rescale import RESCALE, endpoint_slope, guarded_quotient, value_and_derivative
+from jaxlift.rules.rescale import (RESCALE, exact_multiplier, finite_values,
+                                   rescale_multiplier, rounding_of, value_and_derivative)
 
 
 def reveal_cancel_parts(ctx):
-    """``(Δy⁺, Δy⁻, m⁺, m⁻)`` of the nonlinearity.
+    """``(Δy⁺, Δy⁻, m⁺, m⁻)`` of the nonlinearity, in at least float32.
 
-    Where ``Δx⁺`` is tiny, ``m⁺`` is its limit ``½[f'(x0) + f'(x0 + Δx⁻)]`` (and ``m⁻`` likewise
-    ``½[f'(x0) + f'(x0 + Δx⁺)]``): the rate at which a small positive part would move ``y``.
+    ``m± = Δy±/Δx±``, or its limit (``½[f'(x0) + f'(x0 + Δx∓)]``) where that loses nothing
+    (:func:`~jaxlift.rules.rescale.exact_multiplier`). Where a part cannot carry its share —
+    ``Δx± = 0`` while ``Δy±`` is more than rounding, or ``f`` is not finite at ``x0 + Δx±`` —
+    the element falls back to Rescale (``Δy± = (Δy/Δx)·Δx±``), which still sums to ``Δy``.
     """
     p, n = ctx.split_in(0)
-    x, x0 = ctx.xs[0], ctx.rs[0]
-    y, y0 = ctx.ys[0], ctx.y0s[0]
-    fp, dfp = value_and_derivative(ctx, x0 + p)
-    fn, dfn = value_and_derivative(ctx, x0 + n)
-    _, d0 = value_and_derivative(ctx, x0)
+    x0 = ctx.rs[0]
+    y, y0 = wide(ctx.ys[0]), wide(ctx.y0s[0])
+    point = lambda part: (wide(x0) + part).astype(x0.dtype)  # noqa: E731
+    fp, dfp = (wide(v) for v in value_and_derivative(ctx, point(p)))
+    fn, dfn = (wide(v) for v in value_and_derivative(ctx, point(n)))
+    d0 = wide(value_and_derivative(ctx, x0)[1])
     dyp = 0.5 * (fp - y0) + 0.5 * (y - fn)
     dyn = 0.5 * (fn - y0) + 0.5 * (y - fp)
-    scale = (jnp.abs(x) + jnp.abs(x0)) / 2
-    mp = guarded_quotient(dyp, p, (d0 + dfn) / 2, scale)
-    mn = guarded_quotient(dyn, n, (d0 + dfp) / 2, scale)
-    outside = ~(jnp.isfinite(fp) & jnp.isfinite(fn))
-    ratio = guarded_quotient(y - y0, x - x0, endpoint_slope(ctx), scale)
-    dyp = jnp.where(outside, ratio * p, dyp)
-    dyn = jnp.where(outside, ratio * n, dyn)
-    return dyp, dyn, jnp.where(outside, ratio, mp), jnp.where(outside, ratio, mn)
+    rounding = rounding_of(ctx.ys[0].dtype, y, y0, fp, fn)
+    mp = exact_multiplier(dyp, p, (d0 + dfn) / 2, rounding)
+    mn = exact_multiplier(dyn, n, (d0 + dfp) / 2, rounding)
+    lost = (((p == 0) & (jnp.abs(dyp) > rounding)) | ((n == 0) & (jnp.abs(dyn) > rounding))
+            | ~(jnp.isfinite(fp) & jnp.isfinite(fn) & jnp.isfinite(mp) & jnp.isfinite(mn)))
+    ratio = rescale_multiplier(ctx)
+    dyp = jnp.where(lost, ratio * p, dyp)
+    dyn = jnp.where(lost, ratio * n, dyn)
+    ok = finite_values(ctx)
+    mp = jnp.where(ok, jnp.where(lost, ratio, mp), 0)
+    mn = jnp.where(ok, jnp.where(lost, ratio, mn), 0)
+    return dyp, dyn, mp, mn
 
 
 def _backward(ctx, m_out) -> list:
-    from jaxlift.interpreter import Pair
     (m,) = m_out
     _, _, mp, mn = reveal_cancel_parts(ctx)
     return [Pair(m.pos * mp, m.neg * mn)]

@@ -1,0 +1,49 @@
+"""Multipliers of the positive and negative parts of a difference (DESIGN §2-3).
+
+A leaf module shared by the interpreter and the rules (neither imports the other for it).
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+
+class Pair(NamedTuple):
+    """Multipliers of the positive and negative parts of a difference, ``(m⁺, m⁻)``; the same
+    array in Rescale mode (``shared``), which the rules use to skip duplicate work."""
+
+    pos: Any
+    neg: Any
+
+    @property
+    def shared(self) -> bool:
+        return self.pos is self.neg
+
+    @staticmethod
+    def of(m) -> "Pair":
+        return Pair(m, m)
+
+    def map(self, f) -> "Pair":
+        """Apply ``f`` to both parts (once when they are the same array)."""
+        if self.shared:
+            return Pair.of(f(self.pos))
+        return Pair(f(self.pos), f(self.neg))
+
+    def __add__(self, other: "Pair") -> "Pair":  # type: ignore[override]
+        if self.shared and other.shared:
+            return Pair.of(self.pos + other.pos)
+        return Pair(self.pos + other.pos, self.neg + other.neg)
+
+
+def sign_split(delta):
+    """``(max(Δ, 0), min(Δ, 0))``."""
+    return jnp.maximum(delta, 0), jnp.minimum(delta, 0)
+
+
+def combine_by_sign(delta, m: Pair):
+    """One multiplier for the whole difference when its split is the sign split:
+    ``m⁺`` where ``Δ > 0``, ``m⁻`` where ``Δ < 0``, their mean where ``Δ = 0``."""
+    if m.shared:
+        return m.pos
+    return jnp.where(delta > 0, m.pos, jnp.where(delta < 0, m.neg, (m.pos + m.neg) / 2))

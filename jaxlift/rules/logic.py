@@ -1,0 +1,156 @@
+"""Exact rules where the input reaches the target through booleans and integers (DESIGN §9).
+
+A boolean is read as the number 0/1 and its difference ``Δp = p − p0`` is −1, 0 or 1; an integer
+made from the input (a cast, a count) is read as its number. Every rule below is exact:
+``Σ_i m_i·Δin_i = Δout`` for each element.
+
+* **Steps** — a comparison ``p = (a ≷ c)`` of one live operand, or a float→integer/boolean
+  conversion ``p = cast(a)`` (rounding): ``m_a = Δp/Δa`` (0 where ``Δa = 0``, which is exact:
+  then ``Δp = 0``). Two live operands ``a ≷ b`` are a step of ``d = a − b``:
+  ``m_a = Δp/(Δa − Δb) = −m_b``. Steps use this difference quotient in every mode: a step has
+  no slope to take a limit of, and in RevealCancel modes its output is split by sign.
+* **Select with a live predicate** — ``y = select_n(p, c0, c1) = c0 + p·(c1 − c0)`` (``jnp.where``,
+  ``lax.cond`` with two branches): where the predicate agrees on input and reference the taken
+  case passes its multiplier through (``m_c = 1`` for it, 0 for the other, ``m_p = 0``); where it
+  flips, the Shapley split of the product: ``m_c0 = m_c1 = ½`` and
+  ``m_p = ½[(c1 − c0) + (c1⁰ − c0⁰)]``, so ``Δy = ½Δc0 + ½Δc1 + m_p·Δp`` exactly. If a case is
+  not finite on one side (``jnp.where(x > 0, log(x), 0)`` evaluates ``log`` of a negative number
+  there) the flip itself explains all: ``m_p = Δy/Δp``, ``m_c = 0``. An integer index with more
+  than two cases (``lax.switch``) has no such reading and is refused.
+* **Boolean logic** — ``not p = 1 − p`` (``m = −1``); ``p and q = p·q`` and
+  ``p or q = p + q − p·q`` with the Shapley split of the product (``m_p = q̄`` and
+  ``m_p = 1 − q̄``, ``q̄ = (q + q0)/2``).
+* **Conversions** that keep the number (bool→int→float, float→float, int→int): the identity.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxlift._ops import widen
+from jaxlift.errors import UnsupportedPrimitiveError
+from jaxlift.pairs import Pair, combine_by_sign
+from jaxlift.rules import registry
+from jaxlift.rules._util import unbroadcast
+from jaxlift.rules.registry import Rule
+
+_COMPARISONS = ("gt", "ge", "lt", "le", "eq", "ne")
+_LOGIC = ("not", "and", "or")
+
+
+def _number(v):
+    return widen(v)
+
+
+def _is_float(v) -> bool:
+    return jnp.issubdtype(jnp.result_type(v), jnp.inexact)
+
+
+def _is_bool(v) -> bool:
+    return jnp.result_type(v) == jnp.bool_
+
+
+def _quotient(num, den):
+    """``num/den``, 0 where ``den = 0``."""
+    zero = den == 0
+    return jnp.where(zero, 0, num / jnp.where(zero, 1, den))
+
+
+def _step_backward(ctx, m_out) -> list:
+    (m,) = m_out
+    m = m.pos
+    dy = ctx.delta_out(0)
+    live = ctx.live_numeric
+    result: list = [None] * len(ctx.xs)
+    if len(live) == 1:
+        (i,) = live
+        slope = _quotient(dy, ctx.delta_in(i))
+        result[i] = Pair.of(unbroadcast(m * slope, jnp.shape(ctx.xs[i])))
+        return result
+    a, b = live
+    slope = _quotient(dy, ctx.delta_in(a) - ctx.delta_in(b))
+    result[a] = Pair.of(unbroadcast(m * slope, jnp.shape(ctx.xs[a])))
+    result[b] = Pair.of(unbroadcast(-m * slope, jnp.shape(ctx.xs[b])))
+    return result
+
+
+STEP = Rule("step", backward=_step_backward, numeric_operands=True)
+
+
+def _select_backward(ctx, m_out) -> list:
+    (m,) = m_out
+    m = m.pos
+    p, p0 = _number(ctx.xs[0]), _number(ctx.rs[0])
+    c0, c1 = _number(ctx.xs[1]), _number(ctx.xs[2])
+    c00, c10 = _number(ctx.rs[1]), _number(ctx.rs[2])
+    dp = p - p0
+    flips = dp != 0
+    finite = jnp.isfinite(c0) & jnp.isfinite(c1) & jnp.isfinite(c00) & jnp.isfinite(c10)
+    shapley = flips & finite
+    half = jnp.asarray(0.5, m.dtype)
+    m_c0 = jnp.where(shapley, half, jnp.where(flips, 0, 1 - p))
+    m_c1 = jnp.where(shapley, half, jnp.where(flips, 0, p))
+    d_mid = ((c1 - c0) + (c10 - c00)) / 2
+    dy = ctx.delta_out(0)
+    m_p = jnp.where(shapley, jnp.where(finite, d_mid, 0),
+                    jnp.where(flips, _quotient(dy, dp), 0))
+    result: list = [None] * len(ctx.xs)
+    for i, w in ((0, m_p), (1, m_c0), (2, m_c1)):
+        if ctx.live[i]:
+            result[i] = Pair.of(unbroadcast(m * w, jnp.shape(ctx.xs[i])))
+    return result
+
+
+SELECT = Rule("select", backward=_select_backward, numeric_operands=True)
+
+
+def _logic_backward(ctx, m_out) -> list:
+    (m,) = m_out
+    m = m.pos
+    name = ctx.op.primitive
+    if not all(_is_bool(v) for v in ctx.xs):
+        raise UnsupportedPrimitiveError(
+            name, ctx.op.where, "bitwise logic on integers that depend on the input has no "
+            "multipliers; only boolean and/or/not are read as numbers")
+    result: list = [None] * len(ctx.xs)
+    if name == "not":
+        result[0] = Pair.of(-m)
+        return result
+    mids = [(_number(x) + _number(r)) / 2 for x, r in zip(ctx.xs, ctx.rs)]
+    for i in ctx.live_numeric:
+        other = mids[1 - i]
+        w = other if name == "and" else 1 - other
+        result[i] = Pair.of(unbroadcast(m * w, jnp.shape(ctx.xs[i])))
+    return result
+
+
+LOGIC = Rule("boolean_logic", backward=_logic_backward, numeric_operands=True)
+
+
+def _keeps_number(ctx) -> bool:
+    return not (_is_float(ctx.xs[0]) and not _is_float(ctx.ys[0]))
+
+
+def _convert_backward(ctx, m_out) -> list:
+    if not _keeps_number(ctx):  # float → integer/boolean: a rounding step
+        (m,) = m_out
+        return _step_backward(ctx, [Pair.of(combine_by_sign(ctx.delta_out(0), m))])
+    return list(m_out)
+
+
+def _convert_split(ctx) -> list:
+    if not _keeps_number(ctx):
+        dy = ctx.delta_out(0)
+        return [(jnp.maximum(dy, 0), jnp.minimum(dy, 0))]
+    return [ctx.split_in(0)]
+
+
+CONVERT = Rule("convert", backward=_convert_backward, split=_convert_split,
+               numeric_operands=True)
+
+
+for _p in _COMPARISONS:
+    registry.register(_p, STEP, lambda live: 1 <= sum(live) <= 2)
+registry.register("select_n", SELECT, lambda live: live[0] and len(live) == 3)
+for _p in _LOGIC:
+    registry.register(_p, LOGIC, any)
+registry.register("convert_element_type", CONVERT, registry.one_live)

@@ -1,0 +1,170 @@
+"""Checks of a call before anything is traced: the target, and what ``fn`` does with a batch.
+
+jaxlift traces ``fn`` at one example, so three things about ``fn`` must hold for its scores to
+mean anything, and each is checked here once per (fn, shapes) with a clear message instead of
+an error from deep inside JAX or a silent wrong number (DESIGN §9):
+
+* ``fn(params, xb)`` takes a batch (a leading axis) and returns a batch of outputs, as a model
+  does for prediction;
+* its outputs are floating point (logits, not labels);
+* it does not mix the examples of a batch (a BatchNorm in training mode, ``xb - xb.mean(0)``):
+  row i of ``fn`` on a batch equals ``fn`` on example i alone.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlift._memo import memoized
+
+
+def check_target(target) -> None:
+    """Refuse target types that no rule can read, before anything is cached under them
+    (``1.0 == 1 == True`` as cache keys)."""
+    if target is None or callable(target):
+        return
+    if isinstance(target, str):
+        if target != "all":
+            raise ValueError(f"unknown target {target!r}; use an index, a tuple, a callable "
+                             "or 'all'")
+        return
+    if isinstance(target, (bool, np.bool_)):
+        raise TypeError(f"target must be an int index, not a bool ({target!r})")
+    if isinstance(target, (int, np.integer)):
+        return
+    if isinstance(target, tuple) and all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+            for i in target):
+        return
+    raise TypeError(f"target must be None, an int, a tuple of ints, a callable or 'all', got "
+                    f"{type(target).__name__} {target!r}")
+
+
+def _rows(tree, index) -> Any:
+    """Rows of every leaf, without converting a whole NumPy input to a device array."""
+    return jax.tree_util.tree_map(
+        lambda leaf: jnp.asarray((leaf if hasattr(leaf, "shape") else np.asarray(leaf))[index]),
+        tree)
+
+
+def _differs(a, b) -> bool:
+    return any(not np.array_equal(np.asarray(u), np.asarray(v))
+               for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def _second_example(x, refs, n: int, per_input_refs: bool):
+    """An example other than ``x[0]``: another input or a reference (``None`` if all equal)."""
+    first = _rows(x, 0)
+    candidates = []
+    if n > 1:
+        candidates.append(_rows(x, 1))
+    if refs is not None:
+        candidates.append(_rows(refs, (0, 0) if per_input_refs else 0))
+    for c in candidates:
+        if _differs(first, c):
+            return c
+    return None
+
+
+def _stack(a, b):
+    return jax.tree_util.tree_map(lambda u, v: jnp.stack([u, v]), a, b)
+
+
+def _shape_of(tree) -> str:
+    shapes = [tuple(jnp.shape(l)) for l in jax.tree_util.tree_leaves(tree)]
+    return str(shapes[0]) if len(shapes) == 1 else str(shapes)
+
+
+def _call(fn: Callable, params, xb, x, what: str):
+    try:
+        return fn(params, xb)
+    except Exception as exc:  # a user's function failing: say how jaxlift called it
+        single = _looks_like_one_example(fn, params, x)
+        if single:
+            raise ValueError(
+                f"fn failed on {what}, but accepts x itself as a batch of one: x of shape "
+                f"{_shape_of(x)} looks like a single example without its batch axis. Pass "
+                "x[None] (and references with a leading axis too)") from exc
+        raise ValueError(f"fn(params, xb) failed on {what} (xb of shape {_shape_of(xb)}); "
+                         f"fn must take a batch with a leading axis: {exc}") from exc
+
+
+def _looks_like_one_example(fn: Callable, params, x) -> bool:
+    try:
+        jax.eval_shape(fn, params, jax.tree_util.tree_map(lambda l: jnp.asarray(l)[None], x))
+        return True
+    except Exception:
+        return False
+
+
+def _check_outputs(out, batch: int, what: str) -> None:
+    for leaf in jax.tree_util.tree_leaves(out):
+        shape = jnp.shape(leaf)
+        if not shape or shape[0] != batch:
+            raise ValueError(
+                f"fn must return one output per example (a leading axis of size {batch} for "
+                f"{what}); it returned shape {shape}. Return the per-example outputs, not "
+                "their sum or mean over the batch")
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise ValueError(
+                f"fn returns {dtype} outputs; jaxlift explains floating-point outputs (logits "
+                "or scores), not labels or indices: return the values argmax would pick from")
+
+
+def _close(a, b) -> bool:
+    """Equal up to what a different batch size can change: ``1e-3`` (or 8 ulps of a half
+    precision dtype) of the larger output."""
+    rtol = max(1e-3, 8 * float(jnp.finfo(jnp.result_type(a)).eps))
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return False
+    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
+    return bool(np.all(np.abs(a - b) <= rtol * scale + 1e-30))
+
+
+@functools.lru_cache(maxsize=256)
+def _verdict(fn, key) -> list:
+    """A cell per (fn, shapes) that remembers that the check has passed."""
+    return []
+
+
+def _shapes_key(params, x) -> tuple:
+    p_leaves, p_tree = jax.tree_util.tree_flatten(params)
+    x_leaves, x_tree = jax.tree_util.tree_flatten(x)
+    return (p_tree, tuple((jnp.shape(l), jnp.result_type(l)) for l in p_leaves),
+            x_tree, tuple((jnp.shape(l)[1:], jnp.result_type(l)) for l in x_leaves))
+
+
+def check_examples_independent(fn: Callable, params, x, refs, *, n: int,
+                               per_input_refs: bool) -> None:
+    """Once per (fn, shapes): ``fn`` takes a batch, returns a float batch, and treats each
+    example on its own (``fn`` on ``[a, b]`` equals ``fn`` on ``[a]`` and on ``[b]`` to 1e-3 of
+    the outputs' size). ``refs`` may be ``None``. Raises ``ValueError`` naming what is wrong."""
+    cell = memoized(_verdict, fn, _shapes_key(params, x))
+    if cell:
+        return
+    a = _rows(x, slice(0, 1))
+    out_a = _call(fn, params, a, x, "a batch of one example (x[:1])")
+    _check_outputs(out_a, 1, "a batch of one example")
+    b = _second_example(x, refs, n, per_input_refs)
+    if b is None:  # every input and reference is the same example: nothing to compare
+        return
+    pair = _stack(_rows(x, 0), b)
+    out_pair = _call(fn, params, pair, x, "a batch of two examples")
+    _check_outputs(out_pair, 2, "a batch of two examples")
+    out_b = fn(params, _rows(pair, slice(1, 2)))
+    for whole, first, second in zip(jax.tree_util.tree_leaves(out_pair),
+                                    jax.tree_util.tree_leaves(out_a),
+                                    jax.tree_util.tree_leaves(out_b)):
+        if not (_close(whole[0], first[0]) and _close(whole[1], second[0])):
+            raise ValueError(
+                "fn must not mix examples of a batch: fn on a batch of two examples differs "
+                "from fn on each example alone (a BatchNorm in training mode, a mean over the "
+                "batch axis …). jaxlift traces fn at one example, so its scores would be wrong; "
+                "use the model in inference mode")
+    cell.append(True)

@@ -1,0 +1,210 @@
+"""Regression tests of the issue "Exact or refused": each finding that once returned a silently
+wrong score now sums to Δt exactly or is refused with the primitive and the user's line."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlift
+from jaxlift.errors import NonFiniteScoresError, UnsupportedPrimitiveError
+
+MODES = ["rescale", "reveal_cancel", "genomics_default"]
+RNG = np.random.default_rng(7)
+W = RNG.normal(size=(4, 4))
+V = RNG.normal(size=(4, 4))
+
+
+def _data(n=3, k=2, dtype=jnp.float64):
+    rng = np.random.default_rng(3)
+    return (jnp.asarray(rng.normal(size=(n, 4)), dtype),
+            jnp.asarray(rng.normal(size=(k, 4)), dtype))
+
+
+def _gap(fn, params, x, r, **kw):
+    """Largest |Σ C − Δt| over all pairs, the deltas, and the scores."""
+    c, d = jaxlift.attribute(fn, params, x, r, return_delta=True, average_refs=False, **kw)
+    total = c.reshape(c.shape[:2] + (-1,)).sum(-1)
+    assert bool(jnp.all(jnp.isfinite(c)))
+    return float(jnp.abs(total - d).max()), d, c
+
+
+# 1. live booleans: a predicate from one tensor choosing between values of others
+
+@pytest.mark.parametrize("mode", MODES)
+def test_where_with_a_live_predicate_is_exact(x64, mode):
+    fn = lambda p, xb: jnp.where(xb @ W > 0, xb @ W, jnp.tanh(xb @ V)).sum(1)  # noqa: E731
+    x, r = _data()
+    gap, d, _ = _gap(fn, None, x, r, mode=mode)
+    assert float(jnp.abs(d).max()) > 0.1 and gap < 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_vmapped_cond_with_a_live_predicate_is_exact(x64, mode):
+    def fn(p, xb):
+        branch = lambda v: jax.lax.cond(v.sum() > 0, lambda u: jnp.tanh(u @ W),  # noqa: E731
+                                        lambda u: u @ V, v)
+        return jax.vmap(branch)(xb).sum(1)
+    x, r = _data()
+    gap, _, _ = _gap(fn, None, x, r, mode=mode)
+    assert gap < 1e-12
+
+
+def test_select_rule_by_hand(x64):
+    # y = where(x1 > 0, x2, 3): x = (1, 5) → 5; r = (−1, 2) → 3. The predicate flips:
+    # m_c1 = ½ (Δx2 = 3 → 1.5); m_p = ½[(5 − 3) + (2 − 3)] = ½, Δp = 1 → 0.5 goes to x1 through
+    # the step (m = Δp/Δx1 = ½, C = 1·... = 0.5). Σ C = 2 = Δy.
+    fn = lambda p, xb: jnp.where(xb[:, 0] > 0, xb[:, 1], 3.0)  # noqa: E731
+    c = jaxlift.attribute(fn, None, jnp.array([[1.0, 5.0]]), jnp.array([[-1.0, 2.0]]))
+    np.testing.assert_allclose(np.asarray(c[0]), [0.5, 1.5], rtol=1e-12)
+
+
+def test_discarded_branch_that_is_not_finite_is_exact(x64):
+    # log of a negative number in the branch jnp.where discards: the flip explains it all
+    fn = lambda p, xb: jnp.where(xb[:, 0] > 0, jnp.log(jnp.abs(xb[:, 1]) + xb[:, 0]), 0.0)  # noqa: E731
+    x, r = jnp.array([[1.0, 2.0]]), jnp.array([[-3.0, 1.0]])
+    gap, d, _ = _gap(fn, None, x, r)
+    assert float(d[0, 0]) == pytest.approx(np.log(3.0)) and gap < 1e-12
+
+
+def test_integer_path_is_refused_with_primitive_and_line():
+    fn = lambda p, xb: jnp.take_along_axis(xb @ W, jnp.argmax(xb @ V, 1)[:, None], 1)[:, 0]  # noqa: E731
+    x, r = _data(dtype=jnp.float32)
+    with pytest.raises(UnsupportedPrimitiveError,
+                       match=r"'gather' \(at .*test_exact_or_refused\.py:\d+.*integer"):
+        jaxlift.attribute(fn, None, x, r)
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_float_to_integer_cast_is_a_step(x64, mode):
+    fn = lambda p, xb: (jnp.round(xb @ W).astype(jnp.int32).astype(xb.dtype) * 0.5 + xb @ V).sum(1)  # noqa: E731
+    x, r = _data()
+    gap, _, _ = _gap(fn, None, 3 * x, r, mode=mode)
+    assert gap < 1e-12
+
+
+# 2. the near-zero guard at a kink far from zero
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_kink_at_a_large_offset(mode, dtype):
+    with jax.enable_x64(dtype == jnp.float64):
+        fn = lambda p, xb: jax.nn.relu(xb[:, 0] - 1e4)  # noqa: E731
+        x = jnp.array([[1e4 + 2.0]], dtype)
+        r = jnp.array([[1e4 - 1.0]], dtype)
+        c, d = jaxlift.attribute(fn, None, x, r, mode=mode, return_delta=True)
+        assert float(d[0]) == 2.0
+        assert float(c[0, 0]) == pytest.approx(2.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batchnorm_like_affine_at_a_large_mean(mode):
+    mu, sigma = 1e4, 3.0
+    fn = lambda p, xb: jax.nn.relu(((xb - mu) / sigma) @ W.astype(np.float32)).sum(1)  # noqa: E731
+    x, r = _data(dtype=jnp.float32)
+    c, d = jaxlift.attribute(fn, None, x * 3 + mu, r * 3 + mu, mode=mode, return_delta=True,
+                             average_refs=False)
+    total = c.reshape(c.shape[:2] + (-1,)).sum(-1)
+    scale = jnp.abs(c).reshape(c.shape[:2] + (-1,)).sum(-1)
+    assert float((jnp.abs(total - d) / scale).max()) < 1e-5
+
+
+# 3. half precision: differences are carried in float32
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_differences_do_not_overflow(dtype):
+    x = jnp.full((2, 4), 4e4, dtype) * jnp.array([1, -1, 1, -1], dtype)
+    r = -x[:1]
+    fn = lambda p, xb: jnp.tanh(xb @ p).sum(1)  # noqa: E731
+    w = jnp.asarray(W / 1e5, dtype)
+    c, d = jaxlift.attribute(fn, w, x, r, return_delta=True)
+    assert c.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(c)))
+    assert float(jnp.abs(c.sum(1) - d).max()) <= 1e-5 * float(jnp.abs(c).sum(1).max())
+
+
+# 4. a marked layer inside an elementwise chain
+
+@pytest.mark.parametrize("mode", MODES)
+def test_marker_inside_an_elementwise_chain(x64, mode):
+    fn = lambda p, xb: (2 * jaxlift.layer(jax.nn.relu(xb), "h")).sum(1)  # noqa: E731
+    x, r = _data()
+    c = jaxlift.attribute(fn, None, x, r, layer="h", mode=mode, average_refs=False)
+    h_delta = jax.nn.relu(x)[:, None] - jax.nn.relu(r)[None]
+    np.testing.assert_allclose(np.asarray(c), 2 * np.asarray(h_delta), rtol=1e-12, atol=1e-14)
+
+
+# 5. a function that mixes the examples of a batch
+
+def test_function_mixing_examples_is_refused():
+    fn = lambda p, xb: jnp.tanh((xb - xb.mean(0)) @ W.astype(np.float32)).sum(1)  # noqa: E731
+    x, r = _data(dtype=jnp.float32)
+    with pytest.raises(ValueError, match="fn must not mix examples of a batch"):
+        jaxlift.attribute(fn, None, x, r)
+    with pytest.raises(ValueError, match="fn must not mix examples of a batch"):
+        jaxlift.attribute(fn, None, x, r, mode="gradient")
+
+
+# 6. a rejected target does not poison the cache
+
+def test_rejected_target_does_not_poison_the_cache():
+    fn = lambda p, xb: xb @ W.astype(np.float32)  # noqa: E731
+    x, r = _data(dtype=jnp.float32)
+    for bad in (1.0, True):
+        with pytest.raises(TypeError, match="target must be"):
+            jaxlift.attribute(fn, None, x, r, target=bad)
+    assert jaxlift.attribute(fn, None, x, r, target=1).shape == x.shape
+
+
+# 7. x == r gives Δt = 0 and C = 0 exactly
+
+@pytest.mark.parametrize("mode", MODES)
+def test_input_equal_to_reference_is_exactly_zero(mode):
+    fn = lambda p, xb: jnp.tanh(xb * 5e4) @ W.astype(np.float32) * 5e4  # noqa: E731
+    x, r = _data(n=4, dtype=jnp.float32)
+    refs = jnp.concatenate([x[2:3], r])
+    c, d = jaxlift.attribute(fn, None, x, refs, target=0, mode=mode, return_delta=True,
+                             average_refs=False)
+    assert float(d[2, 0]) == 0.0 and float(jnp.abs(c[2, 0]).max()) == 0.0
+    assert float(jnp.abs(d[:, 1:]).min()) > 0  # the other pairs are not zeroed
+
+
+# 8. messages that name the problem
+
+def test_input_without_batch_axis_is_named():
+    fn = lambda p, xb: jnp.tanh(xb @ W.astype(np.float32)).sum(1)  # noqa: E731
+    x, r = _data(dtype=jnp.float32)
+    with pytest.raises(ValueError, match=r"shape \(4,\) looks like a single example.*x\[None\]"):
+        jaxlift.attribute(fn, None, x[0], r[0])
+
+
+def test_integer_inputs_say_cast_to_float():
+    fn = lambda p, xb: jnp.tanh(xb @ W.astype(np.float32)).sum(1)  # noqa: E731
+    x, r = _data(dtype=jnp.float32)
+    with pytest.raises(UnsupportedPrimitiveError, match=r"input itself is int32: cast x and refs"):
+        jaxlift.attribute(fn, None, (3 * x).astype(jnp.int32), r.astype(jnp.int32))
+
+
+def test_fixed_predicate_cond_is_exact_not_called_live(x64):
+    fn = lambda p, xb: jax.lax.cond(p.sum() > 0, lambda u: jnp.tanh(u @ W),  # noqa: E731
+                                    lambda u: u @ V, xb).sum(1)
+    x, r = _data()
+    for sign in (1.0, -1.0):
+        gap, _, _ = _gap(fn, jnp.asarray(sign), x, r)
+        assert gap < 1e-12
+
+
+def test_scalar_and_integer_outputs_are_named():
+    x, r = _data(dtype=jnp.float32)
+    w = W.astype(np.float32)
+    with pytest.raises(ValueError, match="one output per example.*returned shape \\(\\)"):
+        jaxlift.attribute(lambda p, xb: jnp.tanh(xb @ w).sum(), None, x, r)
+    with pytest.raises(ValueError, match="returns int32 outputs"):
+        jaxlift.attribute(lambda p, xb: jnp.argmax(xb @ w, 1), None, x, r)
+
+
+def test_overflowing_multiplier_names_the_primitive():
+    # a step crossed within 1e-44: Δp/Δh overflows float32; refused, naming the comparison
+    fn = lambda p, xb: jnp.where(xb[:, 0] > 0, 1.0, 0.0) * 1e3 + xb[:, 1]  # noqa: E731
+    x = jnp.array([[1e-44, 1.0]], jnp.float32)
+    r = jnp.array([[-1e-44, 1.0]], jnp.float32)
+    with pytest.raises(NonFiniteScoresError, match=r"'gt' \(at .*test_exact_or_refused"):
+        jaxlift.attribute(fn, None, x, r)
