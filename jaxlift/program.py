@@ -67,7 +67,12 @@ class Op:
 
     @property
     def primitive(self) -> str:
-        return "nonlinearity" if self.eqn is None else self.eqn.primitive.name
+        """The primitive's name; a fused nonlinearity lists the primitives inside it, e.g.
+        ``nonlinearity[gt, select_n, mul]``."""
+        if self.eqn is not None:
+            return self.eqn.primitive.name
+        names = list(dict.fromkeys(op.primitive for op in self.body))
+        return f"nonlinearity[{', '.join(names)}]"
 
     @property
     def is_live(self) -> bool:

@@ -83,7 +83,7 @@ def _call(fn: Callable, params, xb, x, what: str):
     try:
         return fn(params, xb)
     except Exception as exc:  # a user's function failing: say how jaxlift called it
-        single = _looks_like_one_example(fn, params, x)
+        single = not _traces(fn, params, xb) and _looks_like_one_example(fn, params, x)
         if single:
             raise ValueError(
                 f"fn failed on {what}, but accepts x itself as a batch of one: x of shape "
@@ -93,12 +93,16 @@ def _call(fn: Callable, params, xb, x, what: str):
                          f"fn must take a batch with a leading axis: {exc}") from exc
 
 
-def _looks_like_one_example(fn: Callable, params, x) -> bool:
+def _traces(fn: Callable, params, xb) -> bool:
     try:
-        jax.eval_shape(fn, params, jax.tree_util.tree_map(lambda l: jnp.asarray(l)[None], x))
+        jax.eval_shape(fn, params, xb)
         return True
     except Exception:
         return False
+
+
+def _looks_like_one_example(fn: Callable, params, x) -> bool:
+    return _traces(fn, params, jax.tree_util.tree_map(lambda l: jnp.asarray(l)[None], x))
 
 
 def _check_outputs(out, batch: int, what: str) -> None:
