@@ -24,14 +24,15 @@ def mean_axis(a: jax.Array, axis: int) -> jax.Array:
 
 def difference_dtype(dtype) -> jnp.dtype:
     """The dtype that holds differences of values of ``dtype`` (DESIGN §9): float32 for
-    float16/bfloat16 (whose differences can overflow or lose all digits), the default float for
-    booleans and integers (a boolean counts as 0/1), else ``dtype`` itself."""
+    float16/bfloat16 (whose differences can overflow or lose all digits) and for booleans and
+    integers (a boolean counts as 0/1; float32 mixes into float32 and float64 programs without
+    changing their type), else ``dtype`` itself."""
     dtype = jnp.dtype(dtype)
     if jnp.issubdtype(dtype, jnp.floating):
         return jnp.promote_types(dtype, jnp.float32)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         return dtype
-    return jnp.dtype(jnp.result_type(float))
+    return jnp.dtype(jnp.float32)
 
 
 def widen(v) -> jax.Array:

@@ -160,24 +160,24 @@ class RuleContext:
     def producer(self, atom) -> Op | None:
         return self.program.producer.get(atom) if isinstance(atom, int) else None
 
-    def as_numbers(self) -> "RuleContext":
-        """This context with boolean and integer values read as floats (the difference dtype)
-        and every live operand treated as a float one: for index-free linear ops (reshape,
-        broadcast, concatenate, add …) whose numbers are what a boolean predicate carries."""
+    def as_numbers(self, dtype) -> "RuleContext":
+        """This context with boolean and integer values read as floats of ``dtype`` (that of
+        the multipliers or splits they meet) and every live operand treated as a float one:
+        for index-free linear ops (reshape, broadcast, concatenate, add …) whose numbers are
+        what a boolean predicate carries."""
         view = copy.copy(self)
-        view.xs = [_as_number(v) for v in self.xs]
-        view.rs = [_as_number(v) for v in self.rs]
-        view.ys = [_as_number(v) for v in self.ys]
-        view.y0s = [_as_number(v) for v in self.y0s]
+        view.xs = [_as_number(v, dtype) for v in self.xs]
+        view.rs = [_as_number(v, dtype) for v in self.rs]
+        view.ys = [_as_number(v, dtype) for v in self.ys]
+        view.y0s = [_as_number(v, dtype) for v in self.y0s]
         view.live_float = list(self.live_numeric)
         return view
 
 
-def _as_number(v):
-    dtype = jnp.result_type(v)
-    if jnp.issubdtype(dtype, jnp.inexact):
+def _as_number(v, dtype):
+    if jnp.issubdtype(jnp.result_type(v), jnp.inexact):
         return v
-    return jnp.asarray(v).astype(widen(jnp.zeros((), dtype)).dtype)
+    return jnp.asarray(v).astype(dtype)
 
 
 def _rule_for(op: Op, config: Config, program: Program):

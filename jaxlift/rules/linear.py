@@ -22,6 +22,7 @@ Every form satisfies ``Σ m⁺Δx⁺ + m⁻Δx⁻ = Σ m_y⁺Δy⁺ + m_y⁻Δy�
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxlift.pairs import Pair
@@ -121,8 +122,9 @@ def _weighted_backward(ctx, m_out) -> list:
     import jax
     i, j = _weighted_operands(ctx)
     (total,) = [g for g in vjp_live(ctx, [m.pos + m.neg]) if g is not None]
-    _, pull_abs = jax.vjp(_abs_weight_op(ctx, i, j), wide(ctx.xs[i]) if ctx.wide else ctx.xs[i])
-    (diff,) = pull_abs((m.pos - m.neg,))
+    primal = wide(ctx.xs[i]) if ctx.wide else ctx.xs[i]
+    out_abs, pull_abs = jax.vjp(_abs_weight_op(ctx, i, j), primal)
+    (diff,) = pull_abs(((m.pos - m.neg).astype(out_abs[0].dtype),))
     mx = (total + jnp.sign(ctx.delta_in(i)) * diff) / 2
     result: list = [None] * len(ctx.xs)
     result[i] = Pair.of(mx)
@@ -158,11 +160,17 @@ def _reading_numbers(rule: Rule) -> Rule:
     """``rule`` for an index-free linear op, also where a live operand is a boolean or an
     integer: it reads them as numbers (a predicate broadcast, reshaped or concatenated before
     ``jnp.where`` uses it; a count added up)."""
-    def numbers(ctx):
-        return ctx if len(ctx.live_float) == len(ctx.live_numeric) else ctx.as_numbers()
+    def numbers(ctx, like):
+        if len(ctx.live_float) == len(ctx.live_numeric):
+            return ctx
+        dtypes = [jnp.result_type(v) for v in jax.tree_util.tree_leaves(like)]
+        return ctx.as_numbers(jnp.result_type(jnp.float32, *dtypes))
 
-    return Rule(rule.name, backward=lambda ctx, m_out: rule.backward(numbers(ctx), m_out),
-                split=lambda ctx: rule.split(numbers(ctx)), numeric_operands=True)
+    return Rule(rule.name,
+                backward=lambda ctx, m_out: rule.backward(numbers(ctx, m_out), m_out),
+                split=lambda ctx: rule.split(numbers(ctx, [ctx.split_in(i)
+                                                           for i in ctx.live_numeric])),
+                numeric_operands=True)
 
 
 for _p in ("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "slice",
