@@ -1,0 +1,104 @@
+"""A run's outputs appear together or not at all, and no temporary outlives it.
+
+Owner-named temporaries (:mod:`jaxlift.io.atomic`) and which of them are stale.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxlift import cli, viz
+from jaxlift.io import atomic
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "jaxlift" / "data" / "mnist_small.h5"
+DIGITS = REPO / "jaxlift" / "data" / "mnist_digits.npz"
+N = 4  # inputs per run: 4 PNGs, rendered in about a second
+
+
+def temporaries(folder: Path) -> list[str]:
+    """Everything under ``folder`` that an atomic writer made as a temporary."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if atomic.TEMP_MARK in p.name or p.name.endswith(".tmp"))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """The files under ``folder`` and their bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def temp_name(target: str, pid: int, host: str | None = None, tail: str = "abc12345") -> str:
+    return f".{target}.{atomic.TEMP_MARK}-{pid}@{atomic._host() if host is None else host}-{tail}.tmp"
+
+
+def assert_complete(folder: Path, npz: str = "s.npz", png: str = "png") -> None:
+    """``npz`` holds all N inputs' scores and ``png`` one valid PNG per input."""
+    with np.load(folder / npz) as z:
+        assert z["scores"].shape == (N, 28, 28, 1)
+    names = sorted(p.name for p in (folder / png).iterdir())
+    assert names == [f"input_{i:04d}.png" for i in range(N)]
+    for name in names:
+        with Image.open(folder / png / name) as im:
+            im.verify()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("atomic_inputs")
+    with np.load(DIGITS) as z:
+        np.save(d / "digits.npy", z["x"][:N])
+    return d / "digits.npy"
+
+
+# ============================================================================ the helpers
+
+
+def test_temporary_names_carry_target_and_owner(tmp_path):
+    name = atomic.temp_prefix("scores.npz") + "k3j_9x1a.tmp"
+    assert atomic.temp_owner(name) == ("scores.npz", os.getpid(), atomic._host())
+    assert atomic.temp_owner(temp_name("my.pngs", 7, "a-b-c")) == ("my.pngs", 7, "a-b-c")
+    for other in ("scores.npz", ".scores.npz.k3j9x1ab.tmp", ".scores.npz.jaxlift-tmp-x@h-a.tmp"):
+        assert atomic.temp_owner(other) is None
+    atomic.write_atomically(tmp_path / ("x" * 250), lambda fh: fh.write(b"long name"))
+    assert (tmp_path / ("x" * 250)).read_bytes() == b"long name"  # the temporary's name fit
+
+
+def test_remove_stale_temporaries(tmp_path):
+    dead, alive = dead_pid(), os.getppid()
+    old = time.time() - 2 * atomic.STALE_AFTER_S
+    stale = [temp_name("s.npz", dead), temp_name("s.npz", os.getpid(), tail="own"),
+             temp_name("s.npz", alive, tail="old"), temp_name("s.npz", 1, "otherhost", "old")]
+    kept = [temp_name("s.npz", alive), temp_name("s.npz", 1, "otherhost"),
+            temp_name("t.npz", dead), ".s.npz.mybackup.tmp", "s.npz"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"")
+    for name in stale[2:] + kept[-2:]:
+        os.utime(tmp_path / name, (old, old))
+    folder = tmp_path / temp_name("png", dead)  # a folder with PNGs in it
+    folder.mkdir()
+    (folder / "input_0000.png").write_bytes(b"png")
+
+    removed = atomic.remove_stale_temporaries(tmp_path, "s.npz")
+    assert sorted(p.name for p in removed) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + [folder.name])
+    removed = atomic.remove_stale_temporaries(tmp_path)  # of any target
+    assert sorted(removed) == sorted([folder, tmp_path / kept[2]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept[:2] + kept[3:])
+    assert atomic.remove_stale_temporaries(tmp_path / "missing") == []
+
