@@ -1,6 +1,7 @@
 """A run's outputs appear together or not at all, and no temporary outlives it.
 
-Owner-named temporaries (:mod:`jaxlift.io.atomic`) and which of them are stale.
+Owner-named temporaries (:mod:`jaxlift.io.atomic`) and which of them are stale; a folder
+staged beside its destination and moved into place.
 """
 from __future__ import annotations
 
@@ -101,4 +102,43 @@ def test_remove_stale_temporaries(tmp_path):
     assert sorted(removed) == sorted([folder, tmp_path / kept[2]])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept[:2] + kept[3:])
     assert atomic.remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_staged_folder_leaves_nothing_on_error(tmp_path):
+    dest = tmp_path / "a" / "b" / "png"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.staged_folder(dest) as tmp:
+            assert tmp.parent == dest.parent and atomic.temp_owner(tmp.name)[:2] == (
+                "png", os.getpid())
+            (tmp / "x.png").write_bytes(b"x")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []  # the parents it made are gone too
+    with atomic.staged_folder(dest) as tmp:
+        pass  # not committed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_commit_folder_new_and_existing(tmp_path):
+    dest = tmp_path / "png"
+    with atomic.staged_folder(dest) as tmp:
+        (tmp / "a.png").write_bytes(b"new a")
+        inode = tmp.stat().st_ino
+        assert atomic.commit_folder(tmp, dest) == [dest / "a.png"]
+    assert dest.stat().st_ino == inode  # one rename: the files appeared together
+    (dest / "notes.txt").write_bytes(b"mine")
+    inode = dest.stat().st_ino
+    with atomic.staged_folder(dest) as tmp:
+        (tmp / "a.png").write_bytes(b"newer a")
+        (tmp / "b.png").write_bytes(b"new b")
+        atomic.commit_folder(tmp, dest)
+    assert dest.stat().st_ino == inode  # an existing folder is kept, its files replaced
+    assert snapshot(dest) == {"a.png": b"newer a", "b.png": b"new b", "notes.txt": b"mine"}
+    (dest / "c.png").mkdir()
+    with pytest.raises(IsADirectoryError):
+        with atomic.staged_folder(dest) as tmp:
+            (tmp / "b.png").write_bytes(b"newest b")
+            (tmp / "c.png").write_bytes(b"c")
+            atomic.commit_folder(tmp, dest)
+    assert snapshot(dest) == {"a.png": b"newer a", "b.png": b"new b", "notes.txt": b"mine"}
+    assert temporaries(tmp_path) == []
 

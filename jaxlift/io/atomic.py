@@ -1,9 +1,10 @@
-"""Files written whole or not at all, and the removal of the temporaries a killed writer
-leaves.
+"""Files written whole or not at all, folders of files moved into place together, and the
+removal of the temporaries a killed writer leaves.
 
 Every temporary made here is hidden and named after its target, its owner and ``jaxlift-tmp``::
 
-    .scores.npz.jaxlift-tmp-4242@myhost-k3j9x1ab.tmp
+    .scores.npz.jaxlift-tmp-4242@myhost-k3j9x1ab.tmp     (a file being written)
+    .heatmaps.jaxlift-tmp-4242@myhost-0f3a9c2e.tmp       (a folder being filled)
 
 so that one left by a process that died on ``SIGKILL`` (nothing can clean up after that) is
 recognised, by its owner's process id and host, and removed by :func:`remove_stale_temporaries`.
@@ -15,12 +16,13 @@ import errno
 import functools
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 TEMP_MARK = "jaxlift-tmp"
 STALE_AFTER_S = 60.0
@@ -161,3 +163,108 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], None],
         raise
     return path
 
+
+def _destination(dest: str | os.PathLike) -> Path:
+    """``dest`` as an absolute path, through a symbolic link if it is one (so that a temporary
+    beside it is on the same filesystem as what it becomes)."""
+    path = os.path.abspath(dest)
+    return Path(os.path.realpath(path) if os.path.islink(path) else path)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the ones this call created,
+    outermost first."""
+    missing = []
+    while not os.path.lexists(folder) and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    created = []
+    for p in reversed(missing):
+        try:
+            os.mkdir(p)
+        except FileExistsError:
+            continue
+        created.append(p)
+    return created
+
+
+def _make_temp_folder(dest: Path, what: str) -> Path:
+    """A new empty folder ``.NAME.jaxlift-tmp-PID@HOST-XXXXXXXX.tmp`` beside ``dest``, with
+    the permissions ``os.mkdir`` gives (``0o777`` less the umask, as a folder made for
+    ``dest`` directly would have)."""
+    for _ in range(100):
+        tmp = dest.parent / f"{temp_prefix(dest.name)}{secrets.token_hex(4)}.tmp"
+        try:
+            os.mkdir(tmp)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OSError(exc.errno or errno.EACCES,
+                          f"cannot save {what} {dest.name!r}: folder is not writable "
+                          f"({exc.strerror})", str(dest.parent)) from exc
+        return tmp
+    raise FileExistsError(errno.EEXIST, f"cannot save {what} {dest.name!r}: no free temporary "
+                          "folder name", str(dest.parent))
+
+
+@contextlib.contextmanager
+def staged_folder(dest: str | os.PathLike, *, what: str = "files") -> Iterator[Path]:
+    """A fresh empty temporary folder beside ``dest`` (its missing parents created), to fill
+    and then move into place with :func:`commit_folder` inside the ``with`` block.
+
+    The temporary folder does not outlive the block: unless committed, it is removed with what
+    it holds, on success or on any exception (``KeyboardInterrupt`` included), and so are the
+    parents made for it that are still empty. Only ``SIGKILL`` (or a power cut) can leave it,
+    under a name that :func:`remove_stale_temporaries` recognises.
+    """
+    dest = _destination(dest)
+    created = _make_parents(dest.parent)
+    tmp = None
+    try:
+        tmp = _make_temp_folder(dest, what)
+        yield tmp
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        for p in reversed(created):
+            with contextlib.suppress(OSError):
+                os.rmdir(p)  # fails, as it should, once it holds dest
+
+
+def check_commit_folder(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Raise ``IsADirectoryError`` if :func:`commit_folder` would have to replace a folder
+    in ``dest`` by a file of ``tmp``; it moves nothing."""
+    dest = _destination(dest)
+    for name in sorted(os.listdir(tmp)):
+        target = dest / name
+        if target.is_dir() and not target.is_symlink():
+            raise IsADirectoryError(errno.EISDIR, f"cannot replace folder {name!r} by a file",
+                                    str(target))
+
+
+def commit_folder(tmp: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+    """Move the files of ``tmp`` (a folder from :func:`staged_folder`) into ``dest`` and
+    return their new paths.
+
+    ``dest`` absent: ``tmp`` is renamed to ``dest``, one atomic step, so all the files appear
+    at once. ``dest`` existing (a folder the user has, even empty, is never replaced): each file
+    of ``tmp`` replaces the one of the same name in ``dest`` (``os.replace``, each atomic; the
+    other entries of ``dest`` are left as they are), then ``tmp`` is removed. These renames take
+    milliseconds; a process killed among them leaves some files replaced and the others in
+    ``tmp``, for :func:`remove_stale_temporaries`. Nothing is moved if a file would replace a
+    folder (``IsADirectoryError``, see :func:`check_commit_folder`).
+    """
+    tmp, dest = Path(tmp), _destination(dest)
+    names = sorted(os.listdir(tmp))
+    if not os.path.lexists(dest):
+        try:
+            os.rename(tmp, dest)
+            return [dest / n for n in names]
+        except OSError as exc:  # made meanwhile by someone else: merge into it
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not dest.is_dir():
+                raise
+    check_commit_folder(tmp, dest)
+    for n in names:
+        os.replace(tmp / n, dest / n)
+    os.rmdir(tmp)
+    return [dest / n for n in names]
