@@ -1,7 +1,8 @@
 """A run's outputs appear together or not at all, and no temporary outlives it.
 
-Owner-named temporaries (:mod:`jaxlift.io.atomic`) and which of them are stale; a folder
-staged beside its destination and moved into place.
+The helpers of :mod:`jaxlift.io.atomic` are checked directly (owner-named temporaries, which
+of them are stale, a staged folder and its commit); ``jaxlift attribute`` is then failed
+in-process while it renders or saves (nothing changes, nothing is left).
 """
 from __future__ import annotations
 
@@ -141,4 +142,98 @@ def test_commit_folder_new_and_existing(tmp_path):
             atomic.commit_folder(tmp, dest)
     assert snapshot(dest) == {"a.png": b"newer a", "b.png": b"new b", "notes.txt": b"mine"}
     assert temporaries(tmp_path) == []
+
+
+# ============================================================================ in-process
+
+
+@pytest.fixture(scope="module")
+def computed(inputs) -> cli.Result:
+    """The scores of the inputs, computed once for the in-process runs."""
+    loaded = cli.load_model(MODEL)
+    x = cli.load_batch([str(inputs)], loaded.input_shape, "inputs").x
+    return cli.explain(loaded, x, np.zeros((1, *loaded.input_shape), np.float32),
+                       cli.TargetSpec("pred"), mode="reveal_cancel")
+
+
+@pytest.fixture
+def fast_explain(monkeypatch, computed) -> None:
+    """In-process runs reuse ``computed`` instead of compiling again: what they check starts
+    after the scores are known (tests/test_cli.py runs the whole command)."""
+    monkeypatch.setattr(cli, "explain", lambda *args, **kwargs: computed)
+
+
+def attribute(tmp_path: Path, inputs: Path, capsys) -> tuple[int, str]:
+    """``jaxlift attribute`` in-process, writing s.npz and png/ in ``tmp_path``."""
+    try:
+        code = cli.main(["attribute", str(MODEL), str(inputs), "--out", str(tmp_path / "s.npz"),
+                         "--png", str(tmp_path / "png"), "-q"])
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where, exc, earlier", [
+    ("png", OSError(errno.ENOSPC, "No space left on device"), False),
+    ("png", KeyboardInterrupt(), True),
+    ("npz", OSError(errno.ENOSPC, "No space left on device"), True),
+], ids=["png-full-disk", "png-ctrl-c-over-earlier-run", "npz-full-disk-over-earlier-run"])
+def test_failure_changes_nothing(where, exc, earlier, tmp_path, inputs, capsys, monkeypatch,
+                                 fast_explain):
+    """A failure after the first PNG, or while the npz is saved, leaves the outputs as they
+    were (absent, or an earlier run's) and no temporary."""
+    if earlier:
+        (tmp_path / "s.npz").write_bytes(b"earlier scores")
+        (tmp_path / "png").mkdir()
+        (tmp_path / "png" / "input_0000.png").write_bytes(b"earlier png")
+    before = snapshot(tmp_path)
+    if where == "png":
+        save_png, calls = viz.save_png, []
+
+        def fail_after_first(fig, path, **kw):
+            calls.append(path)
+            if len(calls) > 1:
+                raise exc
+            return save_png(fig, path, **kw)
+
+        monkeypatch.setattr(viz, "save_png", fail_after_first)
+    else:
+        def fail(*a, **k):
+            raise exc
+        monkeypatch.setattr(np, "savez", fail)
+    code, err = attribute(tmp_path, inputs, capsys)
+    assert code == (130 if isinstance(exc, KeyboardInterrupt) else 1), err
+    if where == "png":
+        assert len(calls) == 2
+    assert snapshot(tmp_path) == before
+    assert (tmp_path / "png").exists() == earlier
+    assert temporaries(tmp_path) == []
+
+
+def test_existing_folder_and_leftovers(tmp_path, inputs, capsys, fast_explain):
+    """Into an existing folder: the run's PNGs replace those of their names, other files stay;
+    leftovers of killed runs are removed first, those of a live run are not."""
+    png = tmp_path / "png"
+    png.mkdir()
+    (png / "input_0000.png").write_bytes(b"earlier png")
+    (png / "input_0099.png").write_bytes(b"from a bigger earlier run")
+    (png / "notes.txt").write_bytes(b"mine")
+    dead, alive = dead_pid(), os.getppid()
+    left = [tmp_path / temp_name("s.npz", dead), tmp_path / temp_name("png", dead),
+            png / temp_name("input_0001.png", dead)]
+    left[0].write_bytes(b"")
+    left[1].mkdir()
+    (left[1] / "input_0000.png").write_bytes(b"half a run")
+    left[2].write_bytes(b"")
+    live = tmp_path / temp_name("s.npz", alive)
+    live.write_bytes(b"")
+
+    code, err = attribute(tmp_path, inputs, capsys)
+    assert code == 0, err
+    assert temporaries(tmp_path) == [live.name]
+    assert (png / "notes.txt").read_bytes() == b"mine"
+    assert (png / "input_0099.png").read_bytes() == b"from a bigger earlier run"
+    (png / "notes.txt").unlink()
+    (png / "input_0099.png").unlink()
+    assert_complete(tmp_path)
 
