@@ -11,26 +11,29 @@
 Everything explains the model's **logits** (the pre-activation of its final softmax/sigmoid).
 Exit status: 0 on success, 2 for a usage error (argparse), 1 for anything else (a bad file, a
 bad input, a folder that cannot be written), with a one-line ``jaxlift: error: ...`` on stderr;
-130 after Ctrl-C.
+130 after Ctrl-C and 143 after SIGTERM.
 Outputs appear whole or not at all: ``attribute`` computes everything, renders its PNGs into a
 hidden temporary folder beside ``--png DIR``, then writes ``--out`` (a temporary file renamed
 over it) and moves the PNGs into place right after. A new DIR appears with all its PNGs at once;
 in an existing DIR each PNG of the run replaces the file of its name and other files stay. On
-an error or interrupt (Ctrl-C) nothing is changed and no temporary is left; after ``kill -9``,
+an error, Ctrl-C or SIGTERM nothing is changed and no temporary is left; after ``kill -9``,
 the hidden ``.NAME.jaxlift-tmp-PID@HOST-*.tmp`` leftovers are removed by the next run.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -855,6 +858,29 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(msg.split())
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is so that its clean-ups run."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill PID``, a job scheduler's time limit) raises
+    :class:`Terminated` instead of ending the process at once, so temporaries are removed as on
+    any error. A no-op outside the main thread, where Python cannot handle signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxlift`` command; returns the exit status."""
     parser = build_parser()
@@ -863,7 +889,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args)
+        with sigterm_raises():
+            return args.func(args)
     except (JaxliftError, ValueError, OSError) as e:  # KerasFormatError is both of the first
         print(f"jaxlift: error: {_one_line(e)}", file=sys.stderr)
         return 1
@@ -876,6 +903,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxlift: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("jaxlift: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

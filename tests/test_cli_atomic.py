@@ -2,7 +2,8 @@
 
 The helpers of :mod:`jaxlift.io.atomic` are checked directly (owner-named temporaries, which
 of them are stale, a staged folder and its commit); ``jaxlift attribute`` is then failed
-in-process while it renders or saves (nothing changes, nothing is left).
+in-process while it renders or saves (nothing changes, nothing is left) and stopped by SIGTERM
+(it cleans up).
 """
 from __future__ import annotations
 
@@ -236,4 +237,58 @@ def test_existing_folder_and_leftovers(tmp_path, inputs, capsys, fast_explain):
     (png / "notes.txt").unlink()
     (png / "input_0099.png").unlink()
     assert_complete(tmp_path)
+
+
+# ============================================================================ signals
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory) -> Path:
+    """A persistent compilation cache the subprocesses share: each run after the first skips
+    XLA compilation (about half of its time)."""
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+def start(cwd: Path, inputs: Path, jax_cache: Path) -> subprocess.Popen:
+    """``python -m jaxlift.cli attribute`` writing s.npz and png/ in ``cwd``."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "JAX_COMPILATION_CACHE_DIR": str(jax_cache),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxlift.cli", "attribute", str(MODEL), str(inputs),
+         "--out", "s.npz", "--png", "png", "-q"],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def png_staging(cwd: Path, owner: subprocess.Popen | None = None) -> list[Path]:
+    """The temporary folders for png/ in ``cwd`` (of process ``owner`` only, if given)."""
+    return sorted(p for p in cwd.glob(f".png.{atomic.TEMP_MARK}-*")
+                  if owner is None or atomic.temp_owner(p.name)[1] == owner.pid)
+
+
+def stop_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 240) -> None:
+    """Send ``sig`` to ``proc`` as soon as ``ready()`` holds (polled every 2 ms), then reap it;
+    fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, f"ended before the signal: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.002)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_cleans_up(tmp_path, inputs, jax_cache):
+    proc = start(tmp_path, inputs, jax_cache)
+    stop_when(proc, lambda: png_staging(tmp_path, proc), signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.returncode == 143, err
+    assert err == "jaxlift: terminated\n"
+    assert list(tmp_path.iterdir()) == []
 
