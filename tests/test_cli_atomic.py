@@ -2,8 +2,9 @@
 
 The helpers of :mod:`jaxlift.io.atomic` are checked directly (owner-named temporaries, which
 of them are stale, a staged folder and its commit); ``jaxlift attribute`` is then failed
-in-process while it renders or saves (nothing changes, nothing is left) and stopped by SIGTERM
-(it cleans up).
+in-process while it renders or saves (nothing changes, nothing is left), stopped by SIGTERM
+(it cleans up) and killed by SIGKILL at two points (its leftovers are removed by the next run,
+which writes complete outputs).
 """
 from __future__ import annotations
 
@@ -292,3 +293,28 @@ def test_sigterm_cleans_up(tmp_path, inputs, jax_cache):
     assert err == "jaxlift: terminated\n"
     assert list(tmp_path.iterdir()) == []
 
+
+@pytest.mark.slow
+def test_sigkill_then_rerun(tmp_path, inputs, jax_cache):
+    """Killed as it starts rendering, then after its first PNG; the next run removes what the
+    killed ones left and writes complete outputs."""
+    first = start(tmp_path, inputs, jax_cache)
+    stop_when(first, lambda: png_staging(tmp_path, first), signal.SIGKILL)
+    assert first.returncode == -signal.SIGKILL
+    left = png_staging(tmp_path)
+    assert [atomic.temp_owner(p.name)[1] for p in left] == [first.pid]
+    assert not (tmp_path / "s.npz").exists() and not (tmp_path / "png").exists()
+
+    second = start(tmp_path, inputs, jax_cache)
+    stop_when(second, lambda: any(p.glob("*.png") for p in png_staging(tmp_path, second)),
+              signal.SIGKILL)
+    assert second.returncode == -signal.SIGKILL
+    assert [atomic.temp_owner(p.name)[1] for p in png_staging(tmp_path)] == [second.pid]
+    assert not (tmp_path / "s.npz").exists() and not (tmp_path / "png").exists()
+
+    third = start(tmp_path, inputs, jax_cache)
+    _, err = third.communicate(timeout=240)
+    assert third.returncode == 0, err
+    assert_complete(tmp_path)
+    assert temporaries(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["png", "s.npz"]
