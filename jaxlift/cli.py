@@ -10,26 +10,36 @@
 
 Everything explains the model's **logits** (the pre-activation of its final softmax/sigmoid).
 Exit status: 0 on success, 2 for a usage error (argparse), 1 for anything else (a bad file, a
-bad input, a folder that cannot be written), with a one-line ``jaxlift: error: ...`` on stderr.
-Outputs are written to a temporary file and moved into place: they appear whole or not at all.
+bad input, a folder that cannot be written), with a one-line ``jaxlift: error: ...`` on stderr;
+130 after Ctrl-C and 143 after SIGTERM.
+Outputs appear whole or not at all: ``attribute`` computes everything, renders its PNGs into a
+hidden temporary folder beside ``--png DIR``, then writes ``--out`` (a temporary file renamed
+over it) and moves the PNGs into place right after. A new DIR appears with all its PNGs at once;
+in an existing DIR each PNG of the run replaces the file of its name and other files stay. On
+an error, Ctrl-C or SIGTERM nothing is changed and no temporary is left; after ``kill -9``,
+the hidden ``.NAME.jaxlift-tmp-PID@HOST-*.tmp`` leftovers are removed by the next run.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from jaxlift.errors import JaxliftError
-from jaxlift.io.atomic import write_atomically
+from jaxlift.io.atomic import (check_commit_folder, commit_folder, remove_stale_temporaries,
+                               staged_folder, write_atomically)
 from jaxlift.interpreter import MODES  # the DeepLIFT modes: rescale, reveal_cancel, genomics_default
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -532,21 +542,26 @@ def _safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem) or "input"
 
 
-def write_pngs(folder: Path, batch: Batch, result: Result, spec: TargetSpec,
-               quiet: bool) -> list[Path]:
-    """One PNG per input: the input, then its heatmap (one per target with ``all``)."""
-    from jaxlift import viz
+@dataclasses.dataclass(frozen=True)
+class HeatmapPage:
+    """One PNG of ``jaxlift attribute --png``: ``image`` (one input, (1, *S)) beside one
+    heatmap per entry of ``columns``."""
 
+    filename: str
+    image: np.ndarray
+    columns: dict[str, np.ndarray]
+    title: str
+
+
+def heatmap_pages(batch: Batch, result: Result, spec: TargetSpec) -> list[HeatmapPage]:
+    """One page per input: the input, then its heatmap (one per target with ``all``); none
+    when the scores are not images of the inputs' shape (``--layer``, non-image models)."""
     s = result.scores
     per_target = spec.kind == "all"
     img_shape = s.shape[2:] if per_target else s.shape[1:]
     if img_shape != batch.x.shape[1:] or len(img_shape) != 3:
-        if not quiet:
-            print(f"note: no PNG: scores of shape {img_shape} are not the inputs' image shape "
-                  f"{batch.x.shape[1:]}", file=sys.stderr)
         return []
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    pages = []
     for i, name in enumerate(batch.names):
         if per_target:
             cols = {f"output {t}": s[i, t][None] for t in range(s.shape[1])}
@@ -555,10 +570,56 @@ def write_pngs(folder: Path, batch: Batch, result: Result, spec: TargetSpec,
                     "pred": f"class {result.targets[i]}" if result.logits.shape[1] > 1
                     else "logit"}[spec.kind]
             cols = {what: s[i][None]}
-        fig = viz.method_grid(batch.x[i][None], cols, title=f"{name}", cell_size=2.4)
         stem = _safe_stem(name) if batch.dtype == "image" else f"input_{i:04d}"
-        written.append(viz.save_png(fig, folder / f"{stem}.png"))
-    return written
+        pages.append(HeatmapPage(f"{stem}.png", batch.x[i][None], cols, f"{name}"))
+    return pages
+
+
+def write_pngs(folder: Path, pages: Sequence[HeatmapPage]) -> list[Path]:
+    """Render each page to ``folder / page.filename`` (each PNG written atomically)."""
+    from jaxlift import viz
+
+    return [viz.save_png(viz.method_grid(p.image, p.columns, title=p.title, cell_size=2.4),
+                         folder / p.filename)
+            for p in pages]
+
+
+def remove_stale_outputs(out: Path | None, png: Path | None) -> list[Path]:
+    """Remove what killed runs left where this run writes: stale temporaries
+    (:func:`jaxlift.io.atomic.is_stale`) of ``out`` beside it, of the folder ``png`` beside it,
+    and of single PNGs inside ``png``. Returns what was removed."""
+    removed = []
+    if out is not None:
+        removed += remove_stale_temporaries(out.absolute().parent, out.name)
+    if png is not None:
+        dest = Path(os.path.realpath(png))
+        removed += remove_stale_temporaries(dest.parent, dest.name)
+        removed += remove_stale_temporaries(dest)
+    return removed
+
+
+def commit_outputs(out: Path | None, arrays: dict[str, Any] | None, png: Path | None,
+                   pages: Sequence[HeatmapPage]) -> list[Path]:
+    """Write a run's outputs together, as far as a filesystem allows, and return the PNGs.
+
+    The PNGs are rendered into a temporary folder beside ``png``
+    (:func:`jaxlift.io.atomic.staged_folder`); then, only when all of them are written, the npz
+    replaces ``out`` (:func:`write_npz_atomic`) and the folder is moved into place
+    (:func:`jaxlift.io.atomic.commit_folder`: one rename when ``png`` does not exist yet,
+    else each PNG replacing the file of its name) right after. An exception before that leaves
+    neither output changed and no temporary behind; only a crash in the milliseconds between
+    the two commits leaves the new npz beside the earlier PNGs.
+    """
+    if not pages or png is None:
+        if out is not None:
+            write_npz_atomic(out, arrays)
+        return []
+    with staged_folder(png, what="PNG folder") as tmp:
+        write_pngs(tmp, pages)
+        check_commit_folder(tmp, png)
+        if out is not None:
+            write_npz_atomic(out, arrays)
+        return commit_folder(tmp, png)
 
 
 def _format_table(names: Sequence[str], result: Result, gap: np.ndarray, limit: int = 10
@@ -617,6 +678,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nsummation-to-delta: max |Σ contributions − Δlogit| = {gap.max():.2e} "
           "(float32 rounding; DeepLIFT's scores add up to the change in the logit)")
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out, f"demo_{args.mode}.png")
     fig = viz.method_grid(
         x, {f"DeepLIFT {args.mode}": result.scores},
         row_labels=[f"label {labels[i]} → {cls[i]}" for i in range(len(x))],
@@ -642,6 +704,10 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         check_writable_dir(png, "--png")
     say = (lambda *a, **k: None) if args.quiet else print
     t0 = time.time()
+    stale = remove_stale_outputs(out, png)
+    if stale:
+        say(f"removed {len(stale)} temporary file(s)/folder(s) left by an interrupted run: "
+            f"{', '.join(p.name for p in stale)}")
     loaded = load_model(args.model)
     check_target(args.target, loaded.n_outputs)
     if args.layer is not None:
@@ -656,24 +722,34 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     gap = summation_gap(result.scores, result.delta)
     say(_format_table(batch.names, result, gap))
     say(f"summation-to-delta: max |Σ scores − Δ| = {gap.max():.2e}")
+    pages = heatmap_pages(batch, result, args.target) if png is not None else []
+    if png is not None and not pages and not args.quiet:
+        shape = result.scores.shape[2 if args.target.kind == "all" else 1:]
+        print(f"note: no PNG: scores of shape {shape} are not the inputs' image shape "
+              f"{batch.x.shape[1:]}", file=sys.stderr)
+    arrays = score_arrays(args, batch, result, ref_text) if out is not None else None
+    files = commit_outputs(out, arrays, png, pages)
     if out is not None:
-        write_npz_atomic(out, {
-            "scores": result.scores, "delta": result.delta, "logits": result.logits,
-            "predictions": classes_of(result.logits),
-            "probabilities": probabilities(result.logits).astype(np.float32),
-            "targets": result.targets, "target": np.array(str(args.target)),
-            "mode": np.array(args.mode), "reference": np.array(ref_text),
-            "layer": np.array(args.layer or ""), "model": np.array(str(args.model)),
-            "names": np.array(batch.names)})
         say(f"wrote {out}")
     else:
         say("(scores not saved: pass --out FILE.npz to keep them)")
-    if png is not None:
-        files = write_pngs(png, batch, result, args.target, args.quiet)
-        if files:
-            say(f"wrote {len(files)} PNG(s) to {png}")
+    if files:
+        say(f"wrote {len(files)} PNG(s) to {png}")
     say(f"done in {time.time() - t0:.1f} s")
     return 0
+
+
+def score_arrays(args: argparse.Namespace, batch: Batch, result: Result, ref_text: str
+                 ) -> dict[str, np.ndarray]:
+    """What ``--out`` saves: the scores and what they explain."""
+    return {
+        "scores": result.scores, "delta": result.delta, "logits": result.logits,
+        "predictions": classes_of(result.logits),
+        "probabilities": probabilities(result.logits).astype(np.float32),
+        "targets": result.targets, "target": np.array(str(args.target)),
+        "mode": np.array(args.mode), "reference": np.array(ref_text),
+        "layer": np.array(args.layer or ""), "model": np.array(str(args.model)),
+        "names": np.array(batch.names)}
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -744,7 +820,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: sized from the free memory and the CPU caches)")
     a.add_argument("--out", metavar="FILE.npz",
                    help="save scores, delta, logits, predictions, targets … here (atomically)")
-    a.add_argument("--png", metavar="DIR", help="write one heatmap PNG per input here")
+    a.add_argument("--png", metavar="DIR",
+                   help="write one heatmap PNG per input here, after --out and only when all "
+                        "are rendered: a new DIR appears with all of them at once; in an "
+                        "existing DIR they replace the files of the same names and other "
+                        "files are left as they are")
     a.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar or summary (errors are still reported)")
     a.set_defaults(func=cmd_attribute)
@@ -778,6 +858,29 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(msg.split())
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is so that its clean-ups run."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill PID``, a job scheduler's time limit) raises
+    :class:`Terminated` instead of ending the process at once, so temporaries are removed as on
+    any error. A no-op outside the main thread, where Python cannot handle signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxlift`` command; returns the exit status."""
     parser = build_parser()
@@ -786,7 +889,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args)
+        with sigterm_raises():
+            return args.func(args)
     except (JaxliftError, ValueError, OSError) as e:  # KerasFormatError is both of the first
         print(f"jaxlift: error: {_one_line(e)}", file=sys.stderr)
         return 1
@@ -799,6 +903,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxlift: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("jaxlift: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":
