@@ -94,7 +94,7 @@ def test_flax_relu_is_one_rescale_nonlinearity():
     prog, _ = build_program(_per_example(lambda p, xb: nn.relu(xb).sum(1), None), None,
                             jax.ShapeDtypeStruct((3,), jnp.float32))
     live = [op.primitive for op in prog.ops if op.is_live]
-    assert live.count("nonlinearity") == 1
+    assert sum(p.startswith("nonlinearity[") for p in live) == 1
     assert not {"custom_jvp_call", "jit", "max"} & set(live)
 
 
