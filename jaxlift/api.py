@@ -421,21 +421,35 @@ def progress_bar(items, total: int, progress: bool | None):
 
 def _run_chunked(run, params, x, refs, n, chunk, per_input, progress):
     """Run ``run`` on chunks of ``chunk`` inputs (the last padded to the same shape, so one
-    compilation serves all) and concatenate."""
+    compilation serves all) and gather the results, Δ included, in one buffer per leaf.
+
+    Each chunk's result is written into a preallocated host buffer while the next chunk runs,
+    instead of a list of results concatenated at the end (the output held twice). Returns jax
+    arrays (on the CPU they wrap the host buffers without a copy).
+    """
     starts = range(0, n, chunk)
     if progress is not False:
         starts = progress_bar(starts, math.ceil(n / chunk), progress)
-    outs, deltas = [], []
+    bufs, pending = None, None
     for s in starts:
         idx = np.minimum(np.arange(s, s + chunk), n - 1)
         xc = jax.tree_util.tree_map(lambda l: l[idx], x)
         rc = jax.tree_util.tree_map(lambda l: l[idx], refs) if per_input else refs
-        res, delta = run(params, xc, rc)
-        m = min(chunk, n - s)
-        outs.append(jax.tree_util.tree_map(lambda l: l[:m], res))
-        deltas.append(delta[:m])
-    res = jax.tree_util.tree_map(lambda *ls: jnp.concatenate(ls), *outs)
-    return res, jnp.concatenate(deltas)
+        out = run(params, xc, rc)  # dispatched before the previous chunk is read back
+        if pending is not None:
+            bufs = _store_chunk(bufs, *pending, n, chunk)
+        pending = s, out
+    bufs = _store_chunk(bufs, *pending, n, chunk)
+    return jax.tree_util.tree_map(chunking.as_jax, bufs)
+
+
+def _store_chunk(bufs, start: int, out, n: int, chunk: int):
+    """``bufs`` (allocated at the first chunk, shaped like ``out`` with N rows) holding the
+    rows of ``out``, one chunk's result, at ``start`` (padding rows dropped)."""
+    if bufs is None:
+        bufs = jax.tree_util.tree_map(lambda l: chunking.output_buffer(l, n), out)
+    rows = min(chunk, n - start)
+    return jax.tree_util.tree_map(lambda b, l: chunking.store_rows(b, start, l, rows), bufs, out)
 
 
 _DOC_ARGS = """

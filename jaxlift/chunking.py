@@ -13,12 +13,20 @@ example (T = 1, or the number of outputs with ``target="all"``, whose multiplier
 * On accelerators, a chunk takes at most a quarter of the device's free memory.
 
 Everything here is a pure function of shapes and the machine; results never depend on the chunk.
+
+The second half gathers the chunks' results with memory bounded by the output plus one chunk:
+each chunk's result is written into one preallocated host buffer per output leaf
+(:func:`output_buffer`, :func:`store_rows`) that becomes the returned jax array without a copy
+on the CPU (:func:`as_jax`).
 """
 from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxlift.program import Program
@@ -68,3 +76,45 @@ def inputs_per_chunk(n: int, k: int, pair_nbytes: int, platform: str, free_bytes
         return n
     chunks = math.ceil(n / cap)
     return math.ceil(n / chunks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gathering the chunks' results
+
+XLA_CPU_ALIGN = 64  # XLA's CPU client wraps host memory aligned to this without copying
+
+
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-contiguous NumPy array whose data starts at a multiple of
+    ``XLA_CPU_ALIGN`` bytes, so that ``jax.device_put`` wraps it on the CPU without a copy."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + XLA_CPU_ALIGN, np.uint8)
+    skip = -raw.ctypes.data % XLA_CPU_ALIGN
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
+
+
+def output_buffer(chunk_leaf, n: int):
+    """Room for ``n`` rows shaped like the rows of ``chunk_leaf`` (one chunk's result): an
+    aligned host array, or, inside a trace (``attribute`` under the user's ``jit``), zeros
+    filled functionally by :func:`store_rows`."""
+    shape = (n, *chunk_leaf.shape[1:])
+    if isinstance(chunk_leaf, jax.core.Tracer):
+        return jnp.zeros(shape, chunk_leaf.dtype)
+    return aligned_empty(shape, chunk_leaf.dtype)
+
+
+def store_rows(buf, start: int, chunk_leaf, rows: int):
+    """``buf`` with the first ``rows`` rows of ``chunk_leaf`` written at ``start``: in place for
+    a host buffer (waiting for the chunk; on the CPU its result is read without a copy), as a
+    functional update inside a trace."""
+    if isinstance(buf, np.ndarray):
+        buf[start:start + rows] = np.asarray(chunk_leaf)[:rows]
+        return buf
+    return buf.at[start:start + rows].set(chunk_leaf[:rows])
+
+
+def as_jax(buf) -> jax.Array:
+    """A filled buffer as a jax array: a host buffer moves to the default device (on the CPU
+    the array wraps the aligned buffer, no copy); a traced one is returned as it is."""
+    return jax.device_put(buf) if isinstance(buf, np.ndarray) else buf

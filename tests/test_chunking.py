@@ -190,3 +190,53 @@ def test_reference_side_values_are_the_forward_pass_on_the_references(x64):
     assert set(values) == program.live_values()
     np.testing.assert_allclose(values[program.outputs[0]], _conv_net(p, r[None])[0, 2],
                                rtol=1e-13)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunks' results gathered in one buffer
+
+def _two_leaf_net(p, xb):
+    h = jnp.tanh(xb["img"].reshape(xb["img"].shape[0], -1) @ p["w"] + xb["vec"] @ p["u"])
+    return jaxlift.layer(h, "hidden") @ p["v"]
+
+
+def _two_leaf_case(rng, n, k, dtype):
+    p = {"w": rng.normal(size=(12, 5)), "u": rng.normal(size=(3, 5)), "v": rng.normal(size=(5, 4))}
+    p = jax.tree_util.tree_map(lambda a: jnp.asarray(a.astype(dtype)), p)
+    x = {"img": rng.normal(size=(n, 2, 6)).astype(dtype), "vec": rng.normal(size=(n, 3)).astype(dtype)}
+    per_input = {"img": rng.normal(size=(n, k, 2, 6)).astype(dtype),
+                 "vec": rng.normal(size=(n, k, 3)).astype(dtype)}
+    shared = jax.tree_util.tree_map(lambda r: r[0], per_input)
+    return p, x, shared, per_input
+
+
+def test_fixed_chunks_compose_with_jit_grad_and_vmap(x64):
+    p, x, shared, per_input = _two_leaf_case(np.random.default_rng(9), 7, 2, np.float64)
+    x = jax.tree_util.tree_map(jnp.asarray, x)
+
+    def total(p, x, refs, batch_size):  # traced inputs: one chunk, or several unrolled
+        c = jaxlift.attribute(_two_leaf_net, p, x, refs, target=3, batch_size=batch_size)
+        return sum(leaf.sum() for leaf in jax.tree_util.tree_leaves(c))
+
+    want = total(p, x, per_input, None)
+    np.testing.assert_allclose(jax.jit(total, static_argnums=3)(p, x, per_input, 6), want,
+                               rtol=1e-12)
+    grad = jax.jit(jax.grad(total), static_argnums=3)
+    np.testing.assert_allclose(grad(p, x, shared, 6)["v"], grad(p, x, shared, None)["v"],
+                               rtol=1e-10)
+    twice = jax.tree_util.tree_map(lambda l: 2 * l, x)
+    stacked = jax.tree_util.tree_map(lambda *ls: jnp.stack(ls), x, twice)
+    np.testing.assert_allclose(jax.jit(jax.vmap(lambda xx: total(p, xx, shared, 6)))(stacked),
+                               [total(p, x, shared, None), total(p, twice, shared, None)],
+                               rtol=1e-12)
+
+
+def test_host_output_buffer_becomes_the_result_without_a_copy_on_cpu():
+    buf = chunking.output_buffer(np.zeros((3, 4), np.float32), 7)
+    assert buf.shape == (7, 4) and buf.ctypes.data % chunking.XLA_CPU_ALIGN == 0
+    for s in (0, 3, 6):
+        buf = chunking.store_rows(buf, s, jnp.full((3, 4), s, jnp.float32), min(3, 7 - s))
+    out = chunking.as_jax(buf)
+    np.testing.assert_array_equal(out[:, 0], [0, 0, 0, 3, 3, 3, 6])
+    if jax.default_backend() == "cpu":
+        assert np.shares_memory(np.asarray(out), buf)
