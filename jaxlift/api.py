@@ -302,11 +302,7 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
     if mode_options:
         raise ValueError(f"mode {mode!r} takes no mode_options (got {sorted(mode_options)})")
     _check_options(mode, max_mode)
-    x = jax.tree_util.tree_map(jnp.asarray, x)
-    if callable(refs):
-        refs = refs(x, jax.random.PRNGKey(0) if key is None else key)
-    refs = jax.tree_util.tree_map(jnp.asarray, refs)
-    n, k, per_input = _validate(x, refs)
+    x, refs, n, k, per_input = _inputs(x, refs, key)
     if check_finite and _is_concrete((params, x, refs)):
         _check_finite("x", x)
         _check_finite("refs", refs)
@@ -323,6 +319,22 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
             run = _with_reference_values(run, _reference_values(fn, target, params, refs))
         res, delta = _run_chunked(run, params, x, refs, n, chunk, per_input, progress)
     return (res, delta) if return_delta else res
+
+
+def _inputs(x, refs, key):
+    """``(x, refs, N, K, per_input_refs)`` validated, with NumPy leaves of x and of per-input
+    references kept on the host (:func:`jaxlift.chunking.host_arrays`: no full copy on the
+    device; chunks are cut from them) and shared references as jax arrays. A callable ``refs``
+    is called on x as jax arrays."""
+    x = chunking.host_arrays(x)
+    if callable(refs):
+        refs = refs(jax.tree_util.tree_map(jnp.asarray, x),
+                    jax.random.PRNGKey(0) if key is None else key)
+    refs = chunking.host_arrays(refs)
+    n, k, per_input = _validate(x, refs)
+    if not per_input:
+        refs = jax.tree_util.tree_map(jnp.asarray, refs)
+    return x, refs, n, k, per_input
 
 
 def _check_batch_size(batch_size) -> None:
@@ -423,18 +435,19 @@ def _run_chunked(run, params, x, refs, n, chunk, per_input, progress):
     """Run ``run`` on chunks of ``chunk`` inputs (the last padded to the same shape, so one
     compilation serves all) and gather the results, Δ included, in one buffer per leaf.
 
-    Each chunk's result is written into a preallocated host buffer while the next chunk runs,
-    instead of a list of results concatenated at the end (the output held twice). Returns jax
-    arrays (on the CPU they wrap the host buffers without a copy).
+    NumPy inputs (and per-input references) are cut on the host, so a chunk at a time goes to
+    the device; each chunk's result is written into a preallocated host buffer while the next
+    chunk runs. Memory beyond the inputs is the output plus about two chunks' working sets,
+    whatever N. Returns jax arrays (on the CPU they wrap the host buffers without a copy).
     """
     starts = range(0, n, chunk)
     if progress is not False:
         starts = progress_bar(starts, math.ceil(n / chunk), progress)
     bufs, pending = None, None
     for s in starts:
-        idx = np.minimum(np.arange(s, s + chunk), n - 1)
-        xc = jax.tree_util.tree_map(lambda l: l[idx], x)
-        rc = jax.tree_util.tree_map(lambda l: l[idx], refs) if per_input else refs
+        xc = jax.tree_util.tree_map(lambda l: chunking.take_rows(l, s, chunk, n), x)
+        rc = (jax.tree_util.tree_map(lambda l: chunking.take_rows(l, s, chunk, n), refs)
+              if per_input else refs)
         out = run(params, xc, rc)  # dispatched before the previous chunk is read back
         if pending is not None:
             bufs = _store_chunk(bufs, *pending, n, chunk)

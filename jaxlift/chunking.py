@@ -14,10 +14,12 @@ example (T = 1, or the number of outputs with ``target="all"``, whose multiplier
 
 Everything here is a pure function of shapes and the machine; results never depend on the chunk.
 
-The second half gathers the chunks' results with memory bounded by the output plus one chunk:
-each chunk's result is written into one preallocated host buffer per output leaf
-(:func:`output_buffer`, :func:`store_rows`) that becomes the returned jax array without a copy
-on the CPU (:func:`as_jax`).
+The second half cuts the chunks and gathers their results with memory bounded by the output
+plus about two chunks (one running, one being read back): NumPy inputs stay on the host and go
+to the device a chunk at a time (:func:`host_arrays`, :func:`take_rows`), and each chunk's
+result is written into one preallocated host buffer per output leaf (:func:`output_buffer`,
+:func:`store_rows`) that becomes the returned jax array without a copy on the CPU
+(:func:`as_jax`).
 """
 from __future__ import annotations
 
@@ -79,9 +81,31 @@ def inputs_per_chunk(n: int, k: int, pair_nbytes: int, platform: str, free_bytes
 
 
 # ---------------------------------------------------------------------------------------------
-# Gathering the chunks' results
+# Cutting chunks from the inputs and gathering their results
 
 XLA_CPU_ALIGN = 64  # XLA's CPU client wraps host memory aligned to this without copying
+
+
+def host_arrays(tree: Any) -> Any:
+    """``tree`` with every leaf an array, none copied to a device: jax arrays and tracers as they
+    are, anything else (NumPy arrays, lists) as a NumPy array of JAX's canonical dtype (the one
+    ``jnp.asarray`` would give; no copy when it already has it)."""
+    def leaf(l):
+        if isinstance(l, (jax.Array, jax.core.Tracer)):
+            return l
+        a = np.asarray(l)
+        return np.asarray(a, dtype=jax.dtypes.canonicalize_dtype(a.dtype))
+    return jax.tree_util.tree_map(leaf, tree)
+
+
+def take_rows(leaf, start: int, size: int, n: int):
+    """Rows ``start … start + size − 1`` of ``leaf`` (leading axis ``n``), the last row repeated
+    past ``n`` (a padded last chunk keeps the chunks' shape). A NumPy leaf stays on the host (a
+    view unless padded), so only the chunk is transferred when it is used; jax arrays and tracers
+    are gathered on their device."""
+    if isinstance(leaf, np.ndarray) and start + size <= n:
+        return leaf[start:start + size]
+    return leaf[np.minimum(np.arange(start, start + size), n - 1)]
 
 
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
