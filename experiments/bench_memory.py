@@ -9,7 +9,7 @@ jax and jaxlift, loads the model and allocates x, and one that does the same and
 alone is ``x.nbytes`` (one score per input feature), so the least possible extra is about 1×
 plus one chunk's working set and the compiled program.
 
-    python experiments/bench_memory.py                  # N = 50,000 × K = 8
+    python experiments/bench_memory.py                  # N = 1,000 and 50,000 × K = 8
     python experiments/bench_memory.py --n 5000 --k 8 --jax-input --model design
 """
 from __future__ import annotations
@@ -76,21 +76,29 @@ def measure(n: int, k: int, jax_input: bool, model: str = "small") -> dict:
     res = {}
     for what in ("baseline", "attribute"):
         cmd = [sys.executable, __file__, "--child", what, "--n", str(n), "--k", str(k),
-               "--model", model]
-        proc = subprocess.run(cmd + (["--jax-input"] if jax_input else []), check=True,
-                              capture_output=True, text=True)
+               "--model", model] + (["--jax-input"] if jax_input else [])
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
         res[what] = json.loads(proc.stdout.strip().splitlines()[-1])
     extra = res["attribute"]["peak_bytes"] - res["baseline"]["peak_bytes"]
-    xb = res["baseline"]["x_nbytes"]
-    return {"model": model, "n": n, "k": k, "input": "jax" if jax_input else "numpy", "x_mb": xb / 2**20,
-            "baseline_mb": res["baseline"]["peak_bytes"] / 2**20,
-            "peak_mb": res["attribute"]["peak_bytes"] / 2**20, "extra_mb": extra / 2**20,
-            "extra_over_x": extra / xb, "seconds": res["attribute"]["seconds"]}
+    return {"model": model, "n": n, "k": k, "input": "jax" if jax_input else "numpy",
+            "x_bytes": res["baseline"]["x_nbytes"], "baseline": res["baseline"]["peak_bytes"],
+            "peak": res["attribute"]["peak_bytes"], "extra": extra,
+            "seconds": res["attribute"]["seconds"]}
+
+
+def row(r: dict) -> str:
+    mb = 2**20
+    return (f"| {r['model']} | {r['n']} × {r['k']} | {r['input']} | {r['x_bytes'] / mb:.0f} | "
+            f"{r['baseline'] / mb:.0f} | {r['peak'] / mb:.0f} | {r['extra'] / mb:.0f} | "
+            f"**{r['extra'] / r['x_bytes']:.2f}** | {r['seconds']:.1f} |")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--small-n", type=int, default=1_000,
+                    help="also measure this N, to split the extra into a part that grows with "
+                         "N and one that does not (0: skip)")
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--model", choices=("small", "design"), default="small")
     ap.add_argument("--jax-input", action="store_true", help="pass x and refs as jax arrays")
@@ -99,13 +107,18 @@ def main(argv=None) -> None:
     if args.child:
         print(json.dumps(child(args.child, args.n, args.k, args.jax_input, args.model)))
         return
-    r = measure(args.n, args.k, args.jax_input, args.model)
-    print("| model | N × K | input | x (MB) | baseline peak (MB) | attribute peak (MB) | extra (MB) | "
-          "extra ÷ x.nbytes | run (s) |")
+    ns = ([args.small_n] if 0 < args.small_n < args.n else []) + [args.n]
+    rs = [measure(n, args.k, args.jax_input, args.model) for n in ns]
+    print("| model | N × K | input | x (MB) | baseline peak (MB) | attribute peak (MB) | "
+          "extra (MB) | extra ÷ x.nbytes | run (s) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {r['model']} | {r['n']} × {r['k']} | {r['input']} | {r['x_mb']:.0f} | {r['baseline_mb']:.0f} | "
-          f"{r['peak_mb']:.0f} | {r['extra_mb']:.0f} | **{r['extra_over_x']:.2f}** | "
-          f"{r['seconds']:.1f} |")
+    print("\n".join(row(r) for r in rs))
+    if len(rs) == 2:
+        lo, hi = rs
+        print(f"\nGrowth from N = {lo['n']} to {hi['n']}: the extra grows by "
+              f"{(hi['extra'] - lo['extra']) / (hi['x_bytes'] - lo['x_bytes']):.2f}× the growth "
+              f"of x.nbytes (the output alone: 1.00×); the part that does not grow with N is "
+              f"about {(lo['extra'] - lo['x_bytes']) / 2**20:.0f} MB.")
 
 
 if __name__ == "__main__":
