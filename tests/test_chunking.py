@@ -203,7 +203,8 @@ def _two_leaf_net(p, xb):
 def _two_leaf_case(rng, n, k, dtype):
     p = {"w": rng.normal(size=(12, 5)), "u": rng.normal(size=(3, 5)), "v": rng.normal(size=(5, 4))}
     p = jax.tree_util.tree_map(lambda a: jnp.asarray(a.astype(dtype)), p)
-    x = {"img": rng.normal(size=(n, 2, 6)).astype(dtype), "vec": rng.normal(size=(n, 3)).astype(dtype)}
+    x = {"img": rng.normal(size=(n, 2, 6)).astype(dtype),
+         "vec": rng.normal(size=(n, 3)).astype(dtype)}
     per_input = {"img": rng.normal(size=(n, k, 2, 6)).astype(dtype),
                  "vec": rng.normal(size=(n, k, 3)).astype(dtype)}
     shared = jax.tree_util.tree_map(lambda r: r[0], per_input)
