@@ -333,11 +333,7 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
     if mode_options:
         raise ValueError(f"mode {mode!r} takes no mode_options (got {sorted(mode_options)})")
     _check_options(mode, max_mode)
-    x = jax.tree_util.tree_map(jnp.asarray, x)
-    if callable(refs):
-        refs = refs(x, jax.random.PRNGKey(0) if key is None else key)
-    refs = jax.tree_util.tree_map(jnp.asarray, refs)
-    n, k, per_input = _validate(x, refs)
+    x, refs, n, k, per_input = _inputs(x, refs, key)
     concrete = _is_concrete((params, x, refs))
     if check_finite and concrete:
         _check_finite("x", x)
@@ -372,6 +368,22 @@ def _recording_finite(run):
         flags.append(finite)
         return res, delta
     return run_and_record, flags
+
+
+def _inputs(x, refs, key):
+    """``(x, refs, N, K, per_input_refs)`` validated, with NumPy leaves of x and of per-input
+    references kept on the host (:func:`jaxlift.chunking.host_arrays`: no full copy on the
+    device; chunks are cut from them) and shared references as jax arrays. A callable ``refs``
+    is called on x as jax arrays."""
+    x = chunking.host_arrays(x)
+    if callable(refs):
+        refs = refs(jax.tree_util.tree_map(jnp.asarray, x),
+                    jax.random.PRNGKey(0) if key is None else key)
+    refs = chunking.host_arrays(refs)
+    n, k, per_input = _validate(x, refs)
+    if not per_input:
+        refs = jax.tree_util.tree_map(jnp.asarray, refs)
+    return x, refs, n, k, per_input
 
 
 def _check_batch_size(batch_size) -> None:
@@ -470,21 +482,36 @@ def progress_bar(items, total: int, progress: bool | None):
 
 def _run_chunked(run, params, x, refs, n, chunk, per_input, progress):
     """Run ``run`` on chunks of ``chunk`` inputs (the last padded to the same shape, so one
-    compilation serves all) and concatenate."""
+    compilation serves all) and gather the results, Δ included, in one buffer per leaf.
+
+    NumPy inputs (and per-input references) are cut on the host, so a chunk at a time goes to
+    the device; each chunk's result is written into a preallocated host buffer while the next
+    chunk runs. Memory beyond the inputs is the output plus about two chunks' working sets,
+    whatever N. Returns jax arrays (on the CPU they wrap the host buffers without a copy).
+    """
     starts = range(0, n, chunk)
     if progress is not False:
         starts = progress_bar(starts, math.ceil(n / chunk), progress)
-    outs, deltas = [], []
+    bufs, pending = None, None
     for s in starts:
-        idx = np.minimum(np.arange(s, s + chunk), n - 1)
-        xc = jax.tree_util.tree_map(lambda l: l[idx], x)
-        rc = jax.tree_util.tree_map(lambda l: l[idx], refs) if per_input else refs
-        res, delta = run(params, xc, rc)
-        m = min(chunk, n - s)
-        outs.append(jax.tree_util.tree_map(lambda l: l[:m], res))
-        deltas.append(delta[:m])
-    res = jax.tree_util.tree_map(lambda *ls: jnp.concatenate(ls), *outs)
-    return res, jnp.concatenate(deltas)
+        xc = jax.tree_util.tree_map(lambda l: chunking.take_rows(l, s, chunk, n), x)
+        rc = (jax.tree_util.tree_map(lambda l: chunking.take_rows(l, s, chunk, n), refs)
+              if per_input else refs)
+        out = run(params, xc, rc)  # dispatched before the previous chunk is read back
+        if pending is not None:
+            bufs = _store_chunk(bufs, *pending, n, chunk)
+        pending = s, out
+    bufs = _store_chunk(bufs, *pending, n, chunk)
+    return jax.tree_util.tree_map(chunking.as_jax, bufs)
+
+
+def _store_chunk(bufs, start: int, out, n: int, chunk: int):
+    """``bufs`` (allocated at the first chunk, shaped like ``out`` with N rows) holding the
+    rows of ``out``, one chunk's result, at ``start`` (padding rows dropped)."""
+    if bufs is None:
+        bufs = jax.tree_util.tree_map(lambda l: chunking.output_buffer(l, n), out)
+    rows = min(chunk, n - start)
+    return jax.tree_util.tree_map(lambda b, l: chunking.store_rows(b, start, l, rows), bufs, out)
 
 
 _DOC_ARGS = """

@@ -13,12 +13,22 @@ example (T = 1, or the number of outputs with ``target="all"``, whose multiplier
 * On accelerators, a chunk takes at most a quarter of the device's free memory.
 
 Everything here is a pure function of shapes and the machine; results never depend on the chunk.
+
+The second half cuts the chunks and gathers their results with memory bounded by the output
+plus about two chunks (one running, one being read back): NumPy inputs stay on the host and go
+to the device a chunk at a time (:func:`host_arrays`, :func:`take_rows`), and each chunk's
+result is written into one preallocated host buffer per output leaf (:func:`output_buffer`,
+:func:`store_rows`) that becomes the returned jax array without a copy on the CPU
+(:func:`as_jax`).
 """
 from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxlift.program import Program
@@ -68,3 +78,67 @@ def inputs_per_chunk(n: int, k: int, pair_nbytes: int, platform: str, free_bytes
         return n
     chunks = math.ceil(n / cap)
     return math.ceil(n / chunks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cutting chunks from the inputs and gathering their results
+
+XLA_CPU_ALIGN = 64  # XLA's CPU client wraps host memory aligned to this without copying
+
+
+def host_arrays(tree: Any) -> Any:
+    """``tree`` with every leaf an array, none copied to a device: jax arrays and tracers as they
+    are, anything else (NumPy arrays, lists) as a NumPy array of JAX's canonical dtype (the one
+    ``jnp.asarray`` would give; no copy when it already has it)."""
+    def leaf(l):
+        if isinstance(l, (jax.Array, jax.core.Tracer)):
+            return l
+        a = np.asarray(l)
+        return np.asarray(a, dtype=jax.dtypes.canonicalize_dtype(a.dtype))
+    return jax.tree_util.tree_map(leaf, tree)
+
+
+def take_rows(leaf, start: int, size: int, n: int):
+    """Rows ``start … start + size − 1`` of ``leaf`` (leading axis ``n``), the last row repeated
+    past ``n`` (a padded last chunk keeps the chunks' shape). A NumPy leaf stays on the host (a
+    view unless padded), so only the chunk is transferred when it is used; jax arrays and tracers
+    are gathered on their device."""
+    if isinstance(leaf, np.ndarray) and start + size <= n:
+        return leaf[start:start + size]
+    return leaf[np.minimum(np.arange(start, start + size), n - 1)]
+
+
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-contiguous NumPy array whose data starts at a multiple of
+    ``XLA_CPU_ALIGN`` bytes, so that ``jax.device_put`` wraps it on the CPU without a copy."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + XLA_CPU_ALIGN, np.uint8)
+    skip = -raw.ctypes.data % XLA_CPU_ALIGN
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
+
+
+def output_buffer(chunk_leaf, n: int):
+    """Room for ``n`` rows shaped like the rows of ``chunk_leaf`` (one chunk's result): an
+    aligned host array, or, inside a trace (``attribute`` under the user's ``jit``), zeros
+    filled functionally by :func:`store_rows`."""
+    shape = (n, *chunk_leaf.shape[1:])
+    if isinstance(chunk_leaf, jax.core.Tracer):
+        return jnp.zeros(shape, chunk_leaf.dtype)
+    return aligned_empty(shape, chunk_leaf.dtype)
+
+
+def store_rows(buf, start: int, chunk_leaf, rows: int):
+    """``buf`` with the first ``rows`` rows of ``chunk_leaf`` written at ``start``: in place for
+    a host buffer (waiting for the chunk; on the CPU its result is read without a copy), as a
+    functional update inside a trace."""
+    if isinstance(buf, np.ndarray):
+        buf[start:start + rows] = np.asarray(chunk_leaf)[:rows]
+        return buf
+    return buf.at[start:start + rows].set(chunk_leaf[:rows])
+
+
+def as_jax(buf) -> jax.Array:
+    """A filled buffer as a jax array: a host buffer moves to the default device (on the CPU
+    the array wraps the aligned buffer, no copy); a traced one is returned as it is."""
+    return jax.device_put(buf) if isinstance(buf, np.ndarray) else buf
