@@ -32,6 +32,7 @@ def data_dir(shared_data):
     return d
 
 
+@pytest.mark.slow  # an end-to-end study: run by .ci/run as its second step
 def test_smoke_run(data_dir, tmp_path):
     """The experiment's --smoke run (test1.jpeg, black and blurred references, both modes),
     checked in one test so that pytest-xdist never runs the 256×256 experiment twice."""

@@ -50,6 +50,7 @@ def test_committed_model_is_accurate(mnist, variables):
     assert acc >= 0.97
 
 
+@pytest.mark.slow  # an end-to-end study: run by .ci/run as its second step
 def test_benchmark_writes_every_method(benchmark_run):
     bench = _module("mnist_benchmark")
     md = (benchmark_run / "mnist_benchmark.md").read_text()
@@ -59,6 +60,7 @@ def test_benchmark_writes_every_method(benchmark_run):
         assert (benchmark_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # an end-to-end study: run by .ci/run as its second step
 def test_benchmark_deeplift_sums_to_delta(benchmark_run, variables):
     mc = _module("mnist_common")
     d = np.load(benchmark_run / "mnist_benchmark_scores.npz")
@@ -74,6 +76,7 @@ def test_benchmark_deeplift_sums_to_delta(benchmark_run, variables):
             assert np.all(s[np.broadcast_to(x[:, None] == 0, s.shape)] == 0)
 
 
+@pytest.mark.slow  # an end-to-end study: run by .ci/run as its second step
 def test_benchmark_deeplift_beats_random(benchmark_run):
     d = np.load(benchmark_run / "mnist_benchmark_scores.npz")
 
@@ -94,6 +97,7 @@ def test_erase_mask_takes_top_positive_pixels():
                                                              True]]
 
 
+@pytest.mark.slow  # an end-to-end study: run by .ci/run as its second step
 def test_references_smoke(mnist, tmp_path, variables):
     refs = _module("mnist_references")
     mc = _module("mnist_common")
@@ -112,6 +116,7 @@ def test_references_smoke(mnist, tmp_path, variables):
     assert p.max(-1).max() <= np.sort(p_all.max(-1))[len(p)] + 1e-5
 
 
+@pytest.mark.slow  # an end-to-end study: run by .ci/run as its second step
 def test_concepts_smoke(mnist, tmp_path):
     con = _module("mnist_concepts")
     assert con.main(["--smoke", "--data", str(mnist), "--out", str(tmp_path)]) == 0

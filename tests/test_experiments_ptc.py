@@ -33,6 +33,7 @@ def ptc_dir(shared_data):
     return folder
 
 
+@pytest.mark.slow  # an end-to-end study: run by .ci/run as its second step
 def test_tiny_run(ptc, ptc_dir, tmp_path):
     """The whole experiment at its smallest: 2 folds, 8 epochs, atoms and bonds only (~30
     patterns). One test, so that pytest-xdist does not run the ~45 s experiment on both
