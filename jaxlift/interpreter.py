@@ -160,6 +160,17 @@ class RuleContext:
     def producer(self, atom) -> Op | None:
         return self.program.producer.get(atom) if isinstance(atom, int) else None
 
+    def forward_sub(self, program: Program, fixed_leaves, x_leaves, r_leaves,
+                    input_splits=None) -> Forward:
+        """The interpreter's forward pass on a sub-program (a loop's body), in this mode."""
+        return forward(program, self.config, fixed_leaves, x_leaves, r_leaves,
+                       input_splits=input_splits)
+
+    def backward_sub(self, fwd: Forward, seeds: dict) -> dict:
+        """The interpreter's backward pass on a sub-program: seeds and results are
+        :class:`Pair` multipliers by variable id."""
+        return backward(fwd, seeds)
+
     def as_numbers(self, dtype) -> "RuleContext":
         """This context with boolean and integer values read as floats of ``dtype`` (that of
         the multipliers or splits they meet) and every live operand treated as a float one:
@@ -210,16 +221,19 @@ def side_values(program: Program, fixed_leaves, leaves) -> dict:
 
 
 def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
-            r_values: dict | None = None) -> Forward:
+            r_values: dict | None = None, input_splits: Sequence[Any] | None = None) -> Forward:
     """Evaluate the program on one input and one reference (see module doc); with
-    ``r_values`` (:func:`side_values` of the reference) the reference side is not re-run."""
+    ``r_values`` (:func:`side_values` of the reference) the reference side is not re-run.
+    ``input_splits``: the RevealCancel splits ``(Δ⁺, Δ⁻)`` of the live inputs (a loop body's
+    carry arrives split by the steps before), else their sign split."""
     fixed = _fixed_values(program, fixed_leaves)
     r_side = dict(r_values) if r_values is not None else dict(zip(program.live_inputs, r_leaves))
     fwd = Forward(program, config, fixed, dict(zip(program.live_inputs, x_leaves)), r_side, {})
     if config.carries_split:
-        for i in program.live_inputs:
+        given = input_splits if input_splits is not None else [None] * len(program.live_inputs)
+        for i, split in zip(program.live_inputs, given):
             if program.carries(i):
-                fwd.split[i] = sign_split(fwd.delta(i))
+                fwd.split[i] = split if split is not None else sign_split(fwd.delta(i))
     for op in program.ops:
         if not op.is_live:
             for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "x"))):
@@ -270,7 +284,11 @@ def backward(fwd: Forward, seeds: dict, stop_at: int | None = None,
     :class:`UnsupportedPrimitiveError` naming the primitive and the user's line.
     ``inspect(op, m_out, m_in)``, if given, sees every rule's multipliers (diagnostics)."""
     program, config = fwd.program, fwd.config
-    mult: dict = {k: Pair.of(v) for k, v in seeds.items()}
+    mult: dict = {}
+    for k, v in seeds.items():
+        if isinstance(k, int) and program.carries(k):
+            v = v if isinstance(v, Pair) else Pair.of(v)
+            mult[k] = v if k not in mult else mult[k] + v
     stop_op = program.producer.get(stop_at) if stop_at is not None else None
     if stop_at is not None and stop_op is None:  # a marked input: nothing to walk past
         return mult

@@ -64,6 +64,7 @@ class Op:
     where: str
     body: tuple = ()
     opaque_elementwise: bool = False
+    sub: Any = None  # a loop's body as a Program (``scan``), for rules that recurse into it
 
     @property
     def primitive(self) -> str:
@@ -274,6 +275,12 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
             b.markers[name] = src
             env[eqn.outvars[0]] = src
             continue
+        if eqn.primitive.name == "scan" and any(live):
+            outs = tuple(b.new(v.aval, live=True) for v in eqn.outvars)
+            for v, o in zip(eqn.outvars, outs):
+                env[v] = o
+            b.ops.append(Op(eqn, ins, outs, live, where, sub=_scan_body(eqn, live)))
+            continue
         if eqn.primitive.name == "cond" and any(live):
             for v, a in zip(eqn.outvars, _inline_cond(b, eqn, ins, where)):
                 env[v] = a
@@ -334,6 +341,26 @@ def _inline_cond(b: _Builder, eqn, ins: tuple, where: str) -> list:
         b.ops.append(Op(sel, op_ins, (out,), live, where))
         results.append(out)
     return results
+
+
+def _scan_body(eqn, live: Sequence[bool]) -> Program:
+    """The body of a ``scan`` as a :class:`Program`: its consts and xs live where the scan's
+    operands are, its carry live where the initial carry is or where the body makes it so
+    (a fixed point over the steps)."""
+    closed = eqn.params["jaxpr"]
+    n_consts, n_carry = eqn.params["num_consts"], eqn.params["num_carry"]
+    live_in = list(live)
+    while True:
+        live_vars = {v for v, l in zip(closed.jaxpr.invars, live_in) if l}
+        for e, _ in live_equations(closed.jaxpr, live_in):
+            live_vars.update(e.outvars)
+        carry_out = closed.jaxpr.outvars[:n_carry]
+        grown = [live_in[n_consts + i] or (not isinstance(v, jcore.Literal) and v in live_vars)
+                 for i, v in enumerate(carry_out)]
+        if grown == live_in[n_consts:n_consts + n_carry]:
+            break
+        live_in[n_consts:n_consts + n_carry] = grown
+    return program_from_jaxpr(closed.jaxpr, closed.consts, live_in)
 
 
 def _dce(ops: list, needed: set) -> list:
@@ -431,6 +458,22 @@ def _fuse(ops: list, prog_outputs: Sequence, avals: dict, live_inputs, markers=(
     return out
 
 
+def program_from_jaxpr(jaxpr, consts: Sequence[Any], live_in: Sequence[bool]) -> Program:
+    """The :class:`Program` of an open ``jaxpr`` (with its ``consts``) whose inputs flagged in
+    ``live_in`` are live: the whole traced function, or a loop's body (DESIGN §10)."""
+    b = _Builder()
+    in_atoms = [b.new(v.aval, live=bool(l)) for v, l in zip(jaxpr.invars, live_in)]
+    outs = _inline(b, jaxpr, list(consts), in_atoms)
+    needed = {a for a in outs if isinstance(a, int)} | set(b.markers.values())
+    ops = _dce(b.ops, needed)
+    live_inputs = [a for a, l in zip(in_atoms, live_in) if l]
+    ops = _fuse(ops, list(outs) + list(b.markers.values()), b.avals, live_inputs,
+                markers=b.markers.values())
+    producer = {o: op for op in ops for o in op.outs}
+    return Program(b.avals, [a for a, l in zip(in_atoms, live_in) if not l], live_inputs,
+                   b.consts, ops, outs, b.live, b.markers, producer)
+
+
 def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     """Trace ``f(fixed_args, live_args)`` and build its :class:`Program`.
 
@@ -439,16 +482,6 @@ def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     """
     closed, out_shape = jax.make_jaxpr(f, return_shape=True)(fixed_args, live_args)
     n_fixed = len(jax.tree_util.tree_leaves(fixed_args))
-    b = _Builder()
-    jaxpr = closed.jaxpr
-    in_atoms = [b.new(v.aval, live=i >= n_fixed) for i, v in enumerate(jaxpr.invars)]
-    outs = _inline(b, jaxpr, list(closed.consts), in_atoms)
-    needed = {a for a in outs if isinstance(a, int)} | set(b.markers.values())
-    ops = _dce(b.ops, needed)
-    live_inputs = in_atoms[n_fixed:]
-    ops = _fuse(ops, list(outs) + list(b.markers.values()), b.avals, live_inputs,
-                markers=b.markers.values())
-    producer = {o: op for op in ops for o in op.outs}
-    prog = Program(b.avals, in_atoms[:n_fixed], live_inputs, b.consts, ops, outs, b.live,
-                   b.markers, producer)
+    live_in = [i >= n_fixed for i in range(len(closed.jaxpr.invars))]
+    prog = program_from_jaxpr(closed.jaxpr, closed.consts, live_in)
     return prog, jax.tree_util.tree_structure(out_shape)

@@ -1,0 +1,189 @@
+"""The ``scan`` rule: DeepLIFT through loops, compiled as loops (DESIGN §10).
+
+A ``lax.scan`` (``nn.RNN``, an LSTM/GRU written by hand, layers stacked with ``nn.scan`` or
+Equinox's ``scan=True``, ``fori_loop`` with a fixed trip count) is kept as one operation whose
+body is a sub-program, and the interpreter recurses into it:
+
+* forward: a ``lax.scan`` carries both sides' states — the carry on the input and on the
+  reference, and in RevealCancel modes the split ``(Δc⁺, Δc⁻)`` of every live carry — and runs
+  the interpreter's forward pass on the body at every step, stacking each step's carry;
+* backward: a ``lax.scan`` over the steps in reverse whose carry is the carry's multipliers
+  (a ``Pair``; the multipliers of live loop constants add up across steps, as they do in a
+  gradient); each step re-runs the body's forward pass from the stacked carry and its backward
+  pass from ``m(carry out) + m(ys)``.
+
+Both stay loops after compilation: compile time does not grow with the number of steps.
+Summation-to-delta holds through the loop because it holds for every step's body: the
+multipliers of a step's inputs explain exactly the multiplier-weighted differences of its
+outputs, and the steps telescope.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxlift._ops import widen
+from jaxlift.pairs import Pair, sign_split
+from jaxlift.rules import registry
+from jaxlift.rules.registry import Rule
+
+
+def _layout(ctx):
+    p = ctx.params
+    return p["num_consts"], p["num_carry"], p["length"], p["reverse"]
+
+
+def _as_array(value, aval):
+    return jnp.broadcast_to(jnp.asarray(value, aval.dtype), aval.shape)
+
+
+def _zero_split(value):
+    z = jnp.zeros(jnp.shape(value), widen(jnp.zeros((), jnp.result_type(value))).dtype)
+    return z, z
+
+
+class _Body:
+    """The loop body as the rule runs it: full input lists in, interpreter passes out."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.sub = ctx.op.sub
+        self.n_consts, self.n_carry, self.length, self.reverse = _layout(ctx)
+        self.rc = ctx.config.carries_split
+        self.live = set(self.sub.live_inputs)  # body input positions (= ids) that are live
+
+    def forward(self, vals_x, vals_r, splits):
+        sub = self.sub
+        return self.ctx.forward_sub(
+            sub, [vals_x[i] for i in sub.fixed_inputs], [vals_x[i] for i in sub.live_inputs],
+            [vals_r[i] for i in sub.live_inputs],
+            [splits[i] for i in sub.live_inputs] if self.rc else None)
+
+    def outputs(self, fwd, which: str):
+        return [_as_array(fwd.value(o, which), self.sub.avals[o]) if isinstance(o, int)
+                else _as_array(o.val, jax.typeof(o.val)) for o in self.sub.outputs]
+
+    def output_splits(self, fwd, outs_x):
+        if not self.rc:
+            return [None] * len(outs_x)
+        return [fwd.split[o] if isinstance(o, int) and o in fwd.split else _zero_split(v)
+                for o, v in zip(self.sub.outputs, outs_x)]
+
+
+def _outer_split(ctx, i, value):
+    if ctx.config.carries_split and ctx.live[i] and ctx.op.ins[i] in ctx._fwd.split:
+        return ctx.split_in(i)
+    return _zero_split(value)
+
+
+def _forward_scan(ctx):
+    """Both sides through the loop: ``(final carries x, r, splits), per-step stack`` where the
+    stack holds each step's outputs (ys on both sides, their splits) and its input carry."""
+    body = _Body(ctx)
+    nc, nk = body.n_consts, body.n_carry
+    cx, kx, xsx = ctx.xs[:nc], ctx.xs[nc:nc + nk], ctx.xs[nc + nk:]
+    cr, kr, xsr = ctx.rs[:nc], ctx.rs[nc:nc + nk], ctx.rs[nc + nk:]
+    csplit = [_outer_split(ctx, i, v) if body.rc and i in body.live else None
+              for i, v in enumerate(cx)]
+    ksplit = [_outer_split(ctx, nc + i, v) if body.rc and nc + i in body.live else None
+              for i, v in enumerate(kx)]
+    xssplit = [_outer_split(ctx, nc + nk + i, v) if body.rc and nc + nk + i in body.live
+               else None for i, v in enumerate(xsx)]
+
+    def step(carry, t_in):
+        k_x, k_r, k_split = carry
+        x_t, r_t, s_t = t_in
+        fwd = body.forward(list(cx) + list(k_x) + list(x_t), list(cr) + list(k_r) + list(r_t),
+                           csplit + list(k_split) + list(s_t))
+        outs_x, outs_r = body.outputs(fwd, "x"), body.outputs(fwd, "r")
+        splits = body.output_splits(fwd, outs_x)
+        new_k_x = [o.astype(k.dtype) for o, k in zip(outs_x[:nk], k_x)]
+        new_k_r = [o.astype(k.dtype) for o, k in zip(outs_r[:nk], k_r)]
+        new_split = [None if s is None else tuple(a.astype(b.dtype) for a, b in zip(n, s))
+                     for n, s in zip(splits[:nk], k_split)]
+        return (new_k_x, new_k_r, new_split), (outs_x[nk:], outs_r[nk:], splits[nk:],
+                                               list(k_x), list(k_r), list(k_split))
+
+    return jax.lax.scan(step, (list(kx), list(kr), ksplit), (list(xsx), list(xsr), xssplit),
+                        length=body.length, reverse=body.reverse)
+
+
+def _split(ctx) -> list:
+    (_, _, k_split), (_, _, ys_split, _, _, _) = _forward_scan(ctx)
+    out = []
+    for j, s in enumerate(list(k_split) + list(ys_split)):
+        out.append(s if s is not None else sign_split(ctx.delta_out(j)))
+    return out
+
+
+def _zeros_like_multiplier(value, like=None):
+    dtype = widen(jnp.zeros((), jnp.result_type(value))).dtype
+    if like is not None:
+        dtype = jnp.result_type(dtype, like)
+    return jnp.zeros(jnp.shape(value), dtype)
+
+
+def _backward(ctx, m_out) -> list:
+    body = _Body(ctx)
+    nc, nk = body.n_consts, body.n_carry
+    (_, _, _), (_, _, _, k_xs, k_rs, k_splits) = _forward_scan(ctx)
+    cx, cr = ctx.xs[:nc], ctx.rs[:nc]
+    xsx, xsr = ctx.xs[nc + nk:], ctx.rs[nc + nk:]
+    csplit = [_outer_split(ctx, i, v) if body.rc and i in body.live else None
+              for i, v in enumerate(cx)]
+    xssplit = [_outer_split(ctx, nc + nk + i, v) if body.rc and nc + nk + i in body.live
+               else None for i, v in enumerate(xsx)]
+    rc = body.rc
+    seed_dtype = next(m.pos.dtype for m in m_out if m is not None)
+
+    def pack(m, value):
+        """A multiplier as the loop carries it: ``(m⁺, m⁻)`` in RevealCancel modes, else m."""
+        if m is None:
+            z = _zeros_like_multiplier(value, seed_dtype)
+            return (z, z) if rc else z
+        return (m.pos, m.neg) if rc else m.pos
+
+    def unpack(m):
+        return Pair(*m) if rc else Pair.of(m)
+
+    outs = list(ctx.ys)
+    m_carry = [pack(m, v) for m, v in zip(m_out[:nk], outs[:nk])]
+    m_ys = [pack(m, v) for m, v in zip(m_out[nk:], outs[nk:])]
+    m_consts = [pack(None, v) for v in cx]
+
+    def step(carry, t_in):
+        m_k, m_c = carry
+        k_x, k_r, k_split, x_t, r_t, s_t, m_y = t_in
+        fwd = body.forward(list(cx) + list(k_x) + list(x_t), list(cr) + list(k_r) + list(r_t),
+                           csplit + list(k_split) + list(s_t))
+        seeds: dict = {}
+        for o, m in zip(body.sub.outputs, list(m_k) + list(m_y)):
+            if isinstance(o, int):
+                seeds[o] = unpack(m) if o not in seeds else seeds[o] + unpack(m)
+        mult = ctx.backward_sub(fwd, seeds)
+
+        def got(i, like):
+            m = mult.get(i)
+            if m is None:
+                return jax.tree_util.tree_map(jnp.zeros_like, like)
+            packed = (m.pos, m.neg) if rc else m.pos
+            return jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), packed, like)
+
+        new_m_k = [got(nc + i, m) for i, m in enumerate(m_k)]
+        new_m_c = [jax.tree_util.tree_map(jnp.add, acc, got(i, acc))
+                   for i, acc in enumerate(m_c)]
+        m_x = [got(nc + nk + i, pack(None, v)) for i, v in enumerate(x_t)]
+        return (new_m_k, new_m_c), m_x
+
+    (m_init, m_consts), m_xs = jax.lax.scan(
+        step, (m_carry, m_consts),
+        (k_xs, k_rs, k_splits, list(xsx), list(xsr), xssplit, m_ys),
+        length=body.length, reverse=not body.reverse)
+    result: list = []
+    for i, m in enumerate(list(m_consts) + list(m_init) + list(m_xs)):
+        result.append(unpack(m) if ctx.live[i] else None)
+    return result
+
+
+SCAN = Rule("scan", backward=_backward, split=_split, numeric_operands=True)
+registry.register("scan", SCAN, any)

@@ -1,0 +1,159 @@
+"""DeepLIFT through loops (``lax.scan`` and what lowers to it): summation-to-delta through
+recurrent cells, reverse and unrolled scans, several carries and xs, loop constants computed
+from the input, stacked layers, and a compiled program that stays a loop."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlift
+from jaxlift.errors import UnsupportedPrimitiveError
+
+MODES = ["rescale", "reveal_cancel", "genomics_default"]
+H, D, T = 4, 3, 6
+
+
+def _params(seed=0, dtype=jnp.float64):
+    rng = np.random.default_rng(seed)
+    mk = lambda *s: jnp.asarray(rng.normal(size=s) / np.sqrt(s[0]), dtype)  # noqa: E731
+    return {"wx": mk(D, 4 * H), "wh": mk(H, 4 * H), "b": mk(4 * H) * 0.1, "out": mk(H, 2)}
+
+
+def lstm(p, xb):
+    """A hand-written LSTM over xb of shape (B, T, D), explained at its last hidden state."""
+    def cell(carry, x_t):
+        h, c = carry
+        z = x_t @ p["wx"] + h @ p["wh"] + p["b"]
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+    zeros = jnp.zeros((xb.shape[0], H), xb.dtype)
+    (h, _), _ = jax.lax.scan(cell, (zeros, zeros), jnp.swapaxes(xb, 0, 1))
+    return h @ p["out"]
+
+
+def gru(p, xb):
+    def cell(h, x_t):
+        z = x_t @ p["wx"][:, :3 * H] + p["b"][:3 * H]
+        u = h @ p["wh"][:, :3 * H]
+        r = jax.nn.sigmoid(z[:, :H] + u[:, :H])
+        zg = jax.nn.sigmoid(z[:, H:2 * H] + u[:, H:2 * H])
+        n = jnp.tanh(z[:, 2 * H:] + r * u[:, 2 * H:])
+        h = (1 - zg) * n + zg * h
+        return h, h.sum(-1)
+    h, ys = jax.lax.scan(cell, jnp.zeros((xb.shape[0], H), xb.dtype), jnp.swapaxes(xb, 0, 1))
+    return h @ p["out"] + ys.mean(0)[:, None]
+
+
+def reverse_unrolled(p, xb):
+    """Two carries (one a running sum), a reverse scan, unroll=2, stacked ys used after."""
+    def cell(carry, x_t):
+        h, s = carry
+        h = jnp.tanh(h @ p["wh"][:, :H] + x_t @ p["wx"][:, :H]) * jax.nn.sigmoid(s)
+        return (h, s + x_t.sum(-1, keepdims=True)), h
+    init = (jnp.zeros((xb.shape[0], H), xb.dtype), jnp.zeros((xb.shape[0], 1), xb.dtype))
+    (h, s), ys = jax.lax.scan(cell, init, jnp.swapaxes(xb, 0, 1), reverse=True, unroll=2)
+    return (h + ys.max(0) + s) @ p["out"]
+
+
+def live_constant(p, xb):
+    """A loop constant computed from the input (its multipliers add up across steps)."""
+    g = jnp.tanh(xb.sum(1) @ p["wx"][:, :H])
+
+    def cell(h, x_t):
+        return jnp.tanh(h * g + x_t @ p["wx"][:, H:2 * H]), None
+    h, _ = jax.lax.scan(cell, jnp.zeros((xb.shape[0], H), xb.dtype), jnp.swapaxes(xb, 0, 1))
+    return h @ p["out"]
+
+
+def stacked_layers(p, xb):
+    """Residual layers stacked in a scan over their weights (nn.scan / Equinox scan=True),
+    each under jax.checkpoint, then a fori_loop with a fixed trip count."""
+    layers = jnp.stack([p["wh"][:, :H], p["wh"][:, H:2 * H], p["wh"][:, 2 * H:3 * H]])
+
+    @jax.checkpoint
+    def layer(h, w):
+        return h + jnp.tanh(h @ w), None
+    h, _ = jax.lax.scan(layer, xb[:, 0] @ p["wx"][:, :H], layers)
+    h = jax.lax.fori_loop(0, 3, lambda i, v: jax.nn.relu(v @ p["wh"][:, :H]) + v, h)
+    return h @ p["out"]
+
+
+def _check(fn, mode, tol=1e-10, steps=T):
+    p = _params()
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(3, steps, D)))
+    r = jnp.asarray(rng.normal(size=(2, steps, D)) * 0.5)
+    c, d = jaxlift.attribute(fn, p, x, r, target=0, mode=mode, average_refs=False,
+                             return_delta=True)
+    total = c.reshape(3, 2, -1).sum(-1)
+    assert float(jnp.abs(d).min()) > 1e-3  # the check has teeth
+    assert float(jnp.abs(total - d).max()) <= tol * max(1.0, float(jnp.abs(c).sum((2, 3)).max()))
+    return c
+
+
+@pytest.mark.parametrize("fn, mode", [
+    (fn, mode) for fn in (lstm, gru, reverse_unrolled, live_constant, stacked_layers)
+    for mode in ("rescale", "reveal_cancel")] + [(lstm, "genomics_default")],
+    ids=lambda v: getattr(v, "__name__", v))
+def test_summation_to_delta_through_loops(x64, fn, mode):
+    _check(fn, mode)
+
+
+def test_scan_matches_the_unrolled_loop(x64):
+    """The loop rule is the interpreter on each step: the same scores as the Python-unrolled
+    program (whose every step is inlined)."""
+    def unrolled(p, xb):
+        zeros = jnp.zeros((xb.shape[0], H), xb.dtype)
+        h, c = zeros, zeros
+        for t in range(xb.shape[1]):
+            z = xb[:, t] @ p["wx"] + h @ p["wh"] + p["b"]
+            i, f, g, o = jnp.split(z, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return h @ p["out"]
+    for mode in ("rescale", "reveal_cancel"):
+        np.testing.assert_allclose(np.asarray(_check(lstm, mode, steps=3)),
+                                   np.asarray(_check(unrolled, mode, steps=3)),
+                                   rtol=1e-9, atol=1e-12)
+
+
+def test_flax_lstm_float32():
+    import flax.linen as nn
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 5, D)), jnp.float32)
+    r = jnp.zeros((1, 5, D), jnp.float32)
+    for cell in (nn.LSTMCell,):
+        class Model(nn.Module):
+            @nn.compact
+            def __call__(self, xb):
+                return nn.Dense(2)(nn.RNN(cell(H))(xb)[:, -1])
+        model = Model()
+        variables = model.init(jax.random.PRNGKey(0), x)
+        c, d = jaxlift.attribute(model.apply, variables, x, r, target=1, mode="reveal_cancel",
+                                 return_delta=True)
+        gap = jnp.abs(c.reshape(2, -1).sum(-1) - d) / jnp.abs(c).reshape(2, -1).sum(-1)
+        assert float(gap.max()) < 1e-5, (cell.__name__, float(gap.max()))
+
+
+def test_compiled_program_stays_a_loop(x64):
+    """The compiled attribution of an LSTM does not grow with the number of steps (it is a
+    loop, not an unrolled program): its lowered text is the same size for 10 and 200 steps."""
+    p = _params()
+
+    def lowered_size(steps):
+        x = jnp.ones((2, steps, D))
+        f = jax.jit(lambda xx: jaxlift.attribute(lstm, p, xx, jnp.zeros((1, steps, D)), target=0))
+        return len(f.lower(x).as_text())
+    small, large = lowered_size(10), lowered_size(200)
+    assert large < 1.05 * small, (small, large)
+
+
+def test_while_loop_with_a_live_carry_is_refused():
+    def fn(p, xb):
+        return jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (jnp.tanh(c[0]) * 2, c[1] + 1),
+                                  (xb, 0))[0]
+    x = jnp.ones((2, 3), jnp.float32)
+    with pytest.raises(UnsupportedPrimitiveError, match=r"'while' \(at .*test_loops\.py"):
+        jaxlift.attribute(fn, None, x, jnp.zeros((1, 3), jnp.float32), target=0)
