@@ -1,0 +1,282 @@
+"""The peer-suite view: the cases of Captum's own DeepLift tests (basic, classification, layer,
+neuron, DeepLiftShap), run on Captum and on jaxlift with the same weights, float64 on both sides.
+
+Captum's models come from ``captum.testing.helpers``; their torch weights are copied into plain
+JAX functions (``x @ W.T + b``; NCHW → NHWC for convolutions). Wherever Captum sums to delta
+(its convergence delta is ~0), jaxlift ``mode="rescale"`` must equal it to 1e-8. Where Captum
+does not, the test asserts Captum's delta, asserts jaxlift is exact, and where the cause is
+known asserts *what* Captum computes instead:
+
+* a module used twice: Captum refuses (RuntimeError); jaxlift equals Captum on the same model
+  with the module duplicated (``test_reused_relu_*``).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlift
+
+torch = pytest.importorskip("torch")
+captum_attr = pytest.importorskip("captum.attr")
+bm = pytest.importorskip("captum.testing.helpers.basic_models")
+cm = pytest.importorskip("captum.testing.helpers.classification_models")
+nn = torch.nn
+
+# Captum warns on every DeepLift call that it sets hooks; that is not what these tests check.
+pytestmark = [pytest.mark.filterwarnings("ignore:Setting forward, backward hooks"),
+              pytest.mark.filterwarnings("ignore:Input Tensor .* did not already require")]
+
+TOL = 1e-8          # parity where Captum is exact
+EXACT = 1e-10       # summation-to-delta, either side, on O(1)–O(100) outputs
+
+
+@pytest.fixture(autouse=True)
+def float64_both_sides(x64):
+    prev = torch.get_default_dtype()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(prev)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+def params_of(model) -> dict:
+    """A torch module's weights as a dict of JAX arrays, keyed as in its state_dict."""
+    return {k: jnp.asarray(v.detach().numpy()) for k, v in model.state_dict().items()}
+
+
+def dense(p, name, x):
+    out = x @ p[name + ".weight"].T
+    return out + p[name + ".bias"] if name + ".bias" in p else out
+
+
+def randomize(model, seed, scale=1.0):
+    """Captum's helper models with random weights (units on both sides of 0)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.copy_(torch.randn_like(prm) * scale)
+    return model.double().eval()
+
+
+def tt(*arrays):
+    return tuple(torch.tensor(np.asarray(a)) for a in arrays)
+
+
+def npy(t):
+    return t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def captum(method, *args, **kw):
+    """Run a Captum attribution; return (tuple of numpy attributions, numpy delta or None)."""
+    out = method.attribute(*args, **kw)
+    attrs, delta = out if kw.get("return_convergence_delta") else (out, None)
+    attrs = attrs if isinstance(attrs, tuple) else (attrs,)
+    return tuple(npy(a) for a in attrs), None if delta is None else npy(delta)
+
+
+def flat_sum(tree):
+    return sum(np.asarray(l).reshape(np.shape(l)[0], -1).sum(1)
+               for l in jax.tree_util.tree_leaves(tree))
+
+
+def assert_same(got, want, tol=TOL):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
+
+
+def assert_exact(scores, delta, tol=EXACT):
+    """jaxlift sums to its Δt."""
+    np.testing.assert_allclose(flat_sum(scores), np.asarray(delta).reshape(-1), rtol=0,
+                               atol=tol * max(1.0, np.abs(delta).max()))
+
+
+_JITTED: dict = {}
+
+
+def attribute(fn, *args, **kwargs):
+    """``jaxlift.attribute`` on ``jax.jit(fn)`` (one wrapper per ``fn``, so that jaxlift's
+    compilation cache still hits). jaxlift traces through the jit all the same; its check that
+    ``fn`` keeps the examples of a batch apart then runs ``fn`` compiled instead of op by op,
+    which took about a fifth of this file's time on these small models."""
+    if fn not in _JITTED:
+        _JITTED[fn] = jax.jit(fn)
+    return jaxlift.attribute(_JITTED[fn], *args, **kwargs)
+
+
+def gather(all_targets, targets):
+    """Rows of jaxlift's ``target="all"`` scores ``(N, T, ...)``, one target per example."""
+    a = np.asarray(all_targets)
+    return a[np.arange(len(targets)), np.asarray(targets)]
+
+
+# ---------------------------------------------------------------------------------------------
+# basic: test_deeplift_basic's relu / tanh / linear models
+
+def relu_model(p, xs):      # ReLUDeepLiftModel with its default x3 = 2
+    x1, x2 = xs
+    return 2 * jax.nn.relu(x1) + 2 * jax.nn.relu(x2 - 1.5)
+
+
+def tanh_model(p, xs):      # TanhDeepLiftModel
+    x1, x2 = xs
+    return 2 * jnp.tanh(x1) + 2 * jnp.tanh(x2 - 1.5)
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh"])
+@pytest.mark.parametrize("baseline", ["zero", "scalar", "per_example"])
+def test_relu_tanh_models_two_inputs(name, baseline):
+    torch_model, fn = {"relu": (bm.ReLUDeepLiftModel(), relu_model),
+                       "tanh": (bm.TanhDeepLiftModel(), tanh_model)}[name]
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(scale=2, size=(2, 4, 3))
+    if baseline == "per_example":
+        r1, r2 = rng.normal(size=(2, 4, 3))
+        c_base = tt(r1, r2)
+        refs = (jnp.asarray(r1)[:, None], jnp.asarray(r2)[:, None])    # (N, 1, 3) per input
+    else:
+        s1, s2 = (0.0, 0.0) if baseline == "zero" else (0.5, -1.0)
+        c_base = (s1, s2)                                               # Captum's scalars
+        refs = (jnp.full((1, 3), s1), jnp.full((1, 3), s2))             # one shared reference
+    want, cdelta = captum(captum_attr.DeepLift(torch_model), tt(x1, x2), c_base, target=1,
+                          return_convergence_delta=True)
+    got, delta = attribute(fn, None, (jnp.asarray(x1), jnp.asarray(x2)), refs,
+                           target=1, mode="rescale", return_delta=True)
+    for g, w in zip(got, want):
+        assert_same(g, w)
+    assert np.abs(cdelta).max() < EXACT
+    assert_exact(got, delta)
+    # Δt is the model's own output difference (torch forward on x and on the baseline)
+    r1, r2 = (np.broadcast_to(np.asarray(r)[:, 0] if r.ndim == 3 else np.asarray(r), x1.shape)
+              for r in refs)
+    with torch.no_grad():
+        out = npy(torch_model(*tt(x1, x2))) - npy(torch_model(*tt(r1, r2)))
+    np.testing.assert_allclose(delta, out[:, 1], rtol=1e-12, atol=1e-12)
+
+
+def test_relu_linear_model_with_additional_forward_arg():
+    """ReLULinearModel(x1, x2, x3): l3(relu([l1 x1, x3 · l2 x2])), Captum's fixed weights, x3
+    passed as an additional forward argument (closed over on the jaxlift side)."""
+    model = bm.ReLULinearModel().double()
+    p = params_of(model)
+
+    def fn(p, xs, x3=3.0):
+        h = jnp.concatenate([dense(p, "l1", xs[0]), x3 * dense(p, "l2", xs[1])], axis=1)
+        return dense(p, "l3", jax.nn.relu(h))
+    rng = np.random.default_rng(1)
+    x1, x2, r1, r2 = rng.normal(scale=2, size=(4, 5, 3))
+    want, cdelta = captum(captum_attr.DeepLift(model), tt(x1, x2), tt(r1, r2), target=0,
+                          additional_forward_args=(3.0,), return_convergence_delta=True)
+    got, delta = attribute(fn, p, (jnp.asarray(x1), jnp.asarray(x2)),
+                           (jnp.asarray(r1)[:, None], jnp.asarray(r2)[:, None]),
+                           target=0, return_delta=True)
+    for g, w in zip(got, want):
+        assert_same(g, w)
+    assert np.abs(cdelta).max() < EXACT
+    assert_exact(got, delta)
+    # both relus straddle somewhere: the case is not linear in disguise
+    h = np.concatenate([x1 @ npy(model.l1.weight).T, 3 * x2 @ npy(model.l2.weight).T], 1)
+    h0 = np.concatenate([r1 @ npy(model.l1.weight).T, 3 * r2 @ npy(model.l2.weight).T], 1)
+    assert np.any((h > 0) != (h0 > 0))
+
+
+def test_linear_models_equal_the_closed_form():
+    """BasicLinearModel (cat(x1, x2) → 7 → 1) and BasicLinearModel_Multilayer (4 → 3 → 2, no
+    bias): on linear models DeepLIFT is Δx · w on both sides."""
+    lin = randomize(bm.BasicLinearModel(), 2)
+    p = params_of(lin)
+    rng = np.random.default_rng(2)
+    x1, r1 = rng.normal(size=(2, 3, 3))
+    x2, r2 = rng.normal(size=(2, 3, 4))
+    want, cdelta = captum(captum_attr.DeepLift(lin), tt(x1, x2), tt(r1, r2),
+                          return_convergence_delta=True)
+    got = attribute(lambda p, xs: dense(p, "linear", jnp.concatenate(xs, -1)), p,
+                    (jnp.asarray(x1), jnp.asarray(x2)),
+                    (jnp.asarray(r1)[:, None], jnp.asarray(r2)[:, None]), target=0)
+    w = npy(lin.linear.weight)[0]
+    for g, c, dx, wi in zip(got, want, (x1 - r1, x2 - r2), (w[:3], w[3:])):
+        assert_same(g, c)
+        assert_same(g, dx * wi)
+    assert np.abs(cdelta).max() < EXACT
+
+    ml = randomize(bm.BasicLinearModel_Multilayer(4, 3, 2), 3)
+    p = params_of(ml)
+    x, r = rng.normal(size=(2, 5, 4))
+    (want,), cdelta = captum(captum_attr.DeepLift(ml), tt(x), tt(r), target=1,
+                             return_convergence_delta=True)
+    got = attribute(lambda p, x: dense(p, "linear2", dense(p, "linear1", x)), p,
+                    jnp.asarray(x), jnp.asarray(r)[:, None], target=1)
+    assert_same(got, want)
+    assert_same(got, (x - r) * (npy(ml.linear2.weight) @ npy(ml.linear1.weight))[1])
+    assert np.abs(cdelta).max() < EXACT
+
+
+def multilayer(p, x, marks=False):
+    """BasicModel_MultiLayer: linear0 (identity) → linear1 → relu → linear2 (``marks``: with
+    jaxlift layer markers on linear1's and the relu's outputs)."""
+    h = dense(p, "linear1", dense(p, "linear0", x))
+    if marks:
+        h = jaxlift.layer(h, "linear1")
+    a = jax.nn.relu(h)
+    if marks:
+        a = jaxlift.layer(a, "relu")
+    return dense(p, "linear2", a)
+
+
+def multilayer_marked(p, x):
+    return multilayer(p, x, marks=True)
+
+
+def test_three_input_tensors_multilayer_model():
+    """BasicModel_MultiLayer_MultiInput: model(scale · (x1 + x2 + x3)), Captum's fixed weights,
+    three input tensors (a 3-tuple pytree in jaxlift) and ``scale`` as a forward argument."""
+    model = bm.BasicModel_MultiLayer_MultiInput().double()
+    p = params_of(model.model)
+    rng = np.random.default_rng(4)
+    xs = rng.normal(scale=2, size=(3, 6, 3))
+    rs = rng.normal(scale=0.5, size=(3, 1, 3))
+    want, cdelta = captum(captum_attr.DeepLift(model), tt(*xs),
+                          tt(*np.repeat(rs, 6, axis=1)), target=0,
+                          additional_forward_args=(2,), return_convergence_delta=True)
+    got, delta = attribute(lambda p, x: multilayer(p, 2 * (x[0] + x[1] + x[2])), p,
+                           tuple(jnp.asarray(a) for a in xs),
+                           tuple(jnp.asarray(a) for a in rs), target=0,
+                           return_delta=True)
+    for g, w in zip(got, want):
+        assert_same(g, w)
+    assert np.abs(cdelta).max() < EXACT
+    assert_exact(got, delta)
+    assert not np.allclose(want[0], 0)
+
+
+def test_reused_relu_captum_refuses_jaxlift_equals_the_unshared_model():
+    """BasicModelWithReusedModules: one ReLU module applied twice. Captum raises (its hooks keep
+    one input/output per module); jaxlift sees two relu primitives and is exact, and equals
+    Captum on the same weights with the ReLU module duplicated."""
+    model = randomize(bm.BasicModelWithReusedModules(), 5)
+    rng = np.random.default_rng(5)
+    x, r = rng.normal(scale=2, size=(2, 4, 3))
+    with pytest.raises(RuntimeError, match="used more than once"):
+        captum_attr.DeepLift(model).attribute(*tt(x), baselines=tt(r)[0], target=1)
+
+    class Unshared(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.lin1, self.relu1, self.lin2, self.relu2 = m.lin1, nn.ReLU(), m.lin2, nn.ReLU()
+
+        def forward(self, x):
+            return self.relu2(self.lin2(self.relu1(self.lin1(x))))
+    (want,), cdelta = captum(captum_attr.DeepLift(Unshared(model)), tt(x), tt(r), target=1,
+                             return_convergence_delta=True)
+    p = params_of(model)
+    got, delta = attribute(
+        lambda p, x: jax.nn.relu(dense(p, "lin2", jax.nn.relu(dense(p, "lin1", x)))), p,
+        jnp.asarray(x), jnp.asarray(r)[:, None], target=1, return_delta=True)
+    assert np.abs(cdelta).max() < EXACT
+    assert_same(got, want)
+    assert_exact(got, delta)
+    assert np.abs(delta).max() > 0.1
