@@ -7,6 +7,11 @@ JAX functions (``x @ W.T + b``; NCHW → NHWC for convolutions). Wherever Captum
 does not, the test asserts Captum's delta, asserts jaxlift is exact, and where the cause is
 known asserts *what* Captum computes instead:
 
+* two hooked modules back to back (ReLU → Sigmoid, ReLU → MaxPool, …): the upstream module's
+  hook reads the downstream module's plain gradient at x, recorded before the downstream hook
+  replaced it with its DeepLIFT multiplier (``test_adjacent_nonlinearities_*``);
+* ``nn.Softmax``: Captum's rule is Rescale on the target entry alone, minus a mean taken over
+  the whole batch (``test_softmax_classifier_*``);
 * a module used twice: Captum refuses (RuntimeError); jaxlift equals Captum on the same model
   with the module duplicated (``test_reused_relu_*``).
 """
@@ -280,3 +285,233 @@ def test_reused_relu_captum_refuses_jaxlift_equals_the_unshared_model():
     assert_same(got, want)
     assert_exact(got, delta)
     assert np.abs(delta).max() > 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# classification: test_deeplift_classification's sigmoid / softmax / max-pool models
+
+def sigmoid_model(p, x):    # SigmoidModel: lin1 → relu → lin2 → sigmoid
+    return jax.nn.sigmoid(dense(p, "lin2", jax.nn.relu(dense(p, "lin1", x))))
+
+
+def softmax_model(p, x):    # SoftmaxModel: lin1 → relu → lin2 → relu → lin3 → softmax
+    h = jax.nn.relu(dense(p, "lin2", jax.nn.relu(dense(p, "lin1", x))))
+    return jax.nn.softmax(dense(p, "lin3", h), axis=-1)
+
+
+def test_sigmoid_classifier_one_and_many_targets():
+    """SigmoidModel(5, 8, 3): Captum's Sigmoid rule is Rescale, as jaxlift's: the post-sigmoid
+    output agrees for one target and for a different target per example (``target="all"``
+    gathered)."""
+    model = randomize(cm.SigmoidModel(5, 8, 3), 6, scale=1.5)
+    p = params_of(model)
+    rng = np.random.default_rng(6)
+    x, r = rng.normal(scale=2, size=(2, 4, 5))
+    dl = captum_attr.DeepLift(model)
+    (one,), cdelta1 = captum(dl, tt(x), tt(r), target=2, return_convergence_delta=True)
+    targets = [0, 2, 1, 0]
+    (many,), cdelta2 = captum(dl, tt(x), tt(r), target=targets, return_convergence_delta=True)
+    got, delta = attribute(sigmoid_model, p, jnp.asarray(x), jnp.asarray(r)[:, None],
+                           target="all", return_delta=True)
+    assert np.asarray(got).shape == (4, 3, 5)
+    assert_same(np.asarray(got)[:, 2], one)
+    assert_same(gather(got, targets), many)
+    assert np.abs(cdelta1).max() < EXACT and np.abs(cdelta2).max() < EXACT
+    for t in range(3):
+        assert_exact(np.asarray(got)[:, t], np.asarray(delta)[:, t])
+
+
+def test_softmax_classifier_captum_rule_differs_from_rescale_through_softmax():
+    """SoftmaxModel(5, 6, 4), a different target per example. Captum's nn.Softmax rule gives
+    the logits the multiplier ``m_b·e_t − (Σ_b' m_b')/(B·C)`` with ``m_b = Δs_t/Δz_t`` (Rescale
+    on the target entry alone, then the mean over *every* entry of the batch subtracted). So
+
+        captum_b = m_b · A(z_t)_b − mean_b'(m_b') · A(mean_j z_j)_b
+
+    with ``A`` the Rescale scores of the logits (jaxlift, to 1e-8): not summation-to-delta
+    (Captum's delta is far from 0), and an example's scores depend on the rest of the batch.
+    jaxlift through the softmax is exact."""
+    model = randomize(cm.SoftmaxModel(5, 6, 4), 7, scale=1.5)
+    p = params_of(model)
+    rng = np.random.default_rng(7)
+    x, r = rng.normal(scale=2, size=(2, 3, 5))
+    targets = [0, 3, 1]
+    dl = captum_attr.DeepLift(model)
+    (want,), cdelta = captum(dl, tt(x), tt(r), target=targets, return_convergence_delta=True)
+    refs = jnp.asarray(r)[:, None]
+
+    probs, pdelta = attribute(softmax_model, p, jnp.asarray(x), refs, target="all",
+                              return_delta=True)
+    for t in range(4):
+        assert_exact(np.asarray(probs)[:, t], np.asarray(pdelta)[:, t])
+    assert np.abs(cdelta).max() > 5e-3                   # Captum: not summation-to-delta
+
+    logits_fn = jaxlift.pre_activation(softmax_model)        # cut at the softmax's input
+    logit_scores = np.asarray(attribute(logits_fn, p, jnp.asarray(x), refs,
+                                        target="all"))          # (N, C, 5)
+    with torch.no_grad():
+        logits = lambda v: model.lin3(model.relu2(model.lin2(model.relu1(model.lin1(v)))))  # noqa: E731
+        z, z0 = npy(logits(*tt(x))), npy(logits(*tt(r)))
+        s, s0 = npy(model(*tt(x))), npy(model(*tt(r)))
+    rows = np.arange(3)
+    m = (s - s0)[rows, targets] / (z - z0)[rows, targets]
+    expected = (m[:, None] * gather(logit_scores, targets)
+                - m.mean() * logit_scores.mean(axis=1))
+    assert_same(want, expected)
+    assert np.abs(want - gather(probs, targets)).max() > 1e-2   # ≠ Rescale through softmax
+
+    # batch dependence: example 0 alone gets m_0 instead of the batch mean in the second term,
+    # i.e. m_0 times the scores of logit t − mean logit (jaxlift.softmax_normalized(t))
+    (alone,), _ = captum(dl, tt(x[:1]), tt(r[:1]), target=targets[0],
+                         return_convergence_delta=True)
+    normalized = logit_scores[0, targets[0]] - logit_scores[0].mean(0)
+    assert_same(alone[0], m[0] * normalized)
+    assert np.abs(alone - want[:1]).max() > 1e-3
+
+
+def test_linear_maxpool_linear_captum_max_rule_is_jaxlift_preserving():
+    """LinearMaxPoolLinearModel (identity → MaxPool1d(4) → ×1) with Captum's test baselines: its
+    max-pool rule (Δy⁺ to the input's argmax, Δy⁻ to the reference's) is jaxlift's
+    ``max_mode="preserving"``; ``"gradient"`` (the original deeplift's) is not exact here."""
+    model = bm.LinearMaxPoolLinearModel().double()
+    p = params_of(model)
+
+    def fn(p, x):
+        h = dense(p, "lin1", x).max(axis=-1, keepdims=True)
+        return dense(p, "lin2", h)
+    rng = np.random.default_rng(8)
+    x = rng.normal(scale=4, size=(2, 4))
+    r = np.array([[1.0, 2.0, 3.0, 9.0], [4.0, 8.0, 6.0, 7.0]])
+    (want,), cdelta = captum(captum_attr.DeepLift(model), tt(x), tt(r), target=0,
+                             return_convergence_delta=True)
+    refs = jnp.asarray(r)[:, None]
+    got, delta = attribute(fn, p, jnp.asarray(x), refs, target=0, return_delta=True)
+    assert_same(got, want)
+    assert np.abs(cdelta).max() < EXACT
+    assert_exact(got, delta)
+    # the input's argmax differs from the reference's: the gradient rule misses Δt there
+    assert not np.array_equal(x.argmax(1), r.argmax(1))
+    grad_rule, gdelta = attribute(fn, p, jnp.asarray(x), refs, target=0,
+                                  max_mode="gradient", return_delta=True)
+    assert np.abs(flat_sum(grad_rule) - np.asarray(gdelta)).max() > 0.1
+
+
+def test_convnet_classifier_captum_not_exact_jaxlift_exact():
+    """BasicModel_ConvNet (conv → relu → maxpool → conv → relu → maxpool → fc → relu → fc →
+    softmax) with random weights, a different target per example: each ReLU sits right before
+    a MaxPool and the output is an nn.Softmax, so Captum's delta is far from 0; jaxlift (NHWC,
+    same weights) sums to Δt for every target."""
+    model = randomize(bm.BasicModel_ConvNet(), 9, scale=0.7)
+    p = params_of(model)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def conv(x, name):
+        k = p[name + ".weight"].transpose(2, 3, 1, 0)
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=dn) \
+            + p[name + ".bias"]
+
+    def pool(h):
+        return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1),
+                                     "VALID")
+
+    def fn(p, x):
+        h = pool(jax.nn.relu(conv(x, "conv1")))
+        h = pool(jax.nn.relu(conv(h, "conv2")))
+        h = jax.nn.relu(dense(p, "fc1", h.reshape(h.shape[0], 4)))   # 1×1 spatial: no reorder
+        return jax.nn.softmax(dense(p, "fc2", h), axis=-1)
+    rng = np.random.default_rng(9)
+    x, r = rng.normal(scale=2, size=(2, 3, 1, 10, 10))
+    targets = [1, 7, 4]
+    (want,), cdelta = captum(captum_attr.DeepLift(model), tt(x), tt(r), target=targets,
+                             return_convergence_delta=True)
+    got, delta = attribute(fn, p, jnp.asarray(x).transpose(0, 2, 3, 1),
+                           jnp.asarray(r).transpose(0, 2, 3, 1)[:, None],
+                           target="all", return_delta=True)
+    got, delta = gather(got, targets), gather(delta, targets)
+    assert_exact(got, delta)
+    with torch.no_grad():                                # the same function on both sides
+        out = npy(model(*tt(x))) - npy(model(*tt(r)))
+    np.testing.assert_allclose(delta, out[np.arange(3), targets], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(flat_sum(want) - delta, cdelta, atol=1e-12)  # Captum's own Δt
+    assert np.abs(cdelta).max() > 1e-3
+    assert np.abs(delta).max() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# why Captum misses summation-to-delta next to a max-pool: adjacent hooked modules
+
+class LinReluSigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.relu, self.sig, self.out = (nn.Linear(4, 3), nn.ReLU(), nn.Sigmoid(),
+                                                   nn.Linear(3, 1))
+
+    def forward(self, x):
+        return self.out(self.sig(self.relu(self.lin(x))))
+
+
+class LinReluPool(nn.Module):
+    """lin → relu → MaxPool1d(2) → out; ``view_between`` puts the unsqueeze the pool needs
+    between the relu and the pool (the same function, but no tensor shared by the two hooks)."""
+
+    def __init__(self, view_between=False):
+        super().__init__()
+        self.lin, self.relu, self.pool, self.out = (nn.Linear(8, 8), nn.ReLU(), nn.MaxPool1d(2),
+                                                    nn.Linear(4, 1))
+        self.view_between = view_between
+
+    def forward(self, x):
+        if self.view_between:
+            h = self.pool(self.relu(self.lin(x))[:, None])
+        else:
+            h = self.pool(self.relu(self.lin(x)[:, None]))
+        return self.out(h[:, 0])
+
+
+def test_adjacent_nonlinearities_captum_uses_the_plain_downstream_gradient():
+    """ReLU → Sigmoid and ReLU → MaxPool1d (one tensor between two hooked modules). Captum's
+    ReLU hook reads the gradient recorded on its output tensor before the next module's hook
+    replaces it: it multiplies its Rescale multiplier by the downstream module's plain gradient
+    at x (σ'(relu(h)), or 1 at the input's argmax) instead of that module's DeepLIFT
+    multiplier. The test rebuilds exactly that (to 1e-12) and checks jaxlift is exact. With a
+    view between the ReLU and the pool (the same function), Captum is exact and equals jaxlift."""
+    rng = np.random.default_rng(10)
+    for model_cls, downstream in ((LinReluSigmoid, "sigmoid"), (LinReluPool, "maxpool")):
+        model = randomize(model_cls(), 10)
+        p = params_of(model)
+        d_in = model.lin.in_features
+        x, r = rng.normal(scale=2, size=(2, 6, d_in))
+        (want,), cdelta = captum(captum_attr.DeepLift(model), tt(x), tt(r), target=0,
+                                 return_convergence_delta=True)
+        W, b, w_out = npy(model.lin.weight), npy(model.lin.bias), npy(model.out.weight)[0]
+        h, h0 = x @ W.T + b, r @ W.T + b
+        a, a0 = np.maximum(h, 0), np.maximum(h0, 0)
+        m_relu = (a - a0) / (h - h0)
+        if downstream == "sigmoid":
+            sig = 1 / (1 + np.exp(-a))
+            g = sig * (1 - sig) * w_out                        # σ' at x, not Δσ/Δa
+
+            def fn(p, x):
+                return dense(p, "out", jax.nn.sigmoid(jax.nn.relu(dense(p, "lin", x))))
+        else:
+            pairs = a.reshape(len(a), 4, 2)                    # MaxPool1d(2) windows
+            g = np.zeros_like(pairs)
+            np.put_along_axis(g, pairs.argmax(-1)[..., None], w_out[None, :, None], -1)
+            g = g.reshape(a.shape)                             # 1 at the argmax of x
+
+            def fn(p, x):
+                a = jax.nn.relu(dense(p, "lin", x))
+                return dense(p, "out", a.reshape(a.shape[0], 4, 2).max(-1))
+        assert_same(want, (x - r) * ((m_relu * g) @ W), tol=1e-12)
+        assert np.abs(cdelta).max() > 1e-2, downstream
+        got, delta = attribute(fn, p, jnp.asarray(x), jnp.asarray(r)[:, None],
+                               target=0, return_delta=True)
+        assert_exact(got, delta)
+        np.testing.assert_allclose(flat_sum(want) - delta, cdelta, atol=1e-12)
+        assert np.abs(np.asarray(got) - want).max() > 1e-2
+    viewed = LinReluPool(view_between=True)
+    viewed.load_state_dict(model.state_dict())
+    (want,), cdelta = captum(captum_attr.DeepLift(viewed), tt(x), tt(r), target=0,
+                             return_convergence_delta=True)
+    assert np.abs(cdelta).max() < EXACT
+    assert_same(got, want)
