@@ -12,6 +12,8 @@ known asserts *what* Captum computes instead:
   replaced it with its DeepLIFT multiplier (``test_adjacent_nonlinearities_*``);
 * ``nn.Softmax``: Captum's rule is Rescale on the target entry alone, minus a mean taken over
   the whole batch (``test_softmax_classifier_*``);
+* LayerDeepLift on a nonlinearity's *input*: Captum takes the gradient there before that
+  module's hook rescales it, i.e. gradient × Δ (``test_layer_deeplift_on_a_relus_input_*``);
 * a module used twice: Captum refuses (RuntimeError); jaxlift equals Captum on the same model
   with the module duplicated (``test_reused_relu_*``).
 """
@@ -515,3 +517,174 @@ def test_adjacent_nonlinearities_captum_uses_the_plain_downstream_gradient():
                              return_convergence_delta=True)
     assert np.abs(cdelta).max() < EXACT
     assert_same(got, want)
+
+
+# ---------------------------------------------------------------------------------------------
+# layer: test_layer_deeplift (LayerDeepLift / LayerDeepLiftShap)
+
+@pytest.mark.parametrize("layer,mark", [("linear1", "linear1"), ("relu", "relu")])
+def test_layer_deeplift_hidden_layer(layer, mark):
+    """BasicModel_MultiLayer, Captum's fixed weights: LayerDeepLift on linear1's output and on
+    the relu's output vs jaxlift ``layer=`` on the marked value; the layer's scores sum to the
+    output's Δ on both sides."""
+    model = bm.BasicModel_MultiLayer().double()
+    p = params_of(model)
+    rng = np.random.default_rng(11)
+    x, r = rng.normal(scale=3, size=(2, 5, 3))
+    (want,), cdelta = captum(captum_attr.LayerDeepLift(model, getattr(model, layer)), tt(x),
+                             tt(r), target=1, return_convergence_delta=True)
+    got, delta = attribute(multilayer_marked, p, jnp.asarray(x),
+                           jnp.asarray(r)[:, None], target=1, layer=mark,
+                           return_delta=True)
+    assert np.asarray(got).shape == (5, 4)
+    assert_same(got, want)
+    assert np.abs(cdelta).max() < EXACT
+    assert_exact(got, delta)
+    h, h0 = x.sum(1, keepdims=True) + npy(model.linear1.bias), r.sum(1, keepdims=True) + \
+        npy(model.linear1.bias)
+    assert np.any((h > 0) != (h0 > 0))                # some relu is crossed
+
+
+def test_layer_deeplift_on_a_relus_input_is_gradient_times_delta_in_captum():
+    """LayerDeepLift(model.relu, attribute_to_layer_input=True) scores linear1's output, as
+    jaxlift ``layer="linear1"`` does, but Captum captures the gradient at the relu's input
+    before the relu's own hook rescales it: its scores are Δh · w₂[t] · 1[h(x) > 0]
+    (gradient × Δ), not summation-to-delta wherever a relu is crossed. jaxlift is exact and
+    equals Captum's LayerDeepLift on linear1 (the same tensor)."""
+    model = bm.BasicModel_MultiLayer().double()
+    p = params_of(model)
+    rng = np.random.default_rng(11)
+    x, r = rng.normal(scale=3, size=(2, 5, 3))
+    (want,), cdelta = captum(captum_attr.LayerDeepLift(model, model.relu), tt(x), tt(r),
+                             target=1, attribute_to_layer_input=True,
+                             return_convergence_delta=True)
+    (lin1,), _ = captum(captum_attr.LayerDeepLift(model, model.linear1), tt(x), tt(r), target=1,
+                        return_convergence_delta=True)
+    got, delta = attribute(multilayer_marked, p, jnp.asarray(x),
+                           jnp.asarray(r)[:, None], target=1, layer="linear1",
+                           return_delta=True)
+    w1, b1, w2 = (npy(t) for t in (model.linear1.weight, model.linear1.bias,
+                                   model.linear2.weight))
+    h, h0 = x @ w1.T + b1, r @ w1.T + b1
+    assert_same(want, (h - h0) * (h > 0) * w2[1])
+    crossed = ((h > 0) != (h0 > 0)).any(1)
+    assert crossed.any() and not crossed.all()
+    assert np.all(np.abs(cdelta[crossed]) > 1) and np.all(np.abs(cdelta[~crossed]) < EXACT)
+    assert_exact(got, delta)
+    assert_same(got, lin1)
+
+
+def one_conv(p, x, marks=False):
+    """BasicModel_ConvNet_One_Conv on NHWC input (B, 4, 4, 1): conv1 → relu → flatten in
+    torch's (C, H, W) order → fc1 → relu."""
+    k = p["conv1.weight"].transpose(2, 3, 1, 0)
+    h = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["conv1.bias"]
+    if marks:
+        h = jaxlift.layer(h, "conv1")
+    a = jax.nn.relu(h)
+    if marks:
+        a = jaxlift.layer(a, "relu1")
+    a = jnp.transpose(a, (0, 3, 1, 2)).reshape(a.shape[0], 8)
+    return jax.nn.relu(dense(p, "fc1", a))
+
+
+def conv_inputs(seed, n, k):
+    """Inputs for BasicModel_ConvNet_One_Conv (its conv biases are −50 and −75: pixels ~0–20)."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 20, size=(n, 1, 4, 4)), rng.uniform(0, 12, size=(k, 1, 4, 4))
+
+
+def test_layer_deeplift_conv_layer_and_layer_deeplift_shap():
+    """BasicModel_ConvNet_One_Conv, Captum's fixed weights: LayerDeepLift on conv1's output
+    (NCHW there, NHWC here) and LayerDeepLiftShap on relu1's output over 3 baselines vs jaxlift
+    ``layer=`` with the references averaged."""
+    model = bm.BasicModel_ConvNet_One_Conv().double()
+    p = params_of(model)
+    x, refs = conv_inputs(12, 4, 3)
+    xj, rj = jnp.asarray(x).transpose(0, 2, 3, 1), jnp.asarray(refs).transpose(0, 2, 3, 1)
+    fn = lambda p, x: one_conv(p, x, marks=True)  # noqa: E731
+
+    (want,), cdelta = captum(captum_attr.LayerDeepLift(model, model.conv1), tt(x),
+                             tt(np.repeat(refs[:1], 4, 0)), target=2,
+                             return_convergence_delta=True)
+    got, delta = attribute(fn, p, xj, rj[:1], target=2, layer="conv1",
+                           return_delta=True)
+    assert_same(np.moveaxis(np.asarray(got), -1, 1), want)
+    assert np.abs(cdelta).max() < EXACT
+    assert_exact(got, delta)
+    assert np.abs(delta).max() > 1
+
+    (want,), cdelta = captum(captum_attr.LayerDeepLiftShap(model, model.relu1), tt(x), tt(refs),
+                             target=0, return_convergence_delta=True)
+    got, delta = attribute(fn, p, xj, rj, target=0, layer="relu1", return_delta=True)
+    assert_same(np.moveaxis(np.asarray(got), -1, 1), want)
+    assert np.abs(cdelta).max() < EXACT          # one per (input, baseline) pair
+    assert_exact(got, delta)
+
+
+# ---------------------------------------------------------------------------------------------
+# neuron: test_neuron_deeplift (NeuronDeepLift / NeuronDeepLiftShap)
+
+def test_neuron_deeplift_dense_neurons():
+    """BasicModel_MultiLayer: NeuronDeepLift on neurons of linear1's output, of the relu's input
+    (the same neurons) and of the relu's output vs jaxlift on ``fn`` cut at that layer (every
+    neuron at once with ``target="all"``; one neuron with a callable target)."""
+    model = bm.BasicModel_MultiLayer().double()
+    p = params_of(model)
+    rng = np.random.default_rng(13)
+    x, r = rng.normal(scale=3, size=(2, 5, 3))
+
+    def pre(p, x):
+        return dense(p, "linear1", dense(p, "linear0", x))
+
+    def post(p, x):
+        return jax.nn.relu(pre(p, x))
+    refs = jnp.asarray(r)[:, None]
+    got_pre, d_pre = attribute(pre, p, jnp.asarray(x), refs, target="all",
+                               return_delta=True)                 # (N, 4 neurons, 3)
+    got_post, d_post = attribute(post, p, jnp.asarray(x), refs, target=lambda o: o[2],
+                                 return_delta=True)
+    for j in (0, 2):
+        (lin,), _ = captum(captum_attr.NeuronDeepLift(model, model.linear1), tt(x), j, tt(r))
+        (relu_in,), _ = captum(captum_attr.NeuronDeepLift(model, model.relu), tt(x), j, tt(r),
+                               attribute_to_neuron_input=True)
+        assert_same(np.asarray(got_pre)[:, j], lin)
+        assert_same(np.asarray(got_pre)[:, j], relu_in)
+        assert_exact(np.asarray(got_pre)[:, j], np.asarray(d_pre)[:, j])
+    (relu_out,), _ = captum(captum_attr.NeuronDeepLift(model, model.relu), tt(x), 2, tt(r))
+    assert_same(got_post, relu_out)
+    assert_exact(got_post, d_post)
+    assert_same(flat_sum(relu_out), d_post)          # Captum sums to the neuron's Δ too
+    assert np.abs(np.asarray(got_pre)[:, 2] - got_post).max() > 0.1   # the relu is crossed
+
+
+def test_neuron_deeplift_conv_neuron_and_neuron_deeplift_shap():
+    """BasicModel_ConvNet_One_Conv: NeuronDeepLift on neuron (c, h, w) = (1, 0, 1) of relu1's
+    output (jaxlift: ``target=(0, 1, 1)`` into the NHWC output), and NeuronDeepLiftShap on a
+    neuron of fc1's output over 3 baselines (jaxlift: K references averaged)."""
+    model = bm.BasicModel_ConvNet_One_Conv().double()
+    p = params_of(model)
+    x, refs = conv_inputs(14, 4, 3)
+    xj, rj = jnp.asarray(x).transpose(0, 2, 3, 1), jnp.asarray(refs).transpose(0, 2, 3, 1)
+
+    def relu1(p, x):
+        k = p["conv1.weight"].transpose(2, 3, 1, 0)
+        return jax.nn.relu(jax.lax.conv_general_dilated(
+            x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["conv1.bias"])
+    (want,), _ = captum(captum_attr.NeuronDeepLift(model, model.relu1), tt(x), (1, 0, 1),
+                        tt(np.repeat(refs[1:2], 4, 0)))
+    got, delta = attribute(relu1, p, xj, rj[1:2], target=(0, 1, 1), return_delta=True)
+    assert_same(np.moveaxis(np.asarray(got), -1, 1), want)
+    assert_exact(got, delta)
+    assert np.abs(delta).max() > 1
+
+    def fc1(p, x):
+        k = p["conv1.weight"].transpose(2, 3, 1, 0)
+        a = jax.nn.relu(jax.lax.conv_general_dilated(
+            x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["conv1.bias"])
+        return dense(p, "fc1", jnp.transpose(a, (0, 3, 1, 2)).reshape(a.shape[0], 8))
+    (want,), _ = captum(captum_attr.NeuronDeepLiftShap(model, model.fc1), tt(x), 3, tt(refs))
+    got, delta = attribute(fc1, p, xj, rj, target=3, return_delta=True)
+    assert_same(np.moveaxis(np.asarray(got), -1, 1), want)
+    assert_exact(got, delta)
