@@ -688,3 +688,60 @@ def test_neuron_deeplift_conv_neuron_and_neuron_deeplift_shap():
     got, delta = attribute(fc1, p, xj, rj, target=3, return_delta=True)
     assert_same(np.moveaxis(np.asarray(got), -1, 1), want)
     assert_exact(got, delta)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepLiftShap: several baselines, averaged
+
+def test_deeplift_shap_two_inputs_per_pair_and_averaged():
+    """ReLULinearModel with 4 baselines for a pair of input tensors: Captum DeepLiftShap (the
+    mean of DeepLift over the baselines; one convergence delta per (input, baseline)) vs jaxlift
+    with K = 4 references, averaged and per reference (``average_refs=False``)."""
+    model = bm.ReLULinearModel().double()
+    p = params_of(model)
+
+    def fn(p, xs):
+        h = jnp.concatenate([dense(p, "l1", xs[0]), dense(p, "l2", xs[1])], axis=1)
+        return dense(p, "l3", jax.nn.relu(h))
+    rng = np.random.default_rng(15)
+    x1, x2 = rng.normal(scale=2, size=(2, 3, 3))
+    r1, r2 = rng.normal(scale=2, size=(2, 4, 3))
+    want, cdelta = captum(captum_attr.DeepLiftShap(model), tt(x1, x2), tt(r1, r2), target=0,
+                          return_convergence_delta=True)
+    xs, rs = (jnp.asarray(x1), jnp.asarray(x2)), (jnp.asarray(r1), jnp.asarray(r2))
+    got = attribute(fn, p, xs, rs, target=0)
+    per_ref, delta = attribute(fn, p, xs, rs, target=0, average_refs=False,
+                               return_delta=True)
+    assert cdelta.shape == (12,) and np.abs(cdelta).max() < EXACT
+    for g, pr, w in zip(got, per_ref, want):
+        assert_same(g, w)
+        assert np.asarray(pr).shape == (3, 4, 3)
+        assert_same(np.asarray(pr).mean(1), w)
+    # per (input, reference): Σ over both inputs' scores = that pair's Δt
+    np.testing.assert_allclose(sum(np.asarray(pr).sum(-1) for pr in per_ref), delta,
+                               atol=EXACT)
+    # and each pair equals Captum DeepLift with that baseline alone
+    for k in range(4):
+        single, _ = captum(captum_attr.DeepLift(model), tt(x1, x2),
+                           tt(np.repeat(r1[k:k + 1], 3, 0), np.repeat(r2[k:k + 1], 3, 0)),
+                           target=0, return_convergence_delta=True)
+        for pr, s in zip(per_ref, single):
+            assert_same(np.asarray(pr)[:, k], s)
+
+
+def test_deeplift_shap_classifier_many_targets():
+    """SigmoidModel with 5 baselines and a different target per example: Captum DeepLiftShap vs
+    jaxlift ``target="all"`` over K = 5 references, gathered."""
+    model = randomize(cm.SigmoidModel(5, 8, 3), 16, scale=1.5)
+    p = params_of(model)
+    rng = np.random.default_rng(16)
+    x = rng.normal(scale=2, size=(4, 5))
+    refs = rng.normal(size=(5, 5))
+    targets = [2, 0, 1, 2]
+    (want,), cdelta = captum(captum_attr.DeepLiftShap(model), tt(x), tt(refs), target=targets,
+                             return_convergence_delta=True)
+    got, delta = attribute(sigmoid_model, p, jnp.asarray(x), jnp.asarray(refs),
+                           target="all", return_delta=True)
+    assert_same(gather(got, targets), want)
+    assert np.abs(cdelta).max() < EXACT
+    assert_exact(gather(got, targets), gather(delta, targets))
