@@ -31,7 +31,8 @@ class TorchNet(nn.Module):
 
     The max-pool reads the convolution directly: Captum's DeepLift max-pool hook loses
     summation-to-delta when a hooked nonlinearity (ReLU, Tanh …) sits right before or after it
-    (see ``test_captum_deeplift_maxpool_next_to_relu_is_not_exact``)."""
+    (see ``test_captum_deeplift_maxpool_next_to_relu_is_not_exact``; why, in
+    ``test_captum_deeplift_cases.py::test_adjacent_nonlinearities_*``)."""
 
     def __init__(self):
         super().__init__()
@@ -231,7 +232,9 @@ def test_captum_deeplift_maxpool_next_to_relu_is_not_exact(nets):
     """A documented difference, not a parity check: with ReLU → MaxPool, Captum's DeepLift
     (hooks on both modules) misses summation-to-delta (its convergence delta is far from 0),
     while jaxlift's preserving max rule sums to Δt to rounding. Without the ReLU next to the
-    pool the two agree (the parity tests above)."""
+    pool the two agree (the parity tests above). The cause: the two hooks share one tensor and
+    the ReLU's reads the pool's plain gradient, before the pool's hook has replaced it
+    (rebuilt to 1e-12 in ``test_captum_deeplift_cases.py``)."""
     torch.manual_seed(1)
     model = TorchReluPool().double().eval()
     _, x, refs = nets
