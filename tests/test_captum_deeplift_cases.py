@@ -323,6 +323,7 @@ def test_sigmoid_classifier_one_and_many_targets():
         assert_exact(np.asarray(got)[:, t], np.asarray(delta)[:, t])
 
 
+@pytest.mark.slow  # a ConvNet / softmax model compiled for several targets
 def test_softmax_classifier_captum_rule_differs_from_rescale_through_softmax():
     """SoftmaxModel(5, 6, 4), a different target per example. Captum's nn.Softmax rule gives
     the logits the multiplier ``m_b·e_t − (Σ_b' m_b')/(B·C)`` with ``m_b = Δs_t/Δz_t`` (Rescale
@@ -398,6 +399,7 @@ def test_linear_maxpool_linear_captum_max_rule_is_jaxlift_preserving():
     assert np.abs(flat_sum(grad_rule) - np.asarray(gdelta)).max() > 0.1
 
 
+@pytest.mark.slow  # a ConvNet / softmax model compiled for several targets
 def test_convnet_classifier_captum_not_exact_jaxlift_exact():
     """BasicModel_ConvNet (conv → relu → maxpool → conv → relu → maxpool → fc → relu → fc →
     softmax) with random weights, a different target per example: each ReLU sits right before

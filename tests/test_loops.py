@@ -101,6 +101,7 @@ def test_summation_to_delta_through_loops(x64, fn, mode):
     _check(fn, mode)
 
 
+@pytest.mark.slow  # compiles the unrolled program twice (~25 s)
 def test_scan_matches_the_unrolled_loop(x64):
     """The loop rule is the interpreter on each step: the same scores as the Python-unrolled
     program (whose every step is inlined)."""

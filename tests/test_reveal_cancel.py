@@ -86,7 +86,7 @@ def _fn(arch, act):
     return _FN_CACHE[key]
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arch=st.sampled_from(["mlp", "cnn", "seq"]),
        mode=st.sampled_from(["reveal_cancel", "genomics_default"]),
        act=st.sampled_from(["relu", "tanh"]),
