@@ -98,6 +98,7 @@ def files(tmp_path_factory, digits) -> Path:
 # ============================================================================ subprocess
 
 
+@pytest.mark.slow  # a subprocess or a 256×256 model end to end
 def test_demo(tmp_path):
     r = run_cli("demo", "--out", "demo_out", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -111,6 +112,7 @@ def test_demo(tmp_path):
     assert len(re.findall(r"^\s+\d\s+\d\s+\d\s+[01]\.\d{3}", r.stdout, re.M)) == 5
 
 
+@pytest.mark.slow  # a subprocess or a 256×256 model end to end
 def test_attribute_npy_subprocess(tmp_path, files, digits):
     r = run_cli("attribute", MODEL, files / "digits.npy", "--out", "s.npz", "--png", "png",
                 "--batch-size", "4", cwd=tmp_path)
@@ -130,6 +132,7 @@ def test_attribute_npy_subprocess(tmp_path, files, digits):
     assert not leftovers(tmp_path)
 
 
+@pytest.mark.slow  # a subprocess or a 256×256 model end to end
 def test_attribute_cats_and_dogs(tmp_path, shared_data):
     cd = shared_data / "catsordogs"
     r = run_cli("attribute", cd / "model.h5", cd / "test2.jpeg", "--refs", "blur",

@@ -9,7 +9,7 @@ from zoo import build_cnn, build_mlp, cnn_specs, inputs_and_refs, mlp_specs
 
 MODES = ["rescale", "reveal_cancel", "genomics_default"]
 # A few draws each: tests/test_fuzz_exact.py runs ~2,300 random programs of every kind per run.
-SETTINGS = settings(max_examples=3, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=2, deadline=None, derandomize=True)
 
 
 def _target(kind, n_out):
@@ -53,7 +53,7 @@ def test_cnn_summation_to_delta_float64(mode, spec, target_kind):
         _check(fn, params, x_shape, spec["seed"], mode, target_kind, spec["n_out"], jnp.float64, 1e-6)
 
 
-@settings(max_examples=3, deadline=None, derandomize=True)
+@settings(max_examples=2, deadline=None, derandomize=True)
 @given(spec=cnn_specs(), mode=st.sampled_from(MODES))
 def test_cnn_summation_to_delta_float32(spec, mode):
     """float32 bound: |Σ C − Δf| ≤ 1e-4·(1 + |Δf| + Σ|C|)."""

@@ -105,12 +105,18 @@ def _abs_weight_op(ctx, i, j):
 
 def _weighted_split(ctx) -> list:
     """With ``L± = (L ± |L|)/2`` and ``Δx± = (Δx ± |Δx|)/2``:
-    ``Δy⁺ = L⁺(Δx⁺) + L⁻(Δx⁻) = ½(Δy + |L|(|Δx|))`` — one extra op instead of four."""
+    ``Δy⁺ = L⁺(Δx⁺) + L⁻(Δx⁻) = ½(L(Δx) + |L|(|Δx|))`` — two ops instead of four.
+
+    ``L(Δx)`` is applied to the difference rather than read off the values (``y − y0``): the
+    two differ by the rounding of ``y`` (``eps·|y|``), and the multipliers of
+    :func:`_weighted_backward` explain ``L(Δx)`` exactly; RevealCancel's multiplier of a small
+    part would otherwise amplify that rounding (1e-4 of Σ|C| in float32 at large offsets)."""
     i, j = _weighted_operands(ctx)
-    (l_abs,) = _abs_weight_op(ctx, i, j)(jnp.abs(ctx.delta_in(i)))
-    dy = ctx.delta_out(0)
-    pos = (dy + l_abs) / 2
-    return [(pos, dy - pos)]
+    delta = ctx.delta_in(i)
+    (l_abs,) = _abs_weight_op(ctx, i, j)(jnp.abs(delta))
+    (l_dx,) = ctx.apply(delta)
+    pos = (l_dx + l_abs) / 2
+    return [(pos, (l_dx - l_abs) / 2)]
 
 
 def _weighted_backward(ctx, m_out) -> list:

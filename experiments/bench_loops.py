@@ -1,0 +1,101 @@
+"""DeepLIFT through an LSTM compiled as a loop: compile time against the number of steps, and
+``rescale`` against ``jax.grad`` of the same function over the same pairs (issue "Any JAX model").
+
+    python experiments/bench_loops.py [--steps 200] [--inputs 256] [--refs 8]
+
+Prints ratios measured in this one run (medians of 5 after a warm-up; compile time apart) and
+writes them to experiments/results/bench_loops.md.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxlift
+
+HIDDEN, FEATURES = 32, 8
+
+
+def make_lstm(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    mk = lambda *s: jnp.asarray(rng.normal(size=s) / np.sqrt(s[0]), jnp.float32)  # noqa: E731
+    params = {"wx": mk(FEATURES, 4 * HIDDEN), "wh": mk(HIDDEN, 4 * HIDDEN),
+              "b": jnp.zeros(4 * HIDDEN), "out": mk(HIDDEN, 2)}
+
+    def lstm(p, xb):
+        def cell(carry, x_t):
+            h, c = carry
+            i, f, g, o = jnp.split(x_t @ p["wx"] + h @ p["wh"] + p["b"], 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), None
+        zeros = jnp.zeros((xb.shape[0], HIDDEN), xb.dtype)
+        (h, _), _ = jax.lax.scan(cell, (zeros, zeros), jnp.swapaxes(xb, 0, 1))
+        return h @ p["out"]
+    return lstm, params
+
+
+def compile_seconds(fn, params, steps: int) -> float:
+    x = jnp.ones((4, steps, FEATURES))
+    r = jnp.zeros((2, steps, FEATURES))
+    f = jax.jit(lambda xx, rr: jaxlift.attribute(fn, params, xx, rr, target=0))
+    t0 = time.perf_counter()
+    f.lower(x, r).compile()
+    return time.perf_counter() - t0
+
+
+def median_seconds(f, *args, repeats: int = 5) -> float:
+    jax.block_until_ready(f(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--inputs", type=int, default=256)
+    ap.add_argument("--refs", type=int, default=8)
+    args = ap.parse_args()
+    fn, params = make_lstm()
+    c100, c1000 = compile_seconds(fn, params, 100), compile_seconds(fn, params, 1000)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(args.inputs, args.steps, FEATURES)), jnp.float32)
+    r = jnp.asarray(rng.normal(size=(args.refs, args.steps, FEATURES)), jnp.float32)
+    explain = jax.jit(lambda xx, rr: jaxlift.attribute(fn, params, xx, rr, target=0,
+                                                       batch_size=None))
+
+    def grads(xx, rr):  # the floor: one gradient per (input, reference) pair, vmapped
+        pair = lambda a, b: jax.grad(lambda u: fn(params, u[None])[0, 0])(a) * (a - b)  # noqa: E731
+        return jax.vmap(lambda a: jax.vmap(lambda b: pair(a, b))(rr))(xx)
+    t_rescale = median_seconds(explain, x, r)
+    t_grad = median_seconds(jax.jit(grads), x, r)
+    lines = [
+        "# DeepLIFT through an LSTM (experiments/bench_loops.py, one run)",
+        "",
+        f"LSTM, {HIDDEN} hidden units, {FEATURES} features; CPU: {jax.devices()[0].device_kind}",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| compile time, 1,000 steps ÷ 100 steps (target ≤ 2) | {c1000 / c100:.2f} "
+        f"({c1000:.2f} s / {c100:.2f} s) |",
+        f"| `rescale` ÷ `jax.grad`, T = {args.steps}, {args.inputs} inputs × {args.refs} refs "
+        f"(target ≤ 2) | {t_rescale / t_grad:.2f} ({t_rescale * 1e3:.0f} ms / "
+        f"{t_grad * 1e3:.0f} ms) |",
+    ]
+    print("\n".join(lines))
+    out = Path(__file__).resolve().parent / "results" / "bench_loops.md"
+    out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
