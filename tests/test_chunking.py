@@ -316,6 +316,7 @@ def _peak_extra_bytes(n: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two subprocesses measuring peak memory
 def test_memory_beyond_the_input_grows_like_the_output_only():
     """N = 5,000 → 20,000 NumPy inputs of 1024 floats: the peak memory beyond the input grows
     by the output's bytes (61 MB) plus a little, not by the copies of x and of the chunks'
