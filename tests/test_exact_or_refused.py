@@ -210,3 +210,25 @@ def test_overflowing_multiplier_names_the_primitive():
     with pytest.raises(NonFiniteScoresError,
                        match=r"'nonlinearity\[gt, .*\(at .*test_exact_or_refused"):
         jaxlift.attribute(fn, None, x, r)
+
+
+def test_params_with_rng_keys_and_integers_are_not_checked_as_floats():
+    # a Flax NNX model whose state holds Dropout's RNG key (and integer counters)
+    from flax import nnx
+
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.l1 = nnx.Linear(4, 8, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+            self.l2 = nnx.Linear(8, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(self.drop(jax.nn.relu(self.l1(x))))
+
+    model = Model(nnx.Rngs(0))
+    model.eval()
+    graphdef, state = nnx.split(model)
+    fn = lambda s, xb: nnx.merge(graphdef, s)(xb)  # noqa: E731
+    x, r = _data(dtype=jnp.float32)
+    c, d = jaxlift.attribute(fn, state, x, r, target=0, return_delta=True)
+    assert float(jnp.abs(c.sum(1) - d).max()) <= 1e-5 * float(jnp.abs(c).sum(1).max())
