@@ -42,6 +42,11 @@ def widen(v) -> jax.Array:
     return v if v.dtype == target else v.astype(target)
 
 
+def zeros_of_difference(value) -> jax.Array:
+    """Zeros shaped like ``value`` in the dtype of its differences (and multipliers)."""
+    return jnp.zeros(jnp.shape(value), difference_dtype(jnp.result_type(value)))
+
+
 def difference(a, b) -> jax.Array:
     """``a − b`` computed in :func:`difference_dtype`: never overflows for half-precision values,
     and is a number (−1, 0, 1) for booleans."""

@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 
 from jaxlift import rules as _rules  # noqa: F401  (registers every rule family)
-from jaxlift._ops import difference, widen
+from jaxlift._ops import difference, zeros_of_difference
 from jaxlift.errors import UnsupportedPrimitiveError
 from jaxlift.pairs import Pair, combine_by_sign, sign_split
-from jaxlift.program import Lit, Op, Program, bind_eqn, is_half
+from jaxlift.program import Lit, Op, Program, bind_eqn
 from jaxlift.rules import registry
 
 __all__ = ["Config", "Forward", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
@@ -105,8 +105,7 @@ class RuleContext:
 
     ``live_float`` lists the live floating-point operands (the ones a derivative exists for);
     ``live_numeric`` every live operand, booleans and integers included (DESIGN §9: liveness
-    counts every dtype). ``wide`` says the op computes in half precision: linear maps of
-    differences and multipliers then run in float32 (``apply(..., wide=True)``).
+    counts every dtype). Every evaluation runs half precision in float32 (module doc).
     """
 
     def __init__(self, op: Op, fwd: Forward):
@@ -122,7 +121,6 @@ class RuleContext:
         self.live_float = [i for i, a in enumerate(op.ins)
                            if op.live[i] and fwd.program.is_float(a)]
         self.live_numeric = [i for i, l in enumerate(op.live) if l]
-        self.wide = any(is_half(v) for v in (*self.xs, *self.ys))
 
     @property
     def params(self) -> dict:
@@ -140,22 +138,22 @@ class RuleContext:
     def split_out(self, j: int = 0):
         return self._fwd.split[self.op.outs[j]]
 
-    def bind(self, operands: Sequence[Any], wide: bool = True) -> list:
+    def bind(self, operands: Sequence[Any]) -> list:
         """Evaluate the operation on a full list of operand values, with every half-precision
         operand (and dtype parameter) in float32 (see the module doc)."""
         op = self.op
         if op.eqn is not None:
-            return bind_eqn(op.eqn, operands, wide=wide)
+            return bind_eqn(op.eqn, operands, wide=True)
         return [eval_body(op.body, op.ins[0], operands[0], lambda a: self._fwd.value(a, "x"))]
 
-    def apply(self, *live_values, base: Sequence[Any] | None = None, wide: bool = True) -> tuple:
+    def apply(self, *live_values, base: Sequence[Any] | None = None) -> tuple:
         """Results with the live float operands replaced by ``live_values`` (in order), other
         operands from ``base`` (default: the input's values; fixed operands are the same in
         both passes)."""
         vals = list(self.xs if base is None else base)
         for i, v in zip(self.live_float, live_values):
             vals[i] = v
-        return tuple(self.bind(vals, wide=wide))
+        return tuple(self.bind(vals))
 
     def producer(self, atom) -> Op | None:
         return self.program.producer.get(atom) if isinstance(atom, int) else None
@@ -374,10 +372,6 @@ def _hint(op: Op, program: Program) -> str:
     return f"{n_live} live operand(s); add a rule with jaxlift.rules.registry.register"
 
 
-def _zeros_multiplier(value):
-    return jnp.zeros(jnp.shape(value), widen(jnp.zeros((), jnp.result_type(value))).dtype)
-
-
 def input_multipliers(fwd: Forward, mult: dict) -> list:
     """One multiplier array per live input leaf (zeros where no multiplier arrived):
     ``m⁺`` where ``Δx > 0``, ``m⁻`` where ``Δx < 0`` — so the contribution is ``m·Δx``.
@@ -385,7 +379,7 @@ def input_multipliers(fwd: Forward, mult: dict) -> list:
     out = []
     for i in fwd.program.live_inputs:
         m = mult.get(i)
-        out.append(_zeros_multiplier(fwd.x[i]) if m is None
+        out.append(zeros_of_difference(fwd.x[i]) if m is None
                    else combine_by_sign(fwd.delta(i), m))
     return out
 
@@ -394,7 +388,7 @@ def variable_contributions(fwd: Forward, mult: dict, atom: int):
     """Contributions of an intermediate variable: ``m⁺·Δv⁺ + m⁻·Δv⁻`` (``m·Δv`` in Rescale)."""
     m = mult.get(atom)
     if m is None:
-        return _zeros_multiplier(fwd.x[atom])
+        return zeros_of_difference(fwd.x[atom])
     if fwd.config.carries_split:
         pos, neg = fwd.split[atom]
         return m.pos * pos + m.neg * neg
@@ -405,7 +399,7 @@ def variable_multipliers(fwd: Forward, mult: dict, atom: int):
     """Multipliers of an intermediate variable, combined so that ``C = m·Δv``."""
     m = mult.get(atom)
     if m is None:
-        return _zeros_multiplier(fwd.x[atom])
+        return zeros_of_difference(fwd.x[atom])
     if m.shared:
         return m.pos
     delta = fwd.delta(atom)

@@ -8,14 +8,16 @@ import jax.numpy as jnp
 
 from jaxlift._ops import widen
 
+wide = widen  # at least float32: ratios of tiny half-precision differences stay finite
+
 
 def vjp_live(ctx, cotangents: Sequence[Any], base: Sequence[Any] | None = None) -> list:
     """Transpose of the op w.r.t. its live float operands, at ``base`` (default: the input's
     values). Returns one array (or ``None``) per operand. A half-precision op is transposed in
-    float32 (``ctx.wide``), so multipliers keep their range and digits."""
+    float32, so multipliers keep their range and digits."""
     base = ctx.xs if base is None else base
-    primals = [wide(base[i]) if ctx.wide else base[i] for i in ctx.live_float]
-    outs, pull = jax.vjp(lambda *v: ctx.apply(*v, base=base, wide=ctx.wide), *primals)
+    primals = [wide(base[i]) for i in ctx.live_float]
+    outs, pull = jax.vjp(lambda *v: ctx.apply(*v, base=base), *primals)
     cts = tuple(jnp.zeros_like(o) if c is None else jnp.asarray(c, o.dtype)
                 for o, c in zip(outs, cotangents))
     grads = pull(cts)
@@ -27,10 +29,10 @@ def vjp_live(ctx, cotangents: Sequence[Any], base: Sequence[Any] | None = None) 
 
 def jvp_live(ctx, tangents: Sequence[Any]) -> tuple:
     """The op's linear map applied to ``tangents`` of its live float operands (in order); in
-    float32 for a half-precision op (``ctx.wide``)."""
-    primals = [wide(ctx.xs[i]) if ctx.wide else ctx.xs[i] for i in ctx.live_float]
+    float32 for a half-precision op."""
+    primals = [wide(ctx.xs[i]) for i in ctx.live_float]
     tangents = [jnp.asarray(t, p.dtype) for t, p in zip(tangents, primals)]
-    _, out = jax.jvp(lambda *v: ctx.apply(*v, wide=ctx.wide), tuple(primals), tuple(tangents))
+    _, out = jax.jvp(lambda *v: ctx.apply(*v), tuple(primals), tuple(tangents))
     return out
 
 
@@ -44,15 +46,3 @@ def unbroadcast(g, shape: tuple):
     axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape)) if b == 1 and a != 1)
     return g.sum(axis=axes, keepdims=True) if axes else g
 
-
-def wide(x):
-    """``x`` in at least float32, so ratios of tiny float16/bfloat16 differences stay finite
-    (booleans and integers become the default float)."""
-    return widen(x)
-
-
-def safe_ratio(num, den, fallback, tiny):
-    """``num/den`` where not ``tiny``, else ``fallback``; never divides by zero (NaN-free even
-    under differentiation)."""
-    safe = jnp.where(tiny, jnp.ones_like(den), den)
-    return jnp.where(tiny, fallback, num / safe)

@@ -52,7 +52,7 @@ LINEAR = Rule("linear", backward=_transpose_pairs, split=_structural_split)
 def _coefficients(ctx) -> list:
     """Per live operand, its elementwise coefficient ``w_i`` at the output's shape."""
     ws = []
-    zeros = [jnp.zeros_like(wide(ctx.xs[i]) if ctx.wide else ctx.xs[i]) for i in ctx.live_float]
+    zeros = [jnp.zeros_like(wide(ctx.xs[i])) for i in ctx.live_float]
     for k in range(len(ctx.live_float)):
         t = list(zeros)
         t[k] = jnp.ones_like(t[k])
@@ -99,7 +99,7 @@ def _abs_weight_op(ctx, i, j):
     def apply_abs(v):
         vals = list(ctx.xs)
         vals[i], vals[j] = v, w_abs
-        return tuple(ctx.bind(vals, wide=ctx.wide))
+        return tuple(ctx.bind(vals))
     return apply_abs
 
 
@@ -128,8 +128,7 @@ def _weighted_backward(ctx, m_out) -> list:
     import jax
     i, j = _weighted_operands(ctx)
     (total,) = [g for g in vjp_live(ctx, [m.pos + m.neg]) if g is not None]
-    primal = wide(ctx.xs[i]) if ctx.wide else ctx.xs[i]
-    out_abs, pull_abs = jax.vjp(_abs_weight_op(ctx, i, j), primal)
+    out_abs, pull_abs = jax.vjp(_abs_weight_op(ctx, i, j), wide(ctx.xs[i]))
     (diff,) = pull_abs(((m.pos - m.neg).astype(out_abs[0].dtype),))
     mx = (total + jnp.sign(ctx.delta_in(i)) * diff) / 2
     result: list = [None] * len(ctx.xs)

@@ -37,10 +37,6 @@ _COMPARISONS = ("gt", "ge", "lt", "le", "eq", "ne")
 _LOGIC = ("not", "and", "or")
 
 
-def _number(v):
-    return widen(v)
-
-
 def _is_float(v) -> bool:
     return jnp.issubdtype(jnp.result_type(v), jnp.inexact)
 
@@ -79,9 +75,9 @@ STEP = Rule("step", backward=_step_backward, numeric_operands=True)
 def _select_backward(ctx, m_out) -> list:
     (m,) = m_out
     m = m.pos
-    p, p0 = _number(ctx.xs[0]), _number(ctx.rs[0])
-    c0, c1 = _number(ctx.xs[1]), _number(ctx.xs[2])
-    c00, c10 = _number(ctx.rs[1]), _number(ctx.rs[2])
+    p, p0 = widen(ctx.xs[0]), widen(ctx.rs[0])
+    c0, c1 = widen(ctx.xs[1]), widen(ctx.xs[2])
+    c00, c10 = widen(ctx.rs[1]), widen(ctx.rs[2])
     dp = p - p0
     flips = dp != 0
     finite = jnp.isfinite(c0) & jnp.isfinite(c1) & jnp.isfinite(c00) & jnp.isfinite(c10)
@@ -115,7 +111,7 @@ def _logic_backward(ctx, m_out) -> list:
     if name == "not":
         result[0] = Pair.of(-m)
         return result
-    mids = [(_number(x) + _number(r)) / 2 for x, r in zip(ctx.xs, ctx.rs)]
+    mids = [(widen(x) + widen(r)) / 2 for x, r in zip(ctx.xs, ctx.rs)]
     for i in ctx.live_numeric:
         other = mids[1 - i]
         w = other if name == "and" else 1 - other

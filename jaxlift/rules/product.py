@@ -26,8 +26,6 @@ def _bilinear_backward(ctx, m_out) -> list:
     mids = list(ctx.xs)
     for i in ctx.live_float:
         mids[i] = (wide(ctx.xs[i]) + wide(ctx.rs[i])) / 2
-        if not ctx.wide:
-            mids[i] = mids[i].astype(ctx.xs[i].dtype)
     g = vjp_live(ctx, [m.pos], base=mids)
     return [None if v is None else Pair.of(_finite_or_zero(v)) for v in g]
 
