@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlift._ops import widen
+from jaxlift._ops import zeros_of_difference
 from jaxlift.pairs import Pair, sign_split
 from jaxlift.rules import registry
 from jaxlift.rules.registry import Rule
@@ -38,7 +38,7 @@ def _as_array(value, aval):
 
 
 def _zero_split(value):
-    z = jnp.zeros(jnp.shape(value), widen(jnp.zeros((), jnp.result_type(value))).dtype)
+    z = zeros_of_difference(value)
     return z, z
 
 
@@ -76,6 +76,13 @@ def _outer_split(ctx, i, value):
     return _zero_split(value)
 
 
+def _outer_splits(ctx, body: "_Body", first: int, values) -> list:
+    """The splits of the scan's operands ``first, first + 1, …`` (consts, carry or xs) where
+    the body reads them live in RevealCancel modes, else ``None``."""
+    return [_outer_split(ctx, first + i, v) if body.rc and first + i in body.live else None
+            for i, v in enumerate(values)]
+
+
 def _forward_scan(ctx):
     """Both sides through the loop: ``(final carries x, r, splits), per-step stack`` where the
     stack holds each step's outputs (ys on both sides, their splits) and its input carry."""
@@ -83,12 +90,9 @@ def _forward_scan(ctx):
     nc, nk = body.n_consts, body.n_carry
     cx, kx, xsx = ctx.xs[:nc], ctx.xs[nc:nc + nk], ctx.xs[nc + nk:]
     cr, kr, xsr = ctx.rs[:nc], ctx.rs[nc:nc + nk], ctx.rs[nc + nk:]
-    csplit = [_outer_split(ctx, i, v) if body.rc and i in body.live else None
-              for i, v in enumerate(cx)]
-    ksplit = [_outer_split(ctx, nc + i, v) if body.rc and nc + i in body.live else None
-              for i, v in enumerate(kx)]
-    xssplit = [_outer_split(ctx, nc + nk + i, v) if body.rc and nc + nk + i in body.live
-               else None for i, v in enumerate(xsx)]
+    csplit = _outer_splits(ctx, body, 0, cx)
+    ksplit = _outer_splits(ctx, body, nc, kx)
+    xssplit = _outer_splits(ctx, body, nc + nk, xsx)
 
     def step(carry, t_in):
         k_x, k_r, k_split = carry
@@ -116,11 +120,9 @@ def _split(ctx) -> list:
     return out
 
 
-def _zeros_like_multiplier(value, like=None):
-    dtype = widen(jnp.zeros((), jnp.result_type(value))).dtype
-    if like is not None:
-        dtype = jnp.result_type(dtype, like)
-    return jnp.zeros(jnp.shape(value), dtype)
+def _zeros_like_multiplier(value, like):
+    z = zeros_of_difference(value)
+    return z.astype(jnp.result_type(z.dtype, like))
 
 
 def _backward(ctx, m_out) -> list:
@@ -129,10 +131,8 @@ def _backward(ctx, m_out) -> list:
     (_, _, _), (_, _, _, k_xs, k_rs, k_splits) = _forward_scan(ctx)
     cx, cr = ctx.xs[:nc], ctx.rs[:nc]
     xsx, xsr = ctx.xs[nc + nk:], ctx.rs[nc + nk:]
-    csplit = [_outer_split(ctx, i, v) if body.rc and i in body.live else None
-              for i, v in enumerate(cx)]
-    xssplit = [_outer_split(ctx, nc + nk + i, v) if body.rc and nc + nk + i in body.live
-               else None for i, v in enumerate(xsx)]
+    csplit = _outer_splits(ctx, body, 0, cx)
+    xssplit = _outer_splits(ctx, body, nc + nk, xsx)
     rc = body.rc
     seed_dtype = next(m.pos.dtype for m in m_out if m is not None)
 
