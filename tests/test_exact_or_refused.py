@@ -232,3 +232,26 @@ def test_params_with_rng_keys_and_integers_are_not_checked_as_floats():
     x, r = _data(dtype=jnp.float32)
     c, d = jaxlift.attribute(fn, state, x, r, target=0, return_delta=True)
     assert float(jnp.abs(c.sum(1) - d).max()) <= 1e-5 * float(jnp.abs(c).sum(1).max())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_comparison_of_two_live_values_and_boolean_logic(x64, mode):
+    # a step of h − g (two live operands), and/or/not of live predicates
+    def fn(p, xb):
+        h, g = xb @ W, jnp.tanh(xb @ V)
+        pred = ((h > g) & (g < 0.2)) | ~(h > 1.0)
+        return jnp.where(pred, h, 2 * g).sum(1)
+    x, r = _data(n=4, k=3)
+    gap, d, _ = _gap(fn, None, x, r, mode=mode)
+    assert float(jnp.abs(d).max()) > 0.1 and gap < 1e-12
+
+
+def test_bitwise_logic_on_integers_is_refused():
+    w, v = W.astype(np.float32), V.astype(np.float32)
+
+    def fn(p, xb):
+        bits = (xb @ w > 0).astype(jnp.int32) & (xb @ v > 0).astype(jnp.int32)
+        return bits.astype(jnp.float32).sum(1)
+    x, r = _data(dtype=jnp.float32)
+    with pytest.raises(UnsupportedPrimitiveError, match=r"'and' \(at .*test_exact_or_refused"):
+        jaxlift.attribute(fn, None, x, r)
