@@ -35,12 +35,16 @@ class Rule:
     ``numeric_operands``: the rule reads live boolean and integer operands as numbers (a boolean
     as 0/1) and gives them multipliers; any other rule is refused where such an operand is live,
     since it would silently drop its share of the difference (DESIGN §9).
+    ``forward(ctx) -> (outs_x, outs_r, stash)``: evaluate the operation on both sides at once
+    and keep ``stash`` for ``split``/``backward`` (``ctx.stash``); ``None`` evaluates it with
+    ``bind``, once per side. A loop uses it to run its body once and keep every step.
     """
 
     name: str
     backward: Callable[..., Sequence[Any]]
     split: Callable[..., Sequence[tuple[Any, Any]]] | None = None
     numeric_operands: bool = False
+    forward: Callable[..., tuple] | None = None
 
 
 _RULES: dict[str, list[tuple[Predicate, Rule]]] = {}
