@@ -33,7 +33,7 @@ from jaxlift import rules as _rules  # noqa: F401  (registers every rule family)
 from jaxlift._ops import difference, zeros_of_difference
 from jaxlift.errors import UnsupportedPrimitiveError
 from jaxlift.pairs import Pair, combine_by_sign, sign_split
-from jaxlift.program import Lit, Op, Program, bind_eqn
+from jaxlift.program import Lit, Op, Program, bind_eqn, trip_inputs
 from jaxlift.rules import registry
 
 __all__ = ["Config", "Forward", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
@@ -433,9 +433,13 @@ def _integer_hint(op: Op, program: Program) -> str:
 
 def _hint(op: Op, program: Program) -> str:
     n_live = sum(1 for a, l in zip(op.ins, op.live) if l and program.carries(a))
-    if op.primitive in ("while", "scan"):
-        return ("a loop whose carry depends on the input is not supported yet; unroll it in "
-                "Python or express it with jnp operations")
+    if op.primitive == "while":
+        if any(op.live[i] for i in trip_inputs(op.eqn)):
+            return ("its trip count depends on the input: no multiplier can say how much a "
+                    "change in the number of steps moved the result")
+        return ("its trip count depends on parameters or other traced values, so the number "
+                "of steps is unknown when jaxlift traces it; give the bounds as Python ints "
+                "(fori_loop(0, 10, …)) or constants, and it runs as a scan")
     if op.primitive == "select_n":
         return ("lax.switch / jnp.select / select_n with an index that depends on the input and "
                 "more than two cases has no exact rule; a boolean predicate (jnp.where, "
