@@ -35,13 +35,14 @@ from jaxlift.errors import UnsupportedPrimitiveError
 from jaxlift.pairs import Pair, combine_by_sign, sign_split
 from jaxlift.program import Lit, Op, Program, bind_eqn, trip_inputs
 from jaxlift.rules import registry
+from jaxlift.rules.composites import GATINGS, MAX_MODES, composite
+from jaxlift.rules.registry import Composite
 
-__all__ = ["Config", "Forward", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
+__all__ = ["Config", "Forward", "GATINGS", "MAX_MODES", "MODES", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
            "input_multipliers", "side_state", "side_values", "sign_split", "variable_contributions",
            "variable_multipliers"]
 
 MODES = ("rescale", "reveal_cancel", "genomics_default")
-MAX_MODES = ("preserving", "gradient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +57,13 @@ class Config:
     gating: str = "shapley"
 
     @property
+    def composite(self) -> Composite:
+        """Which rule where (:mod:`jaxlift.rules.composites`)."""
+        return composite(self.mode, self.max_mode, self.gating)
+
+    @property
     def carries_split(self) -> bool:
-        return self.mode in ("reveal_cancel", "genomics_default")
+        return self.composite.carries_split
 
 
 @dataclasses.dataclass
@@ -247,8 +253,9 @@ def _as_number(v, dtype):
 
 
 def _rule_for(op: Op, config: Config, program: Program):
-    if op.eqn is None:
-        return registry.nonlinearity_rule(config.mode)
+    rule = config.composite.rule_for(op, program)
+    if rule is not None or op.eqn is None:
+        return rule
     live_mask = tuple(l and program.carries(a) for a, l in zip(op.ins, op.live))
     return registry.lookup(op.primitive, live_mask)
 
