@@ -47,12 +47,13 @@ MODES = ("rescale", "reveal_cancel", "genomics_default")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """``mode``: ``rescale`` | ``reveal_cancel`` | ``genomics_default``;
+    """``mode``: ``rescale`` | ``reveal_cancel`` | ``genomics_default``, or a
+    :class:`~jaxlift.rules.registry.Composite` of one's own;
     ``max_mode``: ``preserving`` | ``gradient``;
     ``gating``: ``shapley`` (exact) | ``gate_as_weight`` (the rule for a gate·signal product,
     :mod:`jaxlift.rules.product`)."""
 
-    mode: str = "rescale"
+    mode: "str | Composite" = "rescale"
     max_mode: str = "preserving"
     gating: str = "shapley"
 

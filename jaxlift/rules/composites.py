@@ -45,10 +45,12 @@ GATINGS = ("shapley", "gate_as_weight")
 
 
 @functools.lru_cache(maxsize=None)
-def composite(mode: str, max_mode: str = "preserving", gating: str = "shapley") -> Composite:
-    """The composite of a DeepLIFT mode with its options (memoized: one object per choice, so
-    that it keys the compilation cache)."""
-    base = COMPOSITES[mode]
+def composite(mode: "str | Composite", max_mode: str = "preserving",
+              gating: str = "shapley") -> Composite:
+    """The composite of a DeepLIFT mode (a name, or a user's own :class:`Composite`) with its
+    options (memoized: one object per choice, so that it keys the compilation cache)."""
+    base = mode if isinstance(mode, Composite) else COMPOSITES[mode]
+    mode = base.name
     entries = []
     if max_mode == "gradient":
         entries.append((primitive_in(*MAX_PRIMITIVES), MAX_GRADIENT))
