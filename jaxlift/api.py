@@ -27,6 +27,7 @@ from jaxlift._memo import memoized
 from jaxlift._ops import difference, mean_axis
 from jaxlift.errors import NonFiniteScoresError
 from jaxlift.interpreter import MAX_MODES, MODES, Config
+from jaxlift.rules.product import GATINGS
 from jaxlift.program import MARKER_PREFIX, build_program
 from jaxlift.validation import check_examples_independent, check_target
 
@@ -53,6 +54,13 @@ def layer(x, name: str):
 
 # ---------------------------------------------------------------------------------------------
 # Targets
+
+def token_scores(scores: Any, axis: int = -1) -> Any:
+    """One score per token from scores at an embedding layer: ``s_t = Σ_e C_{t,e}``, the sum
+    over the embedding axis (``(N, T, E) → (N, T)``; a pytree of such arrays maps leaf by
+    leaf). Summation-to-delta carries over: ``Σ_t s_t = Σ_{t,e} C_{t,e}``."""
+    return jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=axis), scores)
+
 
 def _select_target(out, target) -> jax.Array:
     if callable(target) and not isinstance(target, str):
@@ -306,7 +314,9 @@ def _validate(x, refs) -> tuple[int, int, bool]:
     return n, k, layouts.pop()
 
 
-def _check_options(mode: str, max_mode: str) -> None:
+def _check_options(mode: str, max_mode: str, gating: str) -> None:
+    if gating not in GATINGS:
+        raise ValueError(f"unknown gating {gating!r}; choose one of {', '.join(GATINGS)}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of "
                          f"{', '.join(MODES + baselines.MODES)}")
@@ -318,8 +328,12 @@ def _check_options(mode: str, max_mode: str) -> None:
 # Public API
 
 def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batch_size,
-         layer_name, key, progress, return_delta, check_finite, mode_options=None, mesh=None):
+         layer_name, key, progress, return_delta, check_finite, mode_options=None, mesh=None,
+         gating="shapley"):
     check_target(target)
+    if mode in baselines.MODES and gating != "shapley":
+        raise ValueError(f"gating= chooses a DeepLIFT rule ({', '.join(MODES)}); mode {mode!r} "
+                         "has no gating rule")
     if mesh is not None and mode in baselines.MODES:
         raise ValueError(f"mesh= shards the DeepLIFT modes ({', '.join(MODES)}); mode {mode!r} "
                          "runs on one device")
@@ -332,7 +346,7 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
                              check_finite=check_finite)
     if mode_options:
         raise ValueError(f"mode {mode!r} takes no mode_options (got {sorted(mode_options)})")
-    _check_options(mode, max_mode)
+    _check_options(mode, max_mode, gating)
     x, refs, n, k, per_input = _inputs(x, refs, key)
     concrete = _is_concrete((params, x, refs))
     if check_finite and concrete:
@@ -341,7 +355,7 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
         _check_finite("params", params)
     if concrete:
         check_examples_independent(fn, params, x, refs, n=n, per_input_refs=per_input)
-    config = Config(mode=mode, max_mode=max_mode)
+    config = Config(mode=mode, max_mode=max_mode, gating=gating)
     run, finite_flags = _recording_finite(
         _compiled(fn, target, config, what, layer_name, per_input, average_refs))
     chunk = _inputs_per_chunk(batch_size, fn, target, params, x, n, k, mesh)
@@ -547,6 +561,11 @@ _DOC_ARGS = """
       mode_options: options of a baseline mode (``steps``/``method`` for integrated
         gradients, ``window``/``stride`` for occlusion, ``num_permutations``/``feature_mask``
         for Shapley sampling …; see :mod:`jaxlift.baselines`). Unknown keys are an error.
+      gating: the rule for a product of a gate ``g = σ(·)`` and a signal ``s`` (LSTM/GRU
+        cells): ``"shapley"`` (the default; exact: ``m_s = (g + g0)/2``, ``m_g = (s + s0)/2``)
+        or ``"gate_as_weight"`` (Arras et al. 2017: ``m_s = g``, ``m_g = 0``; misses
+        ``s0·Δg`` of each product's difference, so scores do not sum to delta where the
+        reference's signal is non-zero: compare with ``return_delta=True``).
 """
 
 
@@ -555,7 +574,7 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
               batch_size: int | str | None = "auto", layer: str | None = None,
               key: jax.Array | None = None, progress: bool | None = None,
               return_delta: bool = False, check_finite: bool = True,
-              mode_options: dict | None = None, mesh=None):
+              mode_options: dict | None = None, mesh=None, gating: str = "shapley"):
     """DeepLIFT contribution scores ``C(Δx_i → Δt)`` of every input feature.
 
     Summation-to-delta: ``Σ_i C_i = t(x) − t(r)`` for each pair (and on average over
@@ -564,7 +583,8 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
     return _run("contributions", fn, params, x, refs, target=target, mode=mode,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
-                check_finite=check_finite, mode_options=mode_options, mesh=mesh)
+                check_finite=check_finite, mode_options=mode_options, mesh=mesh,
+                gating=gating)
 
 
 def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
@@ -572,7 +592,7 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 batch_size: int | str | None = "auto", layer: str | None = None,
                 key: jax.Array | None = None, progress: bool | None = None,
                 return_delta: bool = False, check_finite: bool = True,
-                mode_options: dict | None = None, mesh=None):
+                mode_options: dict | None = None, mesh=None, gating: str = "shapley"):
     """DeepLIFT multipliers ``m_i = C(Δx_i → Δt)/Δx_i`` (the contribution per unit of
     difference-from-reference), shaped like :func:`attribute`'s result.
 
@@ -581,7 +601,8 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
     return _run("multipliers", fn, params, x, refs, target=target, mode=mode,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
-                check_finite=check_finite, mode_options=mode_options, mesh=mesh)
+                check_finite=check_finite, mode_options=mode_options, mesh=mesh,
+                gating=gating)
 
 
 attribute.__doc__ += _DOC_ARGS

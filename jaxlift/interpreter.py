@@ -47,10 +47,13 @@ MAX_MODES = ("preserving", "gradient")
 @dataclasses.dataclass(frozen=True)
 class Config:
     """``mode``: ``rescale`` | ``reveal_cancel`` | ``genomics_default``;
-    ``max_mode``: ``preserving`` | ``gradient``."""
+    ``max_mode``: ``preserving`` | ``gradient``;
+    ``gating``: ``shapley`` (exact) | ``gate_as_weight`` (the rule for a gate·signal product,
+    :mod:`jaxlift.rules.product`)."""
 
     mode: str = "rescale"
     max_mode: str = "preserving"
+    gating: str = "shapley"
 
     @property
     def carries_split(self) -> bool:

@@ -7,6 +7,15 @@ so ``m_a = ∂B/∂a(ā, b̄)ᵀ m_y`` and ``m_b = ∂B/∂b(ā, b̄)ᵀ m_y`` (
 
 For ``a / b`` with both live: ``Δ(a/b) = Δa·½(1/b + 1/b0) − ā·Δb/(b·b0)``, also exact.
 
+**Gating** (``mul`` of a gate ``g = σ(·)`` and a signal ``s``, as in LSTM/GRU cells) has a
+second rule, chosen with ``gating="gate_as_weight"`` (Arras et al. 2017; Poerner et al. 2018):
+the gate acts as a weight, ``m_s = g`` (its value on the input side), ``m_g = 0``. Since
+``Δ(g·s) = g·Δs + s0·Δg`` it is exact only where ``s0·Δg = 0``; elsewhere the contributions miss
+``s0·Δg`` of the product's difference, and jaxlift reports that completeness gap rather than
+hiding it (``return_delta=True``, :func:`jaxlift.completeness_gap`). A gate is a value computed
+by ``logistic`` (``jax.nn.sigmoid``), possibly through affine maps with fixed operands
+(``1 − z`` in a GRU). A product of two gates, or of two signals, keeps the Shapley rule.
+
 In RevealCancel modes the output is split by sign (the interpreter's generic split) and the
 multipliers collapsed with it: the Shapley split has no natural per-sign form, and the sign
 split keeps summation-to-delta.
@@ -30,6 +39,58 @@ def _bilinear_backward(ctx, m_out) -> list:
     return [None if v is None else Pair.of(_finite_or_zero(v)) for v in g]
 
 
+GATINGS = ("shapley", "gate_as_weight")
+
+# primitives through which a gate stays a gate: affine maps of it with fixed other operands
+_AFFINE = frozenset({"add", "sub", "neg", "mul", "convert_element_type", "copy", "copy_p"})
+
+
+def _is_gate(ctx, atom) -> bool:
+    """Whether ``atom`` is computed by ``logistic`` from a live value, followed only by affine
+    maps with fixed operands (``σ(h)``, ``1 − σ(h)``)."""
+    op = ctx.producer(atom)
+    while op is not None:
+        if op.eqn is None:  # a fused nonlinearity: σ, then affine ops on the chain
+            names = [o.primitive for o in op.body]
+            if "logistic" not in names:
+                return False
+            tail = names[len(names) - names[::-1].index("logistic"):]
+            return all(n in _AFFINE for n in tail)
+        if op.primitive not in _AFFINE or sum(op.live) != 1:
+            return False
+        (atom,) = [a for a, l in zip(op.ins, op.live) if l]
+        op = ctx.producer(atom)
+    return False
+
+
+def _gate_index(ctx) -> int | None:
+    """The operand of a two-live-operand ``mul`` that is the gate, when exactly one is."""
+    if ctx.op.primitive != "mul" or len(ctx.live_float) != 2:
+        return None
+    gates = [i for i in ctx.live_float if _is_gate(ctx, ctx.op.ins[i])]
+    return gates[0] if len(gates) == 1 else None
+
+
+def _gate_as_weight_backward(ctx, m_out, gate: int) -> list:
+    """``m_s = g`` (the gate's input-side value), ``m_g = 0`` (module doc)."""
+    (m,) = m_out
+    (signal,) = [i for i in ctx.live_float if i != gate]
+    g = wide(ctx.xs[gate])
+    result: list = [None] * len(ctx.xs)
+    result[signal] = Pair.of(unbroadcast(_finite_or_zero(m.pos * g), ctx.xs[signal].shape))
+    return result
+
+
+def _product_backward(ctx, m_out) -> list:
+    """The Shapley split, or gate-as-weight where the configuration asks for it and one
+    operand is a gate."""
+    if getattr(ctx.config, "gating", "shapley") == "gate_as_weight":
+        gate = _gate_index(ctx)
+        if gate is not None:
+            return _gate_as_weight_backward(ctx, m_out, gate)
+    return _bilinear_backward(ctx, m_out)
+
+
 def _finite_or_zero(m):
     """Multipliers through operands that are not finite (a branch ``jnp.where`` discards) are
     0; where such an operand matters, the target itself is not finite and jaxlift refuses it."""
@@ -46,7 +107,7 @@ def _quotient_backward(ctx, m_out) -> list:
             Pair.of(unbroadcast(_finite_or_zero(mb), b.shape))]
 
 
-BILINEAR = Rule("product", backward=_bilinear_backward)
+BILINEAR = Rule("product", backward=_product_backward)
 QUOTIENT = Rule("quotient", backward=_quotient_backward)
 
 for _p in ("mul", "dot_general", "conv_general_dilated"):
