@@ -95,7 +95,7 @@ class Config:
     emb: int = 16              # embedding width E
     hidden: int = 32           # RNN state / transformer MLP width
     heads: int = 2
-    epochs: int = 6
+    epochs: int = 5
     batch: int = 64
     lr: float = 3e-3
     ig_steps: int = 32         # integrated gradients, Gauss-Legendre nodes
@@ -362,7 +362,7 @@ def completeness_gaps(tok: np.ndarray, delta: np.ndarray) -> np.ndarray:
 def run(cfg: Config, log: Callable = print) -> dict:
     """Train the three models, explain the held-out positives, measure. Returns a dict
     (config, data, per-model accuracies and per-method results with raw scores)."""
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(cfg.seed)
     train_data, test = make_data(cfg.n_train, cfg, rng), make_data(cfg.n_test, cfg, rng)
     pos = np.flatnonzero(test["label"] == 1)[:cfg.n_explain]
@@ -397,6 +397,7 @@ def run(cfg: Config, log: Callable = print) -> dict:
         res["models"][name] = dict(test_acc=acc, train_acc=train_acc, train_seconds=train_s,
                                    logits=logits[pos], methods=rows)
     res["seconds"] = time.perf_counter() - t_start
+    res["cpu_seconds"] = time.process_time() - cpu_start
     return res
 
 
@@ -404,12 +405,40 @@ def run(cfg: Config, log: Callable = print) -> dict:
 def table(res: dict) -> str:
     """The markdown table: one row per model × method."""
     lines = ["| model | method | top-2 acc, signed | top-2 acc, \\|score\\| | gap max | "
-             "gap median | seconds |", "|---|---|---:|---:|---:|---:|---:|"]
+             "gap median | seconds | warm-up s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, mres in res["models"].items():
         for mname, r in mres["methods"].items():
             lines.append(f"| {name} | {mname} | {r['top_signed']:.3f} | {r['top_abs']:.3f} | "
-                         f"{r['gap_max']:.1e} | {r['gap_median']:.1e} | {r['seconds']:.2f} |")
+                         f"{r['gap_max']:.1e} | {r['gap_median']:.1e} | {r['seconds']:.2f} | "
+                         f"{r['warmup_seconds']:.1f} |")
     return "\n".join(lines)
+
+
+def findings(res: dict) -> str:
+    """Bullet points read off the results: the best method per model, what gate-as-weight
+    changed, and the completeness of the exact modes."""
+    out = []
+    for name, m in res["models"].items():
+        rows = m["methods"]
+        best = max(rows.values(), key=lambda r: r["top_signed"])["top_signed"]
+        winners = ", ".join(k for k, r in rows.items() if r["top_signed"] == best)
+        line = f"* **{name}**: best signed top-2 {best:.3f} ({winners})"
+        gaw = {k: r for k, r in rows.items() if r["gating"] == "gate_as_weight"}
+        same = [k for k, r in gaw.items()
+                if np.array_equal(r["scores"], rows[r["mode"]]["scores"])]
+        if gaw and len(same) == len(gaw):
+            line += ("; gate-as-weight gives the same scores as the Shapley rule (the model "
+                     "has no `logistic` gate)")
+        elif gaw:
+            line += "; gate-as-weight vs Shapley, signed top-2 " + ", ".join(
+                f"{r['mode']} {r['top_signed']:.3f} vs {rows[r['mode']]['top_signed']:.3f} "
+                f"(median gap {r['gap_median']:.1e})" for r in gaw.values())
+        out.append(line + ".")
+    exact = [r["gap_max"] for m in res["models"].values() for r in m["methods"].values()
+             if r["gating"] == "shapley"]
+    out.append(f"* Shapley-gating DeepLIFT sums to Δlogit on every pair to {max(exact):.1e} "
+               "of |Δlogit| (float32).")
+    return "\n".join(out)
 
 
 def report(res: dict, argv_text: str) -> str:
@@ -423,9 +452,10 @@ def report(res: dict, argv_text: str) -> str:
               "the gate-as-weight rows are missing")
     return f"""# Token sequences with a planted order rule: attribution methods compared
 
-Made by `python experiments/sequences.py{argv_text}` in {res['seconds']:.0f} s on
-{platform.machine()} CPU ({jax.device_count()} JAX device(s), a 2-core machine shared with
-other jobs), seed {c['seed']}.
+Made by `python experiments/sequences.py{argv_text}` in {res['seconds']:.0f} s
+({res['cpu_seconds']:.0f} s of CPU time, most of it compiling) on {platform.machine()} CPU
+({jax.device_count()} JAX device(s), a 2-core machine shared with other jobs), seed
+{c['seed']}.
 
 **Task.** {c['n_train']} training and {c['n_test']} test sequences of up to {c['length']}
 tokens (lengths {c['min_len']}–{c['length']}, padded with id 0 at the end) over {c['vocab']}
@@ -443,8 +473,8 @@ its {c['emb']} embedding values. DeepLIFT runs with `layer="emb"` and {gating}.
 The baselines (`grad_times_input`, `integrated_gradients` with {c['ig_steps']} Gauss-Legendre
 steps, `occlusion` with a one-token window (1 × {c['emb']}) set to the pad) do not take
 `layer=` in jaxlift, so they run on the model above the embedding (`from_embedding`), with
-the embedding output as the input and the zero pad embedding as the reference — the same
-scores `layer=` would give them.
+the embedding output as the input and the zero pad embedding as the reference — what
+`layer="emb"` would mean for them.
 
 **Columns.** *top-2 acc*: the fraction of sequences whose two highest-scoring tokens are
 exactly the planted A and B — *signed*: ranked by the score toward the predicted class
@@ -452,9 +482,12 @@ exactly the planted A and B — *signed*: ranked by the score toward the predict
 {res['chance']:.4f}. *gap*: |Σ token scores − Δlogit| / |Δlogit| over the pairs (float32
 scores, summed in float64; occlusion's token score is the output drop when that token alone
 is set to the pad, so its sum counts every interaction once per token involved). *seconds*: the attribution of all {len(res['ids'])} sequences, after a
-warm-up call (compile excluded).
+warm-up call with the same shapes (compile excluded); *warm-up s*: that first call (tracing,
+checks, compiling — on a shared machine, so only a rough guide).
 
 {table(res)}
+
+{findings(res)}
 
 Figure `sequences.png`: token scores (sum over the embedding) of {c['n_figure']} sequences,
 for each model under Rescale, RevealCancel and gradient×input; the planted A and B are
