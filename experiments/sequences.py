@@ -347,6 +347,12 @@ def top_k_hits(tok: np.ndarray, truth: np.ndarray, sign: np.ndarray | None) -> n
     return np.array([set(t) == set(p) for t, p in zip(top, truth)])
 
 
+def planted_share(tok: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per sequence: the planted tokens' share of the total |score|, Σ_planted |s| / Σ |s|."""
+    mag = np.abs(tok.astype(np.float64))
+    return np.take_along_axis(mag, truth, 1).sum(1) / np.maximum(mag.sum(1), 1e-30)
+
+
 def chance_top_k(length: np.ndarray, k: int) -> float:
     """Top-k accuracy of a random ranking of the non-pad tokens: mean of 1 / C(L, k)."""
     return float(np.mean([1.0 / comb(int(n), k) for n in length]))
@@ -356,6 +362,13 @@ def completeness_gaps(tok: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """``|Σ token scores − Δ| / |Δ|`` per pair (sums in float64)."""
     total = tok.astype(np.float64).sum(1)
     return np.abs(total - delta) / np.abs(delta.astype(np.float64))
+
+
+def rounding_error(scores: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """``|Σ C − Δ| / max(Σ|C|, |Δ|)`` per pair: the completeness gap on the scale at which
+    float32 rounds (the README's "exact or refused" bound)."""
+    s = scores.reshape(len(scores), -1).astype(np.float64)
+    return np.abs(s.sum(1) - delta) / np.maximum(np.abs(s).sum(1), np.abs(delta))
 
 
 # -------------------------------------------------------------------------------------- run
@@ -390,7 +403,8 @@ def run(cfg: Config, log: Callable = print) -> dict:
                                 seconds=sec, warmup_seconds=warm, gap_max=float(gaps.max()),
                                 gap_median=float(np.median(gaps)),
                                 top_signed=float(top_k_hits(tok, truth, sign).mean()),
-                                top_abs=float(top_k_hits(tok, truth, None).mean()))
+                                top_abs=float(top_k_hits(tok, truth, None).mean()),
+                                share=float(planted_share(tok, truth).mean()))
             log(f"  {m.name:32s} top-2 {rows[m.name]['top_signed']:.3f} / "
                 f"{rows[m.name]['top_abs']:.3f}  gap max {gaps.max():.1e}  {sec:.2f} s "
                 f"(warm-up {warm:.1f} s)")
@@ -405,11 +419,12 @@ def run(cfg: Config, log: Callable = print) -> dict:
 def table(res: dict) -> str:
     """The markdown table: one row per model × method."""
     lines = ["| model | method | top-2 acc, signed | top-2 acc, \\|score\\| | gap max | "
-             "gap median | seconds | warm-up s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "planted share | gap max | gap median | seconds | warm-up s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, mres in res["models"].items():
         for mname, r in mres["methods"].items():
             lines.append(f"| {name} | {mname} | {r['top_signed']:.3f} | {r['top_abs']:.3f} | "
-                         f"{r['gap_max']:.1e} | {r['gap_median']:.1e} | {r['seconds']:.2f} | "
+                         f"{r['share']:.2f} | {r['gap_max']:.1e} | {r['gap_median']:.1e} | {r['seconds']:.2f} | "
                          f"{r['warmup_seconds']:.1f} |")
     return "\n".join(lines)
 
@@ -434,10 +449,13 @@ def findings(res: dict) -> str:
                 f"{r['mode']} {r['top_signed']:.3f} vs {rows[r['mode']]['top_signed']:.3f} "
                 f"(median gap {r['gap_median']:.1e})" for r in gaw.values())
         out.append(line + ".")
-    exact = [r["gap_max"] for m in res["models"].values() for r in m["methods"].values()
+    exact = [r for m in res["models"].values() for r in m["methods"].values()
              if r["gating"] == "shapley"]
-    out.append(f"* Shapley-gating DeepLIFT sums to Δlogit on every pair to {max(exact):.1e} "
-               "of |Δlogit| (float32).")
+    scaled = max(float(np.max(rounding_error(r["scores"], r["delta"]))) for r in exact)
+    out.append(f"* Shapley-gating DeepLIFT sums to Δlogit on every pair to "
+               f"{max(r['gap_max'] for r in exact):.1e} of |Δlogit|, {scaled:.1e} of "
+               "max(Σ|C|, |Δlogit|) (float32 rounding; the README's bound is 1e-5 of the latter "
+               "plus the rounding of the logit itself).")
     return "\n".join(out)
 
 
@@ -479,7 +497,8 @@ the embedding output as the input and the zero pad embedding as the reference �
 **Columns.** *top-2 acc*: the fraction of sequences whose two highest-scoring tokens are
 exactly the planted A and B — *signed*: ranked by the score toward the predicted class
 (score × sign of the logit); *|score|*: ranked by magnitude. A random ranking scores
-{res['chance']:.4f}. *gap*: |Σ token scores − Δlogit| / |Δlogit| over the pairs (float32
+{res['chance']:.4f}. *planted share*: the planted tokens' share of Σ|token score|
+(mean over sequences). *gap*: |Σ token scores − Δlogit| / |Δlogit| over the pairs (float32
 scores, summed in float64; occlusion's token score is the output drop when that token alone
 is set to the pad, so its sum counts every interaction once per token involved). *seconds*: the attribution of all {len(res['ids'])} sequences, after a
 warm-up call with the same shapes (compile excluded); *warm-up s*: that first call (tracing,

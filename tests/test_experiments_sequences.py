@@ -57,6 +57,7 @@ def test_top_k_signed_and_by_magnitude(seq):
     # toward class 0 the ranking flips
     assert seq.top_k_hits(tok, truth, np.array([-1.0, -1.0])).tolist() == [False, False]
     assert seq.chance_top_k(np.array([4, 4]), 2) == pytest.approx(1 / 6)
+    np.testing.assert_allclose(seq.planted_share(tok, truth), [9 / 18.1, 5 / 6])
 
 
 @pytest.mark.slow  # the whole study at quick settings (~3 min on 2 busy cores)
@@ -64,7 +65,7 @@ def test_quick_study(seq, tmp_path):
     res = seq.main(["--quick", "--out", str(tmp_path)])
     _check_writes_results(res, tmp_path, seq)
     _check_models_learn(res)
-    _check_shapley_deeplift_sums_to_delta(res)
+    _check_shapley_deeplift_sums_to_delta(res, seq)
     _check_gate_as_weight_gap(res, tmp_path)
     _check_deeplift_finds_the_planted_tokens(res)
 
@@ -91,19 +92,20 @@ def _check_models_learn(res):
         assert m["test_acc"] > 0.9, (name, m["test_acc"])
 
 
-def _check_shapley_deeplift_sums_to_delta(res):
+def _check_shapley_deeplift_sums_to_delta(res, seq):
     # float32 rounding: the README's bound is 1e-5 relative to max(Σ|C|, |Δt|) (plus a term
     # for the rounding of t itself); 3e-5 leaves headroom for the tail of the sum in float32.
     for name, m in res["models"].items():
         for method, r in m["methods"].items():
             if r["gating"] != "shapley":
                 continue
-            s, d = r["scores"].reshape(len(r["delta"]), -1).astype(np.float64), r["delta"]
-            assert np.all(np.isfinite(s))
-            assert np.abs(d).min() > 1e-2  # the check has teeth
-            scale = np.maximum(np.abs(s).sum(1), np.abs(d))
-            err = np.abs(s.sum(1) - d) / scale
+            assert np.all(np.isfinite(r["scores"]))
+            assert np.abs(r["delta"]).min() > 1e-2  # the check has teeth
+            err = seq.rounding_error(r["scores"], r["delta"])
             assert err.max() < 3e-5, (name, method, err.max())
+            # the token scores (jaxlift.token_scores) keep the sum
+            np.testing.assert_allclose(r["tokens"].sum(1), r["scores"].sum((1, 2)),
+                                       rtol=1e-5, atol=1e-5)
 
 
 def _check_gate_as_weight_gap(res, out):
@@ -118,6 +120,9 @@ def _check_gate_as_weight_gap(res, out):
         assert r["gap_max"] > 1e-3 and r["gap_median"] > 1e-4, (mode, r["gap_max"])
         shapley = res["models"]["LSTM"]["methods"][mode]
         assert r["gap_median"] > 100 * shapley["gap_max"]
+        # the transformer has no logistic gate: the rule changes nothing there
+        t = res["models"]["transformer"]["methods"]
+        np.testing.assert_array_equal(t[f"{mode} (gate-as-weight)"]["scores"], t[mode]["scores"])
 
 
 def _check_deeplift_finds_the_planted_tokens(res):
