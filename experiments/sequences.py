@@ -79,6 +79,7 @@ MODEL_NAMES = ("LSTM", "GRU", "transformer")
 DEEPLIFT_MODES = ("rescale", "reveal_cancel")
 GATINGS = ("shapley", "gate_as_weight")
 FIGURE_METHODS = ("rescale", "reveal_cancel", "grad×input")
+EPS32 = float(np.finfo(np.float32).eps)
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -320,6 +321,24 @@ class Explainer:
                                      mode_options=m.options, return_delta=True, progress=False)
         return np.asarray(s), np.asarray(d)
 
+    def rounding_scale(self, ids: np.ndarray) -> np.ndarray:
+        """``κ`` per sequence (README, "Exact or refused"): ``|t| + Σ|∂t/∂θ·θ| + Σ|∂t/∂h·h|``
+        at the embedding ``h`` of the input plus the same at the reference's: how far
+        rounding the forward pass of the logit can move it, in units of eps."""
+        v = self.variables
+
+        def t(p, h):
+            return self.upper(p, h[None])[0]
+
+        def kappa(h):
+            gp, gh = jax.grad(t, argnums=(0, 1))(v, h)
+            terms = jax.tree_util.tree_map(lambda g, a: jnp.abs(g * a).sum(), gp, v)
+            return jnp.abs(t(v, h)) + sum(jax.tree_util.tree_leaves(terms)) + jnp.abs(gh * h).sum()
+
+        h = self.embed(v, jnp.asarray(ids))
+        k = jax.jit(jax.vmap(kappa))(jnp.concatenate([h, jnp.zeros_like(h[:1])]))
+        return np.asarray(k[:-1] + k[-1], np.float64)
+
 
 def timed(explain: Explainer, m: Method, ids: np.ndarray):
     """``(scores, delta, seconds, warm-up seconds)``: a warm-up call (it compiles), then the
@@ -347,6 +366,18 @@ def top_k_hits(tok: np.ndarray, truth: np.ndarray, sign: np.ndarray | None) -> n
     return np.array([set(t) == set(p) for t, p in zip(top, truth)])
 
 
+def intruders(tok: np.ndarray, truth: np.ndarray, sign: np.ndarray) -> np.ndarray:
+    """Where the non-planted tokens ranked in the signed top k sit: counts ``(before A,
+    between A and B, after B)``, with ``truth[:, 0] < truth[:, 1]`` the positions of A, B."""
+    k = truth.shape[1]
+    top = np.argsort(-(tok * sign[:, None]), axis=1, kind="stable")[:, :k]
+    counts = np.zeros(3, int)
+    for t, (a, b) in zip(top, truth):
+        for p in set(t) - {a, b}:
+            counts[0 if p < a else (1 if p < b else 2)] += 1
+    return counts
+
+
 def planted_share(tok: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Per sequence: the planted tokens' share of the total |score|, Σ_planted |s| / Σ |s|."""
     mag = np.abs(tok.astype(np.float64))
@@ -369,6 +400,14 @@ def rounding_error(scores: np.ndarray, delta: np.ndarray) -> np.ndarray:
     float32 rounds (the README's "exact or refused" bound)."""
     s = scores.reshape(len(scores), -1).astype(np.float64)
     return np.abs(s.sum(1) - delta) / np.maximum(np.abs(s).sum(1), np.abs(delta))
+
+
+def bound_ratio(scores: np.ndarray, delta: np.ndarray, kappa: np.ndarray) -> np.ndarray:
+    """``|Σ C − Δ|`` over the README's float32 bound ``1e-5·max(Σ|C|, |Δ|) + 64·eps·κ``, per
+    pair: at most 1 where jaxlift's exactness promise holds."""
+    s = scores.reshape(len(scores), -1).astype(np.float64)
+    bound = 1e-5 * np.maximum(np.abs(s).sum(1), np.abs(delta)) + 64 * EPS32 * kappa
+    return np.abs(s.sum(1) - delta) / bound
 
 
 # -------------------------------------------------------------------------------------- run
@@ -394,6 +433,7 @@ def run(cfg: Config, log: Callable = print) -> dict:
                            == train_data["label"]).mean())
         log(f"{name}: train {train_acc:.3f} test {acc:.3f} ({train_s:.1f} s)")
         explain, sign = Explainer(model, variables), predicted_sign(logits[pos])
+        kappa = explain.rounding_scale(ids)
         rows = {}
         for m in methods(cfg, cfg.emb):
             s, d, sec, warm = timed(explain, m, ids)
@@ -404,12 +444,14 @@ def run(cfg: Config, log: Callable = print) -> dict:
                                 gap_median=float(np.median(gaps)),
                                 top_signed=float(top_k_hits(tok, truth, sign).mean()),
                                 top_abs=float(top_k_hits(tok, truth, None).mean()),
-                                share=float(planted_share(tok, truth).mean()))
+                                share=float(planted_share(tok, truth).mean()),
+                                bound_ratio=float(bound_ratio(s, d, kappa).max()),
+                                intruders=intruders(tok, truth, sign))
             log(f"  {m.name:32s} top-2 {rows[m.name]['top_signed']:.3f} / "
                 f"{rows[m.name]['top_abs']:.3f}  gap max {gaps.max():.1e}  {sec:.2f} s "
                 f"(warm-up {warm:.1f} s)")
         res["models"][name] = dict(test_acc=acc, train_acc=train_acc, train_seconds=train_s,
-                                   logits=logits[pos], methods=rows)
+                                   logits=logits[pos], kappa=kappa, methods=rows)
     res["seconds"] = time.perf_counter() - t_start
     res["cpu_seconds"] = time.process_time() - cpu_start
     return res
@@ -418,7 +460,7 @@ def run(cfg: Config, log: Callable = print) -> dict:
 # ---------------------------------------------------------------------------------- outputs
 def table(res: dict) -> str:
     """The markdown table: one row per model × method."""
-    lines = ["| model | method | top-2 acc, signed | top-2 acc, \\|score\\| | gap max | "
+    lines = ["| model | method | top-2 acc, signed | top-2 acc, \\|score\\| | "
              "planted share | gap max | gap median | seconds | warm-up s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, mres in res["models"].items():
@@ -448,14 +490,21 @@ def findings(res: dict) -> str:
             line += "; gate-as-weight vs Shapley, signed top-2 " + ", ".join(
                 f"{r['mode']} {r['top_signed']:.3f} vs {rows[r['mode']]['top_signed']:.3f} "
                 f"(median gap {r['gap_median']:.1e})" for r in gaw.values())
+        n = rows["rescale"]["intruders"]
+        if n.sum():
+            line += (f"; the {n.sum()} non-planted tokens in Rescale's top 2 lie {n[0]} before "
+                     f"A, {n[1]} between A and B, {n[2]} after B")
         out.append(line + ".")
     exact = [r for m in res["models"].values() for r in m["methods"].values()
              if r["gating"] == "shapley"]
     scaled = max(float(np.max(rounding_error(r["scores"], r["delta"]))) for r in exact)
+    ratio = max(r["bound_ratio"] for r in exact)
     out.append(f"* Shapley-gating DeepLIFT sums to Δlogit on every pair to "
                f"{max(r['gap_max'] for r in exact):.1e} of |Δlogit|, {scaled:.1e} of "
-               "max(Σ|C|, |Δlogit|) (float32 rounding; the README's bound is 1e-5 of the latter "
-               "plus the rounding of the logit itself).")
+               f"max(Σ|C|, |Δlogit|): at most {ratio:.2f} × the README's float32 bound "
+               "(1e-5 · max(Σ|C|, |Δlogit|) + 64 eps κ, κ the rounding scale of the logit's "
+               "forward pass, |t| + Σ|∂t/∂θ·θ| + Σ|∂t/∂h·h| at the input and the reference) — "
+               + ("inside it on every pair." if ratio <= 1 else "**outside it**."))
     return "\n".join(out)
 
 
