@@ -26,8 +26,7 @@ from jaxlift import baselines, chunking, interpreter
 from jaxlift._memo import memoized
 from jaxlift._ops import difference, mean_axis
 from jaxlift.errors import NonFiniteScoresError
-from jaxlift.interpreter import MAX_MODES, MODES, Config
-from jaxlift.rules.product import GATINGS
+from jaxlift.interpreter import GATINGS, MAX_MODES, MODES, Config
 from jaxlift.program import MARKER_PREFIX, build_program
 from jaxlift.validation import check_examples_independent, check_target
 

@@ -33,31 +33,38 @@ from jaxlift import rules as _rules  # noqa: F401  (registers every rule family)
 from jaxlift._ops import difference, zeros_of_difference
 from jaxlift.errors import UnsupportedPrimitiveError
 from jaxlift.pairs import Pair, combine_by_sign, sign_split
-from jaxlift.program import Lit, Op, Program, bind_eqn
+from jaxlift.program import Lit, Op, Program, bind_eqn, trip_inputs
 from jaxlift.rules import registry
+from jaxlift.rules.composites import GATINGS, MAX_MODES, composite
+from jaxlift.rules.registry import Composite
 
-__all__ = ["Config", "Forward", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
-           "input_multipliers", "side_values", "sign_split", "variable_contributions",
+__all__ = ["Config", "Forward", "GATINGS", "MAX_MODES", "MODES", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
+           "input_multipliers", "side_state", "side_values", "sign_split", "variable_contributions",
            "variable_multipliers"]
 
 MODES = ("rescale", "reveal_cancel", "genomics_default")
-MAX_MODES = ("preserving", "gradient")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """``mode``: ``rescale`` | ``reveal_cancel`` | ``genomics_default``;
+    """``mode``: ``rescale`` | ``reveal_cancel`` | ``genomics_default``, or a
+    :class:`~jaxlift.rules.registry.Composite` of one's own;
     ``max_mode``: ``preserving`` | ``gradient``;
     ``gating``: ``shapley`` (exact) | ``gate_as_weight`` (the rule for a gate·signal product,
     :mod:`jaxlift.rules.product`)."""
 
-    mode: str = "rescale"
+    mode: "str | Composite" = "rescale"
     max_mode: str = "preserving"
     gating: str = "shapley"
 
     @property
+    def composite(self) -> Composite:
+        """Which rule where (:mod:`jaxlift.rules.composites`)."""
+        return composite(self.mode, self.max_mode, self.gating)
+
+    @property
     def carries_split(self) -> bool:
-        return self.mode in ("reveal_cancel", "genomics_default")
+        return self.composite.carries_split
 
 
 @dataclasses.dataclass
@@ -68,6 +75,8 @@ class Forward:
     x: dict
     r: dict
     split: dict
+    stash: dict = dataclasses.field(default_factory=dict)  # op's first output id -> what a
+    # rule with a ``forward`` hook kept for its backward (a loop's per-step values)
 
     def value(self, atom, which: str):
         if isinstance(atom, Lit):
@@ -119,11 +128,36 @@ class RuleContext:
         self.live = op.live
         self.xs = [fwd.value(a, "x") for a in op.ins]
         self.rs = [fwd.value(a, "r") for a in op.ins]
-        self.ys = [fwd.x[o] for o in op.outs]
-        self.y0s = [fwd.r[o] for o in op.outs]
+        self._ys = self._y0s = None
         self.live_float = [i for i, a in enumerate(op.ins)
                            if op.live[i] and fwd.program.is_float(a)]
         self.live_numeric = [i for i, l in enumerate(op.live) if l]
+
+    # results are read when asked for: a rule's ``forward`` hook runs before they exist
+    @property
+    def ys(self) -> list:
+        if self._ys is None:
+            self._ys = [self._fwd.x[o] for o in self.op.outs]
+        return self._ys
+
+    @ys.setter
+    def ys(self, values) -> None:
+        self._ys = values
+
+    @property
+    def y0s(self) -> list:
+        if self._y0s is None:
+            self._y0s = [self._fwd.r[o] for o in self.op.outs]
+        return self._y0s
+
+    @y0s.setter
+    def y0s(self, values) -> None:
+        self._y0s = values
+
+    @property
+    def stash(self):
+        """What this operation's ``Rule.forward`` hook kept for the backward pass."""
+        return self._fwd.stash.get(self.op.outs[0])
 
     @property
     def params(self) -> dict:
@@ -167,6 +201,33 @@ class RuleContext:
         return forward(program, self.config, fixed_leaves, x_leaves, r_leaves,
                        input_splits=input_splits)
 
+    def sub_side(self, program: Program, fixed_leaves, leaves) -> tuple[dict, dict]:
+        """One side of a sub-program's forward pass (:func:`side_state`)."""
+        return side_state(program, fixed_leaves, leaves)
+
+    def sub_state(self, fwd: Forward, keep_inputs) -> dict:
+        """Everything a sub-program's forward pass computed (both sides' values, splits, the
+        values of its fixed operations, nested stashes) except its constants and the inputs
+        not in ``keep_inputs``: one step of a loop, to stack and hand back to
+        :meth:`sub_forward_from`, so that the backward pass does not re-run the forward."""
+        prog = fwd.program
+        drop = (set(prog.consts) | set(prog.fixed_inputs) | set(prog.live_inputs)) \
+            - set(keep_inputs)
+        keep = lambda d: {k: v for k, v in d.items() if k not in drop}  # noqa: E731
+        return {"fixed": keep(fwd.fixed), "x": keep(fwd.x), "r": keep(fwd.r),
+                "split": keep(fwd.split), "stash": dict(fwd.stash)}
+
+    def sub_forward_from(self, program: Program, inputs_x: dict, inputs_r: dict,
+                         splits: dict, state: dict) -> Forward:
+        """The :class:`Forward` of a sub-program rebuilt from :meth:`sub_state` and the inputs
+        that state left out (by id; fixed inputs in ``inputs_x``)."""
+        fixed = {**program.consts, **state["fixed"]}
+        fixed.update({i: inputs_x[i] for i in program.fixed_inputs if i in inputs_x})
+        x = {**state["x"], **{i: inputs_x[i] for i in program.live_inputs if i in inputs_x}}
+        r = {**state["r"], **{i: inputs_r[i] for i in program.live_inputs if i in inputs_r}}
+        split = {**state["split"], **splits}
+        return Forward(program, self.config, fixed, x, r, split, dict(state["stash"]))
+
     def backward_sub(self, fwd: Forward, seeds: dict) -> dict:
         """The interpreter's backward pass on a sub-program: seeds and results are
         :class:`Pair` multipliers by variable id."""
@@ -193,8 +254,9 @@ def _as_number(v, dtype):
 
 
 def _rule_for(op: Op, config: Config, program: Program):
-    if op.eqn is None:
-        return registry.nonlinearity_rule(config.mode)
+    rule = config.composite.rule_for(op, program)
+    if rule is not None or op.eqn is None:
+        return rule
     live_mask = tuple(l and program.carries(a) for a, l in zip(op.ins, op.live))
     return registry.lookup(op.primitive, live_mask)
 
@@ -207,8 +269,15 @@ def _fixed_values(program: Program, fixed_leaves) -> dict:
 def side_values(program: Program, fixed_leaves, leaves) -> dict:
     """The values of every live variable (inputs and op results, by id) when the program runs
     on ``leaves``: one side of :func:`forward`, e.g. a reference's, to compute once and reuse."""
+    return side_state(program, fixed_leaves, leaves)[0]
+
+
+def side_state(program: Program, fixed_leaves, leaves) -> tuple[dict, dict]:
+    """One side of :func:`forward`: ``(values, computed)`` — the values of every live variable
+    (inputs and op results, by id), and the results of the operations on fixed values only."""
     fixed = _fixed_values(program, fixed_leaves)
     values = dict(zip(program.live_inputs, leaves))
+    computed: dict = {}
 
     def read(atom):
         if isinstance(atom, Lit):
@@ -217,8 +286,11 @@ def side_values(program: Program, fixed_leaves, leaves) -> dict:
 
     for op in program.ops:
         for o, v in zip(op.outs, _eval_op(op, read)):
-            (values if op.is_live else fixed)[o] = v
-    return values
+            if op.is_live:
+                values[o] = v
+            else:
+                fixed[o] = computed[o] = v
+    return values, computed
 
 
 def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
@@ -240,11 +312,18 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
             for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "x"))):
                 fixed[o] = v
             continue
-        for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "x"))):
-            fwd.x[o] = v
-        if r_values is None:
-            for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "r"))):
-                fwd.r[o] = v
+        rule = _rule_for(op, config, program)
+        if rule is not None and rule.forward is not None and _usable(rule, op, program):
+            outs_x, outs_r, fwd.stash[op.outs[0]] = rule.forward(RuleContext(op, fwd))
+            fwd.x.update(zip(op.outs, outs_x))
+            if r_values is None:
+                fwd.r.update(zip(op.outs, outs_r))
+        else:
+            for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "x"))):
+                fwd.x[o] = v
+            if r_values is None:
+                for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "r"))):
+                    fwd.r[o] = v
         if config.carries_split and any(program.carries(o) for o in op.outs):
             _forward_split(op, fwd)
     return fwd
@@ -362,9 +441,13 @@ def _integer_hint(op: Op, program: Program) -> str:
 
 def _hint(op: Op, program: Program) -> str:
     n_live = sum(1 for a, l in zip(op.ins, op.live) if l and program.carries(a))
-    if op.primitive in ("while", "scan"):
-        return ("a loop whose carry depends on the input is not supported yet; unroll it in "
-                "Python or express it with jnp operations")
+    if op.primitive == "while":
+        if any(op.live[i] for i in trip_inputs(op.eqn)):
+            return ("its trip count depends on the input: no multiplier can say how much a "
+                    "change in the number of steps moved the result")
+        return ("its trip count depends on parameters or other traced values, so the number "
+                "of steps is unknown when jaxlift traces it; give the bounds as Python ints "
+                "(fori_loop(0, 10, …)) or constants, and it runs as a scan")
     if op.primitive == "select_n":
         return ("lax.switch / jnp.select / select_n with an index that depends on the input and "
                 "more than two cases has no exact rule; a boolean predicate (jnp.where, "

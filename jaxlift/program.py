@@ -281,6 +281,12 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
                 env[v] = o
             b.ops.append(Op(eqn, ins, outs, live, where, sub=_scan_body(eqn, live)))
             continue
+        if eqn.primitive.name == "while" and any(live):
+            outs = _inline_while(b, eqn, ins, where)
+            if outs is not None:
+                for v, a in zip(eqn.outvars, outs):
+                    env[v] = a
+                continue
         if eqn.primitive.name == "cond" and any(live):
             for v, a in zip(eqn.outvars, _inline_cond(b, eqn, ins, where)):
                 env[v] = a
@@ -303,6 +309,92 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
             env[v] = o
         b.ops.append(Op(eqn, ins, outs, live, where, opaque_elementwise=opaque))
     return [read(v) for v in jaxpr.outvars]
+
+
+def _inputs_of(jaxpr, outputs: Sequence[int]) -> set:
+    """Indices of ``jaxpr``'s inputs that the outputs at ``outputs`` depend on."""
+    needed = {jaxpr.outvars[i] for i in outputs if not isinstance(jaxpr.outvars[i], jcore.Literal)}
+    for eqn in reversed(jaxpr.eqns):
+        if any(v in needed for v in eqn.outvars):
+            needed.update(v for v in eqn.invars if not isinstance(v, jcore.Literal))
+    return {i for i, v in enumerate(jaxpr.invars) if v in needed}
+
+
+def trip_inputs(eqn) -> set:
+    """The ``while`` operands its trip count depends on: what the predicate reads, closed
+    under the body's updates of those carries."""
+    p = eqn.params
+    nc, nb = p["cond_nconsts"], p["body_nconsts"]
+    cond, body = p["cond_jaxpr"].jaxpr, p["body_jaxpr"].jaxpr
+    read = _inputs_of(cond, [0])
+    operands = {i for i in read if i < nc}
+    carries = {i - nc for i in read if i >= nc}
+    while True:
+        deps = _inputs_of(body, sorted(carries))
+        grown = carries | {i - nb for i in deps if i >= nb}
+        operands |= {nc + i for i in deps if i < nb}
+        if grown == carries:
+            break
+        carries = grown
+    return operands | {nc + nb + i for i in carries}
+
+
+_MAX_TRIPS = 1_000_000
+
+
+def _trip_count(eqn, ins: tuple, b: "_Builder", needed: set) -> int | None:
+    """The number of steps of a ``while`` whose trip count depends only on constants, counted
+    by running the loop on them (other operands are zeros: they cannot change the count);
+    ``None`` where a needed operand is not a constant (a parameter, the input)."""
+    values = []
+    for i, (a, v) in enumerate(zip(ins, eqn.invars)):
+        if i in needed:
+            if isinstance(a, Lit):
+                values.append(a.val)
+            elif a in b.consts:
+                values.append(b.consts[a])
+            else:
+                return None
+        else:
+            values.append(np.zeros(v.aval.shape, v.aval.dtype))
+    p = eqn.params
+    nc, nb = p["cond_nconsts"], p["body_nconsts"]
+    cond = jcore.jaxpr_as_fun(p["cond_jaxpr"])
+    body = jcore.jaxpr_as_fun(p["body_jaxpr"])
+    cc, bc, carry = values[:nc], values[nc:nc + nb], values[nc + nb:]
+    with jax.ensure_compile_time_eval():
+        n = 0
+        while bool(cond(*cc, *carry)[0]):
+            carry = body(*bc, *carry)
+            n += 1
+            if n > _MAX_TRIPS:
+                return None
+    return n
+
+
+def _inline_while(b: "_Builder", eqn, ins: tuple, where: str) -> list | None:
+    """A ``while_loop`` (``fori_loop`` with bounds that are not Python ints) whose trip count
+    is fixed by constants, as the ``scan`` of that many steps it equals (DESIGN §10). ``None``
+    where the count depends on the input or on parameters: the loop stays a ``while`` and is
+    refused if a multiplier reaches it."""
+    needed = trip_inputs(eqn)
+    if any(b.is_live(ins[i]) for i in needed):
+        return None
+    n = _trip_count(eqn, ins, b, needed)
+    if n is None:
+        return None
+    p = eqn.params
+    nc, nb = p["cond_nconsts"], p["body_nconsts"]
+    body = jcore.jaxpr_as_fun(p["body_jaxpr"])
+
+    def as_scan(*args):
+        bc, carry = args[nc:nc + nb], args[nc + nb:]
+        step = lambda c, _: (tuple(body(*bc, *c)), None)  # noqa: E731
+        return jax.lax.scan(step, tuple(carry), None, length=n)[0]
+
+    closed = jax.make_jaxpr(as_scan)(*[jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype)
+                                       for v in eqn.invars])
+    return _inline(b, closed.jaxpr, list(closed.consts), list(ins), where)
 
 
 @functools.lru_cache(maxsize=256)

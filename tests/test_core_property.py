@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import jaxlift
-from zoo import build_cnn, build_mlp, cnn_specs, inputs_and_refs, mlp_specs
+from zoo import (build_cnn, build_mlp, build_rnn, cnn_specs, inputs_and_refs, mlp_specs,
+                 rnn_specs)
 
 MODES = ["rescale", "reveal_cancel", "genomics_default"]
 # A few draws each: tests/test_fuzz_exact.py runs ~2,300 random programs of every kind per run.
@@ -59,3 +60,30 @@ def test_cnn_summation_to_delta_float32(spec, mode):
     """float32 bound: |Σ C − Δf| ≤ 1e-4·(1 + |Δf| + Σ|C|)."""
     fn, params, x_shape = build_cnn(spec)
     _check(fn, params, x_shape, spec["seed"], mode, "index", spec["n_out"], jnp.float32, 1e-4)
+
+
+def _rnn_case(spec, mode, target_kind):
+    fn, params, x_shape = build_rnn(spec)
+    with jax.enable_x64(True):
+        _check(fn, params, x_shape, spec["seed"], mode, target_kind, spec["n_out"], jnp.float64,
+               1e-10)
+
+
+_RNN_DRAWS = dict(spec=rnn_specs(), mode=st.sampled_from(MODES),
+                  target_kind=st.sampled_from(["index", "softmax"]))
+
+
+@settings(max_examples=3, deadline=None, derandomize=True)
+@given(**_RNN_DRAWS)
+def test_rnn_summation_to_delta_float64(spec, mode, target_kind):
+    """Through ``scan`` (LSTM/GRU/gated cells, reversed, unrolled), ``fori_loop`` and a live
+    ``lax.cond``: |ΣC − Δt| ≤ 1e-10·(1 + |Δt|) in float64. Each draw compiles a loop (seconds),
+    so the default run takes three; the slow run forty."""
+    _rnn_case(spec, mode, target_kind)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(**_RNN_DRAWS)
+def test_rnn_summation_to_delta_float64_many(spec, mode, target_kind):
+    _rnn_case(spec, mode, target_kind)

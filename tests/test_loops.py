@@ -152,10 +152,47 @@ def test_compiled_program_stays_a_loop(x64):
     assert large < 1.05 * small, (small, large)
 
 
-def test_while_loop_with_a_live_carry_is_refused():
+def test_while_loop_with_a_constant_trip_count_runs_as_a_scan(x64):
+    """``while c[1] < 3`` and ``fori_loop`` with array bounds lower to ``while``; their trip
+    count depends only on constants, so jaxlift counts it and runs the loop as a scan."""
     def fn(p, xb):
-        return jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (jnp.tanh(c[0]) * 2, c[1] + 1),
-                                  (xb, 0))[0]
-    x = jnp.ones((2, 3), jnp.float32)
-    with pytest.raises(UnsupportedPrimitiveError, match=r"'while' \(at .*test_loops\.py"):
-        jaxlift.attribute(fn, None, x, jnp.zeros((1, 3), jnp.float32), target=0)
+        h, _ = jax.lax.while_loop(lambda c: c[1] < 3,
+                                  lambda c: (jnp.tanh(c[0] @ p["w"]) * 2, c[1] + 1), (xb, 0))
+        h = jax.lax.fori_loop(jnp.int32(0), jnp.int32(2),
+                              lambda i, v: jax.nn.relu(v @ p["w"] - 0.1 * i), h)
+        return h.sum(-1)
+
+    def unrolled(p, xb):
+        h = xb
+        for _ in range(3):
+            h = jnp.tanh(h @ p["w"]) * 2
+        for i in range(2):
+            h = jax.nn.relu(h @ p["w"] - 0.1 * i)
+        return h.sum(-1)
+    rng = np.random.default_rng(3)
+    p = {"w": jnp.asarray(rng.normal(size=(3, 3)))}
+    x, r = jnp.asarray(rng.normal(size=(4, 3))), jnp.asarray(rng.normal(size=(2, 3)))
+    for mode in ("rescale", "reveal_cancel"):
+        c, delta = jaxlift.attribute(fn, p, x, r, mode=mode, return_delta=True,
+                                     average_refs=False)
+        np.testing.assert_allclose(c.sum(-1), delta, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(c, jaxlift.attribute(unrolled, p, x, r, mode=mode,
+                                                        average_refs=False),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_while_loops_whose_trip_count_is_not_fixed_are_refused():
+    x, r = jnp.ones((2, 3), jnp.float32), jnp.zeros((1, 3), jnp.float32)
+
+    def by_parameter(p, xb):
+        return jax.lax.fori_loop(0, p["n"], lambda i, h: jnp.tanh(h * 2), xb).sum(-1)
+    with pytest.raises(UnsupportedPrimitiveError,
+                       match=r"'while' \(at .*test_loops\.py.*trip count depends on parameters"):
+        jaxlift.attribute(by_parameter, {"n": jnp.int32(3)}, x, r)
+
+    def by_input(p, xb):
+        grow = lambda v: jax.lax.while_loop(lambda h: h.sum() < 10, lambda h: h * 2 + 1, v)  # noqa: E731
+        return jax.vmap(grow)(xb).sum(-1)
+    with pytest.raises(UnsupportedPrimitiveError,
+                       match=r"'while' \(at .*test_loops\.py.*trip count depends on the input"):
+        jaxlift.attribute(by_input, None, x, r)

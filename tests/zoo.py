@@ -134,3 +134,69 @@ def inputs_and_refs(seed, x_shape, n=3, k=2, dtype=jnp.float64):
     x = jnp.asarray(rng.normal(size=(n,) + x_shape), dtype)
     refs = jnp.asarray(rng.normal(size=(k,) + x_shape) * 0.7 + 0.2, dtype)
     return x, refs
+
+
+@st.composite
+def rnn_specs(draw):
+    """Recurrent programs: a ``lax.scan`` (LSTM, GRU or a gated tanh/relu cell; reversed or
+    not; unrolled or not; the last carry and/or the stacked outputs read), optionally followed by
+    a ``fori_loop`` with a fixed trip count and a ``lax.cond`` with a live predicate."""
+    return dict(
+        cell=draw(st.sampled_from(["lstm", "gru", "gated"])),
+        act=draw(st.sampled_from(["tanh", "relu"])),
+        steps=draw(st.integers(1, 5)),
+        d_in=draw(st.integers(1, 3)),
+        hidden=draw(st.integers(1, 4)),
+        reverse=draw(st.booleans()),
+        unroll=draw(st.sampled_from([1, 2])),
+        read=draw(st.sampled_from(["last", "ys", "both"])),
+        fori=draw(st.integers(0, 2)),
+        cond=draw(st.booleans()),
+        n_out=draw(st.integers(1, 3)),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def build_rnn(spec):
+    """``(fn, params, x_shape)`` with x of shape ``(steps, d_in)`` per example."""
+    rng = np.random.default_rng(spec["seed"])
+    d, h, n_gates = spec["d_in"], spec["hidden"], {"lstm": 4, "gru": 3, "gated": 2}[spec["cell"]]
+    params = {"wx": _normal(rng, (d, n_gates * h), 1 / np.sqrt(d)),
+              "wh": _normal(rng, (h, n_gates * h), 1 / np.sqrt(h)),
+              "b": _normal(rng, (n_gates * h,), 0.3),
+              "wf": _normal(rng, (h, h), 1 / np.sqrt(h)),
+              "out": _normal(rng, (h, spec["n_out"]), 1 / np.sqrt(h))}
+    act = ACTIVATIONS[spec["act"]]
+
+    def cell(p, carry, x_t):
+        hh, c = carry
+        z = x_t @ p["wx"] + p["b"]
+        u = hh @ p["wh"]
+        if spec["cell"] == "lstm":
+            i, f, g, o = jnp.split(z + u, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * act(g)
+            hh = jax.nn.sigmoid(o) * act(c)
+        elif spec["cell"] == "gru":
+            r = jax.nn.sigmoid(z[..., :h] + u[..., :h])
+            zg = jax.nn.sigmoid(z[..., h:2 * h] + u[..., h:2 * h])
+            n = act(z[..., 2 * h:] + r * u[..., 2 * h:])
+            hh = (1 - zg) * n + zg * hh
+        else:
+            a, g = jnp.split(z + u, 2, axis=-1)
+            hh = act(a) * jax.nn.sigmoid(g)
+        return (hh, c), hh
+
+    def fn(p, xb):
+        zeros = jnp.zeros((xb.shape[0], h), xb.dtype)
+        (hh, _), ys = jax.lax.scan(lambda cr, xt: cell(p, cr, xt), (zeros, zeros),
+                                   jnp.swapaxes(xb, 0, 1), reverse=spec["reverse"],
+                                   unroll=spec["unroll"])
+        out = {"last": hh, "ys": ys.mean(0), "both": hh + ys.max(0)}[spec["read"]]
+        if spec["fori"]:
+            out = jax.lax.fori_loop(0, spec["fori"], lambda _, v: jnp.tanh(v @ p["wf"]) + v, out)
+        if spec["cond"]:
+            out = jax.vmap(lambda v: jax.lax.cond(v.sum() > 0, jnp.tanh,
+                                                  lambda w: jax.nn.relu(w) * 0.5, v))(out)
+        return out @ p["out"]
+
+    return fn, params, (spec["steps"], d)

@@ -28,7 +28,6 @@ from jax.extend import core as jcore
 
 from jaxlift.jaxpr_walk import live_equations
 from jaxlift.pairs import Pair
-from jaxlift.rules import registry
 from jaxlift.rules.registry import Rule
 
 
@@ -140,4 +139,3 @@ def _backward(ctx, m_out) -> list:
 
 
 GUIDED = Rule("guided_backprop", backward=_backward)
-registry.register_nonlinearity("guided_backprop", GUIDED)

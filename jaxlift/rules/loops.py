@@ -4,13 +4,14 @@ A ``lax.scan`` (``nn.RNN``, an LSTM/GRU written by hand, layers stacked with ``n
 Equinox's ``scan=True``, ``fori_loop`` with a fixed trip count) is kept as one operation whose
 body is a sub-program, and the interpreter recurses into it:
 
-* forward: a ``lax.scan`` carries both sides' states — the carry on the input and on the
-  reference, and in RevealCancel modes the split ``(Δc⁺, Δc⁻)`` of every live carry — and runs
-  the interpreter's forward pass on the body at every step, stacking each step's carry;
+* forward (the rule's ``forward`` hook, run once for both sides): a ``lax.scan`` carries both
+  sides' states — the carry on the input and on the reference, and in RevealCancel modes the
+  split ``(Δc⁺, Δc⁻)`` of every live carry — runs the interpreter's forward pass on the body
+  at every step, and stacks each step's body values (as ``jax.grad`` stacks residuals);
 * backward: a ``lax.scan`` over the steps in reverse whose carry is the carry's multipliers
   (a ``Pair``; the multipliers of live loop constants add up across steps, as they do in a
-  gradient); each step re-runs the body's forward pass from the stacked carry and its backward
-  pass from ``m(carry out) + m(ys)``.
+  gradient); each step rebuilds the body's forward pass from the stack, without re-running
+  it, and runs its backward pass from ``m(carry out) + m(ys)``.
 
 Both stay loops after compilation: compile time does not grow with the number of steps.
 Summation-to-delta holds through the loop because it holds for every step's body: the
@@ -59,6 +60,15 @@ class _Body:
             [vals_r[i] for i in sub.live_inputs],
             [splits[i] for i in sub.live_inputs] if self.rc else None)
 
+    def rebuild(self, state, vals_x, vals_r, splits):
+        """A step's forward pass from its stashed state and the loop's constants and xs
+        (positions holding ``None``, the carry, come from the state)."""
+        ins_x = {i: v for i, v in enumerate(vals_x) if v is not None}
+        ins_r = {i: v for i, v in enumerate(vals_r) if v is not None}
+        sp = {i: v for i, v in enumerate(splits) if v is not None and i in self.live} \
+            if self.rc else {}
+        return self.ctx.sub_forward_from(self.sub, ins_x, ins_r, sp, state)
+
     def outputs(self, fwd, which: str):
         return [_as_array(fwd.value(o, which), self.sub.avals[o]) if isinstance(o, int)
                 else _as_array(o.val, jax.typeof(o.val)) for o in self.sub.outputs]
@@ -83,9 +93,59 @@ def _outer_splits(ctx, body: "_Body", first: int, values) -> list:
             for i, v in enumerate(values)]
 
 
-def _forward_scan(ctx):
-    """Both sides through the loop: ``(final carries x, r, splits), per-step stack`` where the
-    stack holds each step's outputs (ys on both sides, their splits) and its input carry."""
+def _forward(ctx):
+    """Rescale: each side through the loop on its own (:func:`_forward_sides`); RevealCancel
+    modes: both together, carrying the splits (:func:`_forward_together`)."""
+    body = _Body(ctx)
+    if body.rc or any(op.sub is not None for op in body.sub.ops):
+        return _forward_together(ctx)
+    return _forward_sides(ctx)
+
+
+def _forward_sides(ctx):
+    """Each side through the loop in a ``lax.scan`` of its own, stacking every step's values.
+    A side depends only on its own input, so under ``vmap`` over inputs × references the
+    input's loop runs once per input and the reference's once per reference (DESIGN §8), not
+    once per pair; only the backward pass runs per pair."""
+    body = _Body(ctx)
+    sub = body.sub
+    nc, nk = body.n_consts, body.n_carry
+    carry_ids = set(range(nc, nc + nk))
+    n_inputs = len(ctx.xs)  # a body's inputs are variables 0 … n_inputs − 1
+
+    def keep(values: dict) -> dict:  # the step's own values: not the constants nor the xs
+        return {i: v for i, v in values.items() if i >= n_inputs or i in carry_ids}
+
+    def side(values):
+        consts, carry, xs = values[:nc], values[nc:nc + nk], values[nc + nk:]
+
+        def step(k, x_t):
+            vals = list(consts) + list(k) + list(x_t)
+            live, computed = ctx.sub_side(sub, [vals[i] for i in sub.fixed_inputs],
+                                          [vals[i] for i in sub.live_inputs])
+            computed.update({i: vals[i] for i in sub.fixed_inputs if i in carry_ids})
+            env = {**sub.consts, **dict(enumerate(vals)), **computed, **live}
+            outs = [_as_array(env[o], sub.avals[o]) if isinstance(o, int)
+                    else _as_array(o.val, jax.typeof(o.val)) for o in sub.outputs]
+            new_k = [o.astype(v.dtype) for o, v in zip(outs[:nk], k)]
+            return new_k, (outs[nk:], keep(live), computed)
+
+        k, (ys, live, computed) = jax.lax.scan(step, list(carry), list(xs), length=body.length,
+                                                reverse=body.reverse)
+        return list(k) + list(ys), live, computed
+
+    outs_x, live_x, computed = side(ctx.xs)
+    outs_r, live_r, _ = side(ctx.rs)
+    states = {"fixed": computed, "x": live_x, "r": live_r, "split": {}, "stash": {}}
+    return outs_x, outs_r, {"splits": None, "states": states}
+
+
+def _forward_together(ctx):
+    """Both sides through the loop in one ``lax.scan``: the results on the input and on the
+    reference, and a stash for the backward pass — every step's body state
+    (:meth:`RuleContext.sub_state`: values, splits, fixed values; the loop's constants and xs
+    are left out, the step's input carry kept) and, in RevealCancel modes, the splits of the
+    final carry and of the stacked ys."""
     body = _Body(ctx)
     nc, nk = body.n_consts, body.n_carry
     cx, kx, xsx = ctx.xs[:nc], ctx.xs[nc:nc + nk], ctx.xs[nc + nk:]
@@ -93,6 +153,7 @@ def _forward_scan(ctx):
     csplit = _outer_splits(ctx, body, 0, cx)
     ksplit = _outer_splits(ctx, body, nc, kx)
     xssplit = _outer_splits(ctx, body, nc + nk, xsx)
+    carry_ids = range(nc, nc + nk)
 
     def step(carry, t_in):
         k_x, k_r, k_split = carry
@@ -105,19 +166,20 @@ def _forward_scan(ctx):
         new_k_r = [o.astype(k.dtype) for o, k in zip(outs_r[:nk], k_r)]
         new_split = [None if s is None else tuple(a.astype(b.dtype) for a, b in zip(n, s))
                      for n, s in zip(splits[:nk], k_split)]
-        return (new_k_x, new_k_r, new_split), (outs_x[nk:], outs_r[nk:], splits[nk:],
-                                               list(k_x), list(k_r), list(k_split))
+        state = ctx.sub_state(fwd, keep_inputs=carry_ids)
+        return (new_k_x, new_k_r, new_split), (outs_x[nk:], outs_r[nk:], splits[nk:], state)
 
-    return jax.lax.scan(step, (list(kx), list(kr), ksplit), (list(xsx), list(xsr), xssplit),
-                        length=body.length, reverse=body.reverse)
+    (k_x, k_r, k_split), (ys_x, ys_r, ys_split, states) = jax.lax.scan(
+        step, (list(kx), list(kr), ksplit), (list(xsx), list(xsr), xssplit),
+        length=body.length, reverse=body.reverse)
+    stash = {"splits": list(k_split) + list(ys_split), "states": states}
+    return list(k_x) + list(ys_x), list(k_r) + list(ys_r), stash
 
 
 def _split(ctx) -> list:
-    (_, _, k_split), (_, _, ys_split, _, _, _) = _forward_scan(ctx)
-    out = []
-    for j, s in enumerate(list(k_split) + list(ys_split)):
-        out.append(s if s is not None else sign_split(ctx.delta_out(j)))
-    return out
+    stash = ctx.stash if ctx.stash is not None else _forward(ctx)[2]
+    return [s if s is not None else sign_split(ctx.delta_out(j))
+            for j, s in enumerate(stash["splits"])]
 
 
 def _zeros_like_multiplier(value, like):
@@ -128,7 +190,7 @@ def _zeros_like_multiplier(value, like):
 def _backward(ctx, m_out) -> list:
     body = _Body(ctx)
     nc, nk = body.n_consts, body.n_carry
-    (_, _, _), (_, _, _, k_xs, k_rs, k_splits) = _forward_scan(ctx)
+    stash = ctx.stash if ctx.stash is not None else _forward(ctx)[2]
     cx, cr = ctx.xs[:nc], ctx.rs[:nc]
     xsx, xsr = ctx.xs[nc + nk:], ctx.rs[nc + nk:]
     csplit = _outer_splits(ctx, body, 0, cx)
@@ -153,9 +215,9 @@ def _backward(ctx, m_out) -> list:
 
     def step(carry, t_in):
         m_k, m_c = carry
-        k_x, k_r, k_split, x_t, r_t, s_t, m_y = t_in
-        fwd = body.forward(list(cx) + list(k_x) + list(x_t), list(cr) + list(k_r) + list(r_t),
-                           csplit + list(k_split) + list(s_t))
+        state, x_t, r_t, s_t, m_y = t_in
+        fwd = body.rebuild(state, list(cx) + [None] * nk + list(x_t),
+                           list(cr) + [None] * nk + list(r_t), csplit + [None] * nk + list(s_t))
         seeds: dict = {}
         for o, m in zip(body.sub.outputs, list(m_k) + list(m_y)):
             if isinstance(o, int):
@@ -177,7 +239,7 @@ def _backward(ctx, m_out) -> list:
 
     (m_init, m_consts), m_xs = jax.lax.scan(
         step, (m_carry, m_consts),
-        (k_xs, k_rs, k_splits, list(xsx), list(xsr), xssplit, m_ys),
+        (stash["states"], list(xsx), list(xsr), xssplit, m_ys),
         length=body.length, reverse=not body.reverse)
     result: list = []
     for i, m in enumerate(list(m_consts) + list(m_init) + list(m_xs)):
@@ -185,5 +247,5 @@ def _backward(ctx, m_out) -> list:
     return result
 
 
-SCAN = Rule("scan", backward=_backward, split=_split, numeric_operands=True)
+SCAN = Rule("scan", backward=_backward, split=_split, numeric_operands=True, forward=_forward)
 registry.register("scan", SCAN, any)

@@ -1,7 +1,7 @@
 """Max rules: max-pooling (``reduce_window_max``), ``reduce_max``/``reduce_min`` and
 ``max``/``min`` of two live operands (DESIGN §3).
 
-Two modes (``max_mode=``):
+Two rules (``max_mode=``; the second is chosen by a composite, :mod:`jaxlift.rules.composites`):
 
 * ``preserving`` (default): for ``y = max(...)``, the positive part of ``Δy`` is credited to the
   argmax of the input and the negative part blamed on the argmax of the reference: route
@@ -65,12 +65,16 @@ def _route(ctx, cotangent, base, base_out) -> list:
     return vjp_live(ctx, [cotangent], base=base)
 
 
+def _gradient_backward(ctx, m_out) -> list:
+    """``max_mode="gradient"``: multipliers to the input's argmax (the gradient)."""
+    (m,) = m_out
+    g = _route(ctx, m.pos, ctx.xs, ctx.ys[0])
+    return [None if v is None else Pair.of(v) for v in g]
+
+
 def _backward(ctx, m_out) -> list:
     (m,) = m_out
     m = m.pos
-    if ctx.config.max_mode == "gradient":
-        g = _route(ctx, m, ctx.xs, ctx.ys[0])
-        return [None if v is None else Pair.of(v) for v in g]
     dy = ctx.delta_out(0)
     up, down = jnp.maximum(dy, 0), jnp.minimum(dy, 0)
     at_up, at_down = (ctx.xs, ctx.ys[0]), (ctx.rs, ctx.y0s[0])
@@ -89,6 +93,9 @@ def _backward(ctx, m_out) -> list:
 
 
 MAX_RULE = Rule("max", backward=_backward)
+MAX_GRADIENT = Rule("max_gradient", backward=_gradient_backward)  # chosen by a composite
 
-for _p in ("max", "min", "reduce_max", "reduce_min", "reduce_window_max", "reduce_window_min"):
+MAX_PRIMITIVES = ("max", "min", "reduce_max", "reduce_min", "reduce_window_max",
+                  "reduce_window_min")
+for _p in MAX_PRIMITIVES:
     registry.register(_p, MAX_RULE)

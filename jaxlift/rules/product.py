@@ -8,7 +8,8 @@ so ``m_a = ∂B/∂a(ā, b̄)ᵀ m_y`` and ``m_b = ∂B/∂b(ā, b̄)ᵀ m_y`` (
 For ``a / b`` with both live: ``Δ(a/b) = Δa·½(1/b + 1/b0) − ā·Δb/(b·b0)``, also exact.
 
 **Gating** (``mul`` of a gate ``g = σ(·)`` and a signal ``s``, as in LSTM/GRU cells) has a
-second rule, chosen with ``gating="gate_as_weight"`` (Arras et al. 2017; Poerner et al. 2018):
+second rule, chosen with ``gating="gate_as_weight"`` (a composite entry, matched by
+:func:`gated_product`) (Arras et al. 2017; Poerner et al. 2018):
 the gate acts as a weight, ``m_s = g`` (its value on the input side), ``m_g = 0``. Since
 ``Δ(g·s) = g·Δs + s0·Δg`` it is exact only where ``s0·Δg = 0``; elsewhere the contributions miss
 ``s0·Δg`` of the product's difference, and jaxlift reports that completeness gap rather than
@@ -39,16 +40,16 @@ def _bilinear_backward(ctx, m_out) -> list:
     return [None if v is None else Pair.of(_finite_or_zero(v)) for v in g]
 
 
-GATINGS = ("shapley", "gate_as_weight")
 
 # primitives through which a gate stays a gate: affine maps of it with fixed other operands
 _AFFINE = frozenset({"add", "sub", "neg", "mul", "convert_element_type", "copy", "copy_p"})
 
 
-def _is_gate(ctx, atom) -> bool:
+def _is_gate(program, atom) -> bool:
     """Whether ``atom`` is computed by ``logistic`` from a live value, followed only by affine
     maps with fixed operands (``σ(h)``, ``1 − σ(h)``)."""
-    op = ctx.producer(atom)
+    producer = lambda a: program.producer.get(a) if isinstance(a, int) else None  # noqa: E731
+    op = producer(atom)
     while op is not None:
         if op.eqn is None:  # a fused nonlinearity: σ, then affine ops on the chain
             names = [o.primitive for o in op.body]
@@ -59,36 +60,35 @@ def _is_gate(ctx, atom) -> bool:
         if op.primitive not in _AFFINE or sum(op.live) != 1:
             return False
         (atom,) = [a for a, l in zip(op.ins, op.live) if l]
-        op = ctx.producer(atom)
+        op = producer(atom)
     return False
 
 
-def _gate_index(ctx) -> int | None:
-    """The operand of a two-live-operand ``mul`` that is the gate, when exactly one is."""
-    if ctx.op.primitive != "mul" or len(ctx.live_float) != 2:
+def _gate_index(op, program) -> int | None:
+    """The operand of a ``mul`` of two live floats that is the gate, when exactly one is."""
+    if op.eqn is None or op.primitive != "mul":
         return None
-    gates = [i for i in ctx.live_float if _is_gate(ctx, ctx.op.ins[i])]
+    live = [i for i, (a, l) in enumerate(zip(op.ins, op.live)) if l and program.is_float(a)]
+    if len(live) != 2:
+        return None
+    gates = [i for i in live if _is_gate(program, op.ins[i])]
     return gates[0] if len(gates) == 1 else None
 
 
-def _gate_as_weight_backward(ctx, m_out, gate: int) -> list:
+def gated_product(op, program) -> bool:
+    """A composite's match: a ``mul`` of a gate and a signal (module doc)."""
+    return _gate_index(op, program) is not None
+
+
+def _gate_as_weight_backward(ctx, m_out) -> list:
     """``m_s = g`` (the gate's input-side value), ``m_g = 0`` (module doc)."""
     (m,) = m_out
+    gate = _gate_index(ctx.op, ctx.program)
     (signal,) = [i for i in ctx.live_float if i != gate]
     g = wide(ctx.xs[gate])
     result: list = [None] * len(ctx.xs)
     result[signal] = Pair.of(unbroadcast(_finite_or_zero(m.pos * g), ctx.xs[signal].shape))
     return result
-
-
-def _product_backward(ctx, m_out) -> list:
-    """The Shapley split, or gate-as-weight where the configuration asks for it and one
-    operand is a gate."""
-    if getattr(ctx.config, "gating", "shapley") == "gate_as_weight":
-        gate = _gate_index(ctx)
-        if gate is not None:
-            return _gate_as_weight_backward(ctx, m_out, gate)
-    return _bilinear_backward(ctx, m_out)
 
 
 def _finite_or_zero(m):
@@ -107,7 +107,8 @@ def _quotient_backward(ctx, m_out) -> list:
             Pair.of(unbroadcast(_finite_or_zero(mb), b.shape))]
 
 
-BILINEAR = Rule("product", backward=_product_backward)
+BILINEAR = Rule("product", backward=_bilinear_backward)
+GATE_AS_WEIGHT = Rule("gate_as_weight", backward=_gate_as_weight_backward)  # by a composite
 QUOTIENT = Rule("quotient", backward=_quotient_backward)
 
 for _p in ("mul", "dot_general", "conv_general_dilated"):

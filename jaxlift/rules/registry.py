@@ -35,12 +35,16 @@ class Rule:
     ``numeric_operands``: the rule reads live boolean and integer operands as numbers (a boolean
     as 0/1) and gives them multipliers; any other rule is refused where such an operand is live,
     since it would silently drop its share of the difference (DESIGN §9).
+    ``forward(ctx) -> (outs_x, outs_r, stash)``: evaluate the operation on both sides at once
+    and keep ``stash`` for ``split``/``backward`` (``ctx.stash``); ``None`` evaluates it with
+    ``bind``, once per side. A loop uses it to run its body once and keep every step.
     """
 
     name: str
     backward: Callable[..., Sequence[Any]]
     split: Callable[..., Sequence[tuple[Any, Any]]] | None = None
     numeric_operands: bool = False
+    forward: Callable[..., tuple] | None = None
 
 
 _RULES: dict[str, list[tuple[Predicate, Rule]]] = {}
@@ -90,14 +94,45 @@ def is_linear(primitive: str, live: LiveMask) -> bool:
     return pred is not None and pred(live)
 
 
-_NONLINEARITY: dict[str, Rule] = {}
+Match = Callable[[Any, Any], bool]
+"""``match(op, program) -> bool``: whether a composite's entry claims this operation."""
 
 
-def register_nonlinearity(mode: str, rule: Rule) -> None:
-    """The rule applied to a fused elementwise nonlinearity of one live input, per mode
-    (``"rescale"`` or ``"reveal_cancel"``)."""
-    _NONLINEARITY[mode] = rule
+def is_nonlinearity(op, program) -> bool:
+    """A fused elementwise nonlinearity of one live input (DESIGN §7)."""
+    return op.eqn is None
 
 
-def nonlinearity_rule(mode: str) -> Rule:
-    return _NONLINEARITY[mode]
+def primitive_in(*names: str) -> Match:
+    """Matches operations of these primitives."""
+    wanted = frozenset(names)
+    return lambda op, program: op.eqn is not None and op.primitive in wanted
+
+
+def both(first: Match, second: Match) -> Match:
+    return lambda op, program: first(op, program) and second(op, program)
+
+
+@dataclasses.dataclass(frozen=True)
+class Composite:
+    """Which rule where, as data (zennit's composites): ``entries`` are ``(match, rule)`` pairs
+    tried in order on every live operation; the first whose ``match(op, program)`` holds gives
+    the rule; where none does, the registry's rule for the primitive and its live operands.
+    ``carries_split``: the forward pass carries the RevealCancel split ``Δv = Δv⁺ + Δv⁻``.
+
+    A method's composite is built once (module level, or memoized) and reused: it is part of
+    the compilation cache key, compared by identity of its matches and rules."""
+
+    name: str
+    entries: tuple[tuple[Match, Rule], ...] = ()
+    carries_split: bool = False
+
+    def with_entries(self, name: str, *entries: tuple[Match, Rule]) -> "Composite":
+        """This composite with ``entries`` tried first."""
+        return dataclasses.replace(self, name=name, entries=tuple(entries) + self.entries)
+
+    def rule_for(self, op, program) -> Rule | None:
+        for match, rule in self.entries:
+            if match(op, program):
+                return rule
+        return None

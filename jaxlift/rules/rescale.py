@@ -22,7 +22,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlift.rules import registry
 from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
 
@@ -88,4 +87,3 @@ def _split(ctx) -> list:
 
 
 RESCALE = Rule("rescale", backward=_backward, split=_split)
-registry.register_nonlinearity("rescale", RESCALE)

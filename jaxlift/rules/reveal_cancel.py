@@ -1,4 +1,5 @@
-"""The RevealCancel rule for a nonlinearity of one live input, and the ``genomics_default`` mix.
+"""The RevealCancel rule for a nonlinearity of one live input, and the match of the
+``genomics_default`` mix (:mod:`jaxlift.rules.composites`).
 
 With ``Δx = Δx⁺ + Δx⁻`` the split arriving from below (DESIGN §3, paper eq. for RevealCancel):
 
@@ -22,11 +23,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxlift.pairs import Pair
-from jaxlift.rules import registry
 from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
-from jaxlift.rules.rescale import (RESCALE, exact_multiplier, finite_values,
-                                   rescale_multiplier, rounding_of, value_and_derivative)
+from jaxlift.rules.rescale import (exact_multiplier, finite_values, rescale_multiplier,
+                                   rounding_of, value_and_derivative)
 
 
 def reveal_cancel_parts(ctx):
@@ -78,12 +78,12 @@ _PASS_THROUGH = {"reshape", "broadcast_in_dim", "convert_element_type", "squeeze
 _DENSE = {"dot_general"}
 
 
-def fed_by_dense(ctx) -> bool:
+def fed_by_dense(op, program) -> bool:
     """Whether the nonlinearity's input comes from a dense layer (``dot_general`` with one live
     operand), looking back through bias adds, reshapes and casts."""
-    atom = ctx.op.ins[0]
+    atom = op.ins[0]
     for _ in range(16):
-        op = ctx.producer(atom)
+        op = program.producer.get(atom) if isinstance(atom, int) else None
         if op is None:
             return False
         if op.primitive in _DENSE:
@@ -93,15 +93,3 @@ def fed_by_dense(ctx) -> bool:
         atom = next(a for a, l in zip(op.ins, op.live) if l)
     return False
 
-
-def _genomics_rule(ctx) -> Rule:
-    return REVEAL_CANCEL if fed_by_dense(ctx) else RESCALE
-
-
-GENOMICS_DEFAULT = Rule(
-    "genomics_default",
-    backward=lambda ctx, m_out: _genomics_rule(ctx).backward(ctx, m_out),
-    split=lambda ctx: _genomics_rule(ctx).split(ctx))
-
-registry.register_nonlinearity("reveal_cancel", REVEAL_CANCEL)
-registry.register_nonlinearity("genomics_default", GENOMICS_DEFAULT)
