@@ -57,7 +57,9 @@ def layer(x, name: str):
 def token_scores(scores: Any, axis: int = -1) -> Any:
     """One score per token from scores at an embedding layer: ``s_t = Σ_e C_{t,e}``, the sum
     over the embedding axis (``(N, T, E) → (N, T)``; a pytree of such arrays maps leaf by
-    leaf). Summation-to-delta carries over: ``Σ_t s_t = Σ_{t,e} C_{t,e}``."""
+    leaf). Summation-to-delta carries over: ``Σ_t s_t = Σ_{t,e} C_{t,e}``. For additive scores
+    (DeepLIFT, gradient × input, integrated gradients); occlusion copies a window's drop to
+    every feature in it, so its per-token score is the mean over the embedding, not the sum."""
     return jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=axis), scores)
 
 
