@@ -40,6 +40,7 @@ from jaxlift.io.atomic import write_atomically
 from jaxlift.models import layers as L
 from jaxlift.models.generic import (LAYER_BUILDERS, KerasModel, LayerSpec, ModelGraph,
                                     TensorRef, build_layer, freeze)
+from jaxlift.models.sequence import MERGE_MODES, RNN_KINDS
 
 try:  # the project's error base class, where present
     from jaxlift.errors import JaxliftError as _Base
@@ -199,6 +200,95 @@ def _opt_softmax(cfg, k2, w):
     return {"axis": tuple(axis) if isinstance(axis, list) else int(axis)}
 
 
+def _refuse(cfg: Mapping, where: str, **harmless: Any) -> None:
+    """Refuse options that change the model's math: each ``key`` must be absent, None or
+    its ``harmless`` value."""
+    for key, ok in harmless.items():
+        value = cfg.get(key)
+        if value is not None and value != ok:
+            raise KerasFormatError(f"{where}: {key}={value!r} is not supported")
+
+
+def _opt_embedding(cfg, k2, w):
+    _refuse(cfg, w, mask_zero=False, lora_rank=None, quantization_config=None, sparse=False)
+    return {"input_dim": int(cfg["input_dim"]), "output_dim": int(cfg["output_dim"])}
+
+
+def _opt_rnn(kind: str) -> Callable:
+    """Options of ``SimpleRNN``/``LSTM``/``GRU`` (dropouts and ``unroll`` do not change the
+    inference math; state-carrying and mask-dependent options are refused)."""
+    def parse(cfg, k2, w):
+        _refuse(cfg, w, stateful=False, return_state=False, time_major=False)
+        out = {"units": int(cfg["units"]),
+               "activation": _activation(cfg.get("activation", "tanh"), k2, w),
+               "use_bias": bool(cfg.get("use_bias", True)),
+               "go_backwards": bool(cfg.get("go_backwards", False)),
+               "return_sequences": bool(cfg.get("return_sequences", False))}
+        if kind != "SimpleRNN":
+            out["recurrent_activation"] = _activation(cfg.get("recurrent_activation", "sigmoid"),
+                                                      k2, w)
+        if kind == "GRU":
+            out["reset_after"] = bool(cfg.get("reset_after", True))
+        return out
+    return parse
+
+
+def _opt_bidirectional(cfg, k2, w):
+    mode = cfg.get("merge_mode", "concat")
+    if mode not in MERGE_MODES:
+        raise KerasFormatError(f"{w}: merge_mode={mode!r} is not supported (supported: "
+                               f"{', '.join(MERGE_MODES)})")
+    _refuse(cfg, w, return_state=False)
+
+    def inner(entry: Any, which: str) -> tuple[str, dict]:
+        if not isinstance(entry, Mapping) or entry.get("class_name") not in RNN_KINDS:
+            cls = entry.get("class_name") if isinstance(entry, Mapping) else entry
+            raise KerasFormatError(f"{w}: wraps {which} layer {cls!r}; supported: "
+                                   f"{', '.join(RNN_KINDS)}")
+        sub = f"{w} ({which} layer {entry.get('config', {}).get('name')!r})"
+        return entry["class_name"], _opt_rnn(entry["class_name"])(entry.get("config") or {},
+                                                                   k2, sub)
+
+    fwd = inner(cfg["layer"], "forward")
+    if cfg.get("backward_layer") is not None:
+        bwd = inner(cfg["backward_layer"], "backward")
+    else:
+        bwd = (fwd[0], {**fwd[1], "go_backwards": not fwd[1]["go_backwards"]})
+    if fwd[1]["return_sequences"] != bwd[1]["return_sequences"]:
+        raise KerasFormatError(f"{w}: the forward and backward layers disagree on "
+                               "return_sequences")
+    return {"merge_mode": mode, "forward": fwd, "backward": bwd}
+
+
+def _opt_layer_norm(cfg, k2, w):
+    axis = cfg.get("axis", -1)
+    axis = tuple(int(a) for a in axis) if isinstance(axis, (list, tuple)) else (int(axis),)
+    rms = bool(cfg.get("rms_scaling", False))
+    return {"axis": axis, "epsilon": float(cfg.get("epsilon", 1e-3)),
+            "center": bool(cfg.get("center", True)) and not rms,
+            "scale": bool(cfg.get("scale", True)) or rms, "rms_scaling": rms}
+
+
+def _opt_mha(cfg, k2, w):
+    _refuse(cfg, w, use_gate=False, sliding_window=None)
+    axes = cfg.get("attention_axes")
+    if axes is not None and tuple(axes if isinstance(axes, (list, tuple)) else [axes]) \
+            not in ((1,), (-2,)):
+        raise KerasFormatError(f"{w}: attention_axes={axes!r} is not supported (attention over "
+                               "the time axis of (N, T, D) inputs only)")
+    out = cfg.get("output_shape")
+    if isinstance(out, (list, tuple)):
+        if len(out) != 1:
+            raise KerasFormatError(f"{w}: output_shape={out!r} is not supported (an int only)")
+        out = out[0]
+    key_dim = int(cfg["key_dim"])
+    value_dim = cfg.get("value_dim")
+    return {"num_heads": int(cfg["num_heads"]), "key_dim": key_dim,
+            "value_dim": key_dim if value_dim is None else int(value_dim),
+            "output_dim": None if out is None else int(out),
+            "use_bias": bool(cfg.get("use_bias", True)), "use_causal_mask": False}
+
+
 def _keep(*keys: str, **defaults: Any) -> Callable:
     """Options copied as they are (with defaults)."""
     def parse(cfg, k2, w):
@@ -237,12 +327,22 @@ OPTION_PARSERS: dict[str, Callable[[Mapping, bool, str], dict]] = {
     **{k: (lambda c, k2, w: {}) for k in ("Add", "Subtract", "Multiply", "Average", "Maximum",
                                            "Minimum")},
     "Concatenate": lambda c, k, w: {"axis": int(c.get("axis", -1))},
+    "Embedding": _opt_embedding,
+    **{k: _opt_rnn(k) for k in RNN_KINDS},
+    "Bidirectional": _opt_bidirectional,
+    "LayerNormalization": _opt_layer_norm,
+    "MultiHeadAttention": _opt_mha,
 }
 """Keras class name → ``(config, is_keras2, where) -> options`` (Keras 3 config names)."""
 
 assert set(OPTION_PARSERS) == set(LAYER_BUILDERS), set(OPTION_PARSERS) ^ set(LAYER_BUILDERS)
 
 SUPPORTED_LAYERS = ("InputLayer",) + tuple(sorted(OPTION_PARSERS))
+
+def _rnn_order(prefix: str, o: Mapping) -> list[tuple[str, str]]:
+    names = ["kernel", "recurrent_kernel"] + (["bias"] if o["use_bias"] else [])
+    return [("params", prefix + n) for n in names]
+
 
 WEIGHT_ORDER: dict[str, Callable[[dict], list[tuple[str, str]]]] = {
     "Dense": lambda o: [("params", "kernel")] + ([("params", "bias")] if o["use_bias"] else []),
@@ -252,6 +352,15 @@ WEIGHT_ORDER: dict[str, Callable[[dict], list[tuple[str, str]]]] = {
     + ([("params", "beta")] if o["center"] else [])
     + [("batch_stats", "moving_mean"), ("batch_stats", "moving_variance")],
     "PReLU": lambda o: [("params", "alpha")],
+    "Embedding": lambda o: [("params", "embeddings")],
+    **{k: (lambda o: _rnn_order("", o)) for k in RNN_KINDS},
+    "Bidirectional": lambda o: (_rnn_order("forward_", dict(o["forward"][1]))
+                                + _rnn_order("backward_", dict(o["backward"][1]))),
+    "LayerNormalization": lambda o: ([("params", "gamma")] if o["scale"] else [])
+    + ([("params", "beta")] if o["center"] else []),
+    "MultiHeadAttention": lambda o: [
+        ("params", f"{part}_{w}") for part in ("query", "key", "value", "output")
+        for w in (("kernel", "bias") if o["use_bias"] else ("kernel",))],
 }
 """Keras class → its weights as (Flax collection, name), in the order Keras stores them."""
 
@@ -260,6 +369,16 @@ def layer_weights(spec: LayerSpec) -> list[tuple[str, str]]:
     """The weights of a layer, (collection, name), in Keras's order; [] for weightless ones."""
     fn = WEIGHT_ORDER.get(spec.class_name)
     return fn(spec.opts) if fn else []
+
+
+def _input_dtype(dtype: Any) -> dict:
+    """``{"dtype": "int32"}`` for an integer input (token ids), ``{}`` for a float one (all
+    float inputs are computed in float32)."""
+    if isinstance(dtype, Mapping):  # a Keras 3 DTypePolicy
+        dtype = (dtype.get("config") or {}).get("name")
+    if isinstance(dtype, str) and (dtype.startswith("int") or dtype.startswith("uint")):
+        return {"dtype": dtype}
+    return {}
 
 
 def _parse_layer(entry: Mapping, keras2: bool, path: PathLike) -> LayerSpec:
@@ -276,7 +395,8 @@ def _parse_layer(entry: Mapping, keras2: bool, path: PathLike) -> LayerSpec:
             shape = [None, *cfg["shape"]]
         if shape is None:
             raise KerasFormatError(f"{_where(path, probe)}: no input shape in the config")
-        return LayerSpec(cls, name, freeze({"batch_shape": tuple(shape)}))
+        return LayerSpec(cls, name, freeze({"batch_shape": tuple(shape),
+                                            **_input_dtype(cfg.get("dtype"))}))
     if cls not in OPTION_PARSERS:
         raise KerasFormatError(f"{_where(path, probe)}: layer class {cls!r} is not supported "
                                f"(supported: {', '.join(SUPPORTED_LAYERS)})")
@@ -302,20 +422,70 @@ def _refs_k3(arg: Any, where: str) -> list[TensorRef]:
     raise KerasFormatError(f"{where}: a constant layer argument is not supported: {arg!r}")
 
 
-def _inbound(nodes: Any, where: str) -> tuple[tuple[TensorRef, ...], ...]:
-    """``inbound_nodes`` of either dialect → one tuple of tensor refs per node."""
-    out = []
+CALL_TENSORS = {"MultiHeadAttention": ("query", "value", "key")}
+"""Layers whose call takes several named tensors, in positional order."""
+CALL_OPTIONS = {"MultiHeadAttention": ("use_causal_mask",)}
+"""Boolean call arguments that become layer options (the same for every call)."""
+IGNORED_CALL_ARGS = ("training", "mask", "return_attention_scores", "initial_state")
+
+
+def _node_refs(cls: str, args: list[TensorRef], tensors: Mapping[str, list[TensorRef]],
+               where: str) -> list[TensorRef]:
+    """Positional tensors plus tensors passed by name (``mha(query=…, value=…)``)."""
+    refs = list(args)
+    for i, name in enumerate(CALL_TENSORS.get(cls, ())):
+        if name in tensors:
+            if len(refs) != i:
+                raise KerasFormatError(f"{where}: cannot place call argument {name!r}")
+            refs.extend(tensors[name])
+    unknown = set(tensors) - set(CALL_TENSORS.get(cls, ()))
+    if unknown:
+        raise KerasFormatError(f"{where}: tensor call arguments {sorted(unknown)} are not "
+                               "supported")
+    return refs
+
+
+def _call_kwargs(cls: str, kwargs: Mapping, tensors: dict, options: dict, where: str,
+                 k3: bool) -> None:
+    """Sort a call's keyword arguments into tensors, layer options, ignorable and refused."""
+    extra = {}
+    for k, v in (kwargs or {}).items():
+        is_tensor = (isinstance(v, Mapping) and v.get("class_name") == "__keras_tensor__") \
+            if k3 else (isinstance(v, (list, tuple)) and len(v) >= 3 and isinstance(v[0], str))
+        if is_tensor:
+            tensors[k] = _refs_k3(v, where) if k3 else [(v[0], int(v[1]), int(v[2]))]
+        elif k in CALL_OPTIONS.get(cls, ()):
+            options[k] = bool(v)
+        elif k in ("return_attention_scores", "initial_state") and v:
+            extra[k] = v
+        elif v is not None and k not in IGNORED_CALL_ARGS:
+            extra[k] = v
+    if extra:
+        raise KerasFormatError(f"{where}: call arguments {extra} are not supported")
+
+
+def _inbound(nodes: Any, where: str, cls: str = ""
+             ) -> tuple[tuple[tuple[TensorRef, ...], ...], dict]:
+    """``inbound_nodes`` of either dialect → (one tuple of tensor refs per node, the options
+    that the calls set, e.g. ``{"use_causal_mask": True}``)."""
+    out, options = [], {}
     for node in nodes or []:
+        tensors: dict[str, list[TensorRef]] = {}
+        opts: dict[str, Any] = {}
         if isinstance(node, Mapping):  # Keras 3: {"args": [...], "kwargs": {...}}
-            refs = _refs_k3(node.get("args", []), where)
-            extra = {k: v for k, v in (node.get("kwargs") or {}).items()
-                     if v is not None and k not in ("training", "mask")}
-            if extra:
-                raise KerasFormatError(f"{where}: call arguments {extra} are not supported")
+            args = _refs_k3(node.get("args", []), where)
+            _call_kwargs(cls, node.get("kwargs") or {}, tensors, opts, where, k3=True)
         else:  # Keras 2: [[layer, node, tensor, kwargs], ...]
-            refs = [(t[0], int(t[1]), int(t[2])) for t in node]
+            args = [(t[0], int(t[1]), int(t[2])) for t in node]
+            if cls in CALL_TENSORS and node and len(node[0]) > 3:
+                _call_kwargs(cls, node[0][3] or {}, tensors, opts, where, k3=False)
+        refs = _node_refs(cls, args, tensors, where)
+        if out and opts != options:
+            raise KerasFormatError(f"{where}: calls with different options {options} and "
+                                   f"{opts} are not supported")
+        options = opts
         out.append(tuple(refs))
-    return tuple(out)
+    return tuple(out), options
 
 
 def _io_refs(v: Any) -> tuple[TensorRef, ...]:
@@ -355,8 +525,10 @@ def parse_model_config(config: Mapping, keras2: bool, path: PathLike = "<config>
         specs = []
         for e in entries:
             spec = _parse_layer(e, keras2, path)
-            inbound = _inbound(e.get("inbound_nodes"), _where(path, spec))
-            specs.append(LayerSpec(spec.class_name, spec.name, spec.options, inbound))
+            inbound, call_opts = _inbound(e.get("inbound_nodes"), _where(path, spec),
+                                          spec.class_name)
+            options = freeze({**spec.opts, **call_opts}) if call_opts else spec.options
+            specs.append(LayerSpec(spec.class_name, spec.name, options, inbound))
         inputs = tuple(r[0] for r in _io_refs(cfg.get("input_layers", [])))
         return _check_graph(ModelGraph(name, tuple(_topological(specs, path)), inputs,
                                        _io_refs(cfg.get("output_layers", []))), path)
@@ -396,8 +568,12 @@ def _check_graph(g: ModelGraph, path: PathLike) -> ModelGraph:
             for r in refs:
                 if (r[0], r[1]) not in nodes or r[2] != 0:
                     raise KerasFormatError(f"{_where(path, s)}: reads unknown tensor {r}")
-            if s.class_name not in ("Add", "Subtract", "Multiply", "Average", "Maximum",
-                                    "Minimum", "Concatenate") and len(refs) != 1:
+            if s.class_name in CALL_TENSORS:
+                if not 2 <= len(refs) <= len(CALL_TENSORS[s.class_name]):
+                    raise KerasFormatError(
+                        f"{_where(path, s)}: takes {', '.join(CALL_TENSORS[s.class_name])} "
+                        f"(the last optional), got {len(refs)} input(s)")
+            elif not _is_merge(s) and len(refs) != 1:
                 raise KerasFormatError(f"{_where(path, s)}: takes one input, got {len(refs)}")
     if not g.inputs or not g.outputs:
         raise KerasFormatError(f"{path}: the model config names no inputs or outputs")
@@ -523,6 +699,8 @@ def _trace_once(graph: ModelGraph, fill: int, path: PathLike
     """Per-tensor shapes (batch 1) and per-layer variable shapes, layer by layer."""
     shapes: dict[TensorRef, tuple[int, ...]] = {
         (n, 0, 0): s for n, s in zip(graph.inputs, _surrogate_shapes(graph, fill))}
+    dtypes: dict[TensorRef, Any] = {(n, 0, 0): jnp.dtype(d)
+                                    for n, d in zip(graph.inputs, graph.input_dtypes)}
     var_shapes: dict[str, dict] = {}
     key = jax.random.key(0)
     for spec in graph.layers:
@@ -530,7 +708,7 @@ def _trace_once(graph: ModelGraph, fill: int, path: PathLike
             continue
         module = build_layer(spec)
         for node, refs in enumerate(spec.inbound):
-            args = [jax.ShapeDtypeStruct(shapes[r], jnp.float32) for r in refs]
+            args = [jax.ShapeDtypeStruct(shapes[r], dtypes.get(r, jnp.float32)) for r in refs]
             try:
                 out, vs = jax.eval_shape(lambda *a: module.init_with_output(key, *a), *args)
             except Exception as e:  # any shape error of the layer itself
@@ -538,6 +716,7 @@ def _trace_once(graph: ModelGraph, fill: int, path: PathLike
                     f"{_where(path, spec)}: cannot apply the layer to input shape(s) "
                     f"{[tuple(a.shape) for a in args]}: {type(e).__name__}: {e}") from None
             shapes[(spec.name, node, 0)] = tuple(out.shape)
+            dtypes[(spec.name, node, 0)] = out.dtype
             if node == 0:
                 var_shapes[spec.name] = jax.tree.map(lambda a: tuple(a.shape), dict(vs))
     return shapes, var_shapes
@@ -616,11 +795,19 @@ def _keras3_config(spec: LayerSpec) -> dict:
         raise KerasFormatError(f"{where}: Keras 2's hard_sigmoid (slope 0.2) has no Keras 3 "
                                "equivalent; cannot save it")
     if spec.class_name == "InputLayer":
-        return {"batch_shape": list(o["batch_shape"]), "dtype": "float32", "sparse": False,
-                "name": spec.name}
+        return {"batch_shape": list(o["batch_shape"]), "dtype": o.get("dtype", "float32"),
+                "sparse": False, "name": spec.name}
+    if spec.class_name == "Bidirectional":
+        return {"name": spec.name, "merge_mode": o["merge_mode"],
+                "layer": _wrapped_config(o["forward"], f"forward_{spec.name}"),
+                "backward_layer": _wrapped_config(o["backward"], f"backward_{spec.name}")}
     cfg: dict[str, Any] = {"name": spec.name}
     for k, v in o.items():
         cfg[k] = json.loads(json.dumps(v))  # tuples → lists
+    if spec.class_name == "MultiHeadAttention":
+        cfg["output_shape"] = cfg.pop("output_dim")
+        for k in CALL_OPTIONS["MultiHeadAttention"]:  # call arguments, not config
+            cfg.pop(k)
     if spec.class_name == "BatchNormalization":
         if len(o["axis"]) != 1:
             raise KerasFormatError(f"{where}: Keras 3 BatchNormalization takes one axis, "
@@ -632,16 +819,27 @@ def _keras3_config(spec: LayerSpec) -> dict:
     return cfg
 
 
+def _wrapped_config(kind_opts: tuple, name: str) -> dict:
+    """The config of a layer wrapped by ``Bidirectional`` (Keras 3 serialisation)."""
+    kind, opts = kind_opts
+    return {"module": "keras.layers", "class_name": kind, "registered_name": None,
+            "config": {"name": name, **json.loads(json.dumps(dict(opts)))}}
+
+
 def _model_config(graph: ModelGraph) -> dict:
     if graph.sequential:
         layers = [{"class_name": s.class_name, "config": _keras3_config(s)} for s in graph.layers]
         return {"class_name": "Sequential", "config": {"name": graph.name, "layers": layers}}
     shapes, _ = trace_shapes(graph)
     shapes.update({(n, 0, 0): tuple(graph.layer(n).opts["batch_shape"]) for n in graph.inputs})
+    dtypes = dict(zip(((n, 0, 0) for n in graph.inputs), graph.input_dtypes))
+    tensor = lambda r: _k3_tensor(r, shapes, dtypes.get(r, "float32"))  # noqa: E731
     layers = []
     for s in graph.layers:
-        nodes = [{"args": [_k3_tensor(refs[0], shapes) if len(refs) == 1 and not _is_merge(s)
-                           else [_k3_tensor(r, shapes) for r in refs]], "kwargs": {}}
+        kwargs = {k: s.opts[k] for k in CALL_OPTIONS.get(s.class_name, ()) if s.opts.get(k)}
+        nodes = [{"args": [tensor(r) for r in refs] if s.class_name in CALL_TENSORS
+                  else [tensor(refs[0]) if len(refs) == 1 and not _is_merge(s)
+                        else [tensor(r) for r in refs]], "kwargs": kwargs}
                  for refs in s.inbound]
         layers.append({"class_name": s.class_name, "config": _keras3_config(s), "name": s.name,
                        "inbound_nodes": nodes})
@@ -661,9 +859,10 @@ def _is_merge(spec: LayerSpec) -> bool:
                                "Concatenate")
 
 
-def _k3_tensor(ref: TensorRef, shapes: Mapping[TensorRef, tuple]) -> dict:
+def _k3_tensor(ref: TensorRef, shapes: Mapping[TensorRef, tuple], dtype: str = "float32"
+               ) -> dict:
     return {"class_name": "__keras_tensor__", "config": {
-        "shape": list(shapes[ref]), "dtype": "float32", "keras_history": list(ref)}}
+        "shape": list(shapes[ref]), "dtype": dtype, "keras_history": list(ref)}}
 
 
 def _str_attr(group: h5py.Group, name: str, values: list[str]) -> None:
