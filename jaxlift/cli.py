@@ -183,6 +183,12 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
                        f"{len(graph.outputs)} output(s); the jaxlift command handles models with "
                        "one of each (use the Python API for others)")
     shape = graph.input_shapes[0][1:]
+    (dtype,) = graph.input_dtypes
+    if dtype != "float32":
+        raise CLIError(f"{path}: the model takes {dtype} inputs (token ids for an Embedding); "
+                       "the jaxlift command explains float inputs — use the Python API: "
+                       "attribute(lambda v, x: model.apply(v, x, logits=True, mark=('EMB',), "
+                       "marker=jaxlift.layer), variables, ids, pad_ids, layer='EMB')")
     if any(d is None for d in shape):
         raise CLIError(f"{path}: the model's input shape {graph.input_shapes[0]} has unknown "
                        "dimensions; the jaxlift command needs a fixed input shape")

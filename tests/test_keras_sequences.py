@@ -260,3 +260,18 @@ def test_token_model_explained_at_the_embedding(zoo):
     want = kmodel.predict(np.asarray(ids), verbose=0)[:, 0] \
         - kmodel.predict(np.asarray(pad), verbose=0)[0, 0]
     np.testing.assert_allclose(np.asarray(d), want, atol=1e-5, rtol=1e-5)
+
+
+def test_cli_info_and_integer_inputs(zoo, tmp_path, capsys):
+    """``jaxlift info`` lists the sequence layers; ``jaxlift attribute`` refuses a token-id
+    model by name (it explains float inputs) instead of failing deep inside."""
+    from jaxlift import cli
+    path = zoo["token_mha"][0]
+    assert cli.main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "emb (Embedding)" in out and "mha (MultiHeadAttention)" in out
+    np.save(tmp_path / "ids.npy", zoo["token_mha"][2])
+    assert cli.main(["attribute", str(path), str(tmp_path / "ids.npy"),
+                     "--out", str(tmp_path / "s.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "int32 inputs" in err and "layer=" in err and str(path) in err
