@@ -31,8 +31,9 @@ def keras_format(path: PathLike) -> str:
         return "keras"
     if head == HDF5_MAGIC or h5py.is_hdf5(p):
         return "h5"
-    raise KerasFormatError(f"{path}: neither a Keras .keras archive (zip) nor a Keras .h5 "
-                           f"(HDF5) file (it starts with {head!r})")
+    raise KerasFormatError(f"{path}: not a readable HDF5 file (.h5) nor a zip archive "
+                           f"(.keras) — not a Keras model file, or truncated/corrupt (it starts "
+                           f"with {head!r})")
 
 
 def load_keras(path: PathLike) -> tuple[KerasModel, dict[str, Any]]:
