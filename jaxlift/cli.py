@@ -9,7 +9,8 @@
     jaxlift info MODEL.h5
 
 MODEL.h5 may be any Keras model file: a legacy ``.h5`` (Keras 2 or 3) or a Keras 3
-``.keras`` archive (told apart by content). Everything explains the model's **logits** (the pre-activation of its final softmax/sigmoid).
+``.keras`` archive (told apart by content). Everything explains the model's **logits** (the
+pre-activation of its final softmax/sigmoid).
 Exit status: 0 on success, 2 for a usage error (argparse), 1 for anything else (a bad file, a
 bad input, a folder that cannot be written), with a one-line ``jaxlift: error: ...`` on stderr;
 130 after Ctrl-C and 143 after SIGTERM.

@@ -45,7 +45,8 @@ PathLike = str | os.PathLike
 # --------------------------------------------------------------------------- small helpers
 
 
-def where(path: PathLike, spec: LayerSpec | None = None) -> str:
+def locate(path: PathLike, spec: LayerSpec | None = None) -> str:
+    """``FILE: layer 'NAME' (Class)`` (or just the file): where an error is, for messages."""
     return f"{path}: layer {spec.name!r} ({spec.class_name})" if spec else f"{path}"
 
 
@@ -371,27 +372,27 @@ def _parse_layer(entry: Mapping, keras2: bool, path: PathLike) -> LayerSpec:
     name = cfg.get("name") or entry.get("name")
     probe = LayerSpec(str(cls), str(name))
     if cls in ("Sequential", "Functional", "Model"):
-        raise KerasFormatError(f"{where(path, probe)}: nested models are not supported; "
+        raise KerasFormatError(f"{locate(path, probe)}: nested models are not supported; "
                                "flatten the model before saving")
     if cls == "InputLayer":
         shape = cfg.get("batch_shape", cfg.get("batch_input_shape"))
         if shape is None and cfg.get("shape") is not None:
             shape = [None, *cfg["shape"]]
         if shape is None:
-            raise KerasFormatError(f"{where(path, probe)}: no input shape in the config")
+            raise KerasFormatError(f"{locate(path, probe)}: no input shape in the config")
         return LayerSpec(cls, name, freeze({"batch_shape": tuple(shape),
                                             **_input_dtype(cfg.get("dtype"))}))
     if cls not in OPTION_PARSERS:
-        raise KerasFormatError(f"{where(path, probe)}: layer class {cls!r} is not supported "
+        raise KerasFormatError(f"{locate(path, probe)}: layer class {cls!r} is not supported "
                                f"(supported: {', '.join(SUPPORTED_LAYERS)})")
     try:
-        opts = OPTION_PARSERS[cls](cfg, keras2, where(path, probe))
+        opts = OPTION_PARSERS[cls](cfg, keras2, locate(path, probe))
     except KeyError as e:
-        raise KerasFormatError(f"{where(path, probe)}: config lacks {e}") from None
+        raise KerasFormatError(f"{locate(path, probe)}: config lacks {e}") from None
     except (TypeError, ValueError) as e:
         if isinstance(e, KerasFormatError):
             raise
-        raise KerasFormatError(f"{where(path, probe)}: bad config: {e}") from None
+        raise KerasFormatError(f"{locate(path, probe)}: bad config: {e}") from None
     return LayerSpec(cls, name, freeze(opts))
 
 
@@ -500,7 +501,7 @@ def parse_model_config(config: Mapping, keras2: bool, path: PathLike = "<config>
         chained = [specs[0]]
         for prev, spec in zip(specs, specs[1:]):
             if spec.class_name == "InputLayer":
-                raise KerasFormatError(f"{where(path, spec)}: an InputLayer inside a Sequential")
+                raise KerasFormatError(f"{locate(path, spec)}: an InputLayer inside a Sequential")
             chained.append(LayerSpec(spec.class_name, spec.name, spec.options,
                                      (((prev.name, 0, 0),),)))
         return _check_graph(ModelGraph(name, tuple(chained), (specs[0].name,),
@@ -509,7 +510,7 @@ def parse_model_config(config: Mapping, keras2: bool, path: PathLike = "<config>
         specs = []
         for e in entries:
             spec = _parse_layer(e, keras2, path)
-            inbound, call_opts = _inbound(e.get("inbound_nodes"), where(path, spec),
+            inbound, call_opts = _inbound(e.get("inbound_nodes"), locate(path, spec),
                                           spec.class_name)
             options = freeze({**spec.opts, **call_opts}) if call_opts else spec.options
             specs.append(LayerSpec(spec.class_name, spec.name, options, inbound))
@@ -545,20 +546,20 @@ def _check_graph(g: ModelGraph, path: PathLike) -> ModelGraph:
         if s.class_name == "InputLayer":
             continue
         if not s.inbound:
-            raise KerasFormatError(f"{where(path, s)}: the layer is never called")
+            raise KerasFormatError(f"{locate(path, s)}: the layer is never called")
         for refs in s.inbound:
             if not refs:
-                raise KerasFormatError(f"{where(path, s)}: a call without inputs")
+                raise KerasFormatError(f"{locate(path, s)}: a call without inputs")
             for r in refs:
                 if (r[0], r[1]) not in nodes or r[2] != 0:
-                    raise KerasFormatError(f"{where(path, s)}: reads unknown tensor {r}")
+                    raise KerasFormatError(f"{locate(path, s)}: reads unknown tensor {r}")
             if s.class_name in CALL_TENSORS:
                 if not 2 <= len(refs) <= len(CALL_TENSORS[s.class_name]):
                     raise KerasFormatError(
-                        f"{where(path, s)}: takes {', '.join(CALL_TENSORS[s.class_name])} "
+                        f"{locate(path, s)}: takes {', '.join(CALL_TENSORS[s.class_name])} "
                         f"(the last optional), got {len(refs)} input(s)")
             elif not _is_merge(s) and len(refs) != 1:
-                raise KerasFormatError(f"{where(path, s)}: takes one input, got {len(refs)}")
+                raise KerasFormatError(f"{locate(path, s)}: takes one input, got {len(refs)}")
     if not g.inputs or not g.outputs:
         raise KerasFormatError(f"{path}: the model config names no inputs or outputs")
     for n in g.inputs:
@@ -585,12 +586,12 @@ def _assign(graph: ModelGraph, raw: dict[str, list[tuple[str, np.ndarray]]], pat
         got = raw.get(spec.name, [])
         if len(got) != len(wanted):
             raise KerasFormatError(
-                f"{where(path, spec)}: the file holds {len(got)} weight(s) "
+                f"{locate(path, spec)}: the file holds {len(got)} weight(s) "
                 f"{[n for n, _ in got]} but the config implies {len(wanted)} "
                 f"{[n for _, n in wanted]}")
         for (coll, wname), (_, arr) in zip(wanted, got):
             if not np.issubdtype(arr.dtype, np.floating):
-                raise KerasFormatError(f"{where(path, spec)}: weight {wname!r} has dtype "
+                raise KerasFormatError(f"{locate(path, spec)}: weight {wname!r} has dtype "
                                        f"{arr.dtype}, not a float")
             variables.setdefault(coll, {}).setdefault(spec.name, {})[wname] = \
                 jnp.asarray(arr, jnp.float32)
@@ -624,7 +625,7 @@ def _trace_once(graph: ModelGraph, fill: int, path: PathLike
                 out, vs = jax.eval_shape(lambda *a: module.init_with_output(key, *a), *args)
             except Exception as e:  # any shape error of the layer itself
                 raise KerasFormatError(
-                    f"{where(path, spec)}: cannot apply the layer to input shape(s) "
+                    f"{locate(path, spec)}: cannot apply the layer to input shape(s) "
                     f"{[tuple(a.shape) for a in args]}: {type(e).__name__}: {e}") from None
             shapes[(spec.name, node, 0)] = tuple(out.shape)
             dtypes[(spec.name, node, 0)] = out.dtype
@@ -654,11 +655,11 @@ def check_variables(graph: ModelGraph, variables: Mapping, path: PathLike) -> No
             have = tuple(variables[coll][spec.name][wname].shape)
             if have != tuple(want):
                 raise KerasFormatError(
-                    f"{where(path, spec)}: weight {wname!r} has shape {have} in the file, but "
+                    f"{locate(path, spec)}: weight {wname!r} has shape {have} in the file, but "
                     f"the config implies {tuple(want)}")
 
 
-# --------------------------------------------------------------------------- the config written back
+# ------------------------------------------------------------------- the config written back
 
 
 
@@ -797,7 +798,7 @@ def summarize(graph: ModelGraph, title: str = "") -> str:
 
 
 
-# --------------------------------------------------------------------------- the readers' common end
+# ------------------------------------------------------------------- the readers' common end
 
 
 def assign_variables(graph: ModelGraph, raw: dict[str, list[tuple[str, np.ndarray]]],

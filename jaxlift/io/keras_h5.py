@@ -36,8 +36,8 @@ import numpy as np
 from jaxlift.io.atomic import write_atomically
 from jaxlift.io.keras_config import (  # some re-exported: this module was their home
     WEIGHT_ORDER, KerasFormatError, PathLike, as_variables, assign_variables, check_variables,
-    flat_weights, fmt_shape, is_keras2, layer_weights, model_config, parse_model_config,
-    summarize, trace_shapes, where)
+    flat_weights, fmt_shape, is_keras2, layer_weights, locate, model_config, parse_model_config,
+    summarize, trace_shapes)
 from jaxlift.models.generic import KerasModel, ModelGraph
 
 __all__ = ["KerasFormatError", "load_keras_h5", "save_keras_h5", "keras_info", "read_graph",
@@ -111,7 +111,7 @@ def _read_raw_weights(f: h5py.File, graph: ModelGraph, path: PathLike
             try:
                 items.append((wn, np.asarray(g[wn][()])))
             except (KeyError, OSError) as e:
-                raise KerasFormatError(f"{where(path, spec)}: cannot read weight {wn!r} "
+                raise KerasFormatError(f"{locate(path, spec)}: cannot read weight {wn!r} "
                                        f"(truncated or corrupt file?): {e}") from None
         out[spec.name] = items
     return out

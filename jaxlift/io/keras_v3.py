@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxlift.io.keras_config import (KerasFormatError, PathLike, assign_variables, fmt_shape,
                                      is_keras2, layer_weights, parse_model_config, summarize,
-                                     where)
+                                     locate)
 from jaxlift.models.generic import KerasModel, LayerSpec, ModelGraph
 
 __all__ = ["load_keras_v3", "read_graph_v3", "read_variables_v3", "keras_v3_info",
@@ -157,12 +157,12 @@ def _read_raw(f: h5py.File, graph: ModelGraph, config: dict, path: PathLike
             continue
         g = groups.get(spec.name)
         if g is None:
-            raise KerasFormatError(f"{where(path, spec)}: no weights for the layer in "
+            raise KerasFormatError(f"{locate(path, spec)}: no weights for the layer in "
                                    "model.weights.h5")
         have = _datasets(g)
         missing = [w for w in wanted if w not in g]
         if missing or len(have) != len(wanted):
-            raise KerasFormatError(f"{where(path, spec)}: model.weights.h5 holds {sorted(have)} "
+            raise KerasFormatError(f"{locate(path, spec)}: model.weights.h5 holds {sorted(have)} "
                                    f"but the config implies {wanted}")
         raw[spec.name] = [(w, np.asarray(g[w][()])) for w in wanted]
     return raw
