@@ -1,4 +1,4 @@
-"""The ``jaxlift`` command: DeepLIFT scores for Keras ``.h5`` models from the shell.
+"""The ``jaxlift`` command: DeepLIFT scores for Keras ``.h5``/``.keras`` models from the shell.
 
 ::
 
@@ -8,7 +8,9 @@
                       [--batch-size B] [--out scores.npz] [--png DIR] [--quiet]
     jaxlift info MODEL.h5
 
-Everything explains the model's **logits** (the pre-activation of its final softmax/sigmoid).
+MODEL.h5 may be any Keras model file: a legacy ``.h5`` (Keras 2 or 3) or a Keras 3
+``.keras`` archive (told apart by content). Everything explains the model's **logits** (the
+pre-activation of its final softmax/sigmoid).
 Exit status: 0 on success, 2 for a usage error (argparse), 1 for anything else (a bad file, a
 bad input, a folder that cannot be written), with a one-line ``jaxlift: error: ...`` on stderr;
 130 after Ctrl-C and 143 after SIGTERM.
@@ -171,18 +173,25 @@ def _marked_fn(model: Any, layer: str) -> Callable:
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Read a Keras ``.h5``; the model must have one input and one (N, T) output."""
+    """Read a Keras ``.h5`` or ``.keras``; the model must have one input and one (N, T)
+    output."""
     import jax
     import jax.numpy as jnp
-    from jaxlift.io.keras_h5 import load_keras_h5
+    from jaxlift.io.keras_files import load_keras
 
-    model, variables = load_keras_h5(path)
+    model, variables = load_keras(path)
     graph = model.graph
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise CLIError(f"{path}: the model has {len(graph.inputs)} input(s) and "
                        f"{len(graph.outputs)} output(s); the jaxlift command handles models with "
                        "one of each (use the Python API for others)")
     shape = graph.input_shapes[0][1:]
+    (dtype,) = graph.input_dtypes
+    if dtype != "float32":
+        raise CLIError(f"{path}: the model takes {dtype} inputs (token ids for an Embedding); "
+                       "the jaxlift command explains float inputs — use the Python API: "
+                       "attribute(lambda v, x: model.apply(v, x, logits=True, mark=('EMB',), "
+                       "marker=jaxlift.layer), variables, ids, pad_ids, layer='EMB')")
     if any(d is None for d in shape):
         raise CLIError(f"{path}: the model's input shape {graph.input_shapes[0]} has unknown "
                        "dimensions; the jaxlift command needs a fixed input shape")
@@ -754,7 +763,7 @@ def score_arrays(args: argparse.Namespace, batch: Batch, result: Result, ref_tex
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``jaxlift info``: the layers of a Keras file."""
-    from jaxlift.io.keras_h5 import keras_info
+    from jaxlift.io.keras_files import keras_info
     print(keras_info(args.model))
     return 0
 
@@ -794,7 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  jaxlift attribute model.h5 photos/ --refs blur --target 0\n"
                "  jaxlift attribute model.h5 x.npz --target 3-5 --mode rescale\n"
                "  jaxlift attribute model.h5 x.npy --refs near-uniform:train.npy --layer dense")
-    a.add_argument("model", metavar="MODEL.h5", help="a Keras 2/3 .h5 model file")
+    a.add_argument("model", metavar="MODEL.h5",
+                   help="a Keras 2/3 .h5 or Keras 3 .keras model file")
     a.add_argument("inputs", nargs="+", metavar="INPUTS",
                    help="one .npy/.npz array (N, *input shape), or image files and/or folders "
                         "of images (resized to the model's input, grayscale or RGB as it needs)")

@@ -27,388 +27,22 @@ never a silently different model.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import h5py
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxlift.io.atomic import write_atomically
-from jaxlift.models import layers as L
-from jaxlift.models.generic import (LAYER_BUILDERS, KerasModel, LayerSpec, ModelGraph,
-                                    TensorRef, build_layer, freeze)
-
-try:  # the project's error base class, where present
-    from jaxlift.errors import JaxliftError as _Base
-except ImportError:  # pragma: no cover
-    _Base = Exception
+from jaxlift.io.keras_config import (  # some re-exported: this module was their home
+    WEIGHT_ORDER, KerasFormatError, PathLike, as_variables, assign_variables, check_variables,
+    flat_weights, fmt_shape, is_keras2, layer_weights, locate, model_config, parse_model_config,
+    summarize, trace_shapes)
+from jaxlift.models.generic import KerasModel, ModelGraph
 
 __all__ = ["KerasFormatError", "load_keras_h5", "save_keras_h5", "keras_info", "read_graph",
-           "read_variables", "layer_weights", "WEIGHT_ORDER"]
-
-
-class KerasFormatError(_Base, ValueError):
-    """A Keras file that jaxlift cannot read (or a model it cannot write) — the message names
-    the file and, where there is one, the layer and its class."""
-
-
-PathLike = str | os.PathLike
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def _where(path: PathLike, spec: LayerSpec | None = None) -> str:
-    return f"{path}: layer {spec.name!r} ({spec.class_name})" if spec else f"{path}"
-
-
-def _tuple(v: Any, n: int, what: str, where: str) -> tuple[int, ...]:
-    """An int or a list of ints → a tuple of ``n`` ints (a 1-list is repeated)."""
-    if isinstance(v, (int, np.integer)):
-        return (int(v),) * n
-    if isinstance(v, (list, tuple)) and len(v) in (1, n) and all(isinstance(i, int) for i in v):
-        return tuple(int(i) for i in v) * (n if len(v) == 1 else 1)
-    raise KerasFormatError(f"{where}: cannot read {what}={v!r} (expected an int or {n} ints)")
-
-
-def _pairs(v: Any, n: int, what: str, where: str) -> tuple[tuple[int, int], ...]:
-    """Keras's padding/cropping forms → ``n`` (before, after) pairs."""
-    if isinstance(v, int):
-        return ((v, v),) * n
-    if isinstance(v, (list, tuple)):
-        if n == 1 and len(v) == 2 and all(isinstance(i, int) for i in v):
-            return ((int(v[0]), int(v[1])),)
-        if len(v) == n and all(isinstance(i, int) for i in v):
-            return tuple((int(i), int(i)) for i in v)
-        if len(v) == n and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in v):
-            return tuple((int(a), int(b)) for a, b in v)
-    raise KerasFormatError(f"{where}: cannot read {what}={v!r}")
-
-
-def _choice(cfg: Mapping, key: str, allowed: tuple, default: Any, where: str) -> Any:
-    value = cfg.get(key, default)
-    if value is None:
-        value = default
-    if value not in allowed:
-        raise KerasFormatError(f"{where}: {key}={value!r} is not supported (supported: "
-                               f"{', '.join(map(str, allowed))})")
-    return value
-
-
-def _activation(value: Any, keras2: bool, where: str) -> str:
-    """A Keras activation entry (a name, or Keras 3's serialized-function dict) → our name."""
-    name = value
-    if isinstance(value, Mapping):
-        cfg = value.get("config")
-        name = cfg if isinstance(cfg, str) else value.get("registered_name") or value.get(
-            "class_name")
-    if name is None:
-        name = "linear"
-    if not isinstance(name, str) or name not in L.ACTIVATIONS or name == "hard_sigmoid_keras2":
-        known = ", ".join(a for a in sorted(L.ACTIVATIONS) if a != "hard_sigmoid_keras2")
-        raise KerasFormatError(f"{where}: activation {value!r} is not supported "
-                               f"(supported: {known})")
-    if name == "hard_sigmoid" and keras2:
-        return "hard_sigmoid_keras2"
-    return name
-
-
-# --------------------------------------------------------------------------- config → options
-
-
-def _rank(class_name: str) -> int:
-    return int(class_name[-2])
-
-
-def _data_format(cfg: Mapping, where: str) -> str:
-    return _choice(cfg, "data_format", ("channels_last", "channels_first"), "channels_last",
-                   where)
-
-
-def _opt_dense(cfg, k2, w):
-    return {"units": int(cfg["units"]), "activation": _activation(cfg.get("activation"), k2, w),
-            "use_bias": bool(cfg.get("use_bias", True))}
-
-
-def _opt_conv(cfg, k2, w, rank):
-    pads = ("valid", "same", "causal") if rank == 1 else ("valid", "same")
-    return {"filters": int(cfg["filters"]),
-            "kernel_size": _tuple(cfg["kernel_size"], rank, "kernel_size", w),
-            "strides": _tuple(cfg.get("strides", 1), rank, "strides", w),
-            "padding": _choice(cfg, "padding", pads, "valid", w),
-            "data_format": _data_format(cfg, w),
-            "dilation_rate": _tuple(cfg.get("dilation_rate", 1), rank, "dilation_rate", w),
-            "groups": int(cfg.get("groups", 1) or 1),
-            "activation": _activation(cfg.get("activation"), k2, w),
-            "use_bias": bool(cfg.get("use_bias", True))}
-
-
-def _opt_pool(cfg, k2, w, rank):
-    strides = cfg.get("strides")
-    return {"pool_size": _tuple(cfg.get("pool_size", 2), rank, "pool_size", w),
-            "strides": None if strides is None else _tuple(strides, rank, "strides", w),
-            "padding": _choice(cfg, "padding", ("valid", "same"), "valid", w),
-            "data_format": _data_format(cfg, w)}
-
-
-def _opt_global(cfg, k2, w):
-    return {"data_format": _data_format(cfg, w), "keepdims": bool(cfg.get("keepdims", False))}
-
-
-def _opt_bn(cfg, k2, w):
-    axis = cfg.get("axis", -1)
-    axis = tuple(int(a) for a in axis) if isinstance(axis, (list, tuple)) else (int(axis),)
-    for key in ("renorm",):
-        if cfg.get(key):
-            raise KerasFormatError(f"{w}: {key}=True is not supported")
-    return {"axis": axis, "epsilon": float(cfg.get("epsilon", 1e-3)),
-            "center": bool(cfg.get("center", True)), "scale": bool(cfg.get("scale", True))}
-
-
-def _opt_relu(cfg, k2, w):
-    mv = cfg.get("max_value")
-    return {"max_value": None if mv is None else float(mv),
-            "negative_slope": float(cfg.get("negative_slope", 0.0) or 0.0),
-            "threshold": float(cfg.get("threshold", 0.0) or 0.0)}
-
-
-def _opt_leaky(cfg, k2, w):
-    slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))
-    return {"negative_slope": float(0.3 if slope is None else slope)}
-
-
-def _opt_prelu(cfg, k2, w):
-    sa = cfg.get("shared_axes")
-    sa = None if sa is None else tuple(int(a) for a in ([sa] if isinstance(sa, int) else sa))
-    return {"shared_axes": sa}
-
-
-def _opt_pad(key, rank):
-    def parse(cfg, k2, w):
-        out = {key: _pairs(cfg.get(key, 1 if key == "padding" else 0), rank, key, w)}
-        if rank > 1:
-            out["data_format"] = _data_format(cfg, w)
-        return out
-    return parse
-
-
-def _opt_softmax(cfg, k2, w):
-    axis = cfg.get("axis", -1)
-    return {"axis": tuple(axis) if isinstance(axis, list) else int(axis)}
-
-
-def _keep(*keys: str, **defaults: Any) -> Callable:
-    """Options copied as they are (with defaults)."""
-    def parse(cfg, k2, w):
-        return {k: freeze(cfg.get(k, defaults.get(k))) for k in keys}
-    return parse
-
-
-OPTION_PARSERS: dict[str, Callable[[Mapping, bool, str], dict]] = {
-    "Dense": _opt_dense,
-    **{f"Conv{r}D": (lambda r: lambda c, k, w: _opt_conv(c, k, w, r))(r) for r in (1, 2, 3)},
-    **{f"{kind}Pooling{r}D": (lambda r: lambda c, k, w: _opt_pool(c, k, w, r))(r)
-       for kind in ("Max", "Average") for r in (1, 2, 3)},
-    **{f"Global{kind}Pooling{r}D": _opt_global for kind in ("Max", "Average") for r in (1, 2, 3)},
-    "Flatten": lambda c, k, w: {"data_format": _data_format(c, w)},
-    "Reshape": lambda c, k, w: {"target_shape": tuple(int(i) for i in c["target_shape"])},
-    "Permute": lambda c, k, w: {"dims": tuple(int(i) for i in c["dims"])},
-    "Dropout": lambda c, k, w: {"rate": float(c.get("rate", 0.0))},
-    "SpatialDropout1D": lambda c, k, w: {"rate": float(c.get("rate", 0.0))},
-    "SpatialDropout2D": lambda c, k, w: {"rate": float(c.get("rate", 0.0)),
-                                         "data_format": _data_format(c, w)},
-    "SpatialDropout3D": lambda c, k, w: {"rate": float(c.get("rate", 0.0)),
-                                         "data_format": _data_format(c, w)},
-    "GaussianNoise": _keep("stddev", stddev=0.0),
-    "GaussianDropout": _keep("rate", rate=0.0),
-    "AlphaDropout": _keep("rate", rate=0.0),
-    "ActivityRegularization": _keep("l1", "l2", l1=0.0, l2=0.0),
-    "Activation": lambda c, k, w: {"activation": _activation(c.get("activation"), k, w)},
-    "Softmax": _opt_softmax,
-    "ReLU": _opt_relu,
-    "LeakyReLU": _opt_leaky,
-    "ELU": lambda c, k, w: {"alpha": float(c.get("alpha", 1.0))},
-    "PReLU": _opt_prelu,
-    "BatchNormalization": _opt_bn,
-    **{f"ZeroPadding{r}D": _opt_pad("padding", r) for r in (1, 2, 3)},
-    **{f"Cropping{r}D": _opt_pad("cropping", r) for r in (1, 2, 3)},
-    **{k: (lambda c, k2, w: {}) for k in ("Add", "Subtract", "Multiply", "Average", "Maximum",
-                                           "Minimum")},
-    "Concatenate": lambda c, k, w: {"axis": int(c.get("axis", -1))},
-}
-"""Keras class name → ``(config, is_keras2, where) -> options`` (Keras 3 config names)."""
-
-assert set(OPTION_PARSERS) == set(LAYER_BUILDERS), set(OPTION_PARSERS) ^ set(LAYER_BUILDERS)
-
-SUPPORTED_LAYERS = ("InputLayer",) + tuple(sorted(OPTION_PARSERS))
-
-WEIGHT_ORDER: dict[str, Callable[[dict], list[tuple[str, str]]]] = {
-    "Dense": lambda o: [("params", "kernel")] + ([("params", "bias")] if o["use_bias"] else []),
-    **{f"Conv{r}D": (lambda o: [("params", "kernel")]
-                     + ([("params", "bias")] if o["use_bias"] else [])) for r in (1, 2, 3)},
-    "BatchNormalization": lambda o: ([("params", "gamma")] if o["scale"] else [])
-    + ([("params", "beta")] if o["center"] else [])
-    + [("batch_stats", "moving_mean"), ("batch_stats", "moving_variance")],
-    "PReLU": lambda o: [("params", "alpha")],
-}
-"""Keras class → its weights as (Flax collection, name), in the order Keras stores them."""
-
-
-def layer_weights(spec: LayerSpec) -> list[tuple[str, str]]:
-    """The weights of a layer, (collection, name), in Keras's order; [] for weightless ones."""
-    fn = WEIGHT_ORDER.get(spec.class_name)
-    return fn(spec.opts) if fn else []
-
-
-def _parse_layer(entry: Mapping, keras2: bool, path: PathLike) -> LayerSpec:
-    cls = entry.get("class_name")
-    cfg = entry.get("config") or {}
-    name = cfg.get("name") or entry.get("name")
-    probe = LayerSpec(str(cls), str(name))
-    if cls in ("Sequential", "Functional", "Model"):
-        raise KerasFormatError(f"{_where(path, probe)}: nested models are not supported; "
-                               "flatten the model before saving")
-    if cls == "InputLayer":
-        shape = cfg.get("batch_shape", cfg.get("batch_input_shape"))
-        if shape is None and cfg.get("shape") is not None:
-            shape = [None, *cfg["shape"]]
-        if shape is None:
-            raise KerasFormatError(f"{_where(path, probe)}: no input shape in the config")
-        return LayerSpec(cls, name, freeze({"batch_shape": tuple(shape)}))
-    if cls not in OPTION_PARSERS:
-        raise KerasFormatError(f"{_where(path, probe)}: layer class {cls!r} is not supported "
-                               f"(supported: {', '.join(SUPPORTED_LAYERS)})")
-    try:
-        opts = OPTION_PARSERS[cls](cfg, keras2, _where(path, probe))
-    except KeyError as e:
-        raise KerasFormatError(f"{_where(path, probe)}: config lacks {e}") from None
-    except (TypeError, ValueError) as e:
-        if isinstance(e, KerasFormatError):
-            raise
-        raise KerasFormatError(f"{_where(path, probe)}: bad config: {e}") from None
-    return LayerSpec(cls, name, freeze(opts))
-
-
-def _refs_k3(arg: Any, where: str) -> list[TensorRef]:
-    if isinstance(arg, Mapping):
-        if arg.get("class_name") == "__keras_tensor__":
-            lname, node, tensor = arg["config"]["keras_history"]
-            return [(lname, int(node), int(tensor))]
-        raise KerasFormatError(f"{where}: a non-tensor layer argument is not supported: {arg}")
-    if isinstance(arg, (list, tuple)):
-        return [r for a in arg for r in _refs_k3(a, where)]
-    raise KerasFormatError(f"{where}: a constant layer argument is not supported: {arg!r}")
-
-
-def _inbound(nodes: Any, where: str) -> tuple[tuple[TensorRef, ...], ...]:
-    """``inbound_nodes`` of either dialect → one tuple of tensor refs per node."""
-    out = []
-    for node in nodes or []:
-        if isinstance(node, Mapping):  # Keras 3: {"args": [...], "kwargs": {...}}
-            refs = _refs_k3(node.get("args", []), where)
-            extra = {k: v for k, v in (node.get("kwargs") or {}).items()
-                     if v is not None and k not in ("training", "mask")}
-            if extra:
-                raise KerasFormatError(f"{where}: call arguments {extra} are not supported")
-        else:  # Keras 2: [[layer, node, tensor, kwargs], ...]
-            refs = [(t[0], int(t[1]), int(t[2])) for t in node]
-        out.append(tuple(refs))
-    return tuple(out)
-
-
-def _io_refs(v: Any) -> tuple[TensorRef, ...]:
-    if v and isinstance(v[0], str):
-        v = [v]
-    return tuple((t[0], int(t[1]), int(t[2])) for t in v)
-
-
-def parse_model_config(config: Mapping, keras2: bool, path: PathLike = "<config>") -> ModelGraph:
-    """A Keras model config (the decoded ``model_config`` JSON) → ``ModelGraph``."""
-    cls = config.get("class_name")
-    cfg = config.get("config") or {}
-    name = cfg.get("name", "model")
-    entries = cfg.get("layers")
-    if not isinstance(entries, list):
-        raise KerasFormatError(f"{path}: model config of class {cls!r} has no layer list")
-    if cls == "Sequential":
-        specs = [_parse_layer(e, keras2, path) for e in entries]
-        if not specs or specs[0].class_name != "InputLayer":
-            first = entries[0].get("config", {}) if entries else {}
-            shape = first.get("batch_input_shape", first.get("batch_shape",
-                                                              cfg.get("build_input_shape")))
-            if shape is None:
-                raise KerasFormatError(f"{path}: the Sequential model's input shape is not in "
-                                       "its config")
-            iname = f"{first.get('name', 'layer')}_input"
-            specs.insert(0, LayerSpec("InputLayer", iname, freeze({"batch_shape": tuple(shape)})))
-        chained = [specs[0]]
-        for prev, spec in zip(specs, specs[1:]):
-            if spec.class_name == "InputLayer":
-                raise KerasFormatError(f"{_where(path, spec)}: an InputLayer inside a Sequential")
-            chained.append(LayerSpec(spec.class_name, spec.name, spec.options,
-                                     (((prev.name, 0, 0),),)))
-        return _check_graph(ModelGraph(name, tuple(chained), (specs[0].name,),
-                                       ((specs[-1].name, 0, 0),), sequential=True), path)
-    if cls in ("Functional", "Model"):
-        specs = []
-        for e in entries:
-            spec = _parse_layer(e, keras2, path)
-            inbound = _inbound(e.get("inbound_nodes"), _where(path, spec))
-            specs.append(LayerSpec(spec.class_name, spec.name, spec.options, inbound))
-        inputs = tuple(r[0] for r in _io_refs(cfg.get("input_layers", [])))
-        return _check_graph(ModelGraph(name, tuple(_topological(specs, path)), inputs,
-                                       _io_refs(cfg.get("output_layers", []))), path)
-    raise KerasFormatError(f"{path}: model class {cls!r} is not supported "
-                           "(Sequential and functional models are)")
-
-
-def _topological(specs: list[LayerSpec], path: PathLike) -> list[LayerSpec]:
-    """Layers reordered so every layer comes after those its first node reads."""
-    done: set[str] = set()
-    out, pending = [], list(specs)
-    while pending:
-        ready = [s for s in pending if all(r[0] in done for refs in s.inbound[:1] for r in refs)]
-        if not ready:
-            raise KerasFormatError(f"{path}: the layer graph has a cycle or a dangling input "
-                                   f"(at layer {pending[0].name!r})")
-        for s in ready:
-            done.add(s.name)
-            out.append(s)
-        pending = [s for s in pending if s.name not in done]
-    return out
-
-
-def _check_graph(g: ModelGraph, path: PathLike) -> ModelGraph:
-    nodes = {(s.name, i) for s in g.layers for i in range(max(1, len(s.inbound)))}
-    names = [s.name for s in g.layers]
-    if len(set(names)) != len(names):
-        raise KerasFormatError(f"{path}: duplicate layer names in the config")
-    for s in g.layers:
-        if s.class_name == "InputLayer":
-            continue
-        if not s.inbound:
-            raise KerasFormatError(f"{_where(path, s)}: the layer is never called")
-        for refs in s.inbound:
-            if not refs:
-                raise KerasFormatError(f"{_where(path, s)}: a call without inputs")
-            for r in refs:
-                if (r[0], r[1]) not in nodes or r[2] != 0:
-                    raise KerasFormatError(f"{_where(path, s)}: reads unknown tensor {r}")
-            if s.class_name not in ("Add", "Subtract", "Multiply", "Average", "Maximum",
-                                    "Minimum", "Concatenate") and len(refs) != 1:
-                raise KerasFormatError(f"{_where(path, s)}: takes one input, got {len(refs)}")
-    if not g.inputs or not g.outputs:
-        raise KerasFormatError(f"{path}: the model config names no inputs or outputs")
-    for n in g.inputs:
-        if n not in names or g.layer(n).class_name != "InputLayer":
-            raise KerasFormatError(f"{path}: model input {n!r} is not an InputLayer")
-    for r in g.outputs:
-        if (r[0], r[1]) not in nodes or r[2] != 0:
-            raise KerasFormatError(f"{path}: model output {r} is not a layer's output")
-    return g
-
+           "read_variables", "layer_weights", "WEIGHT_ORDER", "parse_model_config",
+           "trace_shapes", "summarize"]
 
 # --------------------------------------------------------------------------- files
 
@@ -457,15 +91,11 @@ def _file_meta(f: h5py.File, path: PathLike) -> tuple[dict, str]:
     return config, version
 
 
-def _is_keras2(version: str) -> bool:
-    return not version.startswith("3")
-
-
 def read_graph(path: PathLike) -> ModelGraph:
     """The ``ModelGraph`` of a Keras ``.h5`` file (config only, no weights)."""
     with _open(path) as f:
         config, version = _file_meta(f, path)
-    return parse_model_config(config, _is_keras2(version), path)
+    return parse_model_config(config, is_keras2(version), path)
 
 
 def _read_raw_weights(f: h5py.File, graph: ModelGraph, path: PathLike
@@ -481,91 +111,10 @@ def _read_raw_weights(f: h5py.File, graph: ModelGraph, path: PathLike
             try:
                 items.append((wn, np.asarray(g[wn][()])))
             except (KeyError, OSError) as e:
-                raise KerasFormatError(f"{_where(path, spec)}: cannot read weight {wn!r} "
+                raise KerasFormatError(f"{locate(path, spec)}: cannot read weight {wn!r} "
                                        f"(truncated or corrupt file?): {e}") from None
         out[spec.name] = items
     return out
-
-
-def _assign(graph: ModelGraph, raw: dict[str, list[tuple[str, np.ndarray]]], path: PathLike
-            ) -> dict[str, dict]:
-    """Raw per-layer weight lists → Flax variables, by Keras's order."""
-    variables: dict[str, dict] = {}
-    for spec in graph.layers:
-        if spec.class_name == "InputLayer":
-            continue
-        wanted = layer_weights(spec)
-        got = raw.get(spec.name, [])
-        if len(got) != len(wanted):
-            raise KerasFormatError(
-                f"{_where(path, spec)}: the file holds {len(got)} weight(s) "
-                f"{[n for n, _ in got]} but the config implies {len(wanted)} "
-                f"{[n for _, n in wanted]}")
-        for (coll, wname), (_, arr) in zip(wanted, got):
-            if not np.issubdtype(arr.dtype, np.floating):
-                raise KerasFormatError(f"{_where(path, spec)}: weight {wname!r} has dtype "
-                                       f"{arr.dtype}, not a float")
-            variables.setdefault(coll, {}).setdefault(spec.name, {})[wname] = \
-                jnp.asarray(arr, jnp.float32)
-    return variables
-
-
-# --------------------------------------------------------------------------- shapes
-
-
-def _surrogate_shapes(graph: ModelGraph, fill: int) -> list[tuple[int, ...]]:
-    return [tuple(1 if i == 0 else (fill if d is None else int(d)) for i, d in enumerate(s))
-            for s in graph.input_shapes]
-
-
-def _trace_once(graph: ModelGraph, fill: int, path: PathLike
-                ) -> tuple[dict[TensorRef, tuple[int, ...]], dict[str, dict]]:
-    """Per-tensor shapes (batch 1) and per-layer variable shapes, layer by layer."""
-    shapes: dict[TensorRef, tuple[int, ...]] = {
-        (n, 0, 0): s for n, s in zip(graph.inputs, _surrogate_shapes(graph, fill))}
-    var_shapes: dict[str, dict] = {}
-    key = jax.random.key(0)
-    for spec in graph.layers:
-        if spec.class_name == "InputLayer":
-            continue
-        module = build_layer(spec)
-        for node, refs in enumerate(spec.inbound):
-            args = [jax.ShapeDtypeStruct(shapes[r], jnp.float32) for r in refs]
-            try:
-                out, vs = jax.eval_shape(lambda *a: module.init_with_output(key, *a), *args)
-            except Exception as e:  # any shape error of the layer itself
-                raise KerasFormatError(
-                    f"{_where(path, spec)}: cannot apply the layer to input shape(s) "
-                    f"{[tuple(a.shape) for a in args]}: {type(e).__name__}: {e}") from None
-            shapes[(spec.name, node, 0)] = tuple(out.shape)
-            if node == 0:
-                var_shapes[spec.name] = jax.tree.map(lambda a: tuple(a.shape), dict(vs))
-    return shapes, var_shapes
-
-
-def trace_shapes(graph: ModelGraph, path: PathLike = "<model>"
-                 ) -> tuple[dict[TensorRef, tuple[int | None, ...]], dict[str, dict]]:
-    """Output shape of every tensor (batch dim None; dims unknown in the config None) and the
-    expected variable shapes of each layer ``{layer: {collection: {name: shape}}}``."""
-    known = all(d is not None for s in graph.input_shapes for d in s[1:])
-    a, va = _trace_once(graph, 32, path)
-    if not known:
-        b, _ = _trace_once(graph, 40, path)
-        a = {k: tuple(x if x == y else None for x, y in zip(a[k], b[k])) for k in a}
-    a = {k: (None, *s[1:]) for k, s in a.items()}
-    return a, va
-
-
-def _check_variables(graph: ModelGraph, variables: Mapping, path: PathLike) -> None:
-    _, expected = trace_shapes(graph, path)
-    for spec in graph.layers:
-        for coll, wname in layer_weights(spec):
-            want = expected[spec.name][coll][wname]
-            have = tuple(variables[coll][spec.name][wname].shape)
-            if have != tuple(want):
-                raise KerasFormatError(
-                    f"{_where(path, spec)}: weight {wname!r} has shape {have} in the file, but "
-                    f"the config implies {tuple(want)}")
 
 
 # --------------------------------------------------------------------------- public: load
@@ -576,15 +125,13 @@ def read_variables(path: PathLike, graph: ModelGraph | None = None
     """(graph, Flax variables) of a Keras ``.h5`` file, shapes checked against the config."""
     with _open(path) as f:
         config, version = _file_meta(f, path)
-        graph = graph or parse_model_config(config, _is_keras2(version), path)
+        graph = graph or parse_model_config(config, is_keras2(version), path)
         try:
             raw = _read_raw_weights(f, graph, path)
         except OSError as e:
             raise KerasFormatError(f"{path}: cannot read the weights (truncated or corrupt "
                                    f"file?): {e}") from None
-    variables = _assign(graph, raw, path)
-    _check_variables(graph, variables, path)
-    variables.setdefault("params", {})
+    variables = assign_variables(graph, raw, path)
     return graph, variables
 
 
@@ -609,63 +156,6 @@ def load_keras_h5(path: PathLike) -> tuple[KerasModel, dict[str, dict]]:
 # --------------------------------------------------------------------------- public: save
 
 
-def _keras3_config(spec: LayerSpec) -> dict:
-    o = spec.opts
-    where = f"layer {spec.name!r} ({spec.class_name})"
-    if o.get("activation") == "hard_sigmoid_keras2":
-        raise KerasFormatError(f"{where}: Keras 2's hard_sigmoid (slope 0.2) has no Keras 3 "
-                               "equivalent; cannot save it")
-    if spec.class_name == "InputLayer":
-        return {"batch_shape": list(o["batch_shape"]), "dtype": "float32", "sparse": False,
-                "name": spec.name}
-    cfg: dict[str, Any] = {"name": spec.name}
-    for k, v in o.items():
-        cfg[k] = json.loads(json.dumps(v))  # tuples → lists
-    if spec.class_name == "BatchNormalization":
-        if len(o["axis"]) != 1:
-            raise KerasFormatError(f"{where}: Keras 3 BatchNormalization takes one axis, "
-                                   f"not {o['axis']}")
-        cfg["axis"] = int(o["axis"][0])
-    if spec.class_name in ("ZeroPadding1D", "Cropping1D"):
-        key = "padding" if spec.class_name.startswith("Zero") else "cropping"
-        cfg[key] = list(o[key][0])
-    return cfg
-
-
-def _model_config(graph: ModelGraph) -> dict:
-    if graph.sequential:
-        layers = [{"class_name": s.class_name, "config": _keras3_config(s)} for s in graph.layers]
-        return {"class_name": "Sequential", "config": {"name": graph.name, "layers": layers}}
-    shapes, _ = trace_shapes(graph)
-    shapes.update({(n, 0, 0): tuple(graph.layer(n).opts["batch_shape"]) for n in graph.inputs})
-    layers = []
-    for s in graph.layers:
-        nodes = [{"args": [_k3_tensor(refs[0], shapes) if len(refs) == 1 and not _is_merge(s)
-                           else [_k3_tensor(r, shapes) for r in refs]], "kwargs": {}}
-                 for refs in s.inbound]
-        layers.append({"class_name": s.class_name, "config": _keras3_config(s), "name": s.name,
-                       "inbound_nodes": nodes})
-    return {"class_name": "Functional", "config": {
-        "name": graph.name, "trainable": True, "layers": layers,
-        "input_layers": _k3_io([[n, 0, 0] for n in graph.inputs]),
-        "output_layers": _k3_io([list(r) for r in graph.outputs])}}
-
-
-def _k3_io(refs: list[list]) -> list:
-    """Keras 3 writes a single input/output as one flat [layer, node, tensor]."""
-    return refs[0] if len(refs) == 1 else refs
-
-
-def _is_merge(spec: LayerSpec) -> bool:
-    return spec.class_name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
-                               "Concatenate")
-
-
-def _k3_tensor(ref: TensorRef, shapes: Mapping[TensorRef, tuple]) -> dict:
-    return {"class_name": "__keras_tensor__", "config": {
-        "shape": list(shapes[ref]), "dtype": "float32", "keras_history": list(ref)}}
-
-
 def _str_attr(group: h5py.Group, name: str, values: list[str]) -> None:
     group.attrs[name] = np.array([v.encode("utf8") for v in values]) if values \
         else np.zeros((0,), np.float64)  # what Keras writes for an empty list
@@ -684,18 +174,9 @@ def save_keras_h5(path: PathLike, model: Any, variables: Mapping[str, Any]) -> N
         raise TypeError("save_keras_h5 needs Flax variables: a dict with a 'params' entry "
                         "(what model.init returns)")
     graph = model.keras_graph()
-    config = json.dumps(_model_config(graph))
-    flat: dict[str, list[tuple[str, np.ndarray]]] = {}
-    for spec in graph.layers:
-        items = []
-        for coll, wname in layer_weights(spec):
-            try:
-                items.append((wname, np.asarray(variables[coll][spec.name][wname], np.float32)))
-            except KeyError:
-                raise KerasFormatError(f"layer {spec.name!r} ({spec.class_name}): variables "
-                                       f"lack {coll}/{spec.name}/{wname}") from None
-        flat[spec.name] = items
-    _check_variables(graph, _as_vars(graph, flat), f"{path} (model to save)")
+    config = json.dumps(model_config(graph))
+    flat = flat_weights(graph, variables)
+    check_variables(graph, as_variables(graph, flat), f"{path} (model to save)")
     path = Path(path)
     names = [s.name for s in graph.layers
              if not (graph.sequential and s.class_name == "InputLayer")]
@@ -721,58 +202,7 @@ def save_keras_h5(path: PathLike, model: Any, variables: Mapping[str, Any]) -> N
     write_atomically(path, write, what="Keras .h5")
 
 
-def _as_vars(graph: ModelGraph, flat: dict[str, list[tuple[str, np.ndarray]]]) -> dict:
-    out: dict[str, dict] = {}
-    for spec in graph.layers:
-        for (coll, wname), (_, arr) in zip(layer_weights(spec), flat.get(spec.name, [])):
-            out.setdefault(coll, {}).setdefault(spec.name, {})[wname] = arr
-    return out
-
-
 # --------------------------------------------------------------------------- public: info
-
-
-def _fmt_shape(s: tuple) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in s) + \
-        ("," if len(s) == 1 else "") + ")"
-
-
-def summarize(graph: ModelGraph, title: str = "") -> str:
-    """A ``summary()``-like table of a graph: layer (class), output shape, parameters."""
-    shapes, var_shapes = trace_shapes(graph, title or graph.name)
-    rows = [("Layer (type)", "Output Shape", "Param #", "Connected to")]
-    trainable = non_trainable = 0
-    for spec in graph.layers:
-        if graph.sequential and spec.class_name == "InputLayer":
-            continue
-        n_train = n_fixed = 0
-        for coll, d in var_shapes.get(spec.name, {}).items():
-            for shp in d.values():
-                n = int(np.prod(shp))
-                if coll == "params":
-                    n_train += n
-                else:
-                    n_fixed += n
-        trainable += n_train
-        non_trainable += n_fixed
-        outs = [_fmt_shape(shapes[(spec.name, 0, 0)])] if spec.class_name != "InputLayer" \
-            else [_fmt_shape(spec.opts["batch_shape"])]
-        conn = ", ".join(f"{r[0]}[{r[1]}]" for r in spec.inbound[0]) if spec.inbound else ""
-        rows.append((f"{spec.name} ({spec.class_name})", outs[0], f"{n_train + n_fixed:,}",
-                     "" if graph.sequential else conn))
-    cols = 3 if graph.sequential else 4
-    widths = [max(len(r[i]) for r in rows) for i in range(cols)]
-    line = lambda r: "  ".join(c.ljust(w) if i != 2 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(r[:cols], widths))).rstrip()
-    kind = "Sequential" if graph.sequential else "Functional"
-    out = [f'Model: "{graph.name}" ({kind})' + (f" — {title}" if title else ""),
-           line(rows[0]), "-" * len(line(rows[0]))]
-    out += [line(r) for r in rows[1:]]
-    out += ["-" * len(line(rows[0])),
-            f"Total params: {trainable + non_trainable:,}",
-            f"Trainable params: {trainable:,}",
-            f"Non-trainable params: {non_trainable:,}"]
-    return "\n".join(out)
 
 
 def keras_info(path: PathLike) -> str:
@@ -782,7 +212,7 @@ def keras_info(path: PathLike) -> str:
     with _open(path) as f:
         config, version = _file_meta(f, path)
         backend = _attr_str(f.attrs.get("backend", b"?"))
-    graph = parse_model_config(config, _is_keras2(version), path)
+    graph = parse_model_config(config, is_keras2(version), path)
     head = f"{path}\nKeras {version or '?'} (backend {backend}); input(s) " + ", ".join(
-        _fmt_shape(s) for s in graph.input_shapes)
+        fmt_shape(s) for s in graph.input_shapes)
     return head + "\n" + summarize(graph)

@@ -23,12 +23,13 @@ Dropout (it needs ``rngs={"dropout": key}``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 
 from jaxlift.models import layers as L
+from jaxlift.models import sequence as S
 
 TensorRef = tuple[str, int, int]
 """A Keras tensor: (layer name, node index, tensor index)."""
@@ -81,6 +82,12 @@ class ModelGraph:
     def input_shapes(self) -> tuple[tuple[int | None, ...], ...]:
         """Batch shapes of the inputs, e.g. ``((None, 28, 28, 1),)``."""
         return tuple(tuple(self.layer(n).opts["batch_shape"]) for n in self.inputs)
+
+    @property
+    def input_dtypes(self) -> tuple[str, ...]:
+        """Dtypes of the inputs: ``"float32"`` unless the input layer says an integer type
+        (token ids for an ``Embedding``), e.g. ``("int32",)``."""
+        return tuple(str(self.layer(n).opts.get("dtype", "float32")) for n in self.inputs)
 
 
 def sequential_graph(name: str, batch_shape: tuple[int | None, ...],
@@ -160,6 +167,16 @@ LAYER_BUILDERS: dict[str, Callable[[dict, str], nn.Module]] = {
     "Add": _merge("add"), "Subtract": _merge("subtract"), "Multiply": _merge("multiply"),
     "Average": _merge("average"), "Maximum": _merge("maximum"), "Minimum": _merge("minimum"),
     "Concatenate": _merge("concatenate"),
+    "Embedding": lambda o, name: S.Embedding(o["input_dim"], o["output_dim"], name=name),
+    **{k: (lambda k: lambda o, name: S.Recurrent(k, tuple(sorted(o.items())), name=name))(k)
+       for k in S.RNN_KINDS},
+    "Bidirectional": lambda o, name: S.Bidirectional(o["forward"], o["backward"],
+                                                     o["merge_mode"], name=name),
+    "LayerNormalization": lambda o, name: S.LayerNorm(o["axis"], o["epsilon"], o["center"],
+                                                      o["scale"], o["rms_scaling"], name=name),
+    "MultiHeadAttention": lambda o, name: S.MultiHeadAttention(
+        o["num_heads"], o["key_dim"], o["value_dim"], o["output_dim"], o["use_bias"],
+        o["use_causal_mask"], name=name),
 }
 """Keras class name → ``(options, name) -> Flax module``. ``InputLayer`` is handled apart."""
 
@@ -214,12 +231,29 @@ def _needed(graph: ModelGraph, seeds: list[TensorRef]) -> set[TensorRef]:
     return need
 
 
+def _check_marks(g: ModelGraph, mark: tuple[str, ...], marker: Callable | None) -> None:
+    if not mark:
+        return
+    if marker is None:
+        raise ValueError("mark= needs marker=jaxlift.layer (the function that marks a value)")
+    names = [s.name for s in g.layers if s.class_name != "InputLayer"]
+    unknown = [m for m in mark if m not in names]
+    if unknown:
+        raise ValueError(f"model {g.name!r} has no layer(s) {unknown} to mark; its layers are "
+                         f"{', '.join(names)}")
+
+
 class KerasModel(nn.Module):
     """The Flax module of a ``ModelGraph``; see the module docstring.
 
-    ``__call__(*inputs, logits=False, train=False)``: one array per model input (or one
-    list/tuple of them), each (N, *input_shape); returns one array, or a tuple when the model
-    has several outputs.
+    ``__call__(*inputs, logits=False, train=False, mark=(), marker=None)``: one array per
+    model input (or one list/tuple of them), each (N, *input_shape) (integer token ids for an
+    input of integer dtype); returns one array, or a tuple when the model has several outputs.
+
+    ``mark`` names layers whose (ordinary) outputs are passed through ``marker(value, name)``
+    — pass ``marker=jaxlift.layer`` so that ``jaxlift.attribute(..., layer=name)`` can score
+    them (a layer called several times: node i > 0 is marked ``"name:i"``). This module does
+    not import jaxlift's interpreter; the marker comes from the caller.
     """
 
     graph: ModelGraph
@@ -229,8 +263,11 @@ class KerasModel(nn.Module):
         return self.graph
 
     @nn.compact
-    def __call__(self, *inputs: jax.Array, logits: bool = False, train: bool = False):
+    def __call__(self, *inputs: jax.Array, logits: bool = False, train: bool = False,
+                 mark: Sequence[str] = (), marker: Callable | None = None):
         g = self.graph
+        mark = (mark,) if isinstance(mark, str) else tuple(mark)
+        _check_marks(g, mark, marker)
         if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
             inputs = tuple(inputs[0])
         if len(inputs) != len(g.inputs):
@@ -253,8 +290,11 @@ class KerasModel(nn.Module):
                                                train=train)
                 elif path.get(ref) is False:
                     logit_values[ref] = module(logit_values[refs[0]], train=train)
-                if ref in need:
+                if ref in need or spec.name in mark:
                     values[ref] = module(*[values[r] for r in refs], train=train)
+                    if spec.name in mark:
+                        values[ref] = marker(values[ref],
+                                             spec.name if node == 0 else f"{spec.name}:{node}")
         table = logit_values if logits else values
         outs = [table[r] for r in g.outputs]
         return outs[0] if len(outs) == 1 else tuple(outs)
