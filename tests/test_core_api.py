@@ -249,12 +249,12 @@ def test_unsupported_primitive_names_it_and_the_source_line():
         jaxlift.attribute(fn, None, x, r)
 
 
-def test_live_loop_is_refused_clearly():
-    def fn(p, xb):
-        return jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (jnp.tanh(c[0]), c[1] + 1),
-                                  (xb, 0))[0].sum(1)
+def test_loop_with_an_input_dependent_trip_count_is_refused_clearly():
+    def fn(p, xb):  # runs until the example's sum passes 10: the number of steps moves with x
+        grow = lambda v: jax.lax.while_loop(lambda h: h.sum() < 10, lambda h: h * 2 + 1, v)  # noqa: E731
+        return jax.vmap(grow)(xb).sum(1)
     x, r = data()
-    with pytest.raises(UnsupportedPrimitiveError, match="'while'.*loop whose carry"):
+    with pytest.raises(UnsupportedPrimitiveError, match="'while'.*trip count depends on the input"):
         jaxlift.attribute(fn, None, x, r)
 
 
