@@ -73,12 +73,12 @@ _RNN_DRAWS = dict(spec=rnn_specs(), mode=st.sampled_from(MODES),
                   target_kind=st.sampled_from(["index", "softmax"]))
 
 
-@settings(max_examples=3, deadline=None, derandomize=True)
+@settings(max_examples=2, deadline=None, derandomize=True)
 @given(**_RNN_DRAWS)
 def test_rnn_summation_to_delta_float64(spec, mode, target_kind):
     """Through ``scan`` (LSTM/GRU/gated cells, reversed, unrolled), ``fori_loop`` and a live
     ``lax.cond``: |ΣC − Δt| ≤ 1e-10·(1 + |Δt|) in float64. Each draw compiles a loop (seconds),
-    so the default run takes three; the slow run forty."""
+    so the default run takes two; the slow run forty."""
     _rnn_case(spec, mode, target_kind)
 
 

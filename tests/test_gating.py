@@ -76,7 +76,8 @@ def _zero_bias(p):
 
 
 @pytest.mark.parametrize("cell,mode", [
-    (lstm, "rescale"), (gru, "reveal_cancel"),
+    (lstm, "rescale"),
+    pytest.param(gru, "reveal_cancel", marks=pytest.mark.slow),
     pytest.param(lstm, "reveal_cancel", marks=pytest.mark.slow),
     pytest.param(gru, "rescale", marks=pytest.mark.slow)])
 def test_gate_as_weight_through_a_scanned_cell(x64, cell, mode):

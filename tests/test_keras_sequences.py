@@ -132,7 +132,7 @@ def test_forward_matches_keras(zoo, name):
     _close(model.apply(variables, x), y)
 
 
-@pytest.mark.parametrize("name", ["rnn_stack", "attention"])
+@pytest.mark.parametrize("name", ["rnn_stack", pytest.param("attention", marks=pytest.mark.slow)])
 def test_round_trip_through_keras(zoo, name, tmp_path):
     path, kmodel, x, y = zoo[name]
     model, variables = load_keras_h5(path)
