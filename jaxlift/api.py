@@ -184,7 +184,9 @@ def _tree_finite(tree):
     for leaf in jax.tree_util.tree_leaves(tree):
         dtype = leaf.dtype  # traced: every leaf has one; PRNG keys have an extended dtype
         if jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating):
-            ok = ok & jnp.all(jnp.isfinite(leaf))
+            # v·0 is 0 for finite v and NaN for NaN/Inf, so the sum is NaN iff one is: one
+            # fused multiply-add pass, which XLA:CPU runs ~3× faster than all(isfinite(v))
+            ok = ok & jnp.isfinite(jnp.sum(leaf * jnp.zeros((), leaf.dtype)))
     return ok
 
 
@@ -536,7 +538,7 @@ def _inputs_per_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh,
     devices = tuple(mesh.devices.flat) if mesh is not None else (jax.devices()[0],)
     return memoized(_chunk_plan, fn, target, shapes, n, k, rows_per_pair, devices,
                     (chunking.CPU_CHUNK_BYTES, chunking.MIN_CACHED_PAIRS,
-                     chunking.MEMORY_FRACTION))
+                     chunking.MEMORY_FRACTION, chunking.ONE_CHUNK_FACTOR))
 
 
 @functools.lru_cache(maxsize=256)
