@@ -110,6 +110,15 @@ def test_check_finite_false_skips_the_input_check_but_still_refuses_nan_scores()
         jaxlift.attribute(mlp, p, bad, refs, target=0)
 
 
+def test_a_first_call_on_nan_inputs_without_finite_checks_refuses_the_nan_scores():
+    def fresh(p, xb):  # never seen: the batch-independence check runs on these NaN inputs
+        return mlp(p, xb) + 0.0
+    p, x, refs = data(5)
+    with pytest.raises(NonFiniteScoresError, match="target is NaN or Inf at the input"):
+        jaxlift.attribute(fresh, p, x.at[1, 0].set(jnp.nan), refs, target=0,
+                          check_finite=False)
+
+
 def test_non_finite_scores_from_finite_inputs_still_name_the_primitive():
     fn = lambda p, xb: jnp.where(xb[:, 0] > 0, 1.0, 0.0) * 1e3 + xb[:, 1]  # noqa: E731
     x = jnp.array([[1.5e-38, 1.0]], jnp.float32)
