@@ -158,6 +158,59 @@ def captum_time(net, x, refs, target, method, repeats, batch=512, steps=50):
     return statistics.median(times)
 
 
+def torch_grad_time(net, x, refs, target, repeats, batch) -> tuple[float, str]:
+    """torch autograd's gradient of the target w.r.t. the input over the same N×K pairs (each
+    pair at its input, like the ``jax.grad`` floor), in batches of ``batch`` pairs, on CUDA when
+    torch has it: ``(median seconds, device)``."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(os.cpu_count() or 1)
+    net = net.to(device)
+    k = refs.shape[0]
+    xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy(), device=device)
+    pairs = xt.repeat_interleave(k, 0)
+
+    def run():
+        out = []
+        for s in range(0, pairs.shape[0], batch):
+            xb = pairs[s:s + batch].clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(net(xb)[:, target].sum(), xb)
+            out.append(g)
+        res = torch.cat(out)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return res
+
+    run()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), device
+
+
+def precision_rows(fn, variables, x, refs, target, repeats) -> list[str]:
+    """Per ``precision``: the relative completeness gap per pair (``jaxlift.flag_gaps``: median
+    and max over the N×K pairs, and how many exceed 1e-4) and the time of ``rescale``. On a CPU
+    both precisions are exact float32; on a recent NVIDIA GPU ``"default"`` runs TF32."""
+    rows = ["| precision | median gap | max gap | pairs over 1e-4 | rescale median (s) | "
+            "time ÷ default |", "|---|---|---|---|---|---|"]
+    base = None
+    for precision in ("default", "highest"):
+        c, d = jaxlift.attribute(fn, variables, x, refs, target=target, average_refs=False,
+                                 return_delta=True, precision=precision)
+        gap, over = jaxlift.flag_gaps(c, d, threshold=1e-4)
+        gap = np.asarray(gap)
+        t, _ = timed(lambda: jaxlift.attribute(fn, variables, x, refs, target=target,
+                                               precision=precision), repeats)
+        base = t if base is None else base
+        rows.append(f"| {precision} | {np.median(gap):.1e} | {gap.max():.1e} | "
+                    f"{int(np.sum(over))} of {gap.size} | {t:.3f} | {t / base:.2f} |")
+    return rows
+
+
 def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_net):
     kx, kr = jax.random.split(jax.random.PRNGKey(1))
     x = jax.random.uniform(kx, (n,) + shape)
@@ -189,6 +242,9 @@ def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_
                                              (4, 16) if big else (256, 512, 2048))
         out["captum_ig50"] = captum_best(torch_net, x, refs, target, "ig",
                                          (8,) if big else (512,))
+    if torch_net is not None:
+        out["torch_grad"] = torch_grad_time(torch_net, x, refs, target, repeats,
+                                            4 * chunk if x.shape[1] > 64 else 512)
     rows = [f"### {name}: N = {n} inputs × K = {k} references = {n * k} pairs, target {target}",
             "", f"jaxlift's `batch_size=\"auto\"` runs chunks of {chunk} pairs here.", "",
             "| method | median (s) | first call incl. compile (s) | ratio |", "|---|---|---|---|",
@@ -196,6 +252,10 @@ def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_
             f"{t_whole / t_grad:.2f}× floor |",
             f"| jax.grad over the N×K pairs, chunks of {chunk} | {t_chunked:.3f} | "
             f"{c_chunked:.2f} | {t_chunked / t_grad:.2f}× floor |"]
+    if "torch_grad" in out:
+        t_tg, dev = out["torch_grad"]
+        rows.append(f"| torch autograd gradient over the N×K pairs ({dev}) | {t_tg:.3f} | – | "
+                    f"{t_tg / t_grad:.2f}× floor |")
     for mode in ("rescale", "reveal_cancel", "genomics_default"):
         t, c = out[mode]
         rows.append(f"| jaxlift {mode} | {t:.3f} | {c:.2f} | **{t / t_grad:.2f}× grad** |")
@@ -210,6 +270,10 @@ def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_
                     f"{t_dl:.3f} | – | **jaxlift rescale is {t_dl / t_r:.1f}× faster** |")
         rows.append(f"| Captum IntegratedGradients (50 steps, batches of {b_ig}) | {t_ig:.3f} | "
                     f"– | {t_ig / t_r:.1f}× jaxlift rescale |")
+    rows += ["", f"Completeness gap per precision ({name.split(' (')[0]}, "
+             "`jaxlift.flag_gaps` of `average_refs=False` scores: |ΣC − Δt| / max(Σ|C|, |Δt|) "
+             "per pair):", ""]
+    rows += precision_rows(fn, variables, x, refs, target, repeats)
     return rows + [""]
 
 
@@ -273,33 +337,45 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", default="auto",
                     help='pairs per chunk in the scaling runs (default "auto")')
     ap.add_argument("--out", default=str(RESULTS / "BENCH.md"))
+    ap.add_argument("--n-mnist", type=int, help="MNIST inputs (default 1024, 256 --quick)")
+    ap.add_argument("--no-cats", action="store_true", help="skip the cats-vs-dogs CNN")
+    ap.add_argument("--no-torch", action="store_true",
+                    help="no torch rows (Captum, torch autograd)")
+    ap.add_argument("--scaling-points", help="comma-separated pair counts for the scaling table "
+                    "(default 1,…,10⁵; 10⁶ too on a GPU); 'none' skips it")
     args = ap.parse_args(argv)
     if args.scaling_point:
         print(json.dumps(scaling_point(args.scaling_point, args.batch_size)))
         return
-    captum = not args.no_captum
+    captum = not (args.no_captum or args.no_torch)
     n_mnist, n_cats = (256, 4) if args.quick else (1024, 8)
+    n_mnist = args.n_mnist or n_mnist
     gpu = jax.devices()[0].platform != "cpu"
     points = [1, 100, 10_000] if args.quick else [1, 10, 100, 1_000, 10_000, 100_000]
     if gpu and not args.quick:
         points.append(1_000_000)
+    if args.scaling_points:
+        points = ([] if args.scaling_points == "none"
+                  else [int(p) for p in args.scaling_points.split(",")])
     t_start = time.perf_counter()
     fn, variables, shape = mnist_model()
     lines = ["# jaxlift benchmark", "",
              f"Machine: {platform.machine()} {platform.processor() or 'CPU'}, {os.cpu_count()} "
              f"cores, jax {jax.__version__} on {jax.devices()[0].platform}; medians of "
              f"{args.repeats} runs after warm-up, every ratio measured in this one run. "
-             "Command: `python experiments/bench.py" + (" --quick" if args.quick else "") + "`.",
+             "Command: `python experiments/bench.py " + " ".join(sys.argv[1:] if argv is None
+                                                                  else argv) + "`.",
              ""]
     lines += model_rows("MNIST CNN (DESIGN §6, 239,594 parameters)", fn, variables, shape,
                         n_mnist, 8, 3, args.repeats, captum,
-                        torch_port(variables, "mnist") if captum else None)
-    if (CATS / "model.h5").exists():
+                        None if args.no_torch else torch_port(variables, "mnist"))
+    if (CATS / "model.h5").exists() and not args.no_cats:
         cfn, cvars, cshape = cats_model()
         lines += model_rows("cats-vs-dogs CNN (Keras 2.13 model, 256×256×1)", cfn, cvars, cshape,
                             n_cats, 2, 0, args.repeats, captum,
-                            torch_port(cvars, "cats") if captum else None)
-    lines += scaling_rows(points, args.batch_size)
+                            None if args.no_torch else torch_port(cvars, "cats"))
+    if points:
+        lines += scaling_rows(points, args.batch_size)
     if gpu:
         lines += ["## GPU", "", f"Run on {jax.devices()[0].device_kind}; the scaling table's "
                   "last row gives pairs per second at 10⁶ pairs (1 / ms per pair × 1000).", ""]

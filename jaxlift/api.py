@@ -14,6 +14,7 @@ Shapes (for each leaf of the pytree ``x``, with ``S`` an example's shape):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any, Callable
@@ -28,7 +29,7 @@ from jaxlift._ops import difference, mean_axis
 from jaxlift.errors import NonFiniteScoresError
 from jaxlift.interpreter import GATINGS, MAX_MODES, MODES, Config
 from jaxlift.program import MARKER_PREFIX, build_program
-from jaxlift.validation import check_examples_independent, check_target
+from jaxlift.validation import check_examples_independent, check_target, signature
 
 # ---------------------------------------------------------------------------------------------
 # Layer markers ("find_scores_layer" of the original deeplift)
@@ -177,11 +178,29 @@ def _all_finite(res, delta):
     return ok
 
 
+def _tree_finite(tree):
+    """Whether every float (or complex) leaf of ``tree`` is free of NaN/Inf (other leaves —
+    integers, PRNG keys, flags in a model's state — are not checked); one scalar bool."""
+    ok = jnp.asarray(True)
+    for leaf in jax.tree_util.tree_leaves(tree):
+        dtype = leaf.dtype  # traced: every leaf has one; PRNG keys have an extended dtype
+        if jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating):
+            # v·0 is 0 for finite v and NaN for NaN/Inf, so the sum is NaN iff one is: one
+            # fused multiply-add pass, which XLA:CPU runs ~3× faster than all(isfinite(v))
+            ok = ok & jnp.isfinite(jnp.sum(leaf * jnp.zeros((), leaf.dtype)))
+    return ok
+
+
+FLAG_NAMES = ("scores", "x", "refs", "params")  # the order of _compute's finite flags
+
+
 def _compute(params, x, refs, ref_values=None, *, fn, target, config, what, layer_name,
-             per_input_refs, average):
-    """Scores of N inputs × K references, ``Δt``, and whether all of them are finite;
-    ``ref_values`` (from :func:`_reference_side`, shared references only) holds the references'
-    forward pass, computed once for all chunks."""
+             per_input_refs, average, check_inputs=False):
+    """Scores of N inputs × K references, ``Δt``, and finite flags ``[scores and Δt, x, refs,
+    params]`` (one bool array; the inputs' flags are computed in the same program when
+    ``check_inputs``, else ``True``), so that checking them costs no dispatch and no host sync
+    before the result; ``ref_values`` (from :func:`_reference_side`, shared references only)
+    holds the references' forward pass, computed once for all chunks."""
     program, _ = build_program(_per_example(fn, target), params, _example_structs(x, True))
     if ref_values is not None and set(ref_values) != program.live_values():
         raise RuntimeError("jaxlift internal error: the references' forward values do not match "
@@ -199,7 +218,9 @@ def _compute(params, x, refs, ref_values=None, *, fn, target, config, what, laye
     over_refs = jax.vmap(pair, in_axes=(None, None, 0, hoisted))
     over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None))
     res, delta = over_pairs(fixed, x_leaves, r_leaves, ref_values)
-    finite = _all_finite(res, delta)
+    inputs_ok = ([_tree_finite(x), _tree_finite(refs), _tree_finite(params)] if check_inputs
+                 else [jnp.asarray(True)] * 3)
+    finite = jnp.stack([_all_finite(res, delta), *inputs_ok])
     if layer_name is not None:
         res = [_squeeze_batch_axis(r, 2 + all_targets) for r in res]
     if average:
@@ -240,14 +261,30 @@ def _squeeze_batch_axis(r, axis: int):
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_jit(fn, target, config, what, layer_name, per_input_refs, average):
+def _cached_jit(fn, target, config, what, layer_name, per_input_refs, average,
+                precision="default", check_inputs=False):
+    """One jitted program per key. ``precision`` is part of the key (and the program is traced
+    and run under :func:`precision_context`, which JAX's own cache also keys on), so the
+    default and ``"highest"`` programs never share a compilation."""
     return jax.jit(functools.partial(
         _compute, fn=fn, target=target, config=config, what=what, layer_name=layer_name,
-        per_input_refs=per_input_refs, average=average))
+        per_input_refs=per_input_refs, average=average, check_inputs=check_inputs))
 
 
 def _compiled(*key):
     return memoized(_cached_jit, *key)
+
+
+def _lowered_text(fn, params, x, refs, *, target=None, mode="rescale", what="contributions",
+                  precision="default", check_inputs=True) -> str:
+    """The StableHLO text of the one-chunk program ``attribute`` compiles for these arguments
+    (shared references ``(K, *S)``), traced under :func:`precision_context` as a call is: for
+    inspecting what a precision choice compiles to."""
+    check_precision(precision)
+    run = _cached_jit(fn, target, Config(mode=mode), what, None, False, True, precision,
+                      check_inputs)
+    with precision_context(precision):
+        return run.lower(params, x, refs).as_text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,15 +341,34 @@ def _validate(x, refs) -> tuple[int, int, bool]:
                 f"refs of shape {rs} do not fit x of shape {xs}: expected (K, {', '.join(map(str, xs[1:]))}) "
                 f"references shared by all inputs or ({n}, K, {', '.join(map(str, xs[1:]))}) "
                 "references per input")
-        if jnp.result_type(xl) != jnp.result_type(rl):
-            raise ValueError(f"refs dtype {jnp.result_type(rl)} differs from x dtype "
-                             f"{jnp.result_type(xl)}; cast them, e.g. refs.astype(x.dtype)")
+        if xl.dtype != rl.dtype:  # both arrays (chunking.host_arrays), canonical dtypes
+            raise ValueError(f"refs dtype {rl.dtype} differs from x dtype {xl.dtype}; cast "
+                             "them, e.g. refs.astype(x.dtype)")
     if len(layouts) != 1 or len(ks) != 1:
         raise ValueError("all leaves of refs must use the same layout and number of references K")
     (k,) = ks
     if k == 0:
         raise ValueError("refs is an empty batch (K = 0); pass at least one reference")
     return n, k, layouts.pop()
+
+
+PRECISIONS = ("default", "highest")
+
+
+def check_precision(precision) -> None:
+    if not (isinstance(precision, str) and precision in PRECISIONS):
+        raise ValueError(f"unknown precision {precision!r}; choose \"default\" (JAX's default "
+                         "matmul precision: fast, TF32 float32 convolutions and dots on recent "
+                         "NVIDIA GPUs) or \"highest\" (exact float32)")
+
+
+def precision_context(precision: str):
+    """The context a program is traced and run under: nothing for ``"default"`` (JAX's setting,
+    the user's own ``jax.default_matmul_precision`` included), ``jax.default_matmul_precision(
+    "highest")`` for ``"highest"`` (every dot and convolution at full float32)."""
+    if precision == "highest":
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
 
 
 def _check_options(mode: str, max_mode: str, gating: str) -> None:
@@ -330,8 +386,9 @@ def _check_options(mode: str, max_mode: str, gating: str) -> None:
 
 def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batch_size,
          layer_name, key, progress, return_delta, check_finite, mode_options=None, mesh=None,
-         gating="shapley"):
+         gating="shapley", precision="default"):
     check_target(target)
+    check_precision(precision)
     if mode in baselines.MODES and gating != "shapley":
         raise ValueError(f"gating= chooses a DeepLIFT rule ({', '.join(MODES)}); mode {mode!r} "
                          "has no gating rule")
@@ -340,42 +397,68 @@ def _run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, bat
                          "runs on one device")
     _check_batch_size(batch_size)
     if mode in baselines.MODES:  # gradient / IG / perturbation modes (jaxlift.baselines)
-        return baselines.run(what, fn, params, x, refs, target=target, mode=mode,
-                             mode_options=mode_options, average_refs=average_refs,
-                             batch_size=batch_size, layer_name=layer_name, key=key,
-                             progress=progress, return_delta=return_delta,
-                             check_finite=check_finite)
+        with precision_context(precision):
+            return baselines.run(what, fn, params, x, refs, target=target, mode=mode,
+                                 mode_options=mode_options, average_refs=average_refs,
+                                 batch_size=batch_size, layer_name=layer_name, key=key,
+                                 progress=progress, return_delta=return_delta,
+                                 check_finite=check_finite)
     if mode_options:
         raise ValueError(f"mode {mode!r} takes no mode_options (got {sorted(mode_options)})")
     _check_options(mode, max_mode, gating)
     x, refs, n, k, per_input = _inputs(x, refs, key)
     concrete = _is_concrete((params, x, refs))
-    if check_finite and concrete:
-        _check_finite("x", x)
-        _check_finite("refs", refs)
-        _check_finite("params", params)
+    # The inputs' finite check runs inside the compiled program (no host sync before the
+    # result); its flags are read with the scores' flag once the result is there.
+    check_inputs = bool(check_finite and concrete)
+    shapes = (signature(params), signature(x, drop_leading=True)) if concrete else None
     if concrete:
-        check_examples_independent(fn, params, x, refs, n=n, per_input_refs=per_input)
+        try:
+            check_examples_independent(fn, params, x, refs, n=n, per_input_refs=per_input,
+                                       shapes_key=shapes)
+        except ValueError:  # a NaN input makes fn's outputs differ: name the NaN instead
+            if check_inputs:
+                _check_inputs_finite(x, refs, params)
+            raise
     config = Config(mode=mode, max_mode=max_mode, gating=gating)
-    run, finite_flags = _recording_finite(
-        _compiled(fn, target, config, what, layer_name, per_input, average_refs))
-    chunk = _inputs_per_chunk(batch_size, fn, target, params, x, n, k, mesh)
+    run, finite_flags = _recording_finite(_compiled(
+        fn, target, config, what, layer_name, per_input, average_refs, precision, check_inputs))
+    chunk = _inputs_per_chunk(batch_size, fn, target, params, x, n, k, mesh, shapes=shapes)
     if mesh is not None:  # every chunk splits evenly over the devices
         run, chunk = _sharded(run, mesh, per_input), -(-chunk // mesh.size) * mesh.size
-    if chunk == n:
-        res, delta = run(params, x, refs)
-    else:
-        if not per_input and mesh is None:  # run the shared references' forward pass once
-            run = _with_reference_values(run, _reference_values(fn, target, params, refs))
-        res, delta = _run_chunked(run, params, x, refs, n, chunk, per_input, progress)
-    if concrete and not all(bool(ok) for ok in finite_flags):
-        _refuse_non_finite(fn, params, x, refs, res, delta, target=target, config=config,
-                           layer_name=layer_name, per_input=per_input)
+    with precision_context(precision):
+        if chunk == n:  # one compiled dispatch: reference side, scores and finite checks
+            res, delta = run(params, x, refs)
+        else:
+            if not per_input and mesh is None:  # run the shared references' forward pass once
+                run = _with_reference_values(run, _reference_values(fn, target, params, refs))
+            res, delta = _run_chunked(run, params, x, refs, n, chunk, per_input, progress)
+        if concrete:
+            ok = _flags_on_host(finite_flags)
+            if not ok[1:].all():
+                _check_inputs_finite(x, refs, params)
+            if not ok[0]:
+                _refuse_non_finite(fn, params, x, refs, res, delta, target=target,
+                                   config=config, layer_name=layer_name, per_input=per_input)
     return (res, delta) if return_delta else res
 
 
+def _check_inputs_finite(x, refs, params) -> None:
+    """Raise the ``ValueError`` naming the first of x, refs, params with a NaN or Inf."""
+    _check_finite("x", x)
+    _check_finite("refs", refs)
+    _check_finite("params", params)
+
+
+def _flags_on_host(flags) -> np.ndarray:
+    """The finite flags of every chunk (:data:`FLAG_NAMES`), and-ed, read in one transfer."""
+    if len(flags) == 1:
+        return np.asarray(flags[0])
+    return np.logical_and.reduce(np.stack(jax.device_get(flags)), axis=0)
+
+
 def _recording_finite(run):
-    """``run`` returning ``(scores, Δt)``, with each call's all-finite flag kept in a list."""
+    """``run`` returning ``(scores, Δt)``, with each call's finite flags kept in a list."""
     flags: list = []
 
     def run_and_record(*args):
@@ -396,7 +479,8 @@ def _inputs(x, refs, key):
                     jax.random.PRNGKey(0) if key is None else key)
     refs = chunking.host_arrays(refs)
     n, k, per_input = _validate(x, refs)
-    if not per_input:
+    if not per_input and not all(isinstance(l, (jax.Array, jax.core.Tracer))
+                                 for l in jax.tree_util.tree_leaves(refs)):
         refs = jax.tree_util.tree_map(jnp.asarray, refs)
     return x, refs, n, k, per_input
 
@@ -415,12 +499,6 @@ def _example_structs(tree, drop_leading: bool):
     return jax.tree_util.tree_map(
         lambda l: jax.ShapeDtypeStruct(jnp.shape(l)[1:] if drop_leading else jnp.shape(l),
                                        jnp.result_type(l)), tree)
-
-
-def _structs_key(structs) -> tuple:
-    """A hashable key that rebuilds ``structs`` (see :func:`_structs_of`)."""
-    leaves, treedef = jax.tree_util.tree_flatten(structs)
-    return treedef, tuple((l.shape, l.dtype) for l in leaves)
 
 
 def _structs_of(key):
@@ -442,22 +520,35 @@ def _pair_bytes(fn, target, params_structs, x_structs) -> int:
 
 
 def _inputs_per_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh,
-                      rows_per_pair: int = 1) -> int:
+                      rows_per_pair: int = 1, shapes: tuple | None = None) -> int:
     """Inputs per compiled chunk: ``batch_size`` pairs, everything (``None``), or sized from
     memory (``"auto"``, see :mod:`jaxlift.chunking`; a pair that runs ``fn`` on
     ``rows_per_pair`` points, like integrated gradients' steps, counts as that many pairs).
     Traced inputs (``attribute`` inside ``jit``/``vmap``/``grad``) run as one chunk: a Python
-    loop would unroll into the trace."""
+    loop would unroll into the trace. The ``"auto"`` plan is cached per (fn, target, shapes,
+    N, K, devices): the free memory it reads is the one at the first call for those shapes.
+    ``shapes`` is ``(signature(params), signature(x, drop_leading=True))`` if the caller has it."""
     if batch_size is None:
         return n
     if not (isinstance(batch_size, str) and batch_size == "auto"):
         return min(n, max(1, int(batch_size) // k))
-    if not _is_concrete((params, x)):
-        return n
-    nbytes = memoized(_pair_bytes_cached, fn, target,
-                      _structs_key(_example_structs(params, False)),
-                      _structs_key(_example_structs(x, True)))
-    devices = list(mesh.devices.flat) if mesh is not None else jax.devices()[:1]
+    if shapes is None:
+        if not _is_concrete((params, x)):
+            return n
+        shapes = signature(params), signature(x, drop_leading=True)
+    devices = tuple(mesh.devices.flat) if mesh is not None else (jax.devices()[0],)
+    return memoized(_chunk_plan, fn, target, shapes, n, k, rows_per_pair, devices,
+                    (chunking.CPU_CHUNK_BYTES, chunking.MIN_CACHED_PAIRS,
+                     chunking.MEMORY_FRACTION, chunking.ONE_CHUNK_FACTOR))
+
+
+@functools.lru_cache(maxsize=256)
+def _chunk_plan(fn, target, shapes, n: int, k: int, rows_per_pair: int, devices,
+                constants) -> int:
+    """``_inputs_per_chunk`` for ``"auto"``; ``constants`` (the tunables of
+    :mod:`jaxlift.chunking`) are in the key so that changing them re-plans."""
+    params_key, x_key = shapes
+    nbytes = memoized(_pair_bytes_cached, fn, target, params_key, x_key)
     per_device = chunking.inputs_per_chunk(
         math.ceil(n / len(devices)), k * rows_per_pair, nbytes, devices[0].platform,
         chunking.free_memory_bytes(devices[0]))
@@ -556,7 +647,8 @@ _DOC_ARGS = """
       progress: a progress bar over chunks: ``True`` always, ``False`` never, ``None`` (the
         default) on a terminal for runs longer than two seconds.
       return_delta: also return ``Δt = t(x) − t(r)`` (averaged like the result).
-      check_finite: refuse NaN/Inf in x, refs and params (when they are concrete).
+      check_finite: refuse NaN/Inf in x, refs and params (when they are concrete). The check
+        runs inside the compiled program and is read with the result: no extra dispatch.
       mesh: a ``jax.sharding.Mesh``: split the inputs over all its devices (DeepLIFT modes);
         N is padded to a multiple of the device count. Results equal the one-device run.
       mode_options: options of a baseline mode (``steps``/``method`` for integrated
@@ -567,6 +659,11 @@ _DOC_ARGS = """
         or ``"gate_as_weight"`` (Arras et al. 2017: ``m_s = g``, ``m_g = 0``; misses
         ``s0·Δg`` of each product's difference, so scores do not sum to delta where the
         reference's signal is non-zero: compare with ``return_delta=True``).
+      precision: ``"default"`` follows JAX's matmul precision (fast; float32 convolutions and
+        dots run in TF32 on recent NVIDIA GPUs, so scores miss Δt by ~1e-5 of Σ|C|);
+        ``"highest"`` compiles the whole program under
+        ``jax.default_matmul_precision("highest")`` (exact float32, several times slower on
+        such GPUs). On the CPU both are exact float32. See :func:`jaxlift.flag_gaps`.
 """
 
 
@@ -575,7 +672,8 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
               batch_size: int | str | None = "auto", layer: str | None = None,
               key: jax.Array | None = None, progress: bool | None = None,
               return_delta: bool = False, check_finite: bool = True,
-              mode_options: dict | None = None, mesh=None, gating: str = "shapley"):
+              mode_options: dict | None = None, mesh=None, gating: str = "shapley",
+              precision: str = "default"):
     """DeepLIFT contribution scores ``C(Δx_i → Δt)`` of every input feature.
 
     Summation-to-delta: ``Σ_i C_i = t(x) − t(r)`` for each pair (and on average over
@@ -585,7 +683,7 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
                 check_finite=check_finite, mode_options=mode_options, mesh=mesh,
-                gating=gating)
+                gating=gating, precision=precision)
 
 
 def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
@@ -593,7 +691,8 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 batch_size: int | str | None = "auto", layer: str | None = None,
                 key: jax.Array | None = None, progress: bool | None = None,
                 return_delta: bool = False, check_finite: bool = True,
-                mode_options: dict | None = None, mesh=None, gating: str = "shapley"):
+                mode_options: dict | None = None, mesh=None, gating: str = "shapley",
+              precision: str = "default"):
     """DeepLIFT multipliers ``m_i = C(Δx_i → Δt)/Δx_i`` (the contribution per unit of
     difference-from-reference), shaped like :func:`attribute`'s result.
 
@@ -603,7 +702,7 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
                 check_finite=check_finite, mode_options=mode_options, mesh=mesh,
-                gating=gating)
+                gating=gating, precision=precision)
 
 
 attribute.__doc__ += _DOC_ARGS

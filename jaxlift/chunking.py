@@ -9,7 +9,11 @@ example (T = 1, or the number of outputs with ``target="all"``, whose multiplier
   as fast per pair as one big batch (measured in ``experiments/bench.py``), so chunks aim at
   ``CPU_CHUNK_BYTES``. Pairs bigger than ``CPU_CHUNK_BYTES / MIN_CACHED_PAIRS`` (a 256×256 image
   CNN) gain nothing from smaller chunks, each of which re-runs the references' forward pass, so
-  there the chunk only keeps memory bounded.
+  there the chunk only keeps memory bounded. A run of up to ``ONE_CHUNK_FACTOR`` times
+  ``CPU_CHUNK_BYTES`` runs at once: split, it would give chunks of at least half the target
+  for an extra dispatch and an extra forward pass of the references (MNIST CNN, 64×8 pairs,
+  68 MB: two chunks took 1.13×, one 0.99× the time of the same call inside ``jax.jit``;
+  ``experiments/bench_dispatch.py``).
 * On accelerators, a chunk takes at most a quarter of the device's free memory.
 
 Everything here is a pure function of shapes and the machine; results never depend on the chunk.
@@ -36,6 +40,7 @@ from jaxlift.program import Program
 CPU_CHUNK_BYTES = 64 * 2**20
 MIN_CACHED_PAIRS = 64  # cache-sized chunks only for pairs that small
 MEMORY_FRACTION = 4  # a chunk may use 1/MEMORY_FRACTION of the free host or device memory
+ONE_CHUNK_FACTOR = 2  # on the CPU, up to this many CPU_CHUNK_BYTES run as one chunk
 
 
 def pair_bytes(program: Program, targets: int = 1) -> int:
@@ -72,7 +77,8 @@ def inputs_per_chunk(n: int, k: int, pair_nbytes: int, platform: str, free_bytes
     holds about the same number of inputs (the last one is padded to the same shape)."""
     per_input = max(1, pair_nbytes * k)
     cap = max(1, free_bytes // MEMORY_FRACTION // per_input)
-    if platform == "cpu" and pair_nbytes * MIN_CACHED_PAIRS <= CPU_CHUNK_BYTES:
+    if (platform == "cpu" and pair_nbytes * MIN_CACHED_PAIRS <= CPU_CHUNK_BYTES
+            and n * per_input > ONE_CHUNK_FACTOR * CPU_CHUNK_BYTES):
         cap = min(cap, max(1, CPU_CHUNK_BYTES // per_input))
     if cap >= n:
         return n

@@ -456,7 +456,8 @@ class Result:
 
 def explain(loaded: LoadedModel, x: np.ndarray, refs: np.ndarray, spec: TargetSpec, *,
             mode: str, layer: str | None = None, batch_size: int | None = None,
-            progress: bool = False, logits: np.ndarray | None = None) -> Result:
+            progress: bool = False, logits: np.ndarray | None = None,
+            precision: str = "default") -> Result:
     """DeepLIFT scores of ``x`` against ``refs`` for the target ``spec``."""
     import jaxlift
 
@@ -465,7 +466,7 @@ def explain(loaded: LoadedModel, x: np.ndarray, refs: np.ndarray, spec: TargetSp
     logits = predict(loaded, x, batch_size or 64) if logits is None else logits
     run = functools.partial(jaxlift.attribute, fn, loaded.variables, mode=mode, layer=layer,
                             batch_size=batch_size or "auto", progress=progress,
-                            return_delta=True)
+                            return_delta=True, precision=precision)
     n = len(x)
     if spec.kind == "index":
         s, d = run(x, refs, target=spec.a)
@@ -676,7 +677,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"jaxlift demo: DeepLIFT ({args.mode}) on {len(x)} MNIST test digits, a small CNN "
           "shipped with jaxlift (98.3% test accuracy),\n"
           "explaining each digit's predicted-class logit against the all-black (zero) reference.")
-    result = explain(loaded, x, refs, TargetSpec("pred"), mode=args.mode)
+    result = explain(loaded, x, refs, TargetSpec("pred"), mode=args.mode,
+                     precision=args.precision)
     gap = summation_gap(result.scores, result.delta)
     cls = result.targets
     probs = probabilities(result.logits)
@@ -727,7 +729,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         f"{len(batch.x)} input(s); references: {ref_text}; mode {args.mode}; "
         f"target {args.target}" + (f"; layer {args.layer}" if args.layer else ""))
     result = explain(loaded, batch.x, refs, args.target, mode=args.mode, layer=args.layer,
-                     batch_size=args.batch_size, progress=not args.quiet)
+                     batch_size=args.batch_size, progress=not args.quiet,
+                     precision=args.precision)
     gap = summation_gap(result.scores, result.delta)
     say(_format_table(batch.names, result, gap))
     say(f"summation-to-delta: max |Σ scores − Δ| = {gap.max():.2e}")
@@ -790,6 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DeepLIFT rule for nonlinearities (default: reveal_cancel)")
     d.add_argument("--n", type=_int_in(1, 100), default=5, metavar="N",
                    help="how many digits, 1-100 (default: 5)")
+    _add_precision(d)
     d.set_defaults(func=cmd_demo)
 
     a = sub.add_parser(
@@ -835,6 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "are rendered: a new DIR appears with all of them at once; in an "
                         "existing DIR they replace the files of the same names and other "
                         "files are left as they are")
+    _add_precision(a)
     a.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar or summary (errors are still reported)")
     a.set_defaults(func=cmd_attribute)
@@ -845,6 +850,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", metavar="MODEL.h5")
     i.set_defaults(func=cmd_info)
     return p
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    from jaxlift.api import PRECISIONS
+    parser.add_argument("--precision", choices=PRECISIONS, default="default",
+                        help="float32 matmul/convolution precision: default (JAX's: fast, TF32 "
+                             "on recent NVIDIA GPUs, sums miss delta by ~1e-5) or highest "
+                             "(exact float32, slower on such GPUs; the same on a CPU)")
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:

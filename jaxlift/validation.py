@@ -127,8 +127,14 @@ def _close(a, b) -> bool:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         return False
-    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
-    return bool(np.all(np.abs(a - b) <= rtol * scale + 1e-30))
+    # NaN/Inf where the other side has the same (a NaN input gives NaN outputs whether or not
+    # fn mixes examples: the finite checks, not this one, report it); scale from finite values
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    finite = np.isfinite(a) & np.isfinite(b)
+    scale = max(float(np.max(np.abs(np.where(finite, a, 0.0)), initial=0.0)),
+                float(np.max(np.abs(np.where(finite, b, 0.0)), initial=0.0)))
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(same | (finite & (np.abs(a - b) <= rtol * scale + 1e-30))))
 
 
 @functools.lru_cache(maxsize=256)
@@ -137,19 +143,37 @@ def _verdict(fn, key) -> list:
     return []
 
 
+def signature(tree, drop_leading: bool = False) -> tuple:
+    """A cheap hashable key of ``tree``'s structure and leaves' shapes and dtypes (without their
+    leading batch axis for ``drop_leading``): ``(treedef, ((shape, dtype), ...))``, the layout
+    :func:`jaxlift.api._structs_of` rebuilds. Reads ``.shape``/``.dtype`` directly (arrays,
+    tracers); other leaves (Python numbers) go through ``jnp.result_type``."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    sig = []
+    for l in leaves:
+        if isinstance(l, (jax.Array, jax.core.Tracer)):  # shape a tuple, dtype canonical
+            shape, dtype = l.shape, l.dtype
+        elif isinstance(l, np.ndarray):
+            shape, dtype = l.shape, jax.dtypes.canonicalize_dtype(l.dtype)
+        else:
+            shape, dtype = np.shape(l), jnp.result_type(l)
+        sig.append((shape[1:] if drop_leading else shape, dtype))
+    return treedef, tuple(sig)
+
+
 def _shapes_key(params, x) -> tuple:
-    p_leaves, p_tree = jax.tree_util.tree_flatten(params)
-    x_leaves, x_tree = jax.tree_util.tree_flatten(x)
-    return (p_tree, tuple((jnp.shape(l), jnp.result_type(l)) for l in p_leaves),
-            x_tree, tuple((jnp.shape(l)[1:], jnp.result_type(l)) for l in x_leaves))
+    return signature(params), signature(x, drop_leading=True)
 
 
 def check_examples_independent(fn: Callable, params, x, refs, *, n: int,
-                               per_input_refs: bool) -> None:
+                               per_input_refs: bool, shapes_key: tuple | None = None) -> None:
     """Once per (fn, shapes): ``fn`` takes a batch, returns a float batch, and treats each
     example on its own (``fn`` on ``[a, b]`` equals ``fn`` on ``[a]`` and on ``[b]`` to 1e-3 of
-    the outputs' size). ``refs`` may be ``None``. Raises ``ValueError`` naming what is wrong."""
-    cell = memoized(_verdict, fn, _shapes_key(params, x))
+    the outputs' size). ``refs`` may be ``None``. Raises ``ValueError`` naming what is wrong.
+    ``shapes_key`` (``_shapes_key(params, x)``, if the caller has it) saves flattening the trees
+    again: a cache hit is one dictionary look-up."""
+    key = _shapes_key(params, x) if shapes_key is None else shapes_key
+    cell = memoized(_verdict, fn, key)
     if cell:
         return
     a = _rows(x, slice(0, 1))

@@ -329,3 +329,15 @@ def test_memory_beyond_the_input_grows_like_the_output_only():
     growth, out_growth = big["extra"] - small["extra"], big["out"] - small["out"]
     assert growth <= 1.25 * out_growth, (small, big)
     assert big["extra"] <= 1.5 * big["out"], big
+
+
+def test_a_run_just_over_the_cpu_target_stays_one_chunk():
+    # 64 inputs × 8 refs of 140 kB pairs (the MNIST CNN): 68 MB, 7% over the 64 MB target; two
+    # chunks would add a dispatch and a reference pass for no cache gain
+    per_pair = 139_776
+    assert chunking.inputs_per_chunk(64, 8, per_pair, "cpu", 64 * 2**30) == 64
+    limit = chunking.ONE_CHUNK_FACTOR * chunking.CPU_CHUNK_BYTES // (8 * per_pair)
+    assert chunking.inputs_per_chunk(limit, 8, per_pair, "cpu", 64 * 2**30) == limit
+    c = chunking.inputs_per_chunk(limit + 1, 8, per_pair, "cpu", 64 * 2**30)
+    assert c * 8 * per_pair <= chunking.CPU_CHUNK_BYTES  # beyond it, cache-sized chunks
+    assert chunking.inputs_per_chunk(64, 8, per_pair, "cpu", 8 * 64 * per_pair) < 64  # memory

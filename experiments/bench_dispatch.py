@@ -1,0 +1,161 @@
+"""Dispatch overhead: ``jaxlift.attribute`` ÷ the same call inside the user's ``jax.jit``.
+
+Inside ``jax.jit`` the inputs are tracers, so ``attribute`` adds nothing at run time: the
+program is one compiled dispatch. Called directly it also validates the call, plans chunks,
+checks NaN/Inf and reads its flags; this bench measures what that costs, for the MNIST CNN of
+DESIGN §6 (``rescale``, target 3) at 1×1, 64×8 and 1024×8 (input, reference) pairs.
+
+Every ratio is measured in this one run with the two calls interleaved (call A, call B, call A,
+…) so that a loaded machine slows both alike; medians (and minima) over ``--repeats`` rounds
+after a warm-up. The rows:
+
+* ``attribute`` ÷ jit: the default call (``check_finite=True``, ``batch_size="auto"``);
+* ``attribute(check_finite=False)`` ÷ jit;
+* ``attribute(batch_size=None)`` ÷ jit: one chunk whatever the size (the jitted call is one
+  chunk too: a Python loop over chunks cannot run inside a trace).
+
+    python experiments/bench_dispatch.py [--repeats 30] [--sizes 1x1,64x8,1024x8] [--out FILE]
+
+Writes ``experiments/results/bench_dispatch.md``. ``--profile`` prints where the time goes in
+one direct call (``time.perf_counter`` around its pieces).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+import jaxlift
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import mnist_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+
+
+def interleaved(calls: dict, repeats: int) -> dict:
+    """``{name: [seconds, ...]}`` timing each call once per round, rounds interleaved."""
+    for f in calls.values():  # warm-up: compile, fill every cache
+        jax.block_until_ready(f())
+        jax.block_until_ready(f())
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, f in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f())
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def size_rows(fn, variables, shape, n, k, repeats):
+    x = jax.random.uniform(jax.random.PRNGKey(1), (n,) + shape)
+    refs = jax.random.uniform(jax.random.PRNGKey(2), (k,) + shape) * 0.2
+    jax.block_until_ready((x, refs))
+    jitted = jax.jit(lambda p, xb, rb: jaxlift.attribute(fn, p, xb, rb, target=3))
+    calls = {
+        "jit": lambda: jitted(variables, x, refs),
+        "attribute": lambda: jaxlift.attribute(fn, variables, x, refs, target=3),
+        "attribute, check_finite=False": lambda: jaxlift.attribute(
+            fn, variables, x, refs, target=3, check_finite=False),
+        "attribute, batch_size=None": lambda: jaxlift.attribute(
+            fn, variables, x, refs, target=3, batch_size=None),
+    }
+    times = interleaved(calls, repeats)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    low = {name: min(t) for name, t in times.items()}
+    rows = []
+    for name in calls:
+        if name == "jit":
+            rows.append(f"| {n}×{k} | `{name}` (the floor) | {1e3 * med[name]:.3f} | "
+                        f"{1e3 * low[name]:.3f} | 1 | 1 |")
+            continue
+        rows.append(f"| {n}×{k} | `{name}` | {1e3 * med[name]:.3f} | {1e3 * low[name]:.3f} | "
+                    f"**{med[name] / med['jit']:.3f}** | {low[name] / low['jit']:.3f} |")
+    return rows
+
+
+def profile(fn, variables, shape, n, k, repeats):
+    """Time the pieces of one direct call (the DeepLIFT path of ``jaxlift.api._run``)."""
+    from jaxlift import api
+    from jaxlift.interpreter import Config
+    from jaxlift.validation import check_examples_independent, signature
+    x = jax.random.uniform(jax.random.PRNGKey(1), (n,) + shape)
+    refs = jnp.zeros((k,) + shape)
+    jax.block_until_ready(jaxlift.attribute(fn, variables, x, refs, target=3))
+    pieces: dict = {}
+
+    def tick(name, t0):
+        pieces.setdefault(name, []).append(time.perf_counter() - t0)
+        return time.perf_counter()
+
+    for _ in range(repeats):
+        t = time.perf_counter()
+        xi, ri, n_, k_, per = api._inputs(x, refs, None)
+        t = tick("inputs + validate", t)
+        conc = api._is_concrete((variables, xi, ri))
+        shapes = signature(variables), signature(xi, drop_leading=True)
+        t = tick("concrete + shape signature", t)
+        check_examples_independent(fn, variables, xi, ri, n=n_, per_input_refs=per,
+                                   shapes_key=shapes)
+        t = tick("independence check (cache hit)", t)
+        run, flags = api._recording_finite(api._compiled(
+            fn, 3, Config(mode="rescale"), "contributions", None, per, True, "default", conc))
+        chunk = api._inputs_per_chunk("auto", fn, 3, variables, xi, n_, k_, None, shapes=shapes)
+        t = tick("compiled look-up + chunk plan", t)
+        if chunk == n_:
+            res, _ = run(variables, xi, ri)
+            t = tick("dispatch (one chunk)", t)
+        else:
+            ref_run = api._with_reference_values(
+                run, api._reference_values(fn, 3, variables, ri))
+            res, _ = api._run_chunked(ref_run, variables, xi, ri, n_, chunk, per, False)
+            t = tick(f"reference side + {-(-n_ // chunk)} chunks", t)
+        jax.block_until_ready(res)
+        t = tick("compute (wait)", t)
+        api._flags_on_host(flags)
+        tick("finite flags to host", t)
+    for name, ts in pieces.items():
+        print(f"{name:32s} {1e6 * statistics.median(ts):9.1f} µs")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--sizes", default="1x1,64x8,1024x8")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS / "bench_dispatch.md"))
+    args = ap.parse_args(argv)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    fn, variables, shape = mnist_model()
+    if args.profile:
+        for n, k in sizes:
+            print(f"--- {n}×{k} pairs")
+            profile(fn, variables, shape, n, k, args.repeats)
+        return
+    t0 = time.perf_counter()
+    lines = ["# jaxlift dispatch overhead: `attribute` ÷ the same call inside `jax.jit`", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
+             f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}); MNIST CNN "
+             f"(DESIGN §6), `rescale`, target 3; {args.repeats} interleaved rounds after "
+             "warm-up, every ratio from this one run. Command: `python "
+             f"experiments/bench_dispatch.py --repeats {args.repeats} --sizes {args.sizes}`.",
+             "", "| N×K pairs | call | median (ms) | min (ms) | ratio of medians | "
+             "ratio of minima |", "|---|---|---|---|---|---|"]
+    for n, k in sizes:
+        lines += size_rows(fn, variables, shape, n, k, args.repeats)
+    lines += ["", f"Total: {time.perf_counter() - t0:.0f} s.", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""One compiled dispatch per call (issue 16): the finite checks of x, refs and params run inside
+the compiled program and are read with the result; a repeated call of the same shapes does no
+tracing, no planning and no eager run of fn. Speed itself is measured in
+experiments/bench_dispatch.py, not here."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlift
+from jaxlift import api, chunking
+from jaxlift.errors import NonFiniteScoresError
+
+
+def mlp(p, xb):
+    return jnp.tanh(xb @ p["w"] + p["b"]) @ p["v"]
+
+
+def data(seed=0, n=4, k=3):
+    rng = np.random.default_rng(seed)
+    p = {"w": jnp.asarray(rng.normal(size=(5, 6)), jnp.float32),
+         "b": jnp.asarray(rng.normal(size=6), jnp.float32),
+         "v": jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)}
+    return (p, jnp.asarray(rng.normal(size=(n, 5)), jnp.float32),
+            jnp.asarray(rng.normal(size=(k, 5)), jnp.float32))
+
+
+def _spy(monkeypatch, reference_side=False):
+    """Record, in order, each run of a compiled DeepLIFT program, each host-side finite check
+    and each read of the finite flags; the reference side must not run separately."""
+    events = []
+    compiled = api._compiled
+
+    def counting_compiled(*key):
+        run = compiled(*key)
+
+        def counted(*args):
+            events.append("dispatch")
+            return run(*args)
+        return counted
+
+    check, flags = api._check_finite, api._flags_on_host
+    monkeypatch.setattr(api, "_compiled", counting_compiled)
+    monkeypatch.setattr(api, "_check_finite",
+                        lambda *a: (events.append("host check"), check(*a))[1])
+    monkeypatch.setattr(api, "_flags_on_host",
+                        lambda f: (events.append("flags"), flags(f))[1])
+    if not reference_side:
+        monkeypatch.setattr(api, "_reference_values",
+                            lambda *a: pytest.fail("the reference side ran as its own dispatch"))
+    return events
+
+
+@pytest.mark.parametrize("batch_size", ["auto", None, 12])
+def test_one_chunk_is_one_dispatch_then_one_flag_read(monkeypatch, batch_size):
+    p, x, refs = data()
+    expected = jaxlift.attribute(mlp, p, x, refs, target=1)
+    events = _spy(monkeypatch)
+    got = jaxlift.attribute(mlp, p, x + 1, refs, target=1, batch_size=batch_size)
+    assert events == ["dispatch", "flags"]
+    assert not np.allclose(got, expected)  # the new inputs were scored
+
+
+def test_chunks_read_every_flag_in_one_transfer(monkeypatch):
+    p, x, refs = data(n=5)
+    events = _spy(monkeypatch, reference_side=True)
+    whole = jaxlift.attribute(mlp, p, x, refs, target=0, batch_size=None)
+    events.clear()
+    chunked = jaxlift.attribute(mlp, p, x, refs, target=0, batch_size=6)  # 2 inputs a chunk
+    assert events == ["dispatch"] * 3 + ["flags"]
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("where", ["x", "refs", "params"])
+@pytest.mark.parametrize("batch_size", ["auto", 3])
+def test_non_finite_inputs_are_named_after_the_compiled_run(monkeypatch, where, batch_size):
+    p, x, refs = data(1)
+    jaxlift.attribute(mlp, p, x, refs, target=0)  # shapes seen: the independence check passed
+    if where == "x":
+        x = x.at[2, 1].set(jnp.nan)
+    elif where == "refs":
+        refs = refs.at[0, 0].set(jnp.inf)
+    else:
+        p = {**p, "b": p["b"].at[3].set(-jnp.inf)}
+    events = _spy(monkeypatch) if batch_size == "auto" else []
+    pattern = r"params\['b'\] contains 1 NaN" if where == "params" else f"{where} contains 1 NaN"
+    with pytest.raises(ValueError, match=pattern):
+        jaxlift.attribute(mlp, p, x, refs, target=0, batch_size=batch_size)
+    if batch_size == "auto":
+        assert events[:2] == ["dispatch", "flags"]  # checked in the program, read after it
+
+
+def test_first_call_with_a_nan_input_names_the_nan_not_the_batch_check():
+    def fresh(p, xb):  # a function never seen: its independence check runs on NaN inputs
+        return mlp(p, xb) * 1.0
+    p, x, refs = data(2)
+    with pytest.raises(ValueError, match=r"^x contains 1 NaN or Inf"):
+        jaxlift.attribute(fresh, p, x.at[0, 0].set(jnp.nan), refs, target=0)
+
+
+def test_check_finite_false_skips_the_input_check_but_still_refuses_nan_scores():
+    p, x, refs = data(3)
+    bad = x.at[1, 2].set(jnp.nan)
+    with pytest.raises(NonFiniteScoresError, match=r"target is NaN or Inf at the input of pair "
+                                                   r"\(input 1"):
+        jaxlift.attribute(mlp, p, bad, refs, target=0, check_finite=False)
+    with pytest.raises(ValueError, match="x contains"):
+        jaxlift.attribute(mlp, p, bad, refs, target=0)
+
+
+def test_a_first_call_on_nan_inputs_without_finite_checks_refuses_the_nan_scores():
+    def fresh(p, xb):  # never seen: the batch-independence check runs on these NaN inputs
+        return mlp(p, xb) + 0.0
+    p, x, refs = data(5)
+    with pytest.raises(NonFiniteScoresError, match="target is NaN or Inf at the input"):
+        jaxlift.attribute(fresh, p, x.at[1, 0].set(jnp.nan), refs, target=0,
+                          check_finite=False)
+
+
+def test_non_finite_scores_from_finite_inputs_still_name_the_primitive():
+    fn = lambda p, xb: jnp.where(xb[:, 0] > 0, 1.0, 0.0) * 1e3 + xb[:, 1]  # noqa: E731
+    x = jnp.array([[1.5e-38, 1.0]], jnp.float32)
+    r = jnp.array([[-1.5e-38, 1.0]], jnp.float32)
+    with pytest.raises(NonFiniteScoresError, match=r"'nonlinearity\[gt"):
+        jaxlift.attribute(fn, None, x, r)
+
+
+def test_a_repeated_call_does_not_trace_plan_or_run_fn_eagerly(monkeypatch):
+    calls = []
+
+    def fn(p, xb):
+        calls.append(isinstance(xb, jax.core.Tracer))
+        return mlp(p, xb)
+
+    p, x, refs = data(4)
+    jaxlift.attribute(fn, p, x, refs, target=1)
+    assert False in calls  # the first call ran fn eagerly (the independence check) and traced it
+    calls.clear()
+    monkeypatch.setattr(chunking, "free_memory_bytes",
+                        lambda d: pytest.fail("chunks planned again for the same shapes"))
+    np_x = np.asarray(x) * 2  # NumPy leaves of the same shapes and dtype hit the same caches
+    jaxlift.attribute(fn, p, np_x, refs, target=1)
+    jaxlift.attribute(fn, jax.tree_util.tree_map(lambda l: l + 1, p), x, refs, target=1)
+    assert calls == []
+
+
+def test_shape_signature_distinguishes_shapes_dtypes_and_structure():
+    from jaxlift.validation import signature
+    a = {"w": jnp.ones((2, 3)), "b": np.zeros(3, np.float64)}
+    assert signature(a) == signature({"w": jnp.zeros((2, 3)), "b": np.ones(3, np.float64)})
+    assert signature(a) != signature({"w": jnp.ones((2, 4)), "b": np.zeros(3)})
+    assert signature(a) != signature({"w": jnp.ones((2, 3), jnp.int32), "b": np.zeros(3)})
+    assert signature(a) != signature([jnp.ones((2, 3)), np.zeros(3)])
+    assert signature(jnp.ones((5, 2)), drop_leading=True) == signature(jnp.ones((9, 2)),
+                                                                       drop_leading=True)
+    assert signature(1.0)[1] == (((), jnp.result_type(1.0)),)
