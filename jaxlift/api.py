@@ -27,7 +27,7 @@ from jaxlift import baselines, chunking, interpreter
 from jaxlift._memo import memoized
 from jaxlift._ops import difference, mean_axis
 from jaxlift.errors import NonFiniteScoresError
-from jaxlift.interpreter import GATINGS, MAX_MODES, MODES, Config
+from jaxlift.interpreter import GATINGS, MAX_MODES, MODES, Composite, Config
 from jaxlift.program import MARKER_PREFIX, build_program
 from jaxlift.validation import check_examples_independent, check_target, signature
 
@@ -374,7 +374,7 @@ def precision_context(precision: str):
 def _check_options(mode: str, max_mode: str, gating: str) -> None:
     if gating not in GATINGS:
         raise ValueError(f"unknown gating {gating!r}; choose one of {', '.join(GATINGS)}")
-    if mode not in MODES:
+    if not isinstance(mode, Composite) and mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of "
                          f"{', '.join(MODES + baselines.MODES)}")
     if max_mode not in MAX_MODES:
@@ -631,7 +631,8 @@ _DOC_ARGS = """
       target: what to explain in each example's output ``o``: ``None`` (``o`` has one element),
         an int (``o[..., i]``), a tuple index, a callable ``o -> scalar``, or ``"all"`` (every
         output; an axis of size T after N).
-      mode: ``"rescale"``, ``"reveal_cancel"`` or ``"genomics_default"`` (DeepLIFT), or a
+      mode: ``"rescale"``, ``"reveal_cancel"`` or ``"genomics_default"`` (DeepLIFT), a
+        :class:`~jaxlift.rules.registry.Composite` of one's own (which rule where), or a
         baseline of :mod:`jaxlift.baselines`: ``"gradient"``, ``"grad_times_input"``,
         ``"guided_backprop"`` (``refs`` may be ``None``), ``"integrated_gradients"``,
         ``"occlusion"``, ``"shapley_sampling"``.

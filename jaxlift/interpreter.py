@@ -38,7 +38,7 @@ from jaxlift.rules import registry
 from jaxlift.rules.composites import GATINGS, MAX_MODES, composite
 from jaxlift.rules.registry import Composite
 
-__all__ = ["Config", "Forward", "GATINGS", "MAX_MODES", "MODES", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
+__all__ = ["Composite", "Config", "Forward", "GATINGS", "MAX_MODES", "MODES", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
            "input_multipliers", "side_state", "side_values", "sign_split", "variable_contributions",
            "variable_multipliers"]
 

@@ -118,3 +118,20 @@ def test_token_scores_sum_the_embedding_axis():
     t = jaxlift.token_scores({"a": s, "b": -s})
     np.testing.assert_array_equal(t["a"], s.sum(-1))
     assert t["b"].shape == (2, 3) and float(t["b"].sum()) == -float(s.sum())
+
+
+def test_a_composite_of_ones_own_chooses_the_rules():
+    """mode= takes a Composite: Rescale at every nonlinearity and the original's argmax route at
+    max, spelled out, equals rescale with max_mode="gradient"."""
+    from jaxlift.rules import maxrule, rescale
+    from jaxlift.rules.registry import Composite, is_nonlinearity, primitive_in
+
+    def pooled(p, xb):
+        return jnp.max(jax.nn.relu(xb * p["a"]).reshape(xb.shape[0], 2, 1), axis=(1, 2))
+    x = jnp.asarray([[1.0, 2.0], [3.0, -1.0]])
+    r = jnp.asarray([[2.5, 0.5]])
+    mine = Composite("rescale+argmax", ((primitive_in("reduce_max"), maxrule.MAX_GRADIENT),
+                                        (is_nonlinearity, rescale.RESCALE)))
+    ours = jaxlift.attribute(pooled, P, x, r, mode=mine)
+    np.testing.assert_allclose(ours, jaxlift.attribute(pooled, P, x, r, max_mode="gradient"))
+    assert not np.allclose(ours, jaxlift.attribute(pooled, P, x, r))  # argmax moved: differs
