@@ -17,3 +17,14 @@ def live_equations(jaxpr, live_in: Sequence[bool]) -> Iterator[tuple[object, lis
             continue
         yield eqn, mask
         live.update(eqn.outvars)
+
+
+def scan_layout(params) -> tuple[int, int]:
+    """``(number of loop constants, number of carries)`` of a ``scan`` equation: its operands
+    are the constants, then the initial carries, then the xs. jax 0.10 names the counts
+    (``num_consts``, ``num_carry``); jax 0.11 groups the operands (``ft_in``: constants,
+    carries, xs) and moves carries the body never changes out of the loop."""
+    if "num_consts" in params:
+        return params["num_consts"], params["num_carry"]
+    consts, carries, _ = params["ft_in"].unpack()  # a jax FlatTree of three groups
+    return len(list(consts.vals)), len(list(carries.vals))

@@ -22,7 +22,7 @@ import numpy as np
 from jax.extend import core as jcore
 from jax.extend import source_info_util
 
-from jaxlift.jaxpr_walk import live_equations
+from jaxlift.jaxpr_walk import live_equations, scan_layout
 from jaxlift.rules import registry
 
 # Call-like primitives whose body the interpreter looks into, and the param holding the body.
@@ -440,7 +440,7 @@ def _scan_body(eqn, live: Sequence[bool]) -> Program:
     operands are, its carry live where the initial carry is or where the body makes it so
     (a fixed point over the steps)."""
     closed = eqn.params["jaxpr"]
-    n_consts, n_carry = eqn.params["num_consts"], eqn.params["num_carry"]
+    n_consts, n_carry = scan_layout(eqn.params)
     live_in = list(live)
     while True:
         live_vars = {v for v, l in zip(closed.jaxpr.invars, live_in) if l}

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlift._ops import zeros_of_difference
+from jaxlift.jaxpr_walk import scan_layout
 from jaxlift.pairs import Pair, sign_split
 from jaxlift.rules import registry
 from jaxlift.rules.registry import Rule
@@ -31,7 +32,7 @@ from jaxlift.rules.registry import Rule
 
 def _layout(ctx):
     p = ctx.params
-    return p["num_consts"], p["num_carry"], p["length"], p["reverse"]
+    return (*scan_layout(p), p["length"], p["reverse"])
 
 
 def _as_array(value, aval):
