@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
@@ -43,6 +44,17 @@ class KerasFormatError(_Base, ValueError):
 PathLike = str | os.PathLike
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def existing_file(path: PathLike) -> Path:
+    """``path`` as a ``Path``; ``FileNotFoundError`` if it is missing, ``KerasFormatError`` if
+    it is not a regular file (a directory …)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such Keras file: {path}")
+    if not p.is_file():
+        raise KerasFormatError(f"{path}: not a file")
+    return p
 
 
 def locate(path: PathLike, spec: LayerSpec | None = None) -> str:

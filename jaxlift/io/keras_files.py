@@ -3,13 +3,12 @@
 name); ``keras_info(path)`` describes either."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import h5py
 
 from jaxlift.io import keras_h5, keras_v3
-from jaxlift.io.keras_config import KerasFormatError, PathLike
+from jaxlift.io.keras_config import KerasFormatError, PathLike, existing_file
 from jaxlift.models.generic import KerasModel
 
 __all__ = ["load_keras", "keras_info", "keras_format"]
@@ -20,11 +19,7 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 def keras_format(path: PathLike) -> str:
     """``"keras"`` for a zip archive, ``"h5"`` for an HDF5 file; ``FileNotFoundError`` for a
     missing file, ``KerasFormatError`` for anything else."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such Keras file: {path}")
-    if not p.is_file():
-        raise KerasFormatError(f"{path}: not a file")
+    p = existing_file(path)
     with open(p, "rb") as fh:
         head = fh.read(8)
     if head.startswith(keras_v3.ZIP_MAGIC):

@@ -36,8 +36,8 @@ import numpy as np
 from jaxlift.io.atomic import write_atomically
 from jaxlift.io.keras_config import (  # some re-exported: this module was their home
     WEIGHT_ORDER, KerasFormatError, PathLike, as_variables, assign_variables, check_variables,
-    flat_weights, fmt_shape, is_keras2, layer_weights, locate, model_config, parse_model_config,
-    summarize, trace_shapes)
+    existing_file, flat_weights, fmt_shape, is_keras2, layer_weights, locate, model_config,
+    parse_model_config, summarize, trace_shapes)
 from jaxlift.models.generic import KerasModel, ModelGraph
 
 __all__ = ["KerasFormatError", "load_keras_h5", "save_keras_h5", "keras_info", "read_graph",
@@ -48,11 +48,7 @@ __all__ = ["KerasFormatError", "load_keras_h5", "save_keras_h5", "keras_info", "
 
 
 def _open(path: PathLike) -> h5py.File:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such Keras file: {path}")
-    if not p.is_file():
-        raise KerasFormatError(f"{path}: not a file")
+    p = existing_file(path)
     try:
         return h5py.File(p, "r")
     except OSError as e:

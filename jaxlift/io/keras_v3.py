@@ -18,15 +18,14 @@ import io
 import json
 import re
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from jaxlift.io.keras_config import (KerasFormatError, PathLike, assign_variables, fmt_shape,
-                                     is_keras2, layer_weights, parse_model_config, summarize,
-                                     locate)
+from jaxlift.io.keras_config import (KerasFormatError, PathLike, assign_variables, existing_file,
+                                     fmt_shape, is_keras2, layer_weights, locate,
+                                     parse_model_config, summarize)
 from jaxlift.models.generic import KerasModel, LayerSpec, ModelGraph
 
 __all__ = ["load_keras_v3", "read_graph_v3", "read_variables_v3", "keras_v3_info",
@@ -70,11 +69,7 @@ def _datasets(group: h5py.Group) -> list[str]:
 
 
 def _open(path: PathLike) -> zipfile.ZipFile:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such Keras file: {path}")
-    if not p.is_file():
-        raise KerasFormatError(f"{path}: not a file")
+    p = existing_file(path)
     try:
         return zipfile.ZipFile(p)
     except (zipfile.BadZipFile, OSError) as e:
