@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -149,13 +148,7 @@ def captum_time(net, x, refs, target, method, repeats, batch=512, steps=50):
                                                internal_batch_size=batch))
         return torch.cat(out).reshape(n, k, *pairs_x.shape[1:]).mean(1)
 
-    run()
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return timed(run, max(1, repeats))[0]
 
 
 def torch_grad_time(net, x, refs, target, repeats, batch) -> tuple[float, str]:
@@ -182,13 +175,7 @@ def torch_grad_time(net, x, refs, target, repeats, batch) -> tuple[float, str]:
             torch.cuda.synchronize()
         return res
 
-    run()
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), device
+    return timed(run, max(1, repeats))[0], device
 
 
 def precision_rows(fn, variables, x, refs, target, repeats) -> list[str]:

@@ -9,7 +9,6 @@ writes them to experiments/results/bench_loops.md.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
+from bench_core import timed  # experiments/ is on sys.path when run as a script
 
 HIDDEN, FEATURES = 32, 8
 
@@ -51,13 +51,7 @@ def compile_seconds(fn, params, steps: int) -> float:
 
 
 def median_seconds(f, *args, repeats: int = 5) -> float:
-    jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return timed(lambda: f(*args), repeats)[0]
 
 
 def main() -> None:
