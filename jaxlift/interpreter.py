@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import jax.numpy as jnp
@@ -128,31 +129,19 @@ class RuleContext:
         self.live = op.live
         self.xs = [fwd.value(a, "x") for a in op.ins]
         self.rs = [fwd.value(a, "r") for a in op.ins]
-        self._ys = self._y0s = None
         self.live_float = [i for i, a in enumerate(op.ins)
                            if op.live[i] and fwd.program.is_float(a)]
         self.live_numeric = [i for i, l in enumerate(op.live) if l]
 
-    # results are read when asked for: a rule's ``forward`` hook runs before they exist
-    @property
+    # results are read when first asked for: a rule's ``forward`` hook runs before they exist
+    # (cached, and assignable: :meth:`as_numbers` replaces them on a copy)
+    @functools.cached_property
     def ys(self) -> list:
-        if self._ys is None:
-            self._ys = [self._fwd.x[o] for o in self.op.outs]
-        return self._ys
+        return [self._fwd.x[o] for o in self.op.outs]
 
-    @ys.setter
-    def ys(self, values) -> None:
-        self._ys = values
-
-    @property
+    @functools.cached_property
     def y0s(self) -> list:
-        if self._y0s is None:
-            self._y0s = [self._fwd.r[o] for o in self.op.outs]
-        return self._y0s
-
-    @y0s.setter
-    def y0s(self, values) -> None:
-        self._y0s = values
+        return [self._fwd.r[o] for o in self.op.outs]
 
     @property
     def stash(self):

@@ -71,7 +71,11 @@ class _Body:
         return self.ctx.sub_forward_from(self.sub, ins_x, ins_r, sp, state)
 
     def outputs(self, fwd, which: str):
-        return [_as_array(fwd.value(o, which), self.sub.avals[o]) if isinstance(o, int)
+        return self.read_outputs(lambda o: fwd.value(o, which))
+
+    def read_outputs(self, read):
+        """The body's outputs, ``read(id)`` for a variable, literals as arrays."""
+        return [_as_array(read(o), self.sub.avals[o]) if isinstance(o, int)
                 else _as_array(o.val, jax.typeof(o.val)) for o in self.sub.outputs]
 
     def output_splits(self, fwd, outs_x):
@@ -99,16 +103,15 @@ def _forward(ctx):
     modes: both together, carrying the splits (:func:`_forward_together`)."""
     body = _Body(ctx)
     if body.rc or any(op.sub is not None for op in body.sub.ops):
-        return _forward_together(ctx)
-    return _forward_sides(ctx)
+        return _forward_together(ctx, body)
+    return _forward_sides(ctx, body)
 
 
-def _forward_sides(ctx):
+def _forward_sides(ctx, body: _Body):
     """Each side through the loop in a ``lax.scan`` of its own, stacking every step's values.
     A side depends only on its own input, so under ``vmap`` over inputs × references the
     input's loop runs once per input and the reference's once per reference (DESIGN §8), not
     once per pair; only the backward pass runs per pair."""
-    body = _Body(ctx)
     sub = body.sub
     nc, nk = body.n_consts, body.n_carry
     carry_ids = set(range(nc, nc + nk))
@@ -126,8 +129,7 @@ def _forward_sides(ctx):
                                           [vals[i] for i in sub.live_inputs])
             computed.update({i: vals[i] for i in sub.fixed_inputs if i in carry_ids})
             env = {**sub.consts, **dict(enumerate(vals)), **computed, **live}
-            outs = [_as_array(env[o], sub.avals[o]) if isinstance(o, int)
-                    else _as_array(o.val, jax.typeof(o.val)) for o in sub.outputs]
+            outs = body.read_outputs(env.__getitem__)
             new_k = [o.astype(v.dtype) for o, v in zip(outs[:nk], k)]
             return new_k, (outs[nk:], keep(live), computed)
 
@@ -141,13 +143,12 @@ def _forward_sides(ctx):
     return outs_x, outs_r, {"splits": None, "states": states}
 
 
-def _forward_together(ctx):
+def _forward_together(ctx, body: _Body):
     """Both sides through the loop in one ``lax.scan``: the results on the input and on the
     reference, and a stash for the backward pass — every step's body state
     (:meth:`RuleContext.sub_state`: values, splits, fixed values; the loop's constants and xs
     are left out, the step's input carry kept) and, in RevealCancel modes, the splits of the
     final carry and of the stacked ys."""
-    body = _Body(ctx)
     nc, nk = body.n_consts, body.n_carry
     cx, kx, xsx = ctx.xs[:nc], ctx.xs[nc:nc + nk], ctx.xs[nc + nk:]
     cr, kr, xsr = ctx.rs[:nc], ctx.rs[nc:nc + nk], ctx.rs[nc + nk:]
@@ -178,9 +179,8 @@ def _forward_together(ctx):
 
 
 def _split(ctx) -> list:
-    stash = ctx.stash if ctx.stash is not None else _forward(ctx)[2]
     return [s if s is not None else sign_split(ctx.delta_out(j))
-            for j, s in enumerate(stash["splits"])]
+            for j, s in enumerate(ctx.stash["splits"])]
 
 
 def _zeros_like_multiplier(value, like):
@@ -191,7 +191,6 @@ def _zeros_like_multiplier(value, like):
 def _backward(ctx, m_out) -> list:
     body = _Body(ctx)
     nc, nk = body.n_consts, body.n_carry
-    stash = ctx.stash if ctx.stash is not None else _forward(ctx)[2]
     cx, cr = ctx.xs[:nc], ctx.rs[:nc]
     xsx, xsr = ctx.xs[nc + nk:], ctx.rs[nc + nk:]
     csplit = _outer_splits(ctx, body, 0, cx)
@@ -240,7 +239,7 @@ def _backward(ctx, m_out) -> list:
 
     (m_init, m_consts), m_xs = jax.lax.scan(
         step, (m_carry, m_consts),
-        (stash["states"], list(xsx), list(xsr), xssplit, m_ys),
+        (ctx.stash["states"], list(xsx), list(xsr), xssplit, m_ys),
         length=body.length, reverse=not body.reverse)
     result: list = []
     for i, m in enumerate(list(m_consts) + list(m_init) + list(m_xs)):
