@@ -196,3 +196,45 @@ def test_while_loops_whose_trip_count_is_not_fixed_are_refused():
     with pytest.raises(UnsupportedPrimitiveError,
                        match=r"'while' \(at .*test_loops\.py.*trip count depends on the input"):
         jaxlift.attribute(by_input, None, x, r)
+
+
+def _logic_cell(p, xb, offset=0.0):
+    """A scan whose body compares two live values (a live predicate into select_n), rounds
+    (a step), and has a relu kink at ``offset``."""
+    def cell(h, x_t):
+        a = x_t @ p["wx"][:, :H]
+        h = jnp.where(h > a, jnp.tanh(h @ p["wh"][:, :H]), a) + 0.1 * jnp.round(a)
+        return jax.nn.relu(h - offset), h.sum(-1)
+    h, ys = jax.lax.scan(cell, jnp.zeros((xb.shape[0], H), xb.dtype), jnp.swapaxes(xb, 0, 1))
+    return h @ p["out"] + ys.mean(0)[:, None]
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_live_predicates_steps_and_far_kinks_inside_a_scan_sum_to_delta(x64, mode):
+    """Both forward paths of the loop rule (per side in Rescale, together in RevealCancel)
+    carry live booleans and steps exactly; a kink 1e4 away from 0 keeps the float64 bound."""
+    rng = np.random.default_rng(5)
+    p = _params(seed=5)
+    x, r = jnp.asarray(rng.normal(size=(3, 5, D))), jnp.asarray(rng.normal(size=(2, 5, D)))
+    c, delta = jaxlift.attribute(_logic_cell, p, x, r, mode=mode, target=0,
+                                 average_refs=False, return_delta=True)
+    np.testing.assert_allclose(c.sum((2, 3)), delta, rtol=1e-10, atol=1e-12)
+    assert np.abs(np.asarray(delta)).max() > 1e-3
+    far = lambda q, xb: _logic_cell(q, xb + 1e4, offset=1e4)  # noqa: E731
+    c, delta = jaxlift.attribute(far, p, x, r, mode=mode, target=0, average_refs=False,
+                                 return_delta=True)
+    np.testing.assert_allclose(c.sum((2, 3)), delta, rtol=1e-10, atol=1e-8)
+    assert np.abs(np.asarray(delta)).max() > 1e-3
+
+
+def test_half_precision_weights_inside_a_scan_are_explained_in_float32():
+    """bfloat16 weights in the body: evaluated in float32, scores within the float32 bound."""
+    rng = np.random.default_rng(6)
+    p = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), _params(seed=6, dtype=jnp.float32))
+    x = jnp.asarray(rng.normal(size=(3, 5, D)), jnp.float32)
+    r = jnp.asarray(rng.normal(size=(2, 5, D)), jnp.float32)
+    c, delta = jaxlift.attribute(_logic_cell, p, x, r, target=0, average_refs=False,
+                                 return_delta=True)
+    assert c.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(c)))
+    scale = np.maximum(np.abs(np.asarray(c)).sum((2, 3)), np.abs(np.asarray(delta)))
+    assert np.all(np.abs(np.asarray(c.sum((2, 3)) - delta)) <= 1e-5 * scale + 1e-6)
