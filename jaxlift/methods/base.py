@@ -1,0 +1,158 @@
+"""A method is a value: :class:`Method` (what it computes, its typed options, what it needs).
+
+``jaxlift.attribute(fn, params, x, refs, mode=M)`` looks ``M`` up in the table of
+:mod:`jaxlift.methods` (or takes a :class:`Method` the user built) and hands it to the pipeline
+(:mod:`jaxlift.pipeline`), which does everything every method shares: validation, references,
+finite checks, ``Δt``, chunking, averaging, multipliers. A method supplies only its kernel:
+
+* ``scope="interpreter"``: DeepLIFT-style; the interpreter runs the method's ``composite`` (which
+  rule at which primitive, :mod:`jaxlift.rules.composites`) on every (input, reference) pair, or
+  with the reference equal to the input when ``needs_refs`` is false (guided backprop, ε-LRP);
+* ``scope="pair"``: ``kernel(f, params, x, r, opts=, arrays=, key=)`` on one (input, reference)
+  pair;
+* ``scope="input"``: ``kernel(f, params, x, None, opts=, arrays=, key=)`` on one input; the
+  references only shape the result (a K axis of copies) and define ``Δt``.
+
+In a kernel ``f(params, x_example)`` is the target of one example (a scalar, or ``(T,)`` for
+``target="all"``), ``x``/``r`` are one example (a pytree like ``x`` without its leading axis),
+``opts`` the validated options (a dict), ``arrays`` what ``prepare`` made once per call (masks,
+permutations, samples; shared by all pairs), and ``key`` a PRNG key for this *input*
+(``fold_in(key, global input index)``: results do not depend on chunking). It returns
+``(attr, mult)`` shaped like the example (with a leading ``T`` axis for ``target="all"``);
+``mult=None`` means ``attr/Δx`` (0 where ``Δx = 0``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+SCOPES = ("interpreter", "pair", "input")
+COMPLETENESS = ("exact", "limit", "none")
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()  # an Option's default when the user must give it
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One typed option of a method: its ``default`` (or :data:`REQUIRED`), a ``check`` that
+    returns the normalized value or raises ``ValueError``/``TypeError`` naming the problem, and
+    a one-line ``doc``. ``static`` options key the compilation (they must be hashable after
+    ``check``); non-static ones (arrays such as a ``feature_mask``) are only read by
+    ``prepare``."""
+
+    name: str
+    default: Any
+    doc: str = ""
+    check: Callable[[Any], Any] | None = None
+    static: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """An attribution method (see the module doc).
+
+    ``completeness`` says whether scores sum to ``Δt = t(x) − t(r)`` per pair: ``"exact"``,
+    ``"limit"`` (as a parameter goes to infinity, e.g. integrated gradients' steps) or
+    ``"none"``. ``carries_split``: the interpreter carries ``Δv = Δv⁺ + Δv⁻`` (RevealCancel).
+    ``times_input``: for reference-free interpreter methods, the score is ``x · m`` (ε-LRP)
+    rather than ``m`` (guided backprop). ``rows_per_pair(opts)``: forward passes of ``fn`` per
+    pair, so that ``batch_size="auto"`` sizes chunks from memory (``None``: run every pair at
+    once under ``"auto"``). ``single_array``: ``x`` must be one array, not a pytree.
+    ``prepare(opts, example_shape, key) -> dict`` makes the per-call arrays (host side).
+    """
+
+    name: str
+    summary: str
+    scope: str
+    kernel: Callable | None = None
+    composite: Any = None
+    options: tuple[Option, ...] = ()
+    needs_refs: bool = True
+    carries_split: bool = False
+    completeness: str = "none"
+    times_input: bool = False
+    prepare: Callable | None = None
+    rows_per_pair: Callable[[dict], int] | None = None
+    single_array: bool = False
+
+    def __post_init__(self):
+        if self.scope not in SCOPES:
+            raise ValueError(f"method {self.name!r}: scope must be one of {SCOPES}, got "
+                             f"{self.scope!r}")
+        if self.completeness not in COMPLETENESS:
+            raise ValueError(f"method {self.name!r}: completeness must be one of "
+                             f"{COMPLETENESS}, got {self.completeness!r}")
+        if (self.scope == "interpreter") != (self.kernel is None):
+            raise ValueError(f"method {self.name!r}: an interpreter method has a composite and "
+                             "no kernel; a pair or input method has a kernel")
+
+    def check_options(self, options: dict | None) -> dict:
+        """Validate ``mode_options`` and fill in defaults: an unknown name, a missing required
+        option or a bad value raises an error naming the method and the option."""
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise TypeError(f"mode_options must be a dict or None, got "
+                            f"{type(options).__name__}")
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            takes = ", ".join(known) or "none"
+            raise ValueError(f"unknown mode_options {unknown} for mode {self.name!r} (it takes: "
+                             f"{takes})")
+        out = {}
+        for name, opt in known.items():
+            value = options.get(name, opt.default)
+            if value is REQUIRED:
+                raise ValueError(f"mode {self.name!r} needs mode_options[{name!r}] ({opt.doc})")
+            out[name] = opt.check(value) if opt.check is not None else value
+        return out
+
+    def static_options(self, opts: dict) -> tuple:
+        """The options that key the compilation, as a hashable tuple."""
+        return tuple((o.name, opts[o.name]) for o in self.options if o.static)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks for options (each returns the normalized value)
+
+def positive_int(method: str, name: str) -> Callable[[Any], int]:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) and not hasattr(v, "__index__"):
+            raise ValueError(f"{method} {name} must be a positive int, got {v!r}")
+        v = int(v)
+        if v < 1:
+            raise ValueError(f"{method} {name} must be a positive int, got {v!r}")
+        return v
+    return check
+
+
+def optional_positive_int(method: str, name: str) -> Callable[[Any], int | None]:
+    inner = positive_int(method, name)
+    return lambda v: None if v is None else inner(v)
+
+
+def non_negative_float(method: str, name: str) -> Callable[[Any], float]:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
+            raise ValueError(f"{method} {name} must be a non-negative number, got {v!r}")
+        f = float(v)
+        if not f >= 0 or f == float("inf"):
+            raise ValueError(f"{method} {name} must be a finite non-negative number, got {v!r}")
+        return f
+    return check
+
+
+def one_of(method: str, name: str, choices: tuple) -> Callable[[Any], Any]:
+    def check(v):
+        if v not in choices:
+            raise ValueError(f"unknown {method} {name} {v!r}; choose one of "
+                             f"{', '.join(map(str, choices))}")
+        return v
+    return check
