@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
-from jaxlift import api
+from jaxlift import pipeline
 from bench_core import timed  # experiments/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_
     pairs = jnp.broadcast_to(x[:, None], (n, k) + shape).reshape((-1,) + shape)
     grad = jax.jit(jax.vmap(jax.grad(scalar, argnums=1), in_axes=(None, 0)))
     # the chunk jaxlift's batch_size="auto" picks; the floor gets the same chunking if it helps
-    chunk = k * api._inputs_per_chunk("auto", fn, target, variables, x, n, k, None)
+    chunk = k * pipeline.inputs_per_chunk("auto", fn, target, variables, x, n, k, None)
     t_whole, c_whole = timed(lambda: grad(variables, pairs), repeats)
     t_chunked, c_chunked = timed(lambda: [grad(variables, pairs[s:s + chunk])
                                           for s in range(0, n * k, chunk)], repeats)

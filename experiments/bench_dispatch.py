@@ -83,9 +83,9 @@ def size_rows(fn, variables, shape, n, k, repeats):
 
 
 def profile(fn, variables, shape, n, k, repeats):
-    """Time the pieces of one direct call (the DeepLIFT path of ``jaxlift.api._run``)."""
-    from jaxlift import api
-    from jaxlift.interpreter import Config
+    """Time the pieces of one direct call (the DeepLIFT path of ``jaxlift.pipeline.run``)."""
+    from jaxlift import pipeline
+    from jaxlift.methods import METHODS, interpreted
     from jaxlift.validation import check_examples_independent, signature
     x = jax.random.uniform(jax.random.PRNGKey(1), (n,) + shape)
     refs = jnp.zeros((k,) + shape)
@@ -96,31 +96,35 @@ def profile(fn, variables, shape, n, k, repeats):
         pieces.setdefault(name, []).append(time.perf_counter() - t0)
         return time.perf_counter()
 
+    method = METHODS["rescale"]
     for _ in range(repeats):
         t = time.perf_counter()
-        xi, ri, n_, k_, per = api._inputs(x, refs, None)
+        xi, ri, n_, k_, per = pipeline.prepare_inputs(x, refs, None)
         t = tick("inputs + validate", t)
-        conc = api._is_concrete((variables, xi, ri))
+        conc = pipeline.is_concrete((variables, xi, ri))
         shapes = signature(variables), signature(xi, drop_leading=True)
         t = tick("concrete + shape signature", t)
         check_examples_independent(fn, variables, xi, ri, n=n_, per_input_refs=per,
                                    shapes_key=shapes)
         t = tick("independence check (cache hit)", t)
-        run, flags = api._recording_finite(api._compiled(
-            fn, 3, Config(mode="rescale"), "contributions", None, per, True, "default", conc))
-        chunk = api._inputs_per_chunk("auto", fn, 3, variables, xi, n_, k_, None, shapes=shapes)
+        chunk = pipeline.inputs_per_chunk("auto", fn, 3, variables, xi, n_, k_, None,
+                                          shapes=shapes)
+        one = interpreted.runner(method, {}, fn=fn, target=3, what="contributions",
+                                 layer_name=None, per_input=per, average=True,
+                                 precision="default", check_inputs=conc, max_mode="preserving",
+                                 gating="shapley", params=variables, refs=ri,
+                                 chunked=chunk < n_)
+        run, flags = pipeline.recording_finite(one)
         t = tick("compiled look-up + chunk plan", t)
         if chunk == n_:
-            res, _ = run(variables, xi, ri)
+            res, _ = run(variables, xi, ri, 0)
             t = tick("dispatch (one chunk)", t)
         else:
-            ref_run = api._with_reference_values(
-                run, api._reference_values(fn, 3, variables, ri))
-            res, _ = api._run_chunked(ref_run, variables, xi, ri, n_, chunk, per, False)
+            res, _ = pipeline.run_chunked(run, variables, xi, ri, n_, chunk, per, False)
             t = tick(f"reference side + {-(-n_ // chunk)} chunks", t)
         jax.block_until_ready(res)
         t = tick("compute (wait)", t)
-        api._flags_on_host(flags)
+        pipeline.flags_on_host(flags)
         tick("finite flags to host", t)
     for name, ts in pieces.items():
         print(f"{name:32s} {1e6 * statistics.median(ts):9.1f} µs")

@@ -1,6 +1,6 @@
 """jaxlift: DeepLIFT (Rescale and RevealCancel) as a JAX program transformation."""
 from jaxlift.api import attribute, layer, multipliers, token_scores
-from jaxlift.baselines import completeness_gap, flag_gaps
+from jaxlift.gaps import completeness_gap, flag_gaps
 from jaxlift.errors import JaxliftError, UnsupportedPrimitiveError
 from jaxlift.hypothetical import hypothetical_contributions
 from jaxlift.io.keras_files import keras_info, load_keras

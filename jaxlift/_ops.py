@@ -51,3 +51,38 @@ def difference(a, b) -> jax.Array:
     """``a − b`` computed in :func:`difference_dtype`: never overflows for half-precision values,
     and is a number (−1, 0, 1) for booleans."""
     return widen(a) - widen(b)
+
+
+def example_structs(tree, drop_leading: bool):
+    """``ShapeDtypeStruct``s of ``tree``'s leaves (without their leading batch axis if
+    ``drop_leading``): what a method traces ``fn`` on."""
+    return jax.tree_util.tree_map(
+        lambda l: jax.ShapeDtypeStruct(jnp.shape(l)[1:] if drop_leading else jnp.shape(l),
+                                       jnp.result_type(l)), tree)
+
+
+def tree_finite(tree) -> jax.Array:
+    """Whether every float (or complex) leaf of ``tree`` is free of NaN/Inf (other leaves —
+    integers, PRNG keys, flags in a model's state — are not checked); one scalar bool."""
+    ok = jnp.asarray(True)
+    for leaf in jax.tree_util.tree_leaves(tree):
+        dtype = leaf.dtype  # traced: every leaf has one; PRNG keys have an extended dtype
+        if jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating):
+            # v·0 is 0 for finite v and NaN for NaN/Inf, so the sum is NaN iff one is: one
+            # fused multiply-add pass, which XLA:CPU runs ~3× faster than all(isfinite(v))
+            ok = ok & jnp.isfinite(jnp.sum(leaf * jnp.zeros((), leaf.dtype)))
+    return ok
+
+
+def finite_flags(res, delta, x, refs, params, check_inputs: bool) -> jax.Array:
+    """``[scores and Δt, x, refs, params]`` finite (one bool array of 4, the order of
+    :data:`FLAG_NAMES`); the inputs' flags are ``True`` unless ``check_inputs``."""
+    scores_ok = jnp.all(jnp.isfinite(delta))
+    for r in jax.tree_util.tree_leaves(res):
+        scores_ok = scores_ok & jnp.all(jnp.isfinite(r))
+    inputs_ok = ([tree_finite(x), tree_finite(refs), tree_finite(params)] if check_inputs
+                 else [jnp.asarray(True)] * 3)
+    return jnp.stack([scores_ok, *inputs_ok])
+
+
+FLAG_NAMES = ("scores", "x", "refs", "params")

@@ -853,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
-    from jaxlift.api import PRECISIONS
+    from jaxlift.pipeline import PRECISIONS
     parser.add_argument("--precision", choices=PRECISIONS, default="default",
                         help="float32 matmul/convolution precision: default (JAX's: fast, TF32 "
                              "on recent NVIDIA GPUs, sums miss delta by ~1e-5) or highest "

@@ -172,6 +172,23 @@ class RuleContext:
             return bind_eqn(op.eqn, operands, wide=True)
         return [eval_body(op.body, op.ins[0], operands[0], lambda a: self._fwd.value(a, "x"))]
 
+    def pre_activation(self, value):
+        """A fused nonlinearity's chain on ``value`` of its source up to its first non-linear
+        step: the activation's own input (``z + b`` of ``relu(z + b)``, after scalings and
+        casts). ``value`` itself for an operation that is not a fused chain."""
+        op = self.op
+        if op.eqn is not None:
+            return value
+        env, cur = {op.ins[0]: value}, value
+        for sub in op.body:
+            live = tuple(isinstance(a, int) and a in env for a in sub.ins)
+            if not registry.is_linear(sub.primitive, live):
+                break
+            vals = [env[a] if l else self._fwd.value(a, "x") for a, l in zip(sub.ins, live)]
+            (cur,) = bind_eqn(sub.eqn, vals, wide=True)
+            env[sub.outs[0]] = cur
+        return cur
+
     def apply(self, *live_values, base: Sequence[Any] | None = None) -> tuple:
         """Results with the live float operands replaced by ``live_values`` (in order), other
         operands from ``base`` (default: the input's values; fixed operands are the same in

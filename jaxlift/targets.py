@@ -36,6 +36,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
+import numpy as np
 
 from jaxlift.program import bind_eqn, call_body, where_of
 
@@ -249,3 +250,67 @@ def pre_activation(fn: Callable) -> PreActivation:
     if not callable(fn):
         raise TypeError(f"pre_activation needs a callable fn(params, xb), got {type(fn).__name__}")
     return PreActivation(fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Selecting the target of one example
+
+def select_target(out, target) -> jax.Array:
+    """The scalar (or, for ``target="all"``, the flat vector) of one example's output ``out``
+    that ``target`` picks (see :func:`jaxlift.attribute`); errors name the target and shape."""
+    if callable(target) and not isinstance(target, str):
+        t = jnp.asarray(target(out))
+        if t.size != 1:
+            raise ValueError(f"target callable must return a scalar, got shape {t.shape}")
+        return t.reshape(())
+    leaves = jax.tree_util.tree_leaves(out)
+    if len(leaves) != 1:
+        raise ValueError(
+            f"fn returns a pytree of {len(leaves)} arrays per example; pass target as a "
+            "callable that picks the scalar to explain")
+    (o,) = leaves
+    if target is None:
+        if o.size != 1:
+            raise ValueError(
+                f"fn's output per example has shape {o.shape}; pass target=<index> to explain "
+                "one output, or target='all' to explain every output")
+        return o.reshape(())
+    if isinstance(target, str):
+        if target != "all":
+            raise ValueError(f"unknown target {target!r}; use an index, a tuple, a callable "
+                             "or 'all'")
+        return o.reshape(-1)
+    if isinstance(target, (int, np.integer)):
+        if o.ndim == 0:
+            raise ValueError("fn's output per example is a scalar; use target=None")
+        n = o.shape[-1]
+        if not -n <= int(target) < n:
+            raise ValueError(f"target index {int(target)} is out of range for fn's output with "
+                             f"{n} entries per example (shape {o.shape})")
+        t = o[..., int(target)]
+        if t.ndim:
+            raise ValueError(f"target index {int(target)} selects shape {t.shape}, not a scalar; "
+                             f"pass a tuple index into the per-example output of shape {o.shape}")
+        return t
+    if isinstance(target, tuple):
+        if len(target) != o.ndim:
+            raise ValueError(f"tuple target {target} must index all {o.ndim} axes of the "
+                             f"per-example output of shape {o.shape}")
+        for i, n in zip(target, o.shape):
+            if not -n <= int(i) < n:
+                raise ValueError(f"target {target} is out of range for the per-example output "
+                                 f"of shape {o.shape}")
+        return o[target]
+    raise TypeError(f"target must be None, an int, a tuple, a callable or 'all', got "
+                    f"{type(target).__name__}")
+
+
+def per_example(fn: Callable, target) -> Callable:
+    """``f(params, x_example) -> t``: ``fn`` (batch in, batch out) on one example, reduced to the
+    target ``t`` (a scalar, or ``(T,)`` for ``target="all"``). What every method explains."""
+    def f(params, x_example):
+        xb = jax.tree_util.tree_map(lambda leaf: leaf[None], x_example)
+        out = fn(params, xb)
+        out_example = jax.tree_util.tree_map(lambda o: o[0], out)
+        return select_target(out_example, target)
+    return f

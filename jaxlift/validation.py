@@ -146,7 +146,7 @@ def _verdict(fn, key) -> list:
 def signature(tree, drop_leading: bool = False) -> tuple:
     """A cheap hashable key of ``tree``'s structure and leaves' shapes and dtypes (without their
     leading batch axis for ``drop_leading``): ``(treedef, ((shape, dtype), ...))``, the layout
-    :func:`jaxlift.api._structs_of` rebuilds. Reads ``.shape``/``.dtype`` directly (arrays,
+    :func:`jaxlift.pipeline.structs_of` rebuilds. Reads ``.shape``/``.dtype`` directly (arrays,
     tracers); other leaves (Python numbers) go through ``jnp.result_type``."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     sig = []

@@ -88,7 +88,7 @@ def test_plain_jnp_function_without_params(x64):
 
 
 def test_flax_relu_is_one_rescale_nonlinearity():
-    from jaxlift.api import _per_example
+    from jaxlift.targets import per_example as _per_example
     from jaxlift.program import build_program
     import flax.linen as nn
     prog, _ = build_program(_per_example(lambda p, xb: nn.relu(xb).sum(1), None), None,
@@ -177,7 +177,7 @@ def test_composes_with_user_jit_and_does_not_retrace():
     jitted = jax.jit(lambda p, x, r: jaxlift.attribute(mlp, p, x, r, target=1))
     np.testing.assert_allclose(jitted(p, x, r), jaxlift.attribute(mlp, p, x, r, target=1),
                                rtol=1e-5, atol=1e-6)
-    from jaxlift.api import _cached_jit
+    from jaxlift.methods.interpreted import compiled_program as _cached_jit
     before = _cached_jit.cache_info().hits
     jaxlift.attribute(mlp, p, x + 1, r, target=1)
     assert _cached_jit.cache_info().hits == before + 1

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import jaxlift
-from jaxlift import api, chunking
+from jaxlift import chunking, pipeline
+from jaxlift.methods import interpreted
 from jaxlift.errors import NonFiniteScoresError
 
 
@@ -31,7 +32,7 @@ def _spy(monkeypatch, reference_side=False):
     """Record, in order, each run of a compiled DeepLIFT program, each host-side finite check
     and each read of the finite flags; the reference side must not run separately."""
     events = []
-    compiled = api._compiled
+    compiled = interpreted.compiled_program
 
     def counting_compiled(*key):
         run = compiled(*key)
@@ -41,14 +42,14 @@ def _spy(monkeypatch, reference_side=False):
             return run(*args)
         return counted
 
-    check, flags = api._check_finite, api._flags_on_host
-    monkeypatch.setattr(api, "_compiled", counting_compiled)
-    monkeypatch.setattr(api, "_check_finite",
+    check, flags = pipeline.refuse_non_finite_input, pipeline.flags_on_host
+    monkeypatch.setattr(interpreted, "compiled_program", counting_compiled)
+    monkeypatch.setattr(pipeline, "refuse_non_finite_input",
                         lambda *a: (events.append("host check"), check(*a))[1])
-    monkeypatch.setattr(api, "_flags_on_host",
+    monkeypatch.setattr(pipeline, "flags_on_host",
                         lambda f: (events.append("flags"), flags(f))[1])
     if not reference_side:
-        monkeypatch.setattr(api, "_reference_values",
+        monkeypatch.setattr(interpreted, "reference_values",
                             lambda *a: pytest.fail("the reference side ran as its own dispatch"))
     return events
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import jaxlift
-from jaxlift import api, cli
+from jaxlift import cli, pipeline
+from jaxlift.methods import interpreted
 
 
 def conv_net(p, xb):
@@ -56,9 +57,9 @@ def _dots_and_convs(text: str) -> list[str]:
 
 def test_highest_compiles_every_dot_and_conv_at_precision_highest():
     p, x, refs = data()
-    highest = _dots_and_convs(api._lowered_text(conv_net, p, x, refs, target=0,
+    highest = _dots_and_convs(pipeline.lowered_text(conv_net, p, x, refs, target=0,
                                                 precision="highest"))
-    default = _dots_and_convs(api._lowered_text(conv_net, p, x, refs, target=0))
+    default = _dots_and_convs(pipeline.lowered_text(conv_net, p, x, refs, target=0))
     # the forward conv and dense, their transposes for the multipliers, on both sides
     assert len(highest) == len(default) >= 4
     assert any("convolution" in l for l in highest)
@@ -86,10 +87,10 @@ def test_the_call_is_traced_under_the_chosen_precision():
 
 def test_precision_is_part_of_the_compilation_key():
     p, x, refs = data(2)
-    before = api._cached_jit.cache_info().misses
+    before = interpreted.compiled_program.cache_info().misses
     jaxlift.attribute(conv_net, p, x, refs, target=0, mode="reveal_cancel")
     jaxlift.attribute(conv_net, p, x, refs, target=0, mode="reveal_cancel", precision="highest")
-    assert api._cached_jit.cache_info().misses == before + 2
+    assert interpreted.compiled_program.cache_info().misses == before + 2
 
 
 def test_baseline_modes_take_a_precision():

@@ -102,6 +102,8 @@ class Method:
                             f"{type(options).__name__}")
         known = {o.name: o for o in self.options}
         unknown = sorted(set(options) - set(known))
+        if unknown and not known:
+            raise ValueError(f"mode {self.name!r} takes no mode_options (got {unknown})")
         if unknown:
             takes = ", ".join(known) or "none"
             raise ValueError(f"unknown mode_options {unknown} for mode {self.name!r} (it takes: "
@@ -110,7 +112,7 @@ class Method:
         for name, opt in known.items():
             value = options.get(name, opt.default)
             if value is REQUIRED:
-                raise ValueError(f"mode {self.name!r} needs mode_options[{name!r}] ({opt.doc})")
+                raise ValueError(f"mode {self.name!r} needs mode_options [{name!r}] ({opt.doc})")
             out[name] = opt.check(value) if opt.check is not None else value
         return out
 

@@ -9,7 +9,9 @@ registry's rule for a primitive. The DeepLIFT modes differ only here:
 * ``genomics_default`` (the original deeplift's default): RevealCancel on a nonlinearity fed
   by a dense layer (``dot_general``, through bias adds, reshapes and casts), Rescale on every
   other (convolutions, pooling, inputs);
-* ``guided_backprop``: the guided chain rule at every nonlinearity (run at ``r = x``).
+* ``guided_backprop``: the guided chain rule at every nonlinearity (run at ``r = x``);
+* ``lrp_epsilon`` (:func:`lrp_composite`, one per ``ε``): ``m_z = m_y·g(z)/(z + ε·sign z)`` at
+  every nonlinearity (run at ``r = x``).
 
 and two options layer entries on top of any of them:
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import functools
 
 from jaxlift.rules.guided import GUIDED
+from jaxlift.rules.lrp import lrp_epsilon_rule
 from jaxlift.rules.maxrule import MAX_GRADIENT, MAX_PRIMITIVES
 from jaxlift.rules.product import GATE_AS_WEIGHT, gated_product
 from jaxlift.rules.registry import Composite, both, is_nonlinearity, primitive_in
@@ -39,6 +42,14 @@ COMPOSITES: dict[str, Composite] = {
         carries_split=True),
     "guided_backprop": Composite("guided_backprop", ((is_nonlinearity, GUIDED),)),
 }
+
+
+
+@functools.lru_cache(maxsize=None)
+def lrp_composite(epsilon: float) -> Composite:
+    """ε-LRP's composite for one ``ε`` (memoized)."""
+    return Composite(f"lrp_epsilon({epsilon:g})", ((is_nonlinearity, lrp_epsilon_rule(epsilon)),))
+
 
 MAX_MODES = ("preserving", "gradient")
 GATINGS = ("shapley", "gate_as_weight")

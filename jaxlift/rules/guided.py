@@ -1,6 +1,6 @@
 """Guided backpropagation (Springenberg et al., 2015) as a nonlinearity rule.
 
-Registered for the mode ``"guided_backprop"``. :mod:`jaxlift.baselines` runs the interpreter
+Used by the method ``"guided_backprop"`` (:mod:`jaxlift.methods.guided_backprop`), which runs the interpreter
 with the reference *equal to the input* and ``max_mode="gradient"``, so every point-dependent rule
 takes its derivative at ``x``: max-pooling routes to the argmax of ``x``, the product rule's
 midpoints are ``x`` itself, linear ops transpose. The backward pass is then exactly the gradient

@@ -1,0 +1,118 @@
+"""The shape of the code: data flows one way (face → pipeline → methods → interpreter → rules),
+no import circles (late imports inside functions count), no module imports another's private
+names, and models and file formats know nothing of the interpreter."""
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxlift"
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    mods = {}
+    for p in ROOT.rglob("*.py"):
+        parts = p.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mods[name] = p
+    return mods
+
+
+MODULES = _modules()
+
+
+def _imports(name: str) -> list[tuple[str, str | None]]:
+    """``(module, imported name or None)`` for every jaxlift import in ``name``, at any depth."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            if base.split(".")[0] != "jaxlift":
+                continue
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                found.append((full, None) if full in MODULES else (base, alias.name))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, None) for a in node.names if a.name.split(".")[0] == "jaxlift"]
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {m: {t for t, _ in _imports(m) if t in MODULES and t != m} for m in MODULES}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_import_graph_has_no_circles():
+    assert _cycles(_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = [(m, t, n) for m in MODULES for t, n in _imports(m)
+           if n is not None and n.startswith("_") and not n.startswith("__")]
+    assert bad == []
+
+
+def _reaches(graph, start: str, targets: tuple[str, ...]) -> set[str]:
+    """Modules among ``targets`` (by prefix) that ``start`` imports directly."""
+    return {t for t in graph[start] if t.startswith(targets)}
+
+
+LAYERS = [  # (modules, what they must not import)
+    (("jaxlift.rules",), ("jaxlift.methods", "jaxlift.pipeline", "jaxlift.api", "jaxlift.cli")),
+    (("jaxlift.interpreter", "jaxlift.program"),
+     ("jaxlift.methods", "jaxlift.pipeline", "jaxlift.api", "jaxlift.cli")),
+    (("jaxlift.methods",), ("jaxlift.pipeline", "jaxlift.api", "jaxlift.cli")),
+    (("jaxlift.pipeline",), ("jaxlift.api", "jaxlift.cli")),
+    (("jaxlift.models", "jaxlift.io"),
+     ("jaxlift.interpreter", "jaxlift.rules", "jaxlift.methods", "jaxlift.pipeline",
+      "jaxlift.api", "jaxlift.program")),
+]
+
+
+@pytest.mark.parametrize("layer,forbidden", LAYERS, ids=[l[0][0] for l in LAYERS])
+def test_data_flows_one_way(layer, forbidden):
+    graph = _graph()
+    bad = {m: sorted(_reaches(graph, m, forbidden)) for m in graph if m.startswith(layer)}
+    assert {m: v for m, v in bad.items() if v} == {}
