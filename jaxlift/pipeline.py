@@ -107,18 +107,18 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
         chunk = inputs_per_chunk(None if batch_size == "auto" and rows is None else batch_size,
                                  fn, target, params, x, n, k, None, rows_per_pair=rows or 1,
                                  shapes=shapes)
-    if mesh is not None:  # every chunk splits evenly over the devices
+    if mesh is not None:  # every chunk splits evenly over the devices (the last one padded)
         chunk = -(-chunk // mesh.size) * mesh.size
     setup = dict(method=method, opts=opts, fn=fn, target=target, what=what,
                  layer_name=layer_name, per_input=per_input, average=average_refs,
                  precision=precision, check_inputs=check_inputs, max_mode=max_mode,
                  gating=gating, key=key, params=params, x=x, refs=refs)
     with precision_context(precision):
-        one_run = family.runner(**setup, chunked=chunk < n and mesh is None)
+        one_run = family.runner(**setup, chunked=chunk != n and mesh is None)
         if mesh is not None:
             one_run = sharded(one_run, mesh, per_input)
         run_chunk, finite_flags = recording_finite(one_run)
-        if chunk >= n:  # one compiled dispatch: reference side, scores and finite checks
+        if chunk == n:  # one compiled dispatch: reference side, scores and finite checks
             res, delta = run_chunk(params, x, refs, 0)
         else:
             res, delta = run_chunked(run_chunk, params, x, refs, n, chunk, per_input, progress)
