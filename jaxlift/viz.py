@@ -396,7 +396,8 @@ def _wrapped(text: str | None, width_in: float, fontsize: float) -> str:
     if not text:
         return ""
     chars = max(20, int(width_in * 72.0 / (0.58 * fontsize)))
-    return "\n".join(textwrap.fill(line, chars) for line in str(text).splitlines())
+    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False)
+                     for line in str(text).splitlines())
 
 
 def _add_texts(fig: Figure, title: str | None, subtitle: str | None, legend: str | None,
@@ -856,10 +857,12 @@ def target_bars(
     by_size = order == "magnitude"
     picks = {k: (top_features(s, None if top_k is None else int(top_k)) if by_size
                  else np.arange(f)) for k, s in shown.items()}
+    if by_size and sign in ("positive", "negative"):  # no rows for the filtered-out sign
+        picks = {k: p[shown[k][p] != 0] for k, p in picks.items()}
     n = len(shown)
     cols = _check_ncols(ncols, min(n, 3) if by_size else 1)
     rows = -(-n // cols)
-    bars = max(len(p) for p in picks.values())
+    bars = max(1, max(len(p) for p in picks.values()))
     if figsize is None:
         cell_w = 4.4 if by_size else float(np.clip(0.22 * f, 6.0, 16.0))
         cell_h = 0.7 + 0.26 * bars if by_size else 2.2
@@ -867,9 +870,10 @@ def target_bars(
         figsize = (width, cell_h * rows + _text_height(title, subtitle, legend, width))
     fig = _new_figure(figsize, dpi)
     axes = list(np.asarray(fig.subplots(rows, cols, squeeze=False)).flat)
-    lim = 1.05 * max(float(np.max(np.abs(s[picks[k]]))) for k, s in shown.items())
+    lim = 1.05 * max(float(np.max(np.abs(s[picks[k]]), initial=0.0)) for k, s in shown.items())
     lim = lim if lim > 0 else 1.0
-    low = 0.0 if sign == "absolute" else -lim
+    low, high = {"absolute": (0.0, lim), "positive": (0.0, lim), "negative": (-lim, 0.0)
+                 }.get(sign, (-lim, lim))
     for ax, (label, s) in zip(axes, shown.items()):
         idx = picks[label]
         vals = s[idx]
@@ -881,7 +885,7 @@ def target_bars(
             ax.set_yticks(at, [names[i] for i in idx], fontsize=8)
             ax.set_ylim(len(idx) - 0.5, -0.5)
             ax.axvline(0.0, color="black", linewidth=0.8)
-            ax.set_xlim(low, lim)
+            ax.set_xlim(low, high)
             ax.set_xlabel(unit, fontsize=9)
         else:
             ax.bar(at, vals, color=colors, edgecolor="none", width=0.85)
@@ -890,9 +894,12 @@ def target_bars(
                               rotation=90 if max(map(len, names)) > 2 else 0)
             ax.axhline(0.0, color="black", linewidth=0.8)
             ax.set_xlim(-0.6, f - 0.4)
-            ax.set_ylim(low, lim)
+            ax.set_ylim(low, high)
             ax.set_ylabel(unit, fontsize=9)
             ax.set_xlabel("position", fontsize=9)
+        if len(idx) == 0:
+            ax.text(0.5, 0.5, f"no {sign} scores", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=9, color="0.4")
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
         ax.set_title(label, fontsize=9)
