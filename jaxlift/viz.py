@@ -883,7 +883,7 @@ def target_bars(
         if by_size:
             ax.barh(at, vals, color=colors, edgecolor="none")
             ax.set_yticks(at, [names[i] for i in idx], fontsize=8)
-            ax.set_ylim(len(idx) - 0.5, -0.5)
+            ax.set_ylim(max(len(idx), 1) - 0.5, -0.5)
             ax.axvline(0.0, color="black", linewidth=0.8)
             ax.set_xlim(low, high)
             ax.set_xlabel(unit, fontsize=9)
