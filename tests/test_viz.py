@@ -573,3 +573,81 @@ def test_target_bars_sign_filter_and_positions():
 def test_target_bars_bad_options(scores, kwargs, match):
     with pytest.raises(ValueError, match=match):
         viz.target_bars(scores, **kwargs)
+
+
+# --------------------------------------------------------------------------- jaxlift attribute --png
+
+
+def _cli_result(cli, scores, logits, targets, delta):
+    return cli.Result(np.asarray(scores), np.asarray(delta), np.asarray(targets),
+                      np.asarray(logits, np.float32))
+
+
+def test_attribute_pages_name_the_input_and_say_what_is_explained(tmp_path):
+    from jaxlift import cli
+
+    x = RNG.random((2, 12, 10, 1)).astype(np.float32)
+    scores = np.stack([_smooth_scores()[..., None], -_smooth_scores()[..., None]])
+    logits = [[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]]
+    result = _cli_result(cli, scores, logits, [1, 0], [1.5, -2.0])
+    batch = cli.Batch(x, ["0", "1"], "float32", "data/digits.npy")
+    pages = cli.heatmap_pages(batch, result, cli.TargetSpec("pred"), reference="zeros",
+                              mode="rescale", clip_percentile=90.0)
+    p = pages[0]
+    assert [q.filename for q in pages] == ["input_0000.png", "input_0001.png"]
+    assert p.kind == "image" and p.title == "input: example 0 of digits.npy"  # not a bare "0"
+    prob = np.exp(3.0) / np.exp([0.0, 3.0, 1.0]).sum()
+    for fact in (f"predicted: class 1 (p = {prob:.3f})", "explained: the class 1 logit",
+                 "reference: zeros", "mode: rescale", "Δ = 1.5"):
+        assert fact in p.subtitle
+    assert pages[1].target == "the class 0 logit"
+    written = cli.write_pngs(tmp_path, pages[:1])
+    assert written == [tmp_path / "input_0000.png"]
+    with Image.open(written[0]) as im:
+        assert im.format == "PNG" and im.size[0] > 2 * im.size[1]  # input | map | overlay
+
+    images = cli.Batch(x[:1], ["seven.png"], "image", "photos")
+    allt = _cli_result(cli, np.repeat(scores[:1, None], 3, axis=1), logits[:1], [-1], [[0, 0, 0]])
+    (page,) = cli.heatmap_pages(images, allt, cli.TargetSpec("all"))
+    assert page.title == "input file: seven.png" and page.filename == "seven.png"
+    assert list(page.panels) == ["class 0 logit", "class 1 logit", "class 2 logit"]
+
+
+def test_attribute_pages_for_a_sigmoid_model_and_for_tabular_inputs(tmp_path):
+    from jaxlift import cli
+
+    x = RNG.normal(size=(1, 6)).astype(np.float32)
+    s = np.array([[0.3, -0.2, 0.05, 0.0, 1.0, -0.6]])
+    result = _cli_result(cli, s, [[-1.0]], [0], [0.55])  # one logit < 0: class 0 predicted
+    batch = cli.Batch(x, ["0"], "float32", "tab.npy")
+    (page,) = cli.heatmap_pages(batch, result, cli.TargetSpec("pred"), top_k=3, sign="all")
+    assert page.kind == "features" and page.names == tuple(f"feature {k}" for k in range(6))
+    p0 = 1.0 - 1.0 / (1.0 + np.exp(1.0))  # P(class 0) = 1 - sigmoid(logit)
+    assert f"predicted: class 0 (p = {p0:.3f})" in page.subtitle
+    assert page.target == "the logit (output 0)"
+    (path,) = cli.write_pngs(tmp_path, [page])
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+    layer = cli.heatmap_pages(batch, result, cli.TargetSpec("pred"), layer="hidden")
+    assert layer[0].names[0] == "unit 0" and "layer: hidden" in layer[0].subtitle
+    conv = _cli_result(cli, np.zeros((1, 4, 4, 2)), [[-1.0]], [0], [0.0])
+    assert cli.heatmap_pages(batch, conv, cli.TargetSpec("pred")) == []  # no figure for that
+
+
+def test_attribute_figure_flags():
+    from jaxlift import cli
+
+    parser = cli.build_parser()
+    base = ["attribute", "m.h5", "x.npy"]
+    args = parser.parse_args(base)
+    assert (args.sign, args.clip_percentile, args.alpha, args.top_k) == ("all", 99.5, 0.8, 20)
+    args = parser.parse_args(base + ["--sign", "absolute", "--clip-percentile", "100",
+                                     "--alpha", "0", "--top-k", "5"])
+    assert (args.sign, args.clip_percentile, args.alpha, args.top_k) == ("absolute", 100, 0, 5)
+    for sign in viz.SIGNS:  # the CLI offers every sign the figures know
+        assert parser.parse_args(base + ["--sign", sign]).sign == sign
+    for bad in (["--sign", "pos"], ["--clip-percentile", "0"], ["--clip-percentile", "101"],
+                ["--alpha", "1.5"], ["--top-k", "0"], ["--alpha", "much"]):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args(base + bad)
+        assert e.value.code == 2
