@@ -265,8 +265,8 @@ def _show_image(ax, img: np.ndarray, gray: bool = False):
     return ax.imshow(img, interpolation="nearest")
 
 
-def _show_scores(ax, scores2d: np.ndarray, v: float, cmap: str, alpha: float = 1.0):
-    im = ax.imshow(scores2d, cmap=cmap, vmin=-v, vmax=v, alpha=alpha, interpolation="nearest")
+def _show_scores(ax, scores2d: np.ndarray, lo: float, v: float, cmap: str, alpha: float = 1.0):
+    im = ax.imshow(scores2d, cmap=cmap, vmin=lo, vmax=v, alpha=alpha, interpolation="nearest")
     im.set_label(ATTRIBUTION_LABEL)
     return im
 
@@ -326,6 +326,8 @@ def image_heatmap(
     alpha: float = 0.6,
     grayscale_background: bool = True,
     vmax: float | None = None,
+    sign: Literal["all", "positive", "negative", "absolute"] = "all",
+    clip_percentile: float | None = None,
     cmap: str = DEFAULT_CMAP,
     colorbar: bool = True,
     title: str | None = None,
@@ -346,6 +348,10 @@ def image_heatmap(
         grayscale_background: show the image under an overlay in grayscale (keeps the
             heatmap colours readable).
         vmax: colour limit; limits are ``(-vmax, vmax)``, default ``max |summed score|``.
+        sign: which scores to show (:func:`sign_filter`; ``"absolute"``: a sequential
+            scale from 0).
+        clip_percentile: end the colour scale at this percentile of ``|score|``
+            (:func:`color_limit`) instead of the largest.
         cmap: a diverging colormap name.
         colorbar: add a colour bar.
         title: axes title.
@@ -363,21 +369,23 @@ def image_heatmap(
             f"scores are {s.shape}"
         )
     alpha = _check_alpha(alpha)
-    v = symmetric_limit(s, vmax=vmax)
+    s = sign_filter(s, sign)
+    cmap, lo, v = _scale_for(sign, color_limit(s, clip_percentile=clip_percentile, vmax=vmax),
+                             cmap)
     fig = _new_figure(figsize, dpi)
     if img is not None and not overlay:
         ax_img, ax = fig.subplots(1, 2)
         _show_image(ax_img, img)
         _bare_axes(ax_img)
         ax_img.set_title("input")
-        im = _show_scores(ax, s, v, cmap)
+        im = _show_scores(ax, s, lo, v, cmap)
     else:
         ax = fig.add_subplot()
         if img is not None:
             _show_image(ax, img, gray=grayscale_background)
-            im = _show_scores(ax, s, v, cmap, alpha=alpha)
+            im = _show_scores(ax, s, lo, v, cmap, alpha=alpha)
         else:
-            im = _show_scores(ax, s, v, cmap)
+            im = _show_scores(ax, s, lo, v, cmap)
     _bare_axes(ax)
     if title:
         ax.set_title(title)
@@ -688,9 +696,9 @@ def method_grid(
             ax = axes[i, j + 1]
             if alpha is not None:
                 _show_image(ax, display[i], gray=True)
-                mappable = _show_scores(ax, s[i], limits[i], cmap, alpha=alpha)
+                mappable = _show_scores(ax, s[i], -limits[i], limits[i], cmap, alpha=alpha)
             else:
-                mappable = _show_scores(ax, s[i], limits[i], cmap)
+                mappable = _show_scores(ax, s[i], -limits[i], limits[i], cmap)
         if colorbar and share == "row" and vmax is None:
             fig.colorbar(mappable, ax=list(axes[i, 1:]), shrink=0.8)
     for ax in axes.flat:

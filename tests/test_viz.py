@@ -651,3 +651,17 @@ def test_attribute_figure_flags():
         with pytest.raises(SystemExit) as e:
             parser.parse_args(base + bad)
         assert e.value.code == 2
+
+
+def test_image_heatmap_sign_and_clip_percentile():
+    s = _smooth_scores()
+    s[3, 3] = 25.0
+    fig = viz.image_heatmap(_image(), s, sign="positive", clip_percentile=90, dpi=30)
+    (heat,) = _attribution_images(fig)
+    np.testing.assert_array_equal(heat.get_array(), np.maximum(s, 0.0))
+    v = np.percentile(np.maximum(s, 0.0), 90)
+    assert heat.get_clim() == pytest.approx((-v, v)) and v < 25.0
+    fig = viz.image_heatmap(None, s, sign="absolute", dpi=30)
+    assert _attribution_images(fig)[0].get_clim() == (0.0, 25.0)
+    with pytest.raises(ValueError, match="sign must be one of"):
+        viz.image_heatmap(None, s, sign="+")
