@@ -554,44 +554,108 @@ def _safe_stem(name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class HeatmapPage:
-    """One PNG of ``jaxlift attribute --png``: ``image`` (one input, (1, *S)) beside one
-    heatmap per entry of ``columns``."""
+    """One PNG of ``jaxlift attribute --png``, everything its figure shows.
+
+    ``kind``: "image" (``image`` is the input (H, W, C), each panel a map of its shape),
+    "features" (1-D scores: bars of the ``top_k`` largest) or "positions" (a sequence (L, K):
+    bars per position, channels summed). ``panels``: panel title -> one input's scores for
+    one target; ``target`` says what they explain ("the class 7 logit") for the colour bar
+    and the legend; ``names`` label the bars."""
 
     filename: str
-    image: np.ndarray
-    columns: dict[str, np.ndarray]
+    kind: str
+    image: np.ndarray | None
+    panels: dict[str, np.ndarray]
     title: str
+    subtitle: str
+    target: str
+    names: tuple[str, ...] = ()
+    sign: str = "all"
+    clip_percentile: float = 99.5
+    alpha: float = 0.8
+    top_k: int = 20
 
 
-def heatmap_pages(batch: Batch, result: Result, spec: TargetSpec) -> list[HeatmapPage]:
-    """One page per input: the input, then its heatmap (one per target with ``all``); none
-    when the scores are not images of the inputs' shape (``--layer``, non-image models)."""
+def heatmap_pages(batch: Batch, result: Result, spec: TargetSpec, *, reference: str = "",
+                  mode: str = "", layer: str | None = None, sign: str = "all",
+                  clip_percentile: float = 99.5, alpha: float = 0.8, top_k: int = 20
+                  ) -> list[HeatmapPage]:
+    """One page per input: images get their maps (one per target with ``all``), 1-D scores
+    (tabular inputs, a dense ``--layer``) and sequences bar charts; none when the scores are
+    neither (e.g. a convolutional ``--layer``)."""
     s = result.scores
     per_target = spec.kind == "all"
-    img_shape = s.shape[2:] if per_target else s.shape[1:]
-    if img_shape != batch.x.shape[1:] or len(img_shape) != 3:
+    one = s.shape[2:] if per_target else s.shape[1:]
+    x_shape = batch.x.shape[1:]
+    if len(one) == 3 and one == x_shape:
+        kind = "image"
+    elif len(one) == 1:
+        kind = "features"
+    elif len(one) == 2 and one == x_shape:
+        kind = "positions"
+    else:
         return []
+    single = result.logits.shape[1] == 1
+    probs = probabilities(result.logits)
+    cls = classes_of(result.logits)
+
+    def label(t: int) -> str:
+        return "the logit (output 0)" if single else f"the class {t} logit"
+
+    word = "unit" if layer else "feature"
+    names = (() if kind == "image" else tuple(map(str, range(one[0]))) if kind == "positions"
+             else tuple(f"{word} {k}" for k in range(one[0])))
     pages = []
     for i, name in enumerate(batch.names):
         if per_target:
-            cols = {f"output {t}": s[i, t][None] for t in range(s.shape[1])}
+            panels = {label(t).removeprefix("the "): s[i, t] for t in range(s.shape[1])}
+            target = "the logit (output 0)" if single else "each class's logit"
         else:
-            what = {"diff": f"logit {spec.a} − logit {spec.b}", "index": f"output {spec.a}",
-                    "pred": f"class {result.targets[i]}" if result.logits.shape[1] > 1
-                    else "logit"}[spec.kind]
-            cols = {what: s[i][None]}
-        stem = _safe_stem(name) if batch.dtype == "image" else f"input_{i:04d}"
-        pages.append(HeatmapPage(f"{stem}.png", batch.x[i][None], cols, f"{name}"))
+            target = {"diff": f"logit {spec.a} − logit {spec.b}", "index": label(spec.a),
+                      "pred": label(int(result.targets[i]))}[spec.kind]
+            panels = {target.removeprefix("the "): s[i]}
+        if kind == "positions":
+            panels = {k: v.sum(axis=-1) for k, v in panels.items()}
+        if single:  # P(class 1) is the sigmoid of the logit
+            p = probs[i, 0] if cls[i] == 1 else 1.0 - probs[i, 0]
+        else:
+            p = probs[i, cls[i]]
+        facts = [f"predicted: class {cls[i]} (p = {p:.3f})", f"explained: {target}"]
+        if not per_target:
+            facts.append(f"Σ contributions = Δ = {float(result.delta[i]):.4g}")
+        facts += [f"reference: {reference}" if reference else "", f"mode: {mode}" if mode else "",
+                  f"layer: {layer}" if layer else ""]
+        if batch.dtype == "image":
+            stem, title = _safe_stem(name), f"input file: {name}"
+        else:
+            stem, title = f"input_{i:04d}", f"input: example {i} of {Path(batch.source).name}"
+        pages.append(HeatmapPage(
+            f"{stem}.png", kind, batch.x[i] if kind == "image" else None, panels, title,
+            " · ".join(f for f in facts if f), target, names, sign, clip_percentile, alpha,
+            top_k))
     return pages
 
 
 def write_pngs(folder: Path, pages: Sequence[HeatmapPage]) -> list[Path]:
-    """Render each page to ``folder / page.filename`` (each PNG written atomically)."""
+    """Render each page to ``folder / page.filename`` (each PNG written atomically): images as
+    :func:`jaxlift.viz.attribution_grid` (input, map and overlay; an overlay per target with
+    several), 1-D scores and sequences as :func:`jaxlift.viz.target_bars`."""
     from jaxlift import viz
 
-    return [viz.save_png(viz.method_grid(p.image, p.columns, title=p.title, cell_size=2.4),
-                         folder / p.filename)
-            for p in pages]
+    written = []
+    for p in pages:
+        text = dict(unit=f"contribution to {p.target}", title=p.title, subtitle=p.subtitle,
+                    legend=viz.legend_sentence(p.target, p.sign), sign=p.sign)
+        if p.kind == "image":
+            styles = ("overlay",) if len(p.panels) > 1 else ("map", "overlay")
+            fig = viz.attribution_grid(p.image, p.panels, styles=styles, alpha=p.alpha,
+                                       clip_percentile=p.clip_percentile, **text)
+        else:
+            by_size = p.kind == "features"
+            fig = viz.target_bars(p.panels, p.names, top_k=p.top_k if by_size else None,
+                                  order="magnitude" if by_size else "position", **text)
+        written.append(viz.save_png(fig, folder / p.filename))
+    return written
 
 
 def remove_stale_outputs(out: Path | None, png: Path | None) -> list[Path]:
@@ -734,7 +798,10 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     gap = summation_gap(result.scores, result.delta)
     say(_format_table(batch.names, result, gap))
     say(f"summation-to-delta: max |Σ scores − Δ| = {gap.max():.2e}")
-    pages = heatmap_pages(batch, result, args.target) if png is not None else []
+    pages = heatmap_pages(
+        batch, result, args.target, reference=ref_text, mode=args.mode, layer=args.layer,
+        sign=args.sign, clip_percentile=args.clip_percentile, alpha=args.alpha,
+        top_k=args.top_k) if png is not None else []
     if png is not None and not pages and not args.quiet:
         shape = result.scores.shape[2 if args.target.kind == "all" else 1:]
         print(f"note: no PNG: scores of shape {shape} are not the inputs' image shape "
@@ -839,6 +906,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "are rendered: a new DIR appears with all of them at once; in an "
                         "existing DIR they replace the files of the same names and other "
                         "files are left as they are")
+    a.add_argument("--sign", choices=("all", "positive", "negative", "absolute"), default="all",
+                   help="PNG: which scores to show: all (default; red raises the target, blue "
+                        "lowers it), only positive, only negative, or absolute (|score|)")
+    a.add_argument("--clip-percentile", type=_float_in(0.0, 100.0), default=99.5, metavar="P",
+                   help="PNG: the colour scale ends at this percentile of |score| so that a few "
+                        "outliers do not wash the map out (default: 99.5; 100: no clipping)")
+    a.add_argument("--alpha", type=_float_in(0.0, 1.0, low_ok=True), default=0.8, metavar="A",
+                   help="PNG: largest opacity of the map drawn over the grey input, 0-1 "
+                        "(default: 0.8)")
+    a.add_argument("--top-k", type=_int_in(1, 10**6), default=20, metavar="K",
+                   help="PNG of 1-D scores (tabular inputs, a dense --layer): bars for the K "
+                        "largest |scores| (default: 20)")
     _add_precision(a)
     a.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar or summary (errors are still reported)")
@@ -868,6 +947,20 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"{v} is not between {lo} and {hi}")
+        return v
+    return parse
+
+
+def _float_in(lo: float, hi: float, low_ok: bool = False) -> Callable[[str], float]:
+    """argparse ``type=``: a number in (lo, hi] (``[lo, hi]`` with ``low_ok``)."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (lo <= v if low_ok else lo < v) or not v <= hi:
+            raise argparse.ArgumentTypeError(
+                f"{v:g} is not in {'[' if low_ok else '('}{lo:g}, {hi:g}]")
         return v
     return parse
 

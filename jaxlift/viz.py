@@ -7,18 +7,29 @@ and nothing is ever shown on screen.  Pass ``save="out.png"`` to any of them, or
 folder, then :func:`os.replace`).
 
 Attribution colour scales are diverging and centred at zero: the colour limits are always
-``(-v, +v)``, where ``v`` is the given ``vmax`` or the largest ``|score|`` being shown.
+``(-v, +v)``, where ``v`` is the given ``vmax`` or the largest ``|score|`` being shown
+(with ``clip_percentile=p``, the ``p``-th percentile of ``|score|``, so that a few outliers
+do not wash the rest out).  Red means the score raises the explained output relative to the
+reference, blue that it lowers it; ``sign="absolute"`` shows ``|score|`` on a sequential
+scale ``(0, v)`` instead.
 
 Inputs may be NumPy arrays, JAX arrays or anything :func:`numpy.asarray` accepts.
 
 Functions
 ---------
 - :func:`image_heatmap`  -- one image's scores, optionally over the image.
+- :func:`attribution_grid` -- one input and its maps for one or many targets (blended
+  overlays on the grey image, sign filter, percentile clipping, one shared colour scale
+  whose colour bar states the unit).
+- :func:`target_bars`    -- tabular or sequence scores as bars, one panel per target, on
+  one shared scale.
 - :func:`method_grid`    -- examples x (input + one column per attribution method).
 - :func:`feature_bars`   -- tabular features as horizontal bars sorted by ``|score|``.
 - :func:`sequence_logo`  -- one-hot sequence scores as letters of signed height.
 - :func:`graph_nodes`    -- graph nodes coloured by score, edges as lines.
 - :func:`save_png`       -- atomic PNG writer used by all of the above.
+- :func:`sign_filter`, :func:`color_limit`, :func:`legend_sentence` -- the pieces the
+  figures share: which scores are shown, the colour limit, what red and blue mean.
 - :func:`graph_layout` (:func:`spring_layout`, :func:`spectral_layout`,
   :func:`circle_layout`) -- numpy graph layouts, no networkx needed.
 """
@@ -27,6 +38,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -51,8 +63,13 @@ __all__ = [
     "feature_bars",
     "sequence_logo",
     "graph_nodes",
+    "attribution_grid",
+    "target_bars",
     "save_png",
     "symmetric_limit",
+    "sign_filter",
+    "color_limit",
+    "legend_sentence",
     "graph_layout",
     "connected_components",
     "spring_layout",
@@ -64,8 +81,12 @@ PathLike = str | os.PathLike
 DEFAULT_CMAP = "bwr"
 ATTRIBUTION_LABEL = "attribution"
 DNA_COLORS = {"A": "#109648", "C": "#255C99", "G": "#F7B32B", "T": "#D62839", "U": "#D62839"}
+ABSOLUTE_CMAP = "Purples"
 POS_COLOR = "#d62728"
 NEG_COLOR = "#1f77b4"
+SIGNS = ("all", "positive", "negative", "absolute")
+"""What a figure shows: every score, only the positive or only the negative ones (the
+others set to 0), or ``|score|``."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -99,6 +120,87 @@ def symmetric_limit(*arrays: np.ndarray, vmax: float | None = None) -> float:
         return v
     m = max((float(np.max(np.abs(a))) for a in arrays if np.size(a)), default=0.0)
     return m if m > 0 else 1.0
+
+
+def sign_filter(scores: ArrayLike, sign: str = "all") -> np.ndarray:
+    """The scores a figure shows for ``sign`` (one of :data:`SIGNS`).
+
+    ``"all"``: the scores as they are; ``"positive"`` / ``"negative"``: the scores of that
+    sign, every other score set to 0; ``"absolute"``: ``|score|``.  Returns a new float64
+    array of the same shape."""
+    s = _as_float_array(scores, "scores")
+    if sign == "all":
+        return s.copy()
+    if sign == "positive":
+        return np.where(s > 0, s, 0.0)
+    if sign == "negative":
+        return np.where(s < 0, s, 0.0)
+    if sign == "absolute":
+        return np.abs(s)
+    raise ValueError(f"sign must be one of {', '.join(map(repr, SIGNS))}, got {sign!r}")
+
+
+def _check_percentile(clip_percentile: float | None) -> float | None:
+    if clip_percentile is None:
+        return None
+    try:
+        p = float(clip_percentile)
+    except (TypeError, ValueError):
+        raise ValueError(f"clip_percentile must be a number in (0, 100], got {clip_percentile!r}"
+                         ) from None
+    if not 0.0 < p <= 100.0:
+        raise ValueError(f"clip_percentile must be in (0, 100] (100: no clipping), "
+                         f"got {clip_percentile!r}")
+    return p
+
+
+def color_limit(
+    *arrays: ArrayLike, clip_percentile: float | None = None, vmax: float | None = None
+) -> float:
+    """One colour limit ``v`` shared by all ``arrays`` (limits ``(-v, v)``, or ``(0, v)`` for
+    absolute values).
+
+    ``vmax`` wins when given.  Otherwise ``v`` is the ``clip_percentile``-th percentile of
+    ``|value|`` pooled over all arrays (``None`` or 100: the largest ``|value|``); scores
+    beyond it are drawn in the end colours.  When that percentile is 0 (mostly zero scores)
+    it is taken over the nonzero values instead; all zero gives 1.0."""
+    v = _check_vmax(vmax)
+    if v is not None:
+        return v
+    p = _check_percentile(clip_percentile)
+    mags = [np.abs(_as_float_array(a, "scores")).ravel() for a in arrays]
+    pooled = np.concatenate(mags) if mags else np.zeros(0)
+    nonzero = pooled[pooled > 0]
+    if nonzero.size == 0:
+        return 1.0
+    if p is None or p == 100.0:
+        return float(nonzero.max())
+    v = float(np.percentile(pooled, p))
+    return v if v > 0 else float(np.percentile(nonzero, p))
+
+
+def legend_sentence(target: str = "the target", sign: str = "all") -> str:
+    """The one sentence that says what the colours mean, e.g. ``"Red: raises the class 7
+    logit relative to the reference; blue: lowers it."``"""
+    if sign == "all":
+        return f"Red: raises {target} relative to the reference; blue: lowers it."
+    if sign == "positive":
+        return (f"Red: raises {target} relative to the reference "
+                "(only these scores are shown; the others are set to 0).")
+    if sign == "negative":
+        return (f"Blue: lowers {target} relative to the reference "
+                "(only these scores are shown; the others are set to 0).")
+    if sign == "absolute":
+        return (f"Darker: a larger change of {target} relative to the reference, "
+                "up or down (|score| is shown).")
+    raise ValueError(f"sign must be one of {', '.join(map(repr, SIGNS))}, got {sign!r}")
+
+
+def _scale_for(sign: str, v: float, cmap: str) -> tuple[str, float, float]:
+    """(colormap, vmin, vmax) for scores filtered with ``sign``."""
+    if sign == "absolute":
+        return ABSOLUTE_CMAP, 0.0, v
+    return cmap, -v, v
 
 
 def _new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
@@ -163,8 +265,8 @@ def _show_image(ax, img: np.ndarray, gray: bool = False):
     return ax.imshow(img, interpolation="nearest")
 
 
-def _show_scores(ax, scores2d: np.ndarray, v: float, cmap: str, alpha: float = 1.0):
-    im = ax.imshow(scores2d, cmap=cmap, vmin=-v, vmax=v, alpha=alpha, interpolation="nearest")
+def _show_scores(ax, scores2d: np.ndarray, lo: float, v: float, cmap: str, alpha: float = 1.0):
+    im = ax.imshow(scores2d, cmap=cmap, vmin=lo, vmax=v, alpha=alpha, interpolation="nearest")
     im.set_label(ATTRIBUTION_LABEL)
     return im
 
@@ -224,6 +326,8 @@ def image_heatmap(
     alpha: float = 0.6,
     grayscale_background: bool = True,
     vmax: float | None = None,
+    sign: Literal["all", "positive", "negative", "absolute"] = "all",
+    clip_percentile: float | None = None,
     cmap: str = DEFAULT_CMAP,
     colorbar: bool = True,
     title: str | None = None,
@@ -244,6 +348,10 @@ def image_heatmap(
         grayscale_background: show the image under an overlay in grayscale (keeps the
             heatmap colours readable).
         vmax: colour limit; limits are ``(-vmax, vmax)``, default ``max |summed score|``.
+        sign: which scores to show (:func:`sign_filter`; ``"absolute"``: a sequential
+            scale from 0).
+        clip_percentile: end the colour scale at this percentile of ``|score|``
+            (:func:`color_limit`) instead of the largest.
         cmap: a diverging colormap name.
         colorbar: add a colour bar.
         title: axes title.
@@ -261,26 +369,226 @@ def image_heatmap(
             f"scores are {s.shape}"
         )
     alpha = _check_alpha(alpha)
-    v = symmetric_limit(s, vmax=vmax)
+    s = sign_filter(s, sign)
+    cmap, lo, v = _scale_for(sign, color_limit(s, clip_percentile=clip_percentile, vmax=vmax),
+                             cmap)
     fig = _new_figure(figsize, dpi)
     if img is not None and not overlay:
         ax_img, ax = fig.subplots(1, 2)
         _show_image(ax_img, img)
         _bare_axes(ax_img)
         ax_img.set_title("input")
-        im = _show_scores(ax, s, v, cmap)
+        im = _show_scores(ax, s, lo, v, cmap)
     else:
         ax = fig.add_subplot()
         if img is not None:
             _show_image(ax, img, gray=grayscale_background)
-            im = _show_scores(ax, s, v, cmap, alpha=alpha)
+            im = _show_scores(ax, s, lo, v, cmap, alpha=alpha)
         else:
-            im = _show_scores(ax, s, v, cmap)
+            im = _show_scores(ax, s, lo, v, cmap)
     _bare_axes(ax)
     if title:
         ax.set_title(title)
     if colorbar:
         fig.colorbar(im, ax=ax, label=ATTRIBUTION_LABEL, shrink=0.8)
+    return _finish(fig, save)
+
+
+PANEL_STYLES = ("map", "overlay")
+"""How :func:`attribution_grid` draws a target's scores: the map alone, or blended over the
+input shown in grey."""
+
+
+def _wrapped(text: str | None, width_in: float, fontsize: float) -> str:
+    """``text`` wrapped to lines that fit ``width_in`` inches at ``fontsize`` points."""
+    if not text:
+        return ""
+    chars = max(20, int(width_in * 72.0 / (0.58 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars, break_on_hyphens=False)
+                     for line in str(text).splitlines())
+
+
+def _add_texts(fig: Figure, title: str | None, subtitle: str | None, legend: str | None,
+               width_in: float) -> None:
+    """Title and subtitle above the panels, the legend sentence below them."""
+    head = "\n".join(t for t in (_wrapped(title, width_in, 11), _wrapped(subtitle, width_in, 9.5))
+                     if t)
+    if head:
+        fig.suptitle(head, fontsize=10)
+    if legend:
+        fig.supxlabel(_wrapped(legend, width_in, 9.5), fontsize=9.5)
+
+
+def _text_height(title: str | None, subtitle: str | None, legend: str | None,
+                 width_in: float) -> float:
+    """Inches the texts of :func:`_add_texts` need (so panels keep their size)."""
+    lines = sum(_wrapped(t, width_in, 10).count("\n") + 1 for t in (title, subtitle, legend) if t)
+    return 0.2 * lines + (0.15 if lines else 0.0)
+
+
+def _background(ax, img: np.ndarray):
+    """The input in light grey (dark pixels mid-grey), so red and blue stay readable."""
+    return ax.imshow(_grayscale(img), cmap="gray", vmin=-0.6, vmax=1.0, interpolation="nearest")
+
+
+def _blended(ax, img: np.ndarray, s: np.ndarray, cmap: str, lo: float, hi: float, alpha: float):
+    """Scores over the grey input: each pixel's opacity grows with its ``|score|`` (up to
+    ``alpha`` at the colour limit), so the input shows through where nothing contributes."""
+    _background(ax, img)
+    strength = np.clip(np.abs(s) / max(abs(lo), abs(hi)), 0.0, 1.0)
+    im = ax.imshow(s, cmap=cmap, vmin=lo, vmax=hi, alpha=alpha * np.sqrt(strength),
+                   interpolation="nearest")
+    im.set_label(ATTRIBUTION_LABEL)
+    return im
+
+
+def _colorbar(fig: Figure, axes, cmap: str, lo: float, hi: float, shown: list[np.ndarray],
+              unit: str, orientation: str = "vertical"):
+    """One colour bar for ``axes`` (its own mappable: panels may carry per-pixel alpha),
+    with arrow ends where scores lie beyond the (clipped) limits."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    top = max(float(a.max()) for a in shown)
+    bottom = min(float(a.min()) for a in shown)
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
+              (True, True): "both"}[(bottom < lo - 1e-12 * hi, top > hi * (1 + 1e-12))]
+    sm = ScalarMappable(Normalize(lo, hi), cmap)
+    return fig.colorbar(sm, ax=axes, label=unit, shrink=0.85, extend=extend,
+                        orientation=orientation)
+
+
+def _check_choice(value: str, choices: Sequence[str], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _check_ncols(ncols: int | None, default: int) -> int:
+    if ncols is None:
+        return default
+    if isinstance(ncols, bool) or int(ncols) != ncols or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer or None, got {ncols!r}")
+    return int(ncols)
+
+
+def _target_maps(scores_by_target: Mapping[str, ArrayLike], shape: tuple[int, ...] | None
+                 ) -> dict[str, np.ndarray]:
+    """target label -> (H, W) map (channels summed), all of one (H, W)."""
+    if not isinstance(scores_by_target, Mapping) or len(scores_by_target) == 0:
+        raise ValueError("scores_by_target must be a non-empty mapping {target label: scores}")
+    maps = {}
+    for label, sc in scores_by_target.items():
+        s = _spatial_scores(sc, f"scores_by_target[{label!r}]")
+        if shape is not None and s.shape != shape:
+            raise ValueError(f"scores_by_target[{label!r}] must have the image's (H, W) = "
+                             f"{shape}, got shape {np.shape(sc)}")
+        shape = s.shape
+        maps[str(label)] = s
+    return maps
+
+
+def attribution_grid(
+    image: ArrayLike | None,
+    scores_by_target: Mapping[str, ArrayLike],
+    *,
+    styles: Sequence[Literal["map", "overlay"]] = ("overlay",),
+    sign: Literal["all", "positive", "negative", "absolute"] = "all",
+    clip_percentile: float | None = 99.5,
+    vmax: float | None = None,
+    alpha: float = 0.8,
+    cmap: str = DEFAULT_CMAP,
+    unit: str = ATTRIBUTION_LABEL,
+    legend: str | None = None,
+    title: str | None = None,
+    subtitle: str | None = None,
+    ncols: int | None = None,
+    cell_size: float = 2.6,
+    dpi: float = 100,
+    save: PathLike | None = None,
+) -> Figure:
+    """One input and its attribution maps for one or many targets, on one colour scale.
+
+    Panels, row by row (``ncols`` per row): the input (when given), then for each target
+    one panel per entry of ``styles``: ``"map"`` draws the scores alone, ``"overlay"``
+    blends them over the input in grey (opacity growing with ``|score|``, at most
+    ``alpha``), like Captum's ``blended_heat_map``.  Every panel shares one colour limit
+    (:func:`color_limit` over all targets), so colours compare across targets; one colour
+    bar, labelled ``unit``, serves them all.
+
+    Args:
+        image: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; ``None`` only
+            with ``styles=("map",)``.
+        scores_by_target: target label -> scores ``(H, W)`` or ``(H, W, C)`` (channels
+            summed), in panel order.
+        styles: non-empty, from :data:`PANEL_STYLES`.
+        sign: which scores to show (:func:`sign_filter`); ``"absolute"`` uses a
+            sequential colormap from 0.
+        clip_percentile: the colour limit is this percentile of ``|score|`` (``None`` or
+            100: the largest); the colour bar's arrow ends mark clipped scores.
+        vmax: a fixed colour limit instead.
+        alpha: the largest opacity of an overlay, in [0, 1].
+        cmap: the diverging colormap (red: positive).
+        unit: what the scores are, for the colour bar (e.g. "contribution to the class 7
+            logit").
+        legend: a sentence below the panels (e.g. :func:`legend_sentence`).
+        title, subtitle: lines above the panels (wrapped to the figure's width).
+        ncols: panels per row (default: all of them, at most 6).
+        cell_size: inches per panel.
+        dpi, save: resolution; optional PNG path.
+
+    Returns:
+        The figure; every score panel holds one ``AxesImage`` labelled ``"attribution"``
+        whose array is the plotted (sign-filtered) map.
+    """
+    styles = tuple(styles)
+    if not styles or len(set(styles)) != len(styles):
+        raise ValueError(f"styles must be distinct entries of {PANEL_STYLES}, got {styles!r}")
+    for st in styles:
+        _check_choice(st, PANEL_STYLES, "each style")
+    _check_choice(sign, SIGNS, "sign")
+    alpha = _check_alpha(alpha)
+    img = None if image is None else _display_image(image)
+    if img is None and "overlay" in styles:
+        raise ValueError("an overlay needs the image: pass image, or styles=('map',)")
+    maps = _target_maps(scores_by_target, None if img is None else img.shape[:2])
+    shown = {k: sign_filter(m, sign) for k, m in maps.items()}
+    v = color_limit(*shown.values(), clip_percentile=clip_percentile, vmax=vmax)
+    cmap_used, lo, hi = _scale_for(sign, v, cmap)
+    panels = [(label, st) for label in shown for st in styles]
+    n = len(panels) + (img is not None)
+    cols = _check_ncols(ncols, min(n, 6))
+    rows = -(-n // cols)
+    width = cell_size * cols + 1.2
+    fig = _new_figure((width, cell_size * rows + _text_height(title, subtitle, legend, width)),
+                      dpi)
+    axes = list(np.asarray(fig.subplots(rows, cols, squeeze=False)).flat)
+    k = 0
+    if img is not None:
+        _show_image(axes[0], img)
+        axes[0].set_title("input", fontsize=9)
+        k = 1
+    many = len(shown) > 1
+    style_names = {"map": "contributions", "overlay": "over the input"}
+    for label, st in panels:
+        ax = axes[k]
+        if st == "overlay":
+            _blended(ax, img, shown[label], cmap_used, lo, hi, alpha)
+        else:
+            ax.imshow(shown[label], cmap=cmap_used, vmin=lo, vmax=hi,
+                      interpolation="nearest").set_label(ATTRIBUTION_LABEL)
+        name = label if many else style_names[st]
+        if many and len(styles) > 1:
+            name = f"{label}: {style_names[st]}"
+        ax.set_title(name, fontsize=9)
+        k += 1
+    for ax in axes:
+        _bare_axes(ax)
+    for ax in axes[k:]:
+        ax.set_axis_off()
+    _colorbar(fig, axes[:k] if rows == 1 else axes, cmap_used, lo, hi, list(shown.values()),
+              unit)
+    _add_texts(fig, title, subtitle, legend, width)
     return _finish(fig, save)
 
 
@@ -388,9 +696,9 @@ def method_grid(
             ax = axes[i, j + 1]
             if alpha is not None:
                 _show_image(ax, display[i], gray=True)
-                mappable = _show_scores(ax, s[i], limits[i], cmap, alpha=alpha)
+                mappable = _show_scores(ax, s[i], -limits[i], limits[i], cmap, alpha=alpha)
             else:
-                mappable = _show_scores(ax, s[i], limits[i], cmap)
+                mappable = _show_scores(ax, s[i], -limits[i], limits[i], cmap)
         if colorbar and share == "row" and vmax is None:
             fig.colorbar(mappable, ax=list(axes[i, 1:]), shrink=0.8)
     for ax in axes.flat:
@@ -474,6 +782,138 @@ def feature_bars(
     ax.set_xlabel(xlabel)
     if title:
         ax.set_title(title)
+    return _finish(fig, save)
+
+
+BAR_ORDERS = ("magnitude", "position")
+"""How :func:`target_bars` orders bars: largest ``|score|`` first (tabular features), or by
+position along the input (sequences)."""
+
+
+def _bar_scores(scores_by_target: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
+    """target label -> (F,) scores, all of one length F >= 1."""
+    if not isinstance(scores_by_target, Mapping) or len(scores_by_target) == 0:
+        raise ValueError("scores_by_target must be a non-empty mapping {target label: scores}")
+    out: dict[str, np.ndarray] = {}
+    for label, sc in scores_by_target.items():
+        s = _as_float_array(sc, f"scores_by_target[{label!r}]")
+        if s.ndim != 1 or s.size == 0:
+            raise ValueError(f"scores_by_target[{label!r}] must have shape (F,) with F >= 1 "
+                             f"(one score per feature or position), got shape {s.shape}")
+        if out and s.size != next(iter(out.values())).size:
+            raise ValueError(f"scores_by_target[{label!r}] has {s.size} scores but the first "
+                             f"target has {next(iter(out.values())).size}; every target needs "
+                             "one score per feature")
+        out[str(label)] = s
+    return out
+
+
+def target_bars(
+    scores_by_target: Mapping[str, ArrayLike],
+    feature_names: Sequence[str] | None = None,
+    *,
+    top_k: int | None = None,
+    order: Literal["magnitude", "position"] = "magnitude",
+    sign: Literal["all", "positive", "negative", "absolute"] = "all",
+    unit: str = ATTRIBUTION_LABEL,
+    legend: str | None = None,
+    title: str | None = None,
+    subtitle: str | None = None,
+    ncols: int | None = None,
+    pos_color: str = POS_COLOR,
+    neg_color: str = NEG_COLOR,
+    figsize: tuple[float, float] | None = None,
+    dpi: float = 100,
+    save: PathLike | None = None,
+) -> Figure:
+    """Bar charts of one input's scores for one or many targets, on one shared axis scale.
+
+    ``order="magnitude"`` (tabular features): horizontal bars, largest ``|score|`` at the
+    top, the ``top_k`` largest per target.  ``order="position"`` (sequences): vertical bars
+    in input order, every position.  Red bars raise the target, blue bars lower it
+    (``sign="absolute"``: ``|score|`` in one colour).
+
+    Args:
+        scores_by_target: target label -> scores ``(F,)`` (the same ``F`` for all), one
+            panel each, in order.
+        feature_names: ``F`` names (default ``"x0", "x1", ...``).
+        top_k: with ``order="magnitude"``, bars per panel (``>= 1``; above ``F``: all).
+        order: one of :data:`BAR_ORDERS`.
+        sign: which scores to show (:func:`sign_filter`).
+        unit: the value axis label (e.g. "contribution to the class 1 logit").
+        legend, title, subtitle: a sentence below the panels; lines above them.
+        ncols: panels per row (default 3 for ``"magnitude"``, 1 for ``"position"``).
+        pos_color, neg_color: colours of positive and negative bars.
+        figsize: default sized from the bars and panels.
+        dpi, save: resolution; optional PNG path.
+
+    Returns:
+        The figure; ``fig.axes[k].patches`` are panel ``k``'s bars (top to bottom, or
+        left to right) and every panel has the same value-axis limits.
+    """
+    shown = {k: sign_filter(s, sign) for k, s in _bar_scores(scores_by_target).items()}
+    _check_choice(order, BAR_ORDERS, "order")
+    f = next(iter(shown.values())).size
+    if feature_names is None:
+        names = [f"x{i}" for i in range(f)]
+    else:
+        names = [str(x) for x in feature_names]
+        if len(names) != f:
+            raise ValueError(f"feature_names must have one name per score ({f}), got {len(names)}")
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    by_size = order == "magnitude"
+    picks = {k: (top_features(s, None if top_k is None else int(top_k)) if by_size
+                 else np.arange(f)) for k, s in shown.items()}
+    if by_size and sign in ("positive", "negative"):  # no rows for the filtered-out sign
+        picks = {k: p[shown[k][p] != 0] for k, p in picks.items()}
+    n = len(shown)
+    cols = _check_ncols(ncols, min(n, 3) if by_size else 1)
+    rows = -(-n // cols)
+    bars = max(1, max(len(p) for p in picks.values()))
+    if figsize is None:
+        cell_w = 4.4 if by_size else float(np.clip(0.22 * f, 6.0, 16.0))
+        cell_h = 0.7 + 0.26 * bars if by_size else 2.2
+        width = cell_w * cols
+        figsize = (width, cell_h * rows + _text_height(title, subtitle, legend, width))
+    fig = _new_figure(figsize, dpi)
+    axes = list(np.asarray(fig.subplots(rows, cols, squeeze=False)).flat)
+    lim = 1.05 * max(float(np.max(np.abs(s[picks[k]]), initial=0.0)) for k, s in shown.items())
+    lim = lim if lim > 0 else 1.0
+    low, high = {"absolute": (0.0, lim), "positive": (0.0, lim), "negative": (-lim, 0.0)
+                 }.get(sign, (-lim, lim))
+    for ax, (label, s) in zip(axes, shown.items()):
+        idx = picks[label]
+        vals = s[idx]
+        colors = ["#6a51a3" if sign == "absolute" else pos_color if v >= 0 else neg_color
+                  for v in vals]
+        at = np.arange(len(idx))
+        if by_size:
+            ax.barh(at, vals, color=colors, edgecolor="none")
+            ax.set_yticks(at, [names[i] for i in idx], fontsize=8)
+            ax.set_ylim(max(len(idx), 1) - 0.5, -0.5)
+            ax.axvline(0.0, color="black", linewidth=0.8)
+            ax.set_xlim(low, high)
+            ax.set_xlabel(unit, fontsize=9)
+        else:
+            ax.bar(at, vals, color=colors, edgecolor="none", width=0.85)
+            if f <= 40:
+                ax.set_xticks(at, [names[i] for i in idx], fontsize=7,
+                              rotation=90 if max(map(len, names)) > 2 else 0)
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            ax.set_xlim(-0.6, f - 0.4)
+            ax.set_ylim(low, high)
+            ax.set_ylabel(unit, fontsize=9)
+            ax.set_xlabel("position", fontsize=9)
+        if len(idx) == 0:
+            ax.text(0.5, 0.5, f"no {sign} scores", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=9, color="0.4")
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        ax.set_title(label, fontsize=9)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    _add_texts(fig, title, subtitle, legend, figsize[0])
     return _finish(fig, save)
 
 

@@ -410,3 +410,258 @@ def test_save_png_permission_error_is_reported_with_folder(tmp_path, monkeypatch
         viz.save_png(_small_fig(), tmp_path / "x.png")
     assert info.value.filename == str(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- sign, clipping, legend
+
+
+def test_sign_filter_keeps_only_the_chosen_sign():
+    s = np.array([[-2.0, -0.5, 0.0], [0.25, 1.0, 3.0]])
+    np.testing.assert_array_equal(viz.sign_filter(s, "all"), s)
+    np.testing.assert_array_equal(viz.sign_filter(s, "positive"), [[0, 0, 0], [0.25, 1.0, 3.0]])
+    np.testing.assert_array_equal(viz.sign_filter(s, "negative"), [[-2.0, -0.5, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(viz.sign_filter(s, "absolute"), np.abs(s))
+    with pytest.raises(ValueError, match=r"sign must be one of 'all', 'positive', 'negative', "
+                                         r"'absolute', got 'pos'"):
+        viz.sign_filter(s, "pos")
+
+
+def test_color_limit_clips_at_the_percentile_and_pools_arrays():
+    body = np.linspace(-1.0, 1.0, 999)
+    with_outlier = np.append(body, 50.0)
+    assert viz.color_limit(with_outlier) == 50.0
+    v = viz.color_limit(with_outlier, clip_percentile=99.0)
+    assert v == pytest.approx(np.percentile(np.abs(with_outlier), 99.0)) and v < 1.0
+    assert viz.color_limit(body, 3 * body, clip_percentile=100) == pytest.approx(3.0)  # shared
+    assert viz.color_limit(with_outlier, clip_percentile=99.0, vmax=7.0) == 7.0
+    sparse = np.zeros(1000)
+    sparse[:3] = [0.5, -2.0, 1.0]  # the 99.5th percentile of |s| is 0: use the nonzero ones
+    assert 0.5 <= viz.color_limit(sparse, clip_percentile=99.5) <= 2.0
+    assert viz.color_limit(np.zeros(4), clip_percentile=99.5) == 1.0
+    for bad in (0, -1, 100.5, "high"):
+        with pytest.raises(ValueError, match="clip_percentile must be"):
+            viz.color_limit(body, clip_percentile=bad)
+
+
+def test_legend_sentence_says_what_red_and_blue_mean():
+    text = viz.legend_sentence("the class 7 logit")
+    assert text.startswith("Red: raises the class 7 logit relative to the reference")
+    assert "blue: lowers it" in text
+    assert "Blue: lowers" in viz.legend_sentence("t", "negative")
+    assert "|score|" in viz.legend_sentence("t", "absolute")
+    with pytest.raises(ValueError, match="sign must be one of"):
+        viz.legend_sentence("t", "both")
+
+
+# --------------------------------------------------------------------------- attribution_grid
+
+
+def _score_images(fig: Figure) -> list[AxesImage]:
+    return [im for ax in fig.axes for im in ax.get_images()
+            if im.get_label() == viz.ATTRIBUTION_LABEL]
+
+
+def _colorbar_axes(fig: Figure):
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def test_attribution_grid_one_panel_per_target_on_one_scale(tmp_path):
+    maps = {f"class {t}": _smooth_scores(scale=t + 1.0) for t in range(5)}
+    path = tmp_path / "grid.png"
+    fig = viz.attribution_grid(_image(), maps, unit="contribution to each class's logit",
+                               title="input file: x.png", subtitle="predicted: class 4",
+                               legend=viz.legend_sentence("each class's logit"), ncols=3,
+                               clip_percentile=None, cell_size=1.2, dpi=40, save=path)
+    _check_png(path, fig)
+    heats = _score_images(fig)
+    assert len(heats) == 5 and len({id(im.axes) for im in heats}) == 5  # one axes per target
+    assert [im.axes.get_title() for im in heats] == list(maps)
+    top = np.abs(maps["class 4"]).max()
+    assert {im.get_clim() for im in heats} == {(-top, top)}  # shared: the largest of all
+    (cbar,) = _colorbar_axes(fig)
+    assert cbar.get_ylabel() == "contribution to each class's logit"
+    assert fig.get_suptitle() == "input file: x.png\npredicted: class 4"
+    assert fig._supxlabel.get_text().startswith("Red: raises each class's logit")
+    # 1 input + 5 maps on a 3-column grid: 2 rows, the last slot switched off
+    cells = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(cells) == 6 and sum(ax.axison for ax in cells) == 6
+
+
+def test_attribution_grid_sign_clip_and_overlay():
+    s = _smooth_scores()
+    s[0, 0] = 40.0  # an outlier that would wash the map out
+    fig = viz.attribution_grid(_image(), {"logit": s}, styles=("map", "overlay"),
+                               sign="negative", clip_percentile=95, alpha=0.5, dpi=30)
+    heats = _score_images(fig)
+    assert [im.axes.get_title() for im in heats] == ["contributions", "over the input"]
+    for im in heats:
+        plotted = np.asarray(im.get_array())
+        assert plotted.max() == 0.0  # the positive scores (outlier included) are zeroed
+        np.testing.assert_array_equal(plotted, np.minimum(s, 0.0))
+    v = np.percentile(np.abs(np.minimum(s, 0.0)), 95)
+    assert heats[0].get_clim() == pytest.approx((-v, v)) and v < np.abs(s).max()
+    overlay = heats[1]
+    assert len(overlay.axes.get_images()) == 2  # grey input beneath, scores on top
+    alpha = np.asarray(overlay.get_alpha())
+    assert alpha.shape == s.shape and alpha.max() == pytest.approx(0.5) and alpha.min() == 0.0
+    fig = viz.attribution_grid(_image(), {"logit": s}, sign="absolute", clip_percentile=100,
+                               dpi=30)
+    (heat,) = _score_images(fig)
+    assert heat.get_clim() == (0.0, 40.0) and np.asarray(heat.get_array()).min() >= 0.0
+
+
+@pytest.mark.parametrize("image, maps, kwargs, match", [
+    (_image(), {}, {}, "scores_by_target must be a non-empty mapping"),
+    (_image(), {"a": np.zeros((3, 3))}, {}, r"must have the image's \(H, W\) = \(12, 10\)"),
+    (None, {"a": np.zeros((3, 3))}, {}, "an overlay needs the image"),
+    (_image(), {"a": _smooth_scores()}, {"styles": ("heat",)}, "each style must be one of"),
+    (_image(), {"a": _smooth_scores()}, {"styles": ()}, "styles must be distinct"),
+    (_image(), {"a": _smooth_scores()}, {"sign": "pos"}, "sign must be one of"),
+    (_image(), {"a": _smooth_scores()}, {"clip_percentile": 0}, r"clip_percentile must be in"),
+    (_image(), {"a": _smooth_scores()}, {"alpha": 2}, r"alpha must be in \[0, 1\]"),
+    (_image(), {"a": _smooth_scores()}, {"ncols": 0}, "ncols must be a positive integer"),
+])
+def test_attribution_grid_bad_options(image, maps, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        viz.attribution_grid(image, maps, **kwargs)
+
+
+# --------------------------------------------------------------------------- target_bars
+
+
+def test_target_bars_top_k_per_target_on_one_scale(tmp_path):
+    scores = {"class 0": np.array([0.1, -2.0, 0.5, 3.0, -0.05]),
+              "class 1": np.array([1.0, 0.2, -0.3, 0.0, 0.4])}
+    names = ["age", "bmi", "bp", "s1", "s2"]
+    path = tmp_path / "bars.png"
+    fig = viz.target_bars(scores, names, top_k=3, unit="contribution to each class's logit",
+                          legend="Red: raises.", dpi=40, save=path)
+    _check_png(path, fig)
+    ax0, ax1 = fig.axes
+    assert [p.get_width() for p in ax0.patches] == [3.0, -2.0, 0.5]  # top 3 by |score|
+    assert [t.get_text() for t in ax0.get_yticklabels()] == ["s1", "bmi", "bp"]
+    assert [p.get_width() for p in ax1.patches] == [1.0, 0.4, -0.3]
+    assert ax0.get_xlim() == ax1.get_xlim() == pytest.approx((-3.15, 3.15))  # shared scale
+    assert ax0.get_xlabel() == "contribution to each class's logit"
+    assert ax0.patches[0].get_facecolor() != ax0.patches[1].get_facecolor()  # red vs blue
+    fig = viz.target_bars(scores, names, dpi=40)
+    assert [len(ax.patches) for ax in fig.axes] == [5, 5]  # every feature without top_k
+
+
+def test_target_bars_sign_filter_and_positions():
+    scores = {"t": np.array([0.1, -2.0, 0.5, 3.0, -0.05])}
+    fig = viz.target_bars(scores, sign="positive", dpi=30)
+    assert [p.get_width() for p in fig.axes[0].patches] == [3.0, 0.5, 0.1]  # negatives dropped
+    assert fig.axes[0].get_xlim()[0] == 0.0
+    fig = viz.target_bars({"t": -np.ones(3)}, sign="positive", dpi=30)
+    assert len(fig.axes[0].patches) == 0 and "no positive scores" in fig.axes[0].texts[0].get_text()
+    fig = viz.target_bars(scores, order="position", dpi=30)
+    (ax,) = fig.axes
+    assert [p.get_height() for p in ax.patches] == list(scores["t"])  # input order, all of them
+    assert ax.get_xlabel() == "position"
+
+
+@pytest.mark.parametrize("scores, kwargs, match", [
+    ({}, {}, "non-empty mapping"),
+    ({"a": np.zeros((2, 3))}, {}, r"must have shape \(F,\) with F >= 1.*got shape \(2, 3\)"),
+    ({"a": np.zeros(3), "b": np.zeros(4)}, {}, "has 4 scores but the first target has 3"),
+    ({"a": np.zeros(3)}, {"feature_names": ["x"]}, r"one name per score \(3\), got 1"),
+    ({"a": np.zeros(3)}, {"top_k": 0}, "top_k must be a positive integer"),
+    ({"a": np.zeros(3)}, {"order": "size"}, "order must be one of 'magnitude', 'position'"),
+    ({"a": np.zeros(3)}, {"sign": "neg"}, "sign must be one of"),
+])
+def test_target_bars_bad_options(scores, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        viz.target_bars(scores, **kwargs)
+
+
+# --------------------------------------------------------------------------- jaxlift attribute --png
+
+
+def _cli_result(cli, scores, logits, targets, delta):
+    return cli.Result(np.asarray(scores), np.asarray(delta), np.asarray(targets),
+                      np.asarray(logits, np.float32))
+
+
+def test_attribute_pages_name_the_input_and_say_what_is_explained(tmp_path):
+    from jaxlift import cli
+
+    x = RNG.random((2, 12, 10, 1)).astype(np.float32)
+    scores = np.stack([_smooth_scores()[..., None], -_smooth_scores()[..., None]])
+    logits = [[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]]
+    result = _cli_result(cli, scores, logits, [1, 0], [1.5, -2.0])
+    batch = cli.Batch(x, ["0", "1"], "float32", "data/digits.npy")
+    pages = cli.heatmap_pages(batch, result, cli.TargetSpec("pred"), reference="zeros",
+                              mode="rescale", clip_percentile=90.0)
+    p = pages[0]
+    assert [q.filename for q in pages] == ["input_0000.png", "input_0001.png"]
+    assert p.kind == "image" and p.title == "input: example 0 of digits.npy"  # not a bare "0"
+    prob = np.exp(3.0) / np.exp([0.0, 3.0, 1.0]).sum()
+    for fact in (f"predicted: class 1 (p = {prob:.3f})", "explained: the class 1 logit",
+                 "reference: zeros", "mode: rescale", "Δ = 1.5"):
+        assert fact in p.subtitle
+    assert pages[1].target == "the class 0 logit"
+    written = cli.write_pngs(tmp_path, pages[:1])
+    assert written == [tmp_path / "input_0000.png"]
+    with Image.open(written[0]) as im:
+        assert im.format == "PNG" and im.size[0] > 2 * im.size[1]  # input | map | overlay
+
+    images = cli.Batch(x[:1], ["seven.png"], "image", "photos")
+    allt = _cli_result(cli, np.repeat(scores[:1, None], 3, axis=1), logits[:1], [-1], [[0, 0, 0]])
+    (page,) = cli.heatmap_pages(images, allt, cli.TargetSpec("all"))
+    assert page.title == "input file: seven.png" and page.filename == "seven.png"
+    assert list(page.panels) == ["class 0 logit", "class 1 logit", "class 2 logit"]
+
+
+def test_attribute_pages_for_a_sigmoid_model_and_for_tabular_inputs(tmp_path):
+    from jaxlift import cli
+
+    x = RNG.normal(size=(1, 6)).astype(np.float32)
+    s = np.array([[0.3, -0.2, 0.05, 0.0, 1.0, -0.6]])
+    result = _cli_result(cli, s, [[-1.0]], [0], [0.55])  # one logit < 0: class 0 predicted
+    batch = cli.Batch(x, ["0"], "float32", "tab.npy")
+    (page,) = cli.heatmap_pages(batch, result, cli.TargetSpec("pred"), top_k=3, sign="all")
+    assert page.kind == "features" and page.names == tuple(f"feature {k}" for k in range(6))
+    p0 = 1.0 - 1.0 / (1.0 + np.exp(1.0))  # P(class 0) = 1 - sigmoid(logit)
+    assert f"predicted: class 0 (p = {p0:.3f})" in page.subtitle
+    assert page.target == "the logit (output 0)"
+    (path,) = cli.write_pngs(tmp_path, [page])
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+    layer = cli.heatmap_pages(batch, result, cli.TargetSpec("pred"), layer="hidden")
+    assert layer[0].names[0] == "unit 0" and "layer: hidden" in layer[0].subtitle
+    conv = _cli_result(cli, np.zeros((1, 4, 4, 2)), [[-1.0]], [0], [0.0])
+    assert cli.heatmap_pages(batch, conv, cli.TargetSpec("pred")) == []  # no figure for that
+
+
+def test_attribute_figure_flags():
+    from jaxlift import cli
+
+    parser = cli.build_parser()
+    base = ["attribute", "m.h5", "x.npy"]
+    args = parser.parse_args(base)
+    assert (args.sign, args.clip_percentile, args.alpha, args.top_k) == ("all", 99.5, 0.8, 20)
+    args = parser.parse_args(base + ["--sign", "absolute", "--clip-percentile", "100",
+                                     "--alpha", "0", "--top-k", "5"])
+    assert (args.sign, args.clip_percentile, args.alpha, args.top_k) == ("absolute", 100, 0, 5)
+    for sign in viz.SIGNS:  # the CLI offers every sign the figures know
+        assert parser.parse_args(base + ["--sign", sign]).sign == sign
+    for bad in (["--sign", "pos"], ["--clip-percentile", "0"], ["--clip-percentile", "101"],
+                ["--alpha", "1.5"], ["--top-k", "0"], ["--alpha", "much"]):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args(base + bad)
+        assert e.value.code == 2
+
+
+def test_image_heatmap_sign_and_clip_percentile():
+    s = _smooth_scores()
+    s[3, 3] = 25.0
+    fig = viz.image_heatmap(_image(), s, sign="positive", clip_percentile=90, dpi=30)
+    (heat,) = _attribution_images(fig)
+    np.testing.assert_array_equal(heat.get_array(), np.maximum(s, 0.0))
+    v = np.percentile(np.maximum(s, 0.0), 90)
+    assert heat.get_clim() == pytest.approx((-v, v)) and v < 25.0
+    fig = viz.image_heatmap(None, s, sign="absolute", dpi=30)
+    assert _attribution_images(fig)[0].get_clim() == (0.0, 25.0)
+    with pytest.raises(ValueError, match="sign must be one of"):
+        viz.image_heatmap(None, s, sign="+")
