@@ -55,9 +55,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
-    from jaxlift import (adapters, api, baselines, chunking, cli, concepts,  # noqa: F401
-                         datasets, errors, hypothetical, interpreter, io, methods, models,
-                         program, references, rules, targets, validation, viz)
     from jaxlift.adapters import from_equinox, from_linen, from_nnx  # noqa: F401
     from jaxlift.api import attribute, layer, multipliers, token_scores  # noqa: F401
     from jaxlift.baselines import completeness_gap, flag_gaps  # noqa: F401
