@@ -199,14 +199,29 @@ class LazyChoices(Sequence[str]):
         return iter(self._all())
 
 
+def _method_table() -> dict | None:
+    """``jaxlift.methods.METHODS`` (name → Method) where this jaxlift has it, else None."""
+    try:
+        from jaxlift.methods import METHODS
+    except ImportError:
+        return None
+    return METHODS
+
+
 def available_modes() -> tuple[str, ...]:
     """Every ``mode=`` of :func:`jaxlift.attribute`, DeepLIFT's first."""
+    table = _method_table()
+    if table is not None:
+        return tuple(table)
     from jaxlift import baselines, interpreter
     return tuple(interpreter.MODES) + tuple(baselines.MODES)
 
 
 def sums_to_delta(mode: str) -> bool:
     """Whether ``mode``'s scores sum to Δ exactly (the DeepLIFT modes)."""
+    table = _method_table()
+    if table is not None:
+        return table[mode].completeness == "exact"
     from jaxlift import interpreter
     return mode in interpreter.MODES
 
@@ -214,11 +229,15 @@ def sums_to_delta(mode: str) -> bool:
 def check_mode_options(mode: str, options: dict) -> dict:
     """``options`` validated (and completed with defaults) by the method ``mode``; raises
     ``ValueError``/``TypeError`` naming the option."""
+    table = _method_table()
+    if table is not None:
+        return table[mode].check_options(options)
     from jaxlift import baselines
     if mode in baselines.MODES:
         return baselines.check_mode_options(mode, options)
     if options:
-        raise ValueError(f"mode {mode!r} takes no options (got {', '.join(sorted(options))})")
+        raise ValueError(f"unknown mode_options {sorted(options)} for mode {mode!r} (it takes: "
+                         "none)")
     return {}
 
 
