@@ -1,14 +1,66 @@
-"""jaxlift: DeepLIFT (Rescale and RevealCancel) as a JAX program transformation."""
-from jaxlift.api import attribute, layer, multipliers, token_scores
-from jaxlift.gaps import completeness_gap, flag_gaps
-from jaxlift.errors import JaxliftError, UnsupportedPrimitiveError
-from jaxlift.hypothetical import hypothetical_contributions
-from jaxlift.io.keras_files import keras_info, load_keras
-from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5
-from jaxlift.targets import class_difference, pre_activation, softmax_normalized
+"""jaxlift: DeepLIFT (Rescale and RevealCancel) as a JAX program transformation.
+
+Everything here is imported on first use (PEP 562 module ``__getattr__``): ``import jaxlift``
+costs almost nothing, ``jaxlift.attribute`` imports JAX and the interpreter the first time it is
+read, and the submodules are attributes too (``jaxlift.references.zeros_like``,
+``jaxlift.concepts.top_features``, ``jaxlift.viz``, …) without an ``import jaxlift.references``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "attribute": "jaxlift.api", "multipliers": "jaxlift.api", "layer": "jaxlift.api",
+    "token_scores": "jaxlift.api",
+    "completeness_gap": "jaxlift.gaps", "flag_gaps": "jaxlift.gaps",
+    "JaxliftError": "jaxlift.errors", "UnsupportedPrimitiveError": "jaxlift.errors",
+    "hypothetical_contributions": "jaxlift.hypothetical",
+    "keras_info": "jaxlift.io.keras_files", "load_keras": "jaxlift.io.keras_files",
+    "load_keras_h5": "jaxlift.io.keras_h5", "save_keras_h5": "jaxlift.io.keras_h5",
+    "class_difference": "jaxlift.targets", "pre_activation": "jaxlift.targets",
+    "softmax_normalized": "jaxlift.targets",
+    "from_nnx": "jaxlift.adapters", "from_equinox": "jaxlift.adapters",
+    "from_linen": "jaxlift.adapters",
+}
+
+# submodules reachable as attributes of the package
+_SUBMODULES = ("adapters", "api", "gaps", "chunking", "cli", "concepts", "datasets",
+               "errors", "hypothetical", "interpreter", "io", "methods", "models", "pipeline", "program",
+               "references", "rules", "targets", "validation", "viz")
 
 __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
            "UnsupportedPrimitiveError", "load_keras", "load_keras_h5", "save_keras_h5",
            "keras_info",
            "class_difference", "softmax_normalized", "pre_activation",
-           "hypothetical_contributions", "completeness_gap", "flag_gaps"]
+           "hypothetical_contributions", "completeness_gap", "flag_gaps",
+           "from_nnx", "from_equinox", "from_linen"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name or submodule the first time it is read (then cache it)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'jaxlift' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+
+
+if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
+    from jaxlift.adapters import from_equinox, from_linen, from_nnx  # noqa: F401
+    from jaxlift.api import attribute, layer, multipliers, token_scores  # noqa: F401
+    from jaxlift.gaps import completeness_gap, flag_gaps  # noqa: F401
+    from jaxlift.errors import JaxliftError, UnsupportedPrimitiveError  # noqa: F401
+    from jaxlift.hypothetical import hypothetical_contributions  # noqa: F401
+    from jaxlift.io.keras_files import keras_info, load_keras  # noqa: F401
+    from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5  # noqa: F401
+    from jaxlift.targets import (class_difference, pre_activation,  # noqa: F401
+                                 softmax_normalized)

@@ -4,13 +4,16 @@
 
     jaxlift demo [--out DIR] [--mode M] [--n N]
     jaxlift attribute MODEL.h5 INPUTS... [--refs zeros|blur|FILE|near-uniform:DATA]
-                      [--mode M] [--target pred|IDX|all|A-B] [--layer NAME]
-                      [--batch-size B] [--out scores.npz] [--png DIR] [--quiet]
+                      [--mode M] [--mode-option KEY=VALUE ...] [--target pred|IDX|all|A-B]
+                      [--class-names A,B,...] [--layer NAME] [--resize]
+                      [--batch-size auto|B] [--out scores.npz] [--png DIR] [--quiet]
     jaxlift info MODEL.h5
 
 MODEL.h5 may be any Keras model file: a legacy ``.h5`` (Keras 2 or 3) or a Keras 3
 ``.keras`` archive (told apart by content). Everything explains the model's **logits** (the
-pre-activation of its final softmax/sigmoid).
+pre-activation of its final softmax/sigmoid). A model with a single (sigmoid) output has two
+classes: class 1 is its logit ``z`` (P = σ(z)), class 0 the negated logit ``−z``
+(P = 1 − σ(z)), so that either class can be explained.
 Exit status: 0 on success, 2 for a usage error (argparse), 1 for anything else (a bad file, a
 bad input, a folder that cannot be written), with a one-line ``jaxlift: error: ...`` on stderr;
 130 after Ctrl-C and 143 after SIGTERM.
@@ -24,9 +27,11 @@ the hidden ``.NAME.jaxlift-tmp-PID@HOST-*.tmp`` leftovers are removed by the nex
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import re
 import signal
@@ -42,7 +47,6 @@ import numpy as np
 from jaxlift.errors import JaxliftError
 from jaxlift.io.atomic import (check_commit_folder, commit_folder, remove_stale_temporaries,
                                staged_folder, write_atomically)
-from jaxlift.interpreter import MODES  # the DeepLIFT modes: rescale, reveal_cancel, genomics_default
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -94,12 +98,61 @@ def parse_target(text: str) -> TargetSpec:
         "such as 3, all, or a class difference such as 3-5 (logit 3 minus logit 5)")
 
 
-def check_target(spec: TargetSpec, n_outputs: int) -> None:
-    """Raise CLIError if ``spec`` names an output the model does not have."""
+def check_target(spec: TargetSpec, n_classes: int, binary: bool = False) -> None:
+    """Raise CLIError if ``spec`` names a class the model does not have (``binary``: a
+    single-logit model, whose two classes are the negated logit (0) and the logit (1))."""
     for i in {"index": (spec.a,), "diff": (spec.a, spec.b)}.get(spec.kind, ()):
-        if i >= n_outputs:
+        if i >= n_classes:
+            if binary:
+                raise CLIError(f"--target {spec}: class {i} is out of range; the model has one "
+                               "(sigmoid) output, so two classes: 0 (the negated logit, "
+                               "P = 1 − σ(z)) and 1 (the logit z, P = σ(z))")
             raise CLIError(f"--target {spec}: output {i} is out of range; the model has "
-                           f"{n_outputs} output(s), numbered 0 to {n_outputs - 1}")
+                           f"{n_classes} output(s), numbered 0 to {n_classes - 1}")
+
+
+def parse_class_names(text: str) -> tuple[str, ...]:
+    """``cat,dog`` → ("cat", "dog") (argparse ``type=``): one name per class, in class order."""
+    names = tuple(n.strip() for n in text.split(","))
+    if any(not n for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give the class names separated by commas, "
+                                         "e.g. cat,dog (an empty name is not allowed)")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: the class names repeat a name")
+    return names
+
+
+def check_class_names(names: tuple[str, ...] | None, n_classes: int, binary: bool) -> None:
+    """Raise CLIError unless ``names`` has one entry per class."""
+    if names is not None and len(names) != n_classes:
+        what = ("two classes: 0 (the negated logit) and 1 (the logit), e.g. --class-names cat,dog"
+                " for a model that outputs P(dog)" if binary else f"{n_classes} classes")
+        raise CLIError(f"--class-names gives {len(names)} name(s) but the model has {what}")
+
+
+def class_label(c: int, names: Sequence[str] | None) -> str:
+    """A class as printed: its name when ``--class-names`` gave one, else its index."""
+    return str(c) if names is None or c < 0 else names[c]
+
+
+class TwoClass:
+    """A single-logit model as two classes: ``fn(v, xb) -> (N, 1)`` logits ``z`` become
+    ``(N, 2) = [−z, z]`` (class 0's logit is ``−z``: log P(0)/P(1) = −z). Hashable, so
+    compilations are cached."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, variables, xb):
+        import jax.numpy as jnp
+        z = self.fn(variables, xb)
+        return jnp.concatenate([-z, z], axis=-1)
+
+    def __eq__(self, other):
+        return isinstance(other, TwoClass) and self.fn == other.fn
+
+    def __hash__(self):
+        return hash((TwoClass, self.fn))
 
 
 class _Difference:
@@ -116,6 +169,157 @@ class _Difference:
 
     def __hash__(self):
         return hash((_Difference, self.a, self.b))
+
+
+# ============================================================================ methods
+
+
+class LazyChoices(Sequence[str]):
+    """argparse ``choices`` read on first use: listing the methods imports JAX, which
+    ``jaxlift info`` and ``jaxlift --help`` do without."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]):
+        self._load, self._items = load, None
+
+    def _all(self) -> tuple[str, ...]:
+        if self._items is None:
+            self._items = tuple(self._load())
+        return self._items
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, value) -> bool:
+        return value in self._all()
+
+    def __iter__(self):
+        return iter(self._all())
+
+
+def _method_table() -> dict:
+    """``jaxlift.methods.METHODS`` (name → Method), imported when first needed."""
+    from jaxlift.methods import METHODS
+    return METHODS
+
+
+def available_modes() -> tuple[str, ...]:
+    """Every ``mode=`` of :func:`jaxlift.attribute`, DeepLIFT's first."""
+    return tuple(_method_table())
+
+
+def sums_to_delta(mode: str) -> bool:
+    """Whether ``mode``'s scores sum to Δ exactly (DeepLIFT, Shapley sampling, KernelSHAP)."""
+    return _method_table()[mode].completeness == "exact"
+
+
+def check_mode_options(mode: str, options: dict) -> dict:
+    """``options`` validated (and completed with defaults) by the method ``mode``; raises
+    ``ValueError``/``TypeError`` naming the option."""
+    return _method_table()[mode].check_options(options)
+
+
+def parse_option_value(raw: str) -> Any:
+    """The value of ``--mode-option KEY=VALUE``: a Python literal (``32``, ``0.5``,
+    ``4,4,1`` or ``(4, 4, 1)`` → a tuple, ``'text'``), ``none`` → None, ``FILE.npy`` → the
+    array it holds (e.g. a ``feature_mask``), anything else the text itself."""
+    raw = raw.strip()
+    if raw.lower() in ("none", "null"):
+        return None
+    if raw.lower().endswith(".npy"):
+        try:
+            return np.load(raw, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise argparse.ArgumentTypeError(f"cannot read {raw} as a .npy array ({e})") from None
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, (bool, int, float, str, tuple)):
+        return value
+    return raw
+
+
+def parse_mode_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` → (key, value) (argparse ``type=``; see :func:`parse_option_value`)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give an option as KEY=VALUE, e.g. window=4,4,1 (occlusion) or "
+            "steps=32 (integrated_gradients)")
+    return key, parse_option_value(raw)
+
+
+def default_window(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(window, stride) that the CLI occludes with when ``--mode-option window=`` is not given:
+    for an image (H, W, C), ⌈H/8⌉ × ⌈W/8⌉ pixels across all channels, moved by half a window;
+    for (T, F) or other shapes one position of the leading axes across the last axis; for a
+    vector (F,) one feature."""
+    if len(shape) <= 1:
+        return (1,) * len(shape), (1,) * len(shape)
+    lead = shape[:-1]
+    w = tuple(max(1, math.ceil(d / 8)) for d in lead) if len(shape) == 3 else (1,) * len(lead)
+    stride = tuple(max(1, math.ceil(v / 2)) for v in w)
+    return w + (shape[-1],), stride + (shape[-1],)
+
+
+def patch_mask(shape: tuple[int, ...], window: tuple[int, ...]) -> np.ndarray:
+    """Integer labels of the non-overlapping ``window``-sized blocks of an array of ``shape``
+    (the CLI's default ``feature_mask`` for ``shapley_sampling``: one group per patch)."""
+    counts = [math.ceil(d / w) for d, w in zip(shape, window)]
+    index = np.meshgrid(*[np.arange(d) // w for d, w in zip(shape, window)], indexing="ij")
+    return np.ravel_multi_index(index, counts).astype(np.int32)
+
+
+def resolve_mode_options(mode: str, given: Sequence[tuple[str, Any]],
+                         shape: tuple[int, ...]) -> dict:
+    """The ``mode_options`` the CLI passes: ``--mode-option`` values, then the CLI's defaults
+    for the options a method needs (occlusion's ``window``/``stride``, shapley_sampling's
+    ``feature_mask`` of patches), checked by the method; errors name the option."""
+    opts: dict[str, Any] = {}
+    for key, value in given:
+        if key in opts:
+            raise CLIError(f"--mode-option {key}= is given twice")
+        opts[key] = value
+    window, stride = default_window(shape)
+    if mode == "occlusion":
+        if "window" not in opts:
+            opts["window"] = window
+            opts.setdefault("stride", stride)
+    elif mode == "shapley_sampling" and "feature_mask" not in opts:
+        opts["feature_mask"] = patch_mask(shape, window)
+    try:
+        check_mode_options(mode, opts)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"--mode {mode} --mode-option: {e}") from None
+    return opts
+
+
+def describe_options(opts: dict) -> str:
+    """``window=(4, 4, 1), stride=(2, 2, 1)`` (arrays by their shape)."""
+    return ", ".join(f"{k}=" + (f"<{v.dtype} array {v.shape}, {len(np.unique(v))} groups>"
+                                if isinstance(v, np.ndarray) else repr(v))
+                     for k, v in opts.items())
+
+
+def parse_batch_size(text: str) -> int | str:
+    """``auto`` or a positive number of (input, reference) pairs (argparse ``type=``)."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give auto or a positive number of (input, "
+                                         "reference) pairs per chunk") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v}: give auto or a positive number of (input, "
+                                         "reference) pairs per chunk")
+    return v
 
 
 # ============================================================================ the model
@@ -146,6 +350,21 @@ class LoadedModel:
             raise CLIError(f"--layer {layer!r}: the model has no such layer; its layers are "
                            f"{', '.join(self.layer_names)}")
         return _marked_fn(self.model, layer)
+
+    @property
+    def binary(self) -> bool:
+        """One output (a sigmoid model): two classes, the negated logit and the logit."""
+        return self.n_outputs == 1
+
+    @property
+    def n_classes(self) -> int:
+        """Classes that ``--target`` may name: the outputs, or 2 for a single-logit model."""
+        return 2 if self.binary else self.n_outputs
+
+    def class_fn(self, layer: str | None) -> Callable:
+        """``scored_fn`` with one output per class: ``[−z, z]`` for a single logit ``z``."""
+        fn = self.scored_fn(layer)
+        return TwoClass(fn) if self.binary else fn
 
 
 def _apply_logits(model, variables, xb):
@@ -226,18 +445,19 @@ def predict(loaded: LoadedModel, x: np.ndarray, batch: int = 64) -> np.ndarray:
 
 
 def classes_of(logits: np.ndarray) -> np.ndarray:
-    """Predicted class per input: argmax, or ``logit > 0`` for a single (sigmoid) output."""
+    """Predicted class per input: argmax, or ``logit > 0`` (class 1) for a single (sigmoid)
+    output."""
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).astype(np.int64)
     return np.argmax(logits, axis=1)
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax over T > 1 logits, sigmoid of a single one (what the Keras model outputs when
-    its last activation is softmax/sigmoid)."""
+    """Class probabilities (N, classes): softmax over T > 1 logits; for a single logit ``z``
+    the two classes ``[1 − σ(z), σ(z)]`` (what the Keras model's softmax/sigmoid gives)."""
     z = logits.astype(np.float64)
     if z.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-z))
+        return np.concatenate([1.0 / (1.0 + np.exp(z)), 1.0 / (1.0 + np.exp(-z))], axis=1)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
@@ -284,17 +504,64 @@ def list_image_files(paths: Sequence[str], what: str) -> list[Path]:
     return files
 
 
-def load_images(files: Sequence[Path], shape: tuple[int, ...], what: str) -> np.ndarray:
-    """Images → (N, H, W, C) float32 in [0, 1], resized to the model's (H, W) and converted to
-    grayscale (C = 1) or RGB (C = 3) as ``shape`` = (H, W, C) says."""
+def image_geometry(path: Path) -> tuple[int, int, int]:
+    """(height, width, colour channels) of an image file: 1 for grayscale content (including
+    an RGB image whose three channels are equal), 3 for colour; alpha is not counted."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        bands = [b for b in im.getbands() if b != "A"]
+        if len(bands) == 1 and im.mode != "P":
+            return h, w, 1
+        rgb = np.asarray(im.convert("RGB"))
+    gray = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    return h, w, 1 if gray else 3
+
+
+def image_changes(geometry: tuple[int, int, int], shape: tuple[int, ...]
+                  ) -> tuple[list[str], list[str]]:
+    """What fitting an image of ``geometry`` (H0, W0, C0) to the model's (H, W, C) changes:
+    (changes that distort it — another aspect ratio, colour dropped or invented —,
+    a plain change of size)."""
+    h0, w0, c0 = geometry
+    h, w, c = shape
+    distort, size = [], []
+    if abs(w0 * h - h0 * w) > 0.01 * w0 * h:
+        distort.append(f"stretched from {w0}×{h0} to {w}×{h} (aspect ratio {w0 / h0:.2f} → "
+                       f"{w / h:.2f})")
+    elif (h0, w0) != (h, w):
+        size.append(f"resized from {w0}×{h0} to {w}×{h}")
+    if c0 == 3 and c == 1:
+        distort.append("colour converted to grayscale")
+    elif c0 == 1 and c == 3:
+        distort.append("grayscale copied to three colour channels")
+    return distort, size
+
+
+def load_images(files: Sequence[Path], shape: tuple[int, ...], what: str,
+                resize: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Images → ((N, H, W, C) float32 in [0, 1], notes), fitted to the model's ``shape`` =
+    (H, W, C): resized to (H, W) and converted to grayscale (C = 1) or RGB (C = 3). An image
+    whose aspect ratio or colour differs from the model's is refused unless ``resize``; the
+    notes say what was changed (one line per image)."""
     from jaxlift.io.images import load_image
 
     if len(shape) != 3 or shape[-1] not in (1, 3):
         raise CLIError(f"{what}: the model takes inputs of shape {shape}, not images (H, W, 1) or "
                        "(H, W, 3); pass an .npy/.npz array instead")
-    out = []
+    out, notes = [], []
     for f in files:
         try:
+            distort, size = image_changes(image_geometry(f), shape)
+            if distort and not resize:
+                raise CLIError(
+                    f"{what} {f}: the model takes {shape[1]}×{shape[0]} "
+                    f"{'grayscale' if shape[2] == 1 else 'colour'} images; this one would be "
+                    f"{' and '.join(distort)}, which changes what the model sees — pass "
+                    "--resize to accept that, or crop/convert the image first")
+            if distort or size:
+                notes.append(f"{f.name}: {', '.join(distort + size)}")
             out.append(load_image(f, size=shape[:2], grayscale=shape[-1] == 1))
         except ValueError as e:
             why = str(e).removeprefix(f"{f}: ")
@@ -305,7 +572,8 @@ def load_images(files: Sequence[Path], shape: tuple[int, ...], what: str) -> np.
                 raise
             raise CLIError(f"{what} {f}: cannot decode the image (truncated or damaged: {e})"
                            ) from None
-    return np.stack(out).astype(np.float32) if out else np.zeros((0, *shape), np.float32)
+    x = np.stack(out).astype(np.float32) if out else np.zeros((0, *shape), np.float32)
+    return x, notes
 
 
 @dataclasses.dataclass
@@ -317,6 +585,7 @@ class Batch:
     names: list[str]
     dtype: str
     source: str
+    notes: list[str] = dataclasses.field(default_factory=list)  # how images were changed
 
 
 def to_model_float(arr: np.ndarray, what: str) -> np.ndarray:
@@ -353,8 +622,10 @@ def check_finite(x: np.ndarray, what: str) -> None:
                        "remove or replace them")
 
 
-def load_batch(paths: Sequence[str], shape: tuple[int, ...], what: str) -> Batch:
-    """INPUTS (one .npy/.npz, or image files and folders) → a checked Batch."""
+def load_batch(paths: Sequence[str], shape: tuple[int, ...], what: str, resize: bool = False
+               ) -> Batch:
+    """INPUTS (one .npy/.npz, or image files and folders) → a checked Batch (images of another
+    aspect ratio or colour refused unless ``resize``, see :func:`load_images`)."""
     for p in paths:
         if not Path(p).exists():
             raise CLIError(f"{what} {p}: no such file or folder")
@@ -370,8 +641,8 @@ def load_batch(paths: Sequence[str], shape: tuple[int, ...], what: str) -> Batch
                 raise CLIError(f"{what}: give one .npy/.npz file alone, or image files/folders "
                                f"(got {len(paths)} paths including {p})")
         files = list_image_files(paths, what)
-        x = load_images(files, shape, what)
-        batch = Batch(x, [f.name for f in files], "image", ", ".join(paths))
+        x, notes = load_images(files, shape, what, resize)
+        batch = Batch(x, [f.name for f in files], "image", ", ".join(paths), notes)
     if len(batch.x) == 0:
         raise CLIError(f"{what} {batch.source}: no inputs found (an empty batch); give at least "
                        "one example" + (" (folders are searched for " + ", ".join(IMAGE_SUFFIXES)
@@ -383,8 +654,10 @@ def load_batch(paths: Sequence[str], shape: tuple[int, ...], what: str) -> Batch
 # ============================================================================ references
 
 
-def make_refs(spec: str, batch: Batch, loaded: LoadedModel, num: int) -> tuple[np.ndarray, str]:
-    """``--refs`` → (references (K, *S) or (N, K, *S) float32, a description)."""
+def make_refs(spec: str, batch: Batch, loaded: LoadedModel, num: int, resize: bool = False
+              ) -> tuple[np.ndarray, str]:
+    """``--refs`` → (references (K, *S) or (N, K, *S) float32, a description); image files
+    are fitted as the inputs are (``resize``)."""
     from jaxlift import references as R
 
     shape = loaded.input_shape
@@ -399,7 +672,7 @@ def make_refs(spec: str, batch: Batch, loaded: LoadedModel, num: int) -> tuple[n
         data_spec = spec[len("near-uniform:"):]
         if not data_spec:
             raise CLIError("--refs near-uniform:DATA needs a data file or folder after the colon")
-        data = load_batch([data_spec], shape, "--refs near-uniform data")
+        data = load_batch([data_spec], shape, "--refs near-uniform data", resize)
         k = min(num, len(data.x))
         import jax
         f = jax.jit(loaded.logits_fn)
@@ -433,7 +706,7 @@ def make_refs(spec: str, batch: Batch, loaded: LoadedModel, num: int) -> tuple[n
                     f" one reference ({', '.join(map(str, shape))}) or references per input "
                     f"({n}, K, {', '.join(map(str, shape))})") from None
     else:
-        refs = load_batch([spec], shape, "--refs").x
+        refs = load_batch([spec], shape, "--refs", resize).x
     if refs.shape[-len(shape) - 1] == 0 or refs.size == 0:
         raise CLIError(f"references {p}: an empty batch; give at least one reference")
     check_finite(refs, f"references {p}")
@@ -445,40 +718,48 @@ def make_refs(spec: str, batch: Batch, loaded: LoadedModel, num: int) -> tuple[n
 
 @dataclasses.dataclass
 class Result:
-    """Scores and what they explain. ``targets``: the output index explained per input (-1
-    for a class difference or ``all``)."""
+    """Scores and what they explain. ``targets``: the class explained per input (-1 for a
+    class difference or ``all``); ``logits``: the model's outputs (N, T) (T = 1 for a sigmoid
+    model, whose classes are ``[−z, z]``)."""
 
     scores: np.ndarray
     delta: np.ndarray
     targets: np.ndarray
     logits: np.ndarray
+    class_names: tuple[str, ...] | None = None
 
 
 def explain(loaded: LoadedModel, x: np.ndarray, refs: np.ndarray, spec: TargetSpec, *,
-            mode: str, layer: str | None = None, batch_size: int | None = None,
+            mode: str, layer: str | None = None, batch_size: int | str | None = "auto",
             progress: bool = False, logits: np.ndarray | None = None,
-            precision: str = "default") -> Result:
-    """DeepLIFT scores of ``x`` against ``refs`` for the target ``spec``."""
+            precision: str = "default", mode_options: dict | None = None,
+            class_names: tuple[str, ...] | None = None) -> Result:
+    """Scores of ``x`` against ``refs`` for the target ``spec`` by ``mode``; the targets are
+    classes (for a single-logit model: 0 = the negated logit, 1 = the logit)."""
     import jaxlift
 
-    check_target(spec, loaded.n_outputs)
-    fn = loaded.scored_fn(layer)
-    logits = predict(loaded, x, batch_size or 64) if logits is None else logits
+    check_target(spec, loaded.n_classes, loaded.binary)
+    check_class_names(class_names, loaded.n_classes, loaded.binary)
+    fn = loaded.class_fn(layer)
+    if logits is None:
+        logits = predict(loaded, x, batch_size if isinstance(batch_size, int) else 64)
     run = functools.partial(jaxlift.attribute, fn, loaded.variables, mode=mode, layer=layer,
-                            batch_size=batch_size or "auto", progress=progress,
-                            return_delta=True, precision=precision)
+                            batch_size=batch_size, progress=progress,
+                            return_delta=True, precision=precision,
+                            mode_options=mode_options or None)
     n = len(x)
     if spec.kind == "index":
         s, d = run(x, refs, target=spec.a)
-        return Result(np.asarray(s), np.asarray(d), np.full(n, spec.a), logits)
+        return Result(np.asarray(s), np.asarray(d), np.full(n, spec.a), logits, class_names)
     if spec.kind == "diff":
         s, d = run(x, refs, target=_Difference(spec.a, spec.b))
-        return Result(np.asarray(s), np.asarray(d), np.full(n, -1), logits)
+        return Result(np.asarray(s), np.asarray(d), np.full(n, -1), logits, class_names)
     if spec.kind == "all":
         s, d = run(x, refs, target="all")
-        return Result(np.asarray(s), np.asarray(d), np.full(n, -1), logits)
-    pred = classes_of(logits) if loaded.n_outputs > 1 else np.zeros(n, np.int64)
-    return Result(*_explain_per_class(run, x, refs, pred, loaded.n_outputs), pred, logits)
+        return Result(np.asarray(s), np.asarray(d), np.full(n, -1), logits, class_names)
+    pred = classes_of(logits)
+    return Result(*_explain_per_class(run, x, refs, pred, loaded.n_classes), pred, logits,
+                  class_names)
 
 
 def _explain_per_class(run: Callable, x: np.ndarray, refs: np.ndarray, cls: np.ndarray,
@@ -698,21 +979,25 @@ def commit_outputs(out: Path | None, arrays: dict[str, Any] | None, png: Path | 
 
 def _format_table(names: Sequence[str], result: Result, gap: np.ndarray, limit: int = 10
                   ) -> str:
+    """One line per input: its predicted class (name, with ``--class-names``) and that class's
+    probability, the class explained, Δ, Σ scores and their gap."""
     probs = probabilities(result.logits)
     cls = classes_of(result.logits)
-    rows = [f"{'input':<20} {'predicted':>9} {'p':>6} {'target':>7} {'Δ':>10} {'Σ scores':>10} "
-            f"{'|Σ−Δ|':>8}"]
+    label = functools.partial(class_label, names=result.class_names)
+    w = max([9] + [len(label(c)) for c in range(probs.shape[1])])
+    rows = [f"{'input':<20} {'predicted':>{w}} {'p':>6} {'target':>{w}} {'Δ':>10} "
+            f"{'Σ scores':>10} {'|Σ−Δ|':>8}"]
     single = result.delta.ndim == 1
     for i, name in enumerate(names[:limit]):
-        p = probs[i, 0] if probs.shape[1] == 1 else probs[i, cls[i]]
-        tgt = str(result.targets[i]) if result.targets[i] >= 0 else "-"
+        p = probs[i, cls[i]]
         if single:
             d, g = result.delta[i], gap[i]
-            rows.append(f"{name[:20]:<20} {cls[i]:>9} {p:>6.3f} {tgt:>7} {d:>10.4f} "
-                        f"{result.scores[i].sum():>10.4f} {g:>8.1e}")
+            rows.append(f"{name[:20]:<20} {label(cls[i]):>{w}} {p:>6.3f} "
+                        f"{label(result.targets[i]) if result.targets[i] >= 0 else '-':>{w}} "
+                        f"{d:>10.4f} {result.scores[i].sum():>10.4f} {g:>8.1e}")
         else:
-            rows.append(f"{name[:20]:<20} {cls[i]:>9} {p:>6.3f} {'all':>7} "
-                        f"{'(per output)':>10} {'':>10} {gap[i].max():>8.1e}")
+            rows.append(f"{name[:20]:<20} {label(cls[i]):>{w}} {p:>6.3f} {'all':>{w}} "
+                        f"{'(per class)':>10} {'':>10} {gap[i].max():>8.1e}")
     if len(names) > limit:
         rows.append(f"… {len(names) - limit} more")
     return "\n".join(rows)
@@ -742,7 +1027,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "shipped with jaxlift (98.3% test accuracy),\n"
           "explaining each digit's predicted-class logit against the all-black (zero) reference.")
     result = explain(loaded, x, refs, TargetSpec("pred"), mode=args.mode,
-                     precision=args.precision)
+                     precision=args.precision,
+                     mode_options=resolve_mode_options(args.mode, (), loaded.input_shape))
     gap = summation_gap(result.scores, result.delta)
     cls = result.targets
     probs = probabilities(result.logits)
@@ -766,9 +1052,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_attribute(args: argparse.Namespace) -> int:
     """``jaxlift attribute``: scores for a model and inputs, to .npz and PNGs."""
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CLIError(f"--batch-size {args.batch_size}: give a positive number of "
-                       "(input, reference) pairs per chunk")
     if args.num_refs < 1:
         raise CLIError(f"--num-refs {args.num_refs}: give a positive number")
     out = Path(args.out) if args.out else None
@@ -784,20 +1067,29 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         say(f"removed {len(stale)} temporary file(s)/folder(s) left by an interrupted run: "
             f"{', '.join(p.name for p in stale)}")
     loaded = load_model(args.model)
-    check_target(args.target, loaded.n_outputs)
+    check_target(args.target, loaded.n_classes, loaded.binary)
+    check_class_names(args.class_names, loaded.n_classes, loaded.binary)
     if args.layer is not None:
         loaded.scored_fn(args.layer)  # an unknown layer fails before the inputs are read
-    batch = load_batch(args.inputs, loaded.input_shape, "inputs")
-    refs, ref_text = make_refs(args.refs, batch, loaded, args.num_refs)
-    say(f"model {args.model}: input {loaded.input_shape}, {loaded.n_outputs} output(s); "
-        f"{len(batch.x)} input(s); references: {ref_text}; mode {args.mode}; "
-        f"target {args.target}" + (f"; layer {args.layer}" if args.layer else ""))
+    options = resolve_mode_options(args.mode, args.mode_option or (), loaded.input_shape)
+    batch = load_batch(args.inputs, loaded.input_shape, "inputs", args.resize)
+    refs, ref_text = make_refs(args.refs, batch, loaded, args.num_refs, args.resize)
+    warn_changes(batch.notes, args.resize)
+    classes = (f"{loaded.n_outputs} output(s)" if not loaded.binary else
+               "one sigmoid output: classes 0 (−logit) and 1 (logit)")
+    say(f"model {args.model}: input {loaded.input_shape}, {classes}; "
+        f"{len(batch.x)} input(s); references: {ref_text}; mode {args.mode}"
+        + (f" ({describe_options(options)})" if options else "")
+        + f"; target {args.target}" + (f"; layer {args.layer}" if args.layer else ""))
     result = explain(loaded, batch.x, refs, args.target, mode=args.mode, layer=args.layer,
                      batch_size=args.batch_size, progress=not args.quiet,
-                     precision=args.precision)
+                     precision=args.precision, mode_options=options,
+                     class_names=args.class_names)
     gap = summation_gap(result.scores, result.delta)
     say(_format_table(batch.names, result, gap))
-    say(f"summation-to-delta: max |Σ scores − Δ| = {gap.max():.2e}")
+    say(f"summation-to-delta: max |Σ scores − Δ| = {gap.max():.2e}"
+        + ("" if sums_to_delta(args.mode) else
+           f" (mode {args.mode} does not promise Σ scores = Δ)"))
     pages = heatmap_pages(
         batch, result, args.target, reference=ref_text, mode=args.mode, layer=args.layer,
         sign=args.sign, clip_percentile=args.clip_percentile, alpha=args.alpha,
@@ -826,9 +1118,23 @@ def score_arrays(args: argparse.Namespace, batch: Batch, result: Result, ref_tex
         "predictions": classes_of(result.logits),
         "probabilities": probabilities(result.logits).astype(np.float32),
         "targets": result.targets, "target": np.array(str(args.target)),
+        "class_names": np.array(list(result.class_names or ())),
         "mode": np.array(args.mode), "reference": np.array(ref_text),
         "layer": np.array(args.layer or ""), "model": np.array(str(args.model)),
         "names": np.array(batch.names)}
+
+
+def warn_changes(notes: Sequence[str], resize: bool, limit: int = 5) -> None:
+    """Print, on stderr, how images were fitted to the model (``--resize``: a warning per
+    image, at most ``limit``; plain size changes: one note)."""
+    if not notes:
+        return
+    kind = "warning" if resize else "note"
+    for line in notes[:limit]:
+        print(f"jaxlift: {kind}: {line}", file=sys.stderr)
+    if len(notes) > limit:
+        print(f"jaxlift: {kind}: … and {len(notes) - limit} more image(s) changed",
+              file=sys.stderr)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -856,8 +1162,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "print the summation-to-delta check and write a PNG.")
     d.add_argument("--out", default="jaxlift-demo", metavar="DIR",
                    help="folder for the PNG (default: ./jaxlift-demo)")
-    d.add_argument("--mode", choices=MODES, default="reveal_cancel",
-                   help="DeepLIFT rule for nonlinearities (default: reveal_cancel)")
+    _add_mode(d)
     d.add_argument("--n", type=_int_in(1, 100), default=5, metavar="N",
                    help="how many digits, 1-100 (default: 5)")
     _add_precision(d)
@@ -887,18 +1192,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "the references")
     a.add_argument("--num-refs", type=int, default=10, metavar="K",
                    help="references to pick with near-uniform:DATA (default: 10)")
-    a.add_argument("--mode", choices=MODES, default="reveal_cancel",
-                   help="DeepLIFT rule for nonlinearities (default: reveal_cancel)")
+    _add_mode(a)
+    a.add_argument("--mode-option", type=parse_mode_option, action="append", metavar="KEY=VALUE",
+                   help="an option of the mode, repeatable: window=4,4,1 and stride=2,2,1 "
+                        "(occlusion; default: 1/8 of the image's height and width, all "
+                        "channels, moved by half a window), steps=32 and method=riemann_left "
+                        "(integrated_gradients), num_permutations=10 and feature_mask=FILE.npy "
+                        "(shapley_sampling; default: the occlusion window's patches)")
     a.add_argument("--target", type=parse_target, default=TargetSpec("pred"), metavar="T",
-                   help="pred (default: each input's predicted class), an output index, all "
-                        "(every output; scores get an axis T after N), or A-B (logit A minus "
-                        "logit B)")
+                   help="pred (default: each input's predicted class), a class index, all "
+                        "(every class; scores get an axis T after N), or A-B (logit A minus "
+                        "logit B). A model with one sigmoid output has two classes: 1 is its "
+                        "logit z, 0 the negated logit −z")
+    a.add_argument("--class-names", type=parse_class_names, metavar="A,B,...",
+                   help="names of the classes in order, for the printed table and the .npz "
+                        "(a sigmoid model: the class of P < 0.5 first, e.g. cat,dog for a model "
+                        "that outputs P(dog))")
+    a.add_argument("--resize", action="store_true",
+                   help="accept images of another aspect ratio or colour than the model's "
+                        "input: stretch and convert them (a warning says what changed); "
+                        "without it such images are refused")
     a.add_argument("--layer", metavar="NAME",
                    help="score the units of this Keras layer (see `jaxlift info`) instead of "
                         "the inputs")
-    a.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="(input, reference) pairs computed at a time; bounds memory "
-                        "(default: sized from the free memory and the CPU caches)")
+    a.add_argument("--batch-size", type=parse_batch_size, default="auto", metavar="B",
+                   help="(input, reference) pairs computed at a time, bounding memory, or auto "
+                        "(the default: sized from the free memory and the CPU caches)")
     a.add_argument("--out", metavar="FILE.npz",
                    help="save scores, delta, logits, predictions, targets … here (atomically)")
     a.add_argument("--png", metavar="DIR",
@@ -931,9 +1250,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_precision(parser: argparse.ArgumentParser) -> None:
+def _add_mode(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=LazyChoices(available_modes), default="reveal_cancel",
+                        metavar="M",
+                        help="attribution method, one of %(choices)s (default: reveal_cancel; "
+                             "rescale, reveal_cancel and genomics_default are DeepLIFT's and "
+                             "sum to Δ exactly)")
+
+
+def _precisions() -> tuple[str, ...]:
     from jaxlift.pipeline import PRECISIONS
-    parser.add_argument("--precision", choices=PRECISIONS, default="default",
+    return tuple(PRECISIONS)
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=LazyChoices(_precisions), default="default",
+                        metavar="P",
                         help="float32 matmul/convolution precision: default (JAX's: fast, TF32 "
                              "on recent NVIDIA GPUs, sums miss delta by ~1e-5) or highest "
                              "(exact float32, slower on such GPUs; the same on a CPU)")

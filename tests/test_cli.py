@@ -92,6 +92,9 @@ def files(tmp_path_factory, digits) -> Path:
         a[0, 0] = np.nan
         k[...] = a
     (d / "afile").write_text("a file, not a folder\n")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (30, 400, 3), dtype=np.uint8)).save(d / "wide.png")
+    Image.fromarray(x[1]).resize((56, 56)).convert("RGB").save(d / "big_gray_rgb.png")
     return d
 
 
@@ -136,13 +139,18 @@ def test_attribute_npy_subprocess(tmp_path, files, digits):
 def test_attribute_cats_and_dogs(tmp_path, shared_data):
     cd = shared_data / "catsordogs"
     r = run_cli("attribute", cd / "model.h5", cd / "test2.jpeg", "--refs", "blur",
-                "--batch-size", "1", "--out", "cd.npz", "--png", "png", "--quiet", cwd=tmp_path)
+                "--batch-size", "1", "--out", "cd.npz", "--png", "png", "--quiet", "--resize",
+                "--class-names", "cat,dog", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == "" and "jaxlift" not in r.stderr  # --quiet: no summary, no progress bar
+    assert r.stdout == ""  # --quiet: no summary, no progress bar; the --resize warning stays:
+    assert r.stderr.strip() == ("jaxlift: warning: test2.jpeg: stretched from 287×217 to "
+                                "256×256 (aspect ratio 1.32 → 1.00), colour converted to "
+                                "grayscale")
     with np.load(tmp_path / "cd.npz") as z:
         assert z["scores"].shape == (1, 256, 256, 1)
-        np.testing.assert_allclose(z["probabilities"][0, 0], 0.8673469, atol=1e-4)  # Keras's
-        assert z["predictions"][0] == 1  # dog
+        # the classes of a sigmoid model: [P(cat), P(dog)] = [1 − σ(z), σ(z)], Keras's σ(z)
+        np.testing.assert_allclose(z["probabilities"][0], [0.1326531, 0.8673469], atol=1e-4)
+        assert z["predictions"][0] == 1 and list(z["class_names"]) == ["cat", "dog"]
         assert abs(z["scores"].sum() - z["delta"][0]) < 1e-3
         assert list(z["names"]) == ["test2.jpeg"]
     assert_valid_png(tmp_path / "png" / "test2.png")
@@ -151,8 +159,10 @@ def test_attribute_cats_and_dogs(tmp_path, shared_data):
 def test_info_and_help(tmp_path):
     r = run_cli("info", MODEL, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    for name in ("conv2d (Conv2D)", "dense_1 (Dense)", "Total params: 28,514"):
+    for name in ("conv2d (Conv2D)", "dense_1 (Dense)", "Total params: 28,514", "Activation",
+                 "Output activation: softmax (dense_1)"):
         assert name in r.stdout
+    assert re.search(r"conv2d \(Conv2D\) +\(None, 13, 13, 8\) +relu +136", r.stdout)
     h = run_cli("--help", cwd=tmp_path)
     assert h.returncode == 0 and "usage: jaxlift" in h.stdout
 
@@ -161,6 +171,23 @@ def test_info_and_help(tmp_path):
 def test_subcommand_help(command, capsys):
     code, out, err = call([command, "--help"], capsys)
     assert code == 0 and f"usage: jaxlift {command}" in out
+    if command != "info":  # every method of jaxlift.attribute is offered
+        flat = " ".join(out.split())
+        for mode in ("rescale", "reveal_cancel", "genomics_default", "gradient",
+                     "integrated_gradients", "occlusion", "shapley_sampling"):
+            assert mode in flat
+
+
+def test_cli_import_is_light(tmp_path):
+    """``import jaxlift`` and ``import jaxlift.cli`` (the ``jaxlift`` command before it knows
+    what to do) import neither JAX nor Flax, h5py or Matplotlib; attribute access does."""
+    code = ("import sys, jaxlift, jaxlift.cli; heavy = {'jax', 'flax', 'h5py', 'matplotlib', "
+            "'tqdm', 'torch', 'optax'}; print(sorted(heavy & {m.split('.')[0] for m in "
+            "sys.modules})); jaxlift.references.zeros_like; print('jax' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["[]", "True"]
 
 
 def test_console_script_exists():
@@ -185,6 +212,30 @@ def test_errors_subprocess(tmp_path, args, code, message):
 
 
 # ============================================================================ in-process
+
+
+@pytest.fixture(scope="module")
+def sigmoid_model(tmp_path_factory) -> Path:
+    """A tiny Keras model with one sigmoid output (a 'P(dog)' model), written by jaxlift."""
+    import jax
+    from jaxlift.io.keras_h5 import save_keras_h5
+    from jaxlift.models.generic import KerasModel, sequential_graph
+
+    graph = sequential_graph("tiny_binary", (None, 6, 6, 1), [
+        ("Flatten", "flatten", {"data_format": "channels_last"}),
+        ("Dense", "hidden", {"units": 4, "activation": "relu", "use_bias": True}),
+        ("Dense", "out", {"units": 1, "activation": "sigmoid", "use_bias": True})])
+    model = KerasModel(graph)
+    variables = model.init(jax.random.PRNGKey(2), np.zeros((1, 6, 6, 1), np.float32))
+    x = np.random.default_rng(1).normal(size=(5, 6, 6, 1)).astype(np.float32)
+    z = np.asarray(model.apply(variables, x, logits=True))[:, 0]
+    out = variables["params"]["out"]
+    # a bias between the logits: both classes are predicted, and P(zero reference) ≠ 0.5
+    out["bias"] = out["bias"] - 0.5 * (np.sort(z)[1] + np.sort(z)[2])
+    path = tmp_path_factory.mktemp("binary") / "binary.h5"
+    save_keras_h5(path, model, variables)
+    np.save(path.parent / "x.npy", x)
+    return path
 
 
 def call(argv: list, capsys) -> tuple[int, str, str]:
@@ -262,7 +313,17 @@ BAD = [
     ("out is a folder", ["{m}", "{f}/digits.npy", "--out", "{t}"], "is a folder"),
     ("png under a file", ["{m}", "{f}/digits.npy", "--png", "{f}/afile/png"],
      "afile is a file, not a folder"),
-    ("batch size", ["{m}", "{f}/digits.npy", "--batch-size", "0"], "--batch-size 0"),
+    ("wide colour image", ["{m}", "{f}/wide.png"],
+     "stretched from 400×30 to 28×28 (aspect ratio 13.33 → 1.00) and colour converted to "
+     "grayscale"),
+    ("unknown mode option", ["{m}", "{f}/digits.npy", "--mode", "occlusion", "--mode-option",
+                             "windw=3"], "unknown mode_options ['windw'] for mode 'occlusion'"),
+    ("bad mode option", ["{m}", "{f}/digits.npy", "--mode", "integrated_gradients",
+                         "--mode-option", "steps=0"], "steps must be a positive int, got 0"),
+    ("option of a DeepLIFT mode", ["{m}", "{f}/digits.npy", "--mode-option", "steps=3"],
+     "unknown mode_options ['steps'] for mode 'reveal_cancel'"),
+    ("class names count", ["{m}", "{f}/digits.npy", "--class-names", "a,b"],
+     "--class-names gives 2 name(s) but the model has 10 classes"),
 ]
 
 
@@ -285,6 +346,10 @@ def test_bad_input(name, argv, message, files, tmp_path, capsys):
     (["--target", "3-3"], "two different classes"),
     (["--target", "-1"], "is not a target"),
     (["--target", "cat"], "'cat' is not a target"),
+    (["--batch-size", "0"], "argument --batch-size: 0: give auto or a positive number"),
+    (["--batch-size", "many"], "'many': give auto or a positive number"),
+    (["--mode-option", "window"], "give an option as KEY=VALUE"),
+    (["--class-names", "cat,,dog"], "an empty name is not allowed"),
 ])
 def test_usage_errors(argv, message, capsys):
     """Usage errors: exit status 2 with argparse's message."""
@@ -336,3 +401,106 @@ def test_explain_per_class_grouped_path_matches_all():
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert calls == ["all", 0, 1, 2]
+
+
+def test_single_logit_model_has_two_classes(sigmoid_model, tmp_path, capsys):
+    """One sigmoid output: class 1 is the logit z, class 0 is −z; --target 0 answers "why
+    cat?", the table prints the predicted class's name and its own probability."""
+    x = sigmoid_model.parent / "x.npy"
+    code, out, err = call(["info", sigmoid_model], capsys)
+    assert code == 0 and "Output activation: sigmoid (out)" in out
+    runs = {}
+    for target in ("pred", "0", "1"):
+        npz = tmp_path / f"{target}.npz"
+        code, out, err = call(["attribute", sigmoid_model, x, "--target", target,
+                               "--class-names", "cat,dog", "--out", npz], capsys)
+        assert code == 0, err
+        runs[target] = (out, dict(np.load(npz)))
+    z = runs["1"][1]["logits"][:, 0]
+    p_dog = 1 / (1 + np.exp(-z.astype(np.float64)))
+    pred = (z > 0).astype(int)
+    assert 0 < pred.sum() < len(pred)  # both classes occur
+    for target, (out, a) in runs.items():
+        np.testing.assert_allclose(a["probabilities"], np.stack([1 - p_dog, p_dog], 1),
+                                   rtol=1e-5)
+        assert (a["predictions"] == pred).all() and list(a["class_names"]) == ["cat", "dog"]
+        s = a["scores"].reshape(*a["delta"].shape, -1).sum(-1)
+        np.testing.assert_allclose(s, a["delta"], atol=1e-5)
+        rows = [line.split() for line in out.splitlines() if re.match(r"^\d ", line)]
+        assert [r[1] for r in rows] == [["cat", "dog"][c] for c in pred]
+        np.testing.assert_allclose([float(r[2]) for r in rows],
+                                   np.where(pred == 1, p_dog, 1 - p_dog), atol=6e-4)
+    # cat evidence is the negated dog evidence (to float32 rounding)
+    np.testing.assert_allclose(runs["0"][1]["scores"], -runs["1"][1]["scores"], rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(runs["0"][1]["delta"], -runs["1"][1]["delta"], rtol=1e-6)
+    by_class = np.stack([runs["0"][1]["scores"], runs["1"][1]["scores"]], 1)
+    np.testing.assert_allclose(runs["pred"][1]["scores"], by_class[np.arange(5), pred],
+                               rtol=1e-5, atol=1e-7)
+    assert [r.split()[3] for r in runs["0"][0].splitlines() if re.match(r"^\d ", r)] == ["cat"] * 5
+    code, out, err = call(["attribute", sigmoid_model, x, "--target", "2"], capsys)
+    assert code == 1 and "two classes: 0 (the negated logit" in err
+
+
+def test_every_method_from_the_cli(sigmoid_model, tmp_path, capsys):
+    """Baseline modes run from the CLI; occlusion's default window on a 6×6 image is one pixel,
+    so its score is t(x) − t(x with that pixel set to the reference), computed here by hand."""
+    import jax
+    from jaxlift.io.keras_files import load_keras
+
+    x = np.load(sigmoid_model.parent / "x.npy")
+    code, out, err = call(["attribute", sigmoid_model, sigmoid_model.parent / "x.npy", "--mode",
+                           "occlusion", "--target", "1", "--batch-size", "auto",
+                           "--out", tmp_path / "occ.npz"], capsys)
+    assert code == 0, err
+    assert "window=(1, 1, 1), stride=(1, 1, 1)" in out and "does not promise" in out
+    model, variables = load_keras(sigmoid_model)
+    f = jax.jit(lambda xb: model.apply(variables, xb, logits=True)[:, 0])
+    occluded = np.repeat(x[:1], 36, 0).reshape(36, -1)
+    occluded[np.arange(36), np.arange(36)] = 0.0
+    want = np.asarray(f(x[:1]))[0] - np.asarray(f(occluded.reshape(36, 6, 6, 1)))
+    with np.load(tmp_path / "occ.npz") as z:
+        np.testing.assert_allclose(z["scores"][0].ravel(), want, rtol=1e-4, atol=1e-6)
+        assert str(z["mode"]) == "occlusion"
+    code, out, err = call(["attribute", sigmoid_model, sigmoid_model.parent / "x.npy", "--mode",
+                           "integrated_gradients", "--mode-option", "steps=64",
+                           "--mode-option", "method=riemann_middle", "--target", "1", "-q",
+                           "--out", tmp_path / "ig.npz"], capsys)
+    assert code == 0, err
+    with np.load(tmp_path / "ig.npz") as z:  # IG sums to Δ as steps grow (piecewise linear f)
+        np.testing.assert_allclose(z["scores"].reshape(5, -1).sum(1), z["delta"], atol=0.05)
+
+
+def test_resize_warns_and_plain_resizes_are_noted(files, tmp_path, capsys):
+    code, out, err = call(["attribute", MODEL, files / "wide.png", files / "big_gray_rgb.png",
+                           "--resize", "-q", "--mode", "gradient", "--out", tmp_path / "s.npz"],
+                          capsys)
+    assert code == 0, err
+    assert ("jaxlift: warning: wide.png: stretched from 400×30 to 28×28 (aspect ratio 13.33 → "
+            "1.00), colour converted to grayscale") in err
+    assert "big_gray_rgb.png: resized from 56×56 to 28×28" in err
+    # a grayscale picture stored as RGB, same aspect ratio: fitted without --resize
+    code, out, err = call(["attribute", MODEL, files / "big_gray_rgb.png", "-q", "--mode",
+                           "gradient"], capsys)
+    assert code == 0, err
+    assert "note: big_gray_rgb.png: resized from 56×56 to 28×28" in err
+
+
+def test_mode_option_values_and_defaults():
+    assert cli.parse_mode_option("window=4,4,1") == ("window", (4, 4, 1))
+    assert cli.parse_mode_option("steps = 32") == ("steps", 32)
+    assert cli.parse_mode_option("method=riemann_left") == ("method", "riemann_left")
+    assert cli.parse_mode_option("stride=[2, 2, 1]") == ("stride", (2, 2, 1))
+    assert cli.parse_mode_option("perturbations_per_eval=none") == ("perturbations_per_eval",
+                                                                    None)
+    assert cli.default_window((28, 28, 1)) == ((4, 4, 1), (2, 2, 1))
+    assert cli.default_window((256, 200, 3)) == ((32, 25, 3), (16, 13, 3))
+    assert cli.default_window((10, 4)) == ((1, 4), (1, 4))
+    assert cli.default_window((7,)) == ((1,), (1,))
+    mask = cli.patch_mask((6, 6, 2), (4, 4, 2))
+    assert mask.shape == (6, 6, 2) and sorted(np.unique(mask)) == [0, 1, 2, 3]
+    assert (mask[:4, :4] == 0).all() and (mask[4:, 4:] == 3).all()
+    opts = cli.resolve_mode_options("shapley_sampling", [("num_permutations", 2)], (8, 8, 1))
+    assert opts["num_permutations"] == 2 and opts["feature_mask"].shape == (8, 8, 1)
+    with pytest.raises(cli.CLIError, match="given twice"):
+        cli.resolve_mode_options("occlusion", [("window", 2), ("window", 3)], (8, 8, 1))

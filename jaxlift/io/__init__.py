@@ -1,8 +1,35 @@
-"""Reading and writing models and data: Keras ``.h5`` and ``.keras`` files, images."""
-from jaxlift.io.keras_config import KerasFormatError
-from jaxlift.io.keras_files import keras_info, load_keras
-from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5
-from jaxlift.io.images import load_image
+"""Reading and writing models and data: Keras ``.h5`` and ``.keras`` files, images.
+
+The names below are imported on first use (PEP 562), so that importing one light submodule
+(``jaxlift.io.atomic``, ``jaxlift.io.images``) does not import the Keras readers, JAX and Flax.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {"KerasFormatError": "keras_config", "keras_info": "keras_files",
+            "load_keras": "keras_files", "load_keras_h5": "keras_h5",
+            "save_keras_h5": "keras_h5", "load_image": "images"}
 
 __all__ = ["KerasFormatError", "keras_info", "load_keras", "load_keras_h5", "save_keras_h5",
            "load_image"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'jaxlift.io' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from jaxlift.io.images import load_image  # noqa: F401
+    from jaxlift.io.keras_config import KerasFormatError  # noqa: F401
+    from jaxlift.io.keras_files import keras_info, load_keras  # noqa: F401
+    from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5  # noqa: F401

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift.models import layers as L
-from jaxlift.models.generic import (LAYER_BUILDERS, LayerSpec, ModelGraph, TensorRef,
-                                    build_layer, freeze)
+from jaxlift.models.generic import (LAYER_BUILDERS, NOOP_LAYERS, LayerSpec, ModelGraph,
+                                    TensorRef, build_layer, freeze)
 from jaxlift.models.sequence import MERGE_MODES, RNN_KINDS
 
 try:  # the project's error base class, where present
@@ -771,10 +771,43 @@ def fmt_shape(s: tuple) -> str:
         ("," if len(s) == 1 else "") + ")"
 
 
+_ACTIVATION_LAYERS = {"Softmax": "softmax", "ReLU": "relu", "LeakyReLU": "leaky_relu",
+                      "ELU": "elu", "PReLU": "prelu"}
+
+
+def layer_activation(spec: LayerSpec) -> str:
+    """The nonlinearity a layer applies last: its ``activation`` option (Dense, Conv,
+    Activation, RNNs: ``"relu"``, ``"softmax"``, ``"linear"``, …), the activation a layer class
+    is (``Softmax`` → ``"softmax"``, ``ReLU`` → ``"relu"``, …), or ``""`` for layers without
+    one (pooling, reshaping, merges)."""
+    if spec.class_name in _ACTIVATION_LAYERS:
+        return _ACTIVATION_LAYERS[spec.class_name]
+    act = spec.opts.get("activation")
+    return act if isinstance(act, str) else ""
+
+
+def output_activations(graph: ModelGraph) -> list[tuple[str, str]]:
+    """For each model output, (the layer that sets it, its activation), looking through the
+    layers that are identities at inference (Dropout, ``Activation("linear")``, …): what the
+    model ends in — ``softmax`` (classes), ``sigmoid`` (one probability per output), or
+    ``linear`` (the output is already the logit)."""
+    by_name = {s.name: s for s in graph.layers}
+    found = []
+    for lname, node, _ in graph.outputs:
+        spec = by_name[lname]
+        while (spec.class_name in NOOP_LAYERS or layer_activation(spec) == "linear"
+               and spec.class_name == "Activation") and spec.inbound:
+            (lname, node, _), = spec.inbound[node][:1]
+            spec = by_name[lname]
+        found.append((spec.name, layer_activation(spec) or "linear"))
+    return found
+
+
 def summarize(graph: ModelGraph, title: str = "") -> str:
-    """A ``summary()``-like table of a graph: layer (class), output shape, parameters."""
+    """A ``summary()``-like table of a graph: layer (class), output shape, activation,
+    parameters, and a last line saying which activation each model output ends in."""
     shapes, var_shapes = trace_shapes(graph, title or graph.name)
-    rows = [("Layer (type)", "Output Shape", "Param #", "Connected to")]
+    rows = [("Layer (type)", "Output Shape", "Activation", "Param #", "Connected to")]
     trainable = non_trainable = 0
     for spec in graph.layers:
         if graph.sequential and spec.class_name == "InputLayer":
@@ -792,11 +825,11 @@ def summarize(graph: ModelGraph, title: str = "") -> str:
         outs = [fmt_shape(shapes[(spec.name, 0, 0)])] if spec.class_name != "InputLayer" \
             else [fmt_shape(spec.opts["batch_shape"])]
         conn = ", ".join(f"{r[0]}[{r[1]}]" for r in spec.inbound[0]) if spec.inbound else ""
-        rows.append((f"{spec.name} ({spec.class_name})", outs[0], f"{n_train + n_fixed:,}",
-                     "" if graph.sequential else conn))
-    cols = 3 if graph.sequential else 4
+        rows.append((f"{spec.name} ({spec.class_name})", outs[0], layer_activation(spec),
+                     f"{n_train + n_fixed:,}", "" if graph.sequential else conn))
+    cols = 4 if graph.sequential else 5
     widths = [max(len(r[i]) for r in rows) for i in range(cols)]
-    line = lambda r: "  ".join(c.ljust(w) if i != 2 else c.rjust(w)
+    line = lambda r: "  ".join(c.ljust(w) if i != 3 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(r[:cols], widths))).rstrip()
     kind = "Sequential" if graph.sequential else "Functional"
     out = [f'Model: "{graph.name}" ({kind})' + (f" — {title}" if title else ""),
@@ -806,6 +839,11 @@ def summarize(graph: ModelGraph, title: str = "") -> str:
             f"Total params: {trainable + non_trainable:,}",
             f"Trainable params: {trainable:,}",
             f"Non-trainable params: {non_trainable:,}"]
+    ends = output_activations(graph)
+    linear = all(act == "linear" for _, act in ends)
+    out.append("Output activation: " + ", ".join(f"{act} ({name})" for name, act in ends)
+               + ("; the outputs are the logits jaxlift explains" if linear else
+                  "; jaxlift explains the logits, the values before it"))
     return "\n".join(out)
 
 
