@@ -5,10 +5,11 @@ from jaxlift.errors import JaxliftError, UnsupportedPrimitiveError
 from jaxlift.hypothetical import hypothetical_contributions
 from jaxlift.io.keras_files import keras_info, load_keras
 from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5
+from jaxlift.surrogate import surrogate
 from jaxlift.targets import class_difference, pre_activation, softmax_normalized
 
 __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
            "UnsupportedPrimitiveError", "load_keras", "load_keras_h5", "save_keras_h5",
            "keras_info",
            "class_difference", "softmax_normalized", "pre_activation",
-           "hypothetical_contributions", "completeness_gap", "flag_gaps"]
+           "hypothetical_contributions", "completeness_gap", "flag_gaps", "surrogate"]
