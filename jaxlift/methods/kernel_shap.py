@@ -23,7 +23,6 @@ Options: ``n_samples`` (2048, the constant of ``shap``'s ``2G + 2048``), ``featu
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -55,13 +54,12 @@ def proper_coalitions(n_groups: int) -> np.ndarray:
 def sample_coalitions(key, n_groups: int, n_samples: int) -> np.ndarray:
     """``n_samples`` coalitions from the Shapley kernel: size ``k ∈ 1..G−1`` with probability
     ``∝ (G−1)/(k(G−k))``, then a uniformly random set of ``k`` groups."""
-    k_key, p_key = jax.random.split(key)
+    rng = ls.host_rng(key)
     ks = np.arange(1, n_groups)
     p = 1.0 / (ks * (n_groups - ks))
-    sizes = jax.random.choice(k_key, jnp.asarray(ks), (n_samples,), p=jnp.asarray(p / p.sum()))
-    scores = jax.random.uniform(p_key, (n_samples, n_groups))
-    ranks = jnp.argsort(jnp.argsort(scores, axis=1), axis=1)
-    return np.asarray(ranks < sizes[:, None], np.float64)
+    sizes = rng.choice(ks, size=n_samples, p=p / p.sum())
+    ranks = np.argsort(np.argsort(rng.random((n_samples, n_groups)), axis=1), axis=1)
+    return (ranks < sizes[:, None]).astype(np.float64)
 
 
 def _prepare(opts: dict, example_shape: tuple[int, ...], key) -> dict:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -72,7 +71,7 @@ def _prepare(opts: dict, example_shape: tuple[int, ...], key) -> dict:
     elif g <= 16 and 2 ** g <= min(opts["n_samples"], ls.MAX_ENUMERATED):
         z = ls.all_coalitions(g)
     else:
-        z = np.asarray(jax.random.bernoulli(key, 0.5, (opts["n_samples"], g)), np.float64)
+        z = (ls.host_rng(key).random((opts["n_samples"], g)) < 0.5).astype(np.float64)
     w = cosine_kernel(z, opts["kernel_width"])
     return {"labels": jnp.asarray(labels), "z": jnp.asarray(z, jnp.float32),
             "proj": ls.ridge_projection(z, w, opts["alpha"])}

@@ -49,6 +49,13 @@ def group_labels(shape: tuple[int, ...], feature_mask) -> tuple[np.ndarray, int]
     return labels.reshape(shape).astype(np.int32), int(values.size)
 
 
+def host_rng(key) -> np.random.Generator:
+    """A numpy generator seeded from a JAX key: ``prepare`` samples coalitions on the host
+    (eager ``jax.random`` calls would each compile, seconds per new shape)."""
+    data = key if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.key_data(key)
+    return np.random.default_rng(np.asarray(data, np.uint32).ravel().tolist())
+
+
 def all_coalitions(n_groups: int) -> np.ndarray:
     """Every ``z ∈ {0,1}^G``, ``(2^G, G)`` float64; row ``s`` is the binary expansion of ``s``
     (group 0 the lowest bit)."""
