@@ -36,7 +36,10 @@ def lookup(name_or_method: Any) -> base.Method:
     if isinstance(name_or_method, base.Method):
         m = name_or_method
     elif isinstance(name_or_method, str):
-        from jaxlift.methods import METHODS  # late: the table imports this module
+        try:
+            from jaxlift.methods import METHODS  # late: the table imports this module
+        except ImportError:                       # a table without entries yet
+            METHODS = {}
         if name_or_method not in METHODS:
             raise ValueError(f"unknown {NAME} base {name_or_method!r}; choose a method of the "
                              f"table: {', '.join(sorted(METHODS))}")
@@ -94,6 +97,17 @@ def noise_scale(x: jax.Array, noise_level: float) -> jax.Array:
     return noise_level * (jnp.max(x) - jnp.min(x))
 
 
+def noisy_copies(x, key, samples: int, noise_level: float):
+    """``(leaves, treedef)``: each leaf of ``x`` as ``(samples, *leaf.shape)`` copies
+    ``x + σ ε_s``, ``σ`` from :func:`noise_scale`, ``ε`` standard normal from
+    ``split(key, n_leaves)[leaf]``."""
+    leaves, tree = jax.tree_util.tree_flatten(x)
+    keys = jax.random.split(key, len(leaves))
+    return [leaf + noise_scale(leaf, noise_level).astype(leaf.dtype)
+            * jax.random.normal(k, (samples,) + leaf.shape, leaf.dtype)
+            for leaf, k in zip(leaves, keys)], tree
+
+
 def combine(attrs: jax.Array, variant: str) -> jax.Array:
     """Reduce ``(n, ...)`` per-sample scores over the sample axis: mean, mean of squares, or
     population variance ``mean((a − mean a)²)``."""
@@ -113,11 +127,7 @@ def _kernel(f, params, x, r, *, opts, arrays, key):
         raise TypeError(f"{NAME} base {m.name!r} needs x to be a single array")
     n = opts["samples"]
     noise_key, base_key = jax.random.split(key)
-    leaves, tree = jax.tree_util.tree_flatten(x)
-    leaf_keys = jax.random.split(noise_key, len(leaves))
-    noisy = [leaf + noise_scale(leaf, opts["noise_level"]).astype(leaf.dtype)
-             * jax.random.normal(k, (n,) + leaf.shape, leaf.dtype)
-             for leaf, k in zip(leaves, leaf_keys)]
+    noisy, tree = noisy_copies(x, noise_key, n, opts["noise_level"])
     base_r = r if m.scope == "pair" else None
 
     def one(xs_leaves, k):
