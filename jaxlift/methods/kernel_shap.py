@@ -5,8 +5,9 @@ The machinery of ``lime`` (:mod:`jaxlift.methods.linear_surrogate`: coalitions
 ``z ∈ {0,1}^G`` of feature groups, ``x_z = where(z[labels], x, r)``) with the Shapley kernel
 ``π(z) = (G−1)/(C(G,|z|)·|z|·(G−|z|))`` and the two coalitions it weighs infinitely as exact
 constraints: ``b = t(r)`` and ``Σ_g φ_g = t(x) − t(r)`` (efficiency; the paper's elimination of
-the last coefficient). So per pair the group values sum to ``Δt`` exactly
-(``completeness="exact"``); on a model linear in the groups they are the exact Shapley values
+the last coefficient). So per pair the *group* values sum to ``Δt`` exactly
+(``completeness="exact"``, counted per group as for ``shapley_sampling``: every feature carries
+its group's value, so with groups larger than one feature the per-feature sum is not ``Δt``); on a model linear in the groups they are the exact Shapley values
 (``w_i·(x_i − r_i)`` summed over each group) whatever the coalitions; with all ``2^G − 2``
 proper coalitions enumerated they are the exact Shapley values of any model.
 
