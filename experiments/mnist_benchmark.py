@@ -20,7 +20,13 @@ Methods (DeepLIFT and integrated gradients use the all-black reference, as the p
 gradient, gradient×input, guided backprop (and guided backprop×input), integrated gradients
 with 5, 10 and 50 midpoint-rule steps (the paper's "integrated gradients-n", midpoint rule
 over n intervals), DeepLIFT Rescale and RevealCancel, occlusion (a ``--occlusion-window``
-square box set to black, stride 1), and a random ranking as the control.
+square box set to black, stride 1), ε-LRP, SmoothGrad (50 noisy copies, noise level 0.15, over
+the gradient), LIME and KernelSHAP (1000 coalitions of 2×2-pixel patches, one mask shared by
+every image so that one call explains them all), and a random ranking as the control.
+
+A global surrogate (``jaxlift.surrogate``: a depth-8 decision tree fitted to the network's
+classes on 5000 training digits) is reported with its fidelity on the first 2000 test digits:
+how far the network's decisions can be read as a small tree over pixels.
 
 Writes to ``--out`` (default ``experiments/results/``): ``mnist_benchmark.md`` (mean ± sem
 per method and pair, N, runtimes, summation-to-delta, the comparison with the paper),
@@ -53,7 +59,10 @@ from jaxlift import viz  # noqa: E402
 PAIRS = ((8, 3), (8, 6), (9, 4), (4, 9))
 MAX_ERASED = 157  # 20% of 784 pixels, as the paper
 SMALL_BUDGETS = (20, 50)  # extra: the same protocol with fewer pixels erased at most
-COMPLETE_MODES = ("integrated_gradients", "rescale", "reveal_cancel")  # Σ scores ≈ Δ
+# Σ scores ≈ Δ. Not kernel_shap here: its group values sum to Δ, but every pixel of a 2×2
+# patch carries its patch's value (as Captum), so the pixel sum is 4·Δ.
+COMPLETE_MODES = ("integrated_gradients", "rescale", "reveal_cancel")
+SURROGATE_FIT, SURROGATE_TEST, SURROGATE_DEPTH = 5000, 2000, 8
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,12 @@ class Method:
     options: dict = field(default_factory=dict)
     times_input: bool = False  # multiply the scores by the input (guided backprop × input)
     pairs_per_chunk: int = 256  # attribute(batch_size=...)
+
+
+def patch_mask(side: int = 2) -> np.ndarray:
+    """``(28, 28, 1)`` integer mask of ``side × side`` pixel patches (LIME/KernelSHAP groups)."""
+    i = np.arange(28) // side
+    return (i[:, None] * (-(-28 // side)) + i[None, :])[..., None].astype(np.int32)
 
 
 def methods(occlusion_window: int = 2) -> list[Method]:
@@ -85,6 +100,13 @@ def methods(occlusion_window: int = 2) -> list[Method]:
                {"window": (w, w, 1), "stride": 1}, pairs_per_chunk=8),
         Method("DeepLIFT Rescale", "rescale", "Rescale", pairs_per_chunk=128),
         Method("DeepLIFT RevealCancel", "reveal_cancel", "RevealCancel", pairs_per_chunk=128),
+        Method("ε-LRP", "lrp_epsilon", "ε-LRP", pairs_per_chunk=128),
+        Method("SmoothGrad", "smoothgrad", "SmoothGrad", {"samples": 50, "noise_level": 0.15},
+               pairs_per_chunk=16),
+        Method("LIME 2×2 patches", "lime", "LIME", {"feature_mask": patch_mask(2),
+                                                     "n_samples": 1000}, pairs_per_chunk=2),
+        Method("KernelSHAP 2×2 patches", "kernel_shap", "KernelSHAP",
+               {"feature_mask": patch_mask(2), "n_samples": 1000}, pairs_per_chunk=2),
     ]
 
 
@@ -185,9 +207,26 @@ def run(args) -> dict:
         print(f"{m.name:28s} {seconds[m.name]:7.1f} s  mean Δlog-odds "
               + "  ".join(f"{c}→{t}: {changes[m.name][(c, t)].mean():6.2f}" for c, t in PAIRS),
               flush=True)
+    sur = global_surrogate(args, variables, x_test, y_test)
     return dict(methods=[m.name for m in ms], short={m.name: m.short for m in ms}, changes=changes, small=small, n_erased=n_erased, diffs=diffs,
                 seconds=seconds, gaps=gaps, idx=idx, x=x_test, y=y_test, saved=saved,
-                variables=variables)
+                variables=variables, surrogate=sur)
+
+
+def global_surrogate(args, variables: dict, x_test: np.ndarray, y_test: np.ndarray):
+    """A depth-8 tree fitted to the network's classes on training digits; its fidelity on
+    test digits (``jaxlift.surrogate``)."""
+    n_fit = 300 if args.smoke else SURROGATE_FIT
+    n_test = 200 if args.smoke else SURROGATE_TEST
+    x_fit, _ = mc.load_mnist(args.data, "train", limit=n_fit)
+    t0 = time.perf_counter()
+    sur = jaxlift.surrogate(mc.logits, variables, x_fit, x_test[:n_test],
+                            y_test=y_test[:n_test], kind="tree", max_depth=SURROGATE_DEPTH)
+    print(f"global surrogate: depth-{SURROGATE_DEPTH} tree on {n_fit} training digits, "
+          f"fidelity {sur.fidelity:.3f} on {n_test} test digits (network accuracy "
+          f"{sur.network_accuracy:.3f}, tree accuracy {sur.surrogate_accuracy:.3f}), "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return sur
 
 
 # --------------------------------------------------------------------------- outputs
@@ -325,6 +364,14 @@ def heatmaps(res: dict, path: Path) -> Path:
     return viz.save_png(fig, path)
 
 
+def surrogate_line(sur) -> str:
+    return (f"`jaxlift.surrogate`: a depth-{SURROGATE_DEPTH} decision tree fitted to the "
+            f"network's predicted classes on {sur.n_fit} training digits agrees with the network "
+            f"on **{sur.fidelity:.1%}** of {sur.n_test} test digits (fidelity); accuracy on "
+            f"their true labels: network {sur.network_accuracy:.1%}, tree "
+            f"{sur.surrogate_accuracy:.1%}.")
+
+
 def report(res: dict, args, total_s: float) -> str:
     """``mnist_benchmark.md``."""
     n = {p: len(res["changes"][res["methods"][0]][p]) for p in PAIRS}
@@ -353,7 +400,13 @@ Integrated gradients-n: midpoint rule over n intervals, as the paper. Time: attr
 {table(res)}
 
 Summation-to-delta, max |Σ_i S_i − (z(x) − z(0))| over images and logits: {gaps}
-(DeepLIFT is exact up to float32 rounding; integrated gradients approaches 0 as steps grow).
+(DeepLIFT is exact up to float32 rounding; integrated gradients approaches 0 as steps grow.
+KernelSHAP's patch values sum to Δ exactly, but each pixel carries its patch's value, so it is
+not in this pixel-sum check).
+
+## Global surrogate
+
+{surrogate_line(res["surrogate"])}
 
 ## Compared with the paper
 

@@ -23,6 +23,7 @@ _EXPORTS = {
     "softmax_normalized": "jaxlift.targets",
     "from_nnx": "jaxlift.adapters", "from_equinox": "jaxlift.adapters",
     "from_linen": "jaxlift.adapters",
+    "surrogate": "jaxlift.surrogate",
 }
 
 # submodules reachable as attributes of the package
@@ -35,7 +36,7 @@ __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
            "keras_info",
            "class_difference", "softmax_normalized", "pre_activation",
            "hypothetical_contributions", "completeness_gap", "flag_gaps",
-           "from_nnx", "from_equinox", "from_linen"]
+           "from_nnx", "from_equinox", "from_linen", "surrogate"]
 
 
 def __getattr__(name: str) -> Any:
@@ -62,5 +63,6 @@ if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
     from jaxlift.hypothetical import hypothetical_contributions  # noqa: F401
     from jaxlift.io.keras_files import keras_info, load_keras  # noqa: F401
     from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5  # noqa: F401
+    from jaxlift.surrogate import surrogate  # noqa: F401
     from jaxlift.targets import (class_difference, pre_activation,  # noqa: F401
                                  softmax_normalized)

@@ -76,7 +76,7 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
     family = family_of(method)
     key = jax.random.PRNGKey(0) if key is None else key
     if refs is None:
-        if method.needs_refs:
+        if method.requires_refs(opts):
             raise ValueError(f"mode {method.name!r} needs references (refs=None given); pass "
                              "refs of shape (K, *S) or (N, K, *S)")
         if return_delta:

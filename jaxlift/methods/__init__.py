@@ -9,7 +9,8 @@ mode=METHOD)`` also takes a method that is not in the table, and a
 from __future__ import annotations
 
 from jaxlift.methods import (deeplift, grad_times_input, gradient, guided_backprop,
-                             integrated_gradients, lrp_epsilon, occlusion, shapley_sampling)
+                             integrated_gradients, kernel_shap, lime, lrp_epsilon, occlusion,
+                             shapley_sampling, smoothgrad)
 from jaxlift.methods.base import REQUIRED, Method, Option
 from jaxlift.rules.registry import Composite
 
@@ -24,6 +25,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     occlusion.METHOD,
     shapley_sampling.METHOD,
     lrp_epsilon.METHOD,
+    lime.METHOD,
+    kernel_shap.METHOD,
+    smoothgrad.METHOD,
 )}
 
 

@@ -5,9 +5,10 @@
 (:mod:`jaxlift.pipeline`), which does everything every method shares: validation, references,
 finite checks, ``Δt``, chunking, averaging, multipliers. A method supplies only its kernel:
 
-* ``scope="interpreter"``: DeepLIFT-style; the interpreter runs the method's ``composite`` (which
-  rule at which primitive, :mod:`jaxlift.rules.composites`) on every (input, reference) pair, or
-  with the reference equal to the input when ``needs_refs`` is false (guided backprop, ε-LRP);
+* ``scope="interpreter"``: DeepLIFT; the interpreter runs the method's ``composite`` (which
+  rule at which primitive, :mod:`jaxlift.rules.composites`) on every (input, reference) pair
+  (reference-free methods on the interpreter, guided backprop and ε-LRP, are ``"input"``
+  kernels calling :func:`jaxlift.methods.interpreted.multipliers_at_input`);
 * ``scope="pair"``: ``kernel(f, params, x, r, opts=, arrays=, key=)`` on one (input, reference)
   pair;
 * ``scope="input"``: ``kernel(f, params, x, None, opts=, arrays=, key=)`` on one input; the
@@ -60,8 +61,8 @@ class Method:
     ``completeness`` says whether scores sum to ``Δt = t(x) − t(r)`` per pair: ``"exact"``,
     ``"limit"`` (as a parameter goes to infinity, e.g. integrated gradients' steps) or
     ``"none"``. ``carries_split``: the interpreter carries ``Δv = Δv⁺ + Δv⁻`` (RevealCancel).
-    ``times_input``: for reference-free interpreter methods, the score is ``x · m`` (ε-LRP)
-    rather than ``m`` (guided backprop). ``rows_per_pair(opts)``: forward passes of ``fn`` per
+    ``needs_refs`` may be a function of the options (a wrapper needs references when its base
+    does). ``rows_per_pair(opts)``: forward passes of ``fn`` per
     pair, so that ``batch_size="auto"`` sizes chunks from memory (``None``: run every pair at
     once under ``"auto"``). ``single_array``: ``x`` must be one array, not a pytree.
     ``prepare(opts, example_shape, key) -> dict`` makes the per-call arrays (host side).
@@ -73,10 +74,9 @@ class Method:
     kernel: Callable | None = None
     composite: Any = None
     options: tuple[Option, ...] = ()
-    needs_refs: bool = True
+    needs_refs: "bool | Callable[[dict], bool]" = True
     carries_split: bool = False
     completeness: str = "none"
-    times_input: bool = False
     prepare: Callable | None = None
     rows_per_pair: Callable[[dict], int] | None = None
     single_array: bool = False
@@ -115,6 +115,11 @@ class Method:
                 raise ValueError(f"mode {self.name!r} needs mode_options [{name!r}] ({opt.doc})")
             out[name] = opt.check(value) if opt.check is not None else value
         return out
+
+    def requires_refs(self, opts: dict) -> bool:
+        """Whether a call with these (checked) options needs references: ``needs_refs``, or
+        ``needs_refs(opts)`` for a method whose answer depends on them (a wrapper's base)."""
+        return bool(self.needs_refs(opts) if callable(self.needs_refs) else self.needs_refs)
 
     def static_options(self, opts: dict) -> tuple:
         """The options that key the compilation, as a hashable tuple."""
