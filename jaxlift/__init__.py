@@ -23,11 +23,11 @@ _EXPORTS = {
     "softmax_normalized": "jaxlift.targets",
     "from_nnx": "jaxlift.adapters", "from_equinox": "jaxlift.adapters",
     "from_linen": "jaxlift.adapters",
-    "surrogate": "jaxlift.surrogate",
+    "surrogate": "jaxlift.surrogates",
 }
 
 # submodules reachable as attributes of the package
-_SUBMODULES = ("adapters", "api", "gaps", "chunking", "cli", "concepts", "datasets",
+_SUBMODULES = ("adapters", "api", "gaps", "surrogates", "chunking", "cli", "concepts", "datasets",
                "errors", "hypothetical", "interpreter", "io", "methods", "models", "pipeline", "program",
                "references", "rules", "targets", "validation", "viz")
 
@@ -63,6 +63,6 @@ if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
     from jaxlift.hypothetical import hypothetical_contributions  # noqa: F401
     from jaxlift.io.keras_files import keras_info, load_keras  # noqa: F401
     from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5  # noqa: F401
-    from jaxlift.surrogate import surrogate  # noqa: F401
+    from jaxlift.surrogates import surrogate  # noqa: F401
     from jaxlift.targets import (class_difference, pre_activation,  # noqa: F401
                                  softmax_normalized)

@@ -159,3 +159,39 @@ def test_lrp_epsilon_carries_a_scaling_before_the_activation(x64):
     a = 2 * (x @ p["w1"] + p["b1"])
     ratio = np.maximum(a, 0) / (a + eps * np.where(a >= 0, 1, -1))
     np.testing.assert_allclose(got, x * ((2 * ratio * p["w2"][:, 1]) @ p["w1"].T), rtol=1e-12)
+
+
+# The perturbation methods of the table, through attribute (their kernels are tested in
+# tests/test_lime_shap.py and tests/test_smoothgrad.py)
+
+def linear(p, xb):
+    return xb @ p
+
+
+def test_kernel_shap_and_lime_through_attribute_recover_a_linear_model(x64):
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(5, 2))
+    x, refs = rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
+    exact = w[:, 0] * (x[:, None] - refs[None])                 # (N, K, 5) Shapley values
+    shap, delta = jaxlift.attribute(linear, w, x, refs, target=0, mode="kernel_shap",
+                                    average_refs=False, return_delta=True, batch_size=4)
+    np.testing.assert_allclose(shap, exact, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(shap.sum(-1), delta, rtol=1e-9)
+    lime = jaxlift.attribute(linear, w, x, refs, target=0, mode="lime", average_refs=False,
+                             mode_options={"n_samples": 32, "alpha": 0.0})
+    np.testing.assert_allclose(lime, exact, rtol=1e-7, atol=1e-9)
+
+
+def test_smoothgrad_through_attribute(x64):
+    p = _params()
+    x = np.random.default_rng(8).normal(size=(4, 6))
+    g = jaxlift.attribute(relu_net, p, x, None, target=0, mode="gradient")
+    still = jaxlift.attribute(relu_net, p, x, None, target=0, mode="smoothgrad",
+                              mode_options={"noise_level": 0.0, "samples": 3})
+    np.testing.assert_allclose(still, g, rtol=1e-12)
+    noisy = jaxlift.attribute(relu_net, p, x, None, target=0, mode="smoothgrad",
+                              mode_options={"samples": 8}, batch_size=3)
+    assert noisy.shape == g.shape and not np.allclose(noisy, g)
+    with pytest.raises(ValueError, match="mode 'smoothgrad' needs references"):
+        jaxlift.attribute(relu_net, p, x, None, target=0, mode="smoothgrad",
+                          mode_options={"base": "integrated_gradients"})

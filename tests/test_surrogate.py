@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxlift
-from jaxlift.surrogate import Surrogate
+from jaxlift.surrogates import Surrogate
 
 pytest.importorskip("sklearn")
 
