@@ -48,6 +48,9 @@ from jaxlift.io import scores_store
 from jaxlift.io.sources import Source, SourceError, as_source
 
 DEFAULT_CHUNK = 1024
+SAMPLE_ROWS = 16
+"""The inputs' fingerprint covers their count, shape, dtype and the bytes of this many first
+rows (hashing all N would read the whole data set before the first chunk)."""
 _RESERVED = ("x", "refs", "return_delta", "progress", "key", "mesh")
 
 
@@ -95,9 +98,10 @@ def _option_text(name: str, value: Any, fn: Callable, params: Any, example: np.n
 
 
 def fingerprint(fn: Callable, params: Any, first: np.ndarray, source: Source, refs: Any,
-                refs_source: Source | None, options: dict, chunk_size: int) -> dict:
+                refs_source: Source | None, options: dict) -> dict:
     """The fingerprint of a run, ``{component: {"digest", "summary"}}`` for ``program``,
-    ``params``, ``references``, ``inputs`` and ``options`` (see the module docstring)."""
+    ``params``, ``references``, ``inputs`` and ``options`` (see the module docstring);
+    ``first``: the first ``SAMPLE_ROWS`` inputs (fewer if N is smaller)."""
     example = first[0]
     prog, prog_summary = program_digest(fn, params, example)
     n_params = sum(int(np.size(l)) for l in jax.tree_util.tree_leaves(params))
@@ -107,7 +111,7 @@ def fingerprint(fn: Callable, params: Any, first: np.ndarray, source: Source, re
                    "summary": f"{r.dtype}{r.shape} shared references, sha256 "
                               f"{_sha(_array_bytes(r))[:12]}"}
     else:
-        r0 = next(iter(refs_source.chunks(chunk_size)))[1]
+        r0 = next(iter(refs_source.chunks(SAMPLE_ROWS)))[1]
         refs_fp = {"digest": _sha(repr((refs_source.n, refs_source.row_shape,
                                         refs_source.dtype.str)).encode(), _array_bytes(r0)),
                    "summary": f"{refs_source.n} × {refs_source.dtype}{refs_source.row_shape} "
@@ -122,7 +126,7 @@ def fingerprint(fn: Callable, params: Any, first: np.ndarray, source: Source, re
         "inputs": {"digest": _sha(repr((source.n, source.row_shape, source.dtype.str)).encode(),
                                   _array_bytes(first)),
                    "summary": f"{source.n if source.n is not None else '?'} × "
-                              f"{source.dtype}{source.row_shape}, first chunk "
+                              f"{source.dtype}{source.row_shape}, first rows "
                               f"{_sha(_array_bytes(first))[:12]}"},
         "options": {"digest": _sha(opts_text.encode()), "summary": opts_text},
     }
@@ -202,9 +206,8 @@ def attribute_dataset(fn: Callable, params: Any, source: Any, refs: Any, *, out:
     if src.n == 0:
         raise ValueError(f"{src.name}: no inputs")
     shared_refs, refs_src = _references(refs, src)
-    first = next(iter(src.chunks(chunk_size)))[1]
-    fp = fingerprint(fn, params, first, src, shared_refs, refs_src, attribute_options,
-                     chunk_size)
+    first = next(iter(src.chunks(SAMPLE_ROWS)))[1]
+    fp = fingerprint(fn, params, first, src, shared_refs, refs_src, attribute_options)
     del first
     info = {"source": src.name, "options": fp["options"]["summary"],
             "references": fp["references"]["summary"]}
