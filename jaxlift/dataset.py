@@ -45,6 +45,7 @@ import jax
 import numpy as np
 
 from jaxlift.io import scores_store
+from jaxlift.io.scores_store import open_scores
 from jaxlift.io.sources import Source, SourceError, as_source
 
 DEFAULT_CHUNK = 1024
@@ -343,4 +344,4 @@ def _stream(src, refs_src, run, out, size, mine, k, done, rank, procs, progress)
     return n_new
 
 
-__all__ = ["attribute_dataset", "completeness_gap", "fingerprint", "SourceError"]
+__all__ = ["attribute_dataset", "open_scores", "completeness_gap", "fingerprint", "SourceError"]

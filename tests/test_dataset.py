@@ -274,7 +274,7 @@ def env():
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
-    x = np.random.default_rng(0).uniform(size=(3000, 28, 28)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(size=(2000, 28, 28)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     whole = script(tmp_path, tmp_path / "x.npy", tmp_path / "whole", name="whole.py")
     subprocess.run([sys.executable, whole], check=True, env=env(), timeout=600)
@@ -283,9 +283,9 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     killed = script(tmp_path, tmp_path / "x.npy", out, name="killed.py")
     rng = random.Random(1234)
     kills = 0
-    for attempt in range(6):
+    for attempt in range(5):
         proc = subprocess.Popen([sys.executable, killed], env=env())
-        target = rng.randint(1, 46)  # chunks done before the kill (47 in all)
+        target = rng.randint(1, 30)  # chunks done before the kill (32 in all)
         deadline = time.time() + 300
         while (proc.poll() is None and time.time() < deadline
                and len(scores_store.done_chunks(out)) < target):
@@ -331,10 +331,8 @@ def test_two_processes_on_jax_distributed_equal_one(tmp_path):
     assert files_of(tmp_path / "two") == files_of(tmp_path / "one")
 
 
-PEAK = """
-    rss = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0]
-    print('PEAK_KB', rss)
-"""
+PEAK = ("rss = [int(l.split()[1]) for l in open('/proc/self/status') "
+        "if l.startswith('VmHWM')][0]; print('PEAK_KB', rss)")
 
 
 @pytest.mark.slow
@@ -350,8 +348,9 @@ def test_peak_memory_does_not_grow_with_n(tmp_path):
         del x
         py = script(tmp_path, path, tmp_path / f"out{n}", chunk=1024, after=PEAK,
                     name=f"rss{n}.py")
-        res = subprocess.run([sys.executable, py], check=True, env=env(), timeout=1200,
+        res = subprocess.run([sys.executable, py], env=env(), timeout=1200,
                              capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-3000:]
         peaks[n] = int(res.stdout.split("PEAK_KB")[1].split()[0])
         got = open_scores(tmp_path / f"out{n}")
         assert got["scores"].shape == (n, 28, 28)
