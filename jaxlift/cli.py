@@ -702,6 +702,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_attribute(args: argparse.Namespace) -> int:
     """``jaxlift attribute``: scores for a model and inputs, to .npz and PNGs."""
+    from jaxlift.cli_store import attribute_to_store, is_store_path  # (imports this module)
+    if args.out and is_store_path(Path(args.out)):  # stream a data set into a scores folder
+        return attribute_to_store(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: give a positive number of "
                        "(input, reference) pairs per chunk")

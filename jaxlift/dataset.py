@@ -170,7 +170,7 @@ def attribute_dataset(fn: Callable, params: Any, source: Any, refs: Any, *, out:
         given like ``source`` (a path, an array, …), read chunk by chunk alongside the inputs.
       out: the store folder (new, or one this same run started: it resumes).
       chunk_size: inputs per chunk (each chunk is one :func:`jaxlift.attribute` call and one
-        file; its pairs are further split by ``batch_size``).
+        file; its pairs are further split by ``batch_size``); at most N.
       outputs: also store ``fn(params, x)`` per input (when ``fn`` returns one array).
       process_index, process_count: this process's share (chunks ``i`` with
         ``i % process_count == process_index``); default ``jax.process_index()`` and
@@ -206,6 +206,8 @@ def attribute_dataset(fn: Callable, params: Any, source: Any, refs: Any, *, out:
     src = as_source(source, image_size=image_size, grayscale=grayscale)
     if src.n == 0:
         raise ValueError(f"{src.name}: no inputs")
+    if src.n is not None:
+        chunk_size = min(chunk_size, src.n)  # no padding a small data set up to a big chunk
     shared_refs, refs_src = _references(refs, src)
     first = next(iter(src.chunks(SAMPLE_ROWS)))[1]
     fp = fingerprint(fn, params, first, src, shared_refs, refs_src, attribute_options)

@@ -357,3 +357,24 @@ def test_peak_memory_does_not_grow_with_n(tmp_path):
         assert np.abs(got["gap"]).max() < 1e-3
         os.unlink(path)
     assert peaks[100_000] <= 1.10 * peaks[10_000], peaks
+
+
+def test_cli_streams_into_a_folder_and_resumes(tmp_path, capsys):
+    from jaxlift import cli
+    data = REPO / "jaxlift" / "data"
+    with np.load(data / "mnist_digits.npz") as z:
+        digits = z[z.files[0]][:20]
+    np.save(tmp_path / "d.npy", digits)
+    argv = ["attribute", str(data / "mnist_small.h5"), str(tmp_path / "d.npy"), "--target", "3",
+            "--mode", "rescale", "-q"]
+    assert cli.main(argv + ["--out", str(tmp_path / "st")]) == 0
+    assert cli.main(argv + ["--out", str(tmp_path / "s.npz")]) == 0
+    got, want = open_scores(tmp_path / "st"), np.load(tmp_path / "s.npz")
+    np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["delta"], want["delta"], rtol=1e-5, atol=1e-6)
+    assert cli.main(argv + ["--out", str(tmp_path / "st")]) == 0  # complete: nothing to do
+    capsys.readouterr()
+    assert cli.main(argv[:3] + ["--target", "4", "-q", "--out", str(tmp_path / "st")]) == 1
+    assert "changed: options" in capsys.readouterr().err
+    assert cli.main(argv[:3] + ["--out", str(tmp_path / "st2")]) == 1
+    assert "--target pred" in capsys.readouterr().err

@@ -333,3 +333,26 @@ def as_source(obj: Any, *, image_size: tuple[int, int] | None = None,
         return IterableSource(obj)
     raise SourceError(f"cannot read inputs from a {type(obj).__name__}: give a path, an "
                       "array or an iterable of batches")
+
+
+class MappedSource(Source):
+    """``f`` applied to every chunk of ``source`` (e.g. uint8 pixels → floats / 255); ``f``
+    maps rows ``(b, *row_shape)`` to rows ``(b, *new row shape)`` of ``dtype``."""
+
+    def __init__(self, source: Source, f: Callable[[np.ndarray], np.ndarray],
+                 dtype: Any, row_shape: tuple[int, ...] | None = None):
+        self.source, self.f, self.dtype = source, f, np.dtype(dtype)
+        self.row_shape = source.row_shape if row_shape is None else tuple(row_shape)
+        self.name = source.name
+
+    @property
+    def n(self) -> int | None:  # type: ignore[override]
+        return self.source.n
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.f(self.source.read(start, stop))
+
+    def chunks(self, size: int, wanted: Callable[[int], bool] = lambda i: True
+               ) -> Iterator[tuple[int, np.ndarray | None]]:
+        for i, rows in self.source.chunks(size, wanted):
+            yield i, None if rows is None else self.f(rows)
