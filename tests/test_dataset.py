@@ -359,6 +359,7 @@ def test_peak_memory_does_not_grow_with_n(tmp_path):
     assert peaks[100_000] <= 1.10 * peaks[10_000], peaks
 
 
+@pytest.mark.slow  # two compilations of the shipped CNN: ~9 s on 2 busy cores
 def test_cli_streams_into_a_folder_and_resumes(tmp_path, capsys):
     from jaxlift import cli
     data = REPO / "jaxlift" / "data"
