@@ -356,6 +356,7 @@ def test_peak_memory_does_not_grow_with_n(tmp_path):
         assert got["scores"].shape == (n, 28, 28)
         assert np.abs(got["gap"]).max() < 1e-3
         os.unlink(path)
+    print("peak RSS (kB) by N:", peaks)
     assert peaks[100_000] <= 1.10 * peaks[10_000], peaks
 
 
