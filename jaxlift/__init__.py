@@ -24,10 +24,11 @@ _EXPORTS = {
     "from_nnx": "jaxlift.adapters", "from_equinox": "jaxlift.adapters",
     "from_linen": "jaxlift.adapters",
     "surrogate": "jaxlift.surrogates",
+    "attribute_dataset": "jaxlift.dataset", "open_scores": "jaxlift.io.scores_store",
 }
 
 # submodules reachable as attributes of the package
-_SUBMODULES = ("adapters", "api", "gaps", "surrogates", "chunking", "cli", "concepts", "datasets",
+_SUBMODULES = ("adapters", "api", "dataset", "gaps", "surrogates", "chunking", "cli", "concepts", "datasets",
                "errors", "hypothetical", "interpreter", "io", "methods", "models", "pipeline", "program",
                "references", "rules", "targets", "validation", "viz")
 
@@ -36,7 +37,8 @@ __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
            "keras_info",
            "class_difference", "softmax_normalized", "pre_activation",
            "hypothetical_contributions", "completeness_gap", "flag_gaps",
-           "from_nnx", "from_equinox", "from_linen", "surrogate"]
+           "from_nnx", "from_equinox", "from_linen", "surrogate",
+           "attribute_dataset", "open_scores"]
 
 
 def __getattr__(name: str) -> Any:
@@ -63,6 +65,8 @@ if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
     from jaxlift.hypothetical import hypothetical_contributions  # noqa: F401
     from jaxlift.io.keras_files import keras_info, load_keras  # noqa: F401
     from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5  # noqa: F401
+    from jaxlift.dataset import attribute_dataset  # noqa: F401
+    from jaxlift.io.scores_store import open_scores  # noqa: F401
     from jaxlift.surrogates import surrogate  # noqa: F401
     from jaxlift.targets import (class_difference, pre_activation,  # noqa: F401
                                  softmax_normalized)
