@@ -187,7 +187,7 @@ def attribute_dataset(fn: Callable, params: Any, source: Any, refs: Any, *, out:
       ``scores``, ``delta``, ``gap``, ``outputs``). With several processes every process
       returns once process 0 has assembled the store.
     """
-    import jaxlift  # the public attribute; imported here to avoid an import circle
+    from jaxlift.api import attribute  # the public face: dataset sits above it
 
     bad = sorted(set(attribute_options) & set(_RESERVED))
     if bad:
@@ -224,7 +224,7 @@ def attribute_dataset(fn: Callable, params: Any, source: Any, refs: Any, *, out:
     k = (refs_src.row_shape[0] if refs_src is not None else shared_refs.shape[0])
     done = scores_store.done_chunks(out)
     mine = lambda i: i % procs == rank and i not in done  # noqa: E731
-    run = _ChunkRunner(jaxlift.attribute, fn, params, shared_refs, attribute_options,
+    run = _ChunkRunner(attribute, fn, params, shared_refs, attribute_options,
                        chunk_size, outputs)
     t0 = time.perf_counter()
     n_new = _stream(src, refs_src, run, out, chunk_size, mine, k, done, rank, procs, progress)
