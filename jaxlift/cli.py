@@ -897,10 +897,7 @@ def heatmap_pages(batch: Batch, result: Result, spec: TargetSpec, *, reference: 
             panels = {target.removeprefix("the "): s[i]}
         if kind == "positions":
             panels = {k: v.sum(axis=-1) for k, v in panels.items()}
-        if single:  # P(class 1) is the sigmoid of the logit
-            p = probs[i, 0] if cls[i] == 1 else 1.0 - probs[i, 0]
-        else:
-            p = probs[i, cls[i]]
+        p = probs[i, cls[i]]  # a single logit's two classes: [1 − σ(z), σ(z)]
         facts = [f"predicted: class {cls[i]} (p = {p:.3f})", f"explained: {target}"]
         if not per_target:
             facts.append(f"Σ contributions = Δ = {float(result.delta[i]):.4g}")

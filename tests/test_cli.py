@@ -321,7 +321,7 @@ BAD = [
     ("bad mode option", ["{m}", "{f}/digits.npy", "--mode", "integrated_gradients",
                          "--mode-option", "steps=0"], "steps must be a positive int, got 0"),
     ("option of a DeepLIFT mode", ["{m}", "{f}/digits.npy", "--mode-option", "steps=3"],
-     "unknown mode_options ['steps'] for mode 'reveal_cancel'"),
+     "mode 'reveal_cancel' takes no mode_options (got ['steps'])"),
     ("class names count", ["{m}", "{f}/digits.npy", "--class-names", "a,b"],
      "--class-names gives 2 name(s) but the model has 10 classes"),
 ]
