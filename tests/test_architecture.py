@@ -4,6 +4,7 @@ names, and models and file formats know nothing of the interpreter."""
 from __future__ import annotations
 
 import ast
+import functools
 import pathlib
 
 import pytest
@@ -44,6 +45,7 @@ def _imports(name: str) -> list[tuple[str, str | None]]:
     return found
 
 
+@functools.lru_cache(maxsize=None)
 def _graph() -> dict[str, set[str]]:
     return {m: {t for t, _ in _imports(m) if t in MODULES and t != m} for m in MODULES}
 

@@ -121,6 +121,7 @@ def test_scan_matches_the_unrolled_loop(x64):
                                    rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow  # Flax's LSTMCell in float32; LSTMs stay in the default run via Keras and the zoo
 def test_flax_lstm_float32():
     import flax.linen as nn
     rng = np.random.default_rng(2)
@@ -209,7 +210,7 @@ def _logic_cell(p, xb, offset=0.0):
     return h @ p["out"] + ys.mean(0)[:, None]
 
 
-@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+@pytest.mark.parametrize("mode", ["rescale", pytest.param("reveal_cancel", marks=pytest.mark.slow)])
 def test_live_predicates_steps_and_far_kinks_inside_a_scan_sum_to_delta(x64, mode):
     """Both forward paths of the loop rule (per side in Rescale, together in RevealCancel)
     carry live booleans and steps exactly; a kink 1e4 away from 0 keeps the float64 bound."""

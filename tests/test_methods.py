@@ -188,10 +188,7 @@ def test_smoothgrad_through_attribute(x64):
     g = jaxlift.attribute(relu_net, p, x, None, target=0, mode="gradient")
     still = jaxlift.attribute(relu_net, p, x, None, target=0, mode="smoothgrad",
                               mode_options={"noise_level": 0.0, "samples": 3})
-    np.testing.assert_allclose(still, g, rtol=1e-12)
-    noisy = jaxlift.attribute(relu_net, p, x, None, target=0, mode="smoothgrad",
-                              mode_options={"samples": 8}, batch_size=3)
-    assert noisy.shape == g.shape and not np.allclose(noisy, g)
+    np.testing.assert_allclose(still, g, rtol=1e-12)  # the noise itself: tests/test_smoothgrad.py
     with pytest.raises(ValueError, match="mode 'smoothgrad' needs references"):
         jaxlift.attribute(relu_net, p, x, None, target=0, mode="smoothgrad",
                           mode_options={"base": "integrated_gradients"})
