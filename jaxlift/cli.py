@@ -279,8 +279,9 @@ def patch_mask(shape: tuple[int, ...], window: tuple[int, ...]) -> np.ndarray:
 def resolve_mode_options(mode: str, given: Sequence[tuple[str, Any]],
                          shape: tuple[int, ...]) -> dict:
     """The ``mode_options`` the CLI passes: ``--mode-option`` values, then the CLI's defaults
-    for the options a method needs (occlusion's ``window``/``stride``, shapley_sampling's
-    ``feature_mask`` of patches), checked by the method; errors name the option."""
+    for the options a method needs (occlusion's ``window``/``stride``; a ``feature_mask`` of
+    patches for shapley_sampling, lime and kernel_shap), checked by the method; errors name the
+    option."""
     opts: dict[str, Any] = {}
     for key, value in given:
         if key in opts:
@@ -291,8 +292,8 @@ def resolve_mode_options(mode: str, given: Sequence[tuple[str, Any]],
         if "window" not in opts:
             opts["window"] = window
             opts.setdefault("stride", stride)
-    elif mode == "shapley_sampling" and "feature_mask" not in opts:
-        opts["feature_mask"] = patch_mask(shape, window)
+    elif mode in ("shapley_sampling", "lime", "kernel_shap") and "feature_mask" not in opts:
+        opts["feature_mask"] = patch_mask(shape, window)  # tens of groups, not every pixel
     try:
         check_mode_options(mode, opts)
     except (ValueError, TypeError) as e:

@@ -174,7 +174,8 @@ def test_subcommand_help(command, capsys):
     if command != "info":  # every method of jaxlift.attribute is offered
         flat = " ".join(out.split())
         for mode in ("rescale", "reveal_cancel", "genomics_default", "gradient",
-                     "integrated_gradients", "occlusion", "shapley_sampling"):
+                     "integrated_gradients", "occlusion", "shapley_sampling", "lrp_epsilon",
+                     "lime", "kernel_shap", "smoothgrad"):
             assert mode in flat
 
 
@@ -502,5 +503,8 @@ def test_mode_option_values_and_defaults():
     assert (mask[:4, :4] == 0).all() and (mask[4:, 4:] == 3).all()
     opts = cli.resolve_mode_options("shapley_sampling", [("num_permutations", 2)], (8, 8, 1))
     assert opts["num_permutations"] == 2 and opts["feature_mask"].shape == (8, 8, 1)
+    for mode in ("lime", "kernel_shap"):  # patches by default, not one group per pixel
+        mask = cli.resolve_mode_options(mode, [], (28, 28, 1))["feature_mask"]
+        assert mask.shape == (28, 28, 1) and len(np.unique(mask)) == 49  # 4×4 patches
     with pytest.raises(cli.CLIError, match="given twice"):
         cli.resolve_mode_options("occlusion", [("window", 2), ("window", 3)], (8, 8, 1))
