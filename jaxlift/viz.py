@@ -454,7 +454,9 @@ def _colorbar(fig: Figure, axes, cmap: str, lo: float, hi: float, shown: list[np
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
               (True, True): "both"}[(bottom < lo - 1e-12 * hi, top > hi * (1 + 1e-12))]
     sm = ScalarMappable(Normalize(lo, hi), cmap)
-    return fig.colorbar(sm, ax=axes, label=unit, shrink=0.85, extend=extend,
+    label = textwrap.fill(unit, 32 if orientation == "vertical" else 90,
+                          break_on_hyphens=False)  # a long target fits beside the panels
+    return fig.colorbar(sm, ax=axes, label=label, shrink=0.85, extend=extend,
                         orientation=orientation)
 
 
