@@ -1185,11 +1185,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "(float32 rounding; DeepLIFT's scores add up to the change in the logit)")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out, f"demo_{args.mode}.png")
-    fig = viz.method_grid(
-        x, {f"DeepLIFT {args.mode}": result.scores},
-        row_labels=[f"label {labels[i]} → {cls[i]}" for i in range(len(x))],
-        title="red: raises the predicted logit vs black; blue: lowers it", cell_size=2.2)
-    fig.get_layout_engine().set(w_pad=0.1)  # room for the row labels beside per-row colorbars
+    target = "each digit's predicted-class logit"
+    fig = viz.examples_grid(
+        x, result.scores,
+        row_labels=[f"true {labels[i]} · predicted {cls[i]} (p = {probs[i, cls[i]]:.2f})"
+                    for i in range(len(x))],
+        title="jaxlift demo: what in each MNIST digit makes the CNN predict its class",
+        subtitle=f"mode: {args.mode} · reference: all-black image · Σ contributions = Δlogit "
+                 f"(max gap {gap.max():.1e}) · one colour scale for all digits",
+        unit=f"contribution to {target}", legend=viz.legend_sentence(target))
     png = viz.save_png(fig, out / f"demo_{args.mode}.png")
     print(f"wrote {png.resolve()}  ({time.time() - t0:.1f} s)")
     return 0
