@@ -122,6 +122,45 @@ def parse_class_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def parse_feature_names(text: str) -> tuple[str, ...]:
+    """``--feature-names`` (argparse ``type=``): a text file with one name per line (or one
+    comma-separated line, such as a CSV header), or the names themselves, ``age,income,...``."""
+    path = Path(text)
+    if path.is_file():
+        try:
+            lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise argparse.ArgumentTypeError(f"{text}: cannot read the feature names: {e}"
+                                             ) from None
+        lines = [ln for ln in lines if ln]
+        names = [n.strip() for n in lines[0].split(",")] if len(lines) == 1 else lines
+        where = f"{text} (one name per line, or one comma-separated line)"
+    else:
+        names = [n.strip() for n in text.split(",")]
+        where = f"{text!r} (a file of names, or the names separated by commas)"
+    if not names or any(not n for n in names):
+        raise argparse.ArgumentTypeError(f"{where}: a feature name is empty")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{where}: the feature names repeat a name")
+    return tuple(names)
+
+
+def check_feature_names(names: tuple[str, ...] | None, input_shape: tuple[int, ...],
+                        layer: str | None) -> None:
+    """Raise CLIError unless ``names`` label the features of a 1-D (tabular) input, one each."""
+    if names is None:
+        return
+    if layer is not None:
+        raise CLIError("--feature-names labels the input features; with --layer the bars are "
+                       "the layer's units")
+    if len(input_shape) != 1:
+        raise CLIError(f"--feature-names labels tabular inputs (one value per feature), but "
+                       f"the model's input has shape {input_shape}")
+    if len(names) != input_shape[0]:
+        raise CLIError(f"--feature-names gives {len(names)} name(s) but the model's input has "
+                       f"{input_shape[0]} features")
+
+
 def check_class_names(names: tuple[str, ...] | None, n_classes: int, binary: bool) -> None:
     """Raise CLIError unless ``names`` has one entry per class."""
     if names is not None and len(names) != n_classes:
@@ -133,6 +172,30 @@ def check_class_names(names: tuple[str, ...] | None, n_classes: int, binary: boo
 def class_label(c: int, names: Sequence[str] | None) -> str:
     """A class as printed: its name when ``--class-names`` gave one, else its index."""
     return str(c) if names is None or c < 0 else names[c]
+
+
+def class_words(c: int, names: Sequence[str] | None) -> str:
+    """A class in a sentence: its name when ``--class-names`` gave one, else ``class c``."""
+    return f"class {c}" if names is None else names[c]
+
+
+def logit_label(c: int, names: Sequence[str] | None, binary: bool) -> str:
+    """What explaining class ``c`` explains, for figures: ``the class 7 logit`` (``the dog
+    logit`` with names); for a single-logit model ``the dog logit (z)`` for class 1 and ``the
+    cat logit (−z)`` for class 0, the negated logit."""
+    sign = ("" if not binary else " (z)" if c == 1 else " (−z)")
+    return f"the {class_words(c, names)} logit{sign}"
+
+
+def target_label(spec: TargetSpec, c: int, names: Sequence[str] | None, binary: bool) -> str:
+    """What the scores of one input explain under ``--target spec`` (``c``: the input's class
+    explained, for ``pred`` and ``index``)."""
+    if spec.kind == "diff":
+        return (f"{logit_label(spec.a, names, binary)} − "
+                f"{logit_label(spec.b, names, binary).removeprefix('the ')}")
+    if spec.kind == "all":
+        return "each class's logit"
+    return logit_label(c, names, binary)
 
 
 class TwoClass:
@@ -860,11 +923,12 @@ class HeatmapPage:
 
 def heatmap_pages(batch: Batch, result: Result, spec: TargetSpec, *, reference: str = "",
                   mode: str = "", layer: str | None = None, sign: str = "all",
-                  clip_percentile: float = 99.5, alpha: float = 0.8, top_k: int = 20
-                  ) -> list[HeatmapPage]:
+                  clip_percentile: float = 99.5, alpha: float = 0.8, top_k: int = 20,
+                  feature_names: Sequence[str] | None = None) -> list[HeatmapPage]:
     """One page per input: images get their maps (one per target with ``all``), 1-D scores
-    (tabular inputs, a dense ``--layer``) and sequences bar charts; none when the scores are
-    neither (e.g. a convolutional ``--layer``)."""
+    (tabular inputs, labelled by ``feature_names`` where given; a dense ``--layer``) and
+    sequences bar charts; none when the scores are neither (e.g. a convolutional
+    ``--layer``). Classes are named by ``result.class_names`` where given."""
     s = result.scores
     per_target = spec.kind == "all"
     one = s.shape[2:] if per_target else s.shape[1:]
@@ -881,27 +945,28 @@ def heatmap_pages(batch: Batch, result: Result, spec: TargetSpec, *, reference: 
     probs = probabilities(result.logits)
     cls = classes_of(result.logits)
 
-    def label(t: int) -> str:
-        return "the logit (output 0)" if single else f"the class {t} logit"
-
+    cn = result.class_names
     word = "unit" if layer else "feature"
     names = (() if kind == "image" else tuple(map(str, range(one[0]))) if kind == "positions"
+             else tuple(feature_names) if feature_names is not None and layer is None
              else tuple(f"{word} {k}" for k in range(one[0])))
     pages = []
     for i, name in enumerate(batch.names):
+        target = target_label(spec, int(result.targets[i]), cn, single)
         if per_target:
-            panels = {label(t).removeprefix("the "): s[i, t] for t in range(s.shape[1])}
-            target = "the logit (output 0)" if single else "each class's logit"
+            panels = {logit_label(t, cn, single).removeprefix("the "): s[i, t]
+                      for t in range(s.shape[1])}
         else:
-            target = {"diff": f"logit {spec.a} − logit {spec.b}", "index": label(spec.a),
-                      "pred": label(int(result.targets[i]))}[spec.kind]
             panels = {target.removeprefix("the "): s[i]}
         if kind == "positions":
             panels = {k: v.sum(axis=-1) for k, v in panels.items()}
-        p = probs[i, cls[i]]  # a single logit's two classes: [1 − σ(z), σ(z)]
-        facts = [f"predicted: class {cls[i]} (p = {p:.3f})", f"explained: {target}"]
-        if not per_target:
+        facts = [f"predicted: {class_words(int(cls[i]), cn)} (p = {probs[i, cls[i]]:.3f})",
+                 f"explained: {target}"]
+        if not per_target and (not mode or sums_to_delta(mode)):
             facts.append(f"Σ contributions = Δ = {float(result.delta[i]):.4g}")
+        elif not per_target:  # a baseline method: its scores need not add up to Δ
+            facts.append(f"Δ = {float(result.delta[i]):.4g}, Σ contributions = "
+                         f"{float(s[i].sum()):.4g} ({mode} does not promise Σ = Δ)")
         facts += [f"reference: {reference}" if reference else "", f"mode: {mode}" if mode else "",
                   f"layer: {layer}" if layer else ""]
         if batch.dtype == "image":
@@ -975,14 +1040,17 @@ def commit_outputs(out: Path | None, arrays: dict[str, Any] | None, png: Path | 
         return commit_folder(tmp, png)
 
 
-def _format_table(names: Sequence[str], result: Result, gap: np.ndarray, limit: int = 10
-                  ) -> str:
+def _format_table(names: Sequence[str], result: Result, gap: np.ndarray, limit: int = 10,
+                  spec: TargetSpec | None = None) -> str:
     """One line per input: its predicted class (name, with ``--class-names``) and that class's
-    probability, the class explained, Δ, Σ scores and their gap."""
+    probability, the class explained (``A−B`` for a class difference ``spec``), Δ, Σ scores
+    and their gap."""
     probs = probabilities(result.logits)
     cls = classes_of(result.logits)
     label = functools.partial(class_label, names=result.class_names)
-    w = max([9] + [len(label(c)) for c in range(probs.shape[1])])
+    diff = f"{label(spec.a)}−{label(spec.b)}" if spec is not None and spec.kind == "diff" \
+        else "-"
+    w = max([9, len(diff)] + [len(label(c)) for c in range(probs.shape[1])])
     rows = [f"{'input':<20} {'predicted':>{w}} {'p':>6} {'target':>{w}} {'Δ':>10} "
             f"{'Σ scores':>10} {'|Σ−Δ|':>8}"]
     single = result.delta.ndim == 1
@@ -991,7 +1059,7 @@ def _format_table(names: Sequence[str], result: Result, gap: np.ndarray, limit: 
         if single:
             d, g = result.delta[i], gap[i]
             rows.append(f"{name[:20]:<20} {label(cls[i]):>{w}} {p:>6.3f} "
-                        f"{label(result.targets[i]) if result.targets[i] >= 0 else '-':>{w}} "
+                        f"{label(result.targets[i]) if result.targets[i] >= 0 else diff:>{w}} "
                         f"{d:>10.4f} {result.scores[i].sum():>10.4f} {g:>8.1e}")
         else:
             rows.append(f"{name[:20]:<20} {label(cls[i]):>{w}} {p:>6.3f} {'all':>{w}} "
@@ -1118,11 +1186,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "(float32 rounding; DeepLIFT's scores add up to the change in the logit)")
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out, f"demo_{args.mode}.png")
-    fig = viz.method_grid(
-        x, {f"DeepLIFT {args.mode}": result.scores},
-        row_labels=[f"label {labels[i]} → {cls[i]}" for i in range(len(x))],
-        title="red: raises the predicted logit vs black; blue: lowers it", cell_size=2.2)
-    fig.get_layout_engine().set(w_pad=0.1)  # room for the row labels beside per-row colorbars
+    target = "each digit's predicted-class logit"
+    fig = viz.examples_grid(
+        x, result.scores,
+        row_labels=[f"true {labels[i]} · predicted {cls[i]} (p = {probs[i, cls[i]]:.2f})"
+                    for i in range(len(x))],
+        title="jaxlift demo: what in each MNIST digit makes the CNN predict its class",
+        subtitle=f"mode: {args.mode} · reference: all-black image · Σ contributions = Δlogit "
+                 f"(max gap {gap.max():.1e}) · one colour scale for all digits",
+        unit=f"contribution to {target}", legend=viz.legend_sentence(target))
     png = viz.save_png(fig, out / f"demo_{args.mode}.png")
     print(f"wrote {png.resolve()}  ({time.time() - t0:.1f} s)")
     return 0
@@ -1149,6 +1221,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     check_target(args.target, loaded.n_classes, loaded.binary)
     check_class_names(args.class_names, loaded.n_classes, loaded.binary)
+    check_feature_names(args.feature_names, loaded.input_shape, args.layer)
     if args.layer is not None:
         loaded.scored_fn(args.layer)  # an unknown layer fails before the inputs are read
     options = resolve_mode_options(args.mode, args.mode_option or (), loaded.input_shape)
@@ -1166,14 +1239,14 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                      precision=args.precision, mode_options=options,
                      class_names=args.class_names)
     gap = summation_gap(result.scores, result.delta)
-    say(_format_table(batch.names, result, gap))
+    say(_format_table(batch.names, result, gap, spec=args.target))
     say(f"summation-to-delta: max |Σ scores − Δ| = {gap.max():.2e}"
         + ("" if sums_to_delta(args.mode) else
            f" (mode {args.mode} does not promise Σ scores = Δ)"))
     pages = heatmap_pages(
         batch, result, args.target, reference=ref_text, mode=args.mode, layer=args.layer,
         sign=args.sign, clip_percentile=args.clip_percentile, alpha=args.alpha,
-        top_k=args.top_k) if png is not None else []
+        top_k=args.top_k, feature_names=args.feature_names) if png is not None else []
     if png is not None and not pages and not args.quiet:
         shape = result.scores.shape[2 if args.target.kind == "all" else 1:]
         print(f"note: no PNG: scores of shape {shape} are not the inputs' image shape "
@@ -1285,7 +1358,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "logit B). A model with one sigmoid output has two classes: 1 is its "
                         "logit z, 0 the negated logit −z")
     a.add_argument("--class-names", type=parse_class_names, metavar="A,B,...",
-                   help="names of the classes in order, for the printed table and the .npz "
+                   help="names of the classes in order, for the printed table, the PNGs and "
+                        "the .npz "
                         "(a sigmoid model: the class of P < 0.5 first, e.g. cat,dog for a model "
                         "that outputs P(dog))")
     a.add_argument("--resize", action="store_true",
@@ -1317,6 +1391,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--top-k", type=_int_in(1, 10**6), default=20, metavar="K",
                    help="PNG of 1-D scores (tabular inputs, a dense --layer): bars for the K "
                         "largest |scores| (default: 20)")
+    a.add_argument("--feature-names", type=parse_feature_names, metavar="FILE|A,B,...",
+                   help="PNG of tabular inputs: label the bars with these names instead of "
+                        "'feature k' (a file with one name per line, or the names separated by "
+                        "commas; one per input feature)")
     _add_precision(a)
     a.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bar or summary (errors are still reported)")

@@ -61,6 +61,7 @@ __all__ = [
     "image_heatmap",
     "method_grid",
     "feature_bars",
+    "examples_grid",
     "sequence_logo",
     "graph_nodes",
     "attribution_grid",
@@ -454,7 +455,9 @@ def _colorbar(fig: Figure, axes, cmap: str, lo: float, hi: float, shown: list[np
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
               (True, True): "both"}[(bottom < lo - 1e-12 * hi, top > hi * (1 + 1e-12))]
     sm = ScalarMappable(Normalize(lo, hi), cmap)
-    return fig.colorbar(sm, ax=axes, label=unit, shrink=0.85, extend=extend,
+    label = textwrap.fill(unit, 38 if orientation == "vertical" else 90,
+                          break_on_hyphens=False)  # a long target fits beside the panels
+    return fig.colorbar(sm, ax=axes, label=label, shrink=0.85, extend=extend,
                         orientation=orientation)
 
 
@@ -588,6 +591,94 @@ def attribution_grid(
         ax.set_axis_off()
     _colorbar(fig, axes[:k] if rows == 1 else axes, cmap_used, lo, hi, list(shown.values()),
               unit)
+    _add_texts(fig, title, subtitle, legend, width)
+    return _finish(fig, save)
+
+
+def examples_grid(
+    images: ArrayLike,
+    scores: ArrayLike,
+    *,
+    row_labels: Sequence[str] | None = None,
+    styles: Sequence[Literal["map", "overlay"]] = ("map", "overlay"),
+    sign: Literal["all", "positive", "negative", "absolute"] = "all",
+    clip_percentile: float | None = 99.5,
+    vmax: float | None = None,
+    alpha: float = 0.8,
+    cmap: str = DEFAULT_CMAP,
+    unit: str = ATTRIBUTION_LABEL,
+    legend: str | None = None,
+    title: str | None = None,
+    subtitle: str | None = None,
+    cell_size: float = 2.0,
+    dpi: float = 100,
+    save: PathLike | None = None,
+) -> Figure:
+    """Several inputs and their attribution maps on one colour scale, one row per input.
+
+    Each row: the input (titled by ``row_labels[i]``), then one panel per entry of
+    ``styles`` (as in :func:`attribution_grid`: the map alone, or blended over the input).
+    One colour limit (:func:`color_limit` over every example) and one colour bar labelled
+    ``unit`` serve the whole figure, so colours compare across inputs; ``title``,
+    ``subtitle`` and ``legend`` (a sentence saying what the colours mean) frame it.
+
+    Args:
+        images: ``(N, H, W)`` or ``(N, H, W, C)`` with ``C`` in 1, 3, 4.
+        scores: ``(N, H, W)`` or ``(N, H, W, C)`` (channels summed).
+        row_labels: ``N`` labels, one per input.
+        styles, sign, clip_percentile, vmax, alpha, cmap, unit, legend, title, subtitle,
+        cell_size, dpi, save: as for :func:`attribution_grid`.
+
+    Returns:
+        The figure; every score panel holds one ``AxesImage`` labelled ``"attribution"``.
+    """
+    styles = tuple(styles)
+    if not styles or len(set(styles)) != len(styles):
+        raise ValueError(f"styles must be distinct entries of {PANEL_STYLES}, got {styles!r}")
+    for st in styles:
+        _check_choice(st, PANEL_STYLES, "each style")
+    _check_choice(sign, SIGNS, "sign")
+    alpha = _check_alpha(alpha)
+    imgs = np.asarray(images)
+    if imgs.ndim not in (3, 4) or len(imgs) == 0:
+        raise ValueError(f"images must be a batch (N, H, W) or (N, H, W, C) with N >= 1, got "
+                         f"shape {imgs.shape}")
+    s = _as_float_array(scores, "scores")
+    if s.ndim == 4:
+        s = s.sum(axis=-1)
+    if s.shape != imgs.shape[:3]:
+        raise ValueError(f"scores must have shape (N, H, W) or (N, H, W, C) matching the "
+                         f"images {imgs.shape[:3]}, got shape {np.shape(scores)}")
+    n = len(imgs)
+    if row_labels is not None and len(row_labels) != n:
+        raise ValueError(f"row_labels must have one label per input ({n}), got "
+                         f"{len(row_labels)}")
+    shown = [sign_filter(s[i], sign) for i in range(n)]
+    v = color_limit(*shown, clip_percentile=clip_percentile, vmax=vmax)
+    cmap_used, lo, hi = _scale_for(sign, v, cmap)
+    cols = 1 + len(styles)
+    width = cell_size * cols + 1.4
+    fig = _new_figure((width, cell_size * n + _text_height(title, subtitle, legend, width)),
+                      dpi)
+    axes = np.asarray(fig.subplots(n, cols, squeeze=False))
+    style_names = {"map": "contributions", "overlay": "over the input"}
+    for i in range(n):
+        img = _display_image(imgs[i], f"images[{i}]")
+        _show_image(axes[i, 0], img)
+        if row_labels is not None:
+            axes[i, 0].set_title(str(row_labels[i]), fontsize=9)
+        for j, st in enumerate(styles, start=1):
+            ax = axes[i, j]
+            if st == "overlay":
+                _blended(ax, img, shown[i], cmap_used, lo, hi, alpha)
+            else:
+                ax.imshow(shown[i], cmap=cmap_used, vmin=lo, vmax=hi,
+                          interpolation="nearest").set_label(ATTRIBUTION_LABEL)
+            if i == 0:
+                ax.set_title(style_names[st], fontsize=9)
+    for ax in axes.flat:
+        _bare_axes(ax)
+    _colorbar(fig, list(axes.flat), cmap_used, lo, hi, shown, unit)
     _add_texts(fig, title, subtitle, legend, width)
     return _finish(fig, save)
 

@@ -508,3 +508,95 @@ def test_mode_option_values_and_defaults():
         assert mask.shape == (28, 28, 1) and len(np.unique(mask)) == 49  # 4×4 patches
     with pytest.raises(cli.CLIError, match="given twice"):
         cli.resolve_mode_options("occlusion", [("window", 2), ("window", 3)], (8, 8, 1))
+
+
+def _page_inputs(logits, targets, names=None, shape=(4, 4, 1)):
+    """A Batch and a Result as ``attribute`` makes them, without a model."""
+    n = len(logits)
+    x = np.random.default_rng(0).uniform(size=(n, *shape)).astype(np.float32)
+    batch = cli.Batch(x, [f"in{i}.png" for i in range(n)], "image", "files")
+    scores = np.random.default_rng(1).normal(size=(n, *shape)).astype(np.float32)
+    return batch, cli.Result(scores, scores.reshape(n, -1).sum(1), np.asarray(targets),
+                             np.asarray(logits, np.float32), names)
+
+
+def test_single_logit_figures_name_the_classes():
+    # logit −0.9: cat with P(cat) = σ(0.9) = 0.711; logit 1.9: dog with σ(1.9) = 0.870
+    batch, res = _page_inputs([[-0.9], [1.9]], [0, 1], ("cat", "dog"))
+    cat, dog = cli.heatmap_pages(batch, res, cli.parse_target("pred"))
+    assert cat.target == "the cat logit (−z)" and dog.target == "the dog logit (z)"
+    assert list(cat.panels) == ["cat logit (−z)"]
+    assert "predicted: cat (p = 0.711)" in cat.subtitle
+    assert "predicted: dog (p = 0.870)" in dog.subtitle and "class" not in dog.subtitle
+    s = np.stack([-res.scores, res.scores], axis=1)  # --target all: both classes
+    every = cli.Result(s, np.stack([-res.delta, res.delta], 1), np.full(2, -1), res.logits,
+                       ("cat", "dog"))
+    page = cli.heatmap_pages(batch, every, cli.parse_target("all"))[0]
+    assert list(page.panels) == ["cat logit (−z)", "dog logit (z)"]
+    np.testing.assert_array_equal(page.panels["cat logit (−z)"], -res.scores[0])
+    diff = cli.heatmap_pages(batch, res, cli.parse_target("1-0"))[1]
+    assert diff.target == "the dog logit (z) − cat logit (−z)"
+    # without names: "class k"; the table names the difference's classes too
+    batch, res = _page_inputs([[0.4]], [1])
+    page, = cli.heatmap_pages(batch, res, cli.parse_target("1"))
+    assert page.target == "the class 1 logit (z)" and "predicted: class 1 (p = 0.599)" in \
+        page.subtitle
+    batch, res = _page_inputs([[-0.9], [1.9]], [-1, -1], ("cat", "dog"))
+    table = cli._format_table(batch.names, res, np.zeros(2), spec=cli.parse_target("1-0"))
+    assert re.search(r"in1\.png +dog +0\.870 +dog−cat", table), table
+
+
+def test_multi_class_figures_name_the_classes():
+    batch, res = _page_inputs([[0.0, 2.0, 0.0]], [1], ("ant", "bee", "cow"))
+    page, = cli.heatmap_pages(batch, res, cli.parse_target("pred"))
+    assert page.target == "the bee logit" and "predicted: bee (p = 0.787)" in page.subtitle
+    batch, res = _page_inputs([[0.0, 2.0, 0.0]], [2])
+    page, = cli.heatmap_pages(batch, res, cli.parse_target("2"))
+    assert page.target == "the class 2 logit" and "predicted: class 1" in page.subtitle
+
+
+@pytest.fixture(scope="module")
+def tabular_model(tmp_path_factory) -> Path:
+    """A tiny Keras model on 3 tabular features (softmax over 2 classes), written by jaxlift."""
+    import jax
+    from jaxlift.io.keras_h5 import save_keras_h5
+    from jaxlift.models.generic import KerasModel, sequential_graph
+
+    graph = sequential_graph("tiny_tabular", (None, 3), [
+        ("Dense", "out", {"units": 2, "activation": "softmax", "use_bias": True})])
+    model = KerasModel(graph)
+    variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 3), np.float32))
+    path = tmp_path_factory.mktemp("tabular") / "tabular.h5"
+    save_keras_h5(path, model, variables)
+    np.save(path.parent / "x.npy", np.array([[1.0, -2.0, 0.5]], np.float32))
+    return path
+
+
+def test_feature_names_label_the_bars(tabular_model, tmp_path, capsys):
+    x = tabular_model.parent / "x.npy"
+    names = tmp_path / "names.txt"
+    names.write_text("age\nincome\n\nheight\n")
+    for given in ("age,income,height", names):
+        code, out, err = call(["attribute", tabular_model, x, "--png", tmp_path / "p", "-q",
+                               "--feature-names", given, "--mode", "gradient"], capsys)
+        assert code == 0, err
+        assert_valid_png(tmp_path / "p" / "input_0000.png")
+    assert cli.parse_feature_names(str(names)) == ("age", "income", "height")
+    (tmp_path / "header.csv").write_text("a, b ,c\n")
+    assert cli.parse_feature_names(str(tmp_path / "header.csv")) == ("a", "b", "c")
+    # the pages carry the names; a wrong count, an image model or --layer is refused
+    batch, res = _page_inputs([[0.0, 1.0]], [1], shape=(3,))
+    page, = cli.heatmap_pages(cli.Batch(batch.x, ["r"], "float32", "x.npy"), res,
+                              cli.parse_target("pred"), feature_names=("age", "income", "h"))
+    assert page.kind == "features" and page.names == ("age", "income", "h")
+    for argv, status, message in (  # 2: usage errors (argparse), 1: the model disagrees
+            (["--feature-names", "a,,c"], 2, "a feature name is empty"),
+            (["--feature-names", "a,b,a"], 2, "repeat a name"),
+            (["--feature-names", "a,b"], 1, "--feature-names gives 2 name(s) but the model's "
+                                            "input has 3 features"),
+            (["--feature-names", "a,b,c", "--layer", "out"], 1, "with --layer the bars are "
+                                                                 "the layer's units")):
+        code, out, err = call(["attribute", tabular_model, x, "-q", *argv], capsys)
+        assert code == status and message in err, err
+    code, out, err = call(["attribute", MODEL, x, "-q", "--feature-names", "a,b,c"], capsys)
+    assert code == 1 and "labels tabular inputs" in err and "(28, 28, 1)" in err, err

@@ -21,7 +21,8 @@ keras = pytest.importorskip("keras")
 from keras import layers as K  # noqa: E402
 
 from jaxlift.io.keras_h5 import (KerasFormatError, keras_info, load_keras_h5,  # noqa: E402
-                                 save_keras_h5)
+                                 read_graph, save_keras_h5)
+from jaxlift.io.keras_config import infer_shapes, trace_shapes  # noqa: E402
 from jaxlift.models.layers import ACTIVATIONS  # noqa: E402
 
 TOL = 1e-5
@@ -245,6 +246,12 @@ def test_keras_info_counts(zoo_files):
         assert f"Total params: {kmodel.count_params():,}" in text, name
         for layer in kmodel.layers:
             assert layer.name in text
+        graph = read_graph(path)  # info's JAX-free shapes are the traced ones
+        assert infer_shapes(graph) == trace_shapes(graph), name
+        shapes, _ = infer_shapes(graph)
+        for layer in kmodel.layers:  # … and Keras's own
+            if type(layer).__name__ != "InputLayer":
+                assert shapes[(layer.name, 0, 0)] == tuple(layer.output.shape), layer.name
 
 
 def test_jit_and_dtype(zoo_files):

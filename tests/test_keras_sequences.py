@@ -27,6 +27,7 @@ from keras import layers as K  # noqa: E402
 import jaxlift  # noqa: E402
 from jaxlift.io.keras_h5 import (KerasFormatError, keras_info, load_keras_h5,  # noqa: E402
                                  read_graph, save_keras_h5)
+from jaxlift.io.keras_config import infer_shapes, trace_shapes  # noqa: E402
 
 T, F, V = 6, 3, 11
 TOL = 1e-5
@@ -158,6 +159,9 @@ def test_integer_inputs_and_info(zoo):
                 "GlobalAveragePooling1D"):
         assert cls in info
     assert f"Total params: {kmodel.count_params():,}" in info
+    for name, (p, *_) in zoo.items():  # info's JAX-free shapes are the traced ones
+        g = read_graph(p)
+        assert infer_shapes(g) == trace_shapes(g), name
 
 
 def test_recurrent_layers_are_one_scan(zoo, tmp_path):

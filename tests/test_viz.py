@@ -624,7 +624,7 @@ def test_attribute_pages_for_a_sigmoid_model_and_for_tabular_inputs(tmp_path):
     assert page.kind == "features" and page.names == tuple(f"feature {k}" for k in range(6))
     p0 = 1.0 - 1.0 / (1.0 + np.exp(1.0))  # P(class 0) = 1 - sigmoid(logit)
     assert f"predicted: class 0 (p = {p0:.3f})" in page.subtitle
-    assert page.target == "the logit (output 0)"
+    assert page.target == "the class 0 logit (−z)"  # a single logit's class 0 is −z
     (path,) = cli.write_pngs(tmp_path, [page])
     with Image.open(path) as im:
         assert im.format == "PNG"
@@ -665,3 +665,33 @@ def test_image_heatmap_sign_and_clip_percentile():
     assert _attribution_images(fig)[0].get_clim() == (0.0, 25.0)
     with pytest.raises(ValueError, match="sign must be one of"):
         viz.image_heatmap(None, s, sign="+")
+
+
+# --------------------------------------------------------------------------- examples_grid
+
+
+def test_examples_grid_rows_share_one_scale_with_its_unit(tmp_path):
+    rng = np.random.default_rng(3)
+    images = rng.uniform(size=(3, 8, 8, 1))
+    scores = rng.normal(size=(3, 8, 8, 1)) * np.array([1.0, 5.0, 0.1])[:, None, None, None]
+    path = tmp_path / "demo.png"
+    fig = viz.examples_grid(images, scores, row_labels=["a", "b", "c"],
+                            unit="contribution to each digit's predicted-class logit",
+                            title="demo",
+                            subtitle="mode: rescale", legend=viz.legend_sentence("the logit"),
+                            clip_percentile=None, cell_size=1.0, dpi=40, save=path)
+    _check_png(path, fig)
+    heats = _score_images(fig)
+    assert len(heats) == 6  # a map and an overlay per input
+    top = np.abs(scores.sum(-1)).max()  # the loudest input sets everyone's scale
+    assert {im.get_clim() for im in heats} == {(-top, top)}
+    (cbar,) = _colorbar_axes(fig)
+    assert cbar.get_ylabel() == "contribution to each digit's\npredicted-class logit"  # wrapped
+    assert fig.get_suptitle() == "demo\nmode: rescale"
+    assert fig._supxlabel.get_text().startswith("Red: raises the logit")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert titles[:3] == ["a", "contributions", "over the input"] and titles[3] == "b"
+    with pytest.raises(ValueError, match="row_labels must have one label per input"):
+        viz.examples_grid(images, scores, row_labels=["a"])
+    with pytest.raises(ValueError, match=r"matching the images \(3, 8, 8\)"):
+        viz.examples_grid(images, scores[:2])

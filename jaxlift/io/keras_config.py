@@ -17,14 +17,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.models import layers as L
-from jaxlift.models.generic import (LAYER_BUILDERS, NOOP_LAYERS, LayerSpec, ModelGraph,
-                                    TensorRef, build_layer, freeze)
-from jaxlift.models.sequence import MERGE_MODES, RNN_KINDS
+from jaxlift.io.keras_shapes import layer_shapes
+from jaxlift.models.graph import (ACTIVATION_NAMES, MERGE_MODES, NOOP_LAYERS, RNN_KINDS,
+                                  LayerSpec, ModelGraph, TensorRef, freeze)
 
 try:  # the project's error base class, where present
     from jaxlift.errors import JaxliftError as _Base
@@ -32,7 +29,8 @@ except ImportError:  # pragma: no cover
     _Base = Exception
 
 __all__ = ["KerasFormatError", "parse_model_config", "layer_weights", "WEIGHT_ORDER",
-           "SUPPORTED_LAYERS", "assign_variables", "flat_weights", "trace_shapes", "model_config",
+           "SUPPORTED_LAYERS", "assign_variables", "flat_weights", "trace_shapes", "infer_shapes",
+           "model_config",
            "summarize"]
 
 
@@ -104,8 +102,8 @@ def _activation(value: Any, keras2: bool, where: str) -> str:
             "class_name")
     if name is None:
         name = "linear"
-    if not isinstance(name, str) or name not in L.ACTIVATIONS or name == "hard_sigmoid_keras2":
-        known = ", ".join(a for a in sorted(L.ACTIVATIONS) if a != "hard_sigmoid_keras2")
+    if not isinstance(name, str) or name not in ACTIVATION_NAMES or name == "hard_sigmoid_keras2":
+        known = ", ".join(a for a in sorted(ACTIVATION_NAMES) if a != "hard_sigmoid_keras2")
         raise KerasFormatError(f"{where}: activation {value!r} is not supported "
                                f"(supported: {known})")
     if name == "hard_sigmoid" and keras2:
@@ -330,9 +328,9 @@ OPTION_PARSERS: dict[str, Callable[[Mapping, bool, str], dict]] = {
     "LayerNormalization": _opt_layer_norm,
     "MultiHeadAttention": _opt_mha,
 }
-"""Keras class name → ``(config, is_keras2, where) -> options`` (Keras 3 config names)."""
-
-assert set(OPTION_PARSERS) == set(LAYER_BUILDERS), set(OPTION_PARSERS) ^ set(LAYER_BUILDERS)
+"""Keras class name → ``(config, is_keras2, where) -> options`` (Keras 3 config names); the
+same classes as ``jaxlift.models.generic.LAYER_BUILDERS`` and ``keras_shapes.SHAPE_RULES``
+(tests/test_keras_shapes.py checks both)."""
 
 SUPPORTED_LAYERS = ("InputLayer",) + tuple(sorted(OPTION_PARSERS))
 
@@ -590,6 +588,7 @@ def is_keras2(version: str) -> bool:
 def _assign(graph: ModelGraph, raw: dict[str, list[tuple[str, np.ndarray]]], path: PathLike
             ) -> dict[str, dict]:
     """Raw per-layer weight lists → Flax variables, by Keras's order."""
+    import jax.numpy as jnp  # here: reading a config alone needs no JAX
     variables: dict[str, dict] = {}
     for spec in graph.layers:
         if spec.class_name == "InputLayer":
@@ -618,9 +617,37 @@ def _surrogate_shapes(graph: ModelGraph, fill: int) -> list[tuple[int, ...]]:
             for s in graph.input_shapes]
 
 
+def infer_shapes(graph: ModelGraph, path: PathLike = "<model>"
+                 ) -> tuple[dict[TensorRef, tuple[int | None, ...]], dict[str, dict]]:
+    """What :func:`trace_shapes` gives — every tensor's shape (batch dim None, dims open in the
+    config None) and each layer's weight shapes ``{layer: {collection: {name: shape}}}`` —
+    worked out from the layers' options by ``keras_shapes`` without JAX (``jaxlift info``)."""
+    shapes: dict[TensorRef, tuple[int | None, ...]] = {
+        (n, 0, 0): (None, *s[1:]) for n, s in zip(graph.inputs, graph.input_shapes)}
+    var_shapes: dict[str, dict] = {}
+    for spec in graph.layers:
+        if spec.class_name == "InputLayer":
+            continue
+        for node, refs in enumerate(spec.inbound):
+            args = [shapes[r] for r in refs]
+            try:
+                out, weights = layer_shapes(spec.class_name, spec.opts, args)
+            except ValueError as e:
+                raise KerasFormatError(f"{locate(path, spec)}: cannot apply the layer to input "
+                                       f"shape(s) {[tuple(a) for a in args]}: {e}") from None
+            shapes[(spec.name, node, 0)] = out
+            if node == 0:
+                var_shapes[spec.name] = weights
+    return shapes, var_shapes
+
+
 def _trace_once(graph: ModelGraph, fill: int, path: PathLike
                 ) -> tuple[dict[TensorRef, tuple[int, ...]], dict[str, dict]]:
     """Per-tensor shapes (batch 1) and per-layer variable shapes, layer by layer."""
+    import jax  # here: reading a config (``infer_shapes``, ``jaxlift info``) needs no JAX
+    import jax.numpy as jnp
+
+    from jaxlift.models.generic import build_layer
     shapes: dict[TensorRef, tuple[int, ...]] = {
         (n, 0, 0): s for n, s in zip(graph.inputs, _surrogate_shapes(graph, fill))}
     dtypes: dict[TensorRef, Any] = {(n, 0, 0): jnp.dtype(d)
@@ -805,8 +832,9 @@ def output_activations(graph: ModelGraph) -> list[tuple[str, str]]:
 
 def summarize(graph: ModelGraph, title: str = "") -> str:
     """A ``summary()``-like table of a graph: layer (class), output shape, activation,
-    parameters, and a last line saying which activation each model output ends in."""
-    shapes, var_shapes = trace_shapes(graph, title or graph.name)
+    parameters, and a last line saying which activation each model output ends in. Shapes
+    come from the layers' options (``infer_shapes``): no JAX."""
+    shapes, var_shapes = infer_shapes(graph, title or graph.name)
     rows = [("Layer (type)", "Output Shape", "Activation", "Param #", "Connected to")]
     trainable = non_trainable = 0
     for spec in graph.layers:

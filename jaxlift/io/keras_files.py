@@ -3,13 +3,15 @@
 name); ``keras_info(path)`` describes either."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 
 from jaxlift.io import keras_h5, keras_v3
 from jaxlift.io.keras_config import KerasFormatError, PathLike, existing_file
-from jaxlift.models.generic import KerasModel
+
+if TYPE_CHECKING:
+    from jaxlift.models.generic import KerasModel
 
 __all__ = ["load_keras", "keras_info", "keras_format"]
 

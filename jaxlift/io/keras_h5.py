@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import h5py
 import numpy as np
@@ -38,7 +38,10 @@ from jaxlift.io.keras_config import (  # some re-exported: this module was their
     WEIGHT_ORDER, KerasFormatError, PathLike, as_variables, assign_variables, check_variables,
     existing_file, flat_weights, fmt_shape, is_keras2, layer_weights, locate, model_config,
     parse_model_config, summarize, trace_shapes)
-from jaxlift.models.generic import KerasModel, ModelGraph
+from jaxlift.models.graph import ModelGraph
+
+if TYPE_CHECKING:
+    from jaxlift.models.generic import KerasModel
 
 __all__ = ["KerasFormatError", "load_keras_h5", "save_keras_h5", "keras_info", "read_graph",
            "read_variables", "layer_weights", "WEIGHT_ORDER", "parse_model_config",
@@ -146,6 +149,8 @@ def load_keras_h5(path: PathLike) -> tuple[KerasModel, dict[str, dict]]:
     cannot read (message names the file and layer).
     """
     graph, variables = read_variables(path)
+    from jaxlift.models.generic import KerasModel  # here: `jaxlift info` needs no Flax
+
     return KerasModel(graph), variables
 
 

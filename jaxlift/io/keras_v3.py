@@ -18,7 +18,7 @@ import io
 import json
 import re
 import zipfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -26,7 +26,10 @@ import numpy as np
 from jaxlift.io.keras_config import (KerasFormatError, PathLike, assign_variables, existing_file,
                                      fmt_shape, is_keras2, layer_weights, locate,
                                      parse_model_config, summarize)
-from jaxlift.models.generic import KerasModel, LayerSpec, ModelGraph
+from jaxlift.models.graph import LayerSpec, ModelGraph
+
+if TYPE_CHECKING:
+    from jaxlift.models.generic import KerasModel
 
 __all__ = ["load_keras_v3", "read_graph_v3", "read_variables_v3", "keras_v3_info",
            "ZIP_MAGIC"]
@@ -181,6 +184,8 @@ def read_variables_v3(path: PathLike) -> tuple[ModelGraph, dict[str, dict]]:
 def load_keras_v3(path: PathLike) -> tuple[KerasModel, dict[str, Any]]:
     """Read a Keras 3 ``.keras`` archive as ``(model, variables)``, like ``load_keras_h5``."""
     graph, variables = read_variables_v3(path)
+    from jaxlift.models.generic import KerasModel  # here: `jaxlift info` needs no Flax
+
     return KerasModel(graph), variables
 
 

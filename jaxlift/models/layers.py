@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxlift.models.graph import ACTIVATION_NAMES
+
 Array = jax.Array
 
 # --------------------------------------------------------------------------- activations
@@ -77,6 +79,8 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "exponential": jnp.exp,
 }
 """Keras activation names → functions (Keras 3 formulas, plus Keras 2's ``hard_sigmoid``)."""
+
+assert set(ACTIVATIONS) == ACTIVATION_NAMES, set(ACTIVATIONS) ^ ACTIVATION_NAMES
 
 
 def get_activation(name: str) -> Callable[[Array], Array]:

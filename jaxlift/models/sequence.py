@@ -29,12 +29,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlift.models.graph import MERGE_MODES, RNN_KINDS  # noqa: F401  (re-exported)
 from jaxlift.models.layers import get_activation
 
 Array = jax.Array
 Params = Mapping[str, Array]
 
-RNN_KINDS = ("SimpleRNN", "LSTM", "GRU")
 
 # --------------------------------------------------------------------------- cells (pure)
 
@@ -194,9 +194,6 @@ class Recurrent(nn.Module):
         o = dict(self.options)
         p = _rnn_params(self, "", self.kind, x.shape[-1], o)
         return run_rnn(self.kind, p, x, **_rnn_kwargs(o))
-
-
-MERGE_MODES = ("concat", "sum", "mul", "ave")
 
 
 class Bidirectional(nn.Module):
