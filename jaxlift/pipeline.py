@@ -74,7 +74,6 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
     opts = method.check_options(mode_options)
     check_method_options(method, max_mode, gating, layer_name, mesh)
     family = family_of(method)
-    key = jax.random.PRNGKey(0) if key is None else key
     if refs is None:
         if method.requires_refs(opts):
             raise ValueError(f"mode {method.name!r} needs references (refs=None given); pass "
