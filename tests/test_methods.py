@@ -189,6 +189,10 @@ def test_smoothgrad_through_attribute(x64):
     still = jaxlift.attribute(relu_net, p, x, None, target=0, mode="smoothgrad",
                               mode_options={"noise_level": 0.0, "samples": 3})
     np.testing.assert_allclose(still, g, rtol=1e-12)  # the noise itself: tests/test_smoothgrad.py
+    # over the gradient it runs once per input (references only shape the result)
+    assert METHODS["smoothgrad"].scope_for(METHODS["smoothgrad"].check_options(None)) == "input"
+    ig = METHODS["smoothgrad"].check_options({"base": "integrated_gradients"})
+    assert METHODS["smoothgrad"].scope_for(ig) == "pair"
     with pytest.raises(ValueError, match="mode 'smoothgrad' needs references"):
         jaxlift.attribute(relu_net, p, x, None, target=0, mode="smoothgrad",
                           mode_options={"base": "integrated_gradients"})

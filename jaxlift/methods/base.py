@@ -62,7 +62,7 @@ class Method:
     ``"limit"`` (as a parameter goes to infinity, e.g. integrated gradients' steps) or
     ``"none"``. ``carries_split``: the interpreter carries ``Δv = Δv⁺ + Δv⁻`` (RevealCancel).
     ``needs_refs`` may be a function of the options (a wrapper needs references when its base
-    does). ``rows_per_pair(opts)``: forward passes of ``fn`` per
+    does), and ``scope_of(opts)`` may narrow a ``"pair"`` kernel to ``"input"``. ``rows_per_pair(opts)``: forward passes of ``fn`` per
     pair, so that ``batch_size="auto"`` sizes chunks from memory (``None``: run every pair at
     once under ``"auto"``). ``single_array``: ``x`` must be one array, not a pytree.
     ``prepare(opts, example_shape, key) -> dict`` makes the per-call arrays (host side).
@@ -80,6 +80,7 @@ class Method:
     prepare: Callable | None = None
     rows_per_pair: Callable[[dict], int] | None = None
     single_array: bool = False
+    scope_of: Callable[[dict], str] | None = None
 
     def __post_init__(self):
         if self.scope not in SCOPES:
@@ -115,6 +116,11 @@ class Method:
                 raise ValueError(f"mode {self.name!r} needs mode_options [{name!r}] ({opt.doc})")
             out[name] = opt.check(value) if opt.check is not None else value
         return out
+
+    def scope_for(self, opts: dict) -> str:
+        """``scope``, or ``scope_of(opts)`` for a wrapper whose kernel is per input or per pair
+        as its base is (SmoothGrad over the gradient runs once per input, not per pair)."""
+        return self.scope if self.scope_of is None else self.scope_of(opts)
 
     def requires_refs(self, opts: dict) -> bool:
         """Whether a call with these (checked) options needs references: ``needs_refs``, or

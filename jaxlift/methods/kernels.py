@@ -55,7 +55,7 @@ def compute(params, x, refs, arrays, key, start, *, method, opts_key, fn, target
     def kernel(xe, re, ke):
         return method.kernel(f, params, xe, re, opts=opts, arrays=arrays, key=ke)
 
-    if method.scope == "input":
+    if method.scope_for(opts) == "input":
         attr, mult = jax.vmap(lambda xe, ke: kernel(xe, None, ke))(x, keys)
 
         def over_refs(a):

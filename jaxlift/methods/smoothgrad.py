@@ -132,7 +132,7 @@ def _kernel(f, params, x, r, *, opts, arrays, key):
     n = opts["samples"]
     noise_key, base_key = jax.random.split(key)
     noisy, tree = noisy_copies(x, noise_key, n, opts["noise_level"])
-    base_r = r if m.scope == "pair" else None
+    base_r = r if m.scope_for(base_opts) == "pair" else None
 
     def one(xs_leaves, k):
         xs = jax.tree_util.tree_unflatten(tree, xs_leaves)
@@ -174,6 +174,7 @@ METHOD = base.Method(
                     base.one_of(NAME, "variant", VARIANTS)),
     ),
     needs_refs=lambda opts: lookup(opts["base"]).requires_refs(dict(opts["base_options"])),
+    scope_of=lambda opts: lookup(opts["base"]).scope_for(dict(opts["base_options"])),
     completeness="none",
     prepare=_prepare,
     rows_per_pair=_rows,
