@@ -256,7 +256,7 @@ def test_shapley_converges_to_exact_with_groups():
 # multipliers for every mode, hypothetical contributions
 
 @pytest.mark.parametrize("mode", [m for m in METHODS if METHODS[m].scope != "interpreter"
-                                  and m != "lrp_epsilon"])
+                                  and m not in ("lrp_epsilon", "ism")])  # ism: (L, A) only
 def test_multipliers_every_mode(mode):
     p, (x, refs) = _params(), _data()
     opts = {"occlusion": {"window": 1}, "shapley_sampling": {"num_permutations": 2},
