@@ -48,7 +48,8 @@ linear in ``l`` the scores sum to ``t_w(x) − t_w(r)`` exactly.
 20 seeded dinucleotide shuffles per sequence (``jaxlift.references.dinucleotide_shuffle``,
 references ``(N, 20, L, 4)``): DeepLIFT ``rescale``, ``genomics_default``, ``reveal_cancel``;
 ``grad_times_input``; ``integrated_gradients`` (``ig_steps`` steps from each shuffle); ``ism``
-(mean-centred). A position's score is the sum over the alphabet (the observed letter's).
+(mean-centred). A position's score is its contribution (the sum over the alphabet); for ISM
+the observed letter's mean-centred value.
 
 **Measures**: auROC and auPRC (average precision) of the per-position scores against the
 planted positions, pooled over the explained sequences; the fraction of sequences whose
@@ -378,9 +379,12 @@ def pair_gaps(params, xw, rw, mode: str) -> np.ndarray:
     return np.abs(s - np.asarray(d, np.float64))
 
 
-def position_scores(scores: np.ndarray) -> np.ndarray:
-    """``(N, L)``: each position's score summed over the alphabet."""
-    return scores.sum(-1)
+def position_scores(scores: np.ndarray, x: np.ndarray, observed_only: bool) -> np.ndarray:
+    """``(N, L)``: each position's score — summed over the alphabet (a reference-based
+    method's ``m·(x − r)`` has terms at the reference's letters too: their sum is the position's
+    contribution), or, for ISM (``observed_only``), the observed letter's (mean-centred ISM sums
+    to zero over the alphabet)."""
+    return (scores * x).sum(-1) if observed_only else scores.sum(-1)
 
 
 def window_hits(pos_scores: np.ndarray, truth: np.ndarray, window: int) -> np.ndarray:
@@ -423,7 +427,7 @@ def run(cfg: Config, log: Callable = print) -> dict:
     results = {}
     for label in METHODS:
         scores, delta, seconds = explain(label, cfg, params, xw, rw)
-        ps = position_scores(scores)
+        ps = position_scores(scores, x, observed_only=METHODS[label][0] == "ism")
         r = ground_truth_metrics(ps, truth, cfg.window)
         r.update(scores=scores, seconds=seconds, per_1000=1000 * seconds / len(x))
         mode = METHODS[label][0]

@@ -59,9 +59,11 @@ def information_content(ppm: np.ndarray) -> np.ndarray:
 
 
 def run(n: int, out: Path, log=print) -> dict:
+    import importlib.util
     try:
-        import logomaker  # noqa: F401
         from modiscolite.tfmodisco import TFMoDISco
+        if importlib.util.find_spec("logomaker") is None:
+            raise ImportError("No module named 'logomaker'")
     except ImportError as e:
         raise SystemExit(f"genomics_modisco needs modisco-lite and logomaker "
                          f"(pip install modisco-lite logomaker): {e}") from None

@@ -112,7 +112,7 @@ def run(n: int, out: Path, log=print) -> dict:
     model = torch_model(params)
     X = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))
     R = torch.from_numpy(np.ascontiguousarray(refs.transpose(0, 1, 3, 2)))
-    W = torch.from_numpy(xw["w"])
+    W = torch.from_numpy(np.array(xw["w"]))
 
     # the port computes what the JAX model computes
     with torch.no_grad():

@@ -78,6 +78,12 @@ def test_consensus_pwm_and_measures(gen):
     flipped = gen.ground_truth_metrics(-perfect, truth, window=4)
     assert flipped["auroc"] == 0 and flipped["top_window"] == 0
     assert gen.window_hits(np.eye(30)[[20, 5]], truth, 3).tolist() == [False, True]
+    # position scores: a contribution sums over the alphabet; mean-centred ISM (zero sum per
+    # position) is read at the observed letter
+    x = np.eye(4)[[0, 2]]
+    s = np.array([[1.0, -0.5, 0, 0], [-1.0, 0, 3.0, -2.0]])
+    np.testing.assert_allclose(gen.position_scores(s, x, observed_only=False), [0.5, 0.0])
+    np.testing.assert_allclose(gen.position_scores(s, x, observed_only=True), [1.0, 3.0])
 
 
 def test_profile_target_with_fixed_weights_is_exact_through_hypothetical_scores(gen, x64):
