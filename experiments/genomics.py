@@ -508,8 +508,8 @@ def write_report(res: dict, out: Path, quick: bool) -> None:
         lines.append(f"| {label} | {r['auroc']:.3f} | {r['auprc']:.3f} | "
                      f"{r['top_window']:.2f} | {r['per_1000']:.1f} | {gap} |")
     lines += ["", "Seconds per 1,000 sequences are measured on the explained set after a "
-              "warm-up call (compile excluded); DeepLIFT, gradient × input and integrated "
-              "gradients use all 20 references per sequence (IG: "
+              "warm-up call (compile excluded), on a shared 2-core machine under load; DeepLIFT "
+              "and integrated gradients use all 20 references per sequence (IG: "
               f"{cfg['ig_steps']} steps per reference), gradient × input and ISM need none "
               "(ISM: 4·L forward passes per sequence).", "",
               "![logo](genomics_logo.png)", ""]

@@ -152,7 +152,7 @@ def write_report(res: dict, g, out: Path) -> None:
              "(all, with or without motifs), DeepLIFT rescale hypothetical contributions of the "
              f"profile target against 20 dinucleotide shuffles each ({res['hyp_seconds']:.0f} s), "
              "written as `(N, 4, L)` `.npz` (`genomics_ohe.npz`, `genomics_shap.npz`, the "
-             "layout of `modisco motifs -s … -a …`), read back and given to modisco-lite's "
+             "layout of `modisco motifs -s … -a …`; not committed, 4.7 MB), read back and given to modisco-lite's "
              f"`TFMoDISco` ({res['modisco_seconds']:.0f} s; window 15, flank 5, FDR 0.05, 4 "
              "Leiden runs).", "",
              "| planted motif | recovered (best pattern r ≥ 0.8) | best r |", "|---|---|---:|"]
