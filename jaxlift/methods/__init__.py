@@ -9,7 +9,7 @@ mode=METHOD)`` also takes a method that is not in the table, and a
 from __future__ import annotations
 
 from jaxlift.methods import (deeplift, grad_times_input, gradient, guided_backprop,
-                             integrated_gradients, kernel_shap, lime, lrp_epsilon, occlusion,
+                             integrated_gradients, ism, kernel_shap, lime, lrp_epsilon, occlusion,
                              shapley_sampling, smoothgrad)
 from jaxlift.methods.base import REQUIRED, Method, Option
 from jaxlift.rules.registry import Composite
@@ -28,6 +28,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     lime.METHOD,
     kernel_shap.METHOD,
     smoothgrad.METHOD,
+    ism.METHOD,
 )}
 
 
