@@ -17,6 +17,7 @@ _EXPORTS = {
     "completeness_gap": "jaxlift.gaps", "flag_gaps": "jaxlift.gaps",
     "JaxliftError": "jaxlift.errors", "UnsupportedPrimitiveError": "jaxlift.errors",
     "hypothetical_contributions": "jaxlift.hypothetical",
+    "genomics_scores": "jaxlift.hypothetical",
     "keras_info": "jaxlift.io.keras_files", "load_keras": "jaxlift.io.keras_files",
     "load_keras_h5": "jaxlift.io.keras_h5", "save_keras_h5": "jaxlift.io.keras_h5",
     "class_difference": "jaxlift.targets", "pre_activation": "jaxlift.targets",
@@ -36,7 +37,7 @@ __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
            "UnsupportedPrimitiveError", "load_keras", "load_keras_h5", "save_keras_h5",
            "keras_info",
            "class_difference", "softmax_normalized", "pre_activation",
-           "hypothetical_contributions", "completeness_gap", "flag_gaps",
+           "hypothetical_contributions", "genomics_scores", "completeness_gap", "flag_gaps",
            "from_nnx", "from_equinox", "from_linen", "surrogate",
            "attribute_dataset", "open_scores"]
 
@@ -62,7 +63,8 @@ if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
     from jaxlift.api import attribute, layer, multipliers, token_scores  # noqa: F401
     from jaxlift.gaps import completeness_gap, flag_gaps  # noqa: F401
     from jaxlift.errors import JaxliftError, UnsupportedPrimitiveError  # noqa: F401
-    from jaxlift.hypothetical import hypothetical_contributions  # noqa: F401
+    from jaxlift.hypothetical import (genomics_scores,  # noqa: F401
+                                      hypothetical_contributions)
     from jaxlift.io.keras_files import keras_info, load_keras  # noqa: F401
     from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5  # noqa: F401
     from jaxlift.dataset import attribute_dataset  # noqa: F401

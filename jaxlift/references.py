@@ -325,28 +325,65 @@ def _dinuc_shuffle_symbols(sym: np.ndarray, rng: np.random.Generator) -> np.ndar
     return out
 
 
-def dinucleotide_shuffle(onehot: Array, key_or_rng: Any, num: int = 10) -> np.ndarray:
+UNKNOWN_MODES = ("symbol", "fixed")
+
+
+def dinucleotide_shuffle(onehot: Array, key_or_rng: Any, num: int = 10, *,
+                         unknown: str = "symbol") -> np.ndarray:
     """``num`` shuffles of a one-hot sequence that preserve every dinucleotide count exactly.
 
     Args:
       onehot: ``(L, A)`` one-hot sequence (``A = 4`` for DNA); all-zero rows (unknown base
-        ``N``) are allowed and treated as a fifth symbol.
+        ``N``) are allowed.
       key_or_rng: a JAX PRNG key, a ``numpy.random.Generator`` or an int seed. Runs on the host
         (numpy); not traceable by ``jit``.
       num: number of shuffles ``K``.
+      unknown: what to do with ``N`` rows.
+
+        * ``"symbol"`` (default, as the original deeplift's ``dinuc_shuffle``): ``N`` is a
+          fifth symbol, shuffled like the others; the counts of pairs with ``N`` are kept too
+          (:func:`dinucleotide_counts` index ``A``), but ``N`` may move.
+        * ``"fixed"``: every ``N`` stays where it is, and each maximal run of known bases
+          between ``N`` rows is shuffled on its own (keeping its first and last base and its
+          dinucleotide counts). The counts of adjacent known-base pairs
+          (``dinucleotide_counts(s)[:A, :A]``) are preserved, and a reference has ``N``
+          exactly where the input has (so ``Δx = 0`` there).
 
     Returns:
       ``(K, L, A)`` array of the input's dtype. For every shuffle ``s'``:
-      ``dinucleotide_counts(s') == dinucleotide_counts(s)``, ``s'_0 = s_0``,
-      ``s'_{L-1} = s_{L-1}``, and so also the mononucleotide counts are preserved. Each shuffle
+      ``dinucleotide_counts(s') == dinucleotide_counts(s)`` (for ``unknown="fixed"``: on the
+      known-base pairs, and within every run), ``s'_0 = s_0``, ``s'_{L-1} = s_{L-1}``, and so
+      also the mononucleotide counts are preserved. Each shuffle (each run's, for ``"fixed"``)
       is uniform among all such sequences (the Altschul–Erickson Eulerian-walk method:
       random last-edge arborescence, then a random walk; see :func:`_dinuc_shuffle_symbols`).
     """
     _check_num(num, "dinucleotide_shuffle")
+    if unknown not in UNKNOWN_MODES:
+        raise ValueError(f"dinucleotide_shuffle: unknown must be 'symbol' or 'fixed', "
+                         f"got {unknown!r}")
     sym, a = _onehot_to_symbols(onehot, "dinucleotide_shuffle")
     rng = _as_generator(key_or_rng)
-    out = np.stack([_dinuc_shuffle_symbols(sym, rng) for _ in range(num)])
+    if unknown == "symbol":
+        out = np.stack([_dinuc_shuffle_symbols(sym, rng) for _ in range(num)])
+    else:
+        out = np.stack([_shuffle_known_runs(sym, rng, a) for _ in range(num)])
     return _symbols_to_onehot(out, a, np.asarray(onehot).dtype)
+
+
+def known_runs(sym: np.ndarray, unknown_symbol: int) -> list[tuple[int, int]]:
+    """Half-open ``[start, stop)`` ranges of the maximal runs of symbols ``!= unknown_symbol``."""
+    known = np.concatenate([[False], sym != unknown_symbol, [False]])
+    edges = np.flatnonzero(np.diff(known.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _shuffle_known_runs(sym: np.ndarray, rng: np.random.Generator, a: int) -> np.ndarray:
+    """:func:`_dinuc_shuffle_symbols` of each run of known symbols of ``sym (L,)``; the
+    unknown ones (symbol ``a``, as :func:`_onehot_to_symbols` gives them) stay put."""
+    out = sym.copy()
+    for lo, hi in known_runs(sym, a):
+        out[lo:hi] = _dinuc_shuffle_symbols(sym[lo:hi], rng)
+    return out
 
 
 # ---------------------------------------------------------------------- near-uniform search
@@ -523,13 +560,17 @@ def shuffle_ref_fn(num: int = 10, *, axis: int | None = None) -> RefFn:
     return ref_fn
 
 
-def dinucleotide_ref_fn(num: int = 10) -> RefFn:
+def dinucleotide_ref_fn(num: int = 10, *, unknown: str = "symbol") -> RefFn:
     """``ref_fn(x, key) -> (N, num, L, A)``: dinucleotide shuffles of each sequence of ``x: (N, L, A)``.
 
     Host-side (numpy): call it outside ``jit``. Input ``n`` uses the generator seeded by
-    ``(key, n)``, so results do not depend on batching.
+    ``(key, n)``, so results do not depend on batching. ``unknown`` says what happens to
+    ``N`` (all-zero) rows: see :func:`dinucleotide_shuffle`.
     """
     _check_num(num, "dinucleotide_ref_fn")
+    if unknown not in UNKNOWN_MODES:
+        raise ValueError(f"dinucleotide_ref_fn: unknown must be 'symbol' or 'fixed', "
+                         f"got {unknown!r}")
 
     def ref_fn(x: Array, key: Any) -> np.ndarray:
         xs = np.asarray(x)
@@ -537,7 +578,8 @@ def dinucleotide_ref_fn(num: int = 10) -> RefFn:
             raise ValueError(f"dinucleotide_ref_fn: expected one-hot sequences (N, L, A), got shape {xs.shape}")
         base = _as_generator(key).integers(2**63)
         return np.stack(
-            [dinucleotide_shuffle(s, np.random.default_rng([int(base), i]), num) for i, s in enumerate(xs)]
+            [dinucleotide_shuffle(s, np.random.default_rng([int(base), i]), num, unknown=unknown)
+             for i, s in enumerate(xs)]
         )
 
     return ref_fn
