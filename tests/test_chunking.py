@@ -67,7 +67,7 @@ def _conv_net(p, xb):
     return jnp.tanh(h.reshape(h.shape[0], -1) @ p["w"])
 
 
-@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+@pytest.mark.parametrize("mode", ["rescale", pytest.param("reveal_cancel", marks=pytest.mark.slow)])
 def test_auto_chunks_give_the_numbers_of_one_batch(x64, monkeypatch, mode):
     rng = np.random.default_rng(0)
     p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4))), "w": jnp.asarray(rng.normal(size=(144, 3)))}
@@ -162,7 +162,8 @@ def test_progress_bar_default_is_quiet_off_a_terminal_and_true_always_shows(caps
     assert "jaxlift" in err and "3/3" in err  # 6 inputs in chunks of 2
 
 
-@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel", "genomics_default"])
+@pytest.mark.parametrize("mode", ["rescale", pytest.param("reveal_cancel", marks=pytest.mark.slow),
+                                  pytest.param("genomics_default", marks=pytest.mark.slow)])
 def test_chunks_reuse_one_forward_pass_of_shared_references(x64, monkeypatch, mode):
     rng = np.random.default_rng(5)
     p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4))), "w": jnp.asarray(rng.normal(size=(144, 3)))}
