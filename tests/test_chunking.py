@@ -329,7 +329,11 @@ def test_memory_beyond_the_input_grows_like_the_output_only():
     if not (os.path.exists("/proc/self/clear_refs") and os.access("/proc/self/clear_refs",
                                                                    os.W_OK)):
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak resident memory")
-    small, big = _peak_extra_bytes(5_000), _peak_extra_bytes(20_000)
+    # the runtime's allocator now and then keeps ~14 MB more at its peak, in either size and
+    # also before the pipeline moved (measured: 83 or 97 MB at N = 20,000 from the same code);
+    # that noise only adds, so the smaller of two runs is the loop's own peak
+    small, big = (min((_peak_extra_bytes(n) for _ in range(2)), key=lambda d: d["extra"])
+                  for n in (5_000, 20_000))
     growth, out_growth = big["extra"] - small["extra"], big["out"] - small["out"]
     assert growth <= 1.25 * out_growth, (small, big)
     assert big["extra"] <= 1.5 * big["out"], big
