@@ -243,6 +243,7 @@ def test_numpy_float64_inputs_take_jax_default_dtype():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # test budget: jit/grad/vmap composition stays in test_core_api
 def test_fixed_chunks_compose_with_jit_grad_and_vmap(x64):
     p, x, shared, per_input = _two_leaf_case(np.random.default_rng(9), 7, 2, np.float64)
     x = jax.tree_util.tree_map(jnp.asarray, x)

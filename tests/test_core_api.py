@@ -30,6 +30,7 @@ def sums(c):
 
 # ---------------------------------------------------------------------------- models of every kind
 
+@pytest.mark.slow  # test budget: Flax CNNs stay in the default run via the model ports
 def test_flax_linen_cnn(x64):
     import flax.linen as nn
 

@@ -99,7 +99,7 @@ def check_valid_png_and_report(out):
     assert "0.2818982" in report and "all pass" in report
 
 
-@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+@pytest.mark.parametrize("mode", ["rescale", pytest.param("reveal_cancel", marks=pytest.mark.slow)])
 def test_issue5_logit_summation_to_delta_black_and_blurred(data_dir, mode):
     """Issue 5: jaxlift.attribute on the cats-vs-dogs model's logit, with a black and a
     blurred reference, satisfies summation-to-delta (float32 bound: see cd.SUM_TOL)."""

@@ -86,6 +86,7 @@ def test_consensus_pwm_and_measures(gen):
     np.testing.assert_allclose(gen.position_scores(s, x, observed_only=True), [1.0, 3.0])
 
 
+@pytest.mark.slow  # test budget: the library path is in tests/test_genomics_lib.py
 def test_profile_target_with_fixed_weights_is_exact_through_hypothetical_scores(gen, x64):
     cfg = _small(gen)
     params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64),

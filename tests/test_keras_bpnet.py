@@ -51,6 +51,7 @@ def saved(tmp_path_factory):
     return path, x, [np.asarray(y) for y in model.predict(x, verbose=0)]
 
 
+@pytest.mark.slow  # test budget: Keras builds and saves the model
 def test_outputs_match_keras(saved):
     path, x, (prof, counts) = saved
     model, variables = jaxlift.load_keras(path)

@@ -128,6 +128,7 @@ def cats_files(shared_data):
     return d / "model.h5", x
 
 
+@pytest.mark.slow  # test budget: the MNIST and PTC ports stay in the default run
 def test_cats_dogs_port_equals_reader(cats_files, tmp_path):
     path, x = cats_files
     port, v = cats_dogs.load(path)

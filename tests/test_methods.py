@@ -92,6 +92,13 @@ def test_max_mode_and_gating_are_refused_where_they_mean_nothing():
                           gating="gate_as_weight")
     with pytest.raises(ValueError, match="unknown mode 'lrp'"):
         lookup("lrp")
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    with pytest.raises(ValueError, match="mesh= shards the DeepLIFT modes"):
+        jaxlift.attribute(relu_net, p, x, r, target=0, mode="gradient", mesh=mesh)
+    # the sharded path itself, on one device (8 host devices: tests/test_sharding.py, slow)
+    np.testing.assert_allclose(
+        jaxlift.attribute(relu_net, p, x, r, target=0, mesh=mesh, batch_size=1),
+        jaxlift.attribute(relu_net, p, x, r, target=0), rtol=1e-6)
 
 
 # A method of one's own: one kernel and one Method value, passed as mode= (or added to the

@@ -86,6 +86,7 @@ def _fn(arch, act):
     return _FN_CACHE[key]
 
 
+@pytest.mark.slow  # test budget: RevealCancel's MLP/CNN property draws stay in test_core_property
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arch=st.sampled_from(["mlp", "cnn", "seq"]),
        mode=st.sampled_from(["reveal_cancel", "genomics_default"]),
