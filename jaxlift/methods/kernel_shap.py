@@ -27,7 +27,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.methods import base
+from jaxlift.methods import base, groups
 from jaxlift.methods import linear_surrogate as ls
 
 NAME = "kernel_shap"
@@ -64,7 +64,7 @@ def sample_coalitions(key, n_groups: int, n_samples: int) -> np.ndarray:
 
 
 def _prepare(opts: dict, example_shape: tuple[int, ...], key) -> dict:
-    labels, g = ls.group_labels(tuple(example_shape), opts["feature_mask"])
+    labels, g = groups.feature_groups(tuple(example_shape), opts["feature_mask"])
     if g == 1:
         z = np.zeros((0, 1))
         w = np.zeros((0,))
@@ -101,7 +101,7 @@ def _kernel(f, params, x, r, *, opts, arrays, key):
         proj = jnp.asarray(arrays["proj"], ys.dtype)
         head = jnp.tensordot(proj, resid, axes=1)           # (G−1, [T])
         phi = jnp.concatenate([head, (dt - head.sum(axis=0))[None]], axis=0)
-    return ls.spread(phi, labels).astype(x.dtype), None
+    return groups.spread(phi, labels).astype(x.dtype), None
 
 
 def _rows(opts: dict) -> int:
@@ -119,8 +119,7 @@ METHOD = base.Method(
                     "that is fewer)", base.positive_int(NAME, "n_samples")),
         ls.feature_mask_option(NAME),
         ls.coalitions_option(NAME),
-        base.Option("perturbations_per_eval", None, "forwards per lax.map step (None: all)",
-                    base.optional_positive_int(NAME, "perturbations_per_eval")),
+        groups.perturbations_option(NAME, "coalitions"),
     ),
     completeness="exact",
     prepare=_prepare,

@@ -39,7 +39,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.methods import base
+from jaxlift.methods import base, groups
 from jaxlift.methods import linear_surrogate as ls
 
 NAME = "lime"
@@ -65,7 +65,7 @@ def cosine_kernel(z: np.ndarray, width: float) -> np.ndarray:
 
 
 def _prepare(opts: dict, example_shape: tuple[int, ...], key) -> dict:
-    labels, g = ls.group_labels(tuple(example_shape), opts["feature_mask"])
+    labels, g = groups.feature_groups(tuple(example_shape), opts["feature_mask"])
     if opts["coalitions"] is not None:
         z = ls.check_coalitions(opts["coalitions"], g, NAME)
     elif g <= 16 and 2 ** g <= min(opts["n_samples"], ls.MAX_ENUMERATED):
@@ -84,7 +84,7 @@ def _kernel(f, params, x, r, *, opts, arrays, key):
                               opts["perturbations_per_eval"])
     proj = jnp.asarray(arrays["proj"], ys.dtype)
     phi = jnp.tensordot(proj, ys, axes=1)                     # (G, [T])
-    return ls.spread(phi, arrays["labels"]).astype(x.dtype), None
+    return groups.spread(phi, arrays["labels"]).astype(x.dtype), None
 
 
 def _rows(opts: dict) -> int:
@@ -153,8 +153,7 @@ METHOD = base.Method(
         base.Option("alpha", 1.0, "ridge penalty α (0: least squares)",
                     base.non_negative_float(NAME, "alpha")),
         ls.coalitions_option(NAME),
-        base.Option("perturbations_per_eval", None, "forwards per lax.map step (None: all)",
-                    base.optional_positive_int(NAME, "perturbations_per_eval")),
+        groups.perturbations_option(NAME, "coalitions"),
     ),
     completeness="none",
     prepare=_prepare,

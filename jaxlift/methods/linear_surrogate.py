@@ -21,32 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift.methods import base
+from jaxlift.methods.groups import map_batched
 
 # Enumerate every coalition (instead of sampling) when there are at most this many.
 MAX_ENUMERATED = 1 << 16
-
-
-def group_labels(shape: tuple[int, ...], feature_mask) -> tuple[np.ndarray, int]:
-    """``(labels, G)``: each feature's group in ``0..G−1`` (``labels`` has ``shape``).
-
-    ``feature_mask=None``: every feature is its own group (``G = prod(shape)``); otherwise an
-    integer array of the example's shape whose distinct values, in increasing order, are the
-    groups (as Captum's ``feature_mask`` and ``shapley_sampling``'s)."""
-    size = int(np.prod(shape, dtype=np.int64))
-    if feature_mask is None:
-        return np.arange(size, dtype=np.int32).reshape(shape), size
-    try:
-        mask = np.asarray(feature_mask)
-    except Exception:  # a tracer
-        raise TypeError("feature_mask must be a concrete integer array, not a traced value") \
-            from None
-    if mask.dtype.kind not in "iub":
-        raise TypeError(f"feature_mask must hold integers, got dtype {mask.dtype}")
-    if mask.shape != tuple(shape):
-        raise ValueError(f"feature_mask of shape {mask.shape} must have the example's shape "
-                         f"{tuple(shape)}")
-    values, labels = np.unique(mask, return_inverse=True)
-    return labels.reshape(shape).astype(np.int32), int(values.size)
 
 
 def host_rng(key) -> np.random.Generator:
@@ -115,6 +93,16 @@ def singular_filter(s: np.ndarray, alpha: float, rows: int, cols: int) -> np.nda
     return np.where(keep, s / np.where(keep, s * s + alpha, 1.0), 0.0)
 
 
+def weighted_projection(d: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
+    """``P`` ``(C, S)`` with ``β = P y`` minimising ``Σ_s w_s (y_s − d_s·β)² + α‖β‖²`` for the
+    design ``d`` ``(S, C)``: with ``A = diag(√w) d = U diag(σ) Vᵀ``,
+    ``P = V diag(σ/(σ²+α)) Uᵀ diag(√w)`` (:func:`singular_filter`; SVD in float64)."""
+    sw = np.sqrt(w)
+    a = sw[:, None] * d
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    return (vt.T * singular_filter(s, alpha, *a.shape)) @ (u.T * sw)
+
+
 def ridge_projection(z: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
     """``P`` ``(G, S)`` with ``φ = P y`` the slopes of the weighted ridge regression with an
     unpenalized intercept: ``min_{b,φ} Σ_s w_s (y_s − b − z_s·φ)² + α‖φ‖²``.
@@ -123,12 +111,8 @@ def ridge_projection(z: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
     ``A = diag(√w)(Z − z̄) = U diag(σ) Vᵀ``, ``φ = V diag(σ/(σ²+α)) Uᵀ diag(√w) y`` (the
     ``ȳ`` term drops since ``Uᵀ√w = 0``). SVD in float64, never the normal equations' squared
     condition number."""
-    sw = np.sqrt(w)
     zbar = (w @ z) / w.sum()
-    a = sw[:, None] * (z - zbar)
-    u, s, vt = np.linalg.svd(a, full_matrices=False)
-    f = singular_filter(s, alpha, *a.shape)
-    return (vt.T * f) @ (u.T * sw)
+    return weighted_projection(z - zbar, w, alpha)
 
 
 def efficient_projection(z: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -136,12 +120,7 @@ def efficient_projection(z: np.ndarray, w: np.ndarray) -> np.ndarray:
     paper's elimination): ``b = t(r)`` and ``Σφ = Δt``, so with ``φ_G = Δt − Σ_{g<G} φ_g``,
     ``y_s − t(r) − z_{s,G}Δt = Σ_{g<G} (z_{s,g} − z_{s,G}) φ_g``: weighted least squares
     without intercept, ``φ_{<G} = P (y − t(r) − z_{:,G}Δt)``."""
-    d = z[:, :-1] - z[:, -1:]
-    sw = np.sqrt(w)
-    a = sw[:, None] * d
-    u, s, vt = np.linalg.svd(a, full_matrices=False)
-    f = singular_filter(s, 0.0, *a.shape)
-    return (vt.T * f) @ (u.T * sw)
+    return weighted_projection(z[:, :-1] - z[:, -1:], w, 0.0)
 
 
 def coalition_targets(f: Callable, params: Any, x: jax.Array, r: jax.Array, labels: jax.Array,
@@ -150,17 +129,7 @@ def coalition_targets(f: Callable, params: Any, x: jax.Array, r: jax.Array, labe
     (``lax.map`` in batches of ``batch_size`` when given)."""
     def one(zs):
         return f(params, jnp.where(zs[labels] > 0.5, x, r))
-    if batch_size is None:
-        return jax.vmap(one)(z)
-    return jax.lax.map(one, z, batch_size=int(batch_size))
-
-
-def spread(phi: jax.Array, labels: jax.Array) -> jax.Array:
-    """Group values ``(G, [T])`` → per-feature scores ``([T,] *S)`` (each feature its group's)."""
-    vals = phi[labels]
-    if vals.ndim > labels.ndim:
-        vals = jnp.moveaxis(vals, -1, 0)
-    return vals
+    return map_batched(one, z, batch_size)
 
 
 def log_comb(n: int, k: np.ndarray) -> np.ndarray:

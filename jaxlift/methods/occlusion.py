@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.methods.base import REQUIRED, Method, Option, optional_positive_int
-from jaxlift.methods.groups import map_batched
+from jaxlift.methods.base import REQUIRED, Method, Option
+from jaxlift.methods.groups import map_batched, perturbations_option
 
 
 def _tuple_of(name: str, v, ndim: int) -> tuple[int, ...]:
@@ -114,5 +114,4 @@ METHOD = Method(
     options=(Option("window", REQUIRED, "the box, e.g. mode_options={'window': (3, 3, 1)}",
                     _as_tuple),
              Option("stride", 1, "the step between windows", _as_tuple),
-             Option("perturbations_per_eval", None, "occluded inputs per batch (memory)",
-                    optional_positive_int("occlusion", "perturbations_per_eval"))))
+             perturbations_option("occlusion", "occluded inputs")))

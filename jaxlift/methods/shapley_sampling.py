@@ -12,8 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlift.methods.base import Method, Option, optional_positive_int, positive_int
-from jaxlift.methods.groups import feature_groups, map_batched
+from jaxlift.methods.base import Method, Option, positive_int
+from jaxlift.methods.groups import (feature_groups, map_batched, perturbations_option,
+                                    spread)
 
 
 def kernel(f, params, x, r, *, opts, arrays, key):
@@ -32,10 +33,7 @@ def kernel(f, params, x, r, *, opts, arrays, key):
         return ts[rank + 1] - ts[rank]                                 # (G, [T])
 
     phi = map_batched(per_perm, ranks, opts["perturbations_per_eval"]).mean(axis=0)
-    vals = phi[labels]                                                 # (*S, [T])
-    if vals.ndim > labels.ndim:
-        vals = jnp.moveaxis(vals, -1, 0)
-    return vals, None
+    return spread(phi, labels), None                                   # ([T,] *S)
 
 
 def prepare(opts, shape, key) -> dict:
@@ -54,5 +52,4 @@ METHOD = Method(
                     positive_int("shapley_sampling", "num_permutations")),
              Option("feature_mask", None, "integer group of each feature (the example's "
                     "shape)", static=False),
-             Option("perturbations_per_eval", None, "orders per batch (memory)",
-                    optional_positive_int("shapley_sampling", "perturbations_per_eval"))))
+             perturbations_option("shapley_sampling", "orders")))
