@@ -7,8 +7,9 @@ read, and the submodules are attributes too (``jaxlift.references.zeros_like``,
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jaxlift._lazy import lazy_attributes
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -42,21 +43,7 @@ __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
            "attribute_dataset", "open_scores"]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name or submodule the first time it is read (then cache it)."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module 'jaxlift' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
-
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS, _SUBMODULES)
 
 if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
     from jaxlift.adapters import from_equinox, from_linen, from_nnx  # noqa: F401

@@ -5,8 +5,9 @@ The names below are imported on first use (PEP 562), so that importing one light
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jaxlift._lazy import lazy_attributes
 
 _EXPORTS = {"KerasFormatError": "keras_config", "keras_info": "keras_files",
             "load_keras": "keras_files", "load_keras_h5": "keras_h5",
@@ -16,17 +17,8 @@ __all__ = ["KerasFormatError", "keras_info", "load_keras", "load_keras_h5", "sav
            "load_image"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'jaxlift.io' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
+__getattr__, __dir__ = lazy_attributes(
+    __name__, globals(), {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()})
 
 if TYPE_CHECKING:
     from jaxlift.io.images import load_image  # noqa: F401

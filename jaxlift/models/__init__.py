@@ -5,25 +5,17 @@ Keras model as data) can be imported without Flax and JAX.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jaxlift._lazy import lazy_attributes
 
 _EXPORTS = {"KerasModel": "generic", "LayerSpec": "graph", "ModelGraph": "graph"}
 
 __all__ = ["KerasModel", "LayerSpec", "ModelGraph"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'jaxlift.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
+__getattr__, __dir__ = lazy_attributes(
+    __name__, globals(), {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()})
 
 if TYPE_CHECKING:
     from jaxlift.models.generic import KerasModel  # noqa: F401
