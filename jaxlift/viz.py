@@ -491,6 +491,32 @@ def _target_maps(scores_by_target: Mapping[str, ArrayLike], shape: tuple[int, ..
     return maps
 
 
+_STYLE_NAMES = {"map": "contributions", "overlay": "over the input"}
+
+
+def _check_panel_options(styles, sign: str, alpha: float) -> tuple[tuple, float]:
+    """``(styles, alpha)`` checked: distinct entries of :data:`PANEL_STYLES`, a known sign,
+    an opacity in [0, 1]."""
+    styles = tuple(styles)
+    if not styles or len(set(styles)) != len(styles):
+        raise ValueError(f"styles must be distinct entries of {PANEL_STYLES}, got {styles!r}")
+    for st in styles:
+        _check_choice(st, PANEL_STYLES, "each style")
+    _check_choice(sign, SIGNS, "sign")
+    return styles, _check_alpha(alpha)
+
+
+def _draw_panel(ax, style: str, img, shown: np.ndarray, cmap, lo: float, hi: float,
+                alpha: float) -> None:
+    """One score panel: the map alone (an ``AxesImage`` labelled ``"attribution"``) or
+    blended over the input."""
+    if style == "overlay":
+        _blended(ax, img, shown, cmap, lo, hi, alpha)
+    else:
+        ax.imshow(shown, cmap=cmap, vmin=lo, vmax=hi,
+                  interpolation="nearest").set_label(ATTRIBUTION_LABEL)
+
+
 def attribution_grid(
     image: ArrayLike | None,
     scores_by_target: Mapping[str, ArrayLike],
@@ -544,13 +570,7 @@ def attribution_grid(
         The figure; every score panel holds one ``AxesImage`` labelled ``"attribution"``
         whose array is the plotted (sign-filtered) map.
     """
-    styles = tuple(styles)
-    if not styles or len(set(styles)) != len(styles):
-        raise ValueError(f"styles must be distinct entries of {PANEL_STYLES}, got {styles!r}")
-    for st in styles:
-        _check_choice(st, PANEL_STYLES, "each style")
-    _check_choice(sign, SIGNS, "sign")
-    alpha = _check_alpha(alpha)
+    styles, alpha = _check_panel_options(styles, sign, alpha)
     img = None if image is None else _display_image(image)
     if img is None and "overlay" in styles:
         raise ValueError("an overlay needs the image: pass image, or styles=('map',)")
@@ -572,17 +592,12 @@ def attribution_grid(
         axes[0].set_title("input", fontsize=9)
         k = 1
     many = len(shown) > 1
-    style_names = {"map": "contributions", "overlay": "over the input"}
     for label, st in panels:
         ax = axes[k]
-        if st == "overlay":
-            _blended(ax, img, shown[label], cmap_used, lo, hi, alpha)
-        else:
-            ax.imshow(shown[label], cmap=cmap_used, vmin=lo, vmax=hi,
-                      interpolation="nearest").set_label(ATTRIBUTION_LABEL)
-        name = label if many else style_names[st]
+        _draw_panel(ax, st, img, shown[label], cmap_used, lo, hi, alpha)
+        name = label if many else _STYLE_NAMES[st]
         if many and len(styles) > 1:
-            name = f"{label}: {style_names[st]}"
+            name = f"{label}: {_STYLE_NAMES[st]}"
         ax.set_title(name, fontsize=9)
         k += 1
     for ax in axes:
@@ -632,13 +647,7 @@ def examples_grid(
     Returns:
         The figure; every score panel holds one ``AxesImage`` labelled ``"attribution"``.
     """
-    styles = tuple(styles)
-    if not styles or len(set(styles)) != len(styles):
-        raise ValueError(f"styles must be distinct entries of {PANEL_STYLES}, got {styles!r}")
-    for st in styles:
-        _check_choice(st, PANEL_STYLES, "each style")
-    _check_choice(sign, SIGNS, "sign")
-    alpha = _check_alpha(alpha)
+    styles, alpha = _check_panel_options(styles, sign, alpha)
     imgs = np.asarray(images)
     if imgs.ndim not in (3, 4) or len(imgs) == 0:
         raise ValueError(f"images must be a batch (N, H, W) or (N, H, W, C) with N >= 1, got "
@@ -661,7 +670,6 @@ def examples_grid(
     fig = _new_figure((width, cell_size * n + _text_height(title, subtitle, legend, width)),
                       dpi)
     axes = np.asarray(fig.subplots(n, cols, squeeze=False))
-    style_names = {"map": "contributions", "overlay": "over the input"}
     for i in range(n):
         img = _display_image(imgs[i], f"images[{i}]")
         _show_image(axes[i, 0], img)
@@ -669,13 +677,9 @@ def examples_grid(
             axes[i, 0].set_title(str(row_labels[i]), fontsize=9)
         for j, st in enumerate(styles, start=1):
             ax = axes[i, j]
-            if st == "overlay":
-                _blended(ax, img, shown[i], cmap_used, lo, hi, alpha)
-            else:
-                ax.imshow(shown[i], cmap=cmap_used, vmin=lo, vmax=hi,
-                          interpolation="nearest").set_label(ATTRIBUTION_LABEL)
+            _draw_panel(ax, st, img, shown[i], cmap_used, lo, hi, alpha)
             if i == 0:
-                ax.set_title(style_names[st], fontsize=9)
+                ax.set_title(_STYLE_NAMES[st], fontsize=9)
     for ax in axes.flat:
         _bare_axes(ax)
     _colorbar(fig, list(axes.flat), cmap_used, lo, hi, shown, unit)
