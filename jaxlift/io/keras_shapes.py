@@ -237,11 +237,16 @@ def _broadcast(a: int | None, b: int | None) -> int | None:
     raise ValueError(f"cannot join dimensions {a} and {b}")
 
 
-def _merge(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
+def _several_of_one_rank(shapes: Sequence[Shape], verb: str) -> None:
+    """Refuse fewer than two inputs, or inputs of different ranks, to a merging layer."""
     if len(shapes) < 2:
-        raise ValueError(f"merges two or more inputs, got {len(shapes)}")
+        raise ValueError(f"{verb} two or more inputs, got {len(shapes)}")
     if len({len(s) for s in shapes}) != 1:
         raise ValueError(f"inputs of different ranks: {', '.join(map(_fmt, shapes))}")
+
+
+def _merge(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
+    _several_of_one_rank(shapes, "merges")
     out = tuple(shapes[0])
     for s in shapes[1:]:
         out = tuple(_broadcast(a, b) for a, b in zip(out, s))
@@ -249,10 +254,7 @@ def _merge(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
 
 
 def _concatenate(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
-    if len(shapes) < 2:
-        raise ValueError(f"concatenates two or more inputs, got {len(shapes)}")
-    if len({len(s) for s in shapes}) != 1:
-        raise ValueError(f"inputs of different ranks: {', '.join(map(_fmt, shapes))}")
+    _several_of_one_rank(shapes, "concatenates")
     n = len(shapes[0])
     axis = o["axis"] % n
     out = []
