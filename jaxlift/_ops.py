@@ -74,15 +74,17 @@ def tree_finite(tree) -> jax.Array:
     return ok
 
 
-def finite_flags(res, delta, x, refs, params, check_inputs: bool) -> jax.Array:
-    """``[scores and Δt, x, refs, params]`` finite (one bool array of 4, the order of
-    :data:`FLAG_NAMES`); the inputs' flags are ``True`` unless ``check_inputs``."""
+def finite_flags(res, delta, x, refs, check_inputs: bool) -> jax.Array:
+    """``[scores and Δt, x, refs]`` finite (one bool array of 3, the order of
+    :data:`FLAG_NAMES`); the inputs' flags are ``True`` unless ``check_inputs``. Parameters
+    are checked apart, once per array (``jaxlift.pipeline.params_finite_check``): they are
+    usually the same arrays call after call, and larger than the inputs."""
     scores_ok = jnp.all(jnp.isfinite(delta))
     for r in jax.tree_util.tree_leaves(res):
         scores_ok = scores_ok & jnp.all(jnp.isfinite(r))
-    inputs_ok = ([tree_finite(x), tree_finite(refs), tree_finite(params)] if check_inputs
-                 else [jnp.asarray(True)] * 3)
+    inputs_ok = ([tree_finite(x), tree_finite(refs)] if check_inputs
+                 else [jnp.asarray(True)] * 2)
     return jnp.stack([scores_ok, *inputs_ok])
 
 
-FLAG_NAMES = ("scores", "x", "refs", "params")
+FLAG_NAMES = ("scores", "x", "refs")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +28,13 @@ import numpy as np
 
 from jaxlift import chunking, methods
 from jaxlift._memo import memoized
+from jaxlift._ops import tree_finite
 from jaxlift.interpreter import GATINGS, MAX_MODES
 from jaxlift.methods import interpreted, kernels
 from jaxlift.program import build_program
 from jaxlift.targets import per_example
-from jaxlift.validation import check_examples_independent, check_target, signature
+from jaxlift.validation import (check_examples_independent, check_target, independence_settled,
+                                signature)
 
 
 def family_of(method):
@@ -66,7 +69,24 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
         layer_name, key, progress, return_delta, check_finite, mode_options=None, mesh=None,
         gating="shapley", precision="default"):
     """``what`` (``"contributions"`` or ``"multipliers"``) of ``mode`` for N inputs × K
-    references: see :func:`jaxlift.attribute` for the arguments and shapes."""
+    references: see :func:`jaxlift.attribute` for the arguments and shapes.
+
+    A call like an earlier one that ran as one chunk — the same ``fn``, options, and pytree
+    structures, shapes, dtypes and array types of params, x and refs — skips validation and
+    planning (they depend on nothing else) and is one compiled dispatch plus the read of its
+    finite flags (:func:`one_dispatch_key`)."""
+    fast = one_dispatch_key(what, fn, params, x, refs, target=target, mode=mode,
+                            max_mode=max_mode, average_refs=average_refs,
+                            batch_size=batch_size, layer_name=layer_name, key=key,
+                            return_delta=return_delta, check_finite=check_finite,
+                            mode_options=mode_options, mesh=mesh, gating=gating,
+                            precision=precision)
+    slot = one_dispatch_cell(fast)
+    if slot:
+        out = slot[0](params, x, refs)
+        if out is not None:
+            return out
+        # a NaN/Inf flag: the full path below runs again and names the culprit
     check_target(target)
     check_precision(precision)
     check_batch_size(batch_size)
@@ -74,6 +94,7 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
     opts = method.check_options(mode_options)
     check_method_options(method, max_mode, gating, layer_name, mesh)
     family = family_of(method)
+    refs_from_x = refs is None
     if refs is None:
         if method.requires_refs(opts):
             raise ValueError(f"mode {method.name!r} needs references (refs=None given); pass "
@@ -112,6 +133,7 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
                  layer_name=layer_name, per_input=per_input, average=average_refs,
                  precision=precision, check_inputs=check_inputs, max_mode=max_mode,
                  gating=gating, key=key, params=params, x=x, refs=refs)
+    params_check = params_finite_check(params) if check_inputs else None
     with precision_context(precision):
         one_run = family.runner(**setup, chunked=chunk != n and mesh is None)
         if mesh is not None:
@@ -119,15 +141,109 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
         run_chunk, finite_flags = recording_finite(one_run)
         if chunk == n:  # one compiled dispatch: reference side, scores and finite checks
             res, delta = run_chunk(params, x, refs, 0)
+            if (slot is not None and not slot and mesh is None and concrete
+                    and independence_settled(fn, shapes)):
+                slot.append(one_dispatch(one_run, precision, return_delta,
+                                         refs_from_x=refs_from_x, check_params=check_inputs))
         else:
             res, delta = run_chunked(run_chunk, params, x, refs, n, chunk, per_input, progress)
         if concrete:
             ok = flags_on_host(finite_flags)
-            if not ok[1:].all():
+            if not (ok[1:].all() and params_check_passed(params_check)):
                 check_inputs_finite(x, refs, params)
             if not ok[0]:
                 family.refuse(first_bad_input(res, delta), **setup)
     return (res, delta) if return_delta else res
+
+
+# ---------------------------------------------------------------------------------------------
+# One dispatch for a call seen before
+
+ONE_DISPATCH_SCALARS = frozenset((bool, int, float, complex))
+ARRAY_KINDS = {np.ndarray}  # concrete array classes seen (jax's is added at its first call)
+
+
+def leaf_kind(leaf):
+    """A leaf's part of :func:`call_signature` when its class is not yet in ``ARRAY_KINDS``:
+    its class for a Python number, ``None`` for a tracer or anything else."""
+    kind = type(leaf)
+    if kind in ONE_DISPATCH_SCALARS:
+        return kind
+    if isinstance(leaf, jax.core.Tracer) or not isinstance(leaf, jax.Array):
+        return None
+    ARRAY_KINDS.add(kind)
+    return kind, leaf.shape, leaf.dtype
+
+
+def call_signature(tree) -> tuple | None:
+    """``(treedef, per-leaf (class, shape, dtype))`` of ``tree``, or ``None`` when a leaf is a
+    tracer (inside a transformation the caller's own ``jit`` is the one dispatch) or not an
+    array or Python number. The class is in the key because NumPy leaves are converted to
+    JAX's canonical dtypes on the way in and jax arrays are not."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    sig = tuple([(kind, leaf.shape, leaf.dtype) if (kind := type(leaf)) in ARRAY_KINDS
+                 else leaf_kind(leaf) for leaf in leaves])
+    return None if None in sig else (treedef, sig)
+
+
+def one_dispatch_key(what, fn, params, x, refs, *, target, mode, max_mode, average_refs,
+                     batch_size, layer_name, key, return_delta, check_finite, mode_options,
+                     mesh, gating, precision) -> tuple | None:
+    """The key under which a call's one-dispatch program is kept, or ``None`` for calls that
+    always take the full path: a PRNG ``key``, a ``mesh``, a callable ``refs``, traced or
+    non-array leaves (an unhashable option, an array in ``mode_options`` say, makes the key
+    unusable: :func:`one_dispatch_cell` answers ``None``). Everything
+    the validation and the chunk plan read is in it: the options, and the structures, shapes,
+    dtypes and array types of params, x and refs (not their values: NaN/Inf is checked inside
+    the program on every call)."""
+    if key is not None or mesh is not None or callable(refs):
+        return None
+    sigs = (call_signature(params), call_signature(x),
+            True if refs is None else call_signature(refs))
+    if None in sigs:
+        return None
+    if mode_options is not None:
+        if not isinstance(mode_options, dict):
+            return None
+        mode_options = tuple(sorted(mode_options.items(), key=lambda kv: str(kv[0])))
+    return (what, fn, target, mode, max_mode, average_refs, batch_size, layer_name,
+            return_delta, check_finite, mode_options, gating, precision, sigs)
+
+
+def one_dispatch_cell(fast_key: tuple | None) -> list | None:
+    """:func:`one_dispatch_slot` of a key, ``None`` for no key or an unhashable one."""
+    if fast_key is None:
+        return None
+    try:
+        return one_dispatch_slot(fast_key)
+    except TypeError:
+        return None
+
+
+@functools.lru_cache(maxsize=128)
+def one_dispatch_slot(fast_key: tuple) -> list:
+    """A cell per :func:`one_dispatch_key`: empty until a call with that key has run as one
+    chunk (and ``fn``'s examples were checked independent), then holding its
+    :func:`one_dispatch`."""
+    return []
+
+
+def one_dispatch(one_run, precision: str, return_delta: bool, refs_from_x: bool,
+                 check_params: bool):
+    """``call(params, x, refs)``: ``one_run`` (a family's one-chunk program) on the whole
+    call, or ``None`` when a finite flag is down (the caller then runs the full path, which
+    names the NaN/Inf)."""
+    def call(params, x, refs):
+        if refs_from_x:  # a reference-free method: refs only shape the (unused) reference side
+            x = chunking.host_arrays(x)
+            refs = jax.tree_util.tree_map(lambda l: l[:1], x)
+        params_check = params_finite_check(params) if check_params else None
+        with precision_context(precision):
+            res, delta, finite = one_run(params, x, refs, 0)
+        if not (np.asarray(finite).all() and params_check_passed(params_check)):
+            return None
+        return (res, delta) if return_delta else res
+    return call
 
 
 def lowered_text(fn, params, x, refs, *, target=None, mode="rescale", what="contributions",
@@ -141,6 +257,52 @@ def lowered_text(fn, params, x, refs, *, target=None, mode="rescale", what="cont
         return interpreted.lowered_text(fn, params, x, refs, target=target, config=config,
                                         what=what, precision=precision,
                                         check_inputs=check_inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters' finite check: once per array
+
+FINITE_ARRAYS: dict = {}  # id → weakref of a jax array seen free of NaN/Inf (arrays are immutable)
+tree_finite_program = jax.jit(tree_finite)
+
+
+def seen_finite(leaf) -> bool:
+    ref = FINITE_ARRAYS.get(id(leaf))
+    return ref is not None and ref() is leaf
+
+
+def remember_finite(leaf) -> None:
+    """Record the jax array ``leaf`` as finite for as long as it lives (NumPy arrays can change
+    in place and are checked on every call)."""
+    if not isinstance(leaf, jax.Array) or isinstance(leaf, jax.core.Tracer):
+        return
+    key = id(leaf)
+
+    def forget(ref, key=key):
+        if FINITE_ARRAYS.get(key) is ref:
+            del FINITE_ARRAYS[key]
+    FINITE_ARRAYS[key] = weakref.ref(leaf, forget)
+
+
+def params_finite_check(params):
+    """The NaN/Inf check of the parameters, dispatched and not read: ``None`` when every leaf is
+    a jax array already seen finite (a model's weights, call after call), else ``(leaves,
+    flag)`` for the other leaves. :func:`params_check_passed` reads it after the result."""
+    fresh = [l for l in jax.tree_util.tree_leaves(params) if not seen_finite(l)]
+    return (fresh, tree_finite_program(fresh)) if fresh else None
+
+
+def params_check_passed(check) -> bool:
+    """Whether the parameters of :func:`params_finite_check` are finite (remembering those that
+    are jax arrays)."""
+    if check is None:
+        return True
+    fresh, flag = check
+    if not np.asarray(flag):
+        return False
+    for leaf in fresh:
+        remember_finite(leaf)
+    return True
 
 
 def is_concrete(tree) -> bool:

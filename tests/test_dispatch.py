@@ -30,8 +30,11 @@ def data(seed=0, n=4, k=3):
 
 def _spy(monkeypatch, reference_side=False):
     """Record, in order, each run of a compiled DeepLIFT program, each host-side finite check
-    and each read of the finite flags; the reference side must not run separately."""
+    and each read of the finite flags; the reference side must not run separately. Calls seen
+    before are forgotten, so the next call takes the full path (the repeated-call path has
+    its own tests below)."""
     events = []
+    pipeline.one_dispatch_slot.cache_clear()
     compiled = interpreted.compiled_program
 
     def counting_compiled(*key):
@@ -157,3 +160,121 @@ def test_shape_signature_distinguishes_shapes_dtypes_and_structure():
     assert signature(jnp.ones((5, 2)), drop_leading=True) == signature(jnp.ones((9, 2)),
                                                                        drop_leading=True)
     assert signature(1.0)[1] == (((), jnp.result_type(1.0)),)
+
+
+# ---------------------------------------------------------------------------------------------
+# A call seen before: one dispatch, no validation or planning in Python
+
+def _count_full_path(monkeypatch):
+    """Count the full path's runs (its shape validation) from now on."""
+    runs = []
+    validate = pipeline.validate_pairs
+    monkeypatch.setattr(pipeline, "validate_pairs",
+                        lambda *a: (runs.append(1), validate(*a))[1])
+    return runs
+
+
+@pytest.mark.parametrize("case", ["shared", "numpy x", "per-input refs", "return_delta",
+                                  "multipliers", "kernel method", "reference-free"])
+def test_a_repeated_call_skips_the_checks_and_equals_the_full_path(monkeypatch, case):
+    p, x, refs = data(6)
+    kw = dict(target=1)
+    call = jaxlift.attribute
+    if case == "numpy x":
+        x = np.asarray(x)
+    elif case == "per-input refs":
+        refs = jnp.stack([refs] * 4) + jnp.arange(4.0)[:, None, None]
+    elif case == "return_delta":
+        kw["return_delta"] = True
+    elif case == "multipliers":
+        call = jaxlift.multipliers
+    elif case == "kernel method":
+        kw.update(mode="occlusion", mode_options={"window": 2})
+    elif case == "reference-free":
+        kw["mode"], refs = "grad_times_input", None
+    call(mlp, p, x, refs, **kw)
+    runs = _count_full_path(monkeypatch)
+    x2 = x * 3 - 1
+    fast = call(mlp, p, x2, refs, **kw)
+    assert runs == []  # the second call, same shapes and options, took the one-dispatch path
+    pipeline.one_dispatch_slot.cache_clear()
+    full = call(mlp, p, x2, refs, **kw)
+    assert runs == [1]
+    for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(full)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    first = call(mlp, p, x, refs, **kw)
+    assert not np.allclose(jax.tree_util.tree_leaves(first)[0],
+                           jax.tree_util.tree_leaves(fast)[0])  # the new inputs were scored
+
+
+def test_a_changed_shape_dtype_structure_or_option_takes_the_full_path(monkeypatch):
+    p, x, refs = data(7)
+    jaxlift.attribute(mlp, p, x, refs, target=0)
+    runs = _count_full_path(monkeypatch)
+    jaxlift.attribute(mlp, p, x[:3], refs, target=0)  # N
+    jaxlift.attribute(mlp, p, x, refs[:2], target=0)  # K
+    jaxlift.attribute(mlp, p, x, refs, target=1)  # target
+    jaxlift.attribute(mlp, p, x, refs, target=0, average_refs=False)
+    jaxlift.attribute(mlp, {**p, "extra": jnp.ones(2)}, x, refs, target=0)  # params structure
+    with pytest.raises(ValueError, match="dtype"):  # refs' dtype: refused again, not reused
+        jaxlift.attribute(mlp, p, x, refs.astype(jnp.float16), target=0)
+    assert runs == [1] * 6
+
+
+def test_a_repeated_call_still_refuses_nan_inputs_and_params_by_name():
+    p, x, refs = data(8)
+    jaxlift.attribute(mlp, p, x, refs, target=0)
+    jaxlift.attribute(mlp, p, x, refs, target=0)  # the one-dispatch path is in place
+    with pytest.raises(ValueError, match=r"^x contains 1 NaN or Inf"):
+        jaxlift.attribute(mlp, p, x.at[1, 1].set(jnp.nan), refs, target=0)
+    with pytest.raises(ValueError, match=r"^refs contains 1 NaN or Inf"):
+        jaxlift.attribute(mlp, p, x, refs.at[0, 4].set(jnp.inf), target=0)
+    with pytest.raises(ValueError, match=r"^params\['w'\] contains 1 NaN or Inf"):
+        jaxlift.attribute(mlp, {**p, "w": p["w"].at[0, 0].set(jnp.nan)}, x, refs, target=0)
+    np_params = jax.tree_util.tree_map(np.array, p)  # NumPy params: checked on every call
+    jaxlift.attribute(mlp, np_params, x, refs, target=0)
+    jaxlift.attribute(mlp, np_params, x, refs, target=0)
+    np_params["b"][2] = np.nan  # changed in place: the same objects, now with a NaN
+    with pytest.raises(ValueError, match=r"^params\['b'\] contains 1 NaN or Inf"):
+        jaxlift.attribute(mlp, np_params, x, refs, target=0)
+
+
+def test_params_arrays_are_checked_for_nan_once_each(monkeypatch):
+    p, x, refs = data(9)
+    checked = []
+    program = pipeline.tree_finite_program
+    monkeypatch.setattr(pipeline, "tree_finite_program",
+                        lambda leaves: (checked.append(len(leaves)), program(leaves))[1])
+    jaxlift.attribute(mlp, p, x, refs, target=0)
+    jaxlift.attribute(mlp, p, x + 1, refs, target=0)
+    p2 = {**p, "b": p["b"] + 1}  # one new array
+    jaxlift.attribute(mlp, p2, x, refs, target=0)
+    jaxlift.attribute(mlp, p2, x, refs, target=0)
+    assert checked == [3, 1]
+    jaxlift.attribute(mlp, p2, x, refs, target=0, check_finite=False)
+    assert checked == [3, 1]
+
+
+def test_the_batch_check_is_not_skipped_when_the_first_call_compared_nothing(monkeypatch):
+    def mixes(p, xb):  # a batch statistic: examples of a batch interact
+        return mlp(p, xb - jnp.mean(xb, axis=0, keepdims=True) * 0.5)
+    p, x, refs = data(10, n=2, k=2)
+    same = jnp.broadcast_to(x[:1], x.shape)
+    jaxlift.attribute(mixes, p, same, same, target=0)  # one example everywhere: nothing compared
+    with pytest.raises(ValueError, match="must not mix examples"):
+        jaxlift.attribute(mixes, p, x, refs, target=0)
+
+
+def test_inside_jit_the_repeated_call_path_is_not_taken():
+    p, x, refs = data(11)
+    signatures = []
+
+    def traced(xb):
+        signatures.append(pipeline.call_signature(xb))
+        return jaxlift.attribute(mlp, p, xb, refs, target=0)
+    jitted = jax.jit(traced)
+    for xb in (x, x + 1):  # a different program from the direct call's: float rounding differs
+        np.testing.assert_allclose(jitted(xb), jaxlift.attribute(mlp, p, xb, refs, target=0),
+                                   rtol=1e-5, atol=1e-6)
+    assert signatures == [None]  # traced once; a tracer has no one-dispatch key
+    assert pipeline.call_signature(x) is not None

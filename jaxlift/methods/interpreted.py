@@ -103,7 +103,7 @@ def compute(params, x, refs, ref_values=None, *, fn, target, config, what, layer
     over_refs = jax.vmap(pair, in_axes=(None, None, 0, hoisted))
     over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None))
     res, delta = over_pairs(fixed, x_leaves, r_leaves, ref_values)
-    finite = finite_flags(res, delta, x, refs, params, check_inputs)
+    finite = finite_flags(res, delta, x, refs, check_inputs)
     if layer_name is not None:
         res = [_squeeze_batch_axis(r, 2 + all_targets) for r in res]
     if average:

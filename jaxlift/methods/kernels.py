@@ -70,7 +70,7 @@ def compute(params, x, refs, arrays, key, start, *, method, opts_key, fn, target
         res = ratio_multipliers(attr, x, refs, per_input_refs) if mult is None else mult
     else:
         res = attr
-    finite = finite_flags(res, delta, x, refs, params, check_inputs)
+    finite = finite_flags(res, delta, x, refs, check_inputs)
     if average:
         res = jax.tree_util.tree_map(lambda a: mean_axis(a, 1), res)
         delta = mean_axis(delta, 1)
