@@ -1,0 +1,115 @@
+"""The transpose of a strided conv w.r.t. its input: ``jax.vjp`` ÷ the phase decomposition.
+
+``jax.vjp`` lowers the transpose to one convolution of the cotangent dilated by the strides,
+whose multiply-adds mostly hit the inserted zeros; ``jaxlift.rules._conv.
+strided_input_transpose`` runs one dense stride-1 conv with ``Π strides`` times the output
+channels and a depth-to-space interleave. The cases:
+
+* the MNIST CNN's two convs (DESIGN §6) at B = 4096: (B,28,28,1) → 4×4×1×32 and
+  (B,13,13,32) → 4×4×32×64, stride 2, VALID;
+* a stride-2 3×3 SAME conv (B,64,64,32) → 64 channels at B = 64;
+* a stride-1 3×3 SAME conv, for which the function returns ``None`` (the vjp is kept).
+
+Both sides are jitted with the kernel an argument (its rearrangement is timed too), float32
+NHWC/HWIO; each ratio comes from this one run, the two calls interleaved (vjp, phases, vjp, …)
+so that a loaded machine slows both alike; medians (and minima) over ``--repeats`` rounds after
+a warm-up.
+
+    python experiments/bench_conv_transpose.py [--repeats 15] [--out FILE]
+
+Writes ``experiments/results/bench_conv_transpose.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+sys.path.insert(0, str(ROOT))  # this checkout's jaxlift, not an installed one
+from jaxlift.rules._conv import strided_input_transpose  # noqa: E402
+
+DN = ("NHWC", "HWIO", "NHWC")
+CASES = [  # name, input shape, kernel shape (HWIO), strides, padding
+    ("MNIST conv1", (4096, 28, 28, 1), (4, 4, 1, 32), (2, 2), "VALID"),
+    ("MNIST conv2", (4096, 13, 13, 32), (4, 4, 32, 64), (2, 2), "VALID"),
+    ("3×3 SAME, stride 2", (64, 64, 64, 32), (3, 3, 32, 64), (2, 2), "SAME"),
+    ("3×3 SAME, stride 1", (64, 64, 64, 32), (3, 3, 32, 64), (1, 1), "SAME"),
+]
+
+
+def interleaved(calls: dict, repeats: int) -> dict:
+    """``{name: [seconds, ...]}`` timing each call once per round, rounds interleaved."""
+    for f in calls.values():  # warm-up: compile
+        jax.block_until_ready(f())
+        jax.block_until_ready(f())
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, f in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f())
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def case_row(name, x_shape, w_shape, strides, padding, repeats) -> str:
+    x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
+    w = jax.random.normal(jax.random.PRNGKey(1), w_shape) / (w_shape[0] * w_shape[1]
+                                                             * w_shape[2]) ** 0.5
+
+    def forward(v, w):
+        return lax.conv_general_dilated(v, w, strides, padding, dimension_numbers=DN)
+
+    (eqn,) = jax.make_jaxpr(forward)(x, w).eqns
+    m = jax.random.normal(jax.random.PRNGKey(2), jax.eval_shape(forward, x, w).shape)
+    shapes = f"{x_shape} → {w_shape[:2]}×{w_shape[3]}, s{strides[0]}, {padding}"
+    if strided_input_transpose(m, w, lhs_shape=x.shape, **eqn.params) is None:
+        return f"| {name} | {shapes} | – | – | `None`: the vjp is kept | – | – |"
+    vjp = jax.jit(lambda m, w: jax.vjp(lambda v: forward(v, w), x)[1](m)[0])
+    phases = jax.jit(lambda m, w: strided_input_transpose(m, w, lhs_shape=x.shape,
+                                                          **eqn.params))
+    want, got = vjp(m, w), phases(m, w)
+    err = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
+    times = interleaved({"vjp": lambda: vjp(m, w), "phases": lambda: phases(m, w)}, repeats)
+    med = {k: statistics.median(t) for k, t in times.items()}
+    low = {k: min(t) for k, t in times.items()}
+    return (f"| {name} | {shapes} | {1e3 * med['vjp']:.1f} | {1e3 * med['phases']:.1f} | "
+            f"**{med['vjp'] / med['phases']:.2f}** | {low['vjp'] / low['phases']:.2f} | "
+            f"{err:.1e} |")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--out", default=str(RESULTS / "bench_conv_transpose.md"))
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    lines = ["# Transpose of a strided conv w.r.t. its input: `jax.vjp` ÷ phase decomposition",
+             "", f"Machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
+             f"on {jax.devices()[0].platform}; float32, NHWC/HWIO, both sides jitted with the "
+             f"kernel an argument; {args.repeats} interleaved rounds after warm-up, every ratio "
+             "from this one run. Command: `python experiments/bench_conv_transpose.py "
+             f"--repeats {args.repeats}`. Error: max |phases − vjp| ÷ max |vjp|.", "",
+             "| case | input → kernel | vjp median (ms) | phases median (ms) | "
+             "vjp ÷ phases (medians) | (minima) | error |",
+             "|---|---|---|---|---|---|---|"]
+    for case in CASES:
+        lines.append(case_row(*case, args.repeats))
+        print(lines[-1], flush=True)
+    lines += ["", f"Total: {time.perf_counter() - t0:.0f} s.", ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
