@@ -260,3 +260,67 @@ def test_a_padding_string_gives_the_numbers_of_its_pairs():
         m, w, lhs_shape=x.shape, **{**params, "padding": padding}), static_argnums=2)
     np.testing.assert_array_equal(np.asarray(f(m, w, "SAME")),
                                   np.asarray(f(m, w, params["padding"])))
+
+
+# ---------------------------------------------------------------------------------------------
+# Wired into the linear rule: DeepLIFT's backward pass through strided convolutions
+
+def _strided_cnn(p, xb):
+    dn = ("NHWC", "HWIO", "NHWC")
+    h = jax.nn.relu(lax.conv_general_dilated(xb, p["w1"], (1, 1), "SAME",
+                                             dimension_numbers=dn) + p["b1"])
+    h = jax.nn.relu(lax.conv_general_dilated(h, p["w2"], (2, 2), "VALID",
+                                             dimension_numbers=dn) + p["b2"])
+    return h.reshape(h.shape[0], -1) @ p["v"]
+
+
+def _strided_cnn_data(dtype):
+    rng = np.random.default_rng(3)
+    p = {"w1": rng.normal(size=(3, 3, 2, 8)) * 0.4, "b1": rng.normal(size=8) * 0.1,
+         "w2": rng.normal(size=(4, 4, 8, 6)) * 0.2, "b2": rng.normal(size=6) * 0.1,
+         "v": rng.normal(size=(3 * 3 * 6, 2))}
+    p = {k: jnp.asarray(v, dtype) for k, v in p.items()}
+    x = jnp.asarray(rng.normal(size=(3, 8, 8, 2)), dtype)
+    r = jnp.asarray(rng.normal(size=(2, 8, 8, 2)) * 0.3, dtype)
+    return p, x, r
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_deeplift_through_a_strided_conv_takes_the_phased_transpose(x64, monkeypatch, mode):
+    """On the CPU the second (strided, 8-channel) convolution is transposed by phases: its
+    program has no convolution over a dilated cotangent; the scores equal the VJP path's to
+    float64 rounding and sum to Δt."""
+    import jaxlift
+    from jaxlift.rules import linear
+
+    p, x, r = _strided_cnn_data(jnp.float64)
+    text = jax.jit(lambda x, r: jaxlift.attribute(_strided_cnn, p, x, r, target=1,
+                                                  mode=mode)).lower(x, r).as_text()
+    phased, delta = jaxlift.attribute(_strided_cnn, p, x, r, target=1, mode=mode,
+                                      average_refs=False, return_delta=True)
+    monkeypatch.setattr(linear, "PHASED_TRANSPOSE_PLATFORMS", ())
+
+    def same_cnn(p, xb):  # a new function: no cached program or trace is reused
+        return _strided_cnn(p, xb)
+    text_vjp = jax.jit(lambda x, r: jaxlift.attribute(same_cnn, p, x, r, target=1,
+                                                      mode=mode)).lower(x, r).as_text()
+    by_vjp = jaxlift.attribute(same_cnn, p, x, r, target=1, mode=mode, average_refs=False)
+    assert "lhs_dilate = [2, 2]" in text_vjp and "lhs_dilate = [2, 2]" not in text
+    np.testing.assert_allclose(phased, by_vjp, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(phased.sum(axis=(2, 3, 4)), delta, rtol=1e-10, atol=1e-12)
+
+
+def test_few_input_channels_keep_the_vjp():
+    """A strided convolution of a 2-channel input (below PHASED_TRANSPOSE_MIN_CHANNELS) keeps
+    jax's own transpose."""
+    import jaxlift
+
+    def first_layer_strided(p, xb):
+        h = lax.conv_general_dilated(xb, p["w1"], (2, 2), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.tanh(h).sum(axis=(1, 2, 3))
+
+    p, x, r = _strided_cnn_data(jnp.float32)
+    text = jax.jit(lambda x, r: jaxlift.attribute(first_layer_strided, p, x, r)).lower(
+        x, r).as_text()
+    assert "lhs_dilate = [2, 2]" in text
