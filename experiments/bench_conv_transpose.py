@@ -39,6 +39,8 @@ from jax import lax
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 sys.path.insert(0, str(ROOT))  # this checkout's jaxlift, not an installed one
+sys.path.insert(0, str(ROOT / "experiments"))
+from bench_dispatch import interleaved, write_report  # noqa: E402
 from jaxlift.rules._conv import strided_input_transpose  # noqa: E402
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -48,20 +50,6 @@ CASES = [  # name, input shape, kernel shape (HWIO), strides, padding
     ("3×3 SAME, stride 2", (64, 64, 64, 32), (3, 3, 32, 64), (2, 2), "SAME"),
     ("3×3 SAME, stride 1", (64, 64, 64, 32), (3, 3, 32, 64), (1, 1), "SAME"),
 ]
-
-
-def interleaved(calls: dict, repeats: int) -> dict:
-    """``{name: [seconds, ...]}`` timing each call once per round, rounds interleaved."""
-    for f in calls.values():  # warm-up: compile
-        jax.block_until_ready(f())
-        jax.block_until_ready(f())
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, f in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f())
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def case_row(name, x_shape, w_shape, strides, padding, repeats) -> str:
@@ -95,7 +83,6 @@ def end_to_end(repeats: int, pairs: str) -> list[str]:
     rule's phased transpose on (the default on a CPU) and off, interleaved in this one run."""
     import jaxlift
     from jaxlift.rules import linear
-    sys.path.insert(0, str(ROOT / "experiments"))
     from bench import mnist_model
 
     n, k = (int(v) for v in pairs.split("x"))
@@ -156,10 +143,7 @@ def main(argv=None) -> None:
     if not args.no_end_to_end:
         lines += end_to_end(args.repeats, args.pairs)
         print("\n".join(lines[-6:]), flush=True)
-    lines += ["", f"Total: {time.perf_counter() - t0:.0f} s.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(lines, args.out, t0)
 
 
 if __name__ == "__main__":

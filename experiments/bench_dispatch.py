@@ -130,6 +130,14 @@ def profile(fn, variables, shape, n, k, repeats):
         print(f"{name:32s} {1e6 * statistics.median(ts):9.1f} µs")
 
 
+def write_report(lines: list[str], out: str, t0: float) -> None:
+    """Append the total time since ``t0``, write ``lines`` to ``out`` and print them."""
+    lines = lines + ["", f"Total: {time.perf_counter() - t0:.0f} s.", ""]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=30)
@@ -155,10 +163,7 @@ def main(argv=None) -> None:
              "ratio of minima |", "|---|---|---|---|---|---|"]
     for n, k in sizes:
         lines += size_rows(fn, variables, shape, n, k, args.repeats)
-    lines += ["", f"Total: {time.perf_counter() - t0:.0f} s.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(lines, args.out, t0)
 
 
 if __name__ == "__main__":
