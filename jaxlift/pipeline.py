@@ -74,7 +74,10 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
     A call like an earlier one that ran as one chunk — the same ``fn``, options, and pytree
     structures, shapes, dtypes and array types of params, x and refs — skips validation and
     planning (they depend on nothing else) and is one compiled dispatch plus the read of its
-    finite flags (:func:`one_dispatch_key`)."""
+    finite flags (:func:`one_dispatch_key`). A ``functools.partial`` counts as its function and
+    arguments (:func:`canonical_fn`), so a new but equal partial per call is not compiled
+    again."""
+    fn = canonical_fn(fn)
     fast = one_dispatch_key(what, fn, params, x, refs, target=target, mode=mode,
                             max_mode=max_mode, average_refs=average_refs,
                             batch_size=batch_size, layer_name=layer_name, key=key,
@@ -158,6 +161,29 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
 
 # ---------------------------------------------------------------------------------------------
 # One dispatch for a call seen before
+
+def canonical_fn(fn):
+    """``fn``, or for a ``functools.partial`` whose arguments are hashable the first partial seen
+    with the same function, positional and keyword arguments (and their types: ``1`` and
+    ``True`` differ): every cache of the pipeline is keyed on ``fn``'s identity, as
+    ``jax.jit``'s is, and ``partial(model.apply, logits=True)`` written anew at each call would
+    otherwise be traced, checked and compiled at each call."""
+    if type(fn) is not functools.partial:
+        return fn
+    try:
+        return equal_partial(canonical_fn(fn.func),
+                             tuple((type(a), a) for a in fn.args),
+                             tuple(sorted((k, type(v), v) for k, v in fn.keywords.items())))
+    except TypeError:  # an unhashable argument (an array, a dict): keep this very partial
+        return fn
+
+
+@functools.lru_cache(maxsize=256)
+def equal_partial(func, typed_args: tuple, typed_keywords: tuple) -> functools.partial:
+    """The one partial kept per (function, arguments) key of :func:`canonical_fn`."""
+    return functools.partial(func, *(a for _, a in typed_args),
+                             **{k: v for k, _, v in typed_keywords})
+
 
 ONE_DISPATCH_SCALARS = frozenset((bool, int, float, complex))
 ARRAY_KINDS = {np.ndarray}  # concrete array classes seen (jax's is added at its first call)

@@ -278,3 +278,24 @@ def test_inside_jit_the_repeated_call_path_is_not_taken():
                                    rtol=1e-5, atol=1e-6)
     assert signatures == [None]  # traced once; a tracer has no one-dispatch key
     assert pipeline.call_signature(x) is not None
+
+
+def test_an_equal_partial_written_anew_is_not_compiled_again(monkeypatch):
+    import functools
+
+    def scaled(p, xb, *, scale, shift=0.0):
+        return mlp(p, xb) * scale + shift
+
+    p, x, refs = data(12)
+    first = jaxlift.attribute(functools.partial(scaled, scale=2.0), p, x, refs, target=0)
+    runs = _count_full_path(monkeypatch)
+    again = jaxlift.attribute(functools.partial(scaled, scale=2.0), p, x, refs, target=0)
+    assert runs == []  # the new partial is the first one's function and arguments
+    np.testing.assert_array_equal(first, again)
+    other = jaxlift.attribute(functools.partial(scaled, scale=3.0), p, x, refs, target=0)
+    assert runs == [1]
+    np.testing.assert_allclose(other, first * 1.5, rtol=1e-5, atol=1e-6)
+    assert pipeline.canonical_fn(functools.partial(scaled, scale=1)) is not \
+        pipeline.canonical_fn(functools.partial(scaled, scale=True))  # 1 == True, types differ
+    arr = functools.partial(scaled, scale=jnp.ones(()))  # unhashable argument: kept as it is
+    assert pipeline.canonical_fn(arr) is arr
