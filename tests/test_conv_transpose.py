@@ -133,8 +133,9 @@ def _random_conv(seed: int) -> Conv:
 RANDOM = {f"random_{i}": _random_conv(i) for i in range(40)}
 
 
-@pytest.mark.parametrize("conv", list(NAMED.values()) + list(RANDOM.values()),
-                         ids=list(NAMED) + list(RANDOM))
+@pytest.mark.parametrize("conv", list(NAMED.values()) + [  # 16 draws by default, 40 in slow
+    pytest.param(c, marks=pytest.mark.slow) if i >= 16 else c
+    for i, c in enumerate(RANDOM.values())], ids=list(NAMED) + list(RANDOM))
 def test_float64_matches_vjp(x64, conv):
     ours, theirs = _both(conv, jnp.float64)
     assert ours.dtype == jnp.float64
