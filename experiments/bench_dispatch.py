@@ -17,7 +17,8 @@ after a warm-up. The rows:
     python experiments/bench_dispatch.py [--repeats 30] [--sizes 1x1,64x8,1024x8] [--out FILE]
 
 Writes ``experiments/results/bench_dispatch.md``. ``--profile`` prints where the time goes in
-one direct call (``time.perf_counter`` around its pieces).
+the full path of one direct call (``time.perf_counter`` around its pieces): what a call of a
+new kind costs; a repeated call skips all of it but the dispatch and the flags' read.
 """
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def size_rows(fn, variables, shape, n, k, repeats):
 
 
 def profile(fn, variables, shape, n, k, repeats):
-    """Time the pieces of one direct call (the DeepLIFT path of ``jaxlift.pipeline.run``)."""
+    """Time the pieces of the full DeepLIFT path of ``jaxlift.pipeline.run`` (the one a call of
+    a new kind takes; :func:`jaxlift.pipeline.one_dispatch` serves the repeats)."""
     from jaxlift import pipeline
     from jaxlift.methods import METHODS, interpreted
     from jaxlift.validation import check_examples_independent, signature

@@ -269,32 +269,40 @@ def test_a_padding_string_gives_the_numbers_of_its_pairs():
 def _strided_cnn(p, xb):
     dn = ("NHWC", "HWIO", "NHWC")
     h = jax.nn.relu(lax.conv_general_dilated(xb, p["w1"], (1, 1), "SAME",
-                                             dimension_numbers=dn) + p["b1"])
+                                             dimension_numbers=dn) + p["b1"]) + p["shift"]
     h = jax.nn.relu(lax.conv_general_dilated(h, p["w2"], (2, 2), "VALID",
                                              dimension_numbers=dn) + p["b2"])
     return h.reshape(h.shape[0], -1) @ p["v"]
 
 
-def _strided_cnn_data(dtype):
+def _strided_cnn_data(dtype, offset: float = 0.0):
+    """Parameters, 3 inputs and 2 references; ``offset`` shifts the strided convolution's input
+    by that much and its bias back, so its operands are large while the ReLU after it still
+    crosses its kink between input and reference."""
     rng = np.random.default_rng(3)
     p = {"w1": rng.normal(size=(3, 3, 2, 8)) * 0.4, "b1": rng.normal(size=8) * 0.1,
          "w2": rng.normal(size=(4, 4, 8, 6)) * 0.2, "b2": rng.normal(size=6) * 0.1,
-         "v": rng.normal(size=(3 * 3 * 6, 2))}
+         "v": rng.normal(size=(3 * 3 * 6, 2)), "shift": np.asarray(offset)}
+    p["b2"] = p["b2"] - offset * p["w2"].sum(axis=(0, 1, 2))  # VALID: every window is full
     p = {k: jnp.asarray(v, dtype) for k, v in p.items()}
     x = jnp.asarray(rng.normal(size=(3, 8, 8, 2)), dtype)
     r = jnp.asarray(rng.normal(size=(2, 8, 8, 2)) * 0.3, dtype)
     return p, x, r
 
 
-@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
-def test_deeplift_through_a_strided_conv_takes_the_phased_transpose(x64, monkeypatch, mode):
+@pytest.mark.parametrize("mode, dtype, offset", [
+    ("rescale", jnp.float64, 0.0), ("reveal_cancel", jnp.float64, 0.0),
+    ("reveal_cancel", jnp.float64, 1e3),  # large operands, kinks still crossed
+    ("reveal_cancel", jnp.bfloat16, 0.0)])  # half precision: evaluated in float32
+def test_deeplift_through_a_strided_conv_takes_the_phased_transpose(x64, monkeypatch, mode,
+                                                                    dtype, offset):
     """On the CPU the second (strided, 8-channel) convolution is transposed by phases: its
-    program has no convolution over a dilated cotangent; the scores equal the VJP path's to
-    float64 rounding and sum to Δt."""
+    program has no convolution over a dilated cotangent; the scores equal the VJP path's and
+    sum to Δt, to float64 rounding (of the offset's size), or float32's for bfloat16."""
     import jaxlift
     from jaxlift.rules import linear
 
-    p, x, r = _strided_cnn_data(jnp.float64)
+    p, x, r = _strided_cnn_data(dtype, offset)
     text = jax.jit(lambda x, r: jaxlift.attribute(_strided_cnn, p, x, r, target=1,
                                                   mode=mode)).lower(x, r).as_text()
     phased, delta = jaxlift.attribute(_strided_cnn, p, x, r, target=1, mode=mode,
@@ -307,8 +315,19 @@ def test_deeplift_through_a_strided_conv_takes_the_phased_transpose(x64, monkeyp
                                                       mode=mode)).lower(x, r).as_text()
     by_vjp = jaxlift.attribute(same_cnn, p, x, r, target=1, mode=mode, average_refs=False)
     assert "lhs_dilate = [2, 2]" in text_vjp and "lhs_dilate = [2, 2]" not in text
-    np.testing.assert_allclose(phased, by_vjp, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(phased.sum(axis=(2, 3, 4)), delta, rtol=1e-10, atol=1e-12)
+    phased, by_vjp, delta = (np.asarray(a, np.float64) for a in (phased, by_vjp, delta))
+    total, size = phased.sum(axis=(2, 3, 4)), np.abs(phased).sum(axis=(2, 3, 4))
+    assert np.all(np.abs(np.asarray(delta)) > 1e-3)  # something to explain in every pair
+    kink = _strided_cnn(dict(p, v=jnp.eye(54, dtype=dtype)), jnp.concatenate([x, r])) > 0
+    assert (kink[:3, None] != kink[None, 3:]).any()  # some ReLU after it crosses its kink
+    if dtype == jnp.float64:
+        scale = max(1.0, offset)
+        np.testing.assert_allclose(phased, by_vjp, rtol=1e-10, atol=1e-12 * scale)
+        np.testing.assert_allclose(total, delta, rtol=1e-10, atol=1e-12 * scale)
+    else:  # float32 evaluation
+        np.testing.assert_allclose(phased, by_vjp, rtol=1e-5,
+                                   atol=1e-6 * np.abs(by_vjp).max())
+        assert np.all(np.abs(total - delta) <= 1e-5 * size)
 
 
 def test_few_input_channels_keep_the_vjp():

@@ -130,15 +130,12 @@ def _weighted_operands(ctx):
     return i, 1 - i
 
 
-def _abs_weight_op(ctx, i, j):
-    """``|L|``: the op with the absolute value of its fixed operand, as a function of operand i."""
-    w_abs = jnp.abs(ctx.xs[j])
-
-    def apply_abs(v):
-        vals = list(ctx.xs)
-        vals[i], vals[j] = v, w_abs
-        return tuple(ctx.bind(vals))
-    return apply_abs
+def _abs_weight_operands(ctx, j) -> list:
+    """The operands of ``|L|``: the input's, with the fixed operand ``j`` (the weights) replaced
+    by its absolute value (``base=`` of ``ctx.apply`` and of the transposes)."""
+    operands = list(ctx.xs)
+    operands[j] = jnp.abs(ctx.xs[j])
+    return operands
 
 
 def _weighted_split(ctx) -> list:
@@ -151,7 +148,7 @@ def _weighted_split(ctx) -> list:
     part would otherwise amplify that rounding (1e-4 of Σ|C| in float32 at large offsets)."""
     i, j = _weighted_operands(ctx)
     delta = ctx.delta_in(i)
-    (l_abs,) = _abs_weight_op(ctx, i, j)(jnp.abs(delta))
+    (l_abs,) = ctx.apply(jnp.abs(delta), base=_abs_weight_operands(ctx, j))
     (l_dx,) = ctx.apply(delta)
     pos = (l_dx + l_abs) / 2
     return [(pos, (l_dx - l_abs) / 2)]
@@ -165,9 +162,8 @@ def _weighted_backward(ctx, m_out) -> list:
         return _transpose_pairs(ctx, m_out)
     i, j = _weighted_operands(ctx)
     (total,) = [g for g in _transpose(ctx, [m.pos + m.neg]) if g is not None]
-    abs_weight = list(ctx.xs)
-    abs_weight[j] = jnp.abs(ctx.xs[j])
-    (diff,) = [g for g in _transpose(ctx, [m.pos - m.neg], abs_weight) if g is not None]
+    (diff,) = [g for g in _transpose(ctx, [m.pos - m.neg], _abs_weight_operands(ctx, j))
+               if g is not None]
     mx = (total + jnp.sign(ctx.delta_in(i)) * diff) / 2
     result: list = [None] * len(ctx.xs)
     result[i] = Pair.of(mx)
