@@ -50,7 +50,10 @@ def zeros_of_difference(value) -> jax.Array:
 def difference(a, b) -> jax.Array:
     """``a − b`` computed in :func:`difference_dtype`: never overflows for half-precision values,
     and is a number (−1, 0, 1) for booleans."""
-    return widen(a) - widen(b)
+    a, b = widen(a), widen(b)
+    if jnp.issubdtype(a.dtype, jnp.inexact):  # equal infinities (a −inf mask on both sides)
+        return jnp.where(a == b, jnp.zeros((), a.dtype), a - b)
+    return a - b
 
 
 def example_structs(tree, drop_leading: bool):

@@ -37,13 +37,16 @@ class Pair(NamedTuple):
 
 
 def sign_split(delta):
-    """``(max(Δ, 0), min(Δ, 0))``."""
+    """``(max(Δ, 0), min(Δ, 0))``; ``(Δ, 0)`` for a complex ``Δ``, which has no sign (its
+    multipliers are then one array, as in Rescale: ``C = m⁺·Δ``)."""
+    if jnp.issubdtype(jnp.result_type(delta), jnp.complexfloating):
+        return delta, jnp.zeros_like(delta)
     return jnp.maximum(delta, 0), jnp.minimum(delta, 0)
 
 
 def combine_by_sign(delta, m: Pair):
     """One multiplier for the whole difference when its split is the sign split:
     ``m⁺`` where ``Δ > 0``, ``m⁻`` where ``Δ < 0``, their mean where ``Δ = 0``."""
-    if m.shared:
-        return m.pos
+    if m.shared or jnp.issubdtype(jnp.result_type(delta), jnp.complexfloating):
+        return m.pos  # a complex difference is split (Δ, 0): only m⁺ carries it
     return jnp.where(delta > 0, m.pos, jnp.where(delta < 0, m.neg, (m.pos + m.neg) / 2))

@@ -214,7 +214,7 @@ def _reading_numbers(rule: Rule) -> Rule:
 
 for _p in ("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "slice",
            "rev", "copy", "copy_p", "reduce_sum", "cumsum", "add", "add_any", "concatenate",
-           "pad", "split"):
+           "pad", "split", "stack"):
     registry.register(_p, _reading_numbers(LINEAR))
 for _p in ("reduce_window_sum", "real", "imag", "reduce_and_sum"):
     registry.register(_p, LINEAR)

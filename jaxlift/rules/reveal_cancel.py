@@ -11,8 +11,10 @@ With ``Δx = Δx⁺ + Δx⁻`` the split arriving from below (DESIGN §3, paper 
 
 RevealCancel evaluates ``f`` at ``x0 + Δx⁺`` and ``x0 + Δx⁻``, points the network never visited;
 where ``f`` is undefined there (``log``/``sqrt`` of a negative number, e.g. a ``log_softmax``
-whose summed exponentials split into parts larger than the reference sum) the element falls
-back to Rescale (``Δy± = (Δy/Δx)·Δx±``), which still sums to ``Δy``.
+whose summed exponentials split into parts larger than the reference sum), or so large there
+beside the values visited that ``Δy⁺`` and ``Δy⁻`` would cancel only to their own rounding
+(``exp`` in an attention softmax, far above the largest logit: :func:`far_from_visited`), the
+element falls back to Rescale (``Δy± = (Δy/Δx)·Δx±``), which still sums to ``Δy``.
 
 ``genomics_default`` (the original deeplift's default): RevealCancel on a nonlinearity whose
 input comes from a dense layer (``dot_general``, looking through bias adds, reshapes and dtype
@@ -27,6 +29,25 @@ from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
 from jaxlift.rules.rescale import (exact_multiplier, finite_values, rescale_multiplier,
                                    rounding_of, value_and_derivative)
+
+
+# ``ρ``: how much of the values the network visited the rounding of RevealCancel's parts may
+# be, by dtype: a quarter of the completeness certificate's rtol in float32 (jaxlift.certificate),
+# and a fortieth of the README's float64 bound (1e-10) in float64
+VISITED_RANGE_RTOL = {jnp.dtype(jnp.float64): 2.5e-12, jnp.dtype(jnp.float32): 2.5e-5}
+
+
+def far_from_visited(dtype, fp, fn, scale):
+    """Where ``f`` at the hypothetical points is so large beside the values the network
+    visited that the parts ``Δy±`` (of size ``|f(x0 + Δx±)|``) would cancel only to their own
+    rounding: ``eps·(|f(x0+Δx⁺)| + |f(x0+Δx⁻)|) > ρ·scale``, with ``scale`` the values
+    visited and the distances moved (``|y| + |y0| + |x| + |x0| + |Δx⁺| + |Δx⁻|``): never for a
+    function that grows at most linearly (relu, tanh, sigmoid …), but for ``exp`` of a softmax
+    at points far above the largest logit. There the element falls back to Rescale."""
+    wide_dtype = jnp.promote_types(dtype, jnp.float32)
+    eps = jnp.finfo(wide_dtype).eps
+    rho = VISITED_RANGE_RTOL.get(jnp.dtype(wide_dtype), 2.5e-5)
+    return eps * (jnp.abs(fp) + jnp.abs(fn)) > rho * scale
 
 
 def reveal_cancel_parts(ctx):
@@ -49,8 +70,12 @@ def reveal_cancel_parts(ctx):
     rounding = rounding_of(ctx.ys[0].dtype, y, y0, fp, fn)
     mp = exact_multiplier(dyp, p, (d0 + dfn) / 2, rounding)
     mn = exact_multiplier(dyn, n, (d0 + dfp) / 2, rounding)
+    visited = (jnp.abs(y) + jnp.abs(y0) + jnp.abs(wide(ctx.xs[0])) + jnp.abs(wide(x0))
+               + jnp.abs(p) + jnp.abs(n))
+    far = far_from_visited(ctx.ys[0].dtype, fp, fn, visited)
     lost = (((p == 0) & (jnp.abs(dyp) > rounding)) | ((n == 0) & (jnp.abs(dyn) > rounding))
-            | ~(jnp.isfinite(fp) & jnp.isfinite(fn) & jnp.isfinite(mp) & jnp.isfinite(mn)))
+            | ~(jnp.isfinite(fp) & jnp.isfinite(fn) & jnp.isfinite(mp) & jnp.isfinite(mn))
+            | far)
     ratio = rescale_multiplier(ctx)
     dyp = jnp.where(lost, ratio * p, dyp)
     dyn = jnp.where(lost, ratio * n, dyn)
