@@ -116,7 +116,7 @@ def profile(fn, variables, shape, n, k, repeats):
                                  precision="default", check_inputs=conc, max_mode="preserving",
                                  gating="shapley", params=variables, refs=ri,
                                  chunked=chunk < n_)
-        run, flags = pipeline.recording_finite(one)
+        run, flags = pipeline.recording_checks(one)
         t = tick("compiled look-up + chunk plan", t)
         if chunk == n_:
             res, _ = run(variables, xi, ri, 0)
@@ -126,7 +126,7 @@ def profile(fn, variables, shape, n, k, repeats):
             t = tick(f"reference side + {-(-n_ // chunk)} chunks", t)
         jax.block_until_ready(res)
         t = tick("compute (wait)", t)
-        pipeline.flags_on_host(flags)
+        pipeline.checks_on_host(flags, k_, 1)
         tick("finite flags to host", t)
     for name, ts in pieces.items():
         print(f"{name:32s} {1e6 * statistics.median(ts):9.1f} µs")

@@ -14,39 +14,17 @@ Shapes (for each leaf of the pytree ``x``, with ``S`` an example's shape):
 """
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from jaxlift import pipeline
-from jaxlift.program import MARKER_PREFIX
+from jaxlift.markers import layer
 
 if TYPE_CHECKING:
     from jaxlift.methods import Method
     from jaxlift.rules.registry import Composite
-
-# ---------------------------------------------------------------------------------------------
-# Layer markers ("find_scores_layer" of the original deeplift)
-
-@functools.lru_cache(maxsize=None)
-def _marker(name: str) -> Callable:
-    def identity(v):
-        return v
-    identity.__name__ = MARKER_PREFIX + name
-    return jax.jit(identity)
-
-
-def layer(x, name: str):
-    """Mark an intermediate value so that ``attribute(..., layer=name)`` scores it.
-
-    Identity in value (and under ``jit``, ``vmap`` and ``grad``). Returns ``x``.
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"layer name must be a non-empty string, got {name!r}")
-    return jax.tree_util.tree_map(_marker(name), x)
-
 
 # ---------------------------------------------------------------------------------------------
 # Targets
@@ -110,6 +88,21 @@ _DOC_ARGS = """
         ``"highest"`` compiles the whole program under
         ``jax.default_matmul_precision("highest")`` (exact float32, several times slower on
         such GPUs). On the CPU both are exact float32. See :func:`jaxlift.flag_gaps`.
+      check_completeness: the completeness certificate of the DeepLIFT modes
+        (:mod:`jaxlift.certificate`): every pair's ``|ΣC − Δt|`` is compared, inside the
+        compiled program, with a bound set by the float type's rounding; ``"raise"`` (the
+        default) raises :class:`~jaxlift.errors.CompletenessError` naming the pairs, the gap
+        and its likely cause instead of returning scores that do not sum; ``"warn"`` warns
+        and returns them; ``"off"`` skips it. Inside your own ``jax.jit`` nothing can be
+        raised: a failing pair's scores are NaN. Methods that do not promise completeness
+        (gradients, integrated gradients, ε-LRP, sampling methods, ``max_mode="gradient"``,
+        ``gating="gate_as_weight"``) are never refused for it.
+      layer_bypass: with ``layer=``, what to do with the share of ``Δt`` that reaches the
+        target *around* the marked layer (a residual around it, a second input beside it, a
+        padding mask computed from the same token ids): ``"refuse"`` (the default; the
+        certificate refuses pairs where that share is not zero, naming the path) or
+        ``"credit"``: return ``LayerScores(layer, bypass)``, the layer's scores and the
+        inputs' share (shaped like ``x``), which together sum to ``Δt``.
 """
 
 
@@ -119,7 +112,8 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
               key: jax.Array | None = None, progress: bool | None = None,
               return_delta: bool = False, check_finite: bool = True,
               mode_options: dict | None = None, mesh=None, gating: str = "shapley",
-              precision: str = "default"):
+              precision: str = "default", check_completeness: "str | bool" = "raise",
+              layer_bypass: str = "refuse"):
     """DeepLIFT contribution scores ``C(Δx_i → Δt)`` of every input feature.
 
     Summation-to-delta: ``Σ_i C_i = t(x) − t(r)`` for each pair (and on average over
@@ -129,7 +123,8 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
                 check_finite=check_finite, mode_options=mode_options, mesh=mesh,
-                gating=gating, precision=precision)
+                gating=gating, precision=precision, check_completeness=check_completeness,
+                layer_bypass=layer_bypass)
 
 
 def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
@@ -138,7 +133,8 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 key: jax.Array | None = None, progress: bool | None = None,
                 return_delta: bool = False, check_finite: bool = True,
                 mode_options: dict | None = None, mesh=None, gating: str = "shapley",
-                precision: str = "default"):
+                precision: str = "default", check_completeness: "str | bool" = "raise",
+                layer_bypass: str = "refuse"):
     """DeepLIFT multipliers ``m_i = C(Δx_i → Δt)/Δx_i`` (the contribution per unit of
     difference-from-reference), shaped like :func:`attribute`'s result.
 
@@ -148,7 +144,8 @@ def multipliers(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,
                 layer_name=layer, key=key, progress=progress, return_delta=return_delta,
                 check_finite=check_finite, mode_options=mode_options, mesh=mesh,
-                gating=gating, precision=precision)
+                gating=gating, precision=precision, check_completeness=check_completeness,
+                layer_bypass=layer_bypass)
 
 
 attribute.__doc__ += _DOC_ARGS

@@ -30,3 +30,23 @@ class NonFiniteScoresError(JaxliftError, ArithmeticError):
         self.primitive = primitive
         self.where = where
         super().__init__(message)
+
+
+class CompletenessError(JaxliftError, ArithmeticError):
+    """Scores of some (input, reference) pairs do not sum to ``Δt = t(x) − t(r)`` within the
+    certificate's bound (:mod:`jaxlift.certificate`); raised instead of returning them.
+
+    ``pairs``: how many pairs failed; ``worst``: ``(input, reference[, target])`` of the worst;
+    ``gap`` and ``bound`` its ``|ΣC − Δt|`` and bound; ``cause``: what a reading of the program
+    found (a path around a marked layer, the rule of a primitive that lost part of ``Δt``, a
+    NaN hidden by a select), with the user's source line where there is one."""
+
+    def __init__(self, message: str, *, pairs: int = 0, worst: tuple = (), gap: float = 0.0,
+                 bound: float = 0.0, cause: str = ""):
+        self.pairs, self.worst, self.gap, self.bound, self.cause = pairs, worst, gap, bound, cause
+        super().__init__(message)
+
+
+class CompletenessWarning(UserWarning):
+    """``check_completeness="warn"``: scores of some pairs do not sum to ``Δt`` within the
+    certificate's bound (the message says which, by how much, and why)."""

@@ -34,13 +34,13 @@ from jaxlift import rules as _rules  # noqa: F401  (registers every rule family)
 from jaxlift._ops import difference, zeros_of_difference
 from jaxlift.errors import UnsupportedPrimitiveError
 from jaxlift.pairs import Pair, combine_by_sign, sign_split
-from jaxlift.program import Lit, Op, Program, bind_eqn, trip_inputs
+from jaxlift.program import Lit, Op, Program, bind_eqn, origin_of, trip_inputs, view_of_input
 from jaxlift.rules import registry
 from jaxlift.rules.composites import GATINGS, MAX_MODES, composite
 from jaxlift.rules.registry import Composite
 
 __all__ = ["Composite", "Config", "Forward", "GATINGS", "MAX_MODES", "MODES", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
-           "input_multipliers", "side_state", "side_values", "sign_split", "variable_contributions",
+           "input_multipliers", "rule_for", "side_state", "side_values", "sign_split", "variable_contributions",
            "variable_multipliers"]
 
 MODES = ("rescale", "reveal_cancel", "genomics_default")
@@ -259,7 +259,9 @@ def _as_number(v, dtype):
     return jnp.asarray(v).astype(dtype)
 
 
-def _rule_for(op: Op, config: Config, program: Program):
+def rule_for(op: Op, config: Config, program: Program):
+    """The rule that explains ``op`` in this configuration (the composite's, else the
+    registry's), or ``None``."""
     rule = config.composite.rule_for(op, program)
     if rule is not None or op.eqn is None:
         return rule
@@ -318,7 +320,7 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
             for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "x"))):
                 fixed[o] = v
             continue
-        rule = _rule_for(op, config, program)
+        rule = rule_for(op, config, program)
         if rule is not None and rule.forward is not None and _usable(rule, op, program):
             outs_x, outs_r, fwd.stash[op.outs[0]] = rule.forward(RuleContext(op, fwd))
             fwd.x.update(zip(op.outs, outs_x))
@@ -335,9 +337,20 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
     return fwd
 
 
+def _own_split(rule, op: Op, program: Program) -> bool:
+    """Whether ``rule`` splits ``op``'s outputs itself (else the generic sign split is used and
+    the output multipliers are collapsed with it before the rule's backward). A complex value
+    has no sign: an operation with a complex operand or result takes the generic split, ``(Δ, 0)``
+    for complex values, and its rule sees one multiplier per output, as in Rescale — exact,
+    whatever the rule (RevealCancel on a complex recurrence, a complex linear map)."""
+    if rule is None or rule.split is None:
+        return False
+    return not any(program.is_complex(a) for a in (*op.ins, *op.outs))
+
+
 def _forward_split(op: Op, fwd: Forward) -> None:
-    rule = _rule_for(op, fwd.config, fwd.program)
-    if rule is not None and rule.split is not None and _usable(rule, op, fwd.program):
+    rule = rule_for(op, fwd.config, fwd.program)
+    if _own_split(rule, op, fwd.program) and _usable(rule, op, fwd.program):
         splits = rule.split(RuleContext(op, fwd))
     else:
         splits = [sign_split(fwd.delta(o)) if fwd.program.carries(o) else None
@@ -356,15 +369,17 @@ def _usable(rule, op: Op, program: Program) -> bool:
     return bool(live) and all(program.is_float(a) for a in live)
 
 
-def backward(fwd: Forward, seeds: dict, stop_at: int | None = None,
+def backward(fwd: Forward, seeds: dict, stop: frozenset = frozenset(),
              inspect: Any = None) -> dict:
     """Propagate multipliers from ``seeds`` (id -> array shaped like that variable) to every
     live variable that carries a difference (floats, and booleans/integers where a rule reads
     them as numbers). Returns the dict of :class:`Pair` multipliers by id.
 
-    ``stop_at``: the walk ends once the multiplier of that variable is complete (at its
-    producer): scores for a marked layer need nothing below it, and nothing below it (an
-    embedding lookup on token ids, say) is asked for a rule.
+    ``stop``: variables whose multipliers are collected but not propagated further (the sites
+    of a marked layer: a cut). Operations that feed only them receive no multiplier and are
+    not asked for a rule (an embedding lookup on token ids, say); a path from the target that
+    goes *around* them (a residual, a mask computed from the same inputs) is followed down to
+    the inputs, so its share of ``Δt`` stays visible at them.
 
     An operation that receives a multiplier but has no exact rule raises
     :class:`UnsupportedPrimitiveError` naming the primitive and the user's line.
@@ -375,28 +390,24 @@ def backward(fwd: Forward, seeds: dict, stop_at: int | None = None,
         if isinstance(k, int) and program.carries(k):
             v = v if isinstance(v, Pair) else Pair.of(v)
             mult[k] = v if k not in mult else mult[k] + v
-    stop_op = program.producer.get(stop_at) if stop_at is not None else None
-    if stop_at is not None and stop_op is None:  # a marked input: nothing to walk past
-        return mult
     for op in reversed(program.ops):
         if not op.is_live:
             continue
-        if op is stop_op:
-            break
-        m_out = [mult.get(o) for o in op.outs]
+        m_out = [None if o in stop else mult.get(o) for o in op.outs]
         if all(m is None for m in m_out):
             continue
-        rule = _rule_for(op, config, program)
+        rule = rule_for(op, config, program)
         if rule is None and not _reads_integers(op, program):
-            raise UnsupportedPrimitiveError(op.primitive, op.where, _hint(op, program))
+            raise UnsupportedPrimitiveError(op.primitive, _described(op.where),
+                                            _hint(op, program))
         if rule is None or not _usable(rule, op, program):
             raise UnsupportedPrimitiveError(
-                op.primitive, op.where,
+                op.primitive, _described(op.where),
                 "its result depends on the input through integer or boolean values that this "
                 "rule cannot read as numbers (summation-to-delta would silently fail)"
-                + _integer_hint(op, program))
+                + _integer_hint(op, program, around_cut=bool(stop)))
         ctx = RuleContext(op, fwd)
-        if config.carries_split and rule.split is None:
+        if config.carries_split and not _own_split(rule, op, program):
             m_out = [None if m is None else Pair.of(combine_by_sign(ctx.delta_out(j), m))
                      for j, m in enumerate(m_out)]
         m_in = rule.backward(ctx, m_out)
@@ -405,6 +416,8 @@ def backward(fwd: Forward, seeds: dict, stop_at: int | None = None,
         for a, m, l in zip(op.ins, m_in, op.live):
             if m is None or not l or not program.carries(a):
                 continue
+            if not program.is_complex(a) and jnp.iscomplexobj(m.pos):
+                m = m.map(jnp.real)  # d Re(g(v))/dv = Re(g'(v)) for a real v
             mult[a] = m if a not in mult else mult[a] + m
     return mult
 
@@ -413,35 +426,41 @@ def _reads_integers(op: Op, program: Program) -> bool:
     return any(l and not program.is_float(a) for a, l in zip(op.ins, op.live))
 
 
-_PASS_BACK = ("broadcast_in_dim", "reshape", "squeeze", "expand_dims", "slice", "transpose")
+def _described(where) -> str:
+    """A source line with the user's own line after it when it is inside a library."""
+    return where.described() if hasattr(where, "described") else str(where)
 
 
-def _from_input(atom, program: Program):
-    """The live input ``atom`` is (a reshaped, broadcast or sliced view of), else ``None``."""
-    for _ in range(8):
-        if atom in program.live_inputs:
-            return atom
-        op = program.producer.get(atom)
-        if op is None or op.primitive not in _PASS_BACK:
-            return None
-        atom = op.ins[0]
-    return None
-
-
-def _integer_hint(op: Op, program: Program) -> str:
-    inputs = [_from_input(a, program) for a, l in zip(op.ins, op.live)
-              if l and not program.is_float(a)]
-    inputs = [a for a in inputs if a is not None]
+_INDEXING = ("gather", "dynamic_slice", "dynamic_update_slice", "scatter-add", "scatter_add",
+             "scatter")
+def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
+    live_ints = [a for a, l in zip(op.ins, op.live) if l and not program.is_float(a)]
+    inputs = [a for a in (view_of_input(program, a) for a in live_ints) if a is not None]
+    if op.primitive in _INDEXING and around_cut:
+        origins = [o for o in (origin_of(program, a, str(op.where)) for a in live_ints) if o is not None]
+        if origins:
+            return (f"; it reaches the target around the marked layer, and its indices are "
+                    f"computed from the input ('{origins[0].primitive}' at "
+                    f"{_described(origins[0].where)}): position ids computed from the token "
+                    "ids, say (Hugging Face's RoBERTa does this when position_ids is not "
+                    "given). Pass such indices yourself (position_ids=…), so that they are "
+                    "fixed, or mark a value every path from the input passes through")
+        return ("; it reaches the target around the marked layer: a second lookup of the "
+                "input's ids that is not marked. Mark its output with the same layer name "
+                "(several sites of one name form one cut)")
     if inputs:
         dtype = program.avals[inputs[0]].dtype
         return (f"; the input itself is {dtype}: cast x and refs to a float dtype "
                 "(x.astype(jnp.float32)), or, for token ids, explain the embedding output "
                 "(jaxlift.layer(h, 'emb') and layer='emb')")
-    if op.primitive in ("gather", "dynamic_slice", "dynamic_update_slice", "scatter-add",
-                        "scatter_add", "scatter"):
-        return ("; indices computed from the input (take_along_axis(h, argmax(g)), an "
-                "embedding lookup of token ids …) have no multipliers. For token models, explain "
-                "the embedding output: mark it with jaxlift.layer(h, 'emb') and pass layer='emb'")
+    if op.primitive in _INDEXING:
+        origins = [o for o in (origin_of(program, a, str(op.where)) for a in live_ints) if o is not None]
+        origin = (f" (here: '{origins[0].primitive}' at {_described(origins[0].where)})"
+                  if origins else "")
+        return (f"; indices computed from the input{origin} — take_along_axis(h, argmax(g)), "
+                "an embedding lookup of token ids … — have no multipliers. For token models, "
+                "explain the embedding output: mark it with jaxlift.layer(h, 'emb') and pass "
+                "layer='emb'")
     return ""
 
 

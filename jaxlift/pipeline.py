@@ -20,15 +20,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 import weakref
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import chunking, methods
+from jaxlift import certificate, chunking, methods
 from jaxlift._memo import memoized
 from jaxlift._ops import tree_finite
+from jaxlift.errors import CompletenessError, CompletenessWarning
 from jaxlift.interpreter import GATINGS, MAX_MODES
 from jaxlift.methods import interpreted, kernels
 from jaxlift.program import build_program
@@ -67,7 +69,8 @@ def check_method_options(method, max_mode, gating, layer_name, mesh) -> None:
 
 def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batch_size,
         layer_name, key, progress, return_delta, check_finite, mode_options=None, mesh=None,
-        gating="shapley", precision="default"):
+        gating="shapley", precision="default", check_completeness="raise",
+        layer_bypass="refuse"):
     """``what`` (``"contributions"`` or ``"multipliers"``) of ``mode`` for N inputs × K
     references: see :func:`jaxlift.attribute` for the arguments and shapes.
 
@@ -83,15 +86,19 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
                             batch_size=batch_size, layer_name=layer_name, key=key,
                             return_delta=return_delta, check_finite=check_finite,
                             mode_options=mode_options, mesh=mesh, gating=gating,
-                            precision=precision)
+                            precision=precision, check_completeness=check_completeness,
+                            layer_bypass=layer_bypass)
     slot = one_dispatch_cell(fast)
     if slot:
         out = slot[0](params, x, refs)
         if out is not None:
             return out
-        # a NaN/Inf flag: the full path below runs again and names the culprit
+        # a NaN/Inf flag or a failed certificate: the full path below runs again and names
+        # the culprit
     check_target(target)
     check_precision(precision)
+    check_completeness = certificate.check_mode(check_completeness)
+    check_layer_bypass(layer_bypass, layer_name)
     check_batch_size(batch_size)
     method = methods.lookup(mode)
     opts = method.check_options(mode_options)
@@ -135,13 +142,15 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
     setup = dict(method=method, opts=opts, fn=fn, target=target, what=what,
                  layer_name=layer_name, per_input=per_input, average=average_refs,
                  precision=precision, check_inputs=check_inputs, max_mode=max_mode,
-                 gating=gating, key=key, params=params, x=x, refs=refs)
+                 gating=gating, key=key, params=params, x=x, refs=refs,
+                 check_completeness=check_completeness, traced=not concrete,
+                 layer_bypass=layer_bypass)
     params_check = params_finite_check(params) if check_inputs else None
     with precision_context(precision):
         one_run = family.runner(**setup, chunked=chunk != n and mesh is None)
         if mesh is not None:
             one_run = sharded(one_run, mesh, per_input)
-        run_chunk, finite_flags = recording_finite(one_run)
+        run_chunk, recorded = recording_checks(one_run)
         if chunk == n:  # one compiled dispatch: reference side, scores and finite checks
             res, delta = run_chunk(params, x, refs, 0)
             if (slot is not None and not slot and mesh is None and concrete
@@ -151,12 +160,43 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
         else:
             res, delta = run_chunked(run_chunk, params, x, refs, n, chunk, per_input, progress)
         if concrete:
-            ok = flags_on_host(finite_flags)
+            ok, summary = checks_on_host(recorded, k, targets_of(delta, average_refs))
             if not (ok[1:].all() and params_check_passed(params_check)):
                 check_inputs_finite(x, refs, params)
             if not ok[0]:
                 family.refuse(first_bad_input(res, delta), **setup)
+            if summary["failing"]:
+                report_incomplete(family.explain_gap(summary, **setup), summary,
+                                  check_completeness, n * k)
     return (res, delta) if return_delta else res
+
+
+def check_layer_bypass(layer_bypass, layer_name) -> None:
+    if layer_bypass not in ("refuse", "credit"):
+        raise ValueError(f"layer_bypass must be 'refuse' or 'credit', got {layer_bypass!r}")
+    if layer_bypass == "credit" and layer_name is None:
+        raise ValueError("layer_bypass='credit' credits the inputs with what reaches the "
+                         "target around a marked layer: it needs layer=")
+
+
+def targets_of(delta, averaged: bool) -> int:
+    """T, the number of targets per pair, from the shape of ``Δt`` (``(N[, K][, T])``)."""
+    return math.prod(np.shape(delta)[1 if averaged else 2:])
+
+
+def report_incomplete(cause: str, summary: dict, mode: str, total_pairs: int) -> None:
+    """Raise :class:`~jaxlift.errors.CompletenessError` (``mode="raise"``) or warn about the
+    pairs whose scores do not sum to ``Δt`` within the certificate's bound."""
+    worst = summary["where"]
+    message = (f"{summary['failing']} of {total_pairs} (input, reference) pair(s) have "
+               f"contributions that do not sum to Δt: worst {worst} with |ΣC − Δt| = "
+               f"{summary['gap']:.3g} over its bound {summary['bound']:.3g} "
+               f"({summary['ratio']:.3g}×). {cause}")
+    if mode == "warn":
+        warnings.warn(message, CompletenessWarning, stacklevel=3)
+        return
+    raise CompletenessError(message, pairs=summary["failing"], worst=summary["where_tuple"],
+                            gap=summary["gap"], bound=summary["bound"], cause=cause)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +254,8 @@ def call_signature(tree) -> tuple | None:
 
 def one_dispatch_key(what, fn, params, x, refs, *, target, mode, max_mode, average_refs,
                      batch_size, layer_name, key, return_delta, check_finite, mode_options,
-                     mesh, gating, precision) -> tuple | None:
+                     mesh, gating, precision, check_completeness="raise",
+                     layer_bypass="refuse") -> tuple | None:
     """The key under which a call's one-dispatch program is kept, or ``None`` for calls that
     always take the full path: a PRNG ``key``, a ``mesh``, a callable ``refs``, traced or
     non-array leaves (an unhashable option, an array in ``mode_options`` say, makes the key
@@ -233,7 +274,8 @@ def one_dispatch_key(what, fn, params, x, refs, *, target, mode, max_mode, avera
             return None
         mode_options = tuple(sorted(mode_options.items(), key=lambda kv: str(kv[0])))
     return (what, fn, target, mode, max_mode, average_refs, batch_size, layer_name,
-            return_delta, check_finite, mode_options, gating, precision, sigs)
+            return_delta, check_finite, mode_options, gating, precision, check_completeness,
+            layer_bypass, sigs)
 
 
 def one_dispatch_cell(fast_key: tuple | None) -> list | None:
@@ -265,8 +307,9 @@ def one_dispatch(one_run, precision: str, return_delta: bool, refs_from_x: bool,
             refs = jax.tree_util.tree_map(lambda l: l[:1], x)
         params_check = params_finite_check(params) if check_params else None
         with precision_context(precision):
-            res, delta, finite = one_run(params, x, refs, 0)
-        if not (np.asarray(finite).all() and params_check_passed(params_check)):
+            res, delta, checks = one_run(params, x, refs, 0)
+        finite, failing = jax.device_get((checks["finite"], checks["failing"]))
+        if not (finite.all() and not failing and params_check_passed(params_check)):
             return None
         return (res, delta) if return_delta else res
     return call
@@ -419,22 +462,33 @@ def check_inputs_finite(x, refs, params) -> None:
     refuse_non_finite_input("params", params)
 
 
-def flags_on_host(flags) -> np.ndarray:
-    """The finite flags of every chunk (:data:`FLAG_NAMES`), and-ed, read in one transfer."""
-    if len(flags) == 1:
-        return np.asarray(flags[0])
-    return np.logical_and.reduce(np.stack(jax.device_get(flags)), axis=0)
-
-
-def recording_finite(run):
-    """``run`` returning ``(scores, Δt)``, with each call's finite flags kept in a list."""
-    flags: list = []
+def recording_checks(run):
+    """``run`` returning ``(scores, Δt)``, with each chunk's ``(start, checks)`` — the finite
+    flags and the certificate's summary, still on the device — kept in a list."""
+    recorded: list = []
 
     def run_and_record(*args):
-        res, delta, finite = run(*args)
-        flags.append(finite)
+        res, delta, checks = run(*args)
+        recorded.append((args[3], checks))
         return res, delta
-    return run_and_record, flags
+    return run_and_record, recorded
+
+
+def checks_on_host(recorded: list, k: int, t: int) -> tuple[np.ndarray, dict]:
+    """Every chunk's checks read in one transfer: the finite flags (:data:`FLAG_NAMES`) and-ed
+    over chunks, and the certificate's summary over the whole call
+    (:func:`jaxlift.certificate.worst_on_host`), with the worst pair's ``(input, reference
+    [, target])`` under ``"where_tuple"`` and as words under ``"where"``."""
+    starts = [start for start, _ in recorded]
+    host = jax.device_get([checks for _, checks in recorded])
+    ok = np.logical_and.reduce(np.stack([np.asarray(c["finite"]) for c in host]), axis=0)
+    summary = certificate.worst_on_host(host, starts, k * t)
+    j, target = divmod(summary["rest"], t)
+    where = (summary["input"], j) + ((target,) if t > 1 else ())
+    summary["where_tuple"] = where
+    summary["where"] = f"(input {where[0]}, reference {where[1]}" + (
+        f", target {where[2]})" if t > 1 else ")")
+    return ok, summary
 
 
 def prepare_inputs(x, refs, key):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -23,6 +24,7 @@ from jax.extend import core as jcore
 from jax.extend import source_info_util
 
 from jaxlift.jaxpr_walk import live_equations, scan_layout
+from jaxlift.markers import marker_of
 from jaxlift.rules import registry
 
 # Call-like primitives whose body the interpreter looks into, and the param holding the body.
@@ -37,8 +39,6 @@ _CALL_BODY_PARAM = {
     "remat2": "jaxpr",
     "checkpoint": "jaxpr",
 }
-
-MARKER_PREFIX = "jaxlift_layer__"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +89,19 @@ class Program:
     ops: list  # topological order
     outputs: list  # atoms
     live: set  # live ids
-    markers: dict  # layer name -> id
+    markers: dict  # layer name -> list of (tree token or None, ids of the site's leaves)
     producer: dict  # id -> Op
+
+    def marked_ids(self, name: str) -> tuple:
+        """Every id marked ``name``: the leaves of all its sites, in trace order (one cut)."""
+        return tuple(i for _, ids in self.markers[name] for i in ids)
 
     def is_float(self, atom) -> bool:
         return isinstance(atom, int) and jnp.issubdtype(self.avals[atom].dtype, jnp.inexact)
+
+    def is_complex(self, atom) -> bool:
+        return isinstance(atom, int) and jnp.issubdtype(self.avals[atom].dtype,
+                                                        jnp.complexfloating)
 
     def carries(self, atom) -> bool:
         """Whether a variable can carry a difference and a multiplier: floats, and booleans and
@@ -113,12 +121,50 @@ class Program:
         return set(self.live_inputs) | {o for op in self.ops if op.is_live for o in op.outs}
 
 
-def where_of(eqn) -> str:
-    """The user's source line of an equation, e.g. ``model.py:12 (__call__)``."""
+class Where(str):
+    """The user's source line of an equation, e.g. ``model.py:12:4 (__call__)`` — JAX's own
+    summary: the innermost frame outside JAX, which may be inside a library (Flax's
+    ``Embed.__call__``). :attr:`in_user_code` walks out to the first frame outside installed
+    packages and jaxlift: the line of the user's own code that led there."""
+
+    source: Any = None
+
+    def __new__(cls, text: str, source=None):
+        self = super().__new__(cls, text)
+        self.source = source
+        return self
+
+    @property
+    def in_user_code(self) -> str:
+        """The innermost frame that is not in ``site-packages``/``dist-packages`` nor jaxlift's
+        own files (``self`` where there is none, or it is that frame already)."""
+        if self.source is None:
+            return str(self)
+        try:
+            frames = source_info_util.summarize(self.source, num_frames=64).splitlines()
+        except Exception:  # pragma: no cover - depends on JAX internals
+            return str(self)
+        for frame in reversed(frames):  # innermost first
+            path = frame.split(":", 1)[0]
+            if not any(part in path for part in _LIBRARY_PATHS):
+                return frame
+        return str(self)
+
+    def described(self) -> str:
+        """``self``, with the user's own line after it when the two differ."""
+        user = self.in_user_code
+        return str(self) if user == str(self) else f"{self}, called from {user}"
+
+
+_LIBRARY_PATHS = ("site-packages", "dist-packages", os.path.dirname(os.path.abspath(__file__)))
+
+
+def where_of(eqn) -> Where:
+    """The user's source line of an equation (:class:`Where`)."""
     try:
-        return source_info_util.summarize(eqn.source_info)
+        return Where(source_info_util.summarize(eqn.source_info), eqn.source_info)
     except Exception:  # pragma: no cover - depends on JAX internals
-        return "<unknown source>"
+        return Where("<unknown source>")
 
 
 _HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
@@ -191,15 +237,6 @@ def call_body(eqn):
     return None
 
 
-def marker_name(eqn) -> str | None:
-    """The layer name of a ``jaxlift.layer`` marker equation, else ``None``."""
-    if eqn.primitive.name in ("jit", "pjit"):
-        name = str(eqn.params.get("name", ""))
-        if name.startswith(MARKER_PREFIX):
-            return name[len(MARKER_PREFIX):]
-    return None
-
-
 class _Builder:
     def __init__(self):
         self.avals: dict = {}
@@ -269,11 +306,12 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
         live = tuple(b.is_live(a) for a in ins)
         where = call_site or where_of(eqn)
         body = call_body(eqn)
-        name = marker_name(eqn)
-        if name is not None:
-            (src,) = ins
-            b.markers[name] = src
-            env[eqn.outvars[0]] = src
+        marker = marker_of(eqn)
+        if marker is not None:
+            name, token = marker
+            b.markers.setdefault(name, []).append((token, ins))
+            for v, a in zip(eqn.outvars, ins):
+                env[v] = a
             continue
         if eqn.primitive.name == "scan" and any(live):
             outs = tuple(b.new(v.aval, live=True) for v in eqn.outvars)
@@ -455,6 +493,39 @@ def _scan_body(eqn, live: Sequence[bool]) -> Program:
     return program_from_jaxpr(closed.jaxpr, closed.consts, live_in)
 
 
+_VIEWS = ("broadcast_in_dim", "reshape", "squeeze", "expand_dims", "slice", "transpose",
+          "convert_element_type", "copy", "copy_p")
+
+
+def origin_of(program: "Program", atom, site: str = "") -> Op | None:
+    """The operation that computes ``atom``: walking back through reshapes, broadcasts and
+    casts, and through operations at ``site`` (a call's own bookkeeping, e.g. ``jnp.take``
+    wrapping negative indices), to the first that does arithmetic (``cumsum``, a comparison,
+    a dense layer …); ``None`` when ``atom`` is (a view of) an input or a constant."""
+    for _ in range(64):
+        op = program.producer.get(atom) if isinstance(atom, int) else None
+        if op is None:
+            return None
+        live = [a for a, l in zip(op.ins, op.live) if l]
+        if not live or op.primitive not in _VIEWS and str(op.where) != site:
+            return op
+        atom = live[-1] if op.primitive == "select_n" else live[0]
+    return None
+
+
+def view_of_input(program: "Program", atom):
+    """The live input that ``atom`` is a reshaped, broadcast, sliced or cast view of, else
+    ``None``."""
+    for _ in range(64):
+        if atom in program.live_inputs:
+            return atom
+        op = program.producer.get(atom) if isinstance(atom, int) else None
+        if op is None or op.primitive not in _VIEWS or sum(op.live) != 1:
+            return None
+        atom = next(a for a, l in zip(op.ins, op.live) if l)
+    return None
+
+
 def _dce(ops: list, needed: set) -> list:
     kept = []
     for op in reversed(ops):
@@ -556,11 +627,12 @@ def program_from_jaxpr(jaxpr, consts: Sequence[Any], live_in: Sequence[bool]) ->
     b = _Builder()
     in_atoms = [b.new(v.aval, live=bool(l)) for v, l in zip(jaxpr.invars, live_in)]
     outs = _inline(b, jaxpr, list(consts), in_atoms)
-    needed = {a for a in outs if isinstance(a, int)} | set(b.markers.values())
+    marked = {a for sites in b.markers.values() for _, ids in sites for a in ids
+              if isinstance(a, int)}
+    needed = {a for a in outs if isinstance(a, int)} | marked
     ops = _dce(b.ops, needed)
     live_inputs = [a for a, l in zip(in_atoms, live_in) if l]
-    ops = _fuse(ops, list(outs) + list(b.markers.values()), b.avals, live_inputs,
-                markers=b.markers.values())
+    ops = _fuse(ops, list(outs) + sorted(marked), b.avals, live_inputs, markers=marked)
     producer = {o: op for op in ops for o in op.outs}
     return Program(b.avals, [a for a, l in zip(in_atoms, live_in) if not l], live_inputs,
                    b.consts, ops, outs, b.live, b.markers, producer)

@@ -20,7 +20,7 @@ callable; :func:`broadcast_references` brings either form to ``(N, K, *F)``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,7 @@ __all__ = [
     "shuffle_ref_fn",
     "dinucleotide_ref_fn",
     "constant_ref_fn",
+    "hold",
 ]
 
 
@@ -527,6 +528,34 @@ def broadcast_references(refs: Array, x: Array) -> jax.Array:
         f"references of shape {refs.shape} do not fit inputs of shape {x_shape}: expected "
         f"{feat}, (K, *{feat}) or ({n}, K, *{feat})"
     )
+
+
+def hold(x: Mapping[str, Array], refs: Mapping[str, Array], keys: Sequence[str]) -> dict:
+    """Per-input references ``(N, K, *S)`` in which the inputs named ``keys`` keep the input's
+    own values: they are held fixed in every pair (``Δ = 0``), so nothing of ``Δt`` is carried
+    by them — an attention or padding mask passed beside the token ids, when the embeddings are
+    explained at a marked layer (``layer=``): the cut is then exact.
+
+    ``x``: a dict of input batches ``(N, *S)``; ``refs``: a dict with the other keys' references,
+    ``(K, *S)`` shared or ``(N, K, *S)`` per input (the held keys may be absent). Returns a dict
+    with every key of ``x``: held keys are ``x[key]`` repeated K times, the others broadcast to
+    ``(N, K, *S)``."""
+    held = set(keys)
+    missing = held - set(x)
+    if missing:
+        raise ValueError(f"hold: keys {sorted(missing)} are not inputs (x has {sorted(x)})")
+    free = [key for key in x if key not in held]
+    if not free:
+        raise ValueError("hold: every input is held; nothing would be explained")
+    absent = [key for key in free if key not in refs]
+    if absent:
+        raise ValueError(f"hold: refs has no reference for {absent}")
+    out = {key: broadcast_references(refs[key], x[key]) for key in free}
+    k = out[free[0]].shape[1]
+    for key in held:
+        v = jnp.asarray(x[key])
+        out[key] = jnp.broadcast_to(v[:, None], (v.shape[0], k) + v.shape[1:])
+    return {key: out[key] for key in x}
 
 
 def zeros_ref_fn() -> RefFn:

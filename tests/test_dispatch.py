@@ -45,12 +45,12 @@ def _spy(monkeypatch, reference_side=False):
             return run(*args)
         return counted
 
-    check, flags = pipeline.refuse_non_finite_input, pipeline.flags_on_host
+    check, flags = pipeline.refuse_non_finite_input, pipeline.checks_on_host
     monkeypatch.setattr(interpreted, "compiled_program", counting_compiled)
     monkeypatch.setattr(pipeline, "refuse_non_finite_input",
                         lambda *a: (events.append("host check"), check(*a))[1])
-    monkeypatch.setattr(pipeline, "flags_on_host",
-                        lambda f: (events.append("flags"), flags(f))[1])
+    monkeypatch.setattr(pipeline, "checks_on_host",
+                        lambda *a: (events.append("flags"), flags(*a))[1])
     if not reference_side:
         monkeypatch.setattr(interpreted, "reference_values",
                             lambda *a: pytest.fail("the reference side ran as its own dispatch"))

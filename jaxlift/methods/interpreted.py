@@ -11,17 +11,19 @@ overflowed.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxlift import interpreter
+from jaxlift import certificate, interpreter
 from jaxlift._memo import memoized
-from jaxlift._ops import difference, example_structs, finite_flags, mean_axis
+from jaxlift._ops import difference, example_structs, finite_flags, mean_axis, widen
+from jaxlift.markers import tree_of
 from jaxlift.errors import NonFiniteScoresError
 from jaxlift.interpreter import Config
-from jaxlift.program import build_program
+from jaxlift.program import build_program, origin_of, view_of_input
 from jaxlift.targets import per_example
 
 
@@ -33,12 +35,27 @@ def same_example(x_leaves, r_leaves):
     return same
 
 
-def pair_fn(program, config: Config, what: str, layer_name: str | None, all_targets: bool):
-    """``pair(fixed_leaves, x_leaves, r_leaves, r_values=None) -> (scores, Δt)`` of one pair:
-    contributions ``m·Δx`` or multipliers ``m`` of every live input (or of the marked layer),
-    with a leading T axis for ``all_targets``."""
+def scored_atoms(program, layer_name: str | None) -> tuple:
+    """The variables whose scores are returned: the live inputs, or every leaf of every site
+    of the marked layer (one cut)."""
+    if layer_name is None:
+        return tuple(program.live_inputs)
+    return program.marked_ids(layer_name)
+
+
+def pair_fn(program, config: Config, what: str, layer_name: str | None, all_targets: bool,
+            certify: bool = False, precision: str = "default", bypass: str = "refuse"):
+    """``pair(fixed_leaves, x_leaves, r_leaves, r_values=None) -> (scores, Δt, (gap, τ))`` of
+    one pair: contributions ``m·Δx`` or multipliers ``m`` of every live input (or of every leaf
+    of the marked layer, then, for ``bypass="credit"``, of every live input too: the share of
+    ``Δt`` that reaches the target around the layer), with a leading T axis for
+    ``all_targets``; ``(gap, τ)`` is the completeness certificate of the returned contributions
+    (:mod:`jaxlift.certificate`; zeros unless ``certify``)."""
     out_atom = program.outputs[0]
-    marked = None if layer_name is None else program.markers[layer_name]
+    scored = scored_atoms(program, layer_name)
+    stop = frozenset(a for a in scored if isinstance(a, int)) if layer_name is not None \
+        else frozenset()
+    credit = layer_name is not None and bypass == "credit"
 
     def pair(fixed_leaves, x_leaves, r_leaves, r_values=None):
         fwd = interpreter.forward(program, config, fixed_leaves, x_leaves, r_leaves, r_values)
@@ -52,27 +69,60 @@ def pair_fn(program, config: Config, what: str, layer_name: str | None, all_targ
         delta = jnp.where(same, 0, difference(y, y0))
 
         def back(seed):
-            mult = (interpreter.backward(fwd, {out_atom: seed}, stop_at=marked)
+            mult = (interpreter.backward(fwd, {out_atom: seed}, stop=stop)
                     if program.is_live(out_atom) else {})
-            if marked is not None:
-                if what == "contributions":
-                    return [interpreter.variable_contributions(fwd, mult, marked)]
-                return [interpreter.variable_multipliers(fwd, mult, marked)]
-            ms = interpreter.input_multipliers(fwd, mult)
+            atoms = scored + (tuple(program.live_inputs) if credit else ())
+            contribs = [_contribution(fwd, mult, a) for a in atoms]
             if what == "contributions":
-                return [m * fwd.delta(i) for m, i in zip(ms, program.live_inputs)]
-            return ms
+                res = contribs
+            elif layer_name is None:
+                res = interpreter.input_multipliers(fwd, mult)
+            else:
+                res = [_multiplier(fwd, mult, a) for a in atoms]
+            if what == "contributions":
+                res = [jnp.where(same, jnp.zeros_like(r), r) for r in res]
+            if not certify:
+                zero = jnp.zeros((), jnp.result_type(delta))
+                return res, (zero, zero)
+            contribs = [jnp.where(same, jnp.zeros_like(c), c) for c in contribs]
+            total = sum(jnp.sum(c) for c in contribs)
+            size = sum(jnp.sum(jnp.abs(c)) for c in contribs)
+            kappa = (jnp.sum(jnp.abs(seed * widen(y))) + jnp.sum(jnp.abs(seed * widen(y0)))
+                     + sum(_rounding_scale(fwd, mult, a) for a in atoms))
+            dt = jnp.sum(seed * delta)
+            return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision)
 
         dtype = jnp.result_type(delta)
         if all_targets:
-            res = jax.vmap(back)(jnp.eye(delta.shape[0], dtype=dtype))
+            res, cert = jax.vmap(back)(jnp.eye(delta.shape[0], dtype=dtype))
         else:
-            res = back(jnp.ones((), dtype))
-        if what == "contributions":
-            res = [jnp.where(same, jnp.zeros_like(r), r) for r in res]
-        return res, delta
+            res, cert = back(jnp.ones((), dtype))
+        return res, delta, cert
 
     return pair
+
+
+def _contribution(fwd, mult: dict, atom):
+    """``C`` of a scored variable (zeros for a constant or a value no multiplier reached)."""
+    if not isinstance(atom, int) or atom not in fwd.x:
+        return jnp.zeros(jnp.shape(fwd.value(atom, "x")), jnp.float32)
+    return interpreter.variable_contributions(fwd, mult, atom)
+
+
+def _multiplier(fwd, mult: dict, atom):
+    if not isinstance(atom, int) or atom not in fwd.x:
+        return jnp.zeros(jnp.shape(fwd.value(atom, "x")), jnp.float32)
+    return interpreter.variable_multipliers(fwd, mult, atom)
+
+
+def _rounding_scale(fwd, mult: dict, atom):
+    """``Σ |m|·(|v| + |v0|)`` of a scored variable: how far rounding of its values can move
+    ``t`` (``|m|`` the larger of ``|m⁺|``, ``|m⁻|``)."""
+    m = mult.get(atom) if isinstance(atom, int) else None
+    if m is None:
+        return 0.0
+    size = jnp.abs(m.pos) if m.shared else jnp.maximum(jnp.abs(m.pos), jnp.abs(m.neg))
+    return jnp.sum(size * (jnp.abs(widen(fwd.x[atom])) + jnp.abs(widen(fwd.r[atom]))))
 
 
 def _squeeze_batch_axis(r, axis: int):
@@ -80,38 +130,77 @@ def _squeeze_batch_axis(r, axis: int):
     return jnp.squeeze(r, axis=axis) if r.ndim > axis and r.shape[axis] == 1 else r
 
 
+def layer_structure(program, layer_name: str, leaves: list):
+    """The scores of a marked layer's leaves in the structure that was marked: one array, the
+    marked pytree, or a tuple of them for several sites of one name."""
+    sites, k = [], 0
+    for token, ids in program.markers[layer_name]:
+        part = leaves[k:k + len(ids)]
+        k += len(ids)
+        tree = tree_of(token)
+        sites.append(part[0] if tree is None else jax.tree_util.tree_unflatten(tree, part))
+    return sites[0] if len(sites) == 1 else tuple(sites)
+
+
+def check_layer(program, layer_name: str) -> None:
+    if layer_name not in program.markers:
+        known = ", ".join(sorted(program.markers)) or "none"
+        raise ValueError(f"no layer named {layer_name!r} in fn (marked layers: {known}); mark "
+                         "one with jaxlift.layer(value, name)")
+
+
 def compute(params, x, refs, ref_values=None, *, fn, target, config, what, layer_name,
-            per_input_refs, average, check_inputs=False):
-    """Scores of N inputs × K references, ``Δt``, and the finite flags of
-    :func:`jaxlift._ops.finite_flags` (computed in the same program: no dispatch and no host
-    sync before the result); ``ref_values`` (:func:`reference_values`, shared references only)
-    holds the references' forward pass, computed once for all chunks."""
+            per_input_refs, average, check_inputs=False, certify=False, poison=False,
+            precision="default", bypass="refuse"):
+    """Scores of N inputs × K references, ``Δt``, the finite flags of
+    :func:`jaxlift._ops.finite_flags` and the certificate's summary
+    (:func:`jaxlift.certificate.summarize`), all in the same program: no dispatch and no host
+    sync before the result. ``ref_values`` (:func:`reference_values`, shared references only)
+    holds the references' forward pass, computed once for all chunks. ``poison``: NaN for the
+    scores of pairs that fail the certificate (a caller's own ``jit``, where nothing can be
+    raised)."""
     program, _ = build_program(per_example(fn, target), params, example_structs(x, True))
     if ref_values is not None and set(ref_values) != program.live_values():
         raise RuntimeError("jaxlift internal error: the references' forward values do not match "
                            "the traced program")
-    if layer_name is not None and layer_name not in program.markers:
-        known = ", ".join(sorted(program.markers)) or "none"
-        raise ValueError(f"no layer named {layer_name!r} in fn (marked layers: {known}); mark "
-                         "one with jaxlift.layer(value, name)")
+    if layer_name is not None:
+        check_layer(program, layer_name)
     all_targets = isinstance(target, str) and target == "all"
-    pair = pair_fn(program, config, what, layer_name, all_targets)
+    pair = pair_fn(program, config, what, layer_name, all_targets, certify, precision, bypass)
     fixed = jax.tree_util.tree_leaves(params)
     x_leaves = jax.tree_util.tree_leaves(x)
     r_leaves = jax.tree_util.tree_leaves(refs)
     hoisted = None if ref_values is None else 0
     over_refs = jax.vmap(pair, in_axes=(None, None, 0, hoisted))
     over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None))
-    res, delta = over_pairs(fixed, x_leaves, r_leaves, ref_values)
+    res, delta, (gap, bound) = over_pairs(fixed, x_leaves, r_leaves, ref_values)
     finite = finite_flags(res, delta, x, refs, check_inputs)
+    summary = certificate.summarize(gap, bound) if certify else certificate.unchecked()
+    if certify and poison:
+        res = certificate.poisoned(res, gap <= bound)
     if layer_name is not None:
-        res = [_squeeze_batch_axis(r, 2 + all_targets) for r in res]
+        n_layer = len(scored_atoms(program, layer_name))
+        res = [_squeeze_batch_axis(r, 2 + all_targets) for r in res[:n_layer]] + res[n_layer:]
     if average:
         res = [mean_axis(r, 1) for r in res]
         delta = mean_axis(delta, 1)
+    checks = {"finite": finite, **summary}
     if layer_name is not None:
-        return res[0], delta, finite
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), res), delta, finite
+        scores = layer_structure(program, layer_name, res[:n_layer])
+        if bypass == "credit":
+            scores = LayerScores(scores, jax.tree_util.tree_unflatten(
+                jax.tree_util.tree_structure(x), res[n_layer:]))
+        return scores, delta, checks
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), res), delta, checks
+
+
+class LayerScores(NamedTuple):
+    """Scores at a marked layer with ``layer_bypass="credit"``: ``layer`` (the cut's own) and
+    ``bypass`` (shaped like ``x``: the share of ``Δt`` that reaches the target around the cut,
+    credited to the inputs it comes from; zeros where none does). Together they sum to ``Δt``."""
+
+    layer: Any
+    bypass: Any
 
 
 def _reference_side(params, refs, *, fn, target):
@@ -135,13 +224,15 @@ def reference_values(fn, target, params, refs):
 
 @functools.lru_cache(maxsize=256)
 def compiled_program(fn, target, config, what, layer_name, per_input_refs, average,
-                     precision="default", check_inputs=False):
+                     precision="default", check_inputs=False, certify=False, poison=False,
+                     bypass="refuse"):
     """One jitted :func:`compute` per key. ``precision`` is part of the key (the program is
     traced and run under the pipeline's precision context, which JAX's own cache also keys
     on), so the default and ``"highest"`` programs never share a compilation."""
     return jax.jit(functools.partial(
         compute, fn=fn, target=target, config=config, what=what, layer_name=layer_name,
-        per_input_refs=per_input_refs, average=average, check_inputs=check_inputs))
+        per_input_refs=per_input_refs, average=average, check_inputs=check_inputs,
+        certify=certify, poison=poison, precision=precision, bypass=bypass))
 
 
 def config_of(method, opts: dict, max_mode: str, gating: str) -> Config:
@@ -151,14 +242,27 @@ def config_of(method, opts: dict, max_mode: str, gating: str) -> Config:
     return Config(mode=composite, max_mode=max_mode, gating=gating)
 
 
+def certified(method, config: Config, check_completeness: str) -> bool:
+    """Whether a call's scores are checked by the certificate: a method that promises
+    completeness (``completeness="exact"``) whose composite chooses only exact rules (not
+    ``max_mode="gradient"``, ``gating="gate_as_weight"``, nor a user's composite built on
+    them), unless the user turned the check off. Others report their gap (``return_delta=True``,
+    :func:`jaxlift.completeness_gap`) and are never refused for it."""
+    return (check_completeness != "off" and method.completeness == "exact"
+            and config.composite.exact)
+
+
 def runner(method, opts, *, fn, target, what, layer_name, per_input, average, precision,
-           check_inputs, max_mode, gating, params, refs, chunked, **_) -> Callable:
-    """``run(params, x, refs, start) -> (scores, Δt, finite flags)`` for one chunk of inputs
+           check_inputs, max_mode, gating, params, refs, chunked, check_completeness="raise",
+           traced=False, layer_bypass="refuse", **_) -> Callable:
+    """``run(params, x, refs, start) -> (scores, Δt, checks)`` for one chunk of inputs
     (``start``, the chunk's first input, is not needed here). When the inputs run in several
     chunks against shared references, the references' forward pass runs once, here."""
     config = config_of(method, opts, max_mode, gating)
+    certify = certified(method, config, check_completeness)
     program = memoized(compiled_program, fn, target, config, what, layer_name, per_input,
-                       average, precision, check_inputs)
+                       average, precision, check_inputs, certify, certify and traced,
+                       layer_bypass)
     ref_values = (reference_values(fn, target, params, refs)
                   if chunked and not per_input else None)
 
@@ -190,7 +294,7 @@ def multipliers_at_input(f: Callable, params, x, composite) -> Any:
     pair = pair_fn(program, Config(mode=composite, max_mode="gradient"), "multipliers", None,
                    all_targets)
     x_leaves, tree = jax.tree_util.tree_flatten(x)
-    res, _ = pair(jax.tree_util.tree_leaves(params), x_leaves, x_leaves)
+    res, _, _ = pair(jax.tree_util.tree_leaves(params), x_leaves, x_leaves)
     return jax.tree_util.tree_unflatten(tree, res)
 
 
@@ -235,8 +339,9 @@ def refuse_non_finite(i: int, *, fn, params, x, refs, target, config: Config, la
                     "a reference further from the input, or float64 (jax_enable_x64)",
                     op.primitive, op.where)
 
-        interpreter.backward(fwd, {out: seed}, stop_at=None if layer_name is None
-                             else program.markers.get(layer_name), inspect=inspect)
+        interpreter.backward(fwd, {out: seed}, stop=frozenset(
+            a for a in scored_atoms(program, layer_name) if isinstance(a, int))
+            if layer_name is not None else frozenset(), inspect=inspect)
     raise NonFiniteScoresError(
         f"jaxlift produced NaN or Inf scores for input {i}; no single operation could be "
         "blamed (the product of finite multipliers overflowed). Use float64 (jax_enable_x64) "
@@ -251,6 +356,156 @@ def refuse(i: int, *, method, opts, fn, params, x, refs, target, layer_name, per
                       per_input=per_input)
 
 
-__all__ = ["compute", "compiled_program", "config_of", "lowered_text", "multipliers_at_input",
-           "pair_fn", "reference_values", "refuse", "refuse_non_finite", "runner",
-           "same_example"]
+# ---------------------------------------------------------------------------------------------
+# A failed certificate: why
+
+def explain_gap(summary: dict, *, method, opts, fn, params, x, refs, target, layer_name,
+                per_input, max_mode, gating, precision="default", **_) -> str:
+    """The pipeline's hook for a failed certificate: the likely cause, read off the program and
+    the worst pair (:func:`diagnose_pair`)."""
+    i, j = summary["where_tuple"][:2]
+    t = summary["where_tuple"][2] if len(summary["where_tuple"]) > 2 else None
+    config = config_of(method, opts, max_mode, gating)
+    try:
+        return diagnose_pair(fn, params, x, refs, i, j, t, target=target, config=config,
+                             layer_name=layer_name, per_input=per_input, precision=precision)
+    except Exception as exc:  # the diagnosis must never hide the refusal itself
+        return f"(jaxlift could not diagnose the cause: {type(exc).__name__}: {exc})"
+
+
+def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target, config,
+                  layer_name, per_input, precision="default") -> str:
+    """Re-run pair (input ``i``, reference ``j``[, target ``t``]) and say where ``Δt`` was lost:
+    a path around the marked layer (with its junction and origin lines), or the operation whose
+    rule did not conserve ``Σ m·Δ`` (``Σ`` over its outputs ≠ ``Σ`` over its inputs), noting
+    NaN/Inf among its operands (a NaN hidden by a select, a −inf mask)."""
+    program, _ = build_program(per_example(fn, target), params, example_structs(x, True))
+    fixed = jax.tree_util.tree_leaves(params)
+    x_leaves = [l[i] for l in jax.tree_util.tree_leaves(x)]
+    r_leaves = [l[i, j] if per_input else l[j] for l in jax.tree_util.tree_leaves(refs)]
+    stop = frozenset(a for a in scored_atoms(program, layer_name) if isinstance(a, int)) \
+        if layer_name is not None else frozenset()
+    out = program.outputs[0]
+    seen: list = []
+
+    def run(fixed, x_leaves, r_leaves):
+        fwd = interpreter.forward(program, config, fixed, x_leaves, r_leaves)
+        y, y0 = fwd.x[out], fwd.r[out]
+        dt_all = difference(y, y0)
+        seed = (jnp.ones((), dt_all.dtype) if t is None
+                else jnp.zeros(dt_all.shape, dt_all.dtype).at[t].set(1))
+        losses, scales, bad, lost = [], [], [], []
+
+        def inspect(op, m_out, m_in):
+            c_out = [_contribution_of(fwd, o, m) for o, m in zip(op.outs, m_out)
+                     if m is not None and program.carries(o)]
+            c_in = [_contribution_of(fwd, a, m) for a, m, l in zip(op.ins, m_in, op.live)
+                    if m is not None and l and program.carries(a)]
+            losses.append(sum(jnp.sum(c) for c in c_out) - sum(jnp.sum(c) for c in c_in))
+            scales.append(sum(jnp.sum(jnp.abs(c)) for c in c_out + c_in))
+            values = [widen(fwd.value(a, side)) for a in op.ins if isinstance(a, int)
+                      for side in ("x", "r") if a in fwd.x or a in fwd.fixed]
+            bad.append(jnp.any(jnp.stack([~jnp.all(jnp.isfinite(v)) for v in values]))
+                       if values else jnp.asarray(False))
+            parts = [p for m in m_in if m is not None for p in (m.pos, m.neg)]
+            lost.append(jnp.any(jnp.stack([~jnp.all(jnp.isfinite(p)) for p in parts]))
+                        if parts else jnp.asarray(False))
+            seen.append(op)
+
+        mult = interpreter.backward(fwd, {out: seed}, stop=stop, inspect=inspect)
+        around = sum((jnp.sum(_contribution_of(fwd, a, mult[a]))
+                      for a in program.live_inputs if a in mult and a not in stop), 0.0)
+        dt = jnp.sum(seed * dt_all)
+        stack = lambda v: jnp.stack(v) if v else jnp.zeros((0,))  # noqa: E731
+        return stack(losses), stack(scales), stack(bad), stack(lost), around, dt
+
+    losses, scales, bad, lost, around, dt = jax.device_get(
+        jax.jit(run)(fixed, x_leaves, r_leaves))
+    names = {i: "x" + jax.tree_util.keystr(path) for i, (path, _) in zip(
+        program.live_inputs, jax.tree_util.tree_leaves_with_path(x))}
+    return cause_of(program, seen, losses, scales, bad, lost, float(around), float(dt),
+                    layer_name, names)
+
+
+def _contribution_of(fwd, atom, m):
+    """``m⁺·Δ⁺ + m⁻·Δ⁻`` of one variable (its split, or ``m·Δ``)."""
+    if fwd.config.carries_split and atom in fwd.split:
+        pos, neg = fwd.split[atom]
+        return m.pos * pos + m.neg * neg
+    return m.pos * fwd.delta(atom)
+
+
+def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: float,
+             layer_name, input_names: dict | None = None) -> str:
+    """Words for :func:`diagnose_pair`'s findings, per operation in the order the backward pass
+    met them: ``losses`` (``Σ`` out − ``Σ`` in of ``m·Δ``), ``scales``, ``bad`` (NaN/Inf among
+    the operands' values) and ``lost`` (NaN/Inf among the multipliers it produced)."""
+    if layer_name is not None and abs(around) > 0:
+        return (f"Cause: part of Δt reaches the target around layer {layer_name!r} "
+                f"({around:.3g} of Δt = {dt:.3g}): "
+                + describe_bypasses(program, layer_name, input_names))
+    first_nan = next((k for k in range(len(lost)) if lost[k]), None)
+    if first_nan is not None:
+        op = ops[first_nan]
+        values = (" Its operands hold NaN or Inf on the input or the reference side (a −inf "
+                  "mask, an overflow)." if bad[first_nan] else "")
+        return (f"Cause: multipliers stop being finite at primitive '{op.primitive}' at "
+                f"{_where_text(op.where)}, and a guard further on (a select, a product's "
+                f"finite check) dropped them with part of the difference.{values} Report it "
+                "(with this message) if the rule is jaxlift's.")
+    finite = np.where(np.isfinite(losses), np.abs(losses), 0) if len(losses) else losses
+    if len(losses) and finite.max() > 0:
+        k = int(np.argmax(finite))
+        op = ops[k]
+        nan = (" Its operands hold NaN or Inf on the input or the reference side: a NaN or "
+               "an infinite value masked by a select (jnp.where) or a −inf mask." if bad[k]
+               else "")
+        body = " (in its body)" if op.sub is not None else ""
+        return (f"Cause: the rule for primitive '{op.primitive}'{body} at {_where_text(op.where)} "
+                f"does not conserve Σ m·Δ: {losses[k]:.3g} of Δt (its scale {scales[k]:.3g}) "
+                f"is lost there.{nan} Report it (with this message) if the rule is jaxlift's; "
+                "a rule of your own composite is the first suspect.")
+    return ("Cause: no single operation loses the difference; rounding accumulated along the "
+            "program exceeds the bound (float32 at large offsets?). Use float64 "
+            "(jax.config.update('jax_enable_x64', True)), or check_completeness='warn'.")
+
+
+def describe_bypasses(program, layer_name: str, input_names: dict | None = None) -> str:
+    """The paths around a marked layer: where each joins the layer's descendants (primitive and
+    line) and what joins there (the input, or the operation computing it), with the fixes.
+    ``input_names``: live input id -> a name (``"x['mask']"``)."""
+    below = set(a for a in program.marked_ids(layer_name) if isinstance(a, int))
+    parts, seen = [], set()
+    for op in program.ops:
+        if not op.is_live or not any(l and a in below for a, l in zip(op.ins, op.live)):
+            continue
+        below.update(op.outs)
+        for a in (a for a, l in zip(op.ins, op.live) if l and a not in below):
+            source = view_of_input(program, a)
+            origin = None if source is not None else origin_of(program, a)
+            key = source if source is not None else id(origin)
+            if key in seen:
+                continue
+            seen.add(key)
+            what = ((input_names or {}).get(source, "an input of fn") if source is not None
+                    else f"a value computed by '{origin.primitive}' at "
+                    f"{_where_text(origin.where)}" if origin is not None else "a constant")
+            parts.append(f"'{op.primitive}' at {_where_text(op.where)} also reads {what}, "
+                         "which does not pass through the layer")
+    if not parts:
+        parts = ["the target depends on the inputs through values that do not pass through "
+                 "the layer"]
+    return ("; ".join(parts[:3]) + ". Fixes: mark a value every path passes through (the sum "
+            "of a residual block, not its branch); hold what goes around fixed per example (an "
+            "attention or padding mask: pass it as an input of its own with per-input "
+            "references equal to the input's own, jaxlift.references.hold); or pass "
+            "layer_bypass='credit' to get the inputs' share beside the layer's.")
+
+
+def _where_text(where) -> str:
+    return where.described() if hasattr(where, "described") else str(where)
+
+
+__all__ = ["LayerScores", "compute", "compiled_program", "config_of", "diagnose_pair",
+           "explain_gap", "lowered_text", "multipliers_at_input", "pair_fn",
+           "reference_values", "refuse", "refuse_non_finite", "runner", "same_example"]

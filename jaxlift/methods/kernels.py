@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlift._memo import memoized
+from jaxlift import certificate
 from jaxlift._ops import finite_flags, mean_axis
 from jaxlift.errors import NonFiniteScoresError
 from jaxlift.targets import per_example
@@ -74,7 +75,7 @@ def compute(params, x, refs, arrays, key, start, *, method, opts_key, fn, target
     if average:
         res = jax.tree_util.tree_map(lambda a: mean_axis(a, 1), res)
         delta = mean_axis(delta, 1)
-    return res, delta, finite
+    return res, delta, {"finite": finite, **certificate.unchecked()}
 
 
 @functools.lru_cache(maxsize=128)
@@ -121,6 +122,11 @@ def runner(method, opts, *, fn, target, what, per_input, average, precision, che
     def run(p, xc, rc, start):
         return program(p, xc, rc, arrays, key, start)
     return run
+
+
+def explain_gap(summary: dict, **_) -> str:  # pragma: no cover - kernels are never certified
+    """The pipeline's hook for a failed certificate (kernel methods compute none)."""
+    return ""
 
 
 def refuse(i: int, *, method, **_) -> None:

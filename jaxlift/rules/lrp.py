@@ -39,4 +39,4 @@ def lrp_epsilon_rule(epsilon: float) -> Rule:
         z, slope = jax.jvp(ctx.pre_activation, (x,), (jnp.ones_like(x),))
         ratio = lrp_ratio(z, ctx.ys[0], epsilon) * wide(slope)
         return [m.map(lambda v: v * ratio)]
-    return Rule(f"lrp_epsilon({epsilon:g})", backward=backward)
+    return Rule(f"lrp_epsilon({epsilon:g})", backward=backward, exact=False)

@@ -93,7 +93,8 @@ def _backward(ctx, m_out) -> list:
 
 
 MAX_RULE = Rule("max", backward=_backward)
-MAX_GRADIENT = Rule("max_gradient", backward=_gradient_backward)  # chosen by a composite
+MAX_GRADIENT = Rule("max_gradient", backward=_gradient_backward,  # chosen by a composite
+                    exact=False)
 
 MAX_PRIMITIVES = ("max", "min", "reduce_max", "reduce_min", "reduce_window_max",
                   "reduce_window_min")

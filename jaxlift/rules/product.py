@@ -108,7 +108,8 @@ def _quotient_backward(ctx, m_out) -> list:
 
 
 BILINEAR = Rule("product", backward=_bilinear_backward)
-GATE_AS_WEIGHT = Rule("gate_as_weight", backward=_gate_as_weight_backward)  # by a composite
+GATE_AS_WEIGHT = Rule("gate_as_weight", backward=_gate_as_weight_backward,  # by a composite
+                      exact=False)
 QUOTIENT = Rule("quotient", backward=_quotient_backward)
 
 for _p in ("mul", "dot_general", "conv_general_dilated"):

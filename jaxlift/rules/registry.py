@@ -38,6 +38,9 @@ class Rule:
     ``forward(ctx) -> (outs_x, outs_r, stash)``: evaluate the operation on both sides at once
     and keep ``stash`` for ``split``/``backward`` (``ctx.stash``); ``None`` evaluates it with
     ``bind``, once per side. A loop uses it to run its body once and keep every step.
+    ``exact``: the rule promises ``Σ m_in·Δin = Σ m_out·Δout`` (summation-to-delta). Rules that
+    do not (the original's max-pooling route, gate-as-weight, guided backprop, ε-LRP) say so,
+    and a composite using one is not held to the completeness certificate.
     """
 
     name: str
@@ -45,6 +48,7 @@ class Rule:
     split: Callable[..., Sequence[tuple[Any, Any]]] | None = None
     numeric_operands: bool = False
     forward: Callable[..., tuple] | None = None
+    exact: bool = True
 
 
 _RULES: dict[str, list[tuple[Predicate, Rule]]] = {}
@@ -130,6 +134,12 @@ class Composite:
     def with_entries(self, name: str, *entries: tuple[Match, Rule]) -> "Composite":
         """This composite with ``entries`` tried first."""
         return dataclasses.replace(self, name=name, entries=tuple(entries) + self.entries)
+
+    @property
+    def exact(self) -> bool:
+        """Whether every rule this composite chooses promises summation-to-delta (the
+        registry's rules all do)."""
+        return all(rule.exact for _, rule in self.entries)
 
     def rule_for(self, op, program) -> Rule | None:
         for match, rule in self.entries:

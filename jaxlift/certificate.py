@@ -1,0 +1,117 @@
+"""The completeness certificate: every returned DeepLIFT score sums to ``Δt``, or the call says so.
+
+Rules are proven case by case; the certificate checks the promise itself, per pair, inside the
+compiled program (docs/design.md, "The completeness certificate"). For each (input, reference
+[, target]) pair the interpreter already has ``Δt = t(x) − t(r)``; with the returned
+contributions ``C`` it forms
+
+* ``gap = |ΣC − Δt|``,
+* ``τ = rtol·max(Σ|C|, |Δt|) + c·eps·κ̂``, with ``κ̂ = |t(x)| + |t(r)| + Σ_i |m_i|·(|v_i| + |v0_i|)``
+  over the scored values ``v`` (the inputs, or the marked layer): the size of what rounding
+  the evaluation of ``t`` can move ``Δt`` by, read off values the program already has
+  (a cheap stand-in for the README's ``κ``, which needs a gradient of ``t``).
+
+A pair with ``gap > τ`` is *refused*: ``attribute`` raises :class:`~jaxlift.errors.CompletenessError`
+naming the pairs, the worst gap and its bound, and the likely cause (``check_completeness=
+"warn"`` warns and returns, ``"off"`` does not compute it). Inside a caller's own ``jit`` no
+error can be raised; a failing pair's scores are NaN there instead of a wrong number.
+
+``rtol`` and ``c`` are calibrated on the fuzz suite (``tests/test_fuzz_exact.py``: float16 to
+float64, BatchNorm-like offsets of 1e3, references from equal to 1e4 away), the studies and the
+README's examples, with no refusal there; bugs the certificate is meant to catch move ΣC by
+1e-3 to 1 of Σ|C|. On an accelerator at ``precision="default"``, float32 dots and convolutions
+may run in TF32 (an 11-bit significand), and ``eps`` is TF32's.
+
+The summary that travels with the finite flags (one host read per call) is a dict of scalars:
+``failing`` (pairs over their bound), and for the worst pair its ``index`` (flat, over
+``(N, K[, T])`` of the chunk), ``ratio`` (``gap/τ``), ``gap`` and ``bound``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MODES = ("raise", "warn", "off")
+RTOL = {jnp.dtype(jnp.float64): 1e-9, jnp.dtype(jnp.float32): 1e-4}
+ROUNDING_FACTOR = 64  # c: ulps of κ̂ that rounding of the forward pass may account for
+TF32_EPS = 2.0 ** -11
+
+
+def check_mode(mode) -> str:
+    """``"raise"``, ``"warn"`` or ``"off"`` (``True``/``False`` mean ``"raise"``/``"off"``)."""
+    if mode is True:
+        return "raise"
+    if mode is False or mode is None:
+        return "off"
+    if isinstance(mode, str) and mode in MODES:
+        return mode
+    raise ValueError(f"check_completeness must be one of {', '.join(map(repr, MODES))} (or "
+                     f"True/False), got {mode!r}")
+
+
+def tolerances(dtype, precision: str = "default", platform: str | None = None) -> tuple:
+    """``(rtol, eps)`` of the bound for differences computed in ``dtype`` (float32 or float64;
+    half precision is evaluated in float32). ``eps`` is TF32's for float32 at
+    ``precision="default"`` on an accelerator, where dots and convolutions may use it."""
+    dtype = jnp.dtype(dtype)
+    if dtype not in RTOL:  # complex or other: the real type's
+        dtype = jnp.dtype(jnp.finfo(dtype).dtype)
+        dtype = dtype if dtype in RTOL else jnp.dtype(jnp.float32)
+    eps = float(jnp.finfo(dtype).eps)
+    platform = platform or jax.default_backend()
+    if dtype == jnp.float32 and precision == "default" and platform != "cpu":
+        eps = max(eps, TF32_EPS)
+    return RTOL[dtype], eps
+
+
+def pair_bound(total, size, kappa, dt, dtype, precision: str = "default"):
+    """``(gap, τ)`` of one pair (module doc), in the dtype of ``dt``."""
+    rtol, eps = tolerances(jnp.result_type(dt), precision)
+    gap = jnp.abs(total - dt)
+    bound = rtol * jnp.maximum(size, jnp.abs(dt)) + ROUNDING_FACTOR * eps * kappa
+    return jnp.real(gap), jnp.real(bound)
+
+
+def summarize(gap, bound) -> dict:
+    """The certificate's summary of a chunk (module doc) from per-pair ``gap`` and ``bound``
+    arrays of the same shape. A NaN gap counts as failing (the finite flags name it first)."""
+    gap, bound = jnp.ravel(gap), jnp.ravel(bound)
+    fails = ~(gap <= bound)
+    ratio = jnp.where(bound > 0, gap / jnp.where(bound > 0, bound, 1),
+                      jnp.where(gap > 0, jnp.inf, 0))
+    ratio = jnp.where(jnp.isnan(ratio), jnp.inf, ratio)
+    worst = jnp.argmax(ratio)
+    return {"failing": jnp.sum(fails, dtype=jnp.int32), "index": worst.astype(jnp.int32),
+            "ratio": ratio[worst], "gap": gap[worst], "bound": bound[worst]}
+
+
+def unchecked() -> dict:
+    """The summary of a program that computes no certificate (methods that do not promise
+    completeness, or ``check_completeness="off"``)."""
+    return {"failing": jnp.zeros((), jnp.int32), "index": jnp.zeros((), jnp.int32),
+            "ratio": jnp.zeros(()), "gap": jnp.zeros(()), "bound": jnp.zeros(())}
+
+
+def worst_on_host(summaries: list, starts: list, pairs_per_input: int) -> dict:
+    """One summary over every chunk (already on the host): failing pairs added up, the worst
+    pair's index turned into ``(input, rest)`` over the whole call."""
+    failing = sum(int(s["failing"]) for s in summaries)
+    best = max(range(len(summaries)), key=lambda c: float(summaries[c]["ratio"]))
+    s = summaries[best]
+    flat = int(s["index"])
+    return {"failing": failing, "input": starts[best] + flat // pairs_per_input,
+            "rest": flat % pairs_per_input, "ratio": float(s["ratio"]),
+            "gap": float(s["gap"]), "bound": float(s["bound"])}
+
+
+def poisoned(res: Any, ok):
+    """``res`` with the scores of failing pairs replaced by NaN (inside a caller's ``jit``, where
+    no error can be raised). ``ok``: a boolean per pair, broadcast over each leaf's trailing
+    axes."""
+    def leaf(r):
+        mask = jnp.reshape(ok, ok.shape + (1,) * (r.ndim - ok.ndim))
+        return jnp.where(mask, r, jnp.asarray(np.nan, r.dtype))
+    return jax.tree_util.tree_map(leaf, res)

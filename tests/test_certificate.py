@@ -1,0 +1,350 @@
+"""The completeness certificate and layer cuts (issue "Exact or refused, by construction").
+
+A returned DeepLIFT score is a score that sums: every pair's |ΣC − Δt| is checked inside the
+compiled program against a rounding bound, and a pair over it is refused with a
+``CompletenessError`` that says why. The cases below are the families of models that found
+silently wrong scores before the certificate (a path around a marked layer, a −inf mask on live
+attention scores, complex products under RevealCancel, a marked pytree); each is exact now, and
+each is caught by the certificate if its fix is taken out.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlift
+from jaxlift import _ops, certificate, interpreter
+from jaxlift.errors import CompletenessError, CompletenessWarning, UnsupportedPrimitiveError
+from jaxlift.methods import interpreted
+from jaxlift.rules import registry, rescale
+from jaxlift.rules.registry import Composite, Rule, is_nonlinearity
+
+import zoo
+
+pytestmark = pytest.mark.usefixtures("x64")
+
+
+def sums(scores, delta):
+    total = sum(jnp.sum(l.reshape(l.shape[0], -1), 1) for l in jax.tree_util.tree_leaves(scores))
+    np.testing.assert_allclose(total, delta, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# A deliberately wrong rule is caught on every model of the zoo
+
+def _off_by_one_percent(ctx, m_out):
+    (m,) = m_out
+    ratio = rescale.rescale_multiplier(ctx) * 1.01
+    return [m.map(lambda v: v * ratio)]
+
+
+OFF = Composite("rescale_off_by_1pc", ((is_nonlinearity, Rule("off", backward=_off_by_one_percent)),))
+
+ZOO_SPECS = {
+    "mlp": (zoo.build_mlp, dict(d_in=3, layers=[dict(act="tanh", residual=True, gate=True),
+                                              dict(act="relu", residual=False, gate=False)],
+                              width=4, n_out=2, seed=3)),
+    "cnn": (zoo.build_cnn, dict(hw=6, c_in=1, convs=[dict(features=2, k=3, stride=1, padding="SAME",
+                                                         act="softplus", pool="max")],
+                              residual=False, n_out=2, seed=5)),
+    "rnn": (zoo.build_rnn, dict(cell="gru", act="tanh", steps=3, d_in=2, hidden=3, reverse=False,
+                              unroll=1, read="both", fori=1, cond=True, n_out=2, seed=7)),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def zoo_model(name):
+    """``(fn, params, x_shape)``, built under x64 (float64 parameters)."""
+    build, spec = ZOO_SPECS[name]
+    return build(spec)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_SPECS))
+def test_a_rule_off_by_one_percent_is_refused_on_every_zoo_model(name):
+    fn, params, shape = zoo_model(name)
+    x, refs = zoo.inputs_and_refs(11, shape, n=2, k=2)
+    scores, delta = jaxlift.attribute(fn, params, x, refs, target=1, return_delta=True)
+    sums(scores, delta)  # the registry's own rules are exact here
+    with pytest.raises(CompletenessError, match="nonlinearity|'scan'") as info:
+        jaxlift.attribute(fn, params, x, refs, target=1, mode=OFF)
+    err = info.value
+    assert err.pairs >= 1 and err.gap > err.bound > 0
+    assert "does not conserve" in err.cause and "your own composite" in err.cause
+    with pytest.warns(CompletenessWarning, match="do not sum to Δt"):
+        warned = jaxlift.attribute(fn, params, x, refs, target=1, mode=OFF,
+                                   check_completeness="warn")
+    silent = jaxlift.attribute(fn, params, x, refs, target=1, mode=OFF, check_completeness="off")
+    np.testing.assert_array_equal(warned, silent)
+
+
+def test_multipliers_are_certified_too():
+    fn, params, shape = zoo_model("mlp")
+    x, refs = zoo.inputs_and_refs(2, shape, n=2, k=1)
+    with pytest.raises(CompletenessError):
+        jaxlift.multipliers(fn, params, x, refs, target=0, mode=OFF)
+
+
+def test_inside_a_callers_jit_a_failing_pair_is_nan_not_a_wrong_number():
+    fn, params, shape = zoo_model("mlp")
+    x, refs = zoo.inputs_and_refs(4, shape, n=2, k=2)
+    wrong = jax.jit(lambda x: jaxlift.attribute(fn, params, x, refs, target=0, mode=OFF))(x)
+    assert np.isnan(np.asarray(wrong)).all()
+    right = jax.jit(lambda x: jaxlift.attribute(fn, params, x, refs, target=0))(x)
+    assert np.isfinite(np.asarray(right)).all()
+
+
+def test_methods_that_do_not_promise_completeness_are_never_refused():
+    fn, params, shape = zoo_model("cnn")
+    x, refs = zoo.inputs_and_refs(6, shape, n=2, k=2)
+    for mode, kw in (("integrated_gradients", {"mode_options": {"steps": 2}}),
+                     ("grad_times_input", {}), ("rescale", {"max_mode": "gradient"})):
+        scores, delta = jaxlift.attribute(fn, params, x, refs, target=0, mode=mode,
+                                          return_delta=True, **kw)
+        gap = np.abs(np.asarray(jaxlift.completeness_gap(scores, delta)))
+        assert gap.max() > 1e-6  # not exact, and returned all the same
+
+
+def test_check_completeness_values():
+    assert certificate.check_mode(True) == "raise" and certificate.check_mode(False) == "off"
+    with pytest.raises(ValueError, match="check_completeness"):
+        jaxlift.attribute(lambda p, x: x, None, jnp.ones((1, 1)), jnp.zeros((1, 1)),
+                          check_completeness="maybe")
+
+
+def test_the_bound_is_rounding_sized():
+    """float64: 1e-9 of the scores' size plus 64 ulps of |t(x)| + |t(r)| + Σ|m|(|v| + |v0|)."""
+    gap, bound = certificate.pair_bound(jnp.float64(1.0), jnp.float64(2.0), jnp.float64(10.0),
+                                        jnp.float64(1.5), jnp.float64)
+    assert float(gap) == 0.5
+    np.testing.assert_allclose(float(bound), 1e-9 * 2.0 + 64 * 2.0 ** -52 * 10.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cuts: layer= where part of Δt goes around the marked value
+
+RNG = np.random.default_rng(0)  # NumPy float64: float64 under x64 whenever the tests run
+E = RNG.normal(size=(10, 4))
+
+
+def masked_embedding(E, x):
+    """A padding mask computed from the same ids as the marked embedding (BERT's
+    attention_mask=(ids != pad))."""
+    ids = x["ids"] if isinstance(x, dict) else x
+    h = jaxlift.layer(jnp.asarray(E)[ids], "emb")
+    mask = x["mask"] if isinstance(x, dict) else (ids != 0)
+    h = jnp.tanh(h) * mask[..., None]
+    return h.sum((1, 2))[:, None]
+
+
+IDS = jnp.array([[3, 5, 7, 0], [2, 0, 0, 0]])
+PAD = jnp.zeros((1, 4), IDS.dtype)
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_a_mask_from_the_same_ids_is_refused_naming_the_comparison(mode):
+    with pytest.raises(CompletenessError) as info:
+        jaxlift.attribute(masked_embedding, E, IDS, PAD, layer="emb", mode=mode)
+    cause = info.value.cause
+    assert "around layer 'emb'" in cause and "'ne'" in cause and "test_certificate.py" in cause
+    assert "jaxlift.references.hold" in cause and "layer_bypass='credit'" in cause
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_a_mask_held_fixed_per_example_makes_the_cut_exact(mode):
+    x = {"ids": IDS, "mask": (IDS != 0).astype(jnp.float64)}
+    refs = jaxlift.references.hold(x, {"ids": PAD}, keys=("mask",))
+    assert refs["mask"].shape == (2, 1, 4) and refs["ids"].shape == (2, 1, 4)
+    scores, delta = jaxlift.attribute(masked_embedding, E, x, refs, layer="emb", mode=mode,
+                                      return_delta=True)
+    assert scores.shape == (2, 4, 4)
+    sums(scores, delta)
+    # with the reference's own (all-pad) mask, the mask carries part of Δt: refused
+    shared = {"ids": PAD, "mask": jnp.zeros((1, 4))}
+    with pytest.raises(CompletenessError, match=r"x\['mask'\]"):
+        jaxlift.attribute(masked_embedding, E, x, shared, layer="emb", mode=mode)
+
+
+def test_credit_returns_the_inputs_share_beside_the_layers():
+    x = {"ids": IDS, "mask": (IDS != 0).astype(jnp.float64)}
+    shared = {"ids": PAD, "mask": jnp.zeros((1, 4))}
+    (layer, around), delta = jaxlift.attribute(masked_embedding, E, x, shared, layer="emb",
+                                               layer_bypass="credit", return_delta=True)
+    assert layer.shape == (2, 4, 4) and set(around) == {"ids", "mask"}
+    assert np.abs(np.asarray(around["mask"])).sum() > 0
+    np.testing.assert_array_equal(around["ids"], 0)  # the ids reach t only through the layer
+    sums((layer, around), delta)
+
+
+W, V, U = RNG.normal(size=(4, 4)), RNG.normal(size=4), RNG.normal(size=4)
+
+
+def residual_around(p, x):
+    h = jaxlift.layer(jax.nn.relu(x @ W), "h")
+    return (h @ V + x @ U)[:, None]
+
+
+def test_a_residual_around_the_marked_block_is_refused_or_credited():
+    x, r = jnp.ones((2, 4)), jnp.zeros((1, 4))
+    with pytest.raises(CompletenessError, match="'add' at .*dot_general"):
+        jaxlift.attribute(residual_around, None, x, r, layer="h")
+    (layer, around), delta = jaxlift.attribute(residual_around, None, x, r, layer="h",
+                                               layer_bypass="credit", return_delta=True)
+    np.testing.assert_allclose(around, x * U, rtol=1e-12)  # the skip path's own share
+    sums((layer, around), delta)
+
+
+def test_a_second_input_beside_the_embedding_marked_as_one_cut():
+    w = RNG.normal(size=11)
+
+    def fn(p, x):
+        h = jaxlift.layer(jnp.asarray(E)[x["ids"]], "inputs").reshape(x["ids"].shape[0], -1)[:, :8]
+        num = jaxlift.layer(x["num"], "inputs")  # a second site of the same name
+        return (jnp.tanh(jnp.concatenate([h, num], -1)) @ w)[:, None]
+
+    x = {"ids": jnp.array([[3, 5]]), "num": jnp.array([[1.0, 2.0, 3.0]])}
+    r = {"ids": jnp.array([[0, 0]]), "num": jnp.zeros((1, 3))}
+    (emb, num), delta = jaxlift.attribute(fn, None, x, r, layer="inputs", return_delta=True)
+    assert emb.shape == (1, 2, 4) and num.shape == (1, 3)
+    sums((emb, num), delta)
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_a_marked_pytree_is_one_cut_and_comes_back_as_that_pytree(mode):
+    Ea, Eb, wd = RNG.normal(size=(10, 3)), RNG.normal(size=(10, 3)), RNG.normal(size=6)
+
+    def fn(p, x):
+        h = jaxlift.layer({"a": jnp.asarray(Ea)[x["i"]], "b": jnp.asarray(Eb)[x["j"]]}, "emb")
+        return (jnp.tanh(jnp.concatenate([h["a"], h["b"]], -1)) @ wd)[:, None]
+
+    x = {"i": jnp.array([1, 2]), "j": jnp.array([3, 4])}
+    r = {"i": jnp.array([0]), "j": jnp.array([0])}
+    scores, delta = jaxlift.attribute(fn, None, x, r, layer="emb", mode=mode, return_delta=True)
+    assert set(scores) == {"a", "b"} and scores["a"].shape == (2, 3)
+    sums(scores, delta)
+
+
+def test_position_ids_computed_from_the_ids_are_refused_naming_the_users_line():
+    import flax.linen as nn
+
+    class Embeddings(nn.Module):  # RoBERTa's position ids: a cumulative sum of ids != pad
+        @nn.compact
+        def __call__(self, ids):
+            words = jaxlift.layer(nn.Embed(20, 4, name="word")(ids), "emb")
+            mask = (ids != 1).astype(jnp.int32)
+            positions = jnp.cumsum(mask, axis=1) * mask + 1
+            return (words + nn.Embed(20, 4, name="pos")(positions)).sum((1, 2))[:, None]
+
+    model = Embeddings()
+    ids = jnp.array([[0, 5, 6, 1]])
+    params = model.init(jax.random.key(0), ids)
+    with pytest.raises(UnsupportedPrimitiveError) as info:
+        jaxlift.attribute(model.apply, params, ids, jnp.ones((1, 4), ids.dtype), layer="emb")
+    msg = str(info.value)
+    assert "flax/linen/linear.py" in msg and "called from" in msg  # the library's line and ...
+    assert msg.count("test_certificate.py") >= 2  # ... the user's lines: the lookup, the cumsum
+    assert "position_ids" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# −inf masks, complex products, stack: exact, and caught if the fix is taken out
+
+Wq = RNG.normal(size=(4, 4))
+
+
+def causal_attention(p, x):
+    q, k = x @ Wq, x @ Wq.T
+    s = q @ jnp.swapaxes(k, -1, -2)  # live × live
+    t = x.shape[-2]
+    s = jnp.where(jnp.tril(jnp.ones((t, t), bool)), s, -jnp.inf)
+    return (jax.nn.softmax(s, -1) @ x).sum((-1, -2))[..., None]
+
+
+def naive_difference(a, b):
+    return _ops.widen(a) - _ops.widen(b)
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_a_minus_inf_causal_mask_on_live_scores_is_exact(mode, monkeypatch):
+    x = jax.random.normal(jax.random.key(9), (2, 5, 4), jnp.float64)
+    r = jnp.full((1, 5, 4), 0.1)
+    scores, delta = jaxlift.attribute(causal_attention, None, x, r, mode=mode, return_delta=True)
+    sums(scores, delta)
+    monkeypatch.setattr(interpreter, "difference", naive_difference)  # −inf − −inf = NaN again
+    interpreted.compiled_program.cache_clear()
+    with pytest.raises(CompletenessError, match="NaN or Inf"):
+        jaxlift.attribute(causal_attention, None, x, r, mode=mode)
+    interpreted.compiled_program.cache_clear()
+
+
+H = 3
+LAM = np.exp(-np.exp(np.array([-0.5, 0.1, 0.3])) + 1j * np.array([0.3, -1.2, 2.0]))
+B = RNG.normal(size=(H, 2)) + 1j * RNG.normal(size=(H, 2))
+C = RNG.normal(size=(1, H)) + 1j * RNG.normal(size=(1, H))
+
+
+def linear_recurrent_unit(p, xb):
+    """A linear recurrent unit: a complex diagonal recurrence, a real readout, a ReLU."""
+    def one(x):
+        def step(h, xt):
+            h = LAM * h + B @ xt.astype(jnp.complex128)
+            return h, jax.nn.relu(jnp.real(C @ h))
+        return jax.lax.scan(step, jnp.zeros((H,), jnp.complex128), x)[1].sum()[None]
+    return jax.vmap(one)(xb)
+
+
+def complex_product(p, xb):
+    return jax.nn.relu(jnp.real((xb * (1 + 1j)) @ B.T)).sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("fn,shape", [(linear_recurrent_unit, (4, 2)), (complex_product, (2,))])
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel", "genomics_default"])
+def test_complex_values_are_exact_in_every_mode(fn, shape, mode):
+    x = jax.random.normal(jax.random.key(14), (3,) + shape, jnp.float64)
+    scores, delta = jaxlift.attribute(fn, None, x, jnp.zeros((1,) + shape), mode=mode,
+                                      return_delta=True)
+    sums(scores, delta)
+
+
+def test_complex_under_reveal_cancel_is_caught_without_its_fix(monkeypatch):
+    monkeypatch.setattr(interpreter, "_own_split", lambda rule, op, program: rule is not None
+                        and rule.split is not None)
+    interpreted.compiled_program.cache_clear()
+    x = jax.random.normal(jax.random.key(14), (3, 2), jnp.float64)
+    with pytest.raises(CompletenessError):
+        jaxlift.attribute(complex_product, None, x, jnp.zeros((1, 2)), mode="reveal_cancel")
+    interpreted.compiled_program.cache_clear()
+
+
+def test_stack_is_linear():
+    def fn(p, x):
+        return jnp.tanh(jnp.stack([x, 2 * x, x ** 2], 1)).sum((1, 2))[:, None]
+    assert "stack" in str(jax.make_jaxpr(lambda x: jnp.stack([x, x]))(jnp.ones(2)))
+    x = jax.random.normal(jax.random.key(15), (2, 3), jnp.float64)
+    for mode in ("rescale", "reveal_cancel"):
+        scores, delta = jaxlift.attribute(fn, None, x, jnp.zeros((1, 3)), mode=mode,
+                                          return_delta=True)
+        sums(scores, delta)
+    assert registry.lookup("stack", (True, True)) is not None
+
+
+def test_a_bypass_with_its_fix_taken_out_is_caught(monkeypatch):
+    """Before cuts were cuts, the backward pass stopped at the marker's producer and whatever
+    went around it was lost: the certificate refuses that too."""
+    original = interpreter.backward
+
+    def old_walk(fwd, seeds, stop=frozenset(), inspect=None):
+        mult = original(fwd, seeds, stop=stop, inspect=inspect)
+        return {a: m for a, m in mult.items() if a not in fwd.program.live_inputs}
+
+    monkeypatch.setattr(interpreter, "backward", old_walk)
+    interpreted.compiled_program.cache_clear()
+    x = {"ids": IDS, "mask": (IDS != 0).astype(jnp.float64)}
+    shared = {"ids": PAD, "mask": jnp.zeros((1, 4))}
+    with pytest.raises(CompletenessError):
+        jaxlift.attribute(masked_embedding, E, x, shared, layer="emb", layer_bypass="credit")
+    interpreted.compiled_program.cache_clear()
