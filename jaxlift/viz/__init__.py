@@ -37,10 +37,12 @@ from jaxlift.viz._style import (ABSOLUTE_CMAP, ATTRIBUTION_LABEL, DEFAULT_CMAP, 
                                 PathLike, save_png, sign_filter, symmetric_limit)
 from jaxlift.viz.graphs import (circle_layout, connected_components, graph_layout, graph_nodes,
                                 spectral_layout, spring_layout)
-from jaxlift.viz.grids import method_grid
-from jaxlift.viz.images import (PANEL_STYLES, attribution_grid, examples_grid, image_heatmap)
+from jaxlift.viz.grids import SHARES, method_grid
+from jaxlift.viz.images import (IMAGE_VIEWS, PANEL_STYLES, attribution_grid, examples_grid,
+                                image_attribution, image_heatmap, view_strength)
 from jaxlift.viz.sequences import letter_patch, logo_boxes, sequence_logo
 from jaxlift.viz.tabular import BAR_ORDERS, feature_bars, target_bars, top_features
+from jaxlift.viz.text import TokenText, token_colors, token_text, token_text_figure
 
 __all__ = [
     "image_heatmap",
@@ -61,4 +63,25 @@ __all__ = [
     "spring_layout",
     "spectral_layout",
     "circle_layout",
+    "image_attribution",
+    "view_strength",
+    "token_text",
+    "token_text_figure",
+    "token_colors",
+    "TokenText",
+    "top_features",
+    "logo_boxes",
+    "letter_patch",
+    "SIGNS",
+    "IMAGE_VIEWS",
+    "PANEL_STYLES",
+    "BAR_ORDERS",
+    "SHARES",
+    "ATTRIBUTION_LABEL",
+    "DEFAULT_CMAP",
+    "ABSOLUTE_CMAP",
+    "DNA_COLORS",
+    "POS_COLOR",
+    "NEG_COLOR",
+    "PathLike",
 ]

@@ -306,8 +306,8 @@ def draw_blended(ax, img: np.ndarray, s: np.ndarray, cmap: str, lo: float, hi: f
     return im
 
 
-def shared_colorbar(fig: Figure, axes, cmap: str, lo: float, hi: float, shown: list[np.ndarray],
-              unit: str, orientation: str = "vertical"):
+def shared_colorbar(fig: Figure, axes, cmap: str, lo: float, hi: float,
+                    shown: list[np.ndarray], unit: str, orientation: str = "vertical"):
     """One colour bar for ``axes`` (its own mappable: panels may carry per-pixel alpha),
     with arrow ends where scores lie beyond the (clipped) limits."""
     from matplotlib.cm import ScalarMappable

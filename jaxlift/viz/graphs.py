@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from jaxlift.viz._style import (ATTRIBUTION_LABEL, DEFAULT_CMAP, PathLike, as_float_array, finish,
                                 new_figure, symmetric_limit)
 
+
 def _edge_array(edges: ArrayLike | None, n: int) -> np.ndarray:
     """Edges as an (E, 2) int array with indices in [0, n)."""
     if edges is None:

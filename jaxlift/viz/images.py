@@ -13,12 +13,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 from matplotlib.figure import Figure
 
-from jaxlift.viz._style import (ATTRIBUTION_LABEL, DEFAULT_CMAP, SIGNS, PathLike,
+from jaxlift.viz._style import (ABSOLUTE_CMAP, ATTRIBUTION_LABEL, DEFAULT_CMAP, SIGNS, PathLike,
                                 as_float_array, add_texts, bare_axes, check_alpha,
                                 check_choice, check_ncols, color_limit, display_image,
                                 draw_blended, finish, new_figure, scale_for, shared_colorbar,
                                 show_image, show_scores, sign_filter, spatial_scores,
                                 text_height)
+
 
 def image_heatmap(
     image: ArrayLike | None,
@@ -309,5 +310,156 @@ def examples_grid(
     for ax in axes.flat:
         bare_axes(ax)
     shared_colorbar(fig, list(axes.flat), cmap_used, lo, hi, shown, unit)
+    add_texts(fig, title, subtitle, legend, width)
+    return finish(fig, save)
+
+
+IMAGE_VIEWS = ("image", "heat_map", "overlay", "masked", "alpha_scaling")
+"""The views of :func:`image_attribution` (Captum's ``visualize_image_attr`` methods):
+``"image"`` the input; ``"heat_map"`` the scores alone; ``"overlay"`` the scores blended over
+the grey input (Captum's ``blended_heat_map``); ``"masked"`` the input times the normalised
+magnitude ``m = clip(|shown| / v, 0, 1)`` (``masked_image``: what the scores keep, on black);
+``"alpha_scaling"`` the input with opacity ``m`` over white."""
+
+_VIEW_TITLES = {"image": "input", "heat_map": "heat map", "overlay": "over the input",
+                "masked": "masked input", "alpha_scaling": "alpha scaling"}
+
+
+def view_strength(shown: np.ndarray, v: float) -> np.ndarray:
+    """The normalised magnitude ``clip(|shown| / v, 0, 1)`` that the ``"masked"`` and
+    ``"alpha_scaling"`` views of :func:`image_attribution` multiply the input by (``shown``:
+    sign-filtered ``(H, W)`` scores, ``v`` the colour limit)."""
+    return np.clip(np.abs(shown) / v, 0.0, 1.0)
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    """A display image (H, W) or (H, W, 3) in [0, 1] as (H, W, 3)."""
+    return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
+
+
+def _check_signs(sign) -> tuple[str, ...]:
+    signs = (sign,) if isinstance(sign, str) else tuple(sign)
+    if not signs or len(set(signs)) != len(signs):
+        raise ValueError(f"sign must be one of {SIGNS} or a sequence of distinct ones, got "
+                         f"{sign!r}")
+    for s in signs:
+        check_choice(s, SIGNS, "sign")
+    return signs
+
+
+def image_attribution(
+    image: ArrayLike,
+    scores: ArrayLike,
+    *,
+    views: Sequence[Literal["image", "heat_map", "overlay", "masked", "alpha_scaling"]] = (
+        "image", "heat_map", "overlay", "masked"),
+    sign: str | Sequence[str] = "all",
+    clip_percentile: float | None = 99.5,
+    vmax: float | None = None,
+    alpha: float = 0.8,
+    cmap: str = DEFAULT_CMAP,
+    unit: str = ATTRIBUTION_LABEL,
+    legend: str | None = None,
+    title: str | None = None,
+    subtitle: str | None = None,
+    cell_size: float = 2.4,
+    dpi: float = 100,
+    save: PathLike | None = None,
+) -> Figure:
+    """One image's scores in several views and signs, like Captum's ``visualize_image_attr``
+    (and ``visualize_image_attr_multiple``), for any model's scores.
+
+    One row per entry of ``sign`` (:data:`~jaxlift.viz.SIGNS`: ``"all"``, ``"positive"``,
+    ``"negative"``, ``"absolute"``; :func:`sign_filter`), one column per entry of ``views``
+    (:data:`IMAGE_VIEWS`; the ``"image"`` panel is drawn in the first row only). Every panel
+    shares one colour limit ``v``: ``vmax`` if given, else the ``clip_percentile``-th
+    percentile of ``|score|`` over the whole map (:func:`color_limit`; Captum's
+    ``outlier_perc=2`` is ``clip_percentile=98``), so the rows compare and a few outliers do not
+    wash the map out. Diverging rows run ``(−v, v)`` (red raises the target), the absolute row
+    ``(0, v)`` on a sequential scale; a colour bar labelled ``unit`` serves each kind.
+    ``"masked"`` and ``"alpha_scaling"`` use the magnitude of the row's shown scores
+    (:func:`view_strength`), so with ``sign="all"`` they keep pixels of either sign.
+
+    Args:
+        image: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8 is read as
+            0..255, floats outside [0, 1] are min-max scaled for display.
+        scores: ``(H, W)`` or ``(H, W, C)`` (channels summed), e.g. one row of
+            :func:`jaxlift.attribute`'s ``(N, H, W, C)`` result.
+        views: distinct entries of :data:`IMAGE_VIEWS`, in column order.
+        sign: one sign or a sequence of distinct signs (one row each).
+        clip_percentile: the colour limit's percentile of ``|score|`` in (0, 100] (``None``
+            or 100: the largest); the colour bars' arrow ends mark clipped scores.
+        vmax: a fixed colour limit instead.
+        alpha: the largest opacity of the ``"overlay"`` view, in [0, 1].
+        cmap: the diverging colormap (red: positive).
+        unit: what the scores are, for the colour bars.
+        legend, title, subtitle: a sentence below the panels; lines above them.
+        cell_size: inches per panel.
+        dpi, save: resolution; optional PNG path (:func:`save_png`).
+
+    Returns:
+        The figure. Row ``i`` holds ``len(views)`` axes in ``fig.axes`` order (the colour
+        bars come last), titled ``"input"``, ``"heat map"``, ``"over the input"``,
+        ``"masked input"``, ``"alpha scaling"``; each heat map and overlay holds an
+        ``AxesImage`` labelled ``"attribution"`` whose array is the row's sign-filtered map,
+        each masked view an ``AxesImage`` labelled ``"masked"`` (the RGB input times
+        :func:`view_strength`), each alpha view one labelled ``"alpha_scaling"`` (RGBA).
+    """
+    views = tuple(views)
+    if not views or len(set(views)) != len(views):
+        raise ValueError(f"views must be distinct entries of {IMAGE_VIEWS}, got {views!r}")
+    for vw in views:
+        check_choice(vw, IMAGE_VIEWS, "each view")
+    signs = _check_signs(sign)
+    alpha = check_alpha(alpha)
+    img = display_image(image)
+    s = spatial_scores(scores)
+    if img.shape[:2] != s.shape:
+        raise ValueError(f"image and scores must have the same (H, W): image is "
+                         f"{img.shape[:2]}, scores are {np.shape(scores)}")
+    v = color_limit(s, clip_percentile=clip_percentile, vmax=vmax)
+    rows, cols = len(signs), len(views)
+    width = cell_size * cols + 1.4 * (1 + ("absolute" in signs and len(signs) > 1))
+    fig = new_figure((width, cell_size * rows + text_height(title, subtitle, legend, width)),
+                     dpi)
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
+    rgb = _as_rgb(img)
+    by_scale: dict[str, tuple[list, list]] = {}
+    for i, sg in enumerate(signs):
+        shown = sign_filter(s, sg)
+        cm, lo, hi = scale_for(sg, v, cmap)
+        strength = view_strength(shown, v)
+        first_panel = True
+        for j, vw in enumerate(views):
+            ax = axes[i, j]
+            bare_axes(ax)
+            if vw == "image":
+                if i == 0:
+                    show_image(ax, img)
+                    ax.set_title(_VIEW_TITLES[vw], fontsize=9)
+                else:
+                    ax.set_axis_off()
+                continue
+            if vw == "heat_map":
+                show_scores(ax, shown, lo, hi, cm)
+            elif vw == "overlay":
+                draw_blended(ax, img, shown, cm, lo, hi, alpha)
+            elif vw == "masked":
+                ax.imshow(rgb * strength[..., None], interpolation="nearest").set_label("masked")
+            else:
+                rgba = np.concatenate([rgb, strength[..., None]], axis=-1)
+                ax.imshow(rgba, interpolation="nearest").set_label("alpha_scaling")
+            if i == 0 or rows == 1:
+                ax.set_title(_VIEW_TITLES[vw], fontsize=9)
+            if first_panel and rows > 1:
+                ax.set_ylabel(f"sign: {sg}", fontsize=9)
+            first_panel = False
+            if vw in ("heat_map", "overlay"):  # a colour bar per scale, beside its rows
+                group = by_scale.setdefault(cm, ([], []))
+                group[0].extend(ax for ax in axes[i] if ax not in group[0])
+                group[1].append(shown)
+    for cm, (group_axes, shown_maps) in by_scale.items():
+        lo, hi = (0.0, v) if cm == ABSOLUTE_CMAP else (-v, v)
+        shared_colorbar(fig, group_axes, cm, lo, hi, shown_maps, unit)
     add_texts(fig, title, subtitle, legend, width)
     return finish(fig, save)

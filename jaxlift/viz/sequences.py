@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from jaxlift.viz._style import (ATTRIBUTION_LABEL, DNA_COLORS, PathLike, as_float_array, finish,
                                 new_figure)
 
+
 @functools.lru_cache(maxsize=256)
 def _unit_glyph(letter: str, family: str) -> MplPath:
     """The outline of ``letter`` scaled to fill the unit square [0,1] x [0,1]."""

@@ -13,6 +13,7 @@ from jaxlift.viz._style import (ATTRIBUTION_LABEL, NEG_COLOR, POS_COLOR, PathLik
                                 add_texts, as_float_array, check_choice, check_ncols, finish,
                                 new_figure, sign_filter, symmetric_limit, text_height)
 
+
 def top_features(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
     """Indices of ``scores`` (1-D) sorted by decreasing ``|score|`` (stable), first ``top_k``."""
     order = np.argsort(-np.abs(scores), kind="stable")
