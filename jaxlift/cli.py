@@ -319,32 +319,27 @@ def parse_mode_option(text: str) -> tuple[str, Any]:
 
 
 def default_window(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(window, stride) that the CLI occludes with when ``--mode-option window=`` is not given:
-    for an image (H, W, C), ⌈H/8⌉ × ⌈W/8⌉ pixels across all channels, moved by half a window;
-    for (T, F) or other shapes one position of the leading axes across the last axis; for a
-    vector (F,) one feature."""
-    if len(shape) <= 1:
-        return (1,) * len(shape), (1,) * len(shape)
-    lead = shape[:-1]
-    w = tuple(max(1, math.ceil(d / 8)) for d in lead) if len(shape) == 3 else (1,) * len(lead)
-    stride = tuple(max(1, math.ceil(v / 2)) for v in w)
-    return w + (shape[-1],), stride + (shape[-1],)
+    """(window, stride) of occlusion when ``--mode-option window=`` is not given: the API's
+    default, :func:`jaxlift.methods.groups.default_window` (for an image (H, W, C),
+    ⌈H/8⌉ × ⌈W/8⌉ pixels across all channels, moved by half a window)."""
+    from jaxlift.methods.groups import default_window as api_default
+    return api_default(tuple(shape))
 
 
 def patch_mask(shape: tuple[int, ...], window: tuple[int, ...]) -> np.ndarray:
     """Integer labels of the non-overlapping ``window``-sized blocks of an array of ``shape``
-    (the CLI's default ``feature_mask`` for ``shapley_sampling``: one group per patch)."""
-    counts = [math.ceil(d / w) for d, w in zip(shape, window)]
-    index = np.meshgrid(*[np.arange(d) // w for d, w in zip(shape, window)], indexing="ij")
-    return np.ravel_multi_index(index, counts).astype(np.int32)
+    (:func:`jaxlift.methods.groups.patch_mask`; the default ``feature_mask`` of
+    ``shapley_sampling``, ``lime`` and ``kernel_shap``: one group per patch)."""
+    from jaxlift.methods.groups import patch_mask as api_patch_mask
+    return api_patch_mask(tuple(shape), tuple(window))
 
 
 def resolve_mode_options(mode: str, given: Sequence[tuple[str, Any]],
                          shape: tuple[int, ...]) -> dict:
-    """The ``mode_options`` the CLI passes: ``--mode-option`` values, then the CLI's defaults
-    for the options a method needs (occlusion's ``window``/``stride``; a ``feature_mask`` of
-    patches for shapley_sampling, lime and kernel_shap), checked by the method; errors name the
-    option."""
+    """The ``mode_options`` the CLI passes: ``--mode-option`` values, then the defaults the API
+    would choose made explicit (occlusion's ``window``/``stride``; a ``feature_mask`` of patches
+    for shapley_sampling, lime and kernel_shap), so that the run's summary names them; checked
+    by the method; errors name the option."""
     opts: dict[str, Any] = {}
     for key, value in given:
         if key in opts:

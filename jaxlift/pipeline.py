@@ -103,7 +103,11 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
             raise ValueError(f"mode {method.name!r} needs references (refs=None given); pass "
                              "refs of shape (K, *S) or (N, K, *S)")
         if return_delta:
-            raise ValueError("return_delta=True needs refs (Δt = t(x) − t(r))")
+            raise ValueError(
+                f"return_delta=True gives Δt = t(x) − t(r), which needs references: mode "
+                f"{method.name!r} runs without them (refs=None) but then has no t(r). Pass refs "
+                "(e.g. jaxlift.references.zeros_like(x[:1]); the scores of this mode do not "
+                "depend on them), or drop return_delta")
         x = chunking.host_arrays(x)
         refs = jax.tree_util.tree_map(lambda l: l[:1], x)  # only shapes the result
         average_refs = True
