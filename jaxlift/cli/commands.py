@@ -15,10 +15,10 @@ import numpy as np
 from jaxlift.io.atomic import remove_stale_temporaries
 from jaxlift.cli.explaining import explain, summation_gap
 from jaxlift.cli.inputs import load_batch, make_refs, warn_changes
-from jaxlift.cli.model import load_model, probabilities
-from jaxlift.cli.options import (CLIError, TargetSpec, check_class_names, check_feature_names,
-                                 check_target, describe_options, resolve_mode_options,
-                                 sums_to_delta)
+from jaxlift.cli.model import check_model_path, load_model, probabilities
+from jaxlift.cli.options import (TargetSpec, UsageError, check_class_names,
+                                 check_feature_names, check_target, describe_options,
+                                 resolve_mode_options, sums_to_delta)
 from jaxlift.cli.outputs import (check_writable_dir, check_writable_file, commit_outputs,
                                  format_table, heatmap_pages, remove_stale_outputs, score_arrays)
 from jaxlift.cli.store import attribute_to_store, is_store_path
@@ -26,7 +26,6 @@ from jaxlift.cli.store import attribute_to_store, is_store_path
 
 def _shipped(name: str) -> Any:
     return resources.files("jaxlift") / "data" / name
-
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -73,13 +72,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_attribute(args: argparse.Namespace) -> int:
     """``jaxlift attribute``: scores for a model and inputs, to .npz and PNGs."""
     if args.out and is_store_path(Path(args.out)):  # stream a data set into a scores folder
         return attribute_to_store(args)
     if args.num_refs < 1:
-        raise CLIError(f"--num-refs {args.num_refs}: give a positive number")
+        raise UsageError(f"--num-refs {args.num_refs}: give a positive number")
     out = Path(args.out) if args.out else None
     png = Path(args.png) if args.png else None
     if out is not None:
@@ -137,9 +135,9 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_info(args: argparse.Namespace) -> int:
     """``jaxlift info``: the layers of a Keras file."""
     from jaxlift.io.keras_files import keras_info
+    check_model_path(args.model)
     print(keras_info(args.model))
     return 0

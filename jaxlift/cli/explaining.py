@@ -18,7 +18,6 @@ outputs are explained for every class at once and each input's class picked out;
 run once per predicted class."""
 
 
-
 class _Difference:
     """The callable target ``o[a] - o[b]`` (hashable, so compilations are cached)."""
 
@@ -35,19 +34,21 @@ class _Difference:
         return hash((_Difference, self.a, self.b))
 
 
-
 @dataclasses.dataclass
 class Result:
     """Scores and what they explain. ``targets``: the class explained per input (-1 for a
     class difference or ``all``); ``logits``: the model's outputs (N, T) (T = 1 for a sigmoid
-    model, whose classes are ``[−z, z]``)."""
+    model, whose classes are ``[−z, z]``); ``base``: the explained value at the references,
+    ``t(r)`` averaged over each input's references (:func:`base_values`; ``(N,)``, or
+    ``(N, T)`` for every class), so that ``t(x) = base + Δ`` and, where the scores sum to
+    ``Δ``, ``t(x) = base + Σ scores``."""
 
     scores: np.ndarray
     delta: np.ndarray
     targets: np.ndarray
     logits: np.ndarray
     class_names: tuple[str, ...] | None = None
-
+    base: np.ndarray | None = None  # t(r), averaged over each input's references as delta is
 
 
 def explain(loaded: LoadedModel, x: np.ndarray, refs: np.ndarray, spec: TargetSpec, *,
@@ -71,17 +72,42 @@ def explain(loaded: LoadedModel, x: np.ndarray, refs: np.ndarray, spec: TargetSp
     n = len(x)
     if spec.kind == "index":
         s, d = run(x, refs, target=spec.a)
-        return Result(np.asarray(s), np.asarray(d), np.full(n, spec.a), logits, class_names)
-    if spec.kind == "diff":
+        targets = np.full(n, spec.a)
+    elif spec.kind == "diff":
         s, d = run(x, refs, target=_Difference(spec.a, spec.b))
-        return Result(np.asarray(s), np.asarray(d), np.full(n, -1), logits, class_names)
-    if spec.kind == "all":
+        targets = np.full(n, -1)
+    elif spec.kind == "all":
         s, d = run(x, refs, target="all")
-        return Result(np.asarray(s), np.asarray(d), np.full(n, -1), logits, class_names)
-    pred = classes_of(logits)
-    return Result(*explain_per_class(run, x, refs, pred, loaded.n_classes), pred, logits,
-                  class_names)
+        targets = np.full(n, -1)
+    else:
+        targets = classes_of(logits)
+        s, d = explain_per_class(run, x, refs, targets, loaded.n_classes)
+    base = base_values(loaded, refs, spec, targets, n,
+                       batch_size if isinstance(batch_size, int) else 64)
+    return Result(np.asarray(s), np.asarray(d), targets, logits, class_names, base)
 
+
+def base_values(loaded: LoadedModel, refs: np.ndarray, spec: TargetSpec, targets: np.ndarray,
+                n: int, batch: int = 64) -> np.ndarray:
+    """The explained value at the references, ``t(r)``, averaged over each input's references
+    as ``Δ = t(x) − mean_k t(r_k)`` is: ``(N,)`` float32, or ``(N, T)`` for ``--target all``.
+    ``refs``: ``(K, *S)`` shared or ``(N, K, *S)`` per input; ``targets``: the class per input
+    (for ``pred`` and an index); classes of a single-logit model are ``[−z, z]``."""
+    shape = loaded.input_shape
+    per_input = refs.ndim == len(shape) + 2
+    out = predict(loaded, refs.reshape(-1, *shape).astype(np.float32), batch).astype(np.float64)
+    if loaded.binary:
+        out = np.concatenate([-out, out], axis=1)
+    out = out.reshape((n, -1, out.shape[-1]) if per_input else (1, -1, out.shape[-1]))
+    if spec.kind == "all":
+        value = out
+    elif spec.kind == "diff":
+        value = out[..., spec.a] - out[..., spec.b]
+    else:
+        value = np.take_along_axis(np.broadcast_to(out, (n, *out.shape[1:])),
+                                   np.asarray(targets)[:, None, None], axis=-1)[..., 0]
+    value = np.broadcast_to(value.mean(axis=1), (n, *value.shape[2:]))
+    return np.ascontiguousarray(value, dtype=np.float32)
 
 
 def explain_per_class(run: Callable, x: np.ndarray, refs: np.ndarray, cls: np.ndarray,
@@ -108,7 +134,6 @@ def explain_per_class(run: Callable, x: np.ndarray, refs: np.ndarray, cls: np.nd
             delta = np.zeros((len(x), *d.shape[1:]), d.dtype)
         scores[sel], delta[sel] = s, d
     return scores, delta
-
 
 
 def summation_gap(scores: np.ndarray, delta: np.ndarray) -> np.ndarray:

@@ -11,15 +11,13 @@ from typing import Sequence
 import numpy as np
 
 from jaxlift.cli.model import LoadedModel
-from jaxlift.cli.options import CLIError
+from jaxlift.cli.options import CLIError, UsageError
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-
 ARRAY_SUFFIXES = (".npy", ".npz")
-
 
 
 def read_array_file(path: Path, what: str) -> np.ndarray:
@@ -47,7 +45,6 @@ def read_array_file(path: Path, what: str) -> np.ndarray:
             raise unreadable(e) from None
 
 
-
 def list_image_files(paths: Sequence[str], what: str) -> list[Path]:
     """Image files named directly or found (sorted, by suffix) in the given folders."""
     files: list[Path] = []
@@ -58,9 +55,8 @@ def list_image_files(paths: Sequence[str], what: str) -> list[Path]:
         elif p.exists():
             files.append(p)
         else:
-            raise CLIError(f"{what} {p}: no such file or folder")
+            raise UsageError(f"{what} {p}: no such file or folder")
     return files
-
 
 
 def image_geometry(path: Path) -> tuple[int, int, int]:
@@ -76,7 +72,6 @@ def image_geometry(path: Path) -> tuple[int, int, int]:
         rgb = np.asarray(im.convert("RGB"))
     gray = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
     return h, w, 1 if gray else 3
-
 
 
 def image_changes(geometry: tuple[int, int, int], shape: tuple[int, ...]
@@ -97,7 +92,6 @@ def image_changes(geometry: tuple[int, int, int], shape: tuple[int, ...]
     elif c0 == 1 and c == 3:
         distort.append("grayscale copied to three colour channels")
     return distort, size
-
 
 
 def load_images(files: Sequence[Path], shape: tuple[int, ...], what: str,
@@ -137,7 +131,6 @@ def load_images(files: Sequence[Path], shape: tuple[int, ...], what: str,
     return x, notes
 
 
-
 @dataclasses.dataclass
 class Batch:
     """Arrays read for the model: ``x`` float32 (N, *S); ``names`` one per input; ``dtype``
@@ -150,7 +143,6 @@ class Batch:
     notes: list[str] = dataclasses.field(default_factory=list)  # how images were changed
 
 
-
 def to_model_float(arr: np.ndarray, what: str) -> np.ndarray:
     """uint8 pixels → ``/ 255``; floats → float32; anything else is refused."""
     if arr.dtype == np.uint8:
@@ -159,7 +151,6 @@ def to_model_float(arr: np.ndarray, what: str) -> np.ndarray:
         return arr.astype(np.float32)
     raise CLIError(f"{what} has dtype {arr.dtype}; expected floats (fed to the model as they "
                    "are) or uint8 pixels (0-255, divided by 255)")
-
 
 
 def fit_shape(arr: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -179,13 +170,11 @@ def fit_shape(arr: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
                    f"expected a batch (N, {dims}){alt} or one example ({dims})")
 
 
-
 def check_finite(x: np.ndarray, what: str) -> None:
     bad = x.size - int(np.count_nonzero(np.isfinite(x)))
     if bad:
         raise CLIError(f"{what} holds {bad} NaN or Inf value(s); DeepLIFT needs finite numbers — "
                        "remove or replace them")
-
 
 
 def load_batch(paths: Sequence[str], shape: tuple[int, ...], what: str, resize: bool = False
@@ -194,7 +183,7 @@ def load_batch(paths: Sequence[str], shape: tuple[int, ...], what: str, resize: 
     aspect ratio or colour refused unless ``resize``, see :func:`load_images`)."""
     for p in paths:
         if not Path(p).exists():
-            raise CLIError(f"{what} {p}: no such file or folder")
+            raise UsageError(f"{what} {p}: no such file or folder")
     if len(paths) == 1 and Path(paths[0]).suffix.lower() in ARRAY_SUFFIXES:
         p = Path(paths[0])
         raw = read_array_file(p, what)
@@ -204,7 +193,7 @@ def load_batch(paths: Sequence[str], shape: tuple[int, ...], what: str, resize: 
     else:
         for p in paths:
             if Path(p).suffix.lower() in ARRAY_SUFFIXES:
-                raise CLIError(f"{what}: give one .npy/.npz file alone, or image files/folders "
+                raise UsageError(f"{what}: give one .npy/.npz file alone, or image files/folders "
                                f"(got {len(paths)} paths including {p})")
         files = list_image_files(paths, what)
         x, notes = load_images(files, shape, what, resize)
@@ -215,7 +204,6 @@ def load_batch(paths: Sequence[str], shape: tuple[int, ...], what: str, resize: 
                                         + " files)" if batch.dtype == "image" else ""))
     check_finite(batch.x, f"{what} {batch.source}")
     return batch
-
 
 
 def make_refs(spec: str, batch: Batch, loaded: LoadedModel, num: int, resize: bool = False
@@ -229,13 +217,13 @@ def make_refs(spec: str, batch: Batch, loaded: LoadedModel, num: int, resize: bo
         return np.zeros((1, *shape), np.float32), "zeros (all-black)"
     if spec == "blur":
         if len(shape) != 3:
-            raise CLIError(f"--refs blur blurs images (H, W, C); the model's inputs have shape "
+            raise UsageError(f"--refs blur blurs images (H, W, C); the model's inputs have shape "
                            f"{shape}; use --refs zeros or a file of references")
         return np.asarray(R.blurred(batch.x))[:, None], "blur (each input's heavily blurred copy)"
     if spec.startswith("near-uniform:"):
         data_spec = spec[len("near-uniform:"):]
         if not data_spec:
-            raise CLIError("--refs near-uniform:DATA needs a data file or folder after the colon")
+            raise UsageError("--refs near-uniform:DATA needs a data file or folder after the colon")
         data = load_batch([data_spec], shape, "--refs near-uniform data", resize)
         k = min(num, len(data.x))
         import jax
@@ -247,7 +235,7 @@ def make_refs(spec: str, batch: Batch, loaded: LoadedModel, num: int, resize: bo
                 f"uniform: {', '.join(data.names[i] for i in found.indices)})")
     p = Path(spec)
     if not p.exists():
-        raise CLIError(f"--refs {spec!r}: no such file or folder; use zeros, blur, a .npy/.npz "
+        raise UsageError(f"--refs {spec!r}: no such file or folder; use zeros, blur, a .npy/.npz "
                        "file or images of references, or near-uniform:DATA")
     if p.suffix.lower() in ARRAY_SUFFIXES:
         raw = read_array_file(p, "--refs")
@@ -275,7 +263,6 @@ def make_refs(spec: str, batch: Batch, loaded: LoadedModel, num: int, resize: bo
         raise CLIError(f"references {p}: an empty batch; give at least one reference")
     check_finite(refs, f"references {p}")
     return refs, f"file {p} ({refs.shape[-len(shape) - 1]} reference(s))"
-
 
 
 def warn_changes(notes: Sequence[str], resize: bool, limit: int = 5) -> None:

@@ -11,9 +11,9 @@ from typing import Callable, Iterator, Sequence
 
 from jaxlift.errors import JaxliftError
 from jaxlift.cli.commands import cmd_attribute, cmd_demo, cmd_info
-from jaxlift.cli.options import (LazyChoices, TargetSpec, available_modes, parse_batch_size,
-                                 parse_class_names, parse_feature_names, parse_mode_option,
-                                 parse_target)
+from jaxlift.cli.options import (LazyChoices, TargetSpec, UsageError, available_modes,
+                                 parse_batch_size, parse_class_names, parse_feature_names,
+                                 parse_mode_option, parse_target)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jaxlift",
         description="DeepLIFT (Rescale, RevealCancel) scores for Keras .h5 models, computed "
                     "by a JAX program transformation. Scores explain the model's logits.",
-        epilog="Start with `jaxlift demo`. Exit status: 0 ok, 2 usage error, 1 other errors.")
+        epilog="Start with `jaxlift demo`. Exit status: 0 ok, 2 usage error (a bad option, a "
+               "file named here that does not exist, a --target or --layer the model does not "
+               "have), 1 other errors (a file that cannot be read, data that do not fit).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="explain a few shipped MNIST digits (no download)",
@@ -88,8 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--batch-size", type=parse_batch_size, default="auto", metavar="B",
                    help="(input, reference) pairs computed at a time, bounding memory, or auto "
                         "(the default: sized from the free memory and the CPU caches)")
-    a.add_argument("--out", metavar="FILE.npz",
-                   help="save scores, delta, logits, predictions, targets … here (atomically)")
+    a.add_argument("--out", metavar="FILE.npz|FOLDER",
+                   help="FILE.npz: save scores, delta, base_value (t at the references, so "
+                        "that t(x) = base_value + Σ scores), logits, predictions, targets … "
+                        "(written atomically). FOLDER (a name without a suffix, new or a "
+                        "scores folder): stream one .npy/.npz[:KEY]/.h5:DATASET INPUT into a "
+                        "resumable folder chunk by chunk — re-running the command resumes "
+                        "a killed run; read it with jaxlift.open_scores(FOLDER)")
     a.add_argument("--png", metavar="DIR",
                    help="write one heatmap PNG per input here, after --out and only when all "
                         "are rendered: a new DIR appears with all of them at once; in an "
@@ -124,7 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-
 def _add_mode(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=LazyChoices(available_modes), default="reveal_cancel",
                         metavar="M",
@@ -133,11 +139,9 @@ def _add_mode(parser: argparse.ArgumentParser) -> None:
                              "sum to Δ exactly)")
 
 
-
 def _precisions() -> tuple[str, ...]:
     from jaxlift.pipeline import PRECISIONS
     return tuple(PRECISIONS)
-
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
@@ -146,7 +150,6 @@ def _add_precision(parser: argparse.ArgumentParser) -> None:
                         help="float32 matmul/convolution precision: default (JAX's: fast, TF32 "
                              "on recent NVIDIA GPUs, sums miss delta by ~1e-5) or highest "
                              "(exact float32, slower on such GPUs; the same on a CPU)")
-
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -159,7 +162,6 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{v} is not between {lo} and {hi}")
         return v
     return parse
-
 
 
 def _float_in(lo: float, hi: float, low_ok: bool = False) -> Callable[[str], float]:
@@ -176,7 +178,6 @@ def _float_in(lo: float, hi: float, low_ok: bool = False) -> Callable[[str], flo
     return parse
 
 
-
 def _one_line(exc: BaseException) -> str:
     """An exception as one line: OSErrors as 'what: path', others by their message."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
@@ -186,10 +187,8 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(msg.split())
 
 
-
 class Terminated(BaseException):
     """SIGTERM, raised where the command is so that its clean-ups run."""
-
 
 
 @contextlib.contextmanager
@@ -211,7 +210,6 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxlift`` command; returns the exit status."""
     parser = build_parser()
@@ -222,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_raises():
             return args.func(args)
+    except UsageError as e:  # the command line asks for what cannot be: as argparse's errors
+        print(f"jaxlift: error: {_one_line(e)}", file=sys.stderr)
+        return 2
     except (JaxliftError, ValueError, OSError) as e:  # KerasFormatError is both of the first
         print(f"jaxlift: error: {_one_line(e)}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxlift.cli.options import CLIError
+from jaxlift.cli.options import CLIError, UsageError
 
 
 class TwoClass:
@@ -31,7 +31,6 @@ class TwoClass:
 
     def __hash__(self):
         return hash((TwoClass, self.fn))
-
 
 
 @dataclasses.dataclass
@@ -56,7 +55,7 @@ class LoadedModel:
         if layer is None:
             return self.logits_fn
         if layer not in self.layer_names:
-            raise CLIError(f"--layer {layer!r}: the model has no such layer; its layers are "
+            raise UsageError(f"--layer {layer!r}: the model has no such layer; its layers are "
                            f"{', '.join(self.layer_names)}")
         return _marked_fn(self.model, layer)
 
@@ -76,10 +75,8 @@ class LoadedModel:
         return TwoClass(fn) if self.binary else fn
 
 
-
 def _apply_logits(model, variables, xb):
     return model.apply(variables, xb, logits=True)
-
 
 
 @functools.lru_cache(maxsize=32)
@@ -102,6 +99,12 @@ def _marked_fn(model: Any, layer: str) -> Callable:
     return fn
 
 
+def check_model_path(path: str | os.PathLike) -> None:
+    """Raise :class:`UsageError` if the MODEL named on the command line does not exist (a file
+    that exists but is no Keras model is an error of the file, found when it is read)."""
+    if not os.path.exists(path):
+        raise UsageError(f"no such Keras file: {path}")
+
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
     """Read a Keras ``.h5`` or ``.keras``; the model must have one input and one (N, T)
@@ -110,6 +113,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     import jax.numpy as jnp
     from jaxlift.io.keras_files import load_keras
 
+    check_model_path(path)
     model, variables = load_keras(path)
     graph = model.graph
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
@@ -137,7 +141,6 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
                        int(out.shape[1]), names)
 
 
-
 def _check_params_finite(variables: Any, path: str) -> None:
     import jax
     for keypath, leaf in jax.tree_util.tree_leaves_with_path(variables):
@@ -149,7 +152,6 @@ def _check_params_finite(variables: Any, path: str) -> None:
                            "file is damaged or its training diverged — use a finite model")
 
 
-
 def predict(loaded: LoadedModel, x: np.ndarray, batch: int = 64) -> np.ndarray:
     """Logits (N, T) of a float32 batch, computed ``batch`` inputs at a time."""
     import jax
@@ -158,14 +160,12 @@ def predict(loaded: LoadedModel, x: np.ndarray, batch: int = 64) -> np.ndarray:
                            for s in range(0, len(x), batch)])
 
 
-
 def classes_of(logits: np.ndarray) -> np.ndarray:
     """Predicted class per input: argmax, or ``logit > 0`` (class 1) for a single (sigmoid)
     output."""
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).astype(np.int64)
     return np.argmax(logits, axis=1)
-
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:

@@ -17,8 +17,16 @@ from jaxlift.errors import JaxliftError
 
 
 class CLIError(JaxliftError):
-    """A bad input to the command line tool; its message is printed as it is."""
+    """A bad input to the command line tool (a file that cannot be read, data that do not fit
+    the model, a place that cannot be written); its message is printed as it is and the exit
+    status is 1."""
 
+
+class UsageError(CLIError):
+    """The command line asks for what cannot be (exit status 2, as argparse's own errors): a
+    file or folder named on it that does not exist, or an option that does not fit the model
+    or the other options (a ``--target`` out of range, an unknown ``--layer``, a bad
+    ``--mode-option``, names of the wrong count, ``--png`` with a folder ``--out``, …)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +41,6 @@ class TargetSpec:
     def __str__(self) -> str:
         return {"pred": "pred", "index": f"{self.a}", "all": "all",
                 "diff": f"{self.a}-{self.b}"}[self.kind]
-
 
 
 def parse_target(text: str) -> TargetSpec:
@@ -57,19 +64,17 @@ def parse_target(text: str) -> TargetSpec:
         "such as 3, all, or a class difference such as 3-5 (logit 3 minus logit 5)")
 
 
-
 def check_target(spec: TargetSpec, n_classes: int, binary: bool = False) -> None:
     """Raise CLIError if ``spec`` names a class the model does not have (``binary``: a
     single-logit model, whose two classes are the negated logit (0) and the logit (1))."""
     for i in {"index": (spec.a,), "diff": (spec.a, spec.b)}.get(spec.kind, ()):
         if i >= n_classes:
             if binary:
-                raise CLIError(f"--target {spec}: class {i} is out of range; the model has one "
+                raise UsageError(f"--target {spec}: class {i} is out of range; the model has one "
                                "(sigmoid) output, so two classes: 0 (the negated logit, "
                                "P = 1 − σ(z)) and 1 (the logit z, P = σ(z))")
-            raise CLIError(f"--target {spec}: output {i} is out of range; the model has "
+            raise UsageError(f"--target {spec}: output {i} is out of range; the model has "
                            f"{n_classes} output(s), numbered 0 to {n_classes - 1}")
-
 
 
 def parse_class_names(text: str) -> tuple[str, ...]:
@@ -81,7 +86,6 @@ def parse_class_names(text: str) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"{text!r}: the class names repeat a name")
     return names
-
 
 
 def parse_feature_names(text: str) -> tuple[str, ...]:
@@ -107,22 +111,20 @@ def parse_feature_names(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-
 def check_feature_names(names: tuple[str, ...] | None, input_shape: tuple[int, ...],
                         layer: str | None) -> None:
     """Raise CLIError unless ``names`` label the features of a 1-D (tabular) input, one each."""
     if names is None:
         return
     if layer is not None:
-        raise CLIError("--feature-names labels the input features; with --layer the bars are "
+        raise UsageError("--feature-names labels the input features; with --layer the bars are "
                        "the layer's units")
     if len(input_shape) != 1:
-        raise CLIError(f"--feature-names labels tabular inputs (one value per feature), but "
+        raise UsageError(f"--feature-names labels tabular inputs (one value per feature), but "
                        f"the model's input has shape {input_shape}")
     if len(names) != input_shape[0]:
-        raise CLIError(f"--feature-names gives {len(names)} name(s) but the model's input has "
+        raise UsageError(f"--feature-names gives {len(names)} name(s) but the model's input has "
                        f"{input_shape[0]} features")
-
 
 
 def check_class_names(names: tuple[str, ...] | None, n_classes: int, binary: bool) -> None:
@@ -130,8 +132,7 @@ def check_class_names(names: tuple[str, ...] | None, n_classes: int, binary: boo
     if names is not None and len(names) != n_classes:
         what = ("two classes: 0 (the negated logit) and 1 (the logit), e.g. --class-names cat,dog"
                 " for a model that outputs P(dog)" if binary else f"{n_classes} classes")
-        raise CLIError(f"--class-names gives {len(names)} name(s) but the model has {what}")
-
+        raise UsageError(f"--class-names gives {len(names)} name(s) but the model has {what}")
 
 
 class LazyChoices(Sequence[str]):
@@ -159,12 +160,10 @@ class LazyChoices(Sequence[str]):
         return iter(self._all())
 
 
-
 def _method_table() -> dict:
     """``jaxlift.methods.METHODS`` (name → Method), imported when first needed."""
     from jaxlift.methods import METHODS
     return METHODS
-
 
 
 def available_modes() -> tuple[str, ...]:
@@ -172,18 +171,15 @@ def available_modes() -> tuple[str, ...]:
     return tuple(_method_table())
 
 
-
 def sums_to_delta(mode: str) -> bool:
     """Whether ``mode``'s scores sum to Δ exactly (DeepLIFT, Shapley sampling, KernelSHAP)."""
     return _method_table()[mode].completeness == "exact"
-
 
 
 def check_mode_options(mode: str, options: dict) -> dict:
     """``options`` validated (and completed with defaults) by the method ``mode``; raises
     ``ValueError``/``TypeError`` naming the option."""
     return _method_table()[mode].check_options(options)
-
 
 
 def parse_option_value(raw: str) -> Any:
@@ -209,7 +205,6 @@ def parse_option_value(raw: str) -> Any:
     return raw
 
 
-
 def parse_mode_option(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` → (key, value) (argparse ``type=``; see :func:`parse_option_value`)."""
     key, sep, raw = text.partition("=")
@@ -221,7 +216,6 @@ def parse_mode_option(text: str) -> tuple[str, Any]:
     return key, parse_option_value(raw)
 
 
-
 def default_window(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(window, stride) of occlusion when ``--mode-option window=`` is not given: the API's
     default, :func:`jaxlift.methods.groups.default_window` (for an image (H, W, C),
@@ -230,14 +224,12 @@ def default_window(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, 
     return api_default(tuple(shape))
 
 
-
 def patch_mask(shape: tuple[int, ...], window: tuple[int, ...]) -> np.ndarray:
     """Integer labels of the non-overlapping ``window``-sized blocks of an array of ``shape``
     (:func:`jaxlift.methods.groups.patch_mask`; the default ``feature_mask`` of
     ``shapley_sampling``, ``lime`` and ``kernel_shap``: one group per patch)."""
     from jaxlift.methods.groups import patch_mask as api_patch_mask
     return api_patch_mask(tuple(shape), tuple(window))
-
 
 
 def resolve_mode_options(mode: str, given: Sequence[tuple[str, Any]],
@@ -249,7 +241,7 @@ def resolve_mode_options(mode: str, given: Sequence[tuple[str, Any]],
     opts: dict[str, Any] = {}
     for key, value in given:
         if key in opts:
-            raise CLIError(f"--mode-option {key}= is given twice")
+            raise UsageError(f"--mode-option {key}= is given twice")
         opts[key] = value
     window, stride = default_window(shape)
     if mode == "occlusion":
@@ -261,9 +253,8 @@ def resolve_mode_options(mode: str, given: Sequence[tuple[str, Any]],
     try:
         check_mode_options(mode, opts)
     except (ValueError, TypeError) as e:
-        raise CLIError(f"--mode {mode} --mode-option: {e}") from None
+        raise UsageError(f"--mode {mode} --mode-option: {e}") from None
     return opts
-
 
 
 def describe_options(opts: dict) -> str:
@@ -271,7 +262,6 @@ def describe_options(opts: dict) -> str:
     return ", ".join(f"{k}=" + (f"<{v.dtype} array {v.shape}, {len(np.unique(v))} groups>"
                                 if isinstance(v, np.ndarray) else repr(v))
                      for k, v in opts.items())
-
 
 
 def parse_batch_size(text: str) -> int | str:

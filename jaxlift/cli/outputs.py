@@ -26,11 +26,9 @@ def class_label(c: int, names: Sequence[str] | None) -> str:
     return str(c) if names is None or c < 0 else names[c]
 
 
-
 def class_words(c: int, names: Sequence[str] | None) -> str:
     """A class in a sentence: its name when ``--class-names`` gave one, else ``class c``."""
     return f"class {c}" if names is None else names[c]
-
 
 
 def logit_label(c: int, names: Sequence[str] | None, binary: bool) -> str:
@@ -39,7 +37,6 @@ def logit_label(c: int, names: Sequence[str] | None, binary: bool) -> str:
     cat logit (−z)`` for class 0, the negated logit."""
     sign = ("" if not binary else " (z)" if c == 1 else " (−z)")
     return f"the {class_words(c, names)} logit{sign}"
-
 
 
 def target_label(spec: TargetSpec, c: int, names: Sequence[str] | None, binary: bool) -> str:
@@ -51,7 +48,6 @@ def target_label(spec: TargetSpec, c: int, names: Sequence[str] | None, binary: 
     if spec.kind == "all":
         return "each class's logit"
     return logit_label(c, names, binary)
-
 
 
 def check_writable_file(path: Path, flag: str) -> None:
@@ -67,7 +63,6 @@ def check_writable_file(path: Path, flag: str) -> None:
         raise CLIError(f"{flag} {path}: folder {folder} is not writable; choose another place")
 
 
-
 def check_writable_dir(path: Path, flag: str) -> None:
     """Fail early if folder ``path`` cannot be created or written."""
     p = path
@@ -81,16 +76,13 @@ def check_writable_dir(path: Path, flag: str) -> None:
         raise CLIError(f"{flag} {path}: folder {p} is not writable; choose another place")
 
 
-
 def write_npz_atomic(path: Path, arrays: dict[str, Any]) -> None:
     """``np.savez`` written whole or not at all (:func:`jaxlift.io.atomic.write_atomically`)."""
     write_atomically(path, lambda fh: np.savez(fh, **arrays), what="scores")
 
 
-
 def _safe_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem) or "input"
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +107,6 @@ class HeatmapPage:
     clip_percentile: float = 99.5
     alpha: float = 0.8
     top_k: int = 20
-
 
 
 def heatmap_pages(batch: Batch, result: Result, spec: TargetSpec, *, reference: str = "",
@@ -177,7 +168,6 @@ def heatmap_pages(batch: Batch, result: Result, spec: TargetSpec, *, reference: 
     return pages
 
 
-
 def write_pngs(folder: Path, pages: Sequence[HeatmapPage]) -> list[Path]:
     """Render each page to ``folder / page.filename`` (each PNG written atomically): images as
     :func:`jaxlift.viz.attribution_grid` (input, map and overlay; an overlay per target with
@@ -200,7 +190,6 @@ def write_pngs(folder: Path, pages: Sequence[HeatmapPage]) -> list[Path]:
     return written
 
 
-
 def remove_stale_outputs(out: Path | None, png: Path | None) -> list[Path]:
     """Remove what killed runs left where this run writes: stale temporaries
     (:func:`jaxlift.io.atomic.is_stale`) of ``out`` beside it, of the folder ``png`` beside it,
@@ -213,7 +202,6 @@ def remove_stale_outputs(out: Path | None, png: Path | None) -> list[Path]:
         removed += remove_stale_temporaries(dest.parent, dest.name)
         removed += remove_stale_temporaries(dest)
     return removed
-
 
 
 def commit_outputs(out: Path | None, arrays: dict[str, Any] | None, png: Path | None,
@@ -238,7 +226,6 @@ def commit_outputs(out: Path | None, arrays: dict[str, Any] | None, png: Path | 
         if out is not None:
             write_npz_atomic(out, arrays)
         return commit_folder(tmp, png)
-
 
 
 def format_table(names: Sequence[str], result: Result, gap: np.ndarray, limit: int = 10,
@@ -270,12 +257,14 @@ def format_table(names: Sequence[str], result: Result, gap: np.ndarray, limit: i
     return "\n".join(rows)
 
 
-
 def score_arrays(args: argparse.Namespace, batch: Batch, result: Result, ref_text: str
                  ) -> dict[str, np.ndarray]:
-    """What ``--out`` saves: the scores and what they explain."""
+    """What ``--out`` saves: the scores and what they explain. ``base_value`` is the explained
+    value at the references, averaged over them as ``delta`` is, so that ``t(x) = base_value +
+    delta`` and, for a mode that sums to Δ, ``t(x) = base_value + Σ scores``."""
+    base = {} if result.base is None else {"base_value": result.base}
     return {
-        "scores": result.scores, "delta": result.delta, "logits": result.logits,
+        "scores": result.scores, "delta": result.delta, **base, "logits": result.logits,
         "predictions": classes_of(result.logits),
         "probabilities": probabilities(result.logits).astype(np.float32),
         "targets": result.targets, "target": np.array(str(args.target)),

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxlift.cli.inputs import read_array_file, to_model_float
 from jaxlift.cli.model import load_model
-from jaxlift.cli.options import CLIError, check_target, resolve_mode_options
+from jaxlift.cli.options import CLIError, UsageError, check_target, resolve_mode_options
 
 
 def is_store_path(out: Path) -> bool:
@@ -24,7 +24,6 @@ def is_store_path(out: Path) -> bool:
     folder holding a store's ``manifest.json`` (an existing other folder keeps the old
     "is a folder" error)."""
     return not out.suffix and (not out.exists() or (out / "manifest.json").is_file())
-
 
 
 def _store_inputs(path: str, shape: tuple[int, ...]):
@@ -45,15 +44,13 @@ def _store_inputs(path: str, shape: tuple[int, ...]):
                         np.float32, shape)
 
 
-
 def _store_target(spec):
     import jaxlift
     if spec.kind == "pred":
-        raise CLIError("--target pred (the default) needs each input's class; when streaming "
+        raise UsageError("--target pred (the default) needs each input's class; when streaming "
                        "into a folder give --target IDX, A-B or all")
     return {"index": spec.a, "all": "all"}.get(spec.kind) if spec.kind != "diff" \
         else jaxlift.class_difference(spec.a, spec.b)
-
 
 
 def attribute_to_store(args: argparse.Namespace) -> int:
@@ -61,10 +58,10 @@ def attribute_to_store(args: argparse.Namespace) -> int:
     import jaxlift
 
     if len(args.inputs) != 1:
-        raise CLIError("with a folder --out, give one input file (.npy, .npz[:KEY], "
+        raise UsageError("with a folder --out, give one input file (.npy, .npz[:KEY], "
                        ".h5[:DATASET])")
     if args.png:
-        raise CLIError("--png is not available with a folder --out (one PNG per input of a "
+        raise UsageError("--png is not available with a folder --out (one PNG per input of a "
                        "whole data set); render from jaxlift.open_scores(FOLDER)")
     loaded = load_model(args.model)
     check_target(args.target, loaded.n_classes, loaded.binary)
@@ -79,7 +76,7 @@ def attribute_to_store(args: argparse.Namespace) -> int:
             raise CLIError(f"--refs {args.refs}: shape {refs.shape}; expected (K, *{shape}) "
                            "references shared by all inputs")
     else:
-        raise CLIError(f"--refs {args.refs}: with a folder --out, give zeros or a .npy/.npz "
+        raise UsageError(f"--refs {args.refs}: with a folder --out, give zeros or a .npy/.npz "
                        "file of references (K, …)")
     extra = {} if args.batch_size is None else {"batch_size": args.batch_size}
     options = resolve_mode_options(args.mode, args.mode_option or (), shape)
