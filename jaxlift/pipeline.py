@@ -381,6 +381,15 @@ def validate_pairs(x, refs) -> tuple[int, int, bool]:
         elif len(rs) == len(xs) + 1 and rs[0] == n and rs[2:] == xs[1:]:
             layouts.add(True)
             ks.add(rs[1])
+        elif len(rs) == len(xs) + 1 and rs[1:] == xs:  # the references are examples like x
+            raise ValueError(
+                f"x of shape {xs} looks like one example without its batch axis (the "
+                f"references, {rs}, are a batch of examples of that shape): pass x[None]")
+        elif len(rs) == len(xs) + 1 and rs[1:] == xs[1:] + (1,):
+            raise ValueError(
+                f"x of shape {xs} has no trailing axis of size 1 but the references, {rs}, "
+                "have one: if fn takes (…, 1) examples (a channel axis), pass x[..., None]; "
+                "otherwise drop it from the references (refs[..., 0])")
         else:
             raise ValueError(
                 f"refs of shape {rs} do not fit x of shape {xs}: expected (K, {', '.join(map(str, xs[1:]))}) "
