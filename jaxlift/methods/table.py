@@ -15,7 +15,8 @@ from pathlib import Path
 
 from jaxlift.methods.base import REQUIRED, Method
 
-BEGIN = "<!-- modes table: generated from jaxlift.methods.METHODS by `python -m jaxlift.methods.table --write README.md` -->"
+BEGIN = ("<!-- modes table: generated from jaxlift.methods.METHODS by "
+         "`python -m jaxlift.methods.table --write README.md` -->")
 END = "<!-- end of the modes table -->"
 
 

@@ -5,8 +5,8 @@ text plot. :func:`token_text` returns a :class:`TokenText`, which a notebook sho
 Positive and negative scores share one diverging scale centred at zero: a token's background
 runs from white at zero to ``cmap``'s end colour (lightened, so black text stays readable) at
 ``±v`` (:func:`token_colors`): red where the token raises the explained output relative to the
-reference, blue where it lowers it; ``v`` is ``vmax`` or the ``clip_percentile``-th percentile of ``|score|`` over all
-the texts shown (:func:`~jaxlift.viz.color_limit`).
+reference, blue where it lowers it; ``v`` is ``vmax`` or the ``clip_percentile``-th percentile
+of ``|score|`` over all the texts shown (:func:`~jaxlift.viz.color_limit`).
 
 Scores per token come from e.g. :func:`jaxlift.token_scores` (``(N, T)``: the embedding axis
 summed) of a model explained at its embedding output.
@@ -31,8 +31,8 @@ LIGHTEN = 0.7
 
 def token_colors(scores: ArrayLike, vmax: float, cmap: str = DEFAULT_CMAP) -> np.ndarray:
     """``(T, 3)`` RGB background colours in [0, 1] of ``T`` token scores on the diverging scale
-    ``(−vmax, vmax)``: with ``u = clip(s/vmax, −1, 1)``, ``1 − LIGHTEN·|u|·(1 − e)`` where ``e``
-    is ``cmap``'s end colour for the sign of ``s`` (``cmap(1)`` for positive, ``cmap(0)`` for
+    ``(−vmax, vmax)``: with ``u = clip(s/vmax, −1, 1)``, ``1 − LIGHTEN·|u|·(1 − e)`` where
+    ``e`` is ``cmap``'s end colour for the sign of ``s`` (``cmap(1)`` for positive, ``cmap(0)`` for
     negative): white at 0 exactly, the (lightened) end colour at ``±vmax`` and beyond."""
     from matplotlib import colormaps
 
