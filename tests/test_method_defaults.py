@@ -38,7 +38,8 @@ def test_default_window_and_patches():
     assert mask.shape == (16, 8, 2) and len(np.unique(mask)) == 8 * 8
     assert (mask[0:2, 0, :] == mask[0, 0, 0]).all() and mask[2, 0, 0] != mask[0, 0, 0]
     np.testing.assert_array_equal(groups.default_mask((5,)), np.arange(5))
-    np.testing.assert_array_equal(groups.default_mask((3, 4)), np.repeat(np.arange(3), 4).reshape(3, 4))
+    np.testing.assert_array_equal(groups.default_mask((3, 4)),
+                                  np.repeat(np.arange(3), 4).reshape(3, 4))
 
 
 @pytest.mark.parametrize("mode, opts", [

@@ -89,7 +89,8 @@ def test_image_attribution_vmax_grey_image_and_one_sign():
     heat, masked = fig.axes[0], fig.axes[1]
     (h,) = _labelled(heat, viz.ATTRIBUTION_LABEL)
     assert h.get_clim() == (-0.5, 0.5)
-    expected = np.repeat(img[..., None], 3, -1) * np.clip(np.where(s > 0, s, 0) / 0.5, 0, 1)[..., None]
+    kept = np.clip(np.where(s > 0, s, 0) / 0.5, 0, 1)
+    expected = np.repeat(img[..., None], 3, -1) * kept[..., None]
     np.testing.assert_allclose(_labelled(masked, "masked")[0].get_array(), expected)
     assert heat.get_title() == "heat map" and heat.get_ylabel() == ""
 
@@ -174,7 +175,8 @@ def test_token_text_html_colours_follow_the_sign():
     c = viz.token_colors(np.array([0.1, 0.2, -0.1, -0.2]), 1.0)
     assert c[1, 1] < c[0, 1] and c[3, 0] < c[2, 0]
     # clipped at v: the outlier 3.0 has the same colour as a score of exactly v
-    np.testing.assert_allclose(viz.token_colors(np.array([3.0]), v), viz.token_colors(np.array([v]), v))
+    np.testing.assert_allclose(viz.token_colors(np.array([3.0]), v),
+                               viz.token_colors(np.array([v]), v))
 
 
 def test_token_text_several_texts_png(tmp_path):

@@ -33,8 +33,8 @@ The package, by job (each module's functions are re-exported here):
 from __future__ import annotations
 
 from jaxlift.viz._style import (ABSOLUTE_CMAP, ATTRIBUTION_LABEL, DEFAULT_CMAP, DNA_COLORS,
-                                NEG_COLOR, POS_COLOR, SIGNS, color_limit, legend_sentence,
-                                PathLike, save_png, sign_filter, symmetric_limit)
+                                NEG_COLOR, POS_COLOR, SIGNS, color_limit, legend_sentence, PathLike,
+                                save_png, sign_filter, symmetric_limit)
 from jaxlift.viz.graphs import (circle_layout, connected_components, graph_layout, graph_nodes,
                                 spectral_layout, spring_layout)
 from jaxlift.viz.grids import SHARES, method_grid

@@ -11,10 +11,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from matplotlib.figure import Figure
 
-from jaxlift.viz._style import (ATTRIBUTION_LABEL, DEFAULT_CMAP, SIGNS, PathLike,
-                                as_float_array, bare_axes, check_alpha, check_choice,
-                                check_vmax, color_limit, display_image, finish, new_figure,
-                                scale_for, show_image, show_scores, sign_filter, symmetric_limit)
+from jaxlift.viz._style import (ATTRIBUTION_LABEL, DEFAULT_CMAP, SIGNS, PathLike, as_float_array,
+                                bare_axes, check_alpha, check_choice, check_vmax, color_limit,
+                                display_image, finish, new_figure, scale_for, show_image,
+                                show_scores, sign_filter, symmetric_limit)
 
 
 SHARES = ("row", "global", "method")

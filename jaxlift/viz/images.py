@@ -14,11 +14,10 @@ from numpy.typing import ArrayLike
 from matplotlib.figure import Figure
 
 from jaxlift.viz._style import (ABSOLUTE_CMAP, ATTRIBUTION_LABEL, DEFAULT_CMAP, SIGNS, PathLike,
-                                as_float_array, add_texts, bare_axes, check_alpha,
-                                check_choice, check_ncols, color_limit, display_image,
-                                draw_blended, finish, new_figure, scale_for, shared_colorbar,
-                                show_image, show_scores, sign_filter, spatial_scores,
-                                text_height)
+                                as_float_array, add_texts, bare_axes, check_alpha, check_choice,
+                                check_ncols, color_limit, display_image, draw_blended, finish,
+                                new_figure, scale_for, shared_colorbar, show_image, show_scores,
+                                sign_filter, spatial_scores, text_height)
 
 
 def image_heatmap(

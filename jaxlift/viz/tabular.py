@@ -9,9 +9,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from matplotlib.figure import Figure
 
-from jaxlift.viz._style import (ATTRIBUTION_LABEL, NEG_COLOR, POS_COLOR, PathLike,
-                                add_texts, as_float_array, check_choice, check_ncols, finish,
-                                new_figure, sign_filter, symmetric_limit, text_height)
+from jaxlift.viz._style import (ATTRIBUTION_LABEL, NEG_COLOR, POS_COLOR, PathLike, add_texts,
+                                as_float_array, check_choice, check_ncols, finish, new_figure,
+                                sign_filter, symmetric_limit, text_height)
 
 
 def top_features(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
