@@ -110,7 +110,11 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
             raise ValueError(f"mode {method.name!r} needs references (refs=None given); pass "
                              "refs of shape (K, *S) or (N, K, *S)")
         if return_delta:
-            raise ValueError("return_delta=True needs refs (Δt = t(x) − t(r))")
+            raise ValueError(
+                f"return_delta=True gives Δt = t(x) − t(r), which needs references: mode "
+                f"{method.name!r} runs without them (refs=None) but then has no t(r). Pass refs "
+                "(e.g. jaxlift.references.zeros_like(x[:1]); the scores of this mode do not "
+                "depend on them), or drop return_delta")
         x = chunking.host_arrays(x)
         refs = jax.tree_util.tree_map(lambda l: l[:1], x)  # only shapes the result
         average_refs = True
@@ -420,6 +424,15 @@ def validate_pairs(x, refs) -> tuple[int, int, bool]:
         elif len(rs) == len(xs) + 1 and rs[0] == n and rs[2:] == xs[1:]:
             layouts.add(True)
             ks.add(rs[1])
+        elif len(rs) == len(xs) + 1 and rs[1:] == xs:  # the references are examples like x
+            raise ValueError(
+                f"x of shape {xs} looks like one example without its batch axis (the "
+                f"references, {rs}, are a batch of examples of that shape): pass x[None]")
+        elif len(rs) == len(xs) + 1 and rs[1:] == xs[1:] + (1,):
+            raise ValueError(
+                f"x of shape {xs} has no trailing axis of size 1 but the references, {rs}, "
+                "have one: if fn takes (…, 1) examples (a channel axis), pass x[..., None]; "
+                "otherwise drop it from the references (refs[..., 0])")
         else:
             raise ValueError(
                 f"refs of shape {rs} do not fit x of shape {xs}: expected (K, {', '.join(map(str, xs[1:]))}) "

@@ -85,10 +85,14 @@ def _check_examples(name: str, x: Any) -> np.ndarray:
 
 
 def _make_estimator(kind: str, max_depth: int | None, c: float, seed: int):
-    if kind == "tree":
+    try:
+        from sklearn.linear_model import LogisticRegression
         from sklearn.tree import DecisionTreeClassifier
+    except ImportError:
+        raise ImportError("jaxlift.surrogate needs scikit-learn, an optional dependency: pip "
+                          "install 'jaxlift[methods]' (or pip install scikit-learn)") from None
+    if kind == "tree":
         return DecisionTreeClassifier(max_depth=max_depth, random_state=seed)
-    from sklearn.linear_model import LogisticRegression
     return LogisticRegression(C=c, l1_ratio=1.0, solver="saga", max_iter=2000,
                               random_state=seed)
 

@@ -83,14 +83,34 @@ def _call(fn: Callable, params, xb, x, what: str):
     try:
         return fn(params, xb)
     except Exception as exc:  # a user's function failing: say how jaxlift called it
-        single = not _traces(fn, params, xb) and _looks_like_one_example(fn, params, x)
-        if single:
+        fails = not _traces(fn, params, xb)
+        if fails and _looks_like_one_example(fn, params, x):
             raise ValueError(
                 f"fn failed on {what}, but accepts x itself as a batch of one: x of shape "
                 f"{_shape_of(x)} looks like a single example without its batch axis. Pass "
                 "x[None] (and references with a leading axis too)") from exc
+        added = _missing_axis(fn, params, xb) if fails else None
+        if added is not None:
+            where, fix = added
+            raise ValueError(
+                f"fn failed on {what} (xb of shape {_shape_of(xb)}), but runs when each example "
+                f"gets {where} axis of size 1: x of shape {_shape_of(x)} looks like it lacks "
+                f"its channel axis. Pass {fix} (and references of that shape too)") from exc
         raise ValueError(f"fn(params, xb) failed on {what} (xb of shape {_shape_of(xb)}); "
                          f"fn must take a batch with a leading axis: {exc}") from exc
+
+
+_NEW_AXES = (("a trailing", "x[..., None]", lambda l: jnp.asarray(l)[..., None]),
+             ("a leading (channels-first)", "x[:, None]", lambda l: jnp.asarray(l)[:, None]))
+
+
+def _missing_axis(fn: Callable, params, xb) -> tuple[str, str] | None:
+    """``(where, fix)`` when ``fn`` traces on the batch ``xb`` with a size-1 axis added to every
+    example (a channel axis a (…, H, W, 1) or (…, 1, H, W) model wants), else ``None``."""
+    for where, fix, add in _NEW_AXES:
+        if _traces(fn, params, jax.tree_util.tree_map(add, xb)):
+            return where, fix
+    return None
 
 
 def _traces(fn: Callable, params, xb) -> bool:

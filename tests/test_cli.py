@@ -199,16 +199,18 @@ def test_console_script_exists():
     assert r.returncode == 0 and "demo" in r.stdout
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["attribute", "missing.h5", "x.npy"], 1, "no such Keras file: missing.h5"),
-    (["attribute", str(MODEL), "x.npy", "--mode", "deconvnet"], 2, "invalid choice: 'deconvnet'"),
+@pytest.mark.parametrize("args, code, message, one_line", [
+    (["attribute", "missing.h5", "x.npy"], 2, "no such Keras file: missing.h5", True),
+    (["info", "missing.h5"], 2, "no such Keras file: missing.h5", True),
+    (["attribute", str(MODEL), "x.npy", "--mode", "deconvnet"], 2, "invalid choice: 'deconvnet'",
+     False),  # argparse's: a usage line, then the error
 ])
-def test_errors_subprocess(tmp_path, args, code, message):
+def test_errors_subprocess(tmp_path, args, code, message, one_line):
     r = run_cli(*args, cwd=tmp_path)
     assert r.returncode == code
     assert message in r.stderr
     assert "Traceback" not in r.stderr
-    if code == 1:
+    if one_line:
         assert r.stderr.startswith("jaxlift: error: ") and r.stderr.count("\n") == 1
 
 
@@ -271,6 +273,20 @@ def test_attribute_variants(tmp_path, files, capsys):
                 assert s.shape == (6, 10, 64) and "near-uniform" in str(z["reference"])
             if name == "diff":
                 assert str(z["target"]) == "3-5" and (z["targets"] == -1).all()
+            # the base value t(r), averaged over each input's references as Δ is: a user
+            # rebuilds the explained value t(x) = base_value + Σ scores
+            logits = z["logits"].astype(np.float64)
+            t_x = {"diff": logits[:, 3] - logits[:, 5], "layer": logits,
+                   "perinput": logits[:, 7]}[name]
+            assert z["base_value"].shape == d.shape
+            np.testing.assert_allclose(z["base_value"] + d, t_x, atol=1e-4, rtol=1e-5)
+            np.testing.assert_allclose(z["base_value"] + total, t_x, atol=2e-3, rtol=1e-4)
+            if name == "perinput":  # all-zero references: t of the black image, for every input
+                loaded = cli.load_model(MODEL)
+                black = cli.predict(loaded, np.zeros((1, 28, 28, 1), np.float32))[0, 7]
+                np.testing.assert_allclose(z["base_value"], black, atol=1e-5)
+            if name == "diff":  # blurred copies: each input its own reference and base
+                assert len(np.unique(z["base_value"])) == 6
     code, out, err = call(["attribute", MODEL, files / "seven.png", "--png", tmp_path / "p"],
                           capsys)
     assert code == 0, err
@@ -328,6 +344,14 @@ BAD = [
 ]
 
 
+# The command line asks for what cannot be (exit status 2, as the README says): a file named on
+# it that does not exist, or an option that does not fit the model. The others (exit status 1)
+# are files that cannot be read, data that do not fit, places that cannot be written.
+USAGE = {"target range", "diff range", "missing model", "missing input", "unknown layer",
+         "unknown refs", "unknown mode option", "bad mode option", "option of a DeepLIFT mode",
+         "class names count"}
+
+
 @pytest.mark.parametrize("name, argv, message", BAD, ids=[b[0] for b in BAD])
 def test_bad_input(name, argv, message, files, tmp_path, capsys):
     argv = [a.format(m=MODEL, f=files, t=tmp_path) for a in argv]
@@ -335,7 +359,7 @@ def test_bad_input(name, argv, message, files, tmp_path, capsys):
     if "--out" not in argv:
         argv += ["--out", str(out_npz)]
     code, out, err = call(["attribute", *argv, "-q"], capsys)
-    assert code == 1, (out, err)
+    assert code == (2 if name in USAGE else 1), (out, err)
     assert err.startswith("jaxlift: error: ") and err.count("\n") == 1, err
     assert message in err, err
     assert not out_npz.exists() and not leftovers(tmp_path)
@@ -356,6 +380,32 @@ def test_usage_errors(argv, message, capsys):
     """Usage errors: exit status 2 with argparse's message."""
     code, out, err = call(["attribute", MODEL, "x.npy", *argv], capsys)
     assert code == 2 and message in err, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "{t}/store", "--png", "{t}/png"], "--png is not available with a folder --out"),
+    (["--out", "{t}/store", "--refs", "blur", "--target", "3"], "with a folder --out, give zeros"),
+    (["--num-refs", "0"], "--num-refs 0: give a positive number"),
+    (["--refs", "near-uniform:"], "needs a data file or folder after the colon"),
+    (["--mode-option", "steps=3", "--mode-option", "steps=4", "--mode", "integrated_gradients"],
+     "steps= is given twice"),
+])
+def test_options_that_cannot_be_exit_2(argv, message, files, tmp_path, capsys):
+    """An option that does not fit the model or the other options is a usage error: exit
+    status 2 and one line on stderr, before anything is computed or written."""
+    argv = [a.format(t=tmp_path) for a in argv]
+    code, out, err = call(["attribute", MODEL, files / "digits.npy", "-q", *argv], capsys)
+    assert code == 2, (out, err)
+    assert err.startswith("jaxlift: error: ") and err.count("\n") == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_help_names_the_file_and_the_folder(capsys):
+    code, out, err = call(["attribute", "--help"], capsys)
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "--out FILE.npz|FOLDER" in flat
+    assert "base_value" in flat and "resumable folder" in flat and "open_scores" in flat
 
 
 def test_no_command_prints_usage(capsys):
@@ -440,7 +490,7 @@ def test_single_logit_model_has_two_classes(sigmoid_model, tmp_path, capsys):
                                rtol=1e-5, atol=1e-7)
     assert [r.split()[3] for r in runs["0"][0].splitlines() if re.match(r"^\d ", r)] == ["cat"] * 5
     code, out, err = call(["attribute", sigmoid_model, x, "--target", "2"], capsys)
-    assert code == 1 and "two classes: 0 (the negated logit" in err
+    assert code == 2 and "two classes: 0 (the negated logit" in err
 
 
 def test_every_method_from_the_cli(sigmoid_model, tmp_path, capsys):
@@ -589,14 +639,14 @@ def test_feature_names_label_the_bars(tabular_model, tmp_path, capsys):
     page, = cli.heatmap_pages(cli.Batch(batch.x, ["r"], "float32", "x.npy"), res,
                               cli.parse_target("pred"), feature_names=("age", "income", "h"))
     assert page.kind == "features" and page.names == ("age", "income", "h")
-    for argv, status, message in (  # 2: usage errors (argparse), 1: the model disagrees
-            (["--feature-names", "a,,c"], 2, "a feature name is empty"),
-            (["--feature-names", "a,b,a"], 2, "repeat a name"),
-            (["--feature-names", "a,b"], 1, "--feature-names gives 2 name(s) but the model's "
-                                            "input has 3 features"),
-            (["--feature-names", "a,b,c", "--layer", "out"], 1, "with --layer the bars are "
-                                                                 "the layer's units")):
+    for argv, message in (  # usage errors: argparse's, and names that do not fit the model
+            (["--feature-names", "a,,c"], "a feature name is empty"),
+            (["--feature-names", "a,b,a"], "repeat a name"),
+            (["--feature-names", "a,b"], "--feature-names gives 2 name(s) but the model's "
+                                         "input has 3 features"),
+            (["--feature-names", "a,b,c", "--layer", "out"], "with --layer the bars are "
+                                                              "the layer's units")):
         code, out, err = call(["attribute", tabular_model, x, "-q", *argv], capsys)
-        assert code == status and message in err, err
+        assert code == 2 and message in err, err
     code, out, err = call(["attribute", MODEL, x, "-q", "--feature-names", "a,b,c"], capsys)
-    assert code == 1 and "labels tabular inputs" in err and "(28, 28, 1)" in err, err
+    assert code == 2 and "labels tabular inputs" in err and "(28, 28, 1)" in err, err

@@ -162,7 +162,7 @@ def computed(inputs) -> cli.Result:
 def fast_explain(monkeypatch, computed) -> None:
     """In-process runs reuse ``computed`` instead of compiling again: what they check starts
     after the scores are known (tests/test_cli.py runs the whole command)."""
-    monkeypatch.setattr(cli, "explain", lambda *args, **kwargs: computed)
+    monkeypatch.setattr(cli.commands, "explain", lambda *args, **kwargs: computed)
 
 
 def attribute(tmp_path: Path, inputs: Path, capsys) -> tuple[int, str]:

@@ -316,8 +316,9 @@ def test_bad_options_are_clear_errors():
     a = lambda **kw: jaxlift.attribute(relu_mlp, p, x, refs, target=0, **kw)  # noqa: E731
     with pytest.raises(ValueError, match="unknown mode_options .*'window'"):
         a(mode="integrated_gradients", mode_options={"window": 2})
-    with pytest.raises(ValueError, match="needs mode_options \\['window'\\]"):
-        a(mode="occlusion")
+    # occlusion without a window: the default one (one feature of a vector), not an error
+    np.testing.assert_allclose(a(mode="occlusion"), a(mode="occlusion",
+                                                      mode_options={"window": 1}))
     with pytest.raises(ValueError, match="larger than the example"):
         a(mode="occlusion", mode_options={"window": 6})
     with pytest.raises(ValueError, match="one entry per axis"):

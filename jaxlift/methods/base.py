@@ -66,6 +66,8 @@ class Method:
     ``rows_per_pair(opts)``: forward passes of ``fn`` per pair, so that ``batch_size="auto"`` sizes chunks from memory (``None``: run every pair at
     once under ``"auto"``). ``single_array``: ``x`` must be one array, not a pytree.
     ``prepare(opts, example_shape, key) -> dict`` makes the per-call arrays (host side).
+    ``cost``: one line on what a call costs, for the README's table of modes
+    (:func:`jaxlift.methods.table.modes_table`).
     """
 
     name: str
@@ -81,6 +83,7 @@ class Method:
     rows_per_pair: Callable[[dict], int] | None = None
     single_array: bool = False
     scope_of: Callable[[dict], str] | None = None
+    cost: str = ""
 
     def __post_init__(self):
         if self.scope not in SCOPES:

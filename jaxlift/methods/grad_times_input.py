@@ -18,5 +18,6 @@ def kernel(f, params, x, r, *, opts, arrays, key):
 
 
 METHOD = Method(
-    name="grad_times_input", summary="gradient × input, x·∂t/∂x", scope="input", kernel=kernel,
+    name="grad_times_input", summary="gradient × input, x·∂t/∂x", cost="one gradient per input",
+    scope="input", kernel=kernel,
     needs_refs=False)

@@ -25,5 +25,6 @@ def kernel(f, params, x, r, *, opts, arrays, key):
 
 
 METHOD = Method(
-    name="gradient", summary="saliency: the gradient ∂t/∂x at the input", scope="input",
+    name="gradient", summary="saliency: the gradient ∂t/∂x at the input",
+    cost="one gradient per input", scope="input",
     kernel=kernel, needs_refs=False)

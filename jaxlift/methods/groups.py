@@ -1,6 +1,16 @@
 """What the perturbation methods (Shapley sampling, LIME, KernelSHAP, occlusion) share: feature
-groups, spreading group values back onto features, and batched forward passes."""
+groups, spreading group values back onto features, and batched forward passes.
+
+Defaults that fit the input (the same in the API and the ``jaxlift`` command): occlusion's
+window and the feature groups of Shapley sampling, LIME and KernelSHAP come from
+:func:`default_window`. For an image-like example ``(H, W, C)`` that is a patch of
+``⌈H/8⌉ × ⌈W/8⌉`` pixels across all channels (about 64 groups, not one per pixel: a
+perturbation method's cost grows with the number of groups); for ``(T, F)`` one position across
+the last axis (a token, a base of a one-hot sequence); for a vector ``(F,)`` one feature.
+"""
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -8,13 +18,68 @@ import numpy as np
 
 from jaxlift.methods.base import Option, optional_positive_int
 
+AUTO = "auto"
+"""The default ``feature_mask`` (and occlusion ``window``/``stride``): chosen from the
+example's shape by :func:`default_window`."""
+
+
+def default_window(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(window, stride)`` for an example of ``shape``: for an image ``(H, W, C)``,
+    ``⌈H/8⌉ × ⌈W/8⌉`` pixels across all channels, moved by half a window (rounded up); for
+    ``(T, F)`` or more axes one position of the leading axes across the last axis; for a
+    vector ``(F,)`` one feature (stride 1 in both)."""
+    if len(shape) <= 1:
+        return (1,) * len(shape), (1,) * len(shape)
+    lead = shape[:-1]
+    w = tuple(max(1, math.ceil(d / 8)) for d in lead) if len(shape) == 3 else (1,) * len(lead)
+    stride = tuple(max(1, math.ceil(v / 2)) for v in w)
+    return w + (shape[-1],), stride + (shape[-1],)
+
+
+def patch_mask(shape: tuple[int, ...], window: tuple[int, ...]) -> np.ndarray:
+    """Integer labels (int32, ``shape``) of the non-overlapping ``window``-sized blocks of an
+    array of ``shape``, numbered in row-major order of the blocks (the last ones clipped at
+    the edges)."""
+    counts = [math.ceil(d / w) for d, w in zip(shape, window)]
+    index = np.meshgrid(*[np.arange(d) // w for d, w in zip(shape, window)], indexing="ij")
+    return np.ravel_multi_index(index, counts).astype(np.int32)
+
+
+def default_mask(shape: tuple[int, ...]) -> np.ndarray:
+    """The ``feature_mask="auto"`` groups of an example of ``shape``: the non-overlapping
+    :func:`default_window` patches (:func:`patch_mask`)."""
+    return patch_mask(tuple(shape), default_window(tuple(shape))[0])
+
+
+def feature_mask_option(method: str) -> Option:
+    """The ``feature_mask`` option of the methods on feature groups: ``"auto"`` (the default,
+    :func:`default_mask`: patches of an image), ``None`` (every feature alone, as Captum's
+    default) or an integer array of the example's shape (one value per group; e.g.
+    :func:`jaxlift.methods.lime.superpixels`)."""
+    def check(v):
+        if v is None or isinstance(v, str) and v == AUTO:
+            return v
+        if isinstance(v, (str, bytes, bool, int, float)):
+            raise TypeError(f"{method} feature_mask must be None or an integer array with the "
+                            f"example's shape, or 'auto' (the default: patches of an image), "
+                            f"got {v!r}")
+        return v
+    return Option("feature_mask", AUTO,
+                  "integer array of the example's shape, one value per group of features; "
+                  "'auto': patches of ⌈H/8⌉×⌈W/8⌉ pixels for an image (H, W, C), one position "
+                  "for (T, F), every feature for (F,); None: every feature alone",
+                  check, static=False)
+
 
 def feature_groups(shape: tuple[int, ...], feature_mask) -> tuple[np.ndarray, int]:
     """``(labels, G)``: each feature's group index in ``0..G−1`` (int32, ``shape``; every
-    feature its own group when ``feature_mask`` is None; otherwise the mask's distinct values,
-    in increasing order, as Captum's ``feature_mask``). ``feature_mask`` is a concrete integer
-    array of the example's ``shape``."""
+    feature its own group when ``feature_mask`` is None; :func:`default_mask` for ``"auto"``;
+    otherwise the mask's distinct values, in increasing order, as Captum's ``feature_mask``).
+    ``feature_mask`` is ``None``, ``"auto"`` or a concrete integer array of the example's
+    ``shape``."""
     size = int(np.prod(shape, dtype=np.int64))
+    if isinstance(feature_mask, str) and feature_mask == AUTO:
+        feature_mask = default_mask(tuple(shape))
     if feature_mask is None:
         return np.arange(size, dtype=np.int32).reshape(shape), size
     try:

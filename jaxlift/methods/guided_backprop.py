@@ -19,4 +19,5 @@ def kernel(f, params, x, r, *, opts, arrays, key):
 
 METHOD = Method(
     name="guided_backprop", summary="guided backpropagation (positive multipliers through relu)",
+    cost="≈ one gradient",
     scope="input", kernel=kernel, needs_refs=False)

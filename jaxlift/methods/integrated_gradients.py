@@ -72,7 +72,9 @@ def _check_method(v):
 
 METHOD = Method(
     name="integrated_gradients",
-    summary="integrated gradients: Δx times the gradient averaged on the path from r to x",
+    summary="integrated gradients: Δx times the gradient averaged on the path from r to x "
+            "(`steps`, `method` as in Captum)",
+    cost="`steps` gradients per pair",
     scope="pair", kernel=kernel, completeness="limit",
     options=(Option("steps", 50, "points on the path", positive_int("integrated_gradients",
                                                                     "steps")),

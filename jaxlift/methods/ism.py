@@ -131,6 +131,7 @@ METHOD = Method(
     name="ism",
     summary="in-silico mutagenesis: t(x with letter b at position i) − t(x), every single-letter "
             "substitution of a one-hot (L, A) sequence",
+    cost="L·A forwards per input (every substitution)",
     scope="input", kernel=kernel, needs_refs=False, rows_per_pair=_rows,
     options=(Option("center", "none", "'none' (raw differences, 0 at the observed letter) or "
                     "'mean' (mean-centred over the alphabet at each position)",

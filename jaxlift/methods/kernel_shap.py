@@ -111,7 +111,11 @@ def _rows(opts: dict) -> int:
 
 METHOD = base.Method(
     name=NAME,
-    summary="KernelSHAP: Shapley-kernel weighted fit on feature groups, efficiency exact",
+    summary="KernelSHAP (Lundberg & Lee 2017): a weighted linear fit of t on coalitions of "
+            "feature groups switched to the reference, with the Shapley kernel and efficiency "
+            "imposed; all coalitions enumerated when they fit; exact Shapley values for a "
+            "linear model",
+    cost="`n_samples` forwards per pair",
     scope="pair",
     kernel=_kernel,
     options=(

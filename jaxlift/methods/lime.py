@@ -22,9 +22,11 @@ Choices (and how they compare):
 * **Surrogate**: ridge with ``alpha = 1`` (the ``lime`` package's ``Ridge(alpha=1)``; Captum's
   default is a Lasso with ``alpha = 0.01``). ``alpha = 0`` is least squares (minimum-norm when
   the coalitions do not determine the fit).
-* **Groups**: ``feature_mask`` (integers with the example's shape, one value per group) or
-  every feature alone. For images use :func:`superpixels` to build a mask from one image
-  (scikit-image's SLIC or quickshift). The mask is shared by every input of a call (the
+* **Groups**: ``feature_mask`` (integers with the example's shape, one value per group); by
+  default (``"auto"``, :func:`jaxlift.methods.groups.default_mask`) patches of
+  ``⌈H/8⌉ × ⌈W/8⌉`` pixels for an image ``(H, W, C)``, one position for ``(T, F)``, every
+  feature for ``(F,)``; ``None``: every feature alone. For images :func:`superpixels` builds
+  a mask from one image (scikit-image's SLIC or quickshift). The mask is shared by every input of a call (the
   coalitions are over its groups); to explain each image with its own superpixels, call
   ``attribute`` once per image with that image's mask.
 
@@ -104,7 +106,12 @@ def superpixels(image: Any, *, n_segments: int = 50, method: str = "slic",
     scaled to [0, 1]) or ``"quickshift"`` (``lime_image``'s default; needs 3 channels).
     Returns integer labels ``0..G−1`` of the image's shape.
     """
-    import skimage.segmentation as seg  # late: scikit-image is optional
+    try:
+        import skimage.segmentation as seg  # late: scikit-image is optional
+    except ImportError:
+        raise ImportError("jaxlift.methods.lime.superpixels needs scikit-image, an optional "
+                          "dependency: pip install 'jaxlift[methods]' (or pip install "
+                          "scikit-image)") from None
 
     img = np.asarray(image, dtype=np.float64)
     if img.ndim not in (2, 3):
@@ -141,7 +148,10 @@ def superpixels(image: Any, *, n_segments: int = 50, method: str = "slic",
 
 METHOD = base.Method(
     name=NAME,
-    summary="LIME: weighted ridge fit of t on switched-off feature groups (cosine kernel)",
+    summary="LIME (Ribeiro et al. 2016): a weighted ridge fit of t on random coalitions of "
+            "feature groups switched to the reference (cosine kernel); superpixels from "
+            "`jaxlift.methods.lime.superpixels(image)`",
+    cost="`n_samples` forwards per pair + one shared solve",
     scope="pair",
     kernel=_kernel,
     options=(

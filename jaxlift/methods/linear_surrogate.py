@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.methods import base
+from jaxlift.methods import base, groups
 from jaxlift.methods.groups import map_batched
 
 # Enumerate every coalition (instead of sampling) when there are at most this many.
@@ -70,16 +70,8 @@ def coalitions_option(method: str) -> base.Option:
 
 
 def feature_mask_option(method: str) -> base.Option:
-    def check(v):
-        if v is None:
-            return None
-        if isinstance(v, (str, bytes, bool, int, float)):
-            raise TypeError(f"{method} feature_mask must be None or an integer array with the "
-                            f"example's shape, got {v!r}")
-        return v
-    return base.Option("feature_mask", None,
-                       "integer array of the example's shape (one value per group of features; "
-                       "None: every feature alone)", check, static=False)
+    """The ``feature_mask`` option (:func:`jaxlift.methods.groups.feature_mask_option`)."""
+    return groups.feature_mask_option(method)
 
 
 def singular_filter(s: np.ndarray, alpha: float, rows: int, cols: int) -> np.ndarray:

@@ -20,7 +20,11 @@ def kernel(f, params, x, r, *, opts, arrays, key):
 
 
 METHOD = Method(
-    name="lrp_epsilon", summary="ε-LRP: relevance through each nonlinearity as g(z)/(z + ε·sign z)",
+    name="lrp_epsilon",
+    summary="ε-LRP as DeepExplain defines it: relevance through each nonlinearity y = g(z) as "
+            "g(z)/(z + ε·sign z), by the weights through linear layers, score x·m (biases and ε "
+            "absorb relevance; equals gradient × input on bias-free ReLU nets at ε = 0)",
+    cost="≈ one gradient",
     scope="input", kernel=kernel, needs_refs=False,
     options=(Option("epsilon", 1e-4, "the stabiliser ε ≥ 0",
                     non_negative_float("lrp_epsilon", "epsilon")),))

@@ -2,8 +2,11 @@
 the example's axes, replace the box by the reference and record ``t(x) − t(x with the box
 occluded)``; each feature gets the mean over the windows covering it.
 
-Options ``window`` (int or tuple, one per axis of the example, required), ``stride`` (default
-1), ``perturbations_per_eval``. Windows start at ``0, s, 2s, …, ⌈(S−w)/s⌉·s``; the last one is
+Options ``window`` (int or tuple, one per axis of the example; default ``"auto"``,
+:func:`jaxlift.methods.groups.default_window`: ``⌈H/8⌉ × ⌈W/8⌉`` pixels across all channels for an
+image ``(H, W, C)``, one position across the last axis for ``(T, F)``, one feature for a vector),
+``stride`` (default ``"auto"``: half the default window, rounded up, with the default window; 1
+with a window you give), ``perturbations_per_eval``. Windows start at ``0, s, 2s, …, ⌈(S−w)/s⌉·s``; the last one is
 clipped at the edge (as Captum). ``x`` must be one array. Does not sum to ``Δt``.
 """
 from __future__ import annotations
@@ -14,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.methods.base import REQUIRED, Method, Option
-from jaxlift.methods.groups import map_batched, perturbations_option
+from jaxlift.methods.base import Method, Option
+from jaxlift.methods.groups import AUTO, default_window, map_batched, perturbations_option
 
 
 def _tuple_of(name: str, v, ndim: int) -> tuple[int, ...]:
@@ -34,9 +37,14 @@ def _tuple_of(name: str, v, ndim: int) -> tuple[int, ...]:
 
 
 def occlusion_grid(shape: tuple[int, ...], window, stride) -> tuple[tuple, tuple, tuple]:
-    """``(window, stride, counts)``: validated window/stride and the number of window positions
-    per axis, ``⌈(S − w)/s⌉ + 1`` (Captum's count; the last window is clipped at the edge)."""
+    """``(window, stride, counts)``: validated window/stride (``"auto"`` resolved for ``shape``, see
+    the module doc) and the number of window positions per axis, ``⌈(S − w)/s⌉ + 1`` (Captum's count; the last window is clipped at the edge)."""
     ndim = len(shape)
+    if isinstance(window, str) and window == AUTO:
+        window, auto_stride = default_window(tuple(shape))
+        stride = auto_stride if isinstance(stride, str) and stride == AUTO else stride
+    elif isinstance(stride, str) and stride == AUTO:
+        stride = 1
     w = _tuple_of("window", window, ndim)
     s = _tuple_of("stride", stride, ndim)
     for d, (n, wd, sd) in enumerate(zip(shape, w, s)):
@@ -91,15 +99,18 @@ def kernel(f, params, x, r, *, opts, arrays, key):
 
 
 def _as_tuple(v):
-    """An int stays an int; a sequence becomes a tuple of ints (hashable: it keys the
-    compilation). Its length and signs are checked against the example's shape later."""
+    """An int stays an int, ``"auto"`` stays itself; a sequence becomes a tuple of ints
+    (hashable: it keys the compilation). Its length and signs are checked against the example's
+    shape later."""
+    if isinstance(v, str) and v == AUTO:
+        return v
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return int(v)
     try:
         return tuple(int(i) for i in v)
     except (TypeError, ValueError):
-        raise TypeError(f"occlusion window and stride must be an int or a tuple of ints, got "
-                        f"{v!r}") from None
+        raise TypeError(f"occlusion window and stride must be an int, a tuple of ints or "
+                        f"'auto', got {v!r}") from None
 
 
 def _prepare(opts, shape, key) -> dict:
@@ -110,8 +121,11 @@ def _prepare(opts, shape, key) -> dict:
 METHOD = Method(
     name="occlusion",
     summary="occlusion: the drop of t when a sliding window is replaced by the reference",
+    cost="one forward per window position",
     scope="pair", kernel=kernel, single_array=True, prepare=_prepare,
-    options=(Option("window", REQUIRED, "the box, e.g. mode_options={'window': (3, 3, 1)}",
-                    _as_tuple),
-             Option("stride", 1, "the step between windows", _as_tuple),
+    options=(Option("window", AUTO, "the box, e.g. (3, 3, 1); 'auto': ⌈H/8⌉×⌈W/8⌉ pixels × all "
+                    "channels for an image (H, W, C), one position for (T, F), one feature for "
+                    "(F,)", _as_tuple),
+             Option("stride", AUTO, "the step between windows; 'auto': half the auto window, "
+                    "1 with a window you give", _as_tuple),
              perturbations_option("occlusion", "occluded inputs")))

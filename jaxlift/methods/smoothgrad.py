@@ -159,7 +159,9 @@ def _check_base(v):
 
 METHOD = base.Method(
     name=NAME,
-    summary="SmoothGrad / noise tunnel: a kernel method averaged over noisy inputs",
+    summary="SmoothGrad / NoiseTunnel: another method (`base`) averaged over `samples` noisy "
+            "copies of the input, σ = noise_level·(max x − min x)",
+    cost="`samples` × the base",
     scope="pair",
     kernel=_kernel,
     options=(

@@ -1,0 +1,94 @@
+"""Messages that point the right way (issue 28, point 5): an input without its channel axis is
+told so, not that fn needs a batch axis; one example without its batch axis is named as such,
+not blamed on the references; an optional dependency that is missing names the extra to
+install."""
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlift
+
+KERNEL = jnp.asarray(np.random.default_rng(5).normal(size=(3, 3, 1, 2)))
+
+
+def nhwc(p, xb):
+    """(N, 8, 8, 1) → (N, 2): a convolution that needs its channel axis last."""
+    h = jax.lax.conv_general_dilated(xb, p, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.nn.relu(h).sum((1, 2))
+
+
+def nchw(p, xb):
+    """(N, 1, 8, 8) → (N, 2): the same, channels first."""
+    h = jax.lax.conv_general_dilated(xb, p, (1, 1), "VALID",
+                                     dimension_numbers=("NCHW", "HWIO", "NCHW"))
+    return jax.nn.relu(h).sum((2, 3))
+
+
+X = jnp.asarray(np.random.default_rng(6).uniform(size=(4, 8, 8)))
+
+
+@pytest.mark.parametrize("refs, mode", [(jnp.zeros((1, 8, 8)), "rescale"), (None, "gradient")])
+def test_missing_channel_axis_is_named(refs, mode):
+    with pytest.raises(ValueError) as err:
+        jaxlift.attribute(nhwc, KERNEL, X, refs, target=0, mode=mode)
+    msg = str(err.value)
+    assert "lacks its channel axis" in msg and "Pass x[..., None]" in msg, msg
+    assert "(4, 8, 8)" in msg and "must take a batch with a leading axis" not in msg
+    # and the fix it names works
+    fixed = jaxlift.attribute(nhwc, KERNEL, X[..., None],
+                              None if refs is None else refs[..., None], target=0, mode=mode)
+    assert fixed.shape == (4, 8, 8, 1)
+
+
+def test_missing_channels_first_axis_is_named():
+    with pytest.raises(ValueError, match=r"channels-first.*Pass x\[:, None\]"):
+        jaxlift.attribute(nchw, KERNEL, X, jnp.zeros((1, 8, 8)), target=1)
+
+
+def test_references_with_the_channel_axis_that_x_lacks():
+    with pytest.raises(ValueError) as err:
+        jaxlift.attribute(nhwc, KERNEL, X, jnp.zeros((1, 8, 8, 1)), target=0)
+    msg = str(err.value)
+    assert "x of shape (4, 8, 8) has no trailing axis of size 1" in msg
+    assert "pass x[..., None]" in msg, msg
+
+
+def test_one_example_without_batch_axis_does_not_blame_the_references():
+    one = X[0][..., None]                                     # (8, 8, 1): no batch axis
+    with pytest.raises(ValueError) as err:
+        jaxlift.attribute(nhwc, KERNEL, one, jnp.zeros((1, 8, 8, 1)), target=0)
+    msg = str(err.value)
+    assert "x of shape (8, 8, 1) looks like one example without its batch axis" in msg, msg
+    assert "pass x[None]" in msg and "(K, 8, 1)" not in msg
+
+
+def test_a_real_error_of_fn_is_still_reported_as_such():
+    def broken(p, xb):
+        return xb @ jnp.ones((5, 2))                          # wrong weights for (N, 8, 8, 1)
+    with pytest.raises(ValueError, match="fn must take a batch with a leading axis"):
+        jaxlift.attribute(broken, None, X[..., None], jnp.zeros((1, 8, 8, 1)), target=0)
+
+
+def test_superpixels_without_scikit_image_names_the_extra(monkeypatch):
+    from jaxlift.methods import lime
+    monkeypatch.setitem(sys.modules, "skimage", None)         # import skimage fails
+    monkeypatch.setitem(sys.modules, "skimage.segmentation", None)
+    with pytest.raises(ImportError, match=r"pip install 'jaxlift\[methods\]'"):
+        lime.superpixels(np.zeros((8, 8, 3)))
+
+
+def test_surrogate_without_scikit_learn_names_the_extra(monkeypatch):
+    for name in ("sklearn", "sklearn.tree", "sklearn.linear_model"):
+        monkeypatch.setitem(sys.modules, name, None)
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+
+    def fn(p, xb):
+        return jnp.stack([xb[:, 0], -xb[:, 0]], -1)
+    with pytest.raises(ImportError, match=r"surrogate needs scikit-learn.*jaxlift\[methods\]"):
+        jaxlift.surrogate(fn, None, x, x)
