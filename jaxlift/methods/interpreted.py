@@ -21,6 +21,7 @@ from jaxlift import certificate, interpreter
 from jaxlift._memo import memoized
 from jaxlift._ops import difference, example_structs, finite_flags, mean_axis, widen
 from jaxlift.markers import tree_of
+from jaxlift.rules import registry
 from jaxlift.errors import NonFiniteScoresError
 from jaxlift.interpreter import Config
 from jaxlift.program import build_program, origin_of, view_of_input
@@ -56,6 +57,7 @@ def pair_fn(program, config: Config, what: str, layer_name: str | None, all_targ
     stop = frozenset(a for a in scored if isinstance(a, int)) if layer_name is not None \
         else frozenset()
     credit = layer_name is not None and bypass == "credit"
+    read = values_read(program, scored) if certify else ()
 
     def pair(fixed_leaves, x_leaves, r_leaves, r_values=None):
         fwd = interpreter.forward(program, config, fixed_leaves, x_leaves, r_leaves, r_values)
@@ -85,10 +87,10 @@ def pair_fn(program, config: Config, what: str, layer_name: str | None, all_targ
                 zero = jnp.zeros((), jnp.result_type(delta))
                 return res, (zero, zero)
             contribs = [jnp.where(same, jnp.zeros_like(c), c) for c in contribs]
-            total = sum(jnp.sum(c) for c in contribs)
-            size = sum(jnp.sum(jnp.abs(c)) for c in contribs)
+            total = sum(_dot_sum(c) for c in contribs)
+            size = sum(_dot_sum(jnp.abs(c)) for c in contribs)
             kappa = (jnp.sum(jnp.abs(seed * widen(y))) + jnp.sum(jnp.abs(seed * widen(y0)))
-                     + sum(_rounding_scale(fwd, mult, a) for a in atoms))
+                     + sum(_rounding_scale(fwd, mult, a) for a in atoms + read))
             dt = jnp.sum(seed * delta)
             return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision)
 
@@ -115,14 +117,67 @@ def _multiplier(fwd, mult: dict, atom):
     return interpreter.variable_multipliers(fwd, mult, atom)
 
 
+def values_read(program, scored) -> tuple:
+    """The variables whose rounding the certificate's ``κ̂`` counts besides the scored ones:
+    the *frontier* — values from which the target is reached through linear operations of
+    one live operand only (the penultimate layer's activations, a product or a maximum that
+    feeds the head). There rounding of the forward pass enters ``Δt`` most: ``t = w·h + b``
+    with ``w·h ≈ −b`` rounds at ``eps·Σ|w||h|``, which ``|m_h|·|h|`` measures, and ``|t|``
+    does not. (Every activation of a deep network would cost a pass over each per pair, as
+    much as the backward pass itself; the frontier is one small layer.)"""
+    out = program.outputs[0]
+    linear_reach, frontier = {out} if isinstance(out, int) else set(), []
+    for op in reversed(program.ops):
+        if not op.is_live or not any(o in linear_reach for o in op.outs):
+            continue
+        live = [a for a, l in zip(op.ins, op.live) if l]
+        if op.eqn is not None and len(live) == 1 and _passes_linearly(op):
+            linear_reach.update(a for a in live if isinstance(a, int))
+        else:
+            frontier += [o for o in op.outs if o in linear_reach]
+    scored = set(scored)
+    return tuple(dict.fromkeys(a for a in frontier if isinstance(a, int) and a not in scored
+                               and program.is_float(a)))
+
+
+def _passes_linearly(op) -> bool:
+    """An operation linear in its one live operand (a dense layer, a bias, a reshape …)."""
+    return op.primitive in ("dot_general", "conv_general_dilated") or registry.is_linear(
+        op.primitive, op.live) or op.primitive in _STRUCTURAL
+
+
+_STRUCTURAL = frozenset(("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
+                         "slice", "dynamic_slice", "gather", "pad", "concatenate", "rev",
+                         "reduce_sum", "reduce_window_sum", "copy", "copy_p", "stack", "split"))
+
+
 def _rounding_scale(fwd, mult: dict, atom):
-    """``Σ |m|·(|v| + |v0|)`` of a scored variable: how far rounding of its values can move
-    ``t`` (``|m|`` the larger of ``|m⁺|``, ``|m⁻|``)."""
+    """``Σ |m|·(|v| + |v0|)`` of a variable: how far rounding of its values can move ``t``
+    (``|m|`` the larger of ``|m⁺|``, ``|m⁻|``; infinite values — a −inf mask — count 0: they
+    carry no rounding)."""
     m = mult.get(atom) if isinstance(atom, int) else None
     if m is None:
         return 0.0
     size = jnp.abs(m.pos) if m.shared else jnp.maximum(jnp.abs(m.pos), jnp.abs(m.neg))
-    return jnp.sum(size * (jnp.abs(widen(fwd.x[atom])) + jnp.abs(widen(fwd.r[atom]))))
+    return _dot_sum(size, _finite_magnitude(fwd.x[atom])) + _dot_sum(
+        size, _finite_magnitude(fwd.r[atom]))
+
+
+def _finite_magnitude(v):
+    """``|v|``, 0 where ``v`` is infinite or NaN (one side's values: computed once per input or
+    reference, not per pair)."""
+    v = jnp.abs(widen(v))
+    return jnp.where(jnp.isfinite(v), v, 0)
+
+
+def _dot_sum(a, b=None):
+    """``Σ a`` (``Σ a·b``) over every element, as a contraction: under ``vmap`` over pairs
+    XLA:CPU runs it as a dot, several times faster than the reduce of a product."""
+    if b is not None:
+        a, b = jnp.broadcast_arrays(a, b)
+    a = jnp.ravel(a)
+    b = jnp.ones_like(a) if b is None else jnp.ravel(b).astype(a.dtype)
+    return jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
 def _squeeze_batch_axis(r, axis: int):
