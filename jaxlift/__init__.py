@@ -13,7 +13,7 @@ from jaxlift._lazy import lazy_attributes
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "attribute": "jaxlift.api", "multipliers": "jaxlift.api", "layer": "jaxlift.api",
+    "attribute": "jaxlift.api", "multipliers": "jaxlift.api", "layer": "jaxlift.markers",
     "token_scores": "jaxlift.api",
     "completeness_gap": "jaxlift.gaps", "flag_gaps": "jaxlift.gaps",
     "JaxliftError": "jaxlift.errors", "UnsupportedPrimitiveError": "jaxlift.errors",
@@ -50,7 +50,8 @@ __getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS, _SUBMODULE
 
 if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
     from jaxlift.adapters import from_equinox, from_linen, from_nnx  # noqa: F401
-    from jaxlift.api import attribute, layer, multipliers, token_scores  # noqa: F401
+    from jaxlift.api import attribute, multipliers, token_scores  # noqa: F401
+    from jaxlift.markers import layer  # noqa: F401
     from jaxlift.gaps import completeness_gap, flag_gaps  # noqa: F401
     from jaxlift.errors import (CompletenessError, CompletenessWarning,  # noqa: F401
                                 JaxliftError, NonFiniteScoresError, UnsupportedPrimitiveError)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlift import pipeline
-from jaxlift.markers import layer
+
 
 if TYPE_CHECKING:
     from jaxlift.methods import Method

@@ -34,7 +34,8 @@ from jaxlift import rules as _rules  # noqa: F401  (registers every rule family)
 from jaxlift._ops import difference, zeros_of_difference
 from jaxlift.errors import UnsupportedPrimitiveError
 from jaxlift.pairs import Pair, combine_by_sign, sign_split
-from jaxlift.program import Lit, Op, Program, bind_eqn, origin_of, trip_inputs, view_of_input
+from jaxlift.jaxpr_walk import bind_eqn
+from jaxlift.program import Lit, Op, Program, origin_of, trip_inputs, view_of_input
 from jaxlift.rules import registry
 from jaxlift.rules.composites import GATINGS, MAX_MODES, composite
 from jaxlift.rules.registry import Composite

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 import numpy as np
 
-from jaxlift.program import bind_eqn, call_body, where_of
+from jaxlift.jaxpr_walk import bind_eqn, call_body, where_of
 
 
 @dataclasses.dataclass(frozen=True)
