@@ -39,9 +39,9 @@ def load_module(path: Path, name: str):
 def worst_ratio(fn, params, x, refs, *, target, mode, vmapped: bool) -> tuple[float, int, int]:
     """``(worst gap/τ, failing pairs, pairs)`` of one call (or of a batch of programs)."""
     method = METHODS[mode]
-    config = interpreted.config_of(method, {}, "preserving", "shapley")
+    composite = interpreted.composite_of(method, {})
     compute = functools.partial(
-        interpreted.compute, fn=fn, target=target, config=config, what="contributions",
+        interpreted.compute, fn=fn, target=target, composite=composite, what="contributions",
         layer_name=None, per_input_refs=False, average=False, certify=True)
     run = jax.jit(jax.vmap(compute) if vmapped else compute)
     _, delta, checks = run(params, x, refs)

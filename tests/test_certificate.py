@@ -22,7 +22,8 @@ from jaxlift import _ops, certificate, interpreter
 from jaxlift.errors import CompletenessError, CompletenessWarning, UnsupportedPrimitiveError
 from jaxlift.methods import interpreted
 from jaxlift.rules import registry, rescale
-from jaxlift.rules.registry import Composite, Rule, is_nonlinearity
+from jaxlift.rules.composites import Composite, is_nonlinearity
+from jaxlift.rules.registry import Rule
 
 import zoo
 

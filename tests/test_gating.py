@@ -124,7 +124,7 @@ def test_a_composite_of_ones_own_chooses_the_rules():
     """mode= takes a Composite: Rescale at every nonlinearity and the original's argmax route at
     max, spelled out, equals rescale with max_mode="gradient"."""
     from jaxlift.rules import maxrule, rescale
-    from jaxlift.rules.registry import Composite, is_nonlinearity, primitive_in
+    from jaxlift.rules.composites import Composite, is_nonlinearity, primitive_in
 
     def pooled(p, xb):
         return jnp.max(jax.nn.relu(xb * p["a"]).reshape(xb.shape[0], 2, 1), axis=(1, 2))

@@ -112,7 +112,6 @@ def _eval_chain(ctx, value):
     op = ctx.op
     (source,) = op.ins
     env = {source: value}
-    fixed = ctx._fwd  # the forward pass: fixed operands are the same on x and r
     out = None
     for sub in op.body:
         vals, ls = [], []
@@ -121,7 +120,7 @@ def _eval_chain(ctx, value):
                 vals.append(env[a])
                 ls.append(True)
             else:
-                vals.append(fixed.value(a, "x"))
+                vals.append(ctx.fixed_value(a))
                 ls.append(False)
         (out,) = _guided_eqn(sub.eqn, vals, ls)
         env[sub.outs[0]] = out

@@ -51,7 +51,7 @@ class _Body:
         self.ctx = ctx
         self.sub = ctx.op.sub
         self.n_consts, self.n_carry, self.length, self.reverse = _layout(ctx)
-        self.rc = ctx.config.carries_split
+        self.rc = ctx.composite.carries_split
         self.live = set(self.sub.live_inputs)  # body input positions (= ids) that are live
 
     def forward(self, vals_x, vals_r, splits):
@@ -86,7 +86,7 @@ class _Body:
 
 
 def _outer_split(ctx, i, value):
-    if ctx.config.carries_split and ctx.live[i] and ctx.op.ins[i] in ctx._fwd.split:
+    if ctx.has_split(i):
         return ctx.split_in(i)
     return _zero_split(value)
 
