@@ -1,4 +1,4 @@
-"""Which rule where, per method: the built-in composites (DESIGN §10, zennit-style).
+"""Which rule where, per method: the built-in composites (docs/design.md §7.3, zennit-style).
 
 A :class:`~jaxlift.rules.registry.Composite` lists ``(match, rule)`` entries tried before the
 registry's rule for a primitive. The DeepLIFT modes differ only here:
