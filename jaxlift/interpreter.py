@@ -5,19 +5,19 @@ inputs × references) the forward pass evaluates every live operation of a
 :class:`~jaxlift.program.Program` twice, once on the input's values ``v`` and once on the
 reference's values ``v0``, keeping the two apart: values of the input never depend on the
 reference, so under ``vmap`` over N inputs × K references the input pass runs N times and the
-reference pass K times, not N·K (DESIGN §8). Fixed operations (parameters only) run once.
+reference pass K times, not N·K (docs/design.md §20.1). Fixed operations (parameters only) run once.
 In RevealCancel modes it also carries the split ``Δv = Δv⁺ + Δv⁻`` of every live float variable.
 
 Half-precision programs (float16/bfloat16 weights, inputs or casts inside ``fn``) are evaluated
 in float32: every operation runs on its operands upcast, with its dtype parameters widened, so
 that differences, multipliers and the values they come from keep 24 bits instead of 11 or 8
-(DESIGN §9). Scores, ``Δt`` and ``t`` are then those of the float32 evaluation of ``fn``.
+(docs/design.md §19.1). Scores, ``Δt`` and ``t`` are then those of the float32 evaluation of ``fn``.
 
 The backward pass seeds the target with a multiplier and walks the program in reverse; each rule
 maps output multipliers to input multipliers; fan-out adds. Multipliers are :class:`Pair`
 ``(m⁺, m⁻)`` — the multipliers of ``Δv⁺`` and ``Δv⁻`` — and are the *same array* in Rescale
 mode, which the rules use to skip duplicate work. The contribution of an input is
-``m⁺·Δx⁺ + m⁻·Δx⁻`` (DESIGN §2).
+``m⁺·Δx⁺ + m⁻·Δx⁻`` (docs/design.md §6.3).
 
 The interpreter knows no rule by name: it asks :mod:`jaxlift.rules.registry`.
 """
@@ -97,7 +97,7 @@ class RuleContext:
     and ``apply`` to re-evaluate the operation with new values of its live float operands.
 
     ``live_float`` lists the live floating-point operands (the ones a derivative exists for);
-    ``live_numeric`` every live operand, booleans and integers included (DESIGN §9: liveness
+    ``live_numeric`` every live operand, booleans and integers included (docs/design.md §5.2: liveness
     counts every dtype). Every evaluation runs half precision in float32 (module doc).
     """
 

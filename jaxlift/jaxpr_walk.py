@@ -127,7 +127,7 @@ def bind_eqn(eqn, invals: Sequence[Any], wide: bool = False) -> list:
 
     ``wide``: float16/bfloat16 operands and dtype parameters (``preferred_element_type``,
     ``new_dtype`` …) become float32, so that a linear map of differences or multipliers of a
-    half-precision layer neither overflows nor rounds them to 3 digits (DESIGN §9)."""
+    half-precision layer neither overflows nor rounds them to 3 digits (docs/design.md §19.1)."""
     if wide:
         invals = [v.astype(jnp.float32) if is_half(v) else v for v in invals]
         body = call_body(eqn)

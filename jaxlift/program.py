@@ -4,7 +4,7 @@
 nested call-like jaxprs (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``,
 ``closed_call``) so that rules apply to their bodies, marks every variable *live* (it depends on
 the live arguments) or *fixed*, drops dead code, and fuses chains of elementwise operations fed by
-one live tensor into a single *nonlinearity* node (DESIGN §7: ``jax.nn.relu``, ``gelu``,
+one live tensor into a single *nonlinearity* node (docs/design.md §5.4: ``jax.nn.relu``, ``gelu``,
 ``jnp.where(x > 0, x, 0)`` … are each one Rescale/RevealCancel nonlinearity, whatever is inside).
 
 The program is a list of :class:`Op` in topological order over integer variable ids. It knows no
@@ -89,7 +89,7 @@ class Program:
 
     def carries(self, atom) -> bool:
         """Whether a variable can carry a difference and a multiplier: floats, and booleans and
-        integers read as numbers (DESIGN §9: liveness counts every dtype; rules that cannot
+        integers read as numbers (docs/design.md §5.2: liveness counts every dtype; rules that cannot
         read them refuse). Keys, tokens and other opaque types cannot."""
         if not isinstance(atom, int):
             return False
@@ -280,7 +280,7 @@ def _trip_count(eqn, ins: tuple, b: "_Builder", needed: set) -> int | None:
 
 def _inline_while(b: "_Builder", eqn, ins: tuple, where: str) -> list | None:
     """A ``while_loop`` (``fori_loop`` with bounds that are not Python ints) whose trip count
-    is fixed by constants, as the ``scan`` of that many steps it equals (DESIGN §10). ``None``
+    is fixed by constants, as the ``scan`` of that many steps it equals (docs/design.md §5.3, §14). ``None``
     where the count depends on the input or on parameters: the loop stays a ``while`` and is
     refused if a multiplier reaches it."""
     needed = trip_inputs(eqn)
@@ -313,7 +313,7 @@ def _select_eqn(index_aval, case_aval, n: int):
 
 
 def _inline_cond(b: _Builder, eqn, ins: tuple, where: str) -> list:
-    """``lax.cond``/``lax.switch`` on live values, as DESIGN §9 reads it: every branch is
+    """``lax.cond``/``lax.switch`` on live values, as docs/design.md §12.2 reads it: every branch is
     evaluated (inlined) and each result is ``select_n(index, branch results…)``. With a fixed
     index the select is linear in the branch results; with a live boolean predicate it has an
     exact rule of its own (``jaxlift.rules.logic``)."""
@@ -491,7 +491,7 @@ def _fuse(ops: list, prog_outputs: Sequence, avals: dict, live_inputs, markers=(
 
 def program_from_jaxpr(jaxpr, consts: Sequence[Any], live_in: Sequence[bool]) -> Program:
     """The :class:`Program` of an open ``jaxpr`` (with its ``consts``) whose inputs flagged in
-    ``live_in`` are live: the whole traced function, or a loop's body (DESIGN §10)."""
+    ``live_in`` are live: the whole traced function, or a loop's body (docs/design.md §14)."""
     b = _Builder()
     in_atoms = [b.new(v.aval, live=bool(l)) for v, l in zip(jaxpr.invars, live_in)]
     outs = _inline(b, jaxpr, list(consts), in_atoms)

@@ -1,4 +1,4 @@
-"""Targets: what scalar of a model's output to explain (DeepLIFT paper §3.6, DESIGN §4).
+"""Targets: what scalar of a model's output to explain (DeepLIFT paper §3.6, docs/design.md §4.2).
 
 Use with ``jaxlift.attribute(fn, params, x, refs, target=...)``:
 

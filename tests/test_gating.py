@@ -1,4 +1,4 @@
-"""The two gating rules for a gate·signal product (DESIGN §10): the Shapley midpoint (exact,
+"""The two gating rules for a gate·signal product (docs/design.md §11.3): the Shapley midpoint (exact,
 the default) and gate-as-weight (Arras et al. 2017: ``m_s = g``, ``m_g = 0``), whose
 completeness gap is exactly ``s0·Δg`` per product — so it is exact where the reference's
 signal is zero, and not elsewhere."""

@@ -1,4 +1,4 @@
-"""Which rule where, per method: the built-in composites (DESIGN §10, zennit-style).
+"""Which rule where, per method: the built-in composites (docs/design.md §7.3, zennit-style).
 
 A :class:`Composite` lists ``(match, rule)`` entries tried before the
 registry's rule for a primitive. The DeepLIFT modes differ only here:
@@ -39,7 +39,7 @@ Match = Callable[[Any, Any], bool]
 
 
 def is_nonlinearity(op, program) -> bool:
-    """A fused elementwise nonlinearity of one live input (DESIGN §7)."""
+    """A fused elementwise nonlinearity of one live input (docs/design.md §5.4)."""
     return op.eqn is None
 
 

@@ -1,4 +1,4 @@
-"""The ``scan`` rule: DeepLIFT through loops, compiled as loops (DESIGN §10).
+"""The ``scan`` rule: DeepLIFT through loops, compiled as loops (docs/design.md §14).
 
 A ``lax.scan`` (``nn.RNN``, an LSTM/GRU written by hand, layers stacked with ``nn.scan`` or
 Equinox's ``scan=True``, ``fori_loop`` with a fixed trip count) is kept as one operation whose
@@ -110,7 +110,7 @@ def _forward(ctx):
 def _forward_sides(ctx, body: _Body):
     """Each side through the loop in a ``lax.scan`` of its own, stacking every step's values.
     A side depends only on its own input, so under ``vmap`` over inputs × references the
-    input's loop runs once per input and the reference's once per reference (DESIGN §8), not
+    input's loop runs once per input and the reference's once per reference (docs/design.md §20.1), not
     once per pair; only the backward pass runs per pair."""
     sub = body.sub
     nc, nk = body.n_consts, body.n_carry

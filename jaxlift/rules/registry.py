@@ -9,7 +9,7 @@ Besides rules, the registry records two properties of primitives that the progra
 
 * ``elementwise``: the primitive maps equal-shaped operands to an equal-shaped result, element by
   element (``y_i = f(a_i, b_i, ...)``). Chains of such equations fed by one live tensor are fused
-  into a single nonlinearity (DESIGN §7).
+  into a single nonlinearity (docs/design.md §5.4).
 * ``linear``: a predicate on the live mask telling whether the equation is linear in its live
   operands (a bias ``add``, a ``mul`` by a fixed operand, ``neg`` ...). A fused chain made only of
   linear equations is left to the linear rules.
@@ -34,7 +34,7 @@ class Rule:
     and output multipliers are collapsed with it before ``backward`` (see ``interpreter``).
     ``numeric_operands``: the rule reads live boolean and integer operands as numbers (a boolean
     as 0/1) and gives them multipliers; any other rule is refused where such an operand is live,
-    since it would silently drop its share of the difference (DESIGN §9).
+    since it would silently drop its share of the difference (docs/design.md §12).
     ``forward(ctx) -> (outs_x, outs_r, stash)``: evaluate the operation on both sides at once
     and keep ``stash`` for ``split``/``backward`` (``ctx.stash``); ``None`` evaluates it with
     ``bind``, once per side. A loop uses it to run its body once and keep every step.
