@@ -5,8 +5,7 @@ Each (model, method) runs in a fresh process (median of ``--repeats`` processes)
 built and its inputs made before the clock starts; then one call. The breakdown comes from
 JAX's own monitoring events (tracing to a jaxpr, lowering to MLIR, XLA's compile: summed over
 every compilation of the call, eager dispatches included) and from timers around jaxlift's
-pieces: the batch-independence check, the chunk plan, and the building of programs (tracing
-``fn`` and the interpreter's walk). The models are in benchmarks/compile_models.py.
+pieces: the chunk plan and the building of programs (tracing ``fn``, inlining, fusion). The models are in benchmarks/compile_models.py.
 
     python -m benchmarks.bench_compile [--models mnist,lstm] [--repeats 3] [--persistent-cache]
 
@@ -36,7 +35,7 @@ def child(model_name: str, method: str) -> dict:
     import jax.numpy as jnp
 
     import jaxlift
-    from jaxlift import pipeline, program, validation
+    from jaxlift import chunking, program
     from benchmarks.compile_models import MODELS
 
     events: dict = {}
@@ -83,15 +82,13 @@ def child(model_name: str, method: str) -> dict:
         jax.block_until_ready(call(arg))
         total = time.perf_counter() - t0
     else:
-        timed(pipeline, "check_examples_independent")
-        timed(pipeline, "inputs_per_chunk")
+        timed(chunking, "plan_chunk")
         timed(program, "build_program")
         events.clear()
         t0 = time.perf_counter()
         jax.block_until_ready(jaxlift.attribute(fn, params, x, refs, target=target, mode=method,
                                                 layer=layer))
         total = time.perf_counter() - t0
-    del validation
     return {"total": total, **events, **timers}
 
 
@@ -127,8 +124,8 @@ def main(argv=None) -> None:
              "Breakdown: JAX's monitoring events summed over the call (tracing to jaxprs, "
              "lowering to MLIR, XLA compiles with their count), and jaxlift's own pieces.", "",
              "| model | method | first call (s) | ÷ grad | trace (s) | lower (s) | XLA compile "
-             "(s, count) | independence check (s) | chunk plan (s) | build_program (s, count) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "(s, count) | chunk plan (s) | build_program (s, count) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for model in args.models.split(","):
         runs = {m: [run_child(model, m, env) for _ in range(args.repeats)] for m in METHODS}
         grad = median_of(runs["grad"], "total")
@@ -141,8 +138,7 @@ def main(argv=None) -> None:
                 f"{median_of(r, 'jaxpr_to_mlir_module_duration'):.2f} | "
                 f"{median_of(r, 'backend_compile_duration'):.2f} "
                 f"({median_of(r, 'backend_compile_duration_count'):.0f}) | "
-                f"{median_of(r, 'check_examples_independent'):.2f} | "
-                f"{median_of(r, 'inputs_per_chunk'):.2f} | "
+                f"{median_of(r, 'plan_chunk'):.2f} | "
                 f"{median_of(r, 'build_program'):.2f} "
                 f"({median_of(r, 'build_program_count'):.0f}) |")
         print("\n".join(lines[-3:]), flush=True)

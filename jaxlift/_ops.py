@@ -80,7 +80,7 @@ def tree_finite(tree) -> jax.Array:
 def finite_flags(res, delta, x, refs, check_inputs: bool) -> jax.Array:
     """``[scores and Δt, x, refs]`` finite (one bool array of 3, the order of
     :data:`FLAG_NAMES`); the inputs' flags are ``True`` unless ``check_inputs``. Parameters
-    are checked apart, once per array (``jaxlift.pipeline.params_finite_check``): they are
+    are checked apart, once per array (``jaxlift.validation.params_finite_check``): they are
     usually the same arrays call after call, and larger than the inputs."""
     scores_ok = jnp.all(jnp.isfinite(delta))
     for r in jax.tree_util.tree_leaves(res):

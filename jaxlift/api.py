@@ -50,8 +50,9 @@ _DOC_ARGS = """
       refs: references ``(K, *S)`` shared by all inputs, ``(N, K, *S)`` per input, or a
         callable ``ref_fn(x, key)`` returning either.
       target: what to explain in each example's output ``o``: ``None`` (``o`` has one element),
-        an int (``o[..., i]``), a tuple index, a callable ``o -> scalar``, or ``"all"`` (every
-        output; an axis of size T after N).
+        an int (``o[..., i]``), a tuple index, a callable ``o -> scalar``, ``"all"`` (every
+        output; an axis of size T after N), or per input: N indices (a list or 1-D integer
+        array), ``"pred"`` (each input's argmax) or ``class_difference(a, b)`` with arrays.
       mode: a method of the table :data:`jaxlift.methods.METHODS` by name — DeepLIFT's
         ``"rescale"``, ``"reveal_cancel"``, ``"genomics_default"``; ``"gradient"``,
         ``"grad_times_input"``, ``"guided_backprop"``, ``"lrp_epsilon"`` (``refs`` may be

@@ -28,11 +28,14 @@ The summary that travels with the finite flags (one host read per call) is a dic
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxlift.errors import CompletenessError, CompletenessWarning
 
 MODES = ("raise", "warn", "off")
 RTOL = {jnp.dtype(jnp.float64): 1e-9, jnp.dtype(jnp.float32): 1e-4}
@@ -115,3 +118,18 @@ def poisoned(res: Any, ok):
         mask = jnp.reshape(ok, ok.shape + (1,) * (r.ndim - ok.ndim))
         return jnp.where(mask, r, jnp.asarray(np.nan, r.dtype))
     return jax.tree_util.tree_map(leaf, res)
+
+
+def report(cause: str, summary: dict, mode: str, total_pairs: int) -> None:
+    """Raise :class:`~jaxlift.errors.CompletenessError` (``mode="raise"``) or warn
+    (:class:`~jaxlift.errors.CompletenessWarning`) about the pairs whose scores do not sum to
+    ``Δt`` within their bound: how many, the worst one, its gap and bound, and ``cause``."""
+    message = (f"{summary['failing']} of {total_pairs} (input, reference) pair(s) have "
+               f"contributions that do not sum to Δt: worst {summary['where']} with |ΣC − Δt| "
+               f"= {summary['gap']:.3g} over its bound {summary['bound']:.3g} "
+               f"({summary['ratio']:.3g}×). {cause}")
+    if mode == "warn":
+        warnings.warn(message, CompletenessWarning, stacklevel=4)
+        return
+    raise CompletenessError(message, pairs=summary["failing"], worst=summary["where_tuple"],
+                            gap=summary["gap"], bound=summary["bound"], cause=cause)

@@ -27,6 +27,7 @@ result is written into one preallocated host buffer per output leaf (:func:`outp
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any
@@ -35,7 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.program import Program
+from jaxlift._memo import memoized
+from jaxlift.program import Program, traced_program
+from jaxlift.targets import per_example
+from jaxlift.validation import is_concrete, signature
 
 CPU_CHUNK_BYTES = 64 * 2**20
 MIN_CACHED_PAIRS = 64  # cache-sized chunks only for pairs that small
@@ -148,3 +152,123 @@ def as_jax(buf) -> jax.Array:
     """A filled buffer as a jax array: a host buffer moves to the default device (on the CPU
     the array wraps the aligned buffer, no copy); a traced one is returned as it is."""
     return jax.device_put(buf) if isinstance(buf, np.ndarray) else buf
+
+
+# -----------------------------------------------------------------------------------------
+# Planning chunks of a call and running them
+
+def structs_of(key):
+    treedef, leaves = key
+    return jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+
+
+@functools.lru_cache(maxsize=64)
+def fn_pair_bytes(fn, target, params_key, x_key) -> int:
+    """:func:`pair_bytes` of ``fn``'s program for ``target`` (one trace, shared with the rest
+    of the call: :func:`jaxlift.program.traced_program`)."""
+    program, _ = traced_program(per_example(fn, target), structs_of(params_key),
+                                structs_of(x_key))
+    out = program.outputs[0]
+    all_targets = isinstance(target, str) and target == "all" and isinstance(out, int)
+    targets = math.prod(program.avals[out].shape) if all_targets else 1
+    return pair_bytes(program, targets)
+
+
+def plan_chunk(batch_size, fn, target, params, x, n: int, k: int, mesh,
+               rows_per_pair: int = 1, shapes: tuple | None = None) -> int:
+    """Inputs per compiled chunk: ``batch_size`` pairs, everything (``None``), or sized from
+    memory (``"auto"``, see :mod:`jaxlift.chunking`; a pair that runs ``fn`` on
+    ``rows_per_pair`` points, like integrated gradients' steps, counts as that many pairs).
+    Traced inputs (``attribute`` inside ``jit``/``vmap``/``grad``) run as one chunk: a Python
+    loop would unroll into the trace. The ``"auto"`` plan is cached per (fn, target, shapes,
+    N, K, devices): the free memory it reads is the one at the first call for those shapes.
+    ``shapes`` is ``(signature(params), signature(x, drop_leading=True))`` if the caller has it."""
+    if batch_size is None:
+        return n
+    if not (isinstance(batch_size, str) and batch_size == "auto"):
+        return min(n, max(1, int(batch_size) // k))
+    if shapes is None:
+        if not is_concrete((params, x)):
+            return n  # traced inputs: one chunk (a Python loop would unroll into the trace)
+        shapes = signature(params), signature(x, drop_leading=True)
+    devices = tuple(mesh.devices.flat) if mesh is not None else (jax.devices()[0],)
+    return memoized(chunk_plan, fn, target, shapes, n, k, rows_per_pair, devices,
+                    (CPU_CHUNK_BYTES, MIN_CACHED_PAIRS, MEMORY_FRACTION, ONE_CHUNK_FACTOR))
+
+
+@functools.lru_cache(maxsize=256)
+def chunk_plan(fn, target, shapes, n: int, k: int, rows_per_pair: int, devices,
+                constants) -> int:
+    """:func:`plan_chunk` for ``"auto"``; ``constants`` (the tunables above) are in the key so
+    that changing them re-plans."""
+    params_key, x_key = shapes
+    nbytes = memoized(fn_pair_bytes, fn, target, params_key, x_key)
+    per_device = inputs_per_chunk(
+        math.ceil(n / len(devices)), k * rows_per_pair, nbytes, devices[0].platform,
+        free_memory_bytes(devices[0]))
+    return min(n, per_device * len(devices))
+
+
+def sharded(run, mesh, per_input: bool):
+    """``run`` with the inputs (and per-input references) split over every device of ``mesh``
+    along their leading axis N, and parameters and shared references replicated: each device
+    explains its share of the N × K pairs; XLA's SPMD partitioner does the rest. With
+    ``jax.distributed`` initialised, a mesh over all hosts' devices works the same way."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    split = NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names)))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def put(tree, sharding):
+        return jax.tree_util.tree_map(lambda l: jax.device_put(l, sharding), tree)
+
+    def sharded_run(params, x, refs, start, *more):
+        return run(put(params, replicated), put(x, split),
+                   put(refs, split if per_input else replicated), start, *more)
+    return sharded_run
+
+
+PROGRESS_DELAY_S = 2.0
+
+
+def progress_bar(items, total: int, progress: bool | None):
+    """``items`` wrapped in a tqdm bar over chunks: always for ``progress=True``; for ``None``
+    (the default) only on a terminal and once the run has taken ``PROGRESS_DELAY_S``, so long
+    runs show their progress and short ones, logs and tests stay quiet."""
+    from tqdm.auto import tqdm
+    quiet_unless_long = {"disable": None, "delay": PROGRESS_DELAY_S} if progress is None else {}
+    return tqdm(items, total=total, desc="jaxlift", unit="chunk", **quiet_unless_long)
+
+
+def run_chunked(run, params, x, refs, n, chunk, per_input, progress):
+    """Run ``run`` on chunks of ``chunk`` inputs (the last padded to the same shape, so one
+    compilation serves all) and gather the results, Δ included, in one buffer per leaf.
+
+    NumPy inputs (and per-input references) are cut on the host, so a chunk at a time goes to
+    the device; each chunk's result is written into a preallocated host buffer while the next
+    chunk runs. Memory beyond the inputs is the output plus about two chunks' working sets,
+    whatever N. Returns jax arrays (on the CPU they wrap the host buffers without a copy).
+    """
+    starts = range(0, n, chunk)
+    if progress is not False:
+        starts = progress_bar(starts, math.ceil(n / chunk), progress)
+    bufs, pending = None, None
+    for s in starts:
+        xc = jax.tree_util.tree_map(lambda l: take_rows(l, s, chunk, n), x)
+        rc = (jax.tree_util.tree_map(lambda l: take_rows(l, s, chunk, n), refs)
+              if per_input else refs)
+        out = run(params, xc, rc, s)  # dispatched before the previous chunk is read back
+        if pending is not None:
+            bufs = store_chunk(bufs, *pending, n, chunk)
+        pending = s, out
+    bufs = store_chunk(bufs, *pending, n, chunk)
+    return jax.tree_util.tree_map(as_jax, bufs)
+
+
+def store_chunk(bufs, start: int, out, n: int, chunk: int):
+    """``bufs`` (allocated at the first chunk, shaped like ``out`` with N rows) holding the
+    rows of ``out``, one chunk's result, at ``start`` (padding rows dropped)."""
+    if bufs is None:
+        bufs = jax.tree_util.tree_map(lambda l: output_buffer(l, n), out)
+    rows = min(chunk, n - start)
+    return jax.tree_util.tree_map(lambda b, l: store_rows(b, start, l, rows), bufs, out)

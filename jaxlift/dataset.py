@@ -47,6 +47,7 @@ import numpy as np
 from jaxlift.io import scores_store
 from jaxlift.io.scores_store import open_scores
 from jaxlift.io.sources import Source, SourceError, as_source
+from jaxlift.targets import PerInputTarget, normalize_target
 
 DEFAULT_CHUNK = 1024
 SAMPLE_ROWS = 16
@@ -90,6 +91,11 @@ def program_digest(fn: Callable, params: Any, example: np.ndarray) -> tuple[str,
 def _option_text(name: str, value: Any, fn: Callable, params: Any, example: np.ndarray) -> str:
     """A stable text for one option: a callable target by its program on ``fn``'s output at
     one example, anything else by its ``repr`` (object addresses removed)."""
+    if name == "target":
+        _, classes = normalize_target(value)
+        if classes is not None:  # one class (pair) per input: its bytes, not its repr
+            parts = [classes.a.tobytes()] + ([] if classes.b is None else [classes.b.tobytes()])
+            return f"per-input target of {len(classes.a)} classes, sha256 {_sha(*parts)}"
     if callable(value) and name == "target":
         out = jax.eval_shape(fn, params, example[None])
         closed = jax.make_jaxpr(lambda o: value(o))(
@@ -276,12 +282,22 @@ class _ChunkRunner:
         self.shared_refs, self.options, self.size = shared_refs, options, size
         self.forward = jax.jit(fn) if outputs else None
 
-    def __call__(self, rows: np.ndarray, refs_rows: np.ndarray | None) -> dict[str, np.ndarray]:
+    def __call__(self, rows: np.ndarray, refs_rows: np.ndarray | None,
+                 index: int = 0) -> dict[str, np.ndarray]:
         m = len(rows)
         x = _padded(rows, self.size)
         r = self.shared_refs if refs_rows is None else _padded(refs_rows, self.size)
+        options = dict(self.options)
+        _, classes = normalize_target(options.get("target"))
+        if classes is not None:  # this chunk's rows of a per-input target
+            start = index * self.size
+            cut = lambda v: None if v is None else _padded(v[start:start + m], self.size)  # noqa: E731
+            if start + m > len(classes.a):
+                raise ValueError(f"target gives {len(classes.a)} classes for more inputs than "
+                                 "that: give one per input of the data set")
+            options["target"] = PerInputTarget(cut(classes.a), cut(classes.b))
         scores, delta = self.attribute(self.fn, self.params, x, r, return_delta=True,
-                                       progress=False, **self.options)
+                                       progress=False, **options)
         if not isinstance(scores, jax.Array | np.ndarray):
             raise ValueError("attribute_dataset reads one input array: the scores came back as "
                              f"a {type(scores).__name__}")
@@ -333,7 +349,7 @@ def _stream(src, refs_src, run, out, size, mine, k, done, rank, procs, progress)
                     break
                 nxt = reader.submit(read_next)
                 i, rows, r = item
-                arrays = run(rows, r)
+                arrays = run(rows, r, i)
                 while len(pending) >= 2:
                     pending.pop(0).result()
                 pending.append(writer.submit(scores_store.write_chunk, out, i, arrays))

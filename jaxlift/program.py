@@ -517,3 +517,44 @@ def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     live_in = [i >= n_fixed for i in range(len(closed.jaxpr.invars))]
     prog = program_from_jaxpr(closed.jaxpr, closed.consts, live_in)
     return prog, jax.tree_util.tree_structure(out_shape)
+
+
+def _structure(tree) -> tuple:
+    """``(treedef, ((shape, dtype), …))`` of a pytree of arrays, tracers or ``ShapeDtypeStruct``s
+    (their values play no part in a trace)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((tuple(jnp.shape(l)), jnp.result_type(l)) for l in leaves)
+
+
+_TRACED: dict = {}  # (f, structures) -> (Program, out treedef): traces of a function, by shape
+_TRACED_LIMIT = 256
+
+
+def _trace_settings() -> tuple:
+    """The global settings a trace can read (as ``jax.jit`` keys its own cache on them): the
+    matmul precision ``precision=`` sets, x64, rank promotion."""
+    config = jax.config
+    return (config.jax_default_matmul_precision, config.jax_enable_x64,
+            config.jax_numpy_rank_promotion, config.jax_numpy_dtype_promotion)
+
+
+def traced_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
+    """:func:`build_program`, traced once per (``f``, structures, shapes and dtypes of the
+    arguments): the chunk plan, the compiled program, the references' side and the diagnoses
+    of one call — and later calls with the same shapes — share one trace of the user's ``fn``
+    (``f`` is one object per (fn, target): :func:`jaxlift.targets.per_example`). A program that
+    closed over a tracer (``fn`` built inside a caller's ``jit``) is not kept."""
+    try:
+        key = (f, _structure(fixed_args), _structure(live_args), _trace_settings())
+        hash(key)
+    except TypeError:
+        return build_program(f, fixed_args, live_args)
+    hit = _TRACED.get(key)
+    if hit is not None:
+        return hit
+    built = build_program(f, fixed_args, live_args)
+    if not any(isinstance(c, jax.core.Tracer) for c in built[0].consts.values()):
+        if len(_TRACED) >= _TRACED_LIMIT:
+            _TRACED.pop(next(iter(_TRACED)))
+        _TRACED[key] = built
+    return built

@@ -31,6 +31,7 @@ so a second ``attribute`` call reuses the compiled computation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -39,6 +40,7 @@ from jax.extend import core as jcore
 import numpy as np
 
 from jaxlift.jaxpr_walk import bind_eqn, call_body, where_of
+from jaxlift.validation import check_outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,15 +81,109 @@ def _class_index(name: str, v) -> int:
     return int(v)
 
 
-def class_difference(a: int, b: int) -> ClassDifference:
-    """Target ``score[a] − score[b]`` (explain why class ``a`` rather than ``b``)."""
-    return ClassDifference(_class_index("a", a), _class_index("b", b))
+def class_difference(a, b):
+    """Target ``score[a] − score[b]`` (explain why class ``a`` rather than ``b``). ``a`` and
+    ``b`` may also be arrays of N class indices, one pair per input: a :class:`PerInputTarget`."""
+    if np.ndim(a) == 0 and np.ndim(b) == 0:
+        return ClassDifference(_class_index("a", a), _class_index("b", b))
+    a, b = _indices("class_difference a", a), _indices("class_difference b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"class_difference: {a.shape[0]} classes a but {b.shape[0]} classes b;"
+                         " give one of each per input")
+    return PerInputTarget(a, b)
 
 
 def softmax_normalized(i: int) -> SoftmaxNormalized:
     """Target ``logit[i] − mean_j logit[j]`` (DeepLIFT §3.6, "adjustments for softmax layers");
     use it on logits, e.g. with :func:`pre_activation`."""
     return SoftmaxNormalized(_class_index("i", i))
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets that differ per input
+
+@dataclasses.dataclass(frozen=True)
+class PerInput:
+    """A static target whose value differs per input: the program explains ``t_i = s_i · o_i``
+    with ``o_i`` input i's output (flattened) and ``s_i`` a row of weights — given as data
+    (``kind="given"``: :attr:`jaxlift.methods.call.Inputs.seeds`, so other targets reuse the
+    compiled program) or the one-hot of input i's own argmax (``kind="pred"``: the predicted
+    class, computed inside the program)."""
+
+    kind: str
+
+
+GIVEN = PerInput("given")
+PREDICTED = PerInput("pred")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PerInputTarget:
+    """Classes per input, as the user gave them: ``o[a_i]`` (``b`` ``None``) or
+    ``o[a_i] − o[b_i]``; ``a`` and ``b`` are integer arrays of N."""
+
+    a: np.ndarray
+    b: np.ndarray | None = None
+
+    def seeds(self, n: int, size: int) -> np.ndarray:
+        """``(N, size)`` weights: one-hot rows (``e_a − e_b`` for differences)."""
+        if self.a.shape[0] != n:
+            raise ValueError(f"target gives {self.a.shape[0]} classes for {n} inputs; give one "
+                             "per input")
+        rows = np.zeros((n, size), np.float32)
+        for name, idx, sign in (("target", self.a, 1.0), ("class b", self.b, -1.0)):
+            if idx is None:
+                continue
+            bad = (idx < -size) | (idx >= size)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"{name} {int(idx[i])} of input {i} is out of range for fn's "
+                                 f"output with {size} entries per example")
+            np.add.at(rows, (np.arange(n), idx % size), sign)
+        return rows
+
+
+def _indices(name: str, v) -> np.ndarray:
+    arr = np.asarray(v)
+    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise TypeError(f"{name} must be one int class index per input (a list or a 1-D "
+                        f"integer array), got {type(v).__name__} of dtype {arr.dtype} and shape "
+                        f"{arr.shape}")
+    return arr.astype(np.int64)
+
+
+def normalize_target(target):
+    """``(static target, per-input classes or None)``: a list or 1-D integer array of N class
+    indices becomes :data:`GIVEN` with a :class:`PerInputTarget`; ``"pred"`` becomes
+    :data:`PREDICTED`; a 0-d integer array its int; anything else is returned as it is."""
+    if isinstance(target, PerInputTarget):
+        return GIVEN, target
+    if isinstance(target, str) and target == "pred":
+        return PREDICTED, None
+    if isinstance(target, list) or (isinstance(target, (np.ndarray, jax.Array))
+                                    and not isinstance(target, jax.core.Tracer)):
+        if np.ndim(target) == 0:
+            value = np.asarray(target)
+            if not np.issubdtype(value.dtype, np.integer):
+                raise TypeError(f"target must be an int index, got an array of dtype "
+                                f"{value.dtype}")
+            return int(value), None
+        return GIVEN, PerInputTarget(_indices("target", target))
+    return target, None
+
+
+def weigh(target, seed, values):
+    """``Σ seed·values`` for a per-input target (``values``: the example's flattened outputs),
+    else ``values`` itself."""
+    if isinstance(target, PerInput):
+        return jnp.sum(seed * values)
+    return values
+
+
+def predicted_seed(values):
+    """The one-hot of the largest output (``target="pred"``; a single output: itself)."""
+    flat = jnp.ravel(values)
+    return jax.nn.one_hot(jnp.argmax(flat), flat.shape[0], dtype=flat.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,11 +371,11 @@ def select_target(out, target) -> jax.Array:
                 f"fn's output per example has shape {o.shape}; pass target=<index> to explain "
                 "one output, or target='all' to explain every output")
         return o.reshape(())
-    if isinstance(target, str):
-        if target != "all":
-            raise ValueError(f"unknown target {target!r}; use an index, a tuple, a callable "
-                             "or 'all'")
+    if isinstance(target, PerInput) or isinstance(target, str) and target == "all":
         return o.reshape(-1)
+    if isinstance(target, str):
+        raise ValueError(f"unknown target {target!r}; use an index, a tuple, a callable, 'all' "
+                         "or 'pred'")
     if isinstance(target, (int, np.integer)):
         if o.ndim == 0:
             raise ValueError("fn's output per example is a scalar; use target=None")
@@ -307,10 +403,78 @@ def select_target(out, target) -> jax.Array:
 
 def per_example(fn: Callable, target) -> Callable:
     """``f(params, x_example) -> t``: ``fn`` (batch in, batch out) on one example, reduced to the
-    target ``t`` (a scalar, or ``(T,)`` for ``target="all"``). What every method explains."""
+    target ``t`` (a scalar, or ``(T,)`` for ``target="all"`` and per-input targets, which weigh
+    the flattened outputs afterwards). What every method explains. ``fn``'s outputs must keep
+    the batch axis and be floating point (checked as it is traced)."""
+    target = "all" if isinstance(target, PerInput) else target
+    try:
+        return _per_example(fn, target)
+    except TypeError:  # an unhashable fn or target: a function of its own
+        return _per_example.__wrapped__(fn, target)
+
+
+@functools.lru_cache(maxsize=512)
+def _per_example(fn: Callable, target) -> Callable:
+    """One function object per (fn, target): traces of it are cached by identity."""
     def f(params, x_example):
         xb = jax.tree_util.tree_map(lambda leaf: leaf[None], x_example)
         out = fn(params, xb)
+        check_outputs(out, 1, "a batch of one example")
         out_example = jax.tree_util.tree_map(lambda o: o[0], out)
         return select_target(out_example, target)
     return f
+
+
+def batch_of_two(fn: Callable, target, params, a, b, seeds=None, same_seed: bool = False):
+    """``fn`` on the batch ``[a, b]``, each row reduced to its target: compared with ``fn`` on
+    each example alone, it tells whether ``fn`` mixes the examples of a batch
+    (:func:`jaxlift.validation.settle_independence`). For a per-input target ``seeds`` holds the
+    two rows' weights; ``None`` (``"pred"``) takes each row's argmax (``same_seed``: row 0's for
+    both, ``b`` being ``a``'s reference)."""
+    pair = jax.tree_util.tree_map(lambda u, v: jnp.stack([u, v]), a, b)
+    out = fn(params, pair)
+    check_outputs(out, 2, "a batch of two examples")
+    base = "all" if isinstance(target, PerInput) else target
+    rows = [select_target(jax.tree_util.tree_map(lambda o, i=i: o[i], out), base)
+            for i in range(2)]
+    if isinstance(target, PerInput):
+        if seeds is None:
+            first = predicted_seed(rows[0])
+            seeds = (first, first if same_seed else predicted_seed(rows[1]))
+        rows = [jnp.sum(seeds[i] * rows[i]) for i in range(2)]
+    return jnp.stack(rows)
+
+
+def independence_checks(fn, target, params, x, refs, per_input_refs, seeds, t_x, t_r,
+                        check=True) -> dict:
+    """``{"compared", "batched", "alone"}``: ``fn``'s targets on the batch ``[x[0], b]`` (``b``
+    the second input, or the first input's first reference) beside the same targets computed
+    one example at a time (``t_x``, ``t_r``: ``(N, K[, T])``, from the pairs' forward passes);
+    ``compared`` is whether the two examples differ. Read by
+    :func:`jaxlift.validation.settle_independence`. ``check`` (a traced bool): once the
+    comparison has settled for these shapes, the batch of two is not run at all (a
+    ``lax.cond``: compiled once, skipped at run time)."""
+    n = jax.tree_util.tree_leaves(x)[0].shape[0]
+    a = jax.tree_util.tree_map(lambda l: l[0], x)
+    if n > 1:
+        b = jax.tree_util.tree_map(lambda l: l[1], x)
+        alone = jnp.stack([t_x[0, 0], t_x[1, 0]])
+        rows = None if seeds is None else seeds[:2]
+    else:
+        b = jax.tree_util.tree_map(lambda l: l[0, 0] if per_input_refs else l[0], refs)
+        alone = jnp.stack([t_x[0, 0], t_r[0, 0]])
+        rows = None if seeds is None else jnp.stack([seeds[0], seeds[0]])
+    compared = jnp.asarray(False)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        compared = compared | jnp.any(u != v)
+    native = []  # fn's own output dtype: half precision rounds more than jaxlift's float32
+
+    def on_batch():
+        out = batch_of_two(fn, target, params, a, b, rows, same_seed=n == 1)
+        native.append(jnp.result_type(out))
+        return out.astype(alone.dtype)
+
+    batched = jax.lax.cond(check, on_batch, lambda: alone)
+    eps = jnp.finfo(native[0] if jnp.issubdtype(native[0], jnp.inexact) else jnp.float32).eps
+    return {"compared": compared & check, "batched": batched, "alone": alone,
+            "eps": jnp.asarray(float(eps), jnp.float32)}

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import jaxlift
-from jaxlift import chunking, pipeline
+from jaxlift import chunking
+from jaxlift.validation import signature
 from jaxlift._ops import example_structs
 from jaxlift.methods import interpreted
 from jaxlift.targets import per_example
@@ -75,7 +76,7 @@ def test_auto_chunks_give_the_numbers_of_one_batch(x64, monkeypatch, mode):
     refs = jnp.asarray(rng.normal(size=(11, 3, 6, 6, 1)))
     monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 3 * 20_000)  # a few inputs per chunk
     monkeypatch.setattr(chunking, "MIN_CACHED_PAIRS", 1)
-    n_chunk = pipeline.inputs_per_chunk("auto", _conv_net, "all", p, x, 11, 3, None)
+    n_chunk = chunking.plan_chunk("auto", _conv_net, "all", p, x, 11, 3, None)
     if jax.default_backend() == "cpu":
         assert 1 <= n_chunk < 11
     auto, d_auto = jaxlift.attribute(_conv_net, p, x, refs, target="all", mode=mode,
@@ -124,12 +125,11 @@ def test_integrated_gradients_auto_chunks_count_steps_as_pairs(x64, monkeypatch)
     p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4))), "w": jnp.asarray(rng.normal(size=(144, 3)))}
     x = jnp.asarray(rng.normal(size=(6, 6, 6, 1)))
     refs = jnp.asarray(rng.normal(size=(2, 6, 6, 1)))
-    nbytes = pipeline.pair_bytes(_conv_net, 0, example_structs(p, False),
-                             example_structs(x, True))
+    nbytes = chunking.fn_pair_bytes(_conv_net, 0, signature(p), signature(x, drop_leading=True))
     monkeypatch.setattr(chunking, "MIN_CACHED_PAIRS", 1)
     monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 2 * 10 * 2 * nbytes)  # 2 inputs × 2 refs × 10 steps
-    ten = pipeline.inputs_per_chunk("auto", _conv_net, 0, p, x, 6, 2, None, rows_per_pair=10)
-    one = pipeline.inputs_per_chunk("auto", _conv_net, 0, p, x, 6, 2, None, rows_per_pair=1)
+    ten = chunking.plan_chunk("auto", _conv_net, 0, p, x, 6, 2, None, rows_per_pair=10)
+    one = chunking.plan_chunk("auto", _conv_net, 0, p, x, 6, 2, None, rows_per_pair=1)
     if jax.default_backend() == "cpu":
         assert (ten, one) == (2, 6)
     opts = {"steps": 10, "method": "riemann_middle"}
@@ -148,7 +148,8 @@ def test_target_all_counts_a_multiplier_per_output():
     structs = example_structs(p, False), example_structs(x, True)
     program, _ = build_program(per_example(_conv_net, "all"), *structs)
     # 3 outputs: a difference and 3 multipliers per live value, against 1 + 1 for one target
-    assert pipeline.pair_bytes(_conv_net, "all", *structs) == 2 * chunking.pair_bytes(program, 1)
+    keys = signature(p), signature(x, drop_leading=True)
+    assert chunking.fn_pair_bytes(_conv_net, "all", *keys) == 2 * chunking.pair_bytes(program, 1)
 
 
 def test_progress_bar_default_is_quiet_off_a_terminal_and_true_always_shows(capsys):
@@ -156,7 +157,7 @@ def test_progress_bar_default_is_quiet_off_a_terminal_and_true_always_shows(caps
     fn = lambda p, xb: jnp.tanh(xb * p).sum(-1)  # noqa: E731
     jaxlift.attribute(fn, 1.0, x, jnp.zeros((1, 3)), batch_size=2)  # progress=None: no TTY here
     assert "jaxlift" not in capsys.readouterr().err
-    assert pipeline.progress_bar(range(3), 3, None).disable  # tqdm's "off unless a terminal"
+    assert chunking.progress_bar(range(3), 3, None).disable  # tqdm's "off unless a terminal"
     jaxlift.attribute(fn, 1.0, x, jnp.zeros((1, 3)), batch_size=2, progress=True)
     err = capsys.readouterr().err
     assert "jaxlift" in err and "3/3" in err  # 6 inputs in chunks of 2

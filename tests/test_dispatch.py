@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxlift
-from jaxlift import chunking, pipeline
+from jaxlift import chunking, dispatch, pipeline, validation
 from jaxlift.methods import interpreted
 from jaxlift.errors import NonFiniteScoresError
 
@@ -34,7 +34,7 @@ def _spy(monkeypatch, reference_side=False):
     before are forgotten, so the next call takes the full path (the repeated-call path has
     its own tests below)."""
     events = []
-    pipeline.one_dispatch_slot.cache_clear()
+    dispatch.one_dispatch_slot.cache_clear()
     compiled = interpreted.compiled_program
 
     def counting_compiled(*key):
@@ -45,9 +45,9 @@ def _spy(monkeypatch, reference_side=False):
             return run(*args)
         return counted
 
-    check, flags = pipeline.refuse_non_finite_input, pipeline.checks_on_host
+    check, flags = validation.refuse_non_finite_input, pipeline.checks_on_host
     monkeypatch.setattr(interpreted, "compiled_program", counting_compiled)
-    monkeypatch.setattr(pipeline, "refuse_non_finite_input",
+    monkeypatch.setattr(validation, "refuse_non_finite_input",
                         lambda *a: (events.append("host check"), check(*a))[1])
     monkeypatch.setattr(pipeline, "checks_on_host",
                         lambda *a: (events.append("flags"), flags(*a))[1])
@@ -140,7 +140,10 @@ def test_a_repeated_call_does_not_trace_plan_or_run_fn_eagerly(monkeypatch):
 
     p, x, refs = data(4)
     jaxlift.attribute(fn, p, x, refs, target=1)
-    assert False in calls  # the first call ran fn eagerly (the independence check) and traced it
+    # the first call traced fn — at one example, and on a batch of two for the independence
+    # check, both inside the compiled program — and never ran it eagerly (op by op, each op
+    # compiled on its own: seconds on a library model)
+    assert calls and all(calls)
     calls.clear()
     monkeypatch.setattr(chunking, "free_memory_bytes",
                         lambda d: pytest.fail("chunks planned again for the same shapes"))
@@ -197,7 +200,7 @@ def test_a_repeated_call_skips_the_checks_and_equals_the_full_path(monkeypatch, 
     x2 = x * 3 - 1
     fast = call(mlp, p, x2, refs, **kw)
     assert runs == []  # the second call, same shapes and options, took the one-dispatch path
-    pipeline.one_dispatch_slot.cache_clear()
+    dispatch.one_dispatch_slot.cache_clear()
     full = call(mlp, p, x2, refs, **kw)
     assert runs == [1]
     for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(full)):
@@ -242,17 +245,18 @@ def test_a_repeated_call_still_refuses_nan_inputs_and_params_by_name():
 def test_params_arrays_are_checked_for_nan_once_each(monkeypatch):
     p, x, refs = data(9)
     checked = []
-    program = pipeline.tree_finite_program
-    monkeypatch.setattr(pipeline, "tree_finite_program",
-                        lambda leaves: (checked.append(len(leaves)), program(leaves))[1])
+    leaf_check = validation.leaf_finite_on_host  # jax arrays on the CPU: checked by NumPy
+    monkeypatch.setattr(validation, "leaf_finite_on_host",
+                        lambda leaf: (checked.append(leaf.shape), leaf_check(leaf))[1])
     jaxlift.attribute(mlp, p, x, refs, target=0)
     jaxlift.attribute(mlp, p, x + 1, refs, target=0)
+    assert len(checked) == 3
     p2 = {**p, "b": p["b"] + 1}  # one new array
     jaxlift.attribute(mlp, p2, x, refs, target=0)
     jaxlift.attribute(mlp, p2, x, refs, target=0)
-    assert checked == [3, 1]
+    assert len(checked) == 4 and checked[-1] == p["b"].shape
     jaxlift.attribute(mlp, p2, x, refs, target=0, check_finite=False)
-    assert checked == [3, 1]
+    assert len(checked) == 4
 
 
 def test_the_batch_check_is_not_skipped_when_the_first_call_compared_nothing(monkeypatch):
@@ -270,14 +274,14 @@ def test_inside_jit_the_repeated_call_path_is_not_taken():
     signatures = []
 
     def traced(xb):
-        signatures.append(pipeline.call_signature(xb))
+        signatures.append(dispatch.call_signature(xb))
         return jaxlift.attribute(mlp, p, xb, refs, target=0)
     jitted = jax.jit(traced)
     for xb in (x, x + 1):  # a different program from the direct call's: float rounding differs
         np.testing.assert_allclose(jitted(xb), jaxlift.attribute(mlp, p, xb, refs, target=0),
                                    rtol=1e-5, atol=1e-6)
     assert signatures == [None]  # traced once; a tracer has no one-dispatch key
-    assert pipeline.call_signature(x) is not None
+    assert dispatch.call_signature(x) is not None
 
 
 def test_an_equal_partial_written_anew_is_not_compiled_again(monkeypatch):
@@ -295,7 +299,7 @@ def test_an_equal_partial_written_anew_is_not_compiled_again(monkeypatch):
     other = jaxlift.attribute(functools.partial(scaled, scale=3.0), p, x, refs, target=0)
     assert runs == [1]
     np.testing.assert_allclose(other, first * 1.5, rtol=1e-5, atol=1e-6)
-    assert pipeline.canonical_fn(functools.partial(scaled, scale=1)) is not \
-        pipeline.canonical_fn(functools.partial(scaled, scale=True))  # 1 == True, types differ
+    assert dispatch.canonical_fn(functools.partial(scaled, scale=1)) is not \
+        dispatch.canonical_fn(functools.partial(scaled, scale=True))  # 1 == True, types differ
     arr = functools.partial(scaled, scale=jnp.ones(()))  # unhashable argument: kept as it is
-    assert pipeline.canonical_fn(arr) is arr
+    assert dispatch.canonical_fn(arr) is arr

@@ -140,7 +140,7 @@ def _add_mode(parser: argparse.ArgumentParser) -> None:
 
 
 def _precisions() -> tuple[str, ...]:
-    from jaxlift.pipeline import PRECISIONS
+    from jaxlift.validation import PRECISIONS
     return tuple(PRECISIONS)
 
 

@@ -20,12 +20,14 @@ import numpy as np
 from jaxlift import certificate, interpreter
 from jaxlift._memo import memoized
 from jaxlift._ops import difference, example_structs, finite_flags, mean_axis, widen
+from jaxlift.chunking import take_rows
+from jaxlift.methods.call import Call, Inputs
 from jaxlift.markers import tree_of
 from jaxlift.rules import registry
 from jaxlift.errors import NonFiniteScoresError
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
-from jaxlift.program import build_program, origin_of, view_of_input
-from jaxlift.targets import per_example
+from jaxlift.program import origin_of, traced_program, view_of_input
+from jaxlift.targets import PerInput, independence_checks, per_example, predicted_seed
 
 
 def same_example(x_leaves, r_leaves):
@@ -44,22 +46,27 @@ def scored_atoms(program, layer_name: str | None) -> tuple:
     return program.marked_ids(layer_name)
 
 
-def pair_fn(program, composite: Composite, what: str, layer_name: str | None, all_targets: bool,
+def pair_fn(program, composite: Composite, what: str, layer_name: str | None, target=None,
             certify: bool = False, precision: str = "default", bypass: str = "refuse"):
-    """``pair(fixed_leaves, x_leaves, r_leaves, r_values=None) -> (scores, Δt, (gap, τ))`` of
-    one pair: contributions ``m·Δx`` or multipliers ``m`` of every live input (or of every leaf
-    of the marked layer, then, for ``bypass="credit"``, of every live input too: the share of
-    ``Δt`` that reaches the target around the layer), with a leading T axis for
-    ``all_targets``; ``(gap, τ)`` is the completeness certificate of the returned contributions
-    (:mod:`jaxlift.certificate`; zeros unless ``certify``)."""
+    """``pair(fixed_leaves, x_leaves, r_leaves, r_values=None, seed=None) -> (scores, Δt,
+    (gap, τ), (t(x), t(r)))`` of one pair: contributions ``m·Δx`` or multipliers ``m`` of every
+    live input (or of every leaf of the marked layer, then, for ``bypass="credit"``, of every
+    live input too: the share of ``Δt`` that reaches the target around the layer), with a
+    leading T axis for ``target="all"``; ``(gap, τ)`` is the completeness certificate of the
+    returned contributions (:mod:`jaxlift.certificate`; zeros unless ``certify``). For a
+    per-input target (:class:`~jaxlift.targets.PerInput`) the program's output is the flat
+    vector of outputs and the target is ``seed · o`` (``seed`` given, or the one-hot of the
+    input's own argmax for ``"pred"``)."""
     out_atom = program.outputs[0]
     scored = scored_atoms(program, layer_name)
     stop = frozenset(a for a in scored if isinstance(a, int)) if layer_name is not None \
         else frozenset()
     credit = layer_name is not None and bypass == "credit"
     read = values_read(program, scored) if certify else ()
+    all_targets = isinstance(target, str) and target == "all"
+    per_input = isinstance(target, PerInput)
 
-    def pair(fixed_leaves, x_leaves, r_leaves, r_values=None):
+    def pair(fixed_leaves, x_leaves, r_leaves, r_values=None, seed=None):
         fwd = interpreter.forward(program, composite, fixed_leaves, x_leaves, r_leaves, r_values)
         if program.is_live(out_atom):
             y, y0 = fwd.x[out_atom], fwd.r[out_atom]
@@ -69,6 +76,10 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, al
         same = same_example(x_leaves, r_leaves if r_values is None else
                             [r_values[i] for i in program.live_inputs])
         delta = jnp.where(same, 0, difference(y, y0))
+        dtype = jnp.result_type(delta)
+        if per_input:
+            seed = (predicted_seed(y) if seed is None else seed).astype(dtype)
+            delta = jnp.sum(seed * delta)
 
         def back(seed):
             mult = (interpreter.backward(fwd, {out_atom: seed}, stop=stop)
@@ -84,22 +95,23 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, al
             if what == "contributions":
                 res = [jnp.where(same, jnp.zeros_like(r), r) for r in res]
             if not certify:
-                zero = jnp.zeros((), jnp.result_type(delta))
+                zero = jnp.zeros((), dtype)
                 return res, (zero, zero)
             contribs = [jnp.where(same, jnp.zeros_like(c), c) for c in contribs]
             total = sum(_dot_sum(c) for c in contribs)
             size = sum(_dot_sum(jnp.abs(c)) for c in contribs)
             kappa = (jnp.sum(jnp.abs(seed * widen(y))) + jnp.sum(jnp.abs(seed * widen(y0)))
                      + sum(_rounding_scale(fwd, mult, a) for a in atoms + read))
-            dt = jnp.sum(seed * delta)
+            dt = jnp.sum(seed * (difference(y, y0) if per_input else delta))
+            dt = jnp.where(same, jnp.zeros_like(dt), dt)
             return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision)
 
-        dtype = jnp.result_type(delta)
         if all_targets:
             res, cert = jax.vmap(back)(jnp.eye(delta.shape[0], dtype=dtype))
         else:
-            res, cert = back(jnp.ones((), dtype))
-        return res, delta, cert
+            res, cert = back(seed if per_input else jnp.ones((), dtype))
+        t = (jnp.sum(seed * y), jnp.sum(seed * y0)) if per_input else (y, y0)
+        return res, delta, cert, t
 
     return pair
 
@@ -171,13 +183,9 @@ def _finite_magnitude(v):
 
 
 def _dot_sum(a, b=None):
-    """``Σ a`` (``Σ a·b``) over every element, as a contraction: under ``vmap`` over pairs
-    XLA:CPU runs it as a dot, several times faster than the reduce of a product."""
-    if b is not None:
-        a, b = jnp.broadcast_arrays(a, b)
-    a = jnp.ravel(a)
-    b = jnp.ones_like(a) if b is None else jnp.ravel(b).astype(a.dtype)
-    return jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST)
+    """``Σ a`` (``Σ a·b``) over every element, as one fused reduction (XLA keeps no
+    temporary of the product: a chunk's working set stays that of its scores)."""
+    return jnp.sum(a if b is None else a * b.astype(a.dtype))
 
 
 def _squeeze_batch_axis(r, axis: int):
@@ -204,31 +212,34 @@ def check_layer(program, layer_name: str) -> None:
                          "one with jaxlift.layer(value, name)")
 
 
-def compute(params, x, refs, ref_values=None, *, fn, target, composite, what, layer_name,
-            per_input_refs, average, check_inputs=False, certify=False, poison=False,
-            precision="default", bypass="refuse"):
-    """Scores of N inputs × K references, ``Δt``, the finite flags of
-    :func:`jaxlift._ops.finite_flags` and the certificate's summary
-    (:func:`jaxlift.certificate.summarize`), all in the same program: no dispatch and no host
-    sync before the result. ``ref_values`` (:func:`reference_values`, shared references only)
-    holds the references' forward pass, computed once for all chunks. ``poison``: NaN for the
-    scores of pairs that fail the certificate (a caller's own ``jit``, where nothing can be
-    raised)."""
-    program, _ = build_program(per_example(fn, target), params, example_structs(x, True))
+def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, fn, target, composite, what,
+            layer_name, per_input_refs, average, check_inputs=False, certify=False,
+            poison=False, precision="default", bypass="refuse"):
+    """Scores of N inputs × K references, ``Δt`` and the call's checks — the finite flags of
+    :func:`jaxlift._ops.finite_flags`, the certificate's summary
+    (:func:`jaxlift.certificate.summarize`) and the batch-independence comparison
+    (:func:`independence_checks`) — all in the same program: no dispatch and no host sync
+    before the result. ``ref_values`` (:func:`reference_values`, shared references only) holds
+    the references' forward pass, computed once for all chunks; ``seeds`` ``(N, T)``: a
+    per-input target's weights. ``poison``: NaN for the scores of pairs that fail the
+    certificate (a caller's own ``jit``, where nothing can be raised)."""
+    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
     if ref_values is not None and set(ref_values) != program.live_values():
         raise RuntimeError("jaxlift internal error: the references' forward values do not match "
                            "the traced program")
     if layer_name is not None:
         check_layer(program, layer_name)
     all_targets = isinstance(target, str) and target == "all"
-    pair = pair_fn(program, composite, what, layer_name, all_targets, certify, precision, bypass)
+    pair = pair_fn(program, composite, what, layer_name, target, certify, precision, bypass)
     fixed = jax.tree_util.tree_leaves(params)
     x_leaves = jax.tree_util.tree_leaves(x)
     r_leaves = jax.tree_util.tree_leaves(refs)
     hoisted = None if ref_values is None else 0
-    over_refs = jax.vmap(pair, in_axes=(None, None, 0, hoisted))
-    over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None))
-    res, delta, (gap, bound) = over_pairs(fixed, x_leaves, r_leaves, ref_values)
+    over_refs = jax.vmap(pair, in_axes=(None, None, 0, hoisted, None))
+    over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None,
+                                              None if seeds is None else 0))
+    res, delta, (gap, bound), (t_x, t_r) = over_pairs(fixed, x_leaves, r_leaves, ref_values,
+                                                      seeds)
     finite = finite_flags(res, delta, x, refs, check_inputs)
     summary = certificate.summarize(gap, bound) if certify else certificate.unchecked()
     if certify and poison:
@@ -239,7 +250,9 @@ def compute(params, x, refs, ref_values=None, *, fn, target, composite, what, la
     if average:
         res = [mean_axis(r, 1) for r in res]
         delta = mean_axis(delta, 1)
-    checks = {"finite": finite, **summary}
+    checks = {"finite": finite, **summary,
+              **independence_checks(fn, target, params, x, refs, per_input_refs, seeds, t_x,
+                                    t_r, check_batch)}
     if layer_name is not None:
         scores = layer_structure(program, layer_name, res[:n_layer])
         if bypass == "credit":
@@ -261,7 +274,7 @@ class LayerScores(NamedTuple):
 def _reference_side(params, refs, *, fn, target):
     """The forward pass of K shared references (every live value, by id, with a leading K):
     computed once and handed to each chunk of inputs instead of re-running it per chunk."""
-    program, _ = build_program(per_example(fn, target), params, example_structs(refs, True))
+    program, _ = traced_program(per_example(fn, target), params, example_structs(refs, True))
     fixed = jax.tree_util.tree_leaves(params)
     return jax.vmap(lambda r: interpreter.side_values(program, fixed, r))(
         jax.tree_util.tree_leaves(refs))
@@ -309,22 +322,24 @@ def certified(method, composite: Composite, check_completeness: str) -> bool:
             and composite.exact)
 
 
-def runner(method, opts, *, fn, target, what, layer_name, per_input, average, precision,
-           check_inputs, max_mode, gating, params, refs, chunked, check_completeness="raise",
-           traced=False, layer_bypass="refuse", **_) -> Callable:
-    """``run(params, x, refs, start) -> (scores, Δt, checks)`` for one chunk of inputs
-    (``start``, the chunk's first input, is not needed here). When the inputs run in several
-    chunks against shared references, the references' forward pass runs once, here."""
-    composite = composite_of(method, opts, max_mode, gating)
-    certify = certified(method, composite, check_completeness)
-    program = memoized(compiled_program, fn, target, composite, what, layer_name, per_input,
-                       average, precision, check_inputs, certify, certify and traced,
-                       layer_bypass)
-    ref_values = (reference_values(fn, target, params, refs)
-                  if chunked and not per_input else None)
+def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
+    """``run(params, x, refs, start) -> (scores, Δt, checks)`` for one chunk of inputs whose
+    first input is global input ``start`` (the Family protocol, :mod:`jaxlift.methods.call`).
+    When the inputs run in several chunks against shared references, the references' forward
+    pass runs once, here."""
+    certify = certified(call.method, call.composite, call.check_completeness)
+    program = memoized(compiled_program, call.fn, call.target, call.composite, call.what,
+                       call.layer, inputs.per_input, call.average_refs, call.precision,
+                       inputs.check_inputs, certify, certify and not inputs.concrete,
+                       call.layer_bypass)
+    ref_values = (reference_values(call.fn, call.target, inputs.params, inputs.refs)
+                  if chunked and not inputs.per_input else None)
+    seeds, n = inputs.seeds, inputs.n
 
-    def run(p, x, r, start):
-        return program(p, x, r, ref_values)
+    def run(p, x, r, start, check_batch=True):
+        rows = jax.tree_util.tree_leaves(x)[0].shape[0]
+        s = None if seeds is None else take_rows(seeds, start, rows, n)
+        return program(p, x, r, ref_values, s, check_batch)
     return run
 
 
@@ -345,13 +360,13 @@ def multipliers_at_input(f: Callable, params, x, composite) -> Any:
     ``x``, linear ops transpose), the composite's nonlinearity rule replaces the chain rule.
     ``f(params, x_example)`` returns the target (a scalar, or ``(T,)``); the result is shaped
     like ``x`` (with a leading T axis for a vector target)."""
-    program, _ = build_program(f, params, example_structs(x, False))
+    program, _ = traced_program(f, params, example_structs(x, False))
     out = program.outputs[0]
     all_targets = isinstance(out, int) and len(program.avals[out].shape) == 1
     pair = pair_fn(program, resolve(composite, "gradient"), "multipliers", None,
-                   all_targets)
+                   "all" if all_targets else None)
     x_leaves, tree = jax.tree_util.tree_flatten(x)
-    res, _, _ = pair(jax.tree_util.tree_leaves(params), x_leaves, x_leaves)
+    res, _, _, _ = pair(jax.tree_util.tree_leaves(params), x_leaves, x_leaves)
     return jax.tree_util.tree_unflatten(tree, res)
 
 
@@ -359,11 +374,11 @@ def multipliers_at_input(f: Callable, params, x, composite) -> Any:
 # Non-finite scores: find where they came from
 
 def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composite, layer_name,
-                      per_input) -> None:
+                      per_input, seeds=None) -> None:
     """Raise :class:`NonFiniteScoresError` for input ``i`` (whose score or ``Δt`` is NaN/Inf),
     naming the primitive whose multipliers first stopped being finite (found by re-running that
     input's pairs, one at a time, outside ``jit``)."""
-    program, _ = build_program(per_example(fn, target), params, example_structs(x, True))
+    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
     fixed = jax.tree_util.tree_leaves(params)
     x_leaves = [l[i] for l in jax.tree_util.tree_leaves(x)]
     r_all = jax.tree_util.tree_leaves(refs)
@@ -380,6 +395,8 @@ def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composi
         if not program.is_live(out):
             continue
         seed = jnp.ones(jnp.shape(fwd.x[out]), difference(fwd.x[out], fwd.r[out]).dtype)
+        if isinstance(target, PerInput):
+            seed = (predicted_seed(fwd.x[out]) if seeds is None else seeds[i]).astype(seed.dtype)
 
         def inspect(op, m_out, m_in):
             came_finite = all(m is None or bool(jnp.all(jnp.isfinite(m.pos)))
@@ -405,39 +422,37 @@ def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composi
         "or rescale the inputs")
 
 
-def refuse(i: int, *, method, opts, fn, params, x, refs, target, layer_name, per_input,
-           max_mode, gating, **_) -> None:
-    """The pipeline's hook: :func:`refuse_non_finite` with this method's config."""
-    refuse_non_finite(i, fn=fn, params=params, x=x, refs=refs, target=target,
-                      composite=composite_of(method, opts, max_mode, gating),
-                      layer_name=layer_name,
-                      per_input=per_input)
+def refuse(call: Call, inputs: Inputs, i: int) -> None:
+    """The Family protocol's hook: :func:`refuse_non_finite` for input ``i``."""
+    refuse_non_finite(i, fn=call.fn, params=inputs.params, x=inputs.x, refs=inputs.refs,
+                      target=call.target, composite=call.composite, layer_name=call.layer,
+                      per_input=inputs.per_input, seeds=inputs.seeds)
 
 
 # ---------------------------------------------------------------------------------------------
 # A failed certificate: why
 
-def explain_gap(summary: dict, *, method, opts, fn, params, x, refs, target, layer_name,
-                per_input, max_mode, gating, precision="default", **_) -> str:
-    """The pipeline's hook for a failed certificate: the likely cause, read off the program and
-    the worst pair (:func:`diagnose_pair`)."""
+def explain_gap(call: Call, inputs: Inputs, summary: dict) -> str:
+    """The Family protocol's hook for a failed certificate: the likely cause, read off the
+    program and the worst pair (:func:`diagnose_pair`)."""
     i, j = summary["where_tuple"][:2]
     t = summary["where_tuple"][2] if len(summary["where_tuple"]) > 2 else None
-    composite = composite_of(method, opts, max_mode, gating)
     try:
-        return diagnose_pair(fn, params, x, refs, i, j, t, target=target, composite=composite,
-                             layer_name=layer_name, per_input=per_input, precision=precision)
+        return diagnose_pair(call.fn, inputs.params, inputs.x, inputs.refs, i, j, t,
+                             target=call.target, composite=call.composite,
+                             layer_name=call.layer, per_input=inputs.per_input,
+                             seed=None if inputs.seeds is None else inputs.seeds[i])
     except Exception as exc:  # the diagnosis must never hide the refusal itself
         return f"(jaxlift could not diagnose the cause: {type(exc).__name__}: {exc})"
 
 
 def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target, composite,
-                  layer_name, per_input, precision="default") -> str:
+                  layer_name, per_input, precision="default", seed=None) -> str:
     """Re-run pair (input ``i``, reference ``j``[, target ``t``]) and say where ``Δt`` was lost:
     a path around the marked layer (with its junction and origin lines), or the operation whose
     rule did not conserve ``Σ m·Δ`` (``Σ`` over its outputs ≠ ``Σ`` over its inputs), noting
     NaN/Inf among its operands (a NaN hidden by a select, a −inf mask)."""
-    program, _ = build_program(per_example(fn, target), params, example_structs(x, True))
+    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
     fixed = jax.tree_util.tree_leaves(params)
     x_leaves = [l[i] for l in jax.tree_util.tree_leaves(x)]
     r_leaves = [l[i, j] if per_input else l[j] for l in jax.tree_util.tree_leaves(refs)]
@@ -450,8 +465,12 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
         fwd = interpreter.forward(program, composite, fixed, x_leaves, r_leaves)
         y, y0 = fwd.x[out], fwd.r[out]
         dt_all = difference(y, y0)
-        seed = (jnp.ones((), dt_all.dtype) if t is None
-                else jnp.zeros(dt_all.shape, dt_all.dtype).at[t].set(1))
+        if isinstance(target, PerInput):
+            weights = (predicted_seed(y) if seed is None else seed).astype(dt_all.dtype)
+        elif t is None:
+            weights = jnp.ones((), dt_all.dtype)
+        else:
+            weights = jnp.zeros(dt_all.shape, dt_all.dtype).at[t].set(1)
         losses, scales, bad, lost = [], [], [], []
 
         def inspect(op, m_out, m_in):
@@ -470,10 +489,10 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
                         if parts else jnp.asarray(False))
             seen.append(op)
 
-        mult = interpreter.backward(fwd, {out: seed}, stop=stop, inspect=inspect)
+        mult = interpreter.backward(fwd, {out: weights}, stop=stop, inspect=inspect)
         around = sum((jnp.sum(_contribution_of(fwd, a, mult[a]))
                       for a in program.live_inputs if a in mult and a not in stop), 0.0)
-        dt = jnp.sum(seed * dt_all)
+        dt = jnp.sum(weights * dt_all)
         stack = lambda v: jnp.stack(v) if v else jnp.zeros((0,))  # noqa: E731
         return stack(losses), stack(scales), stack(bad), stack(lost), around, dt
 

@@ -15,21 +15,30 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxlift._memo import memoized
 from jaxlift import certificate
+from jaxlift._memo import memoized
 from jaxlift._ops import finite_flags, mean_axis
+from jaxlift.chunking import take_rows
 from jaxlift.errors import NonFiniteScoresError
-from jaxlift.targets import per_example
+from jaxlift.methods.call import Call, Inputs
+from jaxlift.targets import PerInput, independence_checks, per_example, predicted_seed
 
 
-def target_deltas(f: Callable, params, x, refs, per_input_refs: bool):
-    """``t(x) − t(r)`` of every pair, ``(N, K[, T])``."""
-    t_x = jax.vmap(lambda xe: f(params, xe))(x)
+def targets_of_pairs(g, params, x, refs, per_input_refs: bool, seeds=None):
+    """``(t(x), t(r))`` of every pair, ``(N, K[, T])`` each: ``g`` is the example's target (a
+    scalar, or ``(T,)``); ``seeds`` ``(N, T)`` weigh ``g``'s vector per input (a per-input
+    target)."""
+    t_x = jax.vmap(lambda xe: g(params, xe))(x)
     if per_input_refs:
-        t_r = jax.vmap(jax.vmap(lambda re: f(params, re)))(refs)
-        return t_x[:, None] - t_r
-    t_r = jax.vmap(lambda re: f(params, re))(refs)
-    return t_x[:, None] - t_r[None]
+        t_r = jax.vmap(jax.vmap(lambda re: g(params, re)))(refs)
+    else:
+        t_r = jax.vmap(lambda re: g(params, re))(refs)[None]
+    if seeds is not None:
+        t_x = jnp.sum(seeds * t_x, axis=-1)
+        t_r = jnp.sum(seeds[:, None] * t_r, axis=-1)
+    k = t_r.shape[1]
+    t_x = jnp.broadcast_to(t_x[:, None], (t_x.shape[0], k) + t_x.shape[1:])
+    return t_x, jnp.broadcast_to(t_r, t_x.shape)
 
 
 def ratio_multipliers(attr, x, refs, per_input_refs: bool):
@@ -42,40 +51,53 @@ def ratio_multipliers(attr, x, refs, per_input_refs: bool):
     return jax.tree_util.tree_map(to_mult, attr, x, refs)
 
 
-def compute(params, x, refs, arrays, key, start, *, method, opts_key, fn, target, what,
-            per_input_refs, average, check_inputs=False):
-    """Scores ``(N, K, [T,] *S)`` (averaged over K when ``average``), ``Δt`` and the finite
-    flags of one chunk of N inputs starting at global input ``start``."""
-    f = per_example(fn, target)
+def compute(params, x, refs, arrays, key, start, seeds=None, check_batch=True, *, method, opts_key, fn, target,
+            what, per_input_refs, average, check_inputs=False):
+    """Scores ``(N, K, [T,] *S)`` (averaged over K when ``average``), ``Δt`` and the checks
+    (finite flags; the batch-independence comparison) of one chunk of N inputs starting at
+    global input ``start``. A per-input target explains ``t_i = s_i · o_i``: the kernel of
+    input i gets that function of its own (``seeds`` given, or each input's argmax)."""
+    g = per_example(fn, target)
+    per_input = isinstance(target, PerInput)
+    if per_input and seeds is None:  # target="pred"
+        seeds = jax.vmap(lambda xe: predicted_seed(g(params, xe)))(x)
     opts = dict(opts_key)
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
     keys = jax.vmap(lambda i: jax.random.fold_in(key, start + i))(jnp.arange(n))
-    delta = target_deltas(f, params, x, refs, per_input_refs)
+    t_x, t_r = targets_of_pairs(g, params, x, refs, per_input_refs,
+                                seeds if per_input else None)
+    delta = t_x - t_r
     k = delta.shape[1]
+    weights = seeds if per_input else jnp.zeros((n,))
 
-    def kernel(xe, re, ke):
+    def kernel(xe, re, ke, seed):
+        f = (lambda p, v: jnp.sum(seed * g(p, v))) if per_input else g  # noqa: E731
         return method.kernel(f, params, xe, re, opts=opts, arrays=arrays, key=ke)
 
     if method.scope_for(opts) == "input":
-        attr, mult = jax.vmap(lambda xe, ke: kernel(xe, None, ke))(x, keys)
+        attr, mult = jax.vmap(lambda xe, ke, se: kernel(xe, None, ke, se))(x, keys, weights)
 
         def over_refs(a):
             return jnp.broadcast_to(a[:, None], (a.shape[0], k) + a.shape[1:])
         attr = jax.tree_util.tree_map(over_refs, attr)
         mult = None if mult is None else jax.tree_util.tree_map(over_refs, mult)
     else:
-        over_refs = jax.vmap(kernel, in_axes=(None, 0, None))
-        attr, mult = jax.vmap(over_refs, in_axes=(0, 0 if per_input_refs else None, 0))(
-            x, refs, keys)
+        over_refs = jax.vmap(kernel, in_axes=(None, 0, None, None))
+        attr, mult = jax.vmap(over_refs, in_axes=(0, 0 if per_input_refs else None, 0, 0))(
+            x, refs, keys, weights)
     if what == "multipliers":
         res = ratio_multipliers(attr, x, refs, per_input_refs) if mult is None else mult
     else:
         res = attr
     finite = finite_flags(res, delta, x, refs, check_inputs)
+    checks = {"finite": finite, **certificate.unchecked(),
+              **independence_checks(fn, target, params, x, refs, per_input_refs,
+                                    seeds if per_input and seeds is not None else None,
+                                    t_x, t_r, check_batch)}
     if average:
         res = jax.tree_util.tree_map(lambda a: mean_axis(a, 1), res)
         delta = mean_axis(delta, 1)
-    return res, delta, {"finite": finite, **certificate.unchecked()}
+    return res, delta, checks
 
 
 @functools.lru_cache(maxsize=128)
@@ -107,31 +129,35 @@ def default_key() -> jax.Array:
     return jax.random.PRNGKey(0)
 
 
-def runner(method, opts, *, fn, target, what, per_input, average, precision, check_inputs,
-           key, x, **_) -> Callable:
-    """``run(params, x, refs, start) -> (scores, Δt, finite flags)`` for one chunk of inputs
-    whose first input is global input ``start``. ``prepare`` runs here, once per call; ``key``
-    None means :func:`default_key`."""
-    key = default_key() if key is None else key
-    shape = tuple(jnp.shape(jax.tree_util.tree_leaves(x)[0])[1:])
+def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
+    """``run(params, x, refs, start) -> (scores, Δt, checks)`` for one chunk of inputs whose
+    first input is global input ``start`` (the Family protocol, :mod:`jaxlift.methods.call`).
+    ``prepare`` runs here, once per call; no ``key`` means :func:`default_key`."""
+    method, opts = call.method, call.opts
+    key = default_key() if call.key is None else call.key
+    shape = tuple(jnp.shape(jax.tree_util.tree_leaves(inputs.x)[0])[1:])
     arrays = {} if method.prepare is None else method.prepare(opts, shape,
                                                                jax.random.fold_in(key, 1))
-    program = memoized(compiled_program, method, method.static_options(opts), fn, target, what,
-                       per_input, average, precision, check_inputs)
+    program = memoized(compiled_program, method, method.static_options(opts), call.fn,
+                       call.target, call.what, inputs.per_input, call.average_refs,
+                       call.precision, inputs.check_inputs)
+    seeds, n = inputs.seeds, inputs.n
 
-    def run(p, xc, rc, start):
-        return program(p, xc, rc, arrays, key, start)
+    def run(p, xc, rc, start, check_batch=True):
+        rows = jax.tree_util.tree_leaves(xc)[0].shape[0]
+        s = None if seeds is None else take_rows(seeds, start, rows, n)
+        return program(p, xc, rc, arrays, key, start, s, check_batch)
     return run
 
 
-def explain_gap(summary: dict, **_) -> str:  # pragma: no cover - kernels are never certified
-    """The pipeline's hook for a failed certificate (kernel methods compute none)."""
+def explain_gap(call: Call, inputs: Inputs, summary: dict) -> str:  # pragma: no cover
+    """The Family protocol's hook for a failed certificate (kernel methods compute none)."""
     return ""
 
 
-def refuse(i: int, *, method, **_) -> None:
-    """The pipeline's hook for a NaN/Inf score or ``Δt`` at input ``i``."""
+def refuse(call: Call, inputs: Inputs, i: int) -> None:
+    """The Family protocol's hook for a NaN/Inf score or ``Δt`` at input ``i``."""
     raise NonFiniteScoresError(
-        f"mode {method.name!r} produced NaN or Inf scores (or t(x) − t(r)) for input {i}; "
+        f"mode {call.method.name!r} produced NaN or Inf scores (or t(x) − t(r)) for input {i}; "
         "check that fn is finite on the inputs, the references and the points between them "
         "the method evaluates")
