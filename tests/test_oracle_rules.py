@@ -105,6 +105,55 @@ def test_overlapping_max_pool_and_min_pool_by_hand(mode):
                                [[0, 2, 0, -1]], **TOL)
 
 
+def _pool_oracle(x, r, window, strides, padding, kind):
+    """Preserving routing by brute force over the windows of a 2-D (H, W) map: a rise of
+    the window's max (min) to the input's argmaxes (argmins), a fall to the reference's, each
+    share split equally among ties; padded positions take no part."""
+    pick = np.max if kind == "max" else np.min
+    pads = jax.lax.padtype_to_pads(x.shape, window, strides, padding)
+    c = np.zeros_like(x)
+    out = [(n + lo + hi - w) // s + 1 for n, (lo, hi), w, s in zip(x.shape, pads, window, strides)]
+    for oi in range(out[0]):
+        for oj in range(out[1]):
+            idx = [(i, j) for i in range(oi * strides[0] - pads[0][0],
+                                         oi * strides[0] - pads[0][0] + window[0])
+                   for j in range(oj * strides[1] - pads[1][0],
+                                  oj * strides[1] - pads[1][0] + window[1])
+                   if 0 <= i < x.shape[0] and 0 <= j < x.shape[1]]
+            xs, rs = np.array([x[p] for p in idx]), np.array([r[p] for p in idx])
+            dy = pick(xs) - pick(rs)
+            rise = dy > 0 if kind == "max" else dy < 0   # routed at the input's extreme
+            side = xs if rise else rs
+            ties = [p for p, v in zip(idx, side) if v == pick(side)]
+            for p in ties:
+                c[p] += dy / len(ties)
+    return c
+
+
+@pytest.mark.parametrize("window, strides, padding", [((2, 2), (2, 2), "VALID"),
+                                                      ((3, 3), (2, 2), "SAME"),
+                                                      ((2, 3), (1, 1), "VALID")])
+def test_pooling_with_many_ties_against_brute_force(window, strides, padding):
+    """Max-pooling (channel 0) and min-pooling (channel 1), non-overlapping and overlapping,
+    padded, on small integers (ties everywhere): every window's Δy to the right side's
+    extremes, split equally among ties (README: "ties split equally"; JAX's own gradient of a
+    pooling gives a tie to one element)."""
+    def pool(v, init, op):
+        y = jax.lax.reduce_window(v, init, op, (1, *window), (1, *strides), padding)
+        return y.sum((1, 2))
+
+    def fn(p, xb):
+        return pool(xb[..., 0], -jnp.inf, jax.lax.max) + pool(xb[..., 1], jnp.inf, jax.lax.min)
+    rng = np.random.default_rng(sum(window) + sum(strides))
+    x = rng.integers(0, 3, size=(3, 5, 6, 2)).astype(np.float64)
+    r = rng.integers(0, 3, size=(3, 5, 6, 2)).astype(np.float64)
+    c = contribs(fn, list(zip(x.tolist(), r.tolist())), "rescale")
+    for i in range(3):
+        for ch, kind in enumerate(("max", "min")):
+            want = _pool_oracle(x[i, ..., ch], r[i, ..., ch], window, strides, padding, kind)
+            np.testing.assert_allclose(c[i, ..., ch], want, **TOL)
+
+
 # -------------------------------------------------------------------- products and quotients
 
 @pytest.mark.parametrize("mode", BOTH)
