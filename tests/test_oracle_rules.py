@@ -36,73 +36,73 @@ def contribs(fn, cases, mode="rescale", **kw):
     return scores(fn, cases, mode, **kw)[0]
 
 
+def blocks(parts, mode="rescale"):
+    """:func:`scores` of several blocks of hand cases ``[(fn, cases), ...]`` in one program (one
+    compilation): block k reads its own slice of the input and the outputs add up, so each
+    block's scores are its own; a block with fewer cases repeats its last. Returns
+    ``[(c, m), ...]`` per block, one row per case of the block."""
+    n = max(len(cases) for _, cases in parts)
+    edges = np.cumsum([0] + [len(cases[0][0]) for _, cases in parts])
+
+    def fn(p, xb):
+        return sum(f(p, xb[:, a:b]) for (f, _), a, b in zip(parts, edges[:-1], edges[1:]))
+
+    def row(i, side):
+        return [v for _, cases in parts for v in cases[min(i, len(cases) - 1)][side]]
+    c, m = scores(fn, [(row(i, 0), row(i, 1)) for i in range(n)], mode)
+    return [(c[:len(cases), a:b], m[:len(cases), a:b])
+            for (_, cases), a, b in zip(parts, edges[:-1], edges[1:])]
+
+
 # ------------------------------------------------------------------------------ max and min
 
-@pytest.mark.parametrize("mode", BOTH)
-def test_min_of_two_live_values_swaps_the_roles_of_input_and_reference(mode):
-    # min credits a rise to the reference's argmin and blames a fall on the input's argmin
-    # (max the other way round).
-    #   x = (3, 1) → 1, r = (0, 2) → 0, Δy = 1: the reference's argmin is x1, so C = (1, 0),
-    #   m = (1/3, 0). (Without the swap: (0, 1).)
-    #   x = (1, 4) → 1, r = (3, 2) → 2, Δy = −1 is blamed on the input's argmin x1: C = (−1, 0)
-    fn = lambda p, xb: jnp.minimum(xb[:, 0], xb[:, 1])  # noqa: E731
-    c, m = scores(fn, [([3, 1], [0, 2]), ([1, 4], [3, 2])], mode)
-    np.testing.assert_allclose(c, [[1, 0], [-1, 0]], **TOL)
-    np.testing.assert_allclose(m[0], [1 / 3, 0], **TOL)
+def _pool(xb, op, init, stride=2):
+    return jax.lax.reduce_window(xb, init, op, (1, 2), (1, stride), "VALID").sum(1)
 
 
 @pytest.mark.parametrize("mode", BOTH)
-def test_reduce_max_and_reduce_min_route_and_split_ties(mode):
-    # max: x = (1, 5, 5, 0) → 5 (a tie), r = (2, 0, 0, 3) → 3: Δy = 2 to the input's argmaxes,
-    #      split; x = (1, 2, 0, 0) → 2, r = (4, 0, 4, 0) → 4 (a tie): Δy = −2 blamed on the
-    #      reference's argmaxes, split: C = (−1, 0, −1, 0), m = (−1/−3, 0, −1/−4, 0)
-    c, m = scores(lambda p, xb: jnp.max(xb, axis=1),
-                  [([1, 5, 5, 0], [2, 0, 0, 3]), ([1, 2, 0, 0], [4, 0, 4, 0])], mode)
-    np.testing.assert_allclose(c, [[0, 1, 1, 0], [-1, 0, -1, 0]], **TOL)
-    np.testing.assert_allclose(m[1], [1 / 3, 0, 1 / 4, 0], **TOL)
-    # min: x = (3, 1, 1, 4) → 1, r = (0, 2, 5, 5) → 0: Δy = 1 credited to the reference's
-    #      argmin x1; x = (2, −1, −1, 4) → −1 (a tie), r = (0, 3, 3, 5) → 0: Δy = −1 blamed
-    #      on the input's argmins, split: C = (0, −½, −½, 0)
-    c, _ = scores(lambda p, xb: jnp.min(xb, axis=1),
-                  [([3, 1, 1, 4], [0, 2, 5, 5]), ([2, -1, -1, 4], [0, 3, 3, 5])], mode)
-    np.testing.assert_allclose(c, [[1, 0, 0, 0], [0, -0.5, -0.5, 0]], **TOL)
-
-
-def _max_pool(xb, stride=2):
-    return jax.lax.reduce_window(xb, -jnp.inf, jax.lax.max, (1, 2), (1, stride), "VALID")
-
-
-def _min_pool(xb):
-    return jax.lax.reduce_window(xb, jnp.inf, jax.lax.min, (1, 2), (1, 2), "VALID")
-
-
-@pytest.mark.parametrize("mode", BOTH)
-def test_max_pool_routes_each_window_and_splits_ties(mode):
-    # windows of 2 (x | r):           Δy   routed at           C
-    #   (2, 2) | (0, 0)   2 | 0        2    x, tie             (1, 1)
-    #   (5, 1) | (1, 3)   5 | 3        2    x                  (2, 0)
-    #   (1, 4) | (3, 3)   4 | 3        1    x                  (0, 1)
-    #   (0, 0) | (1, 2)   0 | 2       −2    r                  (0, −2)
-    #   (1, 0) | (3, 3)   1 | 3       −2    r, tie             (−1, −1)
-    fn = lambda p, xb: _max_pool(xb).sum(1)  # noqa: E731
-    x = [2, 2, 5, 1, 1, 4, 0, 0, 1, 0]
-    r = [0, 0, 1, 3, 3, 3, 1, 2, 3, 3]
-    np.testing.assert_allclose(contribs(fn, [(x, r)], mode), [[1, 1, 2, 0, 0, 1, 0, -2, -1, -1]],
-                               **TOL)
-
-
-@pytest.mark.parametrize("mode", BOTH)
-def test_overlapping_max_pool_and_min_pool_by_hand(mode):
-    # overlapping windows (stride 1) over x = (3, 1, 5), r = (0, 4, 0):
-    #   (3, 1) | (0, 4): Δy = −1 blamed on r's argmax x2;  (1, 5) | (4, 0): Δy = 1 to x's x3
-    over = lambda p, xb: _max_pool(xb, stride=1).sum(1)  # noqa: E731
-    np.testing.assert_allclose(contribs(over, [([3, 1, 5], [0, 4, 0])], mode), [[0, -1, 1]],
-                               **TOL)
-    # min-pool: (2, 5) | (3, 0): Δy = 2 credited to r's argmin x2 (not x's x1);
-    #           (4, 0) | (1, 6): Δy = −1 blamed on x's argmin x4 (not r's x3)
-    mins = lambda p, xb: _min_pool(xb).sum(1)  # noqa: E731
-    np.testing.assert_allclose(contribs(mins, [([2, 5, 4, 0], [3, 0, 1, 6])], mode),
-                               [[0, 2, 0, -1]], **TOL)
+def test_max_and_min_routing_by_hand(mode):
+    # max credits a rise to the input's argmax and blames a fall on the reference's; min swaps
+    # the roles (a rise to the reference's argmin, a fall to the input's). Ties split equally.
+    two_min = (lambda p, xb: jnp.minimum(xb[:, 0], xb[:, 1]), [
+        # x = (3, 1) → 1, r = (0, 2) → 0, Δy = 1: the reference's argmin is x1, so C = (1, 0),
+        # m = (1/3, 0). (Without the swap: (0, 1).)
+        ([3, 1], [0, 2]),
+        # x = (1, 4) → 1, r = (3, 2) → 2, Δy = −1 is blamed on the input's argmin x1: C = (−1, 0)
+        ([1, 4], [3, 2])])
+    reduce_max = (lambda p, xb: jnp.max(xb, axis=1), [
+        # x → 5 (a tie), r → 3: Δy = 2 to the input's argmaxes, split: C = (0, 1, 1, 0)
+        ([1, 5, 5, 0], [2, 0, 0, 3]),
+        # x → 2, r → 4 (a tie): Δy = −2 blamed on the reference's argmaxes, split:
+        # C = (−1, 0, −1, 0), m = (−1/−3, 0, −1/−4, 0)
+        ([1, 2, 0, 0], [4, 0, 4, 0])])
+    reduce_min = (lambda p, xb: jnp.min(xb, axis=1), [
+        # x → 1, r → 0: Δy = 1 credited to the reference's argmin x1: C = (1, 0, 0, 0)
+        ([3, 1, 1, 4], [0, 2, 5, 5]),
+        # x → −1 (a tie), r → 0: Δy = −1 blamed on the input's argmins: C = (0, −½, −½, 0)
+        ([2, -1, -1, 4], [0, 3, 3, 5])])
+    # max-pooling, windows of 2 (x | r):    Δy   routed at    C
+    #   (2, 2) | (0, 0)   2 | 0             2    x, tie       (1, 1)
+    #   (5, 1) | (1, 3)   5 | 3             2    x            (2, 0)
+    #   (1, 4) | (3, 3)   4 | 3             1    x            (0, 1)
+    #   (0, 0) | (1, 2)   0 | 2            −2    r            (0, −2)
+    #   (1, 0) | (3, 3)   1 | 3            −2    r, tie       (−1, −1)
+    max_pool = (lambda p, xb: _pool(xb, jax.lax.max, -jnp.inf), [
+        ([2, 2, 5, 1, 1, 4, 0, 0, 1, 0], [0, 0, 1, 3, 3, 3, 1, 2, 3, 3])])
+    # overlapping windows (stride 1) over x = (3, 1, 5), r = (0, 4, 0): (3, 1) | (0, 4):
+    # Δy = −1 blamed on r's argmax x2; (1, 5) | (4, 0): Δy = 1 to x's argmax x3
+    overlapping = (lambda p, xb: _pool(xb, jax.lax.max, -jnp.inf, stride=1), [
+        ([3, 1, 5], [0, 4, 0])])
+    # min-pooling: (2, 5) | (3, 0): Δy = 2 credited to r's argmin x2 (not x's x1);
+    #              (4, 0) | (1, 6): Δy = −1 blamed on x's argmin x4 (not r's x3)
+    min_pool = (lambda p, xb: _pool(xb, jax.lax.min, jnp.inf), [([2, 5, 4, 0], [3, 0, 1, 6])])
+    got = blocks([two_min, reduce_max, reduce_min, max_pool, overlapping, min_pool], mode)
+    want = [[[1, 0], [-1, 0]], [[0, 1, 1, 0], [-1, 0, -1, 0]], [[1, 0, 0, 0], [0, -0.5, -0.5, 0]],
+            [[1, 1, 2, 0, 0, 1, 0, -2, -1, -1]], [[0, -1, 1]], [[0, 2, 0, -1]]]
+    for (c, _), w in zip(got, want):
+        np.testing.assert_allclose(c, w, **TOL)
+    np.testing.assert_allclose(got[0][1][0], [1 / 3, 0], **TOL)
+    np.testing.assert_allclose(got[1][1][1], [1 / 3, 0, 1 / 4, 0], **TOL)
 
 
 def _pool_oracle(x, r, window, strides, padding, kind):
@@ -130,28 +130,30 @@ def _pool_oracle(x, r, window, strides, padding, kind):
     return c
 
 
-@pytest.mark.parametrize("window, strides, padding", [((2, 2), (2, 2), "VALID"),
-                                                      ((3, 3), (2, 2), "SAME"),
-                                                      ((2, 3), (1, 1), "VALID")])
-def test_pooling_with_many_ties_against_brute_force(window, strides, padding):
-    """Max-pooling (channel 0) and min-pooling (channel 1), non-overlapping and overlapping,
-    padded, on small integers (ties everywhere): every window's Δy to the right side's
-    extremes, split equally among ties (README: "ties split equally"; JAX's own gradient of a
-    pooling gives a tie to one element)."""
-    def pool(v, init, op):
-        y = jax.lax.reduce_window(v, init, op, (1, *window), (1, *strides), padding)
-        return y.sum((1, 2))
+POOLS = [((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"), ((2, 3), (1, 1), "VALID")]
+
+
+def test_pooling_with_many_ties_against_brute_force():
+    """Max-pooling (even channels) and min-pooling (odd channels), non-overlapping and
+    overlapping, padded, on small integers (ties everywhere): every window's Δy to the right
+    side's extremes, split equally among ties (README: "ties split equally"; JAX's own
+    gradient of a pooling gives a tie to one element)."""
+    def pool(v, init, op, window, strides, padding):
+        return jax.lax.reduce_window(v, init, op, (1, *window), (1, *strides), padding).sum((1, 2))
 
     def fn(p, xb):
-        return pool(xb[..., 0], -jnp.inf, jax.lax.max) + pool(xb[..., 1], jnp.inf, jax.lax.min)
-    rng = np.random.default_rng(sum(window) + sum(strides))
-    x = rng.integers(0, 3, size=(3, 5, 6, 2)).astype(np.float64)
-    r = rng.integers(0, 3, size=(3, 5, 6, 2)).astype(np.float64)
+        return sum(pool(xb[..., 2 * k], -jnp.inf, jax.lax.max, *cfg)
+                   + pool(xb[..., 2 * k + 1], jnp.inf, jax.lax.min, *cfg)
+                   for k, cfg in enumerate(POOLS))
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, size=(3, 5, 6, 2 * len(POOLS))).astype(np.float64)
+    r = rng.integers(0, 3, size=(3, 5, 6, 2 * len(POOLS))).astype(np.float64)
     c = contribs(fn, list(zip(x.tolist(), r.tolist())), "rescale")
     for i in range(3):
-        for ch, kind in enumerate(("max", "min")):
-            want = _pool_oracle(x[i, ..., ch], r[i, ..., ch], window, strides, padding, kind)
-            np.testing.assert_allclose(c[i, ..., ch], want, **TOL)
+        for ch in range(2 * len(POOLS)):
+            kind = ("max", "min")[ch % 2]
+            want = _pool_oracle(x[i, ..., ch], r[i, ..., ch], *POOLS[ch // 2], kind)
+            np.testing.assert_allclose(c[i, ..., ch], want, **TOL, err_msg=f"{kind} {POOLS[ch // 2]}")
 
 
 # -------------------------------------------------------------------- products and quotients
@@ -159,71 +161,68 @@ def test_pooling_with_many_ties_against_brute_force(window, strides, padding):
 @pytest.mark.parametrize("mode", BOTH)
 def test_products_and_quotients_take_the_midpoints(mode):
     # y = a·b: x = (2, 3), r = (1, 1): m_a = (3 + 1)/2, m_b = (2 + 1)/2 ⇒ C = (2, 3)
-    prod = lambda p, xb: xb[:, 0] * xb[:, 1]  # noqa: E731
-    np.testing.assert_allclose(contribs(prod, [([2, 3], [1, 1])], mode), [[2, 3]], **TOL)
+    prod = (lambda p, xb: xb[:, 0] * xb[:, 1], [([2, 3], [1, 1])])
     # y = a·b as a dot of two live vectors (dot_general): m_a = b̄, m_b = ā. a = (1, 2),
     # b = (3, −1), a0 = (0, 1), b0 = (1, 1): ā = (½, 3/2), b̄ = (2, 0), Δa = (1, 1),
     # Δb = (2, −2): C_a = (2, 0), C_b = (1, −3); Δy = 1 − 1 = 0.
-    dot = lambda p, xb: jnp.einsum("bi,bi->b", xb[:, :2], xb[:, 2:])  # noqa: E731
-    np.testing.assert_allclose(contribs(dot, [([1, 2, 3, -1], [0, 1, 1, 1])], mode),
-                               [[2, 0, 1, -3]], **TOL)
+    dot = (lambda p, xb: jnp.einsum("bi,bi->b", xb[:, :2], xb[:, 2:]), [([1, 2, 3, -1], [0, 1, 1, 1])])
     # y = Σ a / b with a vector a = (6, 2) over a scalar b = 2; r: a0 = (1, 1), b0 = 4:
     # m_a = ½(1/2 + 1/4) = 3/8 ⇒ C_a = (15/8, 3/8); m_b = −Σ(a + a0)/(2·b·b0) = −10/16,
     # Δb = −2 ⇒ C_b = 5/4; Δy = 4 − ½ = 7/2. And a / b at x = (6, 3), r = (1, 2):
     # m_a = ½(1/3 + 1/2) = 5/12, m_b = −(6 + 1)/(2·3·2) ⇒ C = (25/12, −7/12), Δy = 3/2.
-    quot = lambda p, xb: (xb[:, :2] / xb[:, 2:3]).sum(1)  # noqa: E731
-    np.testing.assert_allclose(contribs(quot, [([6, 2, 2], [1, 1, 4]), ([6, 0, 3], [1, 0, 2])],
-                                        mode),
-                               [[15 / 8, 3 / 8, 5 / 4], [25 / 12, 0, -7 / 12]], **TOL)
+    quot = (lambda p, xb: (xb[:, :2] / xb[:, 2:3]).sum(1), [([6, 2, 2], [1, 1, 4]),
+                                                            ([6, 0, 3], [1, 0, 2])])
+    got = blocks([prod, dot, quot], mode)
+    want = [[[2, 3]], [[2, 0, 1, -3]], [[15 / 8, 3 / 8, 5 / 4], [25 / 12, 0, -7 / 12]]]
+    for (c, _), w in zip(got, want):
+        np.testing.assert_allclose(c, w, **TOL)
 
 
 # ---------------------------------------------------- steps, selects and logic (DESIGN §9)
 
 @pytest.mark.parametrize("mode", BOTH)
-def test_select_with_a_live_predicate_by_hand(mode):
-    fn = lambda p, xb: jnp.where(xb[:, 0] > 0, xb[:, 1], xb[:, 2])  # noqa: E731
-    # the predicate flips (x1: −1 → 1): y = c0 + p·(c1 − c0) with c1 = x2 (taken when true),
-    # c0 = x3: m_c0 = m_c1 = ½, m_p = ½[(c1 − c0) + (c1⁰ − c0⁰)] = ½[(5 − 2) + (3 − 7)] = −½,
-    # Δp = 1 goes to x1 through the step: C = (−½, ½·2, ½·(−5)) = (−½, 1, −5/2); Δy = −2.
-    # The predicate holds on both sides: the taken case passes through, C = (0, 2, 0).
-    c = contribs(fn, [([1, 5, 2], [-1, 3, 7]), ([1, 5, 2], [2, 3, 7])], mode)
-    np.testing.assert_allclose(c, [[-0.5, 1, -2.5], [0, 2, 0]], **TOL)
+def test_steps_selects_and_logic_by_hand(mode):
+    select = (lambda p, xb: jnp.where(xb[:, 0] > 0, xb[:, 1], xb[:, 2]), [
+        # the predicate flips (x1: −1 → 1): y = c0 + p·(c1 − c0) with c1 = x2 (taken when
+        # true), c0 = x3: m_c0 = m_c1 = ½, m_p = ½[(c1 − c0) + (c1⁰ − c0⁰)]
+        # = ½[(5 − 2) + (3 − 7)] = −½, Δp = 1 goes to x1 through the step:
+        # C = (−½, ½·2, ½·(−5)) = (−½, 1, −5/2); Δy = −2.
+        ([1, 5, 2], [-1, 3, 7]),
+        # the predicate holds on both sides: the taken case passes through, C = (0, 2, 0)
+        ([1, 5, 2], [2, 3, 7])])
     # a case that is not finite on one side (log of a negative reference): the flip explains
     # all, m_p = Δy/Δp: x = (2, 1) → log 2 + 1, r = (−1, 3) → 3; C = (log 2 − 2, 0)
-    logs = lambda p, xb: jnp.where(xb[:, 0] > 0, jnp.log(xb[:, 0]) + xb[:, 1], xb[:, 1])  # noqa: E731
-    np.testing.assert_allclose(contribs(logs, [([2, 1], [-1, 3])], mode), [[np.log(2) - 2, 0]],
-                               **TOL)
-
-
-@pytest.mark.parametrize("mode", BOTH)
-def test_steps_by_hand(mode):
+    logs = (lambda p, xb: jnp.where(xb[:, 0] > 0, jnp.log(xb[:, 0]) + xb[:, 1], xb[:, 1]),
+            [([2, 1], [-1, 3])])
     # one live operand: m = Δp/Δx. y = 3·[x1 > ½] + round(x2) + int(x3): x = (1, 2.4, 2.7),
     # r = (0, 0.6, 0.2): the step rises by 1 (C = 3), round goes 1 → 2 (C = 1), int 0 → 2.
     # Two live operands: p = [x4 > x5] is a step of x4 − x5: m_4 = Δp/(Δx4 − Δx5) = −m_5;
     # x = (2, 0), r = (0, 1): Δp = 1, Δx4 − Δx5 = 3 ⇒ C = (2/3, (−1/3)·(−1)) = (2/3, 1/3).
-    fn = lambda p, xb: (3.0 * (xb[:, 0] > 0.5) + jnp.round(xb[:, 1])  # noqa: E731
-                        + xb[:, 2].astype(jnp.int32).astype(jnp.float64)
-                        + (xb[:, 3] > xb[:, 4]).astype(jnp.float64))
-    c = contribs(fn, [([1, 2.4, 2.7, 2, 0], [0, 0.6, 0.2, 0, 1])], mode)
-    np.testing.assert_allclose(c, [[3, 1, 2, 2 / 3, 1 / 3]], **TOL)
+    steps = (lambda p, xb: (3.0 * (xb[:, 0] > 0.5) + jnp.round(xb[:, 1])
+                            + xb[:, 2].astype(jnp.int32).astype(jnp.float64)
+                            + (xb[:, 3] > xb[:, 4]).astype(jnp.float64)),
+             [([1, 2.4, 2.7, 2, 0], [0, 0.6, 0.2, 0, 1])])
 
-
-@pytest.mark.parametrize("mode", BOTH)
-def test_boolean_logic_by_hand(mode):
     # p = [x1 > 0], q = [x2 > 0]. and = p·q: m_p = q̄, m_q = p̄ (midpoints);
     # or = p + q − p·q: m_p = 1 − q̄; not = 1 − p: m = −1. y = and + 2·or + 4·not:
-    #   x = (1, 1),  r = (−1, 1):  p 0 → 1, q stays 1: and +1 (m_p = q̄ = 1), or stays 1
-    #                              (m_p = 1 − q̄ = 0), not −1: C = (1 + 0 − 4, 0) = (−3, 0)
-    #   x = (1, −1), r = (−1, −1): p 0 → 1, q stays 0: and stays 0 (m_p = q̄ = 0), or +1
-    #                              (m_p = 1), not −1: C = (0 + 2 − 4, 0) = (−2, 0)
-    #   x = (1, −1), r = (−1, 1):  p 0 → 1, q 1 → 0: and stays 0 but m_p = q̄ = ½, m_q = p̄ = ½;
-    #                              or stays 1, m_p = 1 − q̄ = ½, m_q = ½: C = (½ + 1 − 4, −½ − 1)
-    def fn(p, xb):
+    def logic_fn(p, xb):
         a, b = xb[:, 0] > 0, xb[:, 1] > 0
         f = lambda v: v.astype(jnp.float64)  # noqa: E731
         return f(a & b) + 2 * f(a | b) + 4 * f(~a)
-    c = contribs(fn, [([1, 1], [-1, 1]), ([1, -1], [-1, -1]), ([1, -1], [-1, 1])], mode)
-    np.testing.assert_allclose(c, [[-3, 0], [-2, 0], [-2.5, -1.5]], **TOL)
+    logic = (logic_fn, [
+        # p 0 → 1, q stays 1: and +1 (m_p = q̄ = 1), or stays 1 (m_p = 1 − q̄ = 0), not −1:
+        # C = (1 + 0 − 4, 0) = (−3, 0)
+        ([1, 1], [-1, 1]),
+        # p 0 → 1, q stays 0: and stays 0 (m_p = q̄ = 0), or +1 (m_p = 1), not −1: C = (−2, 0)
+        ([1, -1], [-1, -1]),
+        # p 0 → 1, q 1 → 0: and stays 0 but m_p = q̄ = ½, m_q = p̄ = ½; or stays 1,
+        # m_p = 1 − q̄ = ½, m_q = ½: C = (½ + 1 − 4, −½ − 1)
+        ([1, -1], [-1, 1])])
+    got = blocks([select, logs, steps, logic], mode)
+    want = [[[-0.5, 1, -2.5], [0, 2, 0]], [[np.log(2) - 2, 0]], [[3, 1, 2, 2 / 3, 1 / 3]],
+            [[-3, 0], [-2, 0], [-2.5, -1.5]]]
+    for (c, _), w in zip(got, want):
+        np.testing.assert_allclose(c, w, **TOL)
 
 
 # ------------------------------------------------------ RevealCancel: every split, by hand
