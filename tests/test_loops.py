@@ -104,16 +104,18 @@ def test_summation_to_delta_through_loops(x64, fn, mode):
 
 
 def _gru_where_cell(p, h, x_t, with_predicate=False):
-    """A GRU cell (hand-written) whose new state passes a live predicate: where it does not
-    exceed the input's projection, it is halved (jnp.where of two live values)."""
+    """A GRU cell (hand-written) with a live predicate: where the candidate state does not
+    exceed the input's projection, it is halved (jnp.where of two live values); the kept state
+    is squashed, tanh(h), so that a nonlinearity reads the carry itself and its RevealCancel
+    split, which the sum of the two products leaves with both parts."""
     z = x_t @ p["wx"][:, :3 * H] + p["b"][:3 * H]
     u = h @ p["wh"][:, :3 * H]
     r = jax.nn.sigmoid(z[:, :H] + u[:, :H])
     zg = jax.nn.sigmoid(z[:, H:2 * H] + u[:, H:2 * H])
     n = jnp.tanh(z[:, 2 * H:] + r * u[:, 2 * H:])
-    h = (1 - zg) * n + zg * h
-    pred = h > x_t @ p["wx"][:, 3 * H:]
-    h = jnp.where(pred, h, 0.5 * h)
+    pred = n > x_t @ p["wx"][:, 3 * H:]
+    n = jnp.where(pred, n, 0.5 * n)
+    h = (1 - zg) * n + zg * jnp.tanh(h)
     return (h, pred) if with_predicate else h
 
 
