@@ -211,7 +211,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "                     for n, s in zip(splits[:nk], k_split)]",
         "        new_split = list(k_split)",
         ("tests/test_loops.py",), "scan in RevealCancel: the carry's split not updated "
-        "from step to step", sums=False),
+        "from step to step (a nonlinearity reading the carry falls back to Rescale's "
+        "multiplier)", sums=True),
     # ---- interpreter and linear family -----------------------------------------------------
     Mutation(
         "fanout_overwrites", "jaxlift/interpreter.py",
@@ -338,8 +339,9 @@ def write_table(results: dict, path: Path) -> None:
         "Written by `python benchmarks/mutations.py` (see its docstring). Each row is one bug "
         "put into a copy of the repository; the default selection (`-m \"not slow\"`) of the "
         "listed test files (or of the whole default run) ran against it with `-x -n 2`. "
-        "\"keeps ΣC = Δt\": whether the bug leaves summation-to-delta intact, so that only a "
-        "test of values can catch it.",
+        "\"keeps ΣC = Δt\": whether the bug leaves summation-to-delta intact by its "
+        "construction (so that only a test of values can catch it); \"revision\": the commit "
+        "the row was run on.",
         "",
         f"{caught} of {len(rows)} mutations caught"
         + ("" if len(rows) == len(MUTATIONS) else f" ({len(MUTATIONS)} listed)") + ".",
