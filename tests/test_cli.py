@@ -413,6 +413,22 @@ def test_no_command_prints_usage(capsys):
     assert code == 2 and "usage: jaxlift" in err
 
 
+def test_demo_in_process(tmp_path, capsys, digits):
+    """A successful ``jaxlift demo`` in the default run (the same ``main`` as the command; the
+    subprocess run of all five digits is in the slow step): two digits, the shipped model,
+    RevealCancel, the summation check printed and a PNG written."""
+    code, out, err = call(["demo", "--out", tmp_path / "demo", "--n", "2"], capsys)
+    assert code == 0, err
+    gap = re.search(r"max \|Σ contributions − Δlogit\| = ([0-9.e+-]+)", out)
+    assert gap and float(gap.group(1)) < 1e-3, out
+    rows = re.findall(r"^\s+(\d)\s+(\d)\s+(\d)\s+[01]\.\d{3}\s+(-?[0-9.]+)\s+(-?[0-9.]+)$",
+                      out, re.M)
+    assert [int(row[1]) for row in rows] == list(digits[1][:2]), out
+    for *_, delta, total in rows:  # each digit's scores add up to its Δlogit (as printed)
+        assert abs(float(delta) - float(total)) <= 2e-3 and abs(float(delta)) > 0.1
+    assert_valid_png(tmp_path / "demo" / "demo_reveal_cancel.png")
+
+
 def test_demo_bad_out(files, capsys):
     code, out, err = call(["demo", "--out", files / "afile" / "demo"], capsys)
     assert code == 1 and "afile is a file, not a folder" in err

@@ -1,5 +1,6 @@
 """Exact values worked by hand: the linear rule, relu networks, the seed's saturation and
-thresholding examples, and the max / product / quotient rules."""
+thresholding examples, and the max rule (more of every rule family, products, quotients, pooling
+ties, selects, steps and logic included: tests/test_oracle_rules.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,7 +67,7 @@ def test_thresholding_example_is_continuous(eps):
     # (continuous in ε), while gradient×input gives 10 + ε (a jump from 0 at x = 10).
     fn = lambda p, xb: jax.nn.relu(xb[:, 0] - 10.0)  # noqa: E731
     c = contribs(fn, [10.0 + eps], [0.0])
-    np.testing.assert_allclose(c, [eps], rtol=1e-6)
+    np.testing.assert_allclose(c, [(10.0 + eps) - 10.0], rtol=1e-12)  # ε as float64 holds it
     below = contribs(fn, [10.0 - eps], [0.0])
     np.testing.assert_array_equal(below, [0.0])
     gxi = jax.grad(lambda v: fn(None, v[None])[0])(jnp.array([10.0 + eps])) * (10.0 + eps)
@@ -99,13 +100,6 @@ def _pool(xb):
     return jax.lax.reduce_window(xb, -jnp.inf, jax.lax.max, (1, 2), (1, 2), "VALID")
 
 
-def test_maxpool_ties_split_equally_and_sum_to_delta():
-    # windows (2, 2) and (5, 1) against a zero reference: the tie shares Δy = 2 equally.
-    fn = lambda p, xb: _pool(xb).sum(axis=1)  # noqa: E731
-    np.testing.assert_allclose(contribs(fn, [2.0, 2.0, 5.0, 1.0], [0.0] * 4), [1.0, 1.0, 5.0, 0.0],
-                               rtol=1e-12)
-
-
 def test_maxpool_gradient_mode_equals_jax_gradient_times_delta():
     fn = lambda p, xb: _pool(xb).sum(axis=1)  # noqa: E731
     x, r = jnp.array([[3.0, 1.0, 0.5, 4.0]]), jnp.array([[0.0, 2.0, 1.0, 0.0]])
@@ -122,31 +116,9 @@ def test_preserving_max_multipliers_lie_in_unit_interval():
     assert m.min() >= 0.0 and m.max() <= 1.0 + 1e-12
 
 
-def test_product_rule_is_the_shapley_split():
-    # y = a·b, x = (2, 3), r = (1, 1): Δy = 5; m_a = (3 + 1)/2, m_b = (2 + 1)/2 ⇒ C = (2, 3).
-    fn = lambda p, xb: xb[:, 0] * xb[:, 1]  # noqa: E731
-    np.testing.assert_allclose(contribs(fn, [2.0, 3.0], [1.0, 1.0]), [2.0, 3.0], rtol=1e-12)
-
-
-def test_quotient_rule_sums_to_delta():
-    # y = a / b, x = (6, 3), r = (1, 2): Δy = 2 − 0.5 = 1.5;
-    # m_a = ½(1/3 + 1/2) = 5/12 ⇒ C_a = 5·5/12 = 25/12; m_b = −(6 + 1)/(2·3·2) = −7/12 ⇒ C_b = −7/12.
-    fn = lambda p, xb: xb[:, 0] / xb[:, 1]  # noqa: E731
-    np.testing.assert_allclose(contribs(fn, [6.0, 3.0], [1.0, 2.0]), [25 / 12, -7 / 12], rtol=1e-12)
-
-
 def test_stop_gradient_passes_multipliers_through():
     fn = lambda p, xb: 3.0 * jax.lax.stop_gradient(xb[:, 0]) + xb[:, 1]  # noqa: E731
     np.testing.assert_allclose(contribs(fn, [2.0, 1.0], [0.0, 0.0]), [6.0, 1.0], rtol=1e-12)
-
-
-def test_batchnorm_like_negative_scale_keeps_summation_in_reveal_cancel():
-    # a·x + b with a < 0 swaps the positive and negative parts before a relu.
-    w = jnp.array([[1.0, -2.0], [0.5, 1.5]])
-    fn = lambda p, xb: jax.nn.relu(-1.5 * (xb @ w) + 0.3).sum(axis=1)  # noqa: E731
-    x, r = jnp.array([[1.0, -1.0]]), jnp.array([[0.2, 0.4]])
-    c, d = jaxlift.attribute(fn, None, x, r, mode="reveal_cancel", return_delta=True)
-    np.testing.assert_allclose(np.asarray(c.sum()), np.asarray(d.sum()), rtol=1e-12)
 
 
 def _relu_slope(v):
@@ -219,5 +191,5 @@ def test_reveal_cancel_through_two_dense_layers_matches_the_papers_rule():
     m1p, m1n = _rc_multipliers(z10, z1p, z1n, y1p, y1n)
     m1p, m1n = m1p * m_h, m1n * m_h
     expected = (np.where(t1 > 0, t1 * m1p, 0) + np.where(t1 < 0, t1 * m1n, 0)).sum(1)
-    np.testing.assert_allclose(np.asarray(c[0]), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(c[0]), expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(float(c.sum()), float(d[0]), rtol=1e-10)

@@ -28,6 +28,7 @@ import pytest
 
 import jaxlift
 from jaxlift.errors import JaxliftError
+from oracles import forward_rounding_scale
 
 PROGRAMS_PER_EXAMPLE = 192
 CASES = 12  # × 192 programs ≈ 2,300 random programs per run
@@ -144,22 +145,6 @@ def random_pairs(shape, rng, gap: float | None, scale: float):
         r = x[:1] + gap * rng.normal(size=(K,) + shape)
         r[0] = x[0] if gap == 0 else r[0]
     return x, r
-
-
-def forward_rounding_scale(fn, params, x, r, target):
-    """``κ = |t| + Σ|∂t/∂θ·θ| + Σ|∂t/∂x·x|`` at each input and reference, in float64: how far
-    rounding the forward pass of ``t`` can move it, up to a factor of eps (first-order forward
-    error analysis; the parameters include every bias and offset)."""
-    def t(p, v):
-        return fn(p, v[None])[0, target]
-
-    def kappa(v):
-        gp, gv = jax.grad(t, argnums=(0, 1))(params, v)
-        terms = jax.tree_util.tree_map(lambda g, a: jnp.abs(g * a).sum(), gp, params)
-        return jnp.abs(t(params, v)) + sum(jax.tree_util.tree_leaves(terms)) + jnp.abs(gv * v).sum()
-
-    kx, kr = jax.vmap(kappa)(x), jax.vmap(kappa)(r)
-    return kx[:, None] + kr[None, :]
 
 
 GAPS = (None, 0.0, 1e-30, 1e-9, 1e-4, 1e-2, 1.0, 1e4)

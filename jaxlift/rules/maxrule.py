@@ -19,6 +19,7 @@ exactly the up/down routing above.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxlift.pairs import Pair
@@ -29,16 +30,20 @@ from jaxlift.rules.registry import Rule
 _MIN_LIKE = {"min", "reduce_min", "reduce_window_min"}
 
 
-def _window_max_transpose(x, y, g, params):
-    """Cotangent on ``x`` of max-pooling ``y = reduce_window_max(x)`` given cotangent ``g`` on
-    ``y``, with ties split equally — for non-overlapping windows (strides = window, no
-    dilation). Returns ``None`` when the windows overlap."""
+_WINDOWED = {"reduce_window_max": -jnp.inf, "reduce_window_min": jnp.inf}  # their padding
+
+
+def _window_max_transpose(x, y, g, params, fill=-jnp.inf):
+    """Cotangent on ``x`` of max-pooling ``y = reduce_window_max(x)`` (min-pooling with
+    ``fill = +inf``) given cotangent ``g`` on ``y``, with ties split equally — for
+    non-overlapping windows (strides = window, no dilation). Returns ``None`` when the windows
+    overlap."""
     wd, st = params["window_dimensions"], params["window_strides"]
     if (tuple(wd) != tuple(st) or any(d != 1 for d in params["base_dilation"])
             or any(d != 1 for d in params["window_dilation"])):
         return None
     pads = params["padding"]
-    xp = jnp.pad(x, pads, constant_values=-jnp.inf) if any(p != (0, 0) for p in pads) else x
+    xp = jnp.pad(x, pads, constant_values=fill) if any(p != (0, 0) for p in pads) else x
     used = tuple(o * w for o, w in zip(y.shape, wd))
     xs = xp[tuple(slice(0, u) for u in used)]
     inter = tuple(s for o, w in zip(y.shape, wd) for s in (o, w))
@@ -53,11 +58,41 @@ def _window_max_transpose(x, y, g, params):
     return gx[tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, x.shape))]
 
 
+def _window_patches_transpose(x, y, g, params, fill):
+    """The same for any windows without base dilation (overlapping, strided, dilated): with
+    ``P(x)[o, j]`` the ``o``-th element of window ``j`` (``P`` linear), the cotangent is
+    ``Pᵀ(mask·g/count)``, ``mask[o, j] = [P(x)[o, j] = y_j]`` and ``count`` its sum over ``o``.
+    Returns ``None`` for base dilation."""
+    if any(d != 1 for d in params["base_dilation"]):
+        return None
+    wd, st = params["window_dimensions"], params["window_strides"]
+    dil, pads = params["window_dilation"], params["padding"]
+    offsets = [()]
+    for w in wd:
+        offsets = [o + (k,) for o in offsets for k in range(w)]
+
+    def patches(v, value):
+        vp = jnp.pad(v, pads, constant_values=value)
+        return jnp.stack([vp[tuple(slice(k * d, k * d + (n - 1) * s + 1, s)
+                                   for k, d, n, s in zip(o, dil, y.shape, st))]
+                          for o in offsets])
+
+    mask = (patches(x, fill) == y).astype(g.dtype)
+    count = mask.sum(axis=0)
+    _, transpose = jax.vjp(lambda v: patches(v, 0), jnp.zeros(x.shape, g.dtype))
+    (gx,) = transpose(mask * (g / jnp.maximum(count, 1)))
+    return gx
+
+
 def _route(ctx, cotangent, base, base_out) -> list:
-    """The op's gradient at ``base`` applied to ``cotangent`` (ties split equally)."""
-    if ctx.op.primitive == "reduce_window_max":
+    """The op's gradient at ``base`` applied to ``cotangent``, ties split equally (for
+    max/min-pooling too, whose JAX gradient gives a tie to one element)."""
+    if ctx.op.primitive in _WINDOWED:
         (i,) = ctx.live_float
-        g = _window_max_transpose(base[i], base_out, cotangent, ctx.params)
+        fill = _WINDOWED[ctx.op.primitive]
+        g = _window_max_transpose(base[i], base_out, cotangent, ctx.params, fill)
+        if g is None:
+            g = _window_patches_transpose(base[i], base_out, cotangent, ctx.params, fill)
         if g is not None:
             out: list = [None] * len(base)
             out[i] = g
