@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import certificate, chunking, methods
+from jaxlift import certificate, chunking, methods, named_layers
 from jaxlift._memo import memoized
 from jaxlift._ops import tree_finite
 from jaxlift.errors import CompletenessError, CompletenessWarning
@@ -80,7 +80,7 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
     finite flags (:func:`one_dispatch_key`). A ``functools.partial`` counts as its function and
     arguments (:func:`canonical_fn`), so a new but equal partial per call is not compiled
     again."""
-    fn = canonical_fn(fn)
+    fn = named_layers.resolve(canonical_fn(fn), layer_name, params, x)  # layer= a module's name
     fast = one_dispatch_key(what, fn, params, x, refs, target=target, mode=mode,
                             max_mode=max_mode, average_refs=average_refs,
                             batch_size=batch_size, layer_name=layer_name, key=key,
