@@ -238,7 +238,10 @@ class _interception:
             out = next_fun(*args, **kwargs)
             if context.method_name != "__call__":
                 return out
-            path = "/".join(str(p) for p in (getattr(context.module, "path", None) or ()))
+            try:
+                path = "/".join(str(p) for p in context.module.path)
+            except Exception:  # noqa: BLE001 — an unbound module has no path
+                return out
             return self.on_output(path, out) if path else out
 
         def haiku(next_fun, args, kwargs, context):
