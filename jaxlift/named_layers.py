@@ -132,6 +132,9 @@ def resolve(fn: Callable, layer: str | None, params: Any, x: Any) -> Callable:
     here is returned unchanged (the pipeline then names the problem)."""
     if layer is None:
         return fn
+    if not isinstance(layer, str) or not layer.strip("/"):
+        raise ValueError(f"layer must be a non-empty string — the name of a jaxlift.layer "
+                         f"marker or the path of a module — got {layer!r}")
     try:
         cell = _cell(fn, layer)
     except TypeError:  # an unhashable fn: no memo

@@ -202,6 +202,12 @@ def test_one_wrapped_fn_per_fn_and_layer_and_no_retrace():
     assert len(calls) == n and not np.allclose(a, b)
 
 
+def test_layer_must_be_a_string():
+    with pytest.raises(ValueError, match=r"layer must be a non-empty string .* got \['h'\]"):
+        jaxlift.attribute(lambda p, xb: xb @ p, jnp.ones((3, 2)), jnp.ones((2, 3)),
+                          jnp.zeros((1, 3)), target=0, layer=["h"])
+
+
 def test_a_fn_that_calls_no_module_and_marks_nothing():
     with pytest.raises(ValueError, match=r"no layer named 'h' in fn \(marked layers: none\)"
                        r".*Modules fn calls: none"):

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -50,7 +51,6 @@ def _run(code: str, name: str, where: Path) -> dict:
     assert "jaxlift.attribute(" in code and "assert " in code  # each checks its own result
     scope = {"__name__": "readme_snippet"}
     cwd = Path.cwd()
-    import os
     os.chdir(where)  # snippets write bert.png / m.keras
     try:
         exec(compile(code, f"README.md (Transformers: {name})", "exec"), scope)
