@@ -80,7 +80,7 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
     finite flags (:func:`one_dispatch_key`). A ``functools.partial`` counts as its function and
     arguments (:func:`canonical_fn`), so a new but equal partial per call is not compiled
     again."""
-    fn = named_layers.resolve(canonical_fn(fn), layer_name, params, x)  # layer= a module's name
+    fn = canonical_fn(fn)
     fast = one_dispatch_key(what, fn, params, x, refs, target=target, mode=mode,
                             max_mode=max_mode, average_refs=average_refs,
                             batch_size=batch_size, layer_name=layer_name, key=key,
@@ -103,6 +103,7 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
     method = methods.lookup(mode)
     opts = method.check_options(mode_options)
     check_method_options(method, max_mode, gating, layer_name, mesh)
+    fn = named_layers.resolve(fn, layer_name, params, x)  # layer= a module's name (memoised)
     family = family_of(method)
     refs_from_x = refs is None
     if refs is None:

@@ -106,8 +106,7 @@ def test_linen_module_paths_are_the_modules_fn_calls():
         "net/b1/ff", "net/b1", "net/head", "net"]
 
 
-def test_linen_by_full_path_and_unique_name_equals_a_marker_in_the_code():
-    import flax.linen as nn
+def test_linen_by_full_path_and_by_unique_name():
     model, variables, x = linen_net()
     refs = jnp.zeros((1, 5))
     by_path, delta = jaxlift.attribute(model.apply, variables, x, refs, target=1,
@@ -116,17 +115,6 @@ def test_linen_by_full_path_and_unique_name_equals_a_marker_in_the_code():
     assert np.allclose(by_path.sum(1), delta, rtol=1e-5, atol=1e-6)
     by_name = jaxlift.attribute(model.apply, variables, x, refs, target=1, layer="b1/inner")
     assert np.allclose(by_name, by_path, atol=0)
-
-    # the same scores as marking the output of b1 inside the model's code
-    def marked(v, xb):
-        def icpt(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            return (jaxlift.layer(out, "mine") if context.module.path == ("net", "b1", "inner")
-                    else out)
-        with nn.intercept_methods(icpt):
-            return model.apply(v, xb)
-    mine = jaxlift.attribute(marked, variables, x, refs, target=1, layer="mine")
-    assert np.allclose(by_path, mine, atol=1e-6)
 
 
 def test_a_residual_branch_by_name_is_refused_as_a_bypass():
@@ -146,6 +134,30 @@ def test_a_pattern_over_parallel_modules_is_one_cut():
     assert np.abs(left).sum() > 0 and np.abs(right).sum() > 0
     with pytest.raises(CompletenessError, match="around layer 'left'"):  # one branch is not
         jaxlift.attribute(model.apply, variables, x, jnp.zeros((1, 5)), target=2, layer="left")
+
+
+def test_sites_come_back_in_call_order_and_a_shared_module_is_marked_at_every_call():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            shared = nn.Dense(4, name="shared")
+            a = shared(x[:, :3])                                   # called twice
+            b = shared(x[:, 3:])
+            c = nn.Dense(6, name="tail_b")(x[:, ::-1])              # then two of other widths
+            d = nn.Dense(2, name="tail_a")(x)
+            return jnp.tanh(jnp.concatenate([a * b, c, d], axis=1)).sum(1)
+
+    model = Net()
+    x = jax.random.normal(jax.random.key(0), (4, 6))
+    v = model.init(jax.random.key(1), x)
+    assert jaxlift.module_paths(model.apply, v, x) == ["shared", "tail_b", "tail_a"]
+    # every path from x to the output passes through the four calls: one cut
+    sites, delta = jaxlift.attribute(model.apply, v, x, jnp.zeros((1, 6)), layer="[st]*",
+                                     return_delta=True)
+    assert [s.shape for s in sites] == [(4, 4), (4, 4), (4, 6), (4, 2)]
+    assert np.allclose(sum(s.sum(1) for s in sites), delta, rtol=1e-5, atol=1e-6)
 
 
 def test_linen_errors_name_the_candidates():

@@ -2,8 +2,9 @@
 
 * The README's "Transformers" snippets run as they are: Hugging Face's Flax BERT (the padding
   mask held), GPT-2 (the next token's logit), ViT (patch embeddings) and RoBERTa (position ids
-  passed) on tiny random configurations (slow: transformers' import and each model's first
-  compile take tens of seconds on the shared CPUs), and the Equinox, Haiku and Keras routes.
+  passed) on tiny random configurations, and the Equinox, Haiku and Keras routes (slow:
+  transformers' import and each model's first compile take tens of seconds on the shared CPUs;
+  tests/test_named_layers.py checks the other routes in the default run).
 * A BERT-shaped Flax linen classifier with a padding mask: exact at ``word_embeddings`` with
   the mask held (``references.hold``), refused naming the path around the layer without it.
 """
@@ -74,6 +75,7 @@ def test_hugging_face_snippet_runs_and_is_exact(name, code, tmp_path):
         assert np.allclose(scope["fn"](rob.params, x), own, atol=1e-6)
 
 
+@pytest.mark.slow  # tests/test_named_layers.py checks the same routes in the default run
 @pytest.mark.parametrize("name, code", [s for s in SNIPPETS if s[0] not in HF],
                          ids=[i for i, _ in SNIPPETS if i not in HF])
 def test_library_snippet_runs(name, code, tmp_path):
