@@ -1,6 +1,6 @@
 """jaxlift performance table: every figure a ratio measured in this one run, on this machine.
 
-For the MNIST CNN (DESIGN §6) and the real cats-vs-dogs CNN:
+For the MNIST CNN (docs/design.md §21) and the real cats-vs-dogs CNN:
 
 * jaxlift ``rescale`` / ``reveal_cancel`` / ``genomics_default`` ÷ ``jax.grad`` of the same
   function vmapped over the same N×K (input, reference) pairs (the floor);
@@ -50,7 +50,7 @@ CATS = Path(os.environ.get("JAXLIFT_SHARED_DATA", ROOT.parent / "shared" / "data
 # ----------------------------------------------------------------------------------- models
 
 def mnist_model():
-    """The MNIST CNN of DESIGN §6 with the trained weights if present, else a seeded init."""
+    """The MNIST CNN of docs/design.md §21 with the trained weights if present, else a seeded init."""
     from jaxlift.models import mnist
     from jaxlift.models.mnist import MnistCNN
     path = RESULTS / "mnist_cnn.h5"
@@ -413,7 +413,7 @@ def main(argv=None) -> None:
              "Command: `python experiments/bench.py " + " ".join(sys.argv[1:] if argv is None
                                                                   else argv) + "`.",
              ""]
-    lines += model_rows("MNIST CNN (DESIGN §6, 239,594 parameters)", fn, variables, shape,
+    lines += model_rows("MNIST CNN (docs/design.md §21, 239,594 parameters)", fn, variables, shape,
                         n_mnist, 8, 3, args.repeats, captum,
                         None if args.no_torch else torch_port(variables, "mnist"))
     if (CATS / "model.h5").exists() and not args.no_cats:

@@ -5,7 +5,7 @@ whose multiply-adds mostly hit the inserted zeros; ``jaxlift.rules._conv.
 strided_input_transpose`` runs one dense stride-1 conv with ``Π strides`` times the output
 channels and a depth-to-space interleave. The cases:
 
-* the MNIST CNN's two convs (DESIGN §6) at B = 4096: (B,28,28,1) → 4×4×1×32 and
+* the MNIST CNN's two convs (docs/design.md §21) at B = 4096: (B,28,28,1) → 4×4×1×32 and
   (B,13,13,32) → 4×4×32×64, stride 2, VALID;
 * a stride-2 3×3 SAME conv (B,64,64,32) → 64 channels at B = 64;
 * a stride-1 3×3 SAME conv, for which the function returns ``None`` (the vjp is kept);

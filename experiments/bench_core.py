@@ -1,6 +1,6 @@
 """Core benchmark: DeepLIFT Rescale (and RevealCancel) ÷ jax.grad over the same N×K pairs.
 
-A small MNIST-size CNN (DESIGN §6: Conv(32,4,s2)-relu, Conv(64,4,s2)-relu, Flatten,
+A small MNIST-size CNN (docs/design.md §21: Conv(32,4,s2)-relu, Conv(64,4,s2)-relu, Flatten,
 Dense(128)-relu, Dense(10)), N inputs × K references. The floor is ``jax.grad`` of the same
 function vmapped over the N·K (input, reference) pairs (one forward and one backward per pair):
 DeepLIFT needs a forward on inputs and references and one backward. Every figure is a ratio of

@@ -3,7 +3,7 @@
 Inside ``jax.jit`` the inputs are tracers, so ``attribute`` adds nothing at run time: the
 program is one compiled dispatch. Called directly it also validates the call, plans chunks,
 checks NaN/Inf and reads its flags; this bench measures what that costs, for the MNIST CNN of
-DESIGN §6 (``rescale``, target 3) at 1×1, 64×8 and 1024×8 (input, reference) pairs.
+docs/design.md §21 (``rescale``, target 3) at 1×1, 64×8 and 1024×8 (input, reference) pairs.
 
 Every ratio is measured in this one run with the two calls interleaved (call A, call B, call A,
 …) so that a loaded machine slows both alike; medians (and minima) over ``--repeats`` rounds
@@ -158,7 +158,7 @@ def main(argv=None) -> None:
     lines = ["# jaxlift dispatch overhead: `attribute` ÷ the same call inside `jax.jit`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
              f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}); MNIST CNN "
-             f"(DESIGN §6), `rescale`, target 3; {args.repeats} interleaved rounds after "
+             f"(docs/design.md §21), `rescale`, target 3; {args.repeats} interleaved rounds after "
              "warm-up, every ratio from this one run. Command: `python "
              f"experiments/bench_dispatch.py --repeats {args.repeats} --sizes {args.sizes}`.",
              "", "| N×K pairs | call | median (ms) | min (ms) | ratio of medians | "

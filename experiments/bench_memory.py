@@ -1,7 +1,7 @@
 """Peak memory of ``jaxlift.attribute`` beyond its input, as a multiple of ``x.nbytes``.
 
 The shipped MNIST CNN (``jaxlift/data/mnist_small.h5``; ``--model design``: the larger CNN of
-DESIGN §6 that ``experiments/bench.py`` times), N random 28×28×1 float32 inputs (a
+docs/design.md §21 that ``experiments/bench.py`` times), N random 28×28×1 float32 inputs (a
 NumPy array, or a jax array with ``--jax-input``), K zero references, target 3,
 ``batch_size="auto"``. Each figure comes from two fresh processes: a baseline that imports
 jax and jaxlift, loads the model and allocates x, and one that does the same and then runs
@@ -33,7 +33,7 @@ def peak_rss_bytes() -> int:
 
 
 def load_model(name: str):
-    """``(fn, variables)`` of the shipped small MNIST CNN or of bench.py's DESIGN §6 CNN."""
+    """``(fn, variables)`` of the shipped small MNIST CNN or of bench.py's docs/design.md §21 CNN."""
     if name == "design":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from bench import mnist_model

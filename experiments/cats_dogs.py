@@ -1,4 +1,4 @@
-"""Cats vs dogs (DESIGN §6, issue 6): DeepLIFT on the real pretrained Keras model, and how the
+"""Cats vs dogs (docs/design.md §21, issue 6): DeepLIFT on the real pretrained Keras model, and how the
 heatmaps depend on the reference.
 
 The model (``catsordogs/model.h5``, Keras 2.13.1) maps a 256×256 grayscale photo in [0, 1] to
@@ -49,7 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "catsordogs"
 DEFAULT_OUT = REPO_ROOT / "experiments" / "results"
 PHOTOS = ("test1.jpeg", "test2.jpeg")
-KERAS_P_DOG = {"test1.jpeg": 0.2818982, "test2.jpeg": 0.8673469}  # Keras 2.13.1, DESIGN §6
+KERAS_P_DOG = {"test1.jpeg": 0.2818982, "test2.jpeg": 0.8673469}  # Keras 2.13.1, docs/design.md §21
 SIZE = (256, 256)
 MODES = ("reveal_cancel", "rescale")
 MODE_LABEL = {"reveal_cancel": "RevealCancel", "rescale": "Rescale"}

@@ -1,6 +1,6 @@
 """Train the paper's MNIST CNN (``jaxlift.models.mnist.MnistCNN``) for the MNIST experiments.
 
-Architecture (DESIGN §6, the original deeplift's MNIST example; 239,594 parameters)::
+Architecture (docs/design.md §21, the original deeplift's MNIST example; 239,594 parameters)::
 
     Conv2D(32, 4×4, stride 2, valid)-relu → Conv2D(64, 4×4, stride 2, valid)-relu
     → Dropout(0.25) → Flatten (1600) → Dense(128)-relu → Dropout(0.5) → Dense(10)-softmax

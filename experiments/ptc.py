@@ -1,4 +1,4 @@
-"""PTC_MR (male-rat carcinogenicity) with the DESIGN §6 1-D CNN over subgraph-pattern histograms.
+"""PTC_MR (male-rat carcinogenicity) with the docs/design.md §21 1-D CNN over subgraph-pattern histograms.
 
 Each molecule becomes a histogram of labelled subgraph patterns (atoms, bonds, 2- and 3-bond
 paths, triangles; :class:`jaxlift.datasets.PatternVocabulary` fitted on the training split
@@ -52,7 +52,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true")
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
-PUBLISHED = (0.55, 0.65)  # DESIGN §6: published PTC_MR accuracies, 10-fold CV
+PUBLISHED = (0.55, 0.65)  # docs/design.md §21: published PTC_MR accuracies, 10-fold CV
 MODES = ("reveal_cancel", "genomics_default", "rescale")
 REFERENCES = ("zeros", "mean")  # the first is the default
 
@@ -228,7 +228,7 @@ def write_cv_report(path: Path, res: dict) -> None:
         "",
         f"**Accuracy: {100 * res['mean']:.1f} ± {100 * res['sd']:.1f} %** (mean ± sd over "
         f"{cfg['folds']} folds) — published PTC_MR range ≈ {100 * lo:.0f}–{100 * hi:.0f} % "
-        f"(10-fold CV; DESIGN §6): {inside} it. Majority class: {100 * res['majority']:.1f} %.",
+        f"(10-fold CV; docs/design.md §21): {inside} it. Majority class: {100 * res['majority']:.1f} %.",
         "",
         f"Setup: patterns up to {cfg['max_size']} bonds (atoms, bonds, 2- and 3-bond paths, "
         f"triangles) seen in ≥ {cfg['min_count']} training molecules, vocabulary refitted on "

@@ -26,7 +26,7 @@ cross-entropy, fixed seeds.
 embedding); integer ids are not differentiable, so every score lives at the embedding output
 (``(T, E)`` per sequence) and a token's score is the sum over its embedding axis.
 DeepLIFT ``rescale`` and ``reveal_cancel`` (``layer="emb"``), each with both gating rules of
-DESIGN §10: ``gating="shapley"`` (exact) and ``gating="gate_as_weight"`` (Arras et al. 2017,
+docs/design.md §11.3: ``gating="shapley"`` (exact) and ``gating="gate_as_weight"`` (Arras et al. 2017,
 the gate's credit goes to the signal; leaves a completeness gap). Baselines: gradient×input,
 integrated gradients and occlusion — these modes do not take ``layer=``, so they run on the
 part of the model above the embedding (``from_embedding``), with the embedding output as
@@ -255,7 +255,7 @@ def predict(fwd: Callable, variables: dict, ids: np.ndarray, batch: int = 1000) 
 
 # ------------------------------------------------------------------------------ attribution
 def supports_gating() -> bool:
-    """Whether this jaxlift's ``attribute`` takes ``gating=`` (DESIGN §10)."""
+    """Whether this jaxlift's ``attribute`` takes ``gating=`` (docs/design.md §11.3)."""
     return "gating" in inspect.signature(jaxlift.attribute).parameters
 
 
@@ -517,7 +517,7 @@ def report(res: dict, argv_text: str) -> str:
     c = res["config"]
     acc = "; ".join(f"{n} {100 * m['test_acc']:.1f}% (train {100 * m['train_acc']:.1f}%, "
                     f"{m['train_seconds']:.0f} s)" for n, m in res["models"].items())
-    gating = ("both gating rules of DESIGN §10 (`gating=\"shapley\"`, the default, and "
+    gating = ("both gating rules of docs/design.md §11.3 (`gating=\"shapley\"`, the default, and "
               "`gating=\"gate_as_weight\"`)" if res["gating"] else
               "the default gating only: this jaxlift's `attribute` has no `gating=` yet, so "
               "the gate-as-weight rows are missing")

@@ -1,6 +1,6 @@
 """Train the small MNIST CNN shipped inside the package (``jaxlift/data/``), for ``jaxlift demo``.
 
-The model is a slimmed copy of DESIGN §6's MNIST network, in the *same Keras layer types* so
+The model is a slimmed copy of docs/design.md §21's MNIST network, in the *same Keras layer types* so
 that ``load_keras_h5`` (and Keras itself) read it back::
 
     Input(28, 28, 1) → Conv2D(8, 4×4, stride 2, valid)-relu → Conv2D(16, 4×4, stride 2,
@@ -45,7 +45,7 @@ N_DIGITS = 100
 
 
 def small_mnist_graph() -> ModelGraph:
-    """The slim DESIGN §6 architecture as a Keras Sequential graph."""
+    """The slim docs/design.md §21 architecture as a Keras Sequential graph."""
     conv = dict(kernel_size=(4, 4), strides=(2, 2), padding="valid",
                 data_format="channels_last", dilation_rate=(1, 1), groups=1,
                 activation="relu", use_bias=True)

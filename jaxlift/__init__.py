@@ -13,10 +13,12 @@ from jaxlift._lazy import lazy_attributes
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "attribute": "jaxlift.api", "multipliers": "jaxlift.api", "layer": "jaxlift.api",
+    "attribute": "jaxlift.api", "multipliers": "jaxlift.api", "layer": "jaxlift.markers",
     "token_scores": "jaxlift.api",
     "completeness_gap": "jaxlift.gaps", "flag_gaps": "jaxlift.gaps",
     "JaxliftError": "jaxlift.errors", "UnsupportedPrimitiveError": "jaxlift.errors",
+    "CompletenessError": "jaxlift.errors", "CompletenessWarning": "jaxlift.errors",
+    "NonFiniteScoresError": "jaxlift.errors", "LayerScores": "jaxlift.methods.interpreted",
     "hypothetical_contributions": "jaxlift.hypothetical",
     "genomics_scores": "jaxlift.hypothetical",
     "keras_info": "jaxlift.io.keras_files", "load_keras": "jaxlift.io.keras_files",
@@ -30,12 +32,13 @@ _EXPORTS = {
 }
 
 # submodules reachable as attributes of the package
-_SUBMODULES = ("adapters", "api", "dataset", "gaps", "surrogates", "chunking", "cli", "concepts", "datasets",
+_SUBMODULES = ("adapters", "api", "certificate", "dataset", "gaps", "surrogates", "chunking", "cli", "concepts", "datasets",
                "errors", "hypothetical", "interpreter", "io", "methods", "models", "named_layers", "pipeline", "program",
                "references", "rules", "targets", "validation", "viz")
 
 __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
-           "UnsupportedPrimitiveError", "load_keras", "load_keras_h5", "save_keras_h5",
+           "UnsupportedPrimitiveError", "CompletenessError", "CompletenessWarning",
+           "NonFiniteScoresError", "LayerScores", "load_keras", "load_keras_h5", "save_keras_h5",
            "keras_info",
            "class_difference", "softmax_normalized", "pre_activation",
            "hypothetical_contributions", "genomics_scores", "completeness_gap", "flag_gaps",
@@ -47,9 +50,12 @@ __getattr__, __dir__ = lazy_attributes(__name__, globals(), _EXPORTS, _SUBMODULE
 
 if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
     from jaxlift.adapters import from_equinox, from_linen, from_nnx  # noqa: F401
-    from jaxlift.api import attribute, layer, multipliers, token_scores  # noqa: F401
+    from jaxlift.api import attribute, multipliers, token_scores  # noqa: F401
+    from jaxlift.markers import layer  # noqa: F401
     from jaxlift.gaps import completeness_gap, flag_gaps  # noqa: F401
-    from jaxlift.errors import JaxliftError, UnsupportedPrimitiveError  # noqa: F401
+    from jaxlift.errors import (CompletenessError, CompletenessWarning,  # noqa: F401
+                                JaxliftError, NonFiniteScoresError, UnsupportedPrimitiveError)
+    from jaxlift.methods.interpreted import LayerScores  # noqa: F401
     from jaxlift.hypothetical import (genomics_scores,  # noqa: F401
                                       hypothetical_contributions)
     from jaxlift.io.keras_files import keras_info, load_keras  # noqa: F401

@@ -23,7 +23,7 @@ def mean_axis(a: jax.Array, axis: int) -> jax.Array:
 
 
 def difference_dtype(dtype) -> jnp.dtype:
-    """The dtype that holds differences of values of ``dtype`` (DESIGN §9): float32 for
+    """The dtype that holds differences of values of ``dtype`` (docs/design.md §19.1): float32 for
     float16/bfloat16 (whose differences can overflow or lose all digits) and for booleans and
     integers (a boolean counts as 0/1; float32 mixes into float32 and float64 programs without
     changing their type), else ``dtype`` itself."""

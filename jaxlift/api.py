@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxlift import pipeline
-from jaxlift.markers import layer
+
 
 if TYPE_CHECKING:
     from jaxlift.methods import Method
-    from jaxlift.rules.registry import Composite
+    from jaxlift.rules.composites import Composite
 
 # ---------------------------------------------------------------------------------------------
 # Targets
@@ -57,7 +57,7 @@ _DOC_ARGS = """
         ``"grad_times_input"``, ``"guided_backprop"``, ``"lrp_epsilon"`` (``refs`` may be
         ``None``); ``"integrated_gradients"``, ``"occlusion"``, ``"shapley_sampling"`` … — a
         :class:`~jaxlift.methods.Method` of one's own, or a
-        :class:`~jaxlift.rules.registry.Composite` (DeepLIFT with one's own rules).
+        :class:`~jaxlift.rules.composites.Composite` (DeepLIFT with one's own rules).
       max_mode: ``"preserving"`` (exact) or ``"gradient"`` (the original's max-pooling).
       average_refs: average over the K references (else keep a K axis after N).
       batch_size: the number of (input, reference) pairs per compiled chunk (constant memory);

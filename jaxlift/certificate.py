@@ -1,7 +1,7 @@
 """The completeness certificate: every returned DeepLIFT score sums to ``Δt``, or the call says so.
 
 Rules are proven case by case; the certificate checks the promise itself, per pair, inside the
-compiled program (docs/design.md, "The completeness certificate"). For each (input, reference
+compiled program (docs/design.md §18). For each (input, reference
 [, target]) pair the interpreter already has ``Δt = t(x) − t(r)``; with the returned
 contributions ``C`` it forms
 

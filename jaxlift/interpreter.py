@@ -5,19 +5,19 @@ inputs × references) the forward pass evaluates every live operation of a
 :class:`~jaxlift.program.Program` twice, once on the input's values ``v`` and once on the
 reference's values ``v0``, keeping the two apart: values of the input never depend on the
 reference, so under ``vmap`` over N inputs × K references the input pass runs N times and the
-reference pass K times, not N·K (DESIGN §8). Fixed operations (parameters only) run once.
+reference pass K times, not N·K (docs/design.md §20.1). Fixed operations (parameters only) run once.
 In RevealCancel modes it also carries the split ``Δv = Δv⁺ + Δv⁻`` of every live float variable.
 
 Half-precision programs (float16/bfloat16 weights, inputs or casts inside ``fn``) are evaluated
 in float32: every operation runs on its operands upcast, with its dtype parameters widened, so
 that differences, multipliers and the values they come from keep 24 bits instead of 11 or 8
-(DESIGN §9). Scores, ``Δt`` and ``t`` are then those of the float32 evaluation of ``fn``.
+(docs/design.md §19.1). Scores, ``Δt`` and ``t`` are then those of the float32 evaluation of ``fn``.
 
 The backward pass seeds the target with a multiplier and walks the program in reverse; each rule
 maps output multipliers to input multipliers; fan-out adds. Multipliers are :class:`Pair`
 ``(m⁺, m⁻)`` — the multipliers of ``Δv⁺`` and ``Δv⁻`` — and are the *same array* in Rescale
 mode, which the rules use to skip duplicate work. The contribution of an input is
-``m⁺·Δx⁺ + m⁻·Δx⁻`` (DESIGN §2).
+``m⁺·Δx⁺ + m⁻·Δx⁻`` (docs/design.md §6.3).
 
 The interpreter knows no rule by name: it asks :mod:`jaxlift.rules.registry`.
 """
@@ -34,44 +34,24 @@ from jaxlift import rules as _rules  # noqa: F401  (registers every rule family)
 from jaxlift._ops import difference, zeros_of_difference
 from jaxlift.errors import UnsupportedPrimitiveError
 from jaxlift.pairs import Pair, combine_by_sign, sign_split
-from jaxlift.program import Lit, Op, Program, bind_eqn, origin_of, trip_inputs, view_of_input
+from jaxlift.jaxpr_walk import bind_eqn
+from jaxlift.program import Lit, Op, Program, origin_of, trip_inputs, view_of_input
 from jaxlift.rules import registry
-from jaxlift.rules.composites import GATINGS, MAX_MODES, composite
-from jaxlift.rules.registry import Composite
+from jaxlift.rules.composites import Composite
 
-__all__ = ["Composite", "Config", "Forward", "GATINGS", "MAX_MODES", "MODES", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
-           "input_multipliers", "rule_for", "side_state", "side_values", "sign_split", "variable_contributions",
-           "variable_multipliers"]
-
-MODES = ("rescale", "reveal_cancel", "genomics_default")
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """``mode``: ``rescale`` | ``reveal_cancel`` | ``genomics_default``, or a
-    :class:`~jaxlift.rules.registry.Composite` of one's own;
-    ``max_mode``: ``preserving`` | ``gradient``;
-    ``gating``: ``shapley`` (exact) | ``gate_as_weight`` (the rule for a gate·signal product,
-    :mod:`jaxlift.rules.product`)."""
-
-    mode: "str | Composite" = "rescale"
-    max_mode: str = "preserving"
-    gating: str = "shapley"
-
-    @property
-    def composite(self) -> Composite:
-        """Which rule where (:mod:`jaxlift.rules.composites`)."""
-        return composite(self.mode, self.max_mode, self.gating)
-
-    @property
-    def carries_split(self) -> bool:
-        return self.composite.carries_split
+__all__ = ["Forward", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
+           "input_multipliers", "rule_for", "side_state", "side_values", "sign_split",
+           "variable_contributions", "variable_multipliers"]
 
 
 @dataclasses.dataclass
 class Forward:
+    """One pair's forward pass: the values of every live variable on the input (``x``) and on
+    the reference (``r``), the fixed values, the RevealCancel splits, and what rules kept for
+    the backward pass (``stash``). ``composite`` says which rule explains each operation."""
+
     program: Program
-    config: Config
+    composite: Composite
     fixed: dict
     x: dict
     r: dict
@@ -117,13 +97,13 @@ class RuleContext:
     and ``apply`` to re-evaluate the operation with new values of its live float operands.
 
     ``live_float`` lists the live floating-point operands (the ones a derivative exists for);
-    ``live_numeric`` every live operand, booleans and integers included (DESIGN §9: liveness
+    ``live_numeric`` every live operand, booleans and integers included (docs/design.md §5.2: liveness
     counts every dtype). Every evaluation runs half precision in float32 (module doc).
     """
 
     def __init__(self, op: Op, fwd: Forward):
         self.op = op
-        self.config = fwd.config
+        self.composite = fwd.composite
         self.program = fwd.program
         self._fwd = fwd
         self.live = op.live
@@ -160,6 +140,15 @@ class RuleContext:
 
     def split_in(self, i: int):
         return self._fwd.split[self.op.ins[i]]
+
+    def has_split(self, i: int) -> bool:
+        """Whether operand ``i`` carries a RevealCancel split (live, and in a split mode)."""
+        return self.composite.carries_split and self.live[i] and self.op.ins[i] in self._fwd.split
+
+    def fixed_value(self, atom):
+        """The value of a fixed operand (a parameter, a constant, a result of fixed values):
+        the same on the input's and the reference's side."""
+        return self._fwd.value(atom, "x")
 
     def split_out(self, j: int = 0):
         return self._fwd.split[self.op.outs[j]]
@@ -204,7 +193,7 @@ class RuleContext:
     def forward_sub(self, program: Program, fixed_leaves, x_leaves, r_leaves,
                     input_splits=None) -> Forward:
         """The interpreter's forward pass on a sub-program (a loop's body), in this mode."""
-        return forward(program, self.config, fixed_leaves, x_leaves, r_leaves,
+        return forward(program, self.composite, fixed_leaves, x_leaves, r_leaves,
                        input_splits=input_splits)
 
     def sub_side(self, program: Program, fixed_leaves, leaves) -> tuple[dict, dict]:
@@ -232,7 +221,7 @@ class RuleContext:
         x = {**state["x"], **{i: inputs_x[i] for i in program.live_inputs if i in inputs_x}}
         r = {**state["r"], **{i: inputs_r[i] for i in program.live_inputs if i in inputs_r}}
         split = {**state["split"], **splits}
-        return Forward(program, self.config, fixed, x, r, split, dict(state["stash"]))
+        return Forward(program, self.composite, fixed, x, r, split, dict(state["stash"]))
 
     def backward_sub(self, fwd: Forward, seeds: dict) -> dict:
         """The interpreter's backward pass on a sub-program: seeds and results are
@@ -259,10 +248,10 @@ def _as_number(v, dtype):
     return jnp.asarray(v).astype(dtype)
 
 
-def rule_for(op: Op, config: Config, program: Program):
-    """The rule that explains ``op`` in this configuration (the composite's, else the
+def rule_for(op: Op, composite: Composite, program: Program):
+    """The rule that explains ``op`` under ``composite`` (the composite's entry, else the
     registry's), or ``None``."""
-    rule = config.composite.rule_for(op, program)
+    rule = composite.rule_for(op, program)
     if rule is not None or op.eqn is None:
         return rule
     live_mask = tuple(l and program.carries(a) for a, l in zip(op.ins, op.live))
@@ -301,7 +290,7 @@ def side_state(program: Program, fixed_leaves, leaves) -> tuple[dict, dict]:
     return values, computed
 
 
-def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
+def forward(program: Program, composite: Composite, fixed_leaves, x_leaves, r_leaves,
             r_values: dict | None = None, input_splits: Sequence[Any] | None = None) -> Forward:
     """Evaluate the program on one input and one reference (see module doc); with
     ``r_values`` (:func:`side_values` of the reference) the reference side is not re-run.
@@ -309,8 +298,8 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
     carry arrives split by the steps before), else their sign split."""
     fixed = _fixed_values(program, fixed_leaves)
     r_side = dict(r_values) if r_values is not None else dict(zip(program.live_inputs, r_leaves))
-    fwd = Forward(program, config, fixed, dict(zip(program.live_inputs, x_leaves)), r_side, {})
-    if config.carries_split:
+    fwd = Forward(program, composite, fixed, dict(zip(program.live_inputs, x_leaves)), r_side, {})
+    if composite.carries_split:
         given = input_splits if input_splits is not None else [None] * len(program.live_inputs)
         for i, split in zip(program.live_inputs, given):
             if program.carries(i):
@@ -320,7 +309,7 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
             for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "x"))):
                 fixed[o] = v
             continue
-        rule = rule_for(op, config, program)
+        rule = rule_for(op, composite, program)
         if rule is not None and rule.forward is not None and _usable(rule, op, program):
             outs_x, outs_r, fwd.stash[op.outs[0]] = rule.forward(RuleContext(op, fwd))
             fwd.x.update(zip(op.outs, outs_x))
@@ -332,7 +321,7 @@ def forward(program: Program, config: Config, fixed_leaves, x_leaves, r_leaves,
             if r_values is None:
                 for o, v in zip(op.outs, _eval_op(op, lambda a: fwd.value(a, "r"))):
                     fwd.r[o] = v
-        if config.carries_split and any(program.carries(o) for o in op.outs):
+        if composite.carries_split and any(program.carries(o) for o in op.outs):
             _forward_split(op, fwd)
     return fwd
 
@@ -349,7 +338,7 @@ def _own_split(rule, op: Op, program: Program) -> bool:
 
 
 def _forward_split(op: Op, fwd: Forward) -> None:
-    rule = rule_for(op, fwd.config, fwd.program)
+    rule = rule_for(op, fwd.composite, fwd.program)
     if _own_split(rule, op, fwd.program) and _usable(rule, op, fwd.program):
         splits = rule.split(RuleContext(op, fwd))
     else:
@@ -384,7 +373,7 @@ def backward(fwd: Forward, seeds: dict, stop: frozenset = frozenset(),
     An operation that receives a multiplier but has no exact rule raises
     :class:`UnsupportedPrimitiveError` naming the primitive and the user's line.
     ``inspect(op, m_out, m_in)``, if given, sees every rule's multipliers (diagnostics)."""
-    program, config = fwd.program, fwd.config
+    program, composite = fwd.program, fwd.composite
     mult: dict = {}
     for k, v in seeds.items():
         if isinstance(k, int) and program.carries(k):
@@ -396,7 +385,7 @@ def backward(fwd: Forward, seeds: dict, stop: frozenset = frozenset(),
         m_out = [None if o in stop else mult.get(o) for o in op.outs]
         if all(m is None for m in m_out):
             continue
-        rule = rule_for(op, config, program)
+        rule = rule_for(op, composite, program)
         if rule is None and not _reads_integers(op, program):
             raise UnsupportedPrimitiveError(op.primitive, _described(op.where),
                                             _hint(op, program))
@@ -407,7 +396,7 @@ def backward(fwd: Forward, seeds: dict, stop: frozenset = frozenset(),
                 "rule cannot read as numbers (summation-to-delta would silently fail)"
                 + _integer_hint(op, program, around_cut=bool(stop)))
         ctx = RuleContext(op, fwd)
-        if config.carries_split and not _own_split(rule, op, program):
+        if composite.carries_split and not _own_split(rule, op, program):
             m_out = [None if m is None else Pair.of(combine_by_sign(ctx.delta_out(j), m))
                      for j, m in enumerate(m_out)]
         m_in = rule.backward(ctx, m_out)
@@ -500,7 +489,7 @@ def variable_contributions(fwd: Forward, mult: dict, atom: int):
     m = mult.get(atom)
     if m is None:
         return zeros_of_difference(fwd.x[atom])
-    if fwd.config.carries_split:
+    if fwd.composite.carries_split:
         pos, neg = fwd.split[atom]
         return m.pos * pos + m.neg * neg
     return m.pos * fwd.delta(atom)

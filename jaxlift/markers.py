@@ -4,7 +4,7 @@ A marker is an identity ``jit`` named ``jaxlift_layer__<name>`` (``@<tree>`` app
 pytree), applied to *all* leaves of the marked value at once: one equation per marked site,
 whose operands are the leaves in ``jax.tree_util`` order. Scores for ``layer=name`` are given
 at every site of that name together — several sites, or a pytree at one site, form **one cut**
-(docs/design.md, "Cuts"): the contributions of all of them add up to ``Δt``.
+(docs/design.md §16): the contributions of all of them add up to ``Δt``.
 
 The pytree structure of a marked value is interned here (``tree_token`` ↔ ``tree_of``), so that
 a site's scores come back in the structure that was marked. The table only grows by the

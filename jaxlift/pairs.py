@@ -1,4 +1,4 @@
-"""Multipliers of the positive and negative parts of a difference (DESIGN §2-3).
+"""Multipliers of the positive and negative parts of a difference (docs/design.md §1, §6).
 
 A leaf module shared by the interpreter and the rules (neither imports the other for it).
 """

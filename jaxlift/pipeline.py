@@ -31,7 +31,7 @@ from jaxlift import certificate, chunking, methods, named_layers
 from jaxlift._memo import memoized
 from jaxlift._ops import tree_finite
 from jaxlift.errors import CompletenessError, CompletenessWarning
-from jaxlift.interpreter import GATINGS, MAX_MODES
+from jaxlift.rules.composites import GATINGS, MAX_MODES
 from jaxlift.methods import interpreted, kernels
 from jaxlift.program import build_program
 from jaxlift.targets import per_example
@@ -326,9 +326,9 @@ def lowered_text(fn, params, x, refs, *, target=None, mode="rescale", what="cont
     arguments (shared references ``(K, *S)``), traced under :func:`precision_context` as a call
     is: for inspecting what a precision choice compiles to."""
     check_precision(precision)
-    config = interpreted.config_of(methods.lookup(mode), {}, "preserving", "shapley")
+    composite = interpreted.composite_of(methods.lookup(mode), {})
     with precision_context(precision):
-        return interpreted.lowered_text(fn, params, x, refs, target=target, config=config,
+        return interpreted.lowered_text(fn, params, x, refs, target=target, composite=composite,
                                         what=what, precision=precision,
                                         check_inputs=check_inputs)
 

@@ -4,7 +4,7 @@
 nested call-like jaxprs (``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``,
 ``closed_call``) so that rules apply to their bodies, marks every variable *live* (it depends on
 the live arguments) or *fixed*, drops dead code, and fuses chains of elementwise operations fed by
-one live tensor into a single *nonlinearity* node (DESIGN §7: ``jax.nn.relu``, ``gelu``,
+one live tensor into a single *nonlinearity* node (docs/design.md §5.4: ``jax.nn.relu``, ``gelu``,
 ``jnp.where(x > 0, x, 0)`` … are each one Rescale/RevealCancel nonlinearity, whatever is inside).
 
 The program is a list of :class:`Op` in topological order over integer variable ids. It knows no
@@ -14,32 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
-from jax.extend import source_info_util
 
-from jaxlift.jaxpr_walk import live_equations, scan_layout
+from jaxlift.jaxpr_walk import call_body, live_equations, scan_layout, where_of
 from jaxlift.markers import marker_of
 from jaxlift.rules import registry
-
-# Call-like primitives whose body the interpreter looks into, and the param holding the body.
-_CALL_BODY_PARAM = {
-    "jit": "jaxpr",
-    "pjit": "jaxpr",
-    "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr",
-    "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr",
-    "remat": "jaxpr",
-    "remat2": "jaxpr",
-    "checkpoint": "jaxpr",
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Lit:
@@ -105,7 +89,7 @@ class Program:
 
     def carries(self, atom) -> bool:
         """Whether a variable can carry a difference and a multiplier: floats, and booleans and
-        integers read as numbers (DESIGN §9: liveness counts every dtype; rules that cannot
+        integers read as numbers (docs/design.md §5.2: liveness counts every dtype; rules that cannot
         read them refuse). Keys, tokens and other opaque types cannot."""
         if not isinstance(atom, int):
             return False
@@ -119,122 +103,6 @@ class Program:
         """Ids of the values each side of the forward pass keeps: the live inputs and the
         results of live operations."""
         return set(self.live_inputs) | {o for op in self.ops if op.is_live for o in op.outs}
-
-
-class Where(str):
-    """The user's source line of an equation, e.g. ``model.py:12:4 (__call__)`` — JAX's own
-    summary: the innermost frame outside JAX, which may be inside a library (Flax's
-    ``Embed.__call__``). :attr:`in_user_code` walks out to the first frame outside installed
-    packages and jaxlift: the line of the user's own code that led there."""
-
-    source: Any = None
-
-    def __new__(cls, text: str, source=None):
-        self = super().__new__(cls, text)
-        self.source = source
-        return self
-
-    @property
-    def in_user_code(self) -> str:
-        """The innermost frame that is not in ``site-packages``/``dist-packages`` nor jaxlift's
-        own files (``self`` where there is none, or it is that frame already)."""
-        if self.source is None:
-            return str(self)
-        try:
-            frames = source_info_util.summarize(self.source, num_frames=64).splitlines()
-        except Exception:  # pragma: no cover - depends on JAX internals
-            return str(self)
-        for frame in reversed(frames):  # innermost first
-            path = frame.split(":", 1)[0]
-            if not any(part in path for part in _LIBRARY_PATHS):
-                return frame
-        return str(self)
-
-    def described(self) -> str:
-        """``self``, with the user's own line after it when the two differ."""
-        user = self.in_user_code
-        return str(self) if user == str(self) else f"{self}, called from {user}"
-
-
-_LIBRARY_PATHS = ("site-packages", "dist-packages", os.path.dirname(os.path.abspath(__file__)))
-
-
-def where_of(eqn) -> Where:
-    """The user's source line of an equation (:class:`Where`)."""
-    try:
-        return Where(source_info_util.summarize(eqn.source_info), eqn.source_info)
-    except Exception:  # pragma: no cover - depends on JAX internals
-        return Where("<unknown source>")
-
-
-_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
-
-
-def is_half(value) -> bool:
-    """Whether ``value`` (an array or a dtype) is float16 or bfloat16."""
-    dtype = getattr(value, "dtype", None)
-    try:
-        return jnp.dtype(dtype if dtype is not None else value) in _HALF
-    except TypeError:
-        return False
-
-
-def _widened(value):
-    if isinstance(value, jnp.dtype) or isinstance(value, type) and issubclass(value, jnp.generic):
-        return jnp.dtype(jnp.float32) if is_half(jnp.dtype(value)) else value
-    if type(value) in (tuple, list):
-        return type(value)(_widened(v) for v in value)
-    return value
-
-
-def bind_eqn(eqn, invals: Sequence[Any], wide: bool = False) -> list:
-    """Evaluate one equation on concrete or traced values; always returns a list of results.
-
-    ``wide``: float16/bfloat16 operands and dtype parameters (``preferred_element_type``,
-    ``new_dtype`` …) become float32, so that a linear map of differences or multipliers of a
-    half-precision layer neither overflows nor rounds them to 3 digits (DESIGN §9)."""
-    if wide:
-        invals = [v.astype(jnp.float32) if is_half(v) else v for v in invals]
-        body = call_body(eqn)
-        if body is not None and any(is_half(v.aval) for v in (*eqn.invars, *eqn.outvars)):
-            return eval_jaxpr_wide(body[0], body[1], invals)
-    params = eqn.primitive.get_bind_params(eqn.params)
-    if wide:
-        params = {k: _widened(v) for k, v in params.items()}
-    with eqn.ctx.manager:
-        out = eqn.primitive.bind(*invals, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
-def eval_jaxpr_wide(jaxpr, consts, args) -> list:
-    """Evaluate ``jaxpr`` with every half-precision value and dtype in float32 (see
-    :func:`bind_eqn`); a nested body typed in half precision cannot be bound as it is."""
-    env: dict = {}
-
-    def read(v):
-        return v.val if isinstance(v, jcore.Literal) else env[v]
-
-    for v, c in zip(jaxpr.constvars, consts):
-        env[v] = c
-    for v, a in zip(jaxpr.invars, args):
-        env[v] = a
-    for eqn in jaxpr.eqns:
-        for v, out in zip(eqn.outvars, bind_eqn(eqn, [read(v) for v in eqn.invars], wide=True)):
-            env[v] = out
-    return [read(v) for v in jaxpr.outvars]
-
-
-def call_body(eqn):
-    """``(jaxpr, consts)`` of a call-like equation, or ``None``."""
-    key = _CALL_BODY_PARAM.get(eqn.primitive.name)
-    if key is None or key not in eqn.params:
-        return None
-    body = eqn.params[key]
-    if isinstance(body, jcore.ClosedJaxpr):
-        return body.jaxpr, list(body.consts)
-    if isinstance(body, jcore.Jaxpr):
-        return body, []
-    return None
 
 
 class _Builder:
@@ -412,7 +280,7 @@ def _trip_count(eqn, ins: tuple, b: "_Builder", needed: set) -> int | None:
 
 def _inline_while(b: "_Builder", eqn, ins: tuple, where: str) -> list | None:
     """A ``while_loop`` (``fori_loop`` with bounds that are not Python ints) whose trip count
-    is fixed by constants, as the ``scan`` of that many steps it equals (DESIGN §10). ``None``
+    is fixed by constants, as the ``scan`` of that many steps it equals (docs/design.md §5.3, §14). ``None``
     where the count depends on the input or on parameters: the loop stays a ``while`` and is
     refused if a multiplier reaches it."""
     needed = trip_inputs(eqn)
@@ -445,7 +313,7 @@ def _select_eqn(index_aval, case_aval, n: int):
 
 
 def _inline_cond(b: _Builder, eqn, ins: tuple, where: str) -> list:
-    """``lax.cond``/``lax.switch`` on live values, as DESIGN §9 reads it: every branch is
+    """``lax.cond``/``lax.switch`` on live values, as docs/design.md §12.2 reads it: every branch is
     evaluated (inlined) and each result is ``select_n(index, branch results…)``. With a fixed
     index the select is linear in the branch results; with a live boolean predicate it has an
     exact rule of its own (``jaxlift.rules.logic``)."""
@@ -623,7 +491,7 @@ def _fuse(ops: list, prog_outputs: Sequence, avals: dict, live_inputs, markers=(
 
 def program_from_jaxpr(jaxpr, consts: Sequence[Any], live_in: Sequence[bool]) -> Program:
     """The :class:`Program` of an open ``jaxpr`` (with its ``consts``) whose inputs flagged in
-    ``live_in`` are live: the whole traced function, or a loop's body (DESIGN §10)."""
+    ``live_in`` are live: the whole traced function, or a loop's body (docs/design.md §14)."""
     b = _Builder()
     in_atoms = [b.new(v.aval, live=bool(l)) for v, l in zip(jaxpr.invars, live_in)]
     outs = _inline(b, jaxpr, list(consts), in_atoms)

@@ -1,4 +1,4 @@
-"""Targets: what scalar of a model's output to explain (DeepLIFT paper §3.6, DESIGN §4).
+"""Targets: what scalar of a model's output to explain (DeepLIFT paper §3.6, docs/design.md §4.2).
 
 Use with ``jaxlift.attribute(fn, params, x, refs, target=...)``:
 
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 import numpy as np
 
-from jaxlift.program import bind_eqn, call_body, where_of
+from jaxlift.jaxpr_walk import bind_eqn, call_body, where_of
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 jaxlift traces ``fn`` at one example, so three things about ``fn`` must hold for its scores to
 mean anything, and each is checked here once per (fn, shapes) with a clear message instead of
-an error from deep inside JAX or a silent wrong number (DESIGN §9):
+an error from deep inside JAX or a silent wrong number (docs/design.md §17):
 
 * ``fn(params, xb)`` takes a batch (a leading axis) and returns a batch of outputs, as a model
   does for prediction;

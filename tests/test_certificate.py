@@ -22,7 +22,8 @@ from jaxlift import _ops, certificate, interpreter
 from jaxlift.errors import CompletenessError, CompletenessWarning, UnsupportedPrimitiveError
 from jaxlift.methods import interpreted
 from jaxlift.rules import registry, rescale
-from jaxlift.rules.registry import Composite, Rule, is_nonlinearity
+from jaxlift.rules.composites import Composite, is_nonlinearity
+from jaxlift.rules.registry import Rule
 
 import zoo
 
@@ -348,3 +349,45 @@ def test_a_bypass_with_its_fix_taken_out_is_caught(monkeypatch):
     with pytest.raises(CompletenessError):
         jaxlift.attribute(masked_embedding, E, x, shared, layer="emb", layer_bypass="credit")
     interpreted.compiled_program.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Everywhere a score leaves jaxlift: attribute_dataset and the CLI
+
+@pytest.fixture
+def rescale_off_by_one_percent(monkeypatch):
+    """The registry's own Rescale rule made wrong by 1% (as a bug in it would be)."""
+    right = rescale.rescale_multiplier
+    monkeypatch.setattr(rescale, "rescale_multiplier", lambda ctx: right(ctx) * 1.01)
+    interpreted.compiled_program.cache_clear()
+    yield
+    interpreted.compiled_program.cache_clear()
+
+
+def test_attribute_dataset_writes_no_chunk_that_fails(tmp_path, rescale_off_by_one_percent):
+    fn, params, shape = zoo_model("mlp")
+    x, refs = zoo.inputs_and_refs(8, shape, n=4, k=2)
+    with pytest.raises(CompletenessError):
+        jaxlift.attribute_dataset(fn, params, np.asarray(x), np.asarray(refs), target=0,
+                                  out=tmp_path / "store", chunk_size=2, quiet=True)
+    assert not list((tmp_path / "store").glob("**/*scores*.npy"))  # nothing stored as good
+    with pytest.warns(CompletenessWarning):
+        jaxlift.attribute_dataset(fn, params, np.asarray(x), np.asarray(refs), target=0,
+                                  out=tmp_path / "warned", chunk_size=2, quiet=True,
+                                  check_completeness="warn")
+    gaps = np.abs(jaxlift.open_scores(tmp_path / "warned")["gap"])
+    assert gaps.max() > 1e-6  # stored with their gaps, as the user asked
+
+
+def test_the_cli_exits_1_with_one_line(tmp_path, capsys, rescale_off_by_one_percent):
+    from jaxlift import cli
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    with np.load(repo / "jaxlift" / "data" / "mnist_digits.npz") as d:
+        np.save(tmp_path / "digits.npy", d["x"][:2])
+    with jax.enable_x64(False):
+        code = cli.main(["attribute", str(repo / "jaxlift" / "data" / "mnist_small.h5"),
+                         str(tmp_path / "digits.npy"), "--target", "3", "--mode", "rescale",
+                         "--out", str(tmp_path / "s.npz")])
+    err = capsys.readouterr().err
+    assert code == 1 and "do not sum to Δt" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.npz").exists()

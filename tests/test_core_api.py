@@ -235,7 +235,7 @@ def test_half_precision_inputs(dtype, mode):
     x, r = data(dtype=dtype)
     c, d = jaxlift.attribute(fn, p, x, jnp.concatenate([r, x[:1]]), target=0, mode=mode,
                              return_delta=True)
-    # differences and multipliers of half-precision models are carried in float32 (DESIGN §9)
+    # differences and multipliers of half-precision models are carried in float32 (docs/design.md §19.1)
     assert c.dtype == jnp.float32 and d.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(c)))
     err = jnp.abs(sums(c) - d)

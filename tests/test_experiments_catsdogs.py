@@ -52,7 +52,7 @@ def check_prediction_equals_keras(ctx):
     """P(dog) of test1.jpeg equals Keras's 0.2818982 (cat), and z is its logit."""
     assert ctx["photo_names"] == ["test1.jpeg"]
     p = float(ctx["p_photo"][0])
-    assert abs(p - 0.2818982) <= 1e-5  # Keras 2.13.1's value (DESIGN §6)
+    assert abs(p - 0.2818982) <= 1e-5  # Keras 2.13.1's value (docs/design.md §21)
     assert p < 0.5  # cat
     assert ctx["z_photo"][0] == pytest.approx(np.log(p / (1 - p)), abs=1e-5)
 

@@ -1,4 +1,4 @@
-"""The two gating rules for a gate·signal product (DESIGN §10): the Shapley midpoint (exact,
+"""The two gating rules for a gate·signal product (docs/design.md §11.3): the Shapley midpoint (exact,
 the default) and gate-as-weight (Arras et al. 2017: ``m_s = g``, ``m_g = 0``), whose
 completeness gap is exactly ``s0·Δg`` per product — so it is exact where the reference's
 signal is zero, and not elsewhere."""
@@ -124,7 +124,7 @@ def test_a_composite_of_ones_own_chooses_the_rules():
     """mode= takes a Composite: Rescale at every nonlinearity and the original's argmax route at
     max, spelled out, equals rescale with max_mode="gradient"."""
     from jaxlift.rules import maxrule, rescale
-    from jaxlift.rules.registry import Composite, is_nonlinearity, primitive_in
+    from jaxlift.rules.composites import Composite, is_nonlinearity, primitive_in
 
     def pooled(p, xb):
         return jnp.max(jax.nn.relu(xb * p["a"]).reshape(xb.shape[0], 2, 1), axis=(1, 2))

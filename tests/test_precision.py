@@ -1,4 +1,4 @@
-"""precision= ("default" | "highest") and jaxlift.flag_gaps (issue 16, DESIGN §11).
+"""precision= ("default" | "highest") and jaxlift.flag_gaps (issue 16, docs/design.md §19.2).
 
 On the CPU both precisions are exact float32, so the scores agree to float32 rounding; what
 "highest" changes is checked in the compiled program (every dot_general and convolution carries

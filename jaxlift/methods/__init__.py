@@ -4,32 +4,16 @@
 Adding a method: write ``jaxlift/methods/my_method.py`` defining ``METHOD = Method(...)`` (a
 kernel of one pair or one input, its typed options), add one line below. ``attribute(...,
 mode=METHOD)`` also takes a method that is not in the table, and a
-:class:`~jaxlift.rules.registry.Composite` (a DeepLIFT method with one's own rules).
+:class:`~jaxlift.rules.composites.Composite` (a DeepLIFT method with one's own rules).
 """
 from __future__ import annotations
 
-from jaxlift.methods import (deeplift, grad_times_input, gradient, guided_backprop,
-                             integrated_gradients, ism, kernel_shap, lime, lrp_epsilon, occlusion,
-                             shapley_sampling, smoothgrad)
+from jaxlift.methods import catalog, smoothgrad
+from jaxlift.methods.deeplift import deeplift_method
 from jaxlift.methods.base import REQUIRED, Method, Option
-from jaxlift.rules.registry import Composite
+from jaxlift.rules.composites import Composite
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    deeplift.RESCALE,
-    deeplift.REVEAL_CANCEL,
-    deeplift.GENOMICS_DEFAULT,
-    gradient.METHOD,
-    grad_times_input.METHOD,
-    guided_backprop.METHOD,
-    integrated_gradients.METHOD,
-    occlusion.METHOD,
-    shapley_sampling.METHOD,
-    lrp_epsilon.METHOD,
-    lime.METHOD,
-    kernel_shap.METHOD,
-    smoothgrad.METHOD,
-    ism.METHOD,
-)}
+METHODS: dict[str, Method] = {m.name: m for m in (*catalog.BASE_METHODS, smoothgrad.METHOD)}
 
 
 def lookup(mode) -> Method:
@@ -38,7 +22,7 @@ def lookup(mode) -> Method:
     if isinstance(mode, Method):
         return mode
     if isinstance(mode, Composite):
-        return deeplift.deeplift_method(mode)
+        return deeplift_method(mode)
     if isinstance(mode, str) and mode in METHODS:
         return METHODS[mode]
     raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(METHODS)}, or pass a "

@@ -14,8 +14,7 @@ Summation-to-delta ``Σ_i C_i = t(x) − t(r)`` holds per pair with ``max_mode="
 from __future__ import annotations
 
 from jaxlift.methods.base import Method
-from jaxlift.rules.composites import COMPOSITES
-from jaxlift.rules.registry import Composite
+from jaxlift.rules.composites import COMPOSITES, Composite
 
 _SUMMARIES = {
     "rescale": "DeepLIFT Rescale: m = Δy/Δx at every nonlinearity",

@@ -21,8 +21,9 @@ from jaxlift import certificate, interpreter
 from jaxlift._memo import memoized
 from jaxlift._ops import difference, example_structs, finite_flags, mean_axis, widen
 from jaxlift.markers import tree_of
+from jaxlift.rules import registry
 from jaxlift.errors import NonFiniteScoresError
-from jaxlift.interpreter import Config
+from jaxlift.rules.composites import COMPOSITES, Composite, resolve
 from jaxlift.program import build_program, origin_of, view_of_input
 from jaxlift.targets import per_example
 
@@ -43,7 +44,7 @@ def scored_atoms(program, layer_name: str | None) -> tuple:
     return program.marked_ids(layer_name)
 
 
-def pair_fn(program, config: Config, what: str, layer_name: str | None, all_targets: bool,
+def pair_fn(program, composite: Composite, what: str, layer_name: str | None, all_targets: bool,
             certify: bool = False, precision: str = "default", bypass: str = "refuse"):
     """``pair(fixed_leaves, x_leaves, r_leaves, r_values=None) -> (scores, Δt, (gap, τ))`` of
     one pair: contributions ``m·Δx`` or multipliers ``m`` of every live input (or of every leaf
@@ -56,9 +57,10 @@ def pair_fn(program, config: Config, what: str, layer_name: str | None, all_targ
     stop = frozenset(a for a in scored if isinstance(a, int)) if layer_name is not None \
         else frozenset()
     credit = layer_name is not None and bypass == "credit"
+    read = values_read(program, scored) if certify else ()
 
     def pair(fixed_leaves, x_leaves, r_leaves, r_values=None):
-        fwd = interpreter.forward(program, config, fixed_leaves, x_leaves, r_leaves, r_values)
+        fwd = interpreter.forward(program, composite, fixed_leaves, x_leaves, r_leaves, r_values)
         if program.is_live(out_atom):
             y, y0 = fwd.x[out_atom], fwd.r[out_atom]
         else:
@@ -85,10 +87,10 @@ def pair_fn(program, config: Config, what: str, layer_name: str | None, all_targ
                 zero = jnp.zeros((), jnp.result_type(delta))
                 return res, (zero, zero)
             contribs = [jnp.where(same, jnp.zeros_like(c), c) for c in contribs]
-            total = sum(jnp.sum(c) for c in contribs)
-            size = sum(jnp.sum(jnp.abs(c)) for c in contribs)
+            total = sum(_dot_sum(c) for c in contribs)
+            size = sum(_dot_sum(jnp.abs(c)) for c in contribs)
             kappa = (jnp.sum(jnp.abs(seed * widen(y))) + jnp.sum(jnp.abs(seed * widen(y0)))
-                     + sum(_rounding_scale(fwd, mult, a) for a in atoms))
+                     + sum(_rounding_scale(fwd, mult, a) for a in atoms + read))
             dt = jnp.sum(seed * delta)
             return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision)
 
@@ -115,14 +117,67 @@ def _multiplier(fwd, mult: dict, atom):
     return interpreter.variable_multipliers(fwd, mult, atom)
 
 
+def values_read(program, scored) -> tuple:
+    """The variables whose rounding the certificate's ``κ̂`` counts besides the scored ones:
+    the *frontier* — values from which the target is reached through linear operations of
+    one live operand only (the penultimate layer's activations, a product or a maximum that
+    feeds the head). There rounding of the forward pass enters ``Δt`` most: ``t = w·h + b``
+    with ``w·h ≈ −b`` rounds at ``eps·Σ|w||h|``, which ``|m_h|·|h|`` measures, and ``|t|``
+    does not. (Every activation of a deep network would cost a pass over each per pair, as
+    much as the backward pass itself; the frontier is one small layer.)"""
+    out = program.outputs[0]
+    linear_reach, frontier = {out} if isinstance(out, int) else set(), []
+    for op in reversed(program.ops):
+        if not op.is_live or not any(o in linear_reach for o in op.outs):
+            continue
+        live = [a for a, l in zip(op.ins, op.live) if l]
+        if op.eqn is not None and len(live) == 1 and _passes_linearly(op):
+            linear_reach.update(a for a in live if isinstance(a, int))
+        else:
+            frontier += [o for o in op.outs if o in linear_reach]
+    scored = set(scored)
+    return tuple(dict.fromkeys(a for a in frontier if isinstance(a, int) and a not in scored
+                               and program.is_float(a)))
+
+
+def _passes_linearly(op) -> bool:
+    """An operation linear in its one live operand (a dense layer, a bias, a reshape …)."""
+    return op.primitive in ("dot_general", "conv_general_dilated") or registry.is_linear(
+        op.primitive, op.live) or op.primitive in _STRUCTURAL
+
+
+_STRUCTURAL = frozenset(("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
+                         "slice", "dynamic_slice", "gather", "pad", "concatenate", "rev",
+                         "reduce_sum", "reduce_window_sum", "copy", "copy_p", "stack", "split"))
+
+
 def _rounding_scale(fwd, mult: dict, atom):
-    """``Σ |m|·(|v| + |v0|)`` of a scored variable: how far rounding of its values can move
-    ``t`` (``|m|`` the larger of ``|m⁺|``, ``|m⁻|``)."""
+    """``Σ |m|·(|v| + |v0|)`` of a variable: how far rounding of its values can move ``t``
+    (``|m|`` the larger of ``|m⁺|``, ``|m⁻|``; infinite values — a −inf mask — count 0: they
+    carry no rounding)."""
     m = mult.get(atom) if isinstance(atom, int) else None
     if m is None:
         return 0.0
     size = jnp.abs(m.pos) if m.shared else jnp.maximum(jnp.abs(m.pos), jnp.abs(m.neg))
-    return jnp.sum(size * (jnp.abs(widen(fwd.x[atom])) + jnp.abs(widen(fwd.r[atom]))))
+    return _dot_sum(size, _finite_magnitude(fwd.x[atom])) + _dot_sum(
+        size, _finite_magnitude(fwd.r[atom]))
+
+
+def _finite_magnitude(v):
+    """``|v|``, 0 where ``v`` is infinite or NaN (one side's values: computed once per input or
+    reference, not per pair)."""
+    v = jnp.abs(widen(v))
+    return jnp.where(jnp.isfinite(v), v, 0)
+
+
+def _dot_sum(a, b=None):
+    """``Σ a`` (``Σ a·b``) over every element, as a contraction: under ``vmap`` over pairs
+    XLA:CPU runs it as a dot, several times faster than the reduce of a product."""
+    if b is not None:
+        a, b = jnp.broadcast_arrays(a, b)
+    a = jnp.ravel(a)
+    b = jnp.ones_like(a) if b is None else jnp.ravel(b).astype(a.dtype)
+    return jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
 def _squeeze_batch_axis(r, axis: int):
@@ -149,7 +204,7 @@ def check_layer(program, layer_name: str) -> None:
                          "one with jaxlift.layer(value, name)")
 
 
-def compute(params, x, refs, ref_values=None, *, fn, target, config, what, layer_name,
+def compute(params, x, refs, ref_values=None, *, fn, target, composite, what, layer_name,
             per_input_refs, average, check_inputs=False, certify=False, poison=False,
             precision="default", bypass="refuse"):
     """Scores of N inputs × K references, ``Δt``, the finite flags of
@@ -166,7 +221,7 @@ def compute(params, x, refs, ref_values=None, *, fn, target, config, what, layer
     if layer_name is not None:
         check_layer(program, layer_name)
     all_targets = isinstance(target, str) and target == "all"
-    pair = pair_fn(program, config, what, layer_name, all_targets, certify, precision, bypass)
+    pair = pair_fn(program, composite, what, layer_name, all_targets, certify, precision, bypass)
     fixed = jax.tree_util.tree_leaves(params)
     x_leaves = jax.tree_util.tree_leaves(x)
     r_leaves = jax.tree_util.tree_leaves(refs)
@@ -223,33 +278,35 @@ def reference_values(fn, target, params, refs):
 
 
 @functools.lru_cache(maxsize=256)
-def compiled_program(fn, target, config, what, layer_name, per_input_refs, average,
+def compiled_program(fn, target, composite, what, layer_name, per_input_refs, average,
                      precision="default", check_inputs=False, certify=False, poison=False,
                      bypass="refuse"):
     """One jitted :func:`compute` per key. ``precision`` is part of the key (the program is
     traced and run under the pipeline's precision context, which JAX's own cache also keys
     on), so the default and ``"highest"`` programs never share a compilation."""
     return jax.jit(functools.partial(
-        compute, fn=fn, target=target, config=config, what=what, layer_name=layer_name,
+        compute, fn=fn, target=target, composite=composite, what=what, layer_name=layer_name,
         per_input_refs=per_input_refs, average=average, check_inputs=check_inputs,
         certify=certify, poison=poison, precision=precision, bypass=bypass))
 
 
-def config_of(method, opts: dict, max_mode: str, gating: str) -> Config:
-    """The interpreter's :class:`~jaxlift.interpreter.Config` for ``method`` (its composite,
-    or ``composite(opts)`` when the method builds it from its options)."""
-    composite = method.composite(opts) if callable(method.composite) else method.composite
-    return Config(mode=composite, max_mode=max_mode, gating=gating)
+def composite_of(method, opts: dict, max_mode: str = "preserving",
+                 gating: str = "shapley") -> Composite:
+    """Which rule where for ``method`` with its options: its composite (or
+    ``composite(opts)`` when the method builds it from its options), with the ``max_mode`` and
+    ``gating`` entries on top (:func:`jaxlift.rules.composites.resolve`)."""
+    base = method.composite(opts) if callable(method.composite) else method.composite
+    return resolve(base, max_mode, gating)
 
 
-def certified(method, config: Config, check_completeness: str) -> bool:
+def certified(method, composite: Composite, check_completeness: str) -> bool:
     """Whether a call's scores are checked by the certificate: a method that promises
     completeness (``completeness="exact"``) whose composite chooses only exact rules (not
     ``max_mode="gradient"``, ``gating="gate_as_weight"``, nor a user's composite built on
     them), unless the user turned the check off. Others report their gap (``return_delta=True``,
     :func:`jaxlift.completeness_gap`) and are never refused for it."""
     return (check_completeness != "off" and method.completeness == "exact"
-            and config.composite.exact)
+            and composite.exact)
 
 
 def runner(method, opts, *, fn, target, what, layer_name, per_input, average, precision,
@@ -258,9 +315,9 @@ def runner(method, opts, *, fn, target, what, layer_name, per_input, average, pr
     """``run(params, x, refs, start) -> (scores, Δt, checks)`` for one chunk of inputs
     (``start``, the chunk's first input, is not needed here). When the inputs run in several
     chunks against shared references, the references' forward pass runs once, here."""
-    config = config_of(method, opts, max_mode, gating)
-    certify = certified(method, config, check_completeness)
-    program = memoized(compiled_program, fn, target, config, what, layer_name, per_input,
+    composite = composite_of(method, opts, max_mode, gating)
+    certify = certified(method, composite, check_completeness)
+    program = memoized(compiled_program, fn, target, composite, what, layer_name, per_input,
                        average, precision, check_inputs, certify, certify and traced,
                        layer_bypass)
     ref_values = (reference_values(fn, target, params, refs)
@@ -271,11 +328,11 @@ def runner(method, opts, *, fn, target, what, layer_name, per_input, average, pr
     return run
 
 
-def lowered_text(fn, params, x, refs, *, target=None, config: Config = Config(),
+def lowered_text(fn, params, x, refs, *, target=None, composite: Composite = COMPOSITES["rescale"],
                  what="contributions", precision="default", check_inputs=True) -> str:
     """The StableHLO text of the one-chunk program for these arguments (shared references
     ``(K, *S)``); the caller traces it under the precision context it inspects."""
-    run = compiled_program(fn, target, config, what, None, False, True, precision, check_inputs)
+    run = compiled_program(fn, target, composite, what, None, False, True, precision, check_inputs)
     return run.lower(params, x, refs).as_text()
 
 
@@ -291,7 +348,7 @@ def multipliers_at_input(f: Callable, params, x, composite) -> Any:
     program, _ = build_program(f, params, example_structs(x, False))
     out = program.outputs[0]
     all_targets = isinstance(out, int) and len(program.avals[out].shape) == 1
-    pair = pair_fn(program, Config(mode=composite, max_mode="gradient"), "multipliers", None,
+    pair = pair_fn(program, resolve(composite, "gradient"), "multipliers", None,
                    all_targets)
     x_leaves, tree = jax.tree_util.tree_flatten(x)
     res, _, _ = pair(jax.tree_util.tree_leaves(params), x_leaves, x_leaves)
@@ -301,7 +358,7 @@ def multipliers_at_input(f: Callable, params, x, composite) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Non-finite scores: find where they came from
 
-def refuse_non_finite(i: int, *, fn, params, x, refs, target, config: Config, layer_name,
+def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composite, layer_name,
                       per_input) -> None:
     """Raise :class:`NonFiniteScoresError` for input ``i`` (whose score or ``Δt`` is NaN/Inf),
     naming the primitive whose multipliers first stopped being finite (found by re-running that
@@ -314,7 +371,7 @@ def refuse_non_finite(i: int, *, fn, params, x, refs, target, config: Config, la
     out = program.outputs[0]
     for j in range(k):
         r_leaves = [l[i, j] if per_input else l[j] for l in r_all]
-        fwd = interpreter.forward(program, config, fixed, x_leaves, r_leaves)
+        fwd = interpreter.forward(program, composite, fixed, x_leaves, r_leaves)
         for side, values in (("input", fwd.x), ("reference", fwd.r)):
             if program.is_live(out) and not bool(jnp.all(jnp.isfinite(values[out]))):
                 raise NonFiniteScoresError(
@@ -352,7 +409,8 @@ def refuse(i: int, *, method, opts, fn, params, x, refs, target, layer_name, per
            max_mode, gating, **_) -> None:
     """The pipeline's hook: :func:`refuse_non_finite` with this method's config."""
     refuse_non_finite(i, fn=fn, params=params, x=x, refs=refs, target=target,
-                      config=config_of(method, opts, max_mode, gating), layer_name=layer_name,
+                      composite=composite_of(method, opts, max_mode, gating),
+                      layer_name=layer_name,
                       per_input=per_input)
 
 
@@ -365,15 +423,15 @@ def explain_gap(summary: dict, *, method, opts, fn, params, x, refs, target, lay
     the worst pair (:func:`diagnose_pair`)."""
     i, j = summary["where_tuple"][:2]
     t = summary["where_tuple"][2] if len(summary["where_tuple"]) > 2 else None
-    config = config_of(method, opts, max_mode, gating)
+    composite = composite_of(method, opts, max_mode, gating)
     try:
-        return diagnose_pair(fn, params, x, refs, i, j, t, target=target, config=config,
+        return diagnose_pair(fn, params, x, refs, i, j, t, target=target, composite=composite,
                              layer_name=layer_name, per_input=per_input, precision=precision)
     except Exception as exc:  # the diagnosis must never hide the refusal itself
         return f"(jaxlift could not diagnose the cause: {type(exc).__name__}: {exc})"
 
 
-def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target, config,
+def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target, composite,
                   layer_name, per_input, precision="default") -> str:
     """Re-run pair (input ``i``, reference ``j``[, target ``t``]) and say where ``Δt`` was lost:
     a path around the marked layer (with its junction and origin lines), or the operation whose
@@ -389,7 +447,7 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
     seen: list = []
 
     def run(fixed, x_leaves, r_leaves):
-        fwd = interpreter.forward(program, config, fixed, x_leaves, r_leaves)
+        fwd = interpreter.forward(program, composite, fixed, x_leaves, r_leaves)
         y, y0 = fwd.x[out], fwd.r[out]
         dt_all = difference(y, y0)
         seed = (jnp.ones((), dt_all.dtype) if t is None
@@ -429,7 +487,7 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
 
 def _contribution_of(fwd, atom, m):
     """``m⁺·Δ⁺ + m⁻·Δ⁻`` of one variable (its split, or ``m·Δ``)."""
-    if fwd.config.carries_split and atom in fwd.split:
+    if fwd.composite.carries_split and atom in fwd.split:
         pos, neg = fwd.split[atom]
         return m.pos * pos + m.neg * neg
     return m.pos * fwd.delta(atom)
@@ -508,6 +566,6 @@ def _where_text(where) -> str:
     return where.described() if hasattr(where, "described") else str(where)
 
 
-__all__ = ["LayerScores", "compute", "compiled_program", "config_of", "diagnose_pair",
+__all__ = ["LayerScores", "compute", "compiled_program", "composite_of", "diagnose_pair",
            "explain_gap", "lowered_text", "multipliers_at_input", "pair_fn",
            "reference_values", "refuse", "refuse_non_finite", "runner", "same_example"]

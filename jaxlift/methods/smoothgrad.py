@@ -24,18 +24,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxlift.methods import (base, grad_times_input, gradient, guided_backprop,
-                             integrated_gradients, kernel_shap, lime, lrp_epsilon, occlusion,
-                             shapley_sampling)
+from jaxlift.methods import base
+from jaxlift.methods.catalog import BASE_METHODS
 
 NAME = "smoothgrad"
 VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
-# the methods of the table it can smooth by name (any other kernel Method can be passed as a
-# value); imported directly, not through the table, which imports this module
-BASES = {m.name: m for m in (gradient.METHOD, grad_times_input.METHOD, guided_backprop.METHOD,
-                             lrp_epsilon.METHOD, integrated_gradients.METHOD, occlusion.METHOD,
-                             shapley_sampling.METHOD, lime.METHOD, kernel_shap.METHOD)}
+# the methods of the table it can smooth by name: those with a kernel (any other kernel Method
+# can be passed as a value)
+BASES = {m.name: m for m in BASE_METHODS if m.kernel is not None}
 
 
 def lookup(name_or_method: Any) -> base.Method:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
-from jaxlift.jaxpr_walk import live_equations
+from jaxlift.jaxpr_walk import bind_eqn, call_body, live_equations
 from jaxlift.pairs import Pair
 from jaxlift.rules.registry import Rule
 
@@ -52,7 +52,6 @@ guided_max.defvjp(_guided_max_fwd, _guided_max_bwd)
 
 def _guided_eqn(eqn, vals: Sequence[Any], lives: Sequence[bool]) -> list:
     """Evaluate one equation, replacing relu-like ``max`` steps and recursing into calls."""
-    from jaxlift.program import bind_eqn, call_body  # late: the program imports the rules
     if not any(lives):
         return bind_eqn(eqn, vals)
     body = call_body(eqn)
@@ -74,7 +73,6 @@ _PASSIVE = ("convert_element_type", "copy", "copy_p")
 def relu_like(jaxpr, lives: Sequence[bool]) -> bool:
     """Whether a call body computes ``max(u, c)`` of its live input and nothing else (looking
     through nested calls and dtype casts): ``jax.nn.relu`` is, ``softplus`` is not."""
-    from jaxlift.program import call_body
     found = False
     for eqn, ls in live_equations(jaxpr, lives):
         body = call_body(eqn)
@@ -114,7 +112,6 @@ def _eval_chain(ctx, value):
     op = ctx.op
     (source,) = op.ins
     env = {source: value}
-    fixed = ctx._fwd  # the forward pass: fixed operands are the same on x and r
     out = None
     for sub in op.body:
         vals, ls = [], []
@@ -123,7 +120,7 @@ def _eval_chain(ctx, value):
                 vals.append(env[a])
                 ls.append(True)
             else:
-                vals.append(fixed.value(a, "x"))
+                vals.append(ctx.fixed_value(a))
                 ls.append(False)
         (out,) = _guided_eqn(sub.eqn, vals, ls)
         env[sub.outs[0]] = out

@@ -1,4 +1,4 @@
-"""The linear family (DESIGN §3).
+"""The linear family (docs/design.md §8).
 
 Rescale mode: a linear op's multipliers are its transpose applied to the output multipliers
 (``m_x = Lᵀ m_y``, computed as the op's VJP, which does not depend on the point).

@@ -1,4 +1,4 @@
-"""Exact rules where the input reaches the target through booleans and integers (DESIGN §9).
+"""Exact rules where the input reaches the target through booleans and integers (docs/design.md §12).
 
 A boolean is read as the number 0/1 and its difference ``Δp = p − p0`` is −1, 0 or 1; an integer
 made from the input (a cast, a count) is read as its number. Every rule below is exact:

@@ -1,4 +1,4 @@
-"""The ``scan`` rule: DeepLIFT through loops, compiled as loops (DESIGN §10).
+"""The ``scan`` rule: DeepLIFT through loops, compiled as loops (docs/design.md §14).
 
 A ``lax.scan`` (``nn.RNN``, an LSTM/GRU written by hand, layers stacked with ``nn.scan`` or
 Equinox's ``scan=True``, ``fori_loop`` with a fixed trip count) is kept as one operation whose
@@ -51,7 +51,7 @@ class _Body:
         self.ctx = ctx
         self.sub = ctx.op.sub
         self.n_consts, self.n_carry, self.length, self.reverse = _layout(ctx)
-        self.rc = ctx.config.carries_split
+        self.rc = ctx.composite.carries_split
         self.live = set(self.sub.live_inputs)  # body input positions (= ids) that are live
 
     def forward(self, vals_x, vals_r, splits):
@@ -86,7 +86,7 @@ class _Body:
 
 
 def _outer_split(ctx, i, value):
-    if ctx.config.carries_split and ctx.live[i] and ctx.op.ins[i] in ctx._fwd.split:
+    if ctx.has_split(i):
         return ctx.split_in(i)
     return _zero_split(value)
 
@@ -110,7 +110,7 @@ def _forward(ctx):
 def _forward_sides(ctx, body: _Body):
     """Each side through the loop in a ``lax.scan`` of its own, stacking every step's values.
     A side depends only on its own input, so under ``vmap`` over inputs × references the
-    input's loop runs once per input and the reference's once per reference (DESIGN §8), not
+    input's loop runs once per input and the reference's once per reference (docs/design.md §20.1), not
     once per pair; only the backward pass runs per pair."""
     sub = body.sub
     nc, nk = body.n_consts, body.n_carry

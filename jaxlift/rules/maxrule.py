@@ -1,5 +1,5 @@
 """Max rules: max-pooling (``reduce_window_max``), ``reduce_max``/``reduce_min`` and
-``max``/``min`` of two live operands (DESIGN §3).
+``max``/``min`` of two live operands (docs/design.md §10).
 
 Two rules (``max_mode=``; the second is chosen by a composite, :mod:`jaxlift.rules.composites`):
 

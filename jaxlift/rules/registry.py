@@ -9,7 +9,7 @@ Besides rules, the registry records two properties of primitives that the progra
 
 * ``elementwise``: the primitive maps equal-shaped operands to an equal-shaped result, element by
   element (``y_i = f(a_i, b_i, ...)``). Chains of such equations fed by one live tensor are fused
-  into a single nonlinearity (DESIGN §7).
+  into a single nonlinearity (docs/design.md §5.4).
 * ``linear``: a predicate on the live mask telling whether the equation is linear in its live
   operands (a bias ``add``, a ``mul`` by a fixed operand, ``neg`` ...). A fused chain made only of
   linear equations is left to the linear rules.
@@ -34,7 +34,7 @@ class Rule:
     and output multipliers are collapsed with it before ``backward`` (see ``interpreter``).
     ``numeric_operands``: the rule reads live boolean and integer operands as numbers (a boolean
     as 0/1) and gives them multipliers; any other rule is refused where such an operand is live,
-    since it would silently drop its share of the difference (DESIGN §9).
+    since it would silently drop its share of the difference (docs/design.md §12).
     ``forward(ctx) -> (outs_x, outs_r, stash)``: evaluate the operation on both sides at once
     and keep ``stash`` for ``split``/``backward`` (``ctx.stash``); ``None`` evaluates it with
     ``bind``, once per side. A loop uses it to run its body once and keep every step.
@@ -96,53 +96,3 @@ def mark_linear(primitive: str, when: Predicate = always) -> None:
 def is_linear(primitive: str, live: LiveMask) -> bool:
     pred = _LINEAR.get(primitive)
     return pred is not None and pred(live)
-
-
-Match = Callable[[Any, Any], bool]
-"""``match(op, program) -> bool``: whether a composite's entry claims this operation."""
-
-
-def is_nonlinearity(op, program) -> bool:
-    """A fused elementwise nonlinearity of one live input (DESIGN §7)."""
-    return op.eqn is None
-
-
-def primitive_in(*names: str) -> Match:
-    """Matches operations of these primitives."""
-    wanted = frozenset(names)
-    return lambda op, program: op.eqn is not None and op.primitive in wanted
-
-
-def both(first: Match, second: Match) -> Match:
-    return lambda op, program: first(op, program) and second(op, program)
-
-
-@dataclasses.dataclass(frozen=True)
-class Composite:
-    """Which rule where, as data (zennit's composites): ``entries`` are ``(match, rule)`` pairs
-    tried in order on every live operation; the first whose ``match(op, program)`` holds gives
-    the rule; where none does, the registry's rule for the primitive and its live operands.
-    ``carries_split``: the forward pass carries the RevealCancel split ``Δv = Δv⁺ + Δv⁻``.
-
-    A method's composite is built once (module level, or memoized) and reused: it is part of
-    the compilation cache key, compared by identity of its matches and rules."""
-
-    name: str
-    entries: tuple[tuple[Match, Rule], ...] = ()
-    carries_split: bool = False
-
-    def with_entries(self, name: str, *entries: tuple[Match, Rule]) -> "Composite":
-        """This composite with ``entries`` tried first."""
-        return dataclasses.replace(self, name=name, entries=tuple(entries) + self.entries)
-
-    @property
-    def exact(self) -> bool:
-        """Whether every rule this composite chooses promises summation-to-delta (the
-        registry's rules all do)."""
-        return all(rule.exact for _, rule in self.entries)
-
-    def rule_for(self, op, program) -> Rule | None:
-        for match, rule in self.entries:
-            if match(op, program):
-                return rule
-        return None

@@ -1,4 +1,4 @@
-"""The Rescale rule for a nonlinearity of one live input (DESIGN §3, §9).
+"""The Rescale rule for a nonlinearity of one live input (docs/design.md §9.1, §17).
 
 A *nonlinearity* is any chain of elementwise operations fed by one live tensor ``x`` (relu,
 sigmoid, tanh, softplus, gelu, ``jnp.where(x > 0, x, a*x)`` …), fused by the program builder.
@@ -6,12 +6,12 @@ Its multiplier is the difference quotient ``m = Δy/Δx``, which gives ``m·Δx 
 rounding whatever ``Δx`` is.
 
 Where ``Δx`` is so small that the quotient is mostly rounding noise, its limit, the slope
-``s = ½[f'(x) + f'(x0)]`` (second-order accurate like the midpoint derivative of DESIGN §3, and
+``s = ½[f'(x) + f'(x0)]`` (second-order accurate like the midpoint derivative of docs/design.md §9.1, and
 evaluated on the N inputs and K references rather than on all N·K pairs), is the better
 multiplier — but only where it loses nothing: it is used where ``|s·Δx − Δy|`` is within the
 rounding of ``Δy`` itself (``4·eps·(|y| + |y0|)``, eps of the op's dtype) and where ``Δx = 0``.
 Anywhere else — a kink inside a small interval (``relu(x − 10⁴)`` with ``x − r = 3``), a
-steep step — the quotient is kept, so the guard never drops part of ``Δy`` (DESIGN §9).
+steep step — the quotient is kept, so the guard never drops part of ``Δy`` (docs/design.md §9.1).
 Ratios are taken in at least float32 and never divide by zero. Where the op's values are not
 finite (a branch that ``jnp.where`` discards), the multiplier is 0.
 

@@ -1,7 +1,7 @@
 """The RevealCancel rule for a nonlinearity of one live input, and the match of the
 ``genomics_default`` mix (:mod:`jaxlift.rules.composites`).
 
-With ``Δx = Δx⁺ + Δx⁻`` the split arriving from below (DESIGN §3, paper eq. for RevealCancel):
+With ``Δx = Δx⁺ + Δx⁻`` the split arriving from below (docs/design.md §9.2, paper eq. for RevealCancel):
 
 * ``Δy⁺ = ½[f(x0+Δx⁺) − f(x0)] + ½[f(x0+Δx⁻+Δx⁺) − f(x0+Δx⁻)]``
 * ``Δy⁻ = ½[f(x0+Δx⁻) − f(x0)] + ½[f(x0+Δx⁺+Δx⁻) − f(x0+Δx⁺)]``

@@ -1,0 +1,78 @@
+"""What the completeness certificate costs: ``check_completeness="raise"`` ÷ ``"off"`` on the
+MNIST CNN (the seeds' architecture, trained weights from experiments/results/mnist_cnn.h5),
+N = 1024 inputs × K = 8 references, target 3, rescale and reveal_cancel; medians of rounds
+interleaved in one run (the ratio holds on a loaded machine better than the seconds).
+
+    python benchmarks/bench_certificate.py [--n 1024] [--k 8] [--rounds 15]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import jaxlift
+from jaxlift.models import mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+
+
+def interleaved(calls: dict, rounds: int) -> dict:
+    """``{name: [seconds…]}``: every call once per round, rounds interleaved (after two
+    warm-up calls each: compilation, caches)."""
+    for f in calls.values():
+        jax.block_until_ready(f())
+        jax.block_until_ready(f())
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, f in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f())
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--out", default=str(RESULTS / "bench_certificate.md"))
+    args = parser.parse_args(argv)
+    model, variables = mnist.load(RESULTS / "mnist_cnn.h5")
+    fn = functools.partial(model.apply, logits=True)
+    with np.load(ROOT / "jaxlift" / "data" / "mnist_digits.npz") as d:
+        digits = d["x"].astype(np.float32) / 255
+    x = jax.numpy.asarray(np.resize(digits, (args.n, 28, 28))[..., None])
+    refs = jax.random.uniform(jax.random.PRNGKey(2), (args.k, 28, 28, 1)) * 0.2
+    calls = {}
+    for mode in ("rescale", "reveal_cancel"):
+        for check in ("off", "raise"):
+            calls[(mode, check)] = functools.partial(
+                jaxlift.attribute, fn, variables, x, refs, target=3, mode=mode,
+                check_completeness=check)
+    times = interleaved(calls, args.rounds)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = ["# The completeness certificate's cost", "",
+             f"Machine: {platform.machine()} CPU, {jax.device_count()} device(s), jax "
+             f"{jax.__version__} on {jax.default_backend()}; MNIST CNN, N = {args.n} × K = "
+             f"{args.k} = {args.n * args.k} pairs, target 3; medians of {args.rounds} "
+             "interleaved rounds. Command: `python benchmarks/bench_certificate.py`.", "",
+             "| mode | check_completeness=\"off\" (s) | \"raise\" (s) | cost |", "|---|---|---|---|"]
+    for mode in ("rescale", "reveal_cancel"):
+        off, on = med[(mode, "off")], med[(mode, "raise")]
+        lines.append(f"| {mode} | {off:.3f} | {on:.3f} | {100 * (on / off - 1):+.1f} % |")
+    lines.append("")
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

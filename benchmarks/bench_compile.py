@@ -1,0 +1,170 @@
+"""The first call: what ``jaxlift.attribute``'s first call costs beside the first call of
+``jax.jit(jax.vmap(jax.grad))`` of the same target over the same pairs, and where it goes.
+
+Each (model, method) runs in a fresh process (median of ``--repeats`` processes): the model is
+built and its inputs made before the clock starts; then one call. The breakdown comes from
+JAX's own monitoring events (tracing to a jaxpr, lowering to MLIR, XLA's compile: summed over
+every compilation of the call, eager dispatches included) and from timers around jaxlift's
+pieces: the batch-independence check, the chunk plan, and the building of programs (tracing
+``fn`` and the interpreter's walk). The models are in benchmarks/compile_models.py.
+
+    python -m benchmarks.bench_compile [--models mnist,lstm] [--repeats 3] [--persistent-cache]
+
+With ``--persistent-cache`` it also runs each DeepLIFT call twice, in two processes sharing a
+JAX persistent compilation cache, and reports the second's first call ÷ the first's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+METHODS = ("grad", "rescale", "reveal_cancel")
+
+
+def child(model_name: str, method: str) -> dict:
+    """One first call in this (fresh) process; returns the timings."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxlift
+    from jaxlift import pipeline, program, validation
+    from benchmarks.compile_models import MODELS
+
+    events: dict = {}
+
+    def listen(name, seconds, **_):
+        key = name.rsplit("/", 1)[-1]
+        events[key] = events.get(key, 0.0) + seconds
+        events[key + "_count"] = events.get(key + "_count", 0) + 1
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    timers: dict = {}
+
+    def timed(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                timers[name] = timers.get(name, 0.0) + time.perf_counter() - t0
+                timers[name + "_count"] = timers.get(name + "_count", 0) + 1
+        setattr(module, name, wrapper)
+
+    fn, params, x, refs, target, layer = MODELS[model_name]()
+    jax.block_until_ready((params, x, refs))
+    if method == "grad":
+        first_leaf = jax.tree_util.tree_leaves(x)[0]
+        n, k = first_leaf.shape[0], jax.tree_util.tree_leaves(refs)[0].shape[0]
+        pairs = jax.tree_util.tree_map(lambda l: jnp.repeat(l, k, axis=0), x)
+        if jnp.issubdtype(first_leaf.dtype, jnp.floating):
+            def t(xe):
+                return fn(params, jax.tree_util.tree_map(lambda l: l[None], xe))[0, target]
+            call = jax.jit(jax.vmap(jax.grad(t)))
+            arg = pairs
+        else:  # token models: the gradient with respect to the embedding table
+            def t(p, xe):
+                return fn(p, jax.tree_util.tree_map(lambda l: l[None], xe))[0, target]
+            call = jax.jit(jax.vmap(jax.grad(t), in_axes=(None, 0)))
+            arg = pairs
+            call = (lambda c: lambda a: c(params, a))(call)
+        events.clear()
+        t0 = time.perf_counter()
+        jax.block_until_ready(call(arg))
+        total = time.perf_counter() - t0
+    else:
+        timed(pipeline, "check_examples_independent")
+        timed(pipeline, "inputs_per_chunk")
+        timed(program, "build_program")
+        events.clear()
+        t0 = time.perf_counter()
+        jax.block_until_ready(jaxlift.attribute(fn, params, x, refs, target=target, mode=method,
+                                                layer=layer))
+        total = time.perf_counter() - t0
+    del validation
+    return {"total": total, **events, **timers}
+
+
+def run_child(model: str, method: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_compile", "--child", model,
+                          method], capture_output=True, text=True, env=env, check=True,
+                         cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r.get(key, 0.0) for r in runs)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--models", default="mnist,cats_dogs,decoder,lstm,bert")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--persistent-cache", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS / "bench_compile.md"))
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return
+    t_start = time.perf_counter()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    lines = ["# The first call", "",
+             f"`python -m benchmarks.bench_compile`: each figure the median of {args.repeats} "
+             "fresh processes (model built before the clock starts); ratios are first call ÷ "
+             "the first call of `jax.jit(jax.vmap(jax.grad))` of the same target over the same "
+             "N × K pairs (token models: the gradient with respect to the embedding table). "
+             "Breakdown: JAX's monitoring events summed over the call (tracing to jaxprs, "
+             "lowering to MLIR, XLA compiles with their count), and jaxlift's own pieces.", "",
+             "| model | method | first call (s) | ÷ grad | trace (s) | lower (s) | XLA compile "
+             "(s, count) | independence check (s) | chunk plan (s) | build_program (s, count) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for model in args.models.split(","):
+        runs = {m: [run_child(model, m, env) for _ in range(args.repeats)] for m in METHODS}
+        grad = median_of(runs["grad"], "total")
+        for m in METHODS:
+            r = runs[m]
+            total = median_of(r, "total")
+            lines.append(
+                f"| {model} | {m} | {total:.2f} | {total / grad:.2f} | "
+                f"{median_of(r, 'jaxpr_trace_duration'):.2f} | "
+                f"{median_of(r, 'jaxpr_to_mlir_module_duration'):.2f} | "
+                f"{median_of(r, 'backend_compile_duration'):.2f} "
+                f"({median_of(r, 'backend_compile_duration_count'):.0f}) | "
+                f"{median_of(r, 'check_examples_independent'):.2f} | "
+                f"{median_of(r, 'inputs_per_chunk'):.2f} | "
+                f"{median_of(r, 'build_program'):.2f} "
+                f"({median_of(r, 'build_program_count'):.0f}) |")
+        print("\n".join(lines[-3:]), flush=True)
+    if args.persistent_cache:
+        lines += ["", "### A second process with JAX's persistent compilation cache", "",
+                  "| model | method | first process (s) | second process (s) | ratio |",
+                  "|---|---|---|---|---|"]
+        for model in args.models.split(","):
+            for m in ("rescale", "reveal_cancel"):
+                with tempfile.TemporaryDirectory() as cache:
+                    cenv = {**env, "JAX_COMPILATION_CACHE_DIR": cache,
+                            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+                    first = run_child(model, m, cenv)["total"]
+                    second = run_child(model, m, cenv)["total"]
+                lines.append(f"| {model} | {m} | {first:.2f} | {second:.2f} | "
+                             f"{second / first:.2f} |")
+                print(lines[-1], flush=True)
+    lines += ["", f"Total: {time.perf_counter() - t_start:.0f} s.", ""]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
