@@ -30,7 +30,8 @@ A module called several times (a shared embedding) is marked at every call: the 
 cut. No match is a ``ValueError`` listing the candidates (and the closest names).
 
 The copy of ``fn`` is made once per ``(fn, layer)`` and kept (like the pipeline's compiled
-programs, which are cached per ``fn`` object), so repeated calls reuse one compiled program.
+programs, which are cached per ``fn`` object), so repeated calls reuse one compiled program
+(docs/design.md §16, "Layers by name").
 This module imports its model libraries only when a name is resolved, and nothing of jaxlift's
 interpreter.
 """
