@@ -5,10 +5,14 @@ of that name that ``fn`` calls and returns a copy of ``fn`` in which their outpu
 ``jaxlift.layer(out, layer)``; the model's code is not edited:
 
 * **Flax linen** (``model.apply``, :func:`jaxlift.from_linen`, Hugging Face's Flax models, the
-  modules of :func:`jaxlift.load_keras`): the output of ``__call__`` of each matching module is
-  marked through ``flax.linen.intercept_methods`` while ``fn`` runs. A module's path is its
-  ``module.path`` joined by ``/`` (``bert/embeddings/word_embeddings``); the candidates are the
-  modules whose ``__call__`` ``fn`` calls.
+  modules of :func:`jaxlift.load_keras`) and **Haiku**: the output of ``__call__`` of each
+  matching module is marked through ``flax.linen.intercept_methods`` (``hk.intercept_methods``
+  when Haiku has been imported) while ``fn`` runs. A module's path is linen's ``module.path``
+  joined by ``/`` (``bert/embeddings/word_embeddings``) or Haiku's ``module_name``
+  (``mlp/~/linear_0``); the candidates are the modules whose ``__call__`` ``fn`` calls (the
+  outermost linen module, whose output is ``fn``'s, is none). ``fn`` must call the model
+  itself: a ``jax.jit``-compiled copy called inside ``fn`` may reuse a trace made without the
+  interception.
 * **Flax NNX** (:func:`jaxlift.from_nnx`) and **Equinox** (:func:`jaxlift.from_equinox`): the
   adapters' ``fn.map_module(transform)`` computes ``fn`` with ``transform(module)`` in place of
   the module; the transform swaps each matching submodule for one whose call marks its output.
