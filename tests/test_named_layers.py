@@ -185,9 +185,7 @@ def test_a_marker_of_the_name_comes_first_and_fn_is_kept():
     x = jax.random.normal(jax.random.key(0), (3, 5))
     v = model.init(jax.random.key(1), x)
     assert named_layers.resolve(model.apply, "head", v, x) == model.apply
-    scores, delta = jaxlift.attribute(model.apply, v, x, jnp.zeros((1, 5)), target=0,
-                                      layer="head", return_delta=True)
-    assert np.allclose(scores.sum(1), delta, rtol=1e-5, atol=1e-6)
+    assert named_layers.resolve(model.apply, "out", v, x) != model.apply
 
 
 def test_one_wrapped_fn_per_fn_and_layer_and_no_retrace():
@@ -288,6 +286,7 @@ def test_haiku_by_module_name():
     assert np.allclose(scores.sum(1), delta, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # the linen interception again (a Keras file's model is linen modules)
 def test_a_keras_file_model_by_its_layer_names():
     from importlib import resources
     data = resources.files("jaxlift") / "data"
