@@ -26,14 +26,14 @@ _EXPORTS = {
     "class_difference": "jaxlift.targets", "pre_activation": "jaxlift.targets",
     "softmax_normalized": "jaxlift.targets",
     "from_nnx": "jaxlift.adapters", "from_equinox": "jaxlift.adapters",
-    "from_linen": "jaxlift.adapters",
+    "from_linen": "jaxlift.adapters", "module_paths": "jaxlift.named_layers",
     "surrogate": "jaxlift.surrogates",
     "attribute_dataset": "jaxlift.dataset", "open_scores": "jaxlift.io.scores_store",
 }
 
 # submodules reachable as attributes of the package
 _SUBMODULES = ("adapters", "api", "certificate", "dataset", "gaps", "surrogates", "chunking", "cli", "concepts", "datasets",
-               "errors", "hypothetical", "interpreter", "io", "methods", "models", "pipeline", "program",
+               "errors", "hypothetical", "interpreter", "io", "methods", "models", "named_layers", "pipeline", "program",
                "references", "rules", "targets", "validation", "viz")
 
 __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
@@ -42,7 +42,7 @@ __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
            "keras_info",
            "class_difference", "softmax_normalized", "pre_activation",
            "hypothetical_contributions", "genomics_scores", "completeness_gap", "flag_gaps",
-           "from_nnx", "from_equinox", "from_linen", "surrogate",
+           "from_nnx", "from_equinox", "from_linen", "module_paths", "surrogate",
            "attribute_dataset", "open_scores"]
 
 
@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
     from jaxlift.io.keras_h5 import load_keras_h5, save_keras_h5  # noqa: F401
     from jaxlift.dataset import attribute_dataset  # noqa: F401
     from jaxlift.io.scores_store import open_scores  # noqa: F401
+    from jaxlift.named_layers import module_paths  # noqa: F401
     from jaxlift.surrogates import surrogate  # noqa: F401
     from jaxlift.targets import (class_difference, pre_activation,  # noqa: F401
                                  softmax_normalized)

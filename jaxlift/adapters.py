@@ -14,6 +14,11 @@ pair as for any ``fn``.
 * :func:`from_linen` — a Flax linen module and its variables (``params`` plus collections such as
   BatchNorm's ``batch_stats``), with fixed keyword arguments of ``model.apply``.
 
+The ``fn`` of :func:`from_nnx` and :func:`from_equinox` has a method ``fn.map_module(t)``: the
+same function computing with ``t(module)`` in place of the module (``t`` may change the module
+it is given: ``fn`` builds a fresh one per call). ``attribute(..., layer="name")`` marks a
+submodule's output through it (:mod:`jaxlift.named_layers`).
+
 The adapters import their library only when called, and nothing of jaxlift's interpreter.
 """
 from __future__ import annotations
@@ -47,11 +52,18 @@ def from_nnx(model: Any, *, eval_mode: bool = True) -> tuple[Fn, Any]:
         model = nnx.clone(model)
         model.eval()
     graphdef, rng_state, params = nnx.split(model, nnx.RngState, ...)
+    return _nnx_fn(graphdef, rng_state, None), params
+
+
+def _nnx_fn(graphdef, rng_state, transform) -> Fn:
+    from flax import nnx
 
     def fn(state, xb):
-        return nnx.merge(graphdef, state, rng_state)(xb)
+        module = nnx.merge(graphdef, state, rng_state)
+        return (module if transform is None else transform(module))(xb)
 
-    return fn, params
+    fn.map_module = lambda t: _nnx_fn(graphdef, rng_state, _then(transform, t))
+    return fn
 
 
 def from_equinox(module: Any, *, inference: bool = True,
@@ -66,7 +78,6 @@ def from_equinox(module: Any, *, inference: bool = True,
     ``call=lambda m, x: m(x, state)[0]``.
     """
     import equinox as eqx
-    import jax
 
     if not isinstance(module, eqx.Module):
         raise TypeError(f"from_equinox takes an equinox.Module, got {type(module).__name__}")
@@ -74,12 +85,25 @@ def from_equinox(module: Any, *, inference: bool = True,
         module = eqx.nn.inference_mode(module, True)
     params, static = eqx.partition(module, eqx.is_inexact_array)
     one = call if call is not None else (lambda m, x: m(x))
+    return _equinox_fn(static, one, None), params
+
+
+def _equinox_fn(static, one, transform) -> Fn:
+    import equinox as eqx
+    import jax
 
     def fn(p, xb):
         m = eqx.combine(p, static)
+        m = m if transform is None else transform(m)
         return jax.vmap(lambda x: one(m, x))(xb)
 
-    return fn, params
+    fn.map_module = lambda t: _equinox_fn(static, one, _then(transform, t))
+    return fn
+
+
+def _then(first, second):
+    """``second ∘ first`` (``second`` alone when ``first`` is ``None``)."""
+    return second if first is None else (lambda m: second(first(m)))
 
 
 def from_linen(model: Any, variables: Any, **apply_kwargs: Any) -> tuple[Fn, Any]:

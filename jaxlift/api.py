@@ -66,7 +66,12 @@ _DOC_ARGS = """
         quarter of free memory on an accelerator); ``None`` runs everything at once. Results do
         not depend on it. Integrated gradients sizes ``"auto"`` chunks counting each step as a
         pair; the other baseline modes run ``"auto"`` at once.
-      layer: score the variable marked ``jaxlift.layer(v, layer)`` instead of the inputs.
+      layer: score the variable marked ``jaxlift.layer(v, layer)`` instead of the inputs, or,
+        when ``fn`` marks none of that name, the output of the module it names — a Flax linen
+        or Haiku module ``fn`` calls, a submodule of a model from ``from_nnx``/``from_equinox``
+        — by full path (``"bert/embeddings/word_embeddings"``), unique end
+        (``"word_embeddings"``) or wildcard pattern (every match, one cut):
+        :mod:`jaxlift.named_layers`.
       key: PRNG key passed to a callable ``refs``.
       progress: a progress bar over chunks: ``True`` always, ``False`` never, ``None`` (the
         default) on a terminal for runs longer than two seconds.

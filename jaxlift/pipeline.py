@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import certificate, chunking, dispatch, methods
+from jaxlift import certificate, chunking, dispatch, methods, named_layers
 from jaxlift.errors import JaxliftError
 from jaxlift.methods import interpreted, kernels
 from jaxlift.methods.call import Call, Inputs
@@ -71,11 +71,13 @@ def run(what, fn, params, x, refs, *, target, mode, max_mode, average_refs, batc
                      check_finite=check_finite, mode_options=mode_options, mesh=mesh,
                      gating=gating, precision=precision,
                      check_completeness=check_completeness, layer_bypass=layer_bypass)
+    # layer= a module's name: fn with that module marked (memoised, so later calls share it)
+    call = dataclasses.replace(call, fn=named_layers.resolve(fn, layer_name, params, x))
     refs_from_x = refs is None
     inputs, call = make_inputs(call, params, x, refs, target)
     res, delta, one_run = execute(call, inputs)
     if (slot is not None and not slot and one_run is not None and inputs.concrete
-            and independence_settled(fn, shapes_of(inputs))):
+            and independence_settled(call.fn, shapes_of(inputs))):
         slot.append(dispatch.one_dispatch(one_run, call.precision, call.return_delta,
                                           refs_from_x=refs_from_x,
                                           check_params=inputs.check_inputs))

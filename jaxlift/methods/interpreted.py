@@ -517,9 +517,11 @@ def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: f
     """Words for :func:`diagnose_pair`'s findings, per operation in the order the backward pass
     met them: ``losses`` (``Σ`` out − ``Σ`` in of ``m·Δ``), ``scales``, ``bad`` (NaN/Inf among
     the operands' values) and ``lost`` (NaN/Inf among the multipliers it produced)."""
-    if layer_name is not None and abs(around) > 0:
-        return (f"Cause: part of Δt reaches the target around layer {layer_name!r} "
-                f"({around:.3g} of Δt = {dt:.3g}): "
+    if layer_name is not None and around != 0:  # NaN too: a −inf/finfo.min mask around it
+        share = (f"{around:.3g} of Δt = {dt:.3g}" if np.isfinite(around) else
+                 f"with non-finite multipliers, as a −inf or finfo.min mask bias gives; "
+                 f"Δt = {dt:.3g}")
+        return (f"Cause: part of Δt reaches the target around layer {layer_name!r} ({share}): "
                 + describe_bypasses(program, layer_name, input_names))
     first_nan = next((k for k in range(len(lost)) if lost[k]), None)
     if first_nan is not None:
