@@ -3,7 +3,7 @@ MNIST CNN (the seeds' architecture, trained weights from experiments/results/mni
 N = 1024 inputs × K = 8 references, target 3, rescale and reveal_cancel; medians of rounds
 interleaved in one run (the ratio holds on a loaded machine better than the seconds).
 
-    python benchmarks/bench_certificate.py [--n 1024] [--k 8] [--rounds 15]
+    python -m benchmarks.bench_certificate [--n 1024] [--k 8] [--rounds 15]
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def main(argv=None) -> None:
              f"Machine: {platform.machine()} CPU, {jax.device_count()} device(s), jax "
              f"{jax.__version__} on {jax.default_backend()}; MNIST CNN, N = {args.n} × K = "
              f"{args.k} = {args.n * args.k} pairs, target 3; medians of {args.rounds} "
-             "interleaved rounds. Command: `python benchmarks/bench_certificate.py`.", "",
+             "interleaved rounds. Command: `python -m benchmarks.bench_certificate`.", "",
              "| mode | check_completeness=\"off\" (s) | \"raise\" (s) | cost |", "|---|---|---|---|"]
     for mode in ("rescale", "reveal_cancel"):
         off, on = med[(mode, "off")], med[(mode, "raise")]

@@ -8,7 +8,7 @@ README's examples, it runs the certificate inside the compiled program and recor
 ``gap/τ`` over all pairs. A ratio below 1 is a pass; the calibration asks for no refusal at all
 where the README's bound holds, with a margin.
 
-    python benchmarks/certificate_calibration.py [--cases 12] [--out experiments/results/certificate_calibration.md]
+    python -m benchmarks.certificate_calibration [--cases 12] [--out experiments/results/certificate_calibration.md]
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def main(argv=None) -> None:
     rows = fuzz(args.cases) + studies()
     lines = ["# Completeness certificate: calibration", "",
              "Worst `gap/τ` over every pair (a pass is < 1), from "
-             "`python benchmarks/certificate_calibration.py`.", "",
+             "`python -m benchmarks.certificate_calibration`.", "",
              "| programs | worst gap/τ | refused pairs | pairs |", "|---|---|---|---|"]
     lines += [f"| {name} | {ratio:.3g} | {failing} | {pairs} |" for name, ratio, failing, pairs
               in rows]

@@ -14,7 +14,7 @@ after a warm-up. The rows:
 * ``attribute(batch_size=None)`` ÷ jit: one chunk whatever the size (the jitted call is one
   chunk too: a Python loop over chunks cannot run inside a trace).
 
-    python experiments/bench_dispatch.py [--repeats 30] [--sizes 1x1,64x8,1024x8] [--out FILE]
+    python -m benchmarks.bench_dispatch [--repeats 30] [--sizes 1x1,64x8,1024x8] [--out FILE]
 
 Writes ``experiments/results/bench_dispatch.md``. ``--profile`` prints where the time goes in
 the full path of one direct call (``time.perf_counter`` around its pieces): what a call of a
@@ -26,7 +26,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -34,9 +33,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxlift
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import mnist_model  # noqa: E402
+from benchmarks.bench import mnist_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -160,7 +157,7 @@ def main(argv=None) -> None:
              f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}); MNIST CNN "
              f"(DESIGN §6), `rescale`, target 3; {args.repeats} interleaved rounds after "
              "warm-up, every ratio from this one run. Command: `python "
-             f"experiments/bench_dispatch.py --repeats {args.repeats} --sizes {args.sizes}`.",
+             f"-m benchmarks.bench_dispatch --repeats {args.repeats} --sizes {args.sizes}`.",
              "", "| N×K pairs | call | median (ms) | min (ms) | ratio of medians | "
              "ratio of minima |", "|---|---|---|---|---|---|"]
     for n, k in sizes:

@@ -6,7 +6,7 @@ function vmapped over the N·K (input, reference) pairs (one forward and one bac
 DeepLIFT needs a forward on inputs and references and one backward. Every figure is a ratio of
 medians measured in this one run, after warm-up; compile time is reported apart.
 
-    python experiments/bench_core.py [--n 1024] [--k 8] [--repeats 5]
+    python -m benchmarks.bench_core [--n 1024] [--k 8] [--repeats 5]
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ NHWC/HWIO; each ratio comes from this one run, the two calls interleaved (vjp, p
 so that a loaded machine slows both alike; medians (and minima) over ``--repeats`` rounds after
 a warm-up.
 
-    python experiments/bench_conv_transpose.py [--repeats 15] [--pairs 1024x8] [--out FILE]
+    python -m benchmarks.bench_conv_transpose [--repeats 15] [--pairs 1024x8] [--out FILE]
 
 Writes ``experiments/results/bench_conv_transpose.md``.
 """
@@ -28,7 +28,6 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -36,12 +35,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from benchmarks.bench_dispatch import interleaved, write_report
+from jaxlift.rules._conv import strided_input_transpose
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
-sys.path.insert(0, str(ROOT))  # this checkout's jaxlift, not an installed one
-sys.path.insert(0, str(ROOT / "experiments"))
-from bench_dispatch import interleaved, write_report  # noqa: E402
-from jaxlift.rules._conv import strided_input_transpose  # noqa: E402
 
 DN = ("NHWC", "HWIO", "NHWC")
 CASES = [  # name, input shape, kernel shape (HWIO), strides, padding
@@ -83,7 +81,7 @@ def end_to_end(repeats: int, pairs: str) -> list[str]:
     rule's phased transpose on (the default on a CPU) and off, interleaved in this one run."""
     import jaxlift
     from jaxlift.rules import linear
-    from bench import mnist_model
+    from benchmarks.bench import mnist_model
 
     n, k = (int(v) for v in pairs.split("x"))
     fn, variables, shape = mnist_model()
@@ -132,7 +130,7 @@ def main(argv=None) -> None:
              "", f"Machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
              f"on {jax.devices()[0].platform}; float32, NHWC/HWIO, both sides jitted with the "
              f"kernel an argument; {args.repeats} interleaved rounds after warm-up, every ratio "
-             "from this one run. Command: `python experiments/bench_conv_transpose.py "
+             "from this one run. Command: `python -m benchmarks.bench_conv_transpose "
              f"--repeats {args.repeats}`. Error: max |phases − vjp| ÷ max |vjp|.", "",
              "| case | input → kernel | vjp median (ms) | phases median (ms) | "
              "vjp ÷ phases (medians) | (minima) | error |",

@@ -16,8 +16,8 @@ For the MNIST CNN (DESIGN §6) and the real cats-vs-dogs CNN:
 Medians of ``--repeats`` runs after a warm-up call; compile time (first call) is reported apart.
 Writes ``experiments/results/BENCH.md``.
 
-    python experiments/bench.py              # the full table (~10-20 min on 2 CPU cores)
-    python experiments/bench.py --quick      # smaller N, fewer scaling points
+    python -m benchmarks.bench              # the full table (~10-20 min on 2 CPU cores)
+    python -m benchmarks.bench --quick      # smaller N, fewer scaling points
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import numpy as np
 
 import jaxlift
 from jaxlift import pipeline
-from bench_core import timed  # experiments/ is on sys.path when run as a script
+from benchmarks.bench_core import timed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -306,9 +306,9 @@ def scaling_rows(points, batch_size):
             f"batch_size = {batch_size!r} (each point a fresh process)", "",
             "| pairs | run (s) | ms per pair | peak resident memory (MB) |", "|---|---|---|---|"]
     for p in points:
-        out = subprocess.run([sys.executable, __file__, "--scaling-point", str(p),
+        out = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--scaling-point", str(p),
                               "--batch-size", str(batch_size)], capture_output=True, text=True,
-                             timeout=3600)
+                             timeout=3600, cwd=ROOT)
         if out.returncode != 0:
             rows.append(f"| {p} | failed: {out.stderr.strip().splitlines()[-1]} | | |")
             continue
@@ -410,7 +410,7 @@ def main(argv=None) -> None:
              f"Machine: {platform.machine()} {platform.processor() or 'CPU'}, {os.cpu_count()} "
              f"cores, jax {jax.__version__} on {jax.devices()[0].platform}; medians of "
              f"{args.repeats} runs after warm-up, every ratio measured in this one run. "
-             "Command: `python experiments/bench.py " + " ".join(sys.argv[1:] if argv is None
+             "Command: `python -m benchmarks.bench " + " ".join(sys.argv[1:] if argv is None
                                                                   else argv) + "`.",
              ""]
     lines += model_rows("MNIST CNN (DESIGN §6, 239,594 parameters)", fn, variables, shape,
@@ -432,7 +432,7 @@ def main(argv=None) -> None:
         lines += ["## GPU", "",
                   "No GPU figures: the sessions that made this table had no accelerator lent "
                   "(the device tool reported the task was not drawn for one). On a machine with "
-                  "a GPU, `pip install -e .[cuda]` and rerun `python experiments/bench.py`: the "
+                  "a GPU, `pip install -e .[cuda]` and rerun `python -m benchmarks.bench`: the "
                   "same table, plus a scaling row at 10⁶ pairs.", ""]
     lines += [f"Total benchmark time: {time.perf_counter() - t_start:.0f} s.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

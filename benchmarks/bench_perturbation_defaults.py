@@ -7,8 +7,8 @@ model and the digits, and one that then runs ``attribute``; "extra" is the diffe
 peak resident memory (``VmHWM``). Times include compilation (a user's first call). Figures are
 ratios measured in one run, printed as a Markdown table.
 
-    python experiments/bench_perturbation_defaults.py            # 4 digits, target 7
-    python experiments/bench_perturbation_defaults.py --n 16
+    python -m benchmarks.bench_perturbation_defaults            # 4 digits, target 7
+    python -m benchmarks.bench_perturbation_defaults --n 16
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CASES = [  # (label, mode, options: "before" as the old defaults, "now" as shipped)
     ("shapley_sampling", "shapley_sampling",
@@ -65,9 +67,10 @@ def child(n: int, mode: str | None, options: dict | None) -> dict:
 
 
 def measure(n: int, mode: str | None, options: dict | None) -> dict:
-    """:func:`child` in a fresh process (this script with ``--child``)."""
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps([n, mode, options])],
-                         check=True, capture_output=True, text=True).stdout
+    """:func:`child` in a fresh process (this module with ``--child``)."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_perturbation_defaults", "--child",
+                          json.dumps([n, mode, options])],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
