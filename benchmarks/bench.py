@@ -26,9 +26,7 @@ import functools
 import json
 import os
 import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,10 +38,9 @@ import numpy as np
 
 import jaxlift
 from jaxlift import pipeline
-from benchmarks.bench_core import timed
+from benchmarks.timing import RESULTS, ChildFailed, peak_rss_bytes, run_child, timed, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
 CATS = Path(os.environ.get("JAXLIFT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "catsordogs"
 
 
@@ -271,15 +268,6 @@ def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_
 
 # ---------------------------------------------------------------------------------- scaling
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (``VmHWM``; unlike ``ru_maxrss`` it is not inherited
-    from the parent across ``exec``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def scaling_point(pairs: int, batch_size) -> dict:
     """Run in a fresh process: seconds per pair and peak RSS for ``pairs`` pairs."""
     fn, variables, shape = mnist_model()
@@ -296,7 +284,7 @@ def scaling_point(pairs: int, batch_size) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(run())
     t = time.perf_counter() - t0
-    rss_mb = peak_rss_mb()
+    rss_mb = peak_rss_bytes() / 2**20
     return {"pairs": n * k, "seconds": t, "first": first, "per_pair_ms": 1e3 * t / (n * k),
             "peak_rss_mb": rss_mb}
 
@@ -306,13 +294,12 @@ def scaling_rows(points, batch_size):
             f"batch_size = {batch_size!r} (each point a fresh process)", "",
             "| pairs | run (s) | ms per pair | peak resident memory (MB) |", "|---|---|---|---|"]
     for p in points:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--scaling-point", str(p),
-                              "--batch-size", str(batch_size)], capture_output=True, text=True,
-                             timeout=3600, cwd=ROOT)
-        if out.returncode != 0:
-            rows.append(f"| {p} | failed: {out.stderr.strip().splitlines()[-1]} | | |")
+        try:
+            r = run_child("benchmarks.bench", ["--scaling-point", str(p), "--batch-size",
+                                               str(batch_size)], timeout=3600)
+        except ChildFailed as e:
+            rows.append(f"| {p} | failed: {e} | | |")
             continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(f"| {r['pairs']} | {r['seconds']:.3f} | {r['per_pair_ms']:.4f} | "
                     f"{r['peak_rss_mb']:.0f} |")
     return rows + [""]
@@ -435,11 +422,7 @@ def main(argv=None) -> None:
                   "a GPU, `pip install -e .[cuda]` and rerun `python -m benchmarks.bench`: the "
                   "same table, plus a scaling row at 10⁶ pairs.", ""]
     lines += [f"Total benchmark time: {time.perf_counter() - t_start:.0f} s.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, args.out)
-    print("\n".join(lines))
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -10,33 +10,13 @@ from __future__ import annotations
 import argparse
 import functools
 import platform
-import statistics
-import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
 import jaxlift
+from benchmarks.timing import RESULTS, ROOT, interleaved, medians, write_report
 from jaxlift.models import mnist
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
-
-
-def interleaved(calls: dict, rounds: int) -> dict:
-    """``{name: [seconds…]}``: every call once per round, rounds interleaved (after two
-    warm-up calls each: compilation, caches)."""
-    for f in calls.values():
-        jax.block_until_ready(f())
-        jax.block_until_ready(f())
-    times = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, f in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f())
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def main(argv=None) -> None:
@@ -58,8 +38,7 @@ def main(argv=None) -> None:
             calls[(mode, check)] = functools.partial(
                 jaxlift.attribute, fn, variables, x, refs, target=3, mode=mode,
                 check_completeness=check)
-    times = interleaved(calls, args.rounds)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = medians(interleaved(calls, args.rounds))
     lines = ["# The completeness certificate's cost", "",
              f"Machine: {platform.machine()} CPU, {jax.device_count()} device(s), jax "
              f"{jax.__version__} on {jax.default_backend()}; MNIST CNN, N = {args.n} × K = "
@@ -70,8 +49,7 @@ def main(argv=None) -> None:
         off, on = med[(mode, "off")], med[(mode, "raise")]
         lines.append(f"| {mode} | {off:.3f} | {on:.3f} | {100 * (on / off - 1):+.1f} % |")
     lines.append("")
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
+from benchmarks.timing import RESULTS, run_child, write_report
+
 METHODS = ("grad", "rescale", "reveal_cancel")
 
 
@@ -95,11 +92,9 @@ def child(model_name: str, method: str) -> dict:
     return {"total": total, **events, **timers}
 
 
-def run_child(model: str, method: str, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_compile", "--child", model,
-                          method], capture_output=True, text=True, env=env, check=True,
-                         cwd=ROOT)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def first_call(model: str, method: str, env: dict) -> dict:
+    """:func:`child` in a fresh process."""
+    return run_child("benchmarks.bench_compile", ["--child", model, method], env=env)
 
 
 def median_of(runs: list[dict], key: str) -> float:
@@ -130,7 +125,7 @@ def main(argv=None) -> None:
              "(s, count) | independence check (s) | chunk plan (s) | build_program (s, count) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for model in args.models.split(","):
-        runs = {m: [run_child(model, m, env) for _ in range(args.repeats)] for m in METHODS}
+        runs = {m: [first_call(model, m, env) for _ in range(args.repeats)] for m in METHODS}
         grad = median_of(runs["grad"], "total")
         for m in METHODS:
             r = runs[m]
@@ -156,14 +151,12 @@ def main(argv=None) -> None:
                     cenv = {**env, "JAX_COMPILATION_CACHE_DIR": cache,
                             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-                    first = run_child(model, m, cenv)["total"]
-                    second = run_child(model, m, cenv)["total"]
+                    first = first_call(model, m, cenv)["total"]
+                    second = first_call(model, m, cenv)["total"]
                 lines.append(f"| {model} | {m} | {first:.2f} | {second:.2f} | "
                              f"{second / first:.2f} |")
                 print(lines[-1], flush=True)
-    lines += ["", f"Total: {time.perf_counter() - t_start:.0f} s.", ""]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(lines, args.out, started=t_start)
 
 
 if __name__ == "__main__":

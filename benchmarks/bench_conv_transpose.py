@@ -27,19 +27,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from benchmarks.bench_dispatch import interleaved, write_report
+from benchmarks.timing import RESULTS, interleaved, medians, minima, write_report
 from jaxlift.rules._conv import strided_input_transpose
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
 
 DN = ("NHWC", "HWIO", "NHWC")
 CASES = [  # name, input shape, kernel shape (HWIO), strides, padding
@@ -69,8 +65,7 @@ def case_row(name, x_shape, w_shape, strides, padding, repeats) -> str:
     want, got = vjp(m, w), phases(m, w)
     err = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
     times = interleaved({"vjp": lambda: vjp(m, w), "phases": lambda: phases(m, w)}, repeats)
-    med = {k: statistics.median(t) for k, t in times.items()}
-    low = {k: min(t) for k, t in times.items()}
+    med, low = medians(times), minima(times)
     return (f"| {name} | {shapes} | {1e3 * med['vjp']:.1f} | {1e3 * med['phases']:.1f} | "
             f"**{med['vjp'] / med['phases']:.2f}** | {low['vjp'] / low['phases']:.2f} | "
             f"{err:.1e} |")
@@ -110,8 +105,7 @@ def end_to_end(repeats: int, pairs: str) -> list[str]:
         diff = float(jnp.max(jnp.abs(results["phases"] - results["vjp"]))
                      / jnp.max(jnp.abs(results["vjp"])))
         times = interleaved(calls, repeats)
-        med = {name: statistics.median(t) for name, t in times.items()}
-        low = {name: min(t) for name, t in times.items()}
+        med, low = medians(times), minima(times)
         rows.append(f"| `{mode}` | {1e3 * med['vjp']:.1f} | {1e3 * med['phases']:.1f} | "
                     f"**{med['vjp'] / med['phases']:.2f}** | {low['vjp'] / low['phases']:.2f} | "
                     f"{diff:.1e} |")
@@ -141,7 +135,7 @@ def main(argv=None) -> None:
     if not args.no_end_to_end:
         lines += end_to_end(args.repeats, args.pairs)
         print("\n".join(lines[-6:]), flush=True)
-    write_report(lines, args.out, t0)
+    write_report(lines, args.out, started=t0)
 
 
 if __name__ == "__main__":

@@ -27,30 +27,13 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import jaxlift
 from benchmarks.bench import mnist_model
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
-
-
-def interleaved(calls: dict, repeats: int) -> dict:
-    """``{name: [seconds, ...]}`` timing each call once per round, rounds interleaved."""
-    for f in calls.values():  # warm-up: compile, fill every cache
-        jax.block_until_ready(f())
-        jax.block_until_ready(f())
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, f in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f())
-            times[name].append(time.perf_counter() - t0)
-    return times
+from benchmarks.timing import RESULTS, interleaved, medians, minima, write_report
 
 
 def size_rows(fn, variables, shape, n, k, repeats):
@@ -67,8 +50,7 @@ def size_rows(fn, variables, shape, n, k, repeats):
             fn, variables, x, refs, target=3, batch_size=None),
     }
     times = interleaved(calls, repeats)
-    med = {name: statistics.median(t) for name, t in times.items()}
-    low = {name: min(t) for name, t in times.items()}
+    med, low = medians(times), minima(times)
     rows = []
     for name in calls:
         if name == "jit":
@@ -129,14 +111,6 @@ def profile(fn, variables, shape, n, k, repeats):
         print(f"{name:32s} {1e6 * statistics.median(ts):9.1f} µs")
 
 
-def write_report(lines: list[str], out: str, t0: float) -> None:
-    """Append the total time since ``t0``, write ``lines`` to ``out`` and print them."""
-    lines = lines + ["", f"Total: {time.perf_counter() - t0:.0f} s.", ""]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text("\n".join(lines))
-    print("\n".join(lines))
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=30)
@@ -162,7 +136,7 @@ def main(argv=None) -> None:
              "ratio of minima |", "|---|---|---|---|---|---|"]
     for n, k in sizes:
         lines += size_rows(fn, variables, shape, n, k, args.repeats)
-    write_report(lines, args.out, t0)
+    write_report(lines, args.out, started=t0)
 
 
 if __name__ == "__main__":

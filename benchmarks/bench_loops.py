@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
-from benchmarks.bench_core import timed
+from benchmarks.timing import RESULTS, timed, write_report
 
 HIDDEN, FEATURES = 32, 8
 
@@ -59,6 +58,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--inputs", type=int, default=256)
     ap.add_argument("--refs", type=int, default=8)
+    ap.add_argument("--out", default=str(RESULTS / "bench_loops.md"))
     args = ap.parse_args()
     fn, params = make_lstm()
     c100, c1000 = compile_seconds(fn, params, 100), compile_seconds(fn, params, 1000)
@@ -95,9 +95,7 @@ def main() -> None:
         f"| `rescale` ÷ `jax.grad` at every input (× Δ per pair; {args.refs}× fewer gradients) "
         f"| {t_rescale / t_grad_n:.2f} ({t_rescale * 1e3:.0f} ms / {t_grad_n * 1e3:.0f} ms) |",
     ]
-    print("\n".join(lines))
-    out = Path(__file__).resolve().parents[1] / "experiments" / "results" / "bench_loops.md"
-    out.write_text("\n".join(lines) + "\n")
+    write_report(lines + [""], args.out)
 
 
 if __name__ == "__main__":

@@ -16,22 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from importlib import resources
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (``VmHWM``, not inherited across ``exec``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from benchmarks.timing import peak_rss_bytes, run_child
 
 
 def load_model(name: str):
@@ -76,10 +64,9 @@ def measure(n: int, k: int, jax_input: bool, model: str = "small") -> dict:
     """Peak extra memory of ``attribute`` (fresh processes) for N inputs × K references."""
     res = {}
     for what in ("baseline", "attribute"):
-        cmd = [sys.executable, "-m", "benchmarks.bench_memory", "--child", what, "--n", str(n),
-               "--k", str(k), "--model", model] + (["--jax-input"] if jax_input else [])
-        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-        res[what] = json.loads(proc.stdout.strip().splitlines()[-1])
+        res[what] = run_child("benchmarks.bench_memory", [
+            "--child", what, "--n", str(n), "--k", str(k), "--model", model]
+            + (["--jax-input"] if jax_input else []))
     extra = res["attribute"]["peak_bytes"] - res["baseline"]["peak_bytes"]
     return {"model": model, "n": n, "k": k, "input": "jax" if jax_input else "numpy",
             "x_bytes": res["baseline"]["x_nbytes"], "baseline": res["baseline"]["peak_bytes"],

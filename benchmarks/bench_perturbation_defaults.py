@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.timing import peak_rss_bytes, run_child
 
 CASES = [  # (label, mode, options: "before" as the old defaults, "now" as shipped)
     ("shapley_sampling", "shapley_sampling",
@@ -29,15 +26,6 @@ CASES = [  # (label, mode, options: "before" as the old defaults, "now" as shipp
     ("kernel_shap", "kernel_shap", {"feature_mask": None}, None),
     ("lime", "lime", {"feature_mask": None}, None),
 ]
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (``VmHWM``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def child(n: int, mode: str | None, options: dict | None) -> dict:
@@ -68,10 +56,8 @@ def child(n: int, mode: str | None, options: dict | None) -> dict:
 
 def measure(n: int, mode: str | None, options: dict | None) -> dict:
     """:func:`child` in a fresh process (this module with ``--child``)."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_perturbation_defaults", "--child",
-                          json.dumps([n, mode, options])],
-                         check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child("benchmarks.bench_perturbation_defaults", ["--child",
+                                                                json.dumps([n, mode, options])])
 
 
 def main() -> None:

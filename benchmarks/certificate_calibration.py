@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
+from benchmarks.timing import RESULTS, write_report
 from jaxlift.methods import METHODS, interpreted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,8 +89,7 @@ def studies() -> list[tuple]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=12)
-    parser.add_argument("--out", default=str(REPO / "experiments" / "results"
-                                             / "certificate_calibration.md"))
+    parser.add_argument("--out", default=str(RESULTS / "certificate_calibration.md"))
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     rows = fuzz(args.cases) + studies()
@@ -103,8 +103,7 @@ def main(argv=None) -> None:
     refused = sum(r[2] for r in rows)
     lines += ["", f"{refused} of {total} pairs refused; worst ratio "
               f"{max(r[1] for r in rows):.3g}. {time.perf_counter() - t0:.0f} s.", ""]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":
