@@ -22,7 +22,6 @@ Writes ``experiments/results/BENCH.md``.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -38,32 +37,12 @@ import numpy as np
 
 import jaxlift
 from jaxlift import pipeline
+from benchmarks.models import CATS, cats_model, mnist_model
 from benchmarks.timing import RESULTS, ChildFailed, peak_rss_bytes, run_child, timed, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
-CATS = Path(os.environ.get("JAXLIFT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "catsordogs"
 
 
 # ----------------------------------------------------------------------------------- models
-
-def mnist_model():
-    """The MNIST CNN of DESIGN §6 with the trained weights if present, else a seeded init."""
-    from jaxlift.models import mnist
-    from jaxlift.models.mnist import MnistCNN
-    path = RESULTS / "mnist_cnn.h5"
-    if path.exists():
-        model, variables = mnist.load(path)
-    else:
-        model = MnistCNN()
-        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
-    return functools.partial(model.apply, logits=True), variables, (28, 28, 1)
-
-
-def cats_model():
-    from jaxlift.models import cats_dogs
-    model, variables = cats_dogs.load(CATS / "model.h5")
-    return functools.partial(model.apply, logits=True), variables, (256, 256, 1)
-
 
 def torch_port(variables, kind: str):
     """The same network in torch (NCHW), for Captum. Activations are permuted to NHWC before

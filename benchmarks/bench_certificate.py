@@ -15,8 +15,8 @@ import jax
 import numpy as np
 
 import jaxlift
+from benchmarks.models import mnist_model
 from benchmarks.timing import RESULTS, ROOT, interleaved, medians, write_report
-from jaxlift.models import mnist
 
 
 def main(argv=None) -> None:
@@ -26,8 +26,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", default=str(RESULTS / "bench_certificate.md"))
     args = parser.parse_args(argv)
-    model, variables = mnist.load(RESULTS / "mnist_cnn.h5")
-    fn = functools.partial(model.apply, logits=True)
+    fn, variables, _ = mnist_model()
     with np.load(ROOT / "jaxlift" / "data" / "mnist_digits.npz") as d:
         digits = d["x"].astype(np.float32) / 255
     x = jax.numpy.asarray(np.resize(digits, (args.n, 28, 28))[..., None])

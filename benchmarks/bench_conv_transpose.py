@@ -76,7 +76,7 @@ def end_to_end(repeats: int, pairs: str) -> list[str]:
     rule's phased transpose on (the default on a CPU) and off, interleaved in this one run."""
     import jaxlift
     from jaxlift.rules import linear
-    from benchmarks.bench import mnist_model
+    from benchmarks.models import mnist_model
 
     n, k = (int(v) for v in pairs.split("x"))
     fn, variables, shape = mnist_model()

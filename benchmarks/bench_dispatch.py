@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxlift
-from benchmarks.bench import mnist_model
+from benchmarks.models import mnist_model
 from benchmarks.timing import RESULTS, interleaved, medians, minima, write_report
 
 

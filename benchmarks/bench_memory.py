@@ -25,7 +25,7 @@ from benchmarks.timing import peak_rss_bytes, run_child
 def load_model(name: str):
     """``(fn, variables)`` of the shipped small MNIST CNN or of bench.py's DESIGN §6 CNN."""
     if name == "design":
-        from benchmarks.bench import mnist_model
+        from benchmarks.models import mnist_model
         fn, variables, _ = mnist_model()
         return fn, variables
     import jaxlift
