@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
-from jaxlift import pipeline
+from benchmarks.internals import auto_chunk_inputs
 from benchmarks.models import CATS, cats_model, mnist_model
 from benchmarks.timing import RESULTS, ChildFailed, peak_rss_bytes, run_child, timed, write_report
 
@@ -190,7 +190,7 @@ def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_
     pairs = jnp.broadcast_to(x[:, None], (n, k) + shape).reshape((-1,) + shape)
     grad = jax.jit(jax.vmap(jax.grad(scalar, argnums=1), in_axes=(None, 0)))
     # the chunk jaxlift's batch_size="auto" picks; the floor gets the same chunking if it helps
-    chunk = k * pipeline.inputs_per_chunk("auto", fn, target, variables, x, n, k, None)
+    chunk = k * auto_chunk_inputs(fn, target, variables, x, n, k)
     t_whole, c_whole = timed(lambda: grad(variables, pairs), repeats)
     t_chunked, c_chunked = timed(lambda: [grad(variables, pairs[s:s + chunk])
                                           for s in range(0, n * k, chunk)], repeats)

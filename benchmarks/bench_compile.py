@@ -33,8 +33,8 @@ def child(model_name: str, method: str) -> dict:
     import jax.numpy as jnp
 
     import jaxlift
-    from jaxlift import pipeline, program, validation
     from benchmarks.compile_models import MODELS
+    from benchmarks.internals import time_first_call_pieces
 
     events: dict = {}
 
@@ -45,19 +45,6 @@ def child(model_name: str, method: str) -> dict:
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     timers: dict = {}
-
-    def timed(module, name):
-        original = getattr(module, name)
-
-        def wrapper(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return original(*a, **k)
-            finally:
-                timers[name] = timers.get(name, 0.0) + time.perf_counter() - t0
-                timers[name + "_count"] = timers.get(name + "_count", 0) + 1
-        setattr(module, name, wrapper)
-
     fn, params, x, refs, target, layer = MODELS[model_name]()
     jax.block_until_ready((params, x, refs))
     if method == "grad":
@@ -80,15 +67,12 @@ def child(model_name: str, method: str) -> dict:
         jax.block_until_ready(call(arg))
         total = time.perf_counter() - t0
     else:
-        timed(pipeline, "check_examples_independent")
-        timed(pipeline, "inputs_per_chunk")
-        timed(program, "build_program")
+        time_first_call_pieces(timers)
         events.clear()
         t0 = time.perf_counter()
         jax.block_until_ready(jaxlift.attribute(fn, params, x, refs, target=target, mode=method,
                                                 layer=layer))
         total = time.perf_counter() - t0
-    del validation
     return {"total": total, **events, **timers}
 
 

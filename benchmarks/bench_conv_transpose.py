@@ -1,8 +1,8 @@
 """The transpose of a strided conv w.r.t. its input: ``jax.vjp`` ÷ the phase decomposition.
 
 ``jax.vjp`` lowers the transpose to one convolution of the cotangent dilated by the strides,
-whose multiply-adds mostly hit the inserted zeros; ``jaxlift.rules._conv.
-strided_input_transpose`` runs one dense stride-1 conv with ``Π strides`` times the output
+whose multiply-adds mostly hit the inserted zeros; the linear rule's
+``strided_input_transpose`` runs one dense stride-1 conv with ``Π strides`` times the output
 channels and a depth-to-space interleave. The cases:
 
 * the MNIST CNN's two convs (DESIGN §6) at B = 4096: (B,28,28,1) → 4×4×1×32 and
@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from benchmarks.internals import phased_transpose_on, strided_input_transpose
 from benchmarks.timing import RESULTS, interleaved, medians, minima, write_report
-from jaxlift.rules._conv import strided_input_transpose
 
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -72,10 +72,10 @@ def case_row(name, x_shape, w_shape, strides, padding, repeats) -> str:
 
 
 def end_to_end(repeats: int, pairs: str) -> list[str]:
-    """Rows for ``jaxlift.attribute`` on the MNIST CNN (``bench.mnist_model``) with the linear
-    rule's phased transpose on (the default on a CPU) and off, interleaved in this one run."""
+    """Rows for ``jaxlift.attribute`` on the MNIST CNN (``benchmarks.models.mnist_model``) with
+    the linear rule's phased transpose on (the default on a CPU) and off, interleaved in this
+    one run."""
     import jaxlift
-    from jaxlift.rules import linear
     from benchmarks.models import mnist_model
 
     n, k = (int(v) for v in pairs.split("x"))
@@ -93,13 +93,9 @@ def end_to_end(repeats: int, pairs: str) -> list[str]:
         for name, platforms in (("vjp", ()), ("phases", (jax.default_backend(),))):
             def own_fn(p, xb):  # a function of its own: its own compiled programs
                 return fn(p, xb)
-            saved = linear.PHASED_TRANSPOSE_PLATFORMS
-            linear.PHASED_TRANSPOSE_PLATFORMS = platforms
-            try:  # traced (and compiled) now, under this setting
+            with phased_transpose_on(platforms):  # traced and compiled now, under this setting
                 results[name] = jaxlift.attribute(own_fn, variables, x, refs, target=3,
                                                   mode=mode)
-            finally:
-                linear.PHASED_TRANSPOSE_PLATFORMS = saved
             calls[name] = (lambda f: lambda: jaxlift.attribute(f, variables, x, refs, target=3,
                                                                mode=mode))(own_fn)
         diff = float(jnp.max(jnp.abs(results["phases"] - results["vjp"]))

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxlift
+from benchmarks.internals import profile_direct_call
 from benchmarks.models import mnist_model
 from benchmarks.timing import RESULTS, interleaved, medians, minima, write_report
 
@@ -63,50 +64,11 @@ def size_rows(fn, variables, shape, n, k, repeats):
 
 
 def profile(fn, variables, shape, n, k, repeats):
-    """Time the pieces of the full DeepLIFT path of ``jaxlift.pipeline.run`` (the one a call of
-    a new kind takes; :func:`jaxlift.pipeline.one_dispatch` serves the repeats)."""
-    from jaxlift import pipeline
-    from jaxlift.methods import METHODS, interpreted
-    from jaxlift.validation import check_examples_independent, signature
+    """Print where the time goes in the full DeepLIFT path of a direct call (the one a call of
+    a new kind takes; the one-dispatch cache serves the repeats): medians per piece."""
     x = jax.random.uniform(jax.random.PRNGKey(1), (n,) + shape)
     refs = jnp.zeros((k,) + shape)
-    jax.block_until_ready(jaxlift.attribute(fn, variables, x, refs, target=3))
-    pieces: dict = {}
-
-    def tick(name, t0):
-        pieces.setdefault(name, []).append(time.perf_counter() - t0)
-        return time.perf_counter()
-
-    method = METHODS["rescale"]
-    for _ in range(repeats):
-        t = time.perf_counter()
-        xi, ri, n_, k_, per = pipeline.prepare_inputs(x, refs, None)
-        t = tick("inputs + validate", t)
-        conc = pipeline.is_concrete((variables, xi, ri))
-        shapes = signature(variables), signature(xi, drop_leading=True)
-        t = tick("concrete + shape signature", t)
-        check_examples_independent(fn, variables, xi, ri, n=n_, per_input_refs=per,
-                                   shapes_key=shapes)
-        t = tick("independence check (cache hit)", t)
-        chunk = pipeline.inputs_per_chunk("auto", fn, 3, variables, xi, n_, k_, None,
-                                          shapes=shapes)
-        one = interpreted.runner(method, {}, fn=fn, target=3, what="contributions",
-                                 layer_name=None, per_input=per, average=True,
-                                 precision="default", check_inputs=conc, max_mode="preserving",
-                                 gating="shapley", params=variables, refs=ri,
-                                 chunked=chunk < n_)
-        run, flags = pipeline.recording_checks(one)
-        t = tick("compiled look-up + chunk plan", t)
-        if chunk == n_:
-            res, _ = run(variables, xi, ri, 0)
-            t = tick("dispatch (one chunk)", t)
-        else:
-            res, _ = pipeline.run_chunked(run, variables, xi, ri, n_, chunk, per, False)
-            t = tick(f"reference side + {-(-n_ // chunk)} chunks", t)
-        jax.block_until_ready(res)
-        t = tick("compute (wait)", t)
-        pipeline.checks_on_host(flags, k_, 1)
-        tick("finite flags to host", t)
+    pieces = profile_direct_call(fn, variables, x, refs, target=3, repeats=repeats)
     for name, ts in pieces.items():
         print(f"{name:32s} {1e6 * statistics.median(ts):9.1f} µs")
 

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
+from benchmarks.internals import certified_call
 from benchmarks.timing import RESULTS, write_report
-from jaxlift.methods import METHODS, interpreted
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,12 +39,7 @@ def load_module(path: Path, name: str):
 
 def worst_ratio(fn, params, x, refs, *, target, mode, vmapped: bool) -> tuple[float, int, int]:
     """``(worst gap/τ, failing pairs, pairs)`` of one call (or of a batch of programs)."""
-    method = METHODS[mode]
-    config = interpreted.config_of(method, {}, "preserving", "shapley")
-    compute = functools.partial(
-        interpreted.compute, fn=fn, target=target, config=config, what="contributions",
-        layer_name=None, per_input_refs=False, average=False, certify=True)
-    run = jax.jit(jax.vmap(compute) if vmapped else compute)
+    run = certified_call(fn, target=target, mode=mode, vmapped=vmapped)
     _, delta, checks = run(params, x, refs)
     ratio, failing = np.asarray(checks["ratio"]), np.asarray(checks["failing"])
     return float(ratio.max()), int(failing.sum()), int(np.size(delta))
