@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import time
 from typing import Any, Callable, Iterator
 
@@ -108,9 +109,11 @@ def phased_transpose_on(platforms: tuple[str, ...]) -> Iterator[None]:
 def time_first_call_pieces(timers: dict[str, Any]) -> None:
     """Wrap the functions a first ``attribute`` call spends its own time in (the independence
     check, the chunk plan, the building of programs) so that each adds its seconds to
-    ``timers[name]`` and its calls to ``timers[name + "_count"]``. For a fresh process: the
-    wrappers stay."""
-    from jaxlift import pipeline, program
+    ``timers[name]`` and its calls to ``timers[name + "_count"]``. Every loaded jaxlift module
+    that binds one of them (``from jaxlift.program import build_program``) gets the wrapper.
+    For a fresh process: the wrappers stay."""
+    import jaxlift.api  # noqa: F401  (loads every module a call goes through)
+    from jaxlift import pipeline, program, validation
 
     def wrap(module, name):
         original = getattr(module, name)
@@ -122,8 +125,11 @@ def time_first_call_pieces(timers: dict[str, Any]) -> None:
             finally:
                 timers[name] = timers.get(name, 0.0) + time.perf_counter() - t0
                 timers[name + "_count"] = timers.get(name + "_count", 0) + 1
-        setattr(module, name, wrapper)
+        for loaded in list(sys.modules.values()):
+            if (getattr(loaded, "__name__", "").split(".")[0] == "jaxlift"
+                    and getattr(loaded, name, None) is original):
+                setattr(loaded, name, wrapper)
 
-    wrap(pipeline, "check_examples_independent")
+    wrap(validation, "check_examples_independent")
     wrap(pipeline, "inputs_per_chunk")
     wrap(program, "build_program")
