@@ -54,7 +54,7 @@ def load_model(path: Path | str = MODEL_H5) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"trained model not found at {path}; run "
-                                "python experiments/mnist_train.py first")
+                                "python -m experiments.mnist_train first")
     return load_params(path)
 
 

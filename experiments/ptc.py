@@ -4,11 +4,11 @@ Each molecule becomes a histogram of labelled subgraph patterns (atoms, bonds, 2
 paths, triangles; :class:`jaxlift.datasets.PatternVocabulary` fitted on the training split
 only), fed as ``log1p`` counts to :class:`jaxlift.models.ptc.PtcCNN`. Subcommands::
 
-    python experiments/ptc.py cv         # 10-fold stratified CV → results/ptc_cv.md
-    python experiments/ptc.py final      # final model → results/ptc_cnn.h5 + ptc_cnn.json
-    python experiments/ptc.py attribute  # DeepLIFT on the final model → ptc_patterns.md,
+    python -m experiments.ptc cv         # 10-fold stratified CV → results/ptc_cv.md
+    python -m experiments.ptc final      # final model → results/ptc_cnn.h5 + ptc_cnn.json
+    python -m experiments.ptc attribute  # DeepLIFT on the final model → ptc_patterns.md,
                                          #   ptc_molecule.png, ptc_attributions.npz
-    python experiments/ptc.py all        # the three in order (default)
+    python -m experiments.ptc all        # the three in order (default)
 
 ``--out DIR`` (default ``experiments/results``), ``--data DIR`` (default
 ``$JAXLIFT_SHARED_DATA/PTC_MR`` or ``../shared/data/PTC_MR``); ``--folds``, ``--epochs``,
@@ -224,7 +224,7 @@ def write_cv_report(path: Path, res: dict) -> None:
     lines = [
         "# PTC_MR: 1-D CNN on subgraph-pattern histograms, stratified cross-validation",
         "",
-        "Made by `python experiments/ptc.py cv` (`experiments/ptc.py`, fixed seeds).",
+        "Made by `python -m experiments.ptc cv` (`experiments/ptc.py`, fixed seeds).",
         "",
         f"**Accuracy: {100 * res['mean']:.1f} ± {100 * res['sd']:.1f} %** (mean ± sd over "
         f"{cfg['folds']} folds) — published PTC_MR range ≈ {100 * lo:.0f}–{100 * hi:.0f} % "
@@ -398,7 +398,7 @@ def write_patterns_report(path: Path, meta: dict, a: dict, ess, res: dict) -> No
     lines = [
         "# PTC_MR: essential subgraph patterns of each class (DeepLIFT on the CNN's logit)",
         "",
-        "Made by `python experiments/ptc.py attribute` with the final model `ptc_cnn.h5` "
+        "Made by `python -m experiments.ptc attribute` with the final model `ptc_cnn.h5` "
         f"(vocabulary of {len(names)} patterns in `ptc_cnn.json`; trained on a designated 9/10 "
         f"split, train accuracy {meta['train_acc']:.3f}, held-out accuracy "
         f"{meta['held_out_acc']:.3f}; over all {len(y)} molecules {res_acc(a):.3f}).",
