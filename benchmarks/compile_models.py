@@ -35,12 +35,13 @@ def mnist():
 
 def cats_dogs():
     from benchmarks.models import CATS
-    from jaxlift.models import cats_dogs as port
+    from jaxlift.io.ports import load_cats_dogs
+    from jaxlift.models.cats_dogs import CatsDogsCNN
     path = CATS / "model.h5"
     if path.exists():
-        model, variables = port.load(path)
+        model, variables = load_cats_dogs(path)
     else:
-        model = port.CatsDogsCNN()
+        model = CatsDogsCNN()
         variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 256, 256, 1)))
     x = jax.random.uniform(jax.random.PRNGKey(1), (N // 4, 256, 256, 1))
     refs = jnp.zeros((K // 2, 256, 256, 1)) + jnp.linspace(0, 0.3, K // 2)[:, None, None, None]

@@ -23,11 +23,11 @@ def mnist_model():
     import jax
     import jax.numpy as jnp
 
-    from jaxlift.models import mnist
+    from jaxlift.io.ports import load_mnist
     from jaxlift.models.mnist import MnistCNN
     path = RESULTS / "mnist_cnn.h5"
     if path.exists():
-        model, variables = mnist.load(path)
+        model, variables = load_mnist(path)
     else:
         model = MnistCNN()
         variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
@@ -36,6 +36,6 @@ def mnist_model():
 
 def cats_model():
     """The pretrained cats-vs-dogs CNN (``CATS / "model.h5"``, which must exist)."""
-    from jaxlift.models import cats_dogs
-    model, variables = cats_dogs.load(CATS / "model.h5")
+    from jaxlift.io.ports import load_cats_dogs
+    model, variables = load_cats_dogs(CATS / "model.h5")
     return functools.partial(model.apply, logits=True), variables, (256, 256, 1)

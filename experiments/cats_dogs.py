@@ -43,7 +43,7 @@ import jaxlift
 from jaxlift import references as R
 from jaxlift import viz
 from jaxlift.io.images import load_image
-from jaxlift.models import cats_dogs
+from jaxlift.io.ports import load_cats_dogs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "catsordogs"
@@ -65,7 +65,7 @@ SUM_TOL = 2e-5
 # ----------------------------------------------------------------------------- model, data
 def load_model(data_dir: Path):
     """(logit function ``fn(variables, xb) -> (B, 2) = [z, −z]``, variables, P(dog) function)."""
-    model, variables = cats_dogs.load(data_dir / "model.h5")
+    model, variables = load_cats_dogs(data_dir / "model.h5")
 
     def dog_cat_logits(v, xb):
         z = model.apply(v, xb, logits=True)  # (B, 1), the pre-sigmoid dog logit

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.models.mnist import MnistCNN, load_params
+from jaxlift.io import ports
+from jaxlift.models.mnist import MnistCNN
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
@@ -55,7 +56,7 @@ def load_model(path: Path | str = MODEL_H5) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"trained model not found at {path}; run "
                                 "python -m experiments.mnist_train first")
-    return load_params(path)
+    return ports.load_mnist(path)[1]
 
 
 def logits(variables: dict, xb: jax.Array) -> jax.Array:

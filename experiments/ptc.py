@@ -290,8 +290,8 @@ def train_final(cfg: Config, graphs, y: np.ndarray, names: dict, out: Path, log=
 
 def load_final(out: Path):
     """``(model, variables, meta)`` from ``ptc_cnn.h5`` and ``ptc_cnn.json`` in ``out``."""
-    from jaxlift.models.ptc import load
-    model, variables = load(out / "ptc_cnn.h5")
+    from jaxlift.io.ports import load_ptc
+    model, variables = load_ptc(out / "ptc_cnn.h5")
     meta = json.loads((out / "ptc_cnn.json").read_text())
     return model, variables, meta
 

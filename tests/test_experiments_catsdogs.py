@@ -95,7 +95,7 @@ def check_valid_png_and_report(out):
 def test_issue5_logit_summation_to_delta_black_and_blurred(data_dir, mode):
     """Issue 5: jaxlift.attribute on the cats-vs-dogs model's logit, with a black and a
     blurred reference, satisfies summation-to-delta (float32 bound: see cd.SUM_TOL)."""
-    model, variables = cd.cats_dogs.load(data_dir / "model.h5")
+    model, variables = cd.load_cats_dogs(data_dir / "model.h5")
     x = cd.load_photos(data_dir, ["test2.jpeg"])  # the dog photo (the smoke run uses the cat)
     refs = jnp.stack([jnp.zeros_like(x), R.blurred(x)], axis=1)  # (1, 2, 256, 256, 1)
 
