@@ -41,7 +41,6 @@ from benchmarks.models import CATS, cats_model, mnist_model
 from benchmarks.timing import RESULTS, ChildFailed, peak_rss_bytes, run_child, timed, write_report
 
 
-
 # ----------------------------------------------------------------------------------- models
 
 def torch_port(variables, kind: str):

@@ -84,7 +84,6 @@ import optax  # noqa: E402
 import jaxlift  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
 RESULTS = REPO / "experiments" / "results"
 ALPHABET = "ACGT"
 BACKGROUND = np.array([0.3, 0.2, 0.2, 0.3])

@@ -76,7 +76,6 @@ import jaxlift  # noqa: E402
 from jaxlift import viz  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
 RESULTS = REPO / "experiments" / "results"
 PAD, TOKEN_A, TOKEN_B = 0, 1, 2
 MODEL_NAMES = ("LSTM", "GRU", "transformer")
