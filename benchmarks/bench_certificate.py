@@ -3,40 +3,20 @@ MNIST CNN (the seeds' architecture, trained weights from experiments/results/mni
 N = 1024 inputs × K = 8 references, target 3, rescale and reveal_cancel; medians of rounds
 interleaved in one run (the ratio holds on a loaded machine better than the seconds).
 
-    python benchmarks/bench_certificate.py [--n 1024] [--k 8] [--rounds 15]
+    python -m benchmarks.bench_certificate [--n 1024] [--k 8] [--rounds 15]
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import platform
-import statistics
-import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
 import jaxlift
-from jaxlift.models import mnist
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
-
-
-def interleaved(calls: dict, rounds: int) -> dict:
-    """``{name: [seconds…]}``: every call once per round, rounds interleaved (after two
-    warm-up calls each: compilation, caches)."""
-    for f in calls.values():
-        jax.block_until_ready(f())
-        jax.block_until_ready(f())
-    times = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, f in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f())
-            times[name].append(time.perf_counter() - t0)
-    return times
+from benchmarks.models import mnist_model
+from benchmarks.timing import RESULTS, ROOT, interleaved, medians, write_report
 
 
 def main(argv=None) -> None:
@@ -46,8 +26,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", default=str(RESULTS / "bench_certificate.md"))
     args = parser.parse_args(argv)
-    model, variables = mnist.load(RESULTS / "mnist_cnn.h5")
-    fn = functools.partial(model.apply, logits=True)
+    fn, variables, _ = mnist_model()
     with np.load(ROOT / "jaxlift" / "data" / "mnist_digits.npz") as d:
         digits = d["x"].astype(np.float32) / 255
     x = jax.numpy.asarray(np.resize(digits, (args.n, 28, 28))[..., None])
@@ -58,20 +37,18 @@ def main(argv=None) -> None:
             calls[(mode, check)] = functools.partial(
                 jaxlift.attribute, fn, variables, x, refs, target=3, mode=mode,
                 check_completeness=check)
-    times = interleaved(calls, args.rounds)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = medians(interleaved(calls, args.rounds))
     lines = ["# The completeness certificate's cost", "",
              f"Machine: {platform.machine()} CPU, {jax.device_count()} device(s), jax "
              f"{jax.__version__} on {jax.default_backend()}; MNIST CNN, N = {args.n} × K = "
              f"{args.k} = {args.n * args.k} pairs, target 3; medians of {args.rounds} "
-             "interleaved rounds. Command: `python benchmarks/bench_certificate.py`.", "",
+             "interleaved rounds. Command: `python -m benchmarks.bench_certificate`.", "",
              "| mode | check_completeness=\"off\" (s) | \"raise\" (s) | cost |", "|---|---|---|---|"]
     for mode in ("rescale", "reveal_cancel"):
         off, on = med[(mode, "off")], med[(mode, "raise")]
         lines.append(f"| {mode} | {off:.3f} | {on:.3f} | {100 * (on / off - 1):+.1f} % |")
     lines.append("")
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

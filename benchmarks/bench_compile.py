@@ -18,14 +18,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
+from benchmarks.timing import RESULTS, run_child, write_report
+
 METHODS = ("grad", "rescale", "reveal_cancel")
 
 
@@ -35,8 +32,8 @@ def child(model_name: str, method: str) -> dict:
     import jax.numpy as jnp
 
     import jaxlift
-    from jaxlift import chunking, program
     from benchmarks.compile_models import MODELS
+    from benchmarks.internals import time_first_call_pieces
 
     events: dict = {}
 
@@ -47,19 +44,6 @@ def child(model_name: str, method: str) -> dict:
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     timers: dict = {}
-
-    def timed(module, name):
-        original = getattr(module, name)
-
-        def wrapper(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return original(*a, **k)
-            finally:
-                timers[name] = timers.get(name, 0.0) + time.perf_counter() - t0
-                timers[name + "_count"] = timers.get(name + "_count", 0) + 1
-        setattr(module, name, wrapper)
-
     fn, params, x, refs, target, layer = MODELS[model_name]()
     jax.block_until_ready((params, x, refs))
     if method == "grad":
@@ -82,8 +66,7 @@ def child(model_name: str, method: str) -> dict:
         jax.block_until_ready(call(arg))
         total = time.perf_counter() - t0
     else:
-        timed(chunking, "plan_chunk")
-        timed(program, "build_program")
+        time_first_call_pieces(timers)
         events.clear()
         t0 = time.perf_counter()
         jax.block_until_ready(jaxlift.attribute(fn, params, x, refs, target=target, mode=method,
@@ -92,11 +75,9 @@ def child(model_name: str, method: str) -> dict:
     return {"total": total, **events, **timers}
 
 
-def run_child(model: str, method: str, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_compile", "--child", model,
-                          method], capture_output=True, text=True, env=env, check=True,
-                         cwd=ROOT)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def first_call(model: str, method: str, env: dict) -> dict:
+    """:func:`child` in a fresh process."""
+    return run_child("benchmarks.bench_compile", ["--child", model, method], env=env)
 
 
 def median_of(runs: list[dict], key: str) -> float:
@@ -127,7 +108,7 @@ def main(argv=None) -> None:
              "(s, count) | chunk plan (s) | build_program (s, count) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for model in args.models.split(","):
-        runs = {m: [run_child(model, m, env) for _ in range(args.repeats)] for m in METHODS}
+        runs = {m: [first_call(model, m, env) for _ in range(args.repeats)] for m in METHODS}
         grad = median_of(runs["grad"], "total")
         for m in METHODS:
             r = runs[m]
@@ -152,14 +133,12 @@ def main(argv=None) -> None:
                     cenv = {**env, "JAX_COMPILATION_CACHE_DIR": cache,
                             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-                    first = run_child(model, m, cenv)["total"]
-                    second = run_child(model, m, cenv)["total"]
+                    first = first_call(model, m, cenv)["total"]
+                    second = first_call(model, m, cenv)["total"]
                 lines.append(f"| {model} | {m} | {first:.2f} | {second:.2f} | "
                              f"{second / first:.2f} |")
                 print(lines[-1], flush=True)
-    lines += ["", f"Total: {time.perf_counter() - t_start:.0f} s.", ""]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(lines, args.out, started=t_start)
 
 
 if __name__ == "__main__":

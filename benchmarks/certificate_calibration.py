@@ -8,7 +8,7 @@ README's examples, it runs the certificate inside the compiled program and recor
 ``gap/τ`` over all pairs. A ratio below 1 is a pass; the calibration asks for no refusal at all
 where the README's bound holds, with a margin.
 
-    python benchmarks/certificate_calibration.py [--cases 12] [--out experiments/results/certificate_calibration.md]
+    python -m benchmarks.certificate_calibration [--cases 12] [--out experiments/results/certificate_calibration.md]
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
-from jaxlift.methods import METHODS, interpreted
+from benchmarks.internals import certified_call
+from benchmarks.timing import RESULTS, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,12 +39,7 @@ def load_module(path: Path, name: str):
 
 def worst_ratio(fn, params, x, refs, *, target, mode, vmapped: bool) -> tuple[float, int, int]:
     """``(worst gap/τ, failing pairs, pairs)`` of one call (or of a batch of programs)."""
-    method = METHODS[mode]
-    composite = interpreted.composite_of(method, {})
-    compute = functools.partial(
-        interpreted.compute, fn=fn, target=target, composite=composite, what="contributions",
-        layer_name=None, per_input_refs=False, average=False, certify=True)
-    run = jax.jit(jax.vmap(compute) if vmapped else compute)
+    run = certified_call(fn, target=target, mode=mode, vmapped=vmapped)
     _, delta, checks = run(params, x, refs)
     ratio, failing = np.asarray(checks["ratio"]), np.asarray(checks["failing"])
     return float(ratio.max()), int(failing.sum()), int(np.size(delta))
@@ -88,14 +84,13 @@ def studies() -> list[tuple]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=12)
-    parser.add_argument("--out", default=str(REPO / "experiments" / "results"
-                                             / "certificate_calibration.md"))
+    parser.add_argument("--out", default=str(RESULTS / "certificate_calibration.md"))
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     rows = fuzz(args.cases) + studies()
     lines = ["# Completeness certificate: calibration", "",
              "Worst `gap/τ` over every pair (a pass is < 1), from "
-             "`python benchmarks/certificate_calibration.py`.", "",
+             "`python -m benchmarks.certificate_calibration`.", "",
              "| programs | worst gap/τ | refused pairs | pairs |", "|---|---|---|---|"]
     lines += [f"| {name} | {ratio:.3g} | {failing} | {pairs} |" for name, ratio, failing, pairs
               in rows]
@@ -103,8 +98,7 @@ def main(argv=None) -> None:
     refused = sum(r[2] for r in rows)
     lines += ["", f"{refused} of {total} pairs refused; worst ratio "
               f"{max(r[1] for r in rows):.3g}. {time.perf_counter() - t0:.0f} s.", ""]
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

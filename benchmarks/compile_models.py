@@ -4,7 +4,7 @@
 * ``mnist``: the seeds' MNIST CNN (trained weights when experiments/results/mnist_cnn.h5 is
   there), a Flax linen module;
 * ``cats_dogs``: the cats-vs-dogs CNN's architecture (256×256×1; seeded weights, or the real
-  Keras file when ../shared/data/catsordogs/model.h5 is there);
+  Keras file when ../shared/data/catsordogs/model.h5 is there: ``benchmarks.models.CATS``);
 * ``decoder``: a 2-block decoder transformer on token ids (causal mask, LayerNorm, GELU MLP),
   explained at its embeddings (``layer="emb"``), target the next token's logit;
 * ``lstm``: ``nn.RNN(nn.LSTMCell)`` over T = 100 steps, a dense head;
@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,30 +22,26 @@ import flax.linen as nn
 
 import jaxlift
 
-ROOT = Path(__file__).resolve().parents[1]
 N, K = 16, 4
 
 
 def mnist():
-    from jaxlift.models import mnist as port
-    path = ROOT / "experiments" / "results" / "mnist_cnn.h5"
-    if path.exists():
-        model, variables = port.load(path)
-    else:
-        model = port.MnistCNN()
-        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+    from benchmarks.models import mnist_model
+    fn, variables, _ = mnist_model()
     x = jax.random.uniform(jax.random.PRNGKey(1), (N, 28, 28, 1))
     refs = jnp.zeros((K, 28, 28, 1)) + jnp.linspace(0, 0.3, K)[:, None, None, None]
-    return functools.partial(model.apply, logits=True), variables, x, refs, 3, None
+    return fn, variables, x, refs, 3, None
 
 
 def cats_dogs():
-    from jaxlift.models import cats_dogs as port
-    path = ROOT.parent / "shared" / "data" / "catsordogs" / "model.h5"
+    from benchmarks.models import CATS
+    from jaxlift.io.ports import load_cats_dogs
+    from jaxlift.models.cats_dogs import CatsDogsCNN
+    path = CATS / "model.h5"
     if path.exists():
-        model, variables = port.load(path)
+        model, variables = load_cats_dogs(path)
     else:
-        model = port.CatsDogsCNN()
+        model = CatsDogsCNN()
         variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 256, 256, 1)))
     x = jax.random.uniform(jax.random.PRNGKey(1), (N // 4, 256, 256, 1))
     refs = jnp.zeros((K // 2, 256, 256, 1)) + jnp.linspace(0, 0.3, K // 2)[:, None, None, None]

@@ -60,15 +60,14 @@ per-pair completeness gap ``|Σ C − Δt|``.
 Writes ``genomics.md`` and ``genomics_logo.png`` to ``--out`` (default
 ``experiments/results``) and returns the numbers::
 
-    python experiments/genomics.py            # the full study
-    python experiments/genomics.py --quick    # small settings (the slow test)
+    python -m experiments.genomics            # the full study
+    python -m experiments.genomics --quick    # small settings (the slow test)
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,10 +81,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 import jaxlift  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 ALPHABET = "ACGT"
 BACKGROUND = np.array([0.3, 0.2, 0.2, 0.3])
@@ -477,7 +475,7 @@ def write_report(res: dict, out: Path, quick: bool) -> None:
     lines = [
         "# Genomics: planted motifs in simulated 1 kb DNA (issue 18)",
         "",
-        f"Made by `python experiments/genomics.py{' --quick' if quick else ''}` "
+        f"Made by `python -m experiments.genomics{' --quick' if quick else ''}` "
         f"({platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__}); "
         f"total {res['seconds']:.0f} s, training {res['train_seconds']:.0f} s. Seed "
         f"{cfg['seed']}. Config: `{cfg}`.",

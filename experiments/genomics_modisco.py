@@ -14,22 +14,19 @@ both strands; a planted motif counts as recovered when some positive pattern mat
 r ≥ 0.8. Writes ``genomics_modisco.md`` and ``genomics_modisco.png`` (logomaker logos:
 discovered CWMs beside the planted PWMs as information-content logos).
 
-    python experiments/genomics_modisco.py [--n 400]
+    python -m experiments.genomics_modisco [--n 400]
 
 Needs ``pip install modisco-lite logomaker`` (the ``genomics`` extra).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "experiments"))
 
 
 def best_match(ppm: np.ndarray, pwm: np.ndarray, min_overlap: int = 6) -> tuple[float, int, bool]:
@@ -69,7 +66,7 @@ def run(n: int, out: Path, log=print) -> dict:
                          f"(pip install modisco-lite logomaker): {e}") from None
     import jax
     import jaxlift
-    from genomics_peer import load_params, study_module
+    from experiments.genomics_peer import load_params, study_module
     g = study_module()
     cfg = g.Config()
     params = load_params(out / "genomics_model.npz")
@@ -148,7 +145,7 @@ def figure(res: dict, g, path: Path) -> None:
 
 def write_report(res: dict, g, out: Path) -> None:
     lines = ["# Genomics: TF-MoDISco (modisco-lite) on jaxlift's hypothetical contributions", "",
-             f"`python experiments/genomics_modisco.py`: {res['n']} held-out sequences "
+             f"`python -m experiments.genomics_modisco`: {res['n']} held-out sequences "
              "(all, with or without motifs), DeepLIFT rescale hypothetical contributions of the "
              f"profile target against 20 dinucleotide shuffles each ({res['hyp_seconds']:.0f} s), "
              "written as `(N, 4, L)` `.npz` (`genomics_ohe.npz`, `genomics_shap.npz`, the "

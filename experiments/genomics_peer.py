@@ -17,32 +17,25 @@ tangermeme at its best of a few batch sizes); jaxlift's per-pair completeness ga
 ``|Σ C − Δt|`` beside tangermeme's convergence delta (the same quantity computed from its
 multipliers, ``raw_outputs=True``, with the torch model's outputs).
 
-    python experiments/genomics_peer.py [--n 32] [--out experiments/results]
+    python -m experiments.genomics_peer [--n 32] [--out experiments/results]
 
 Needs ``pip install tangermeme`` (the ``genomics`` extra); refuses with that message otherwise.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
+import importlib
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def study_module():
-    """``experiments/genomics.py`` as a module."""
-    spec = importlib.util.spec_from_file_location("experiments_genomics",
-                                                  REPO / "experiments" / "genomics.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """``experiments/genomics.py`` as a module (imported when first asked for: it imports JAX)."""
+    return importlib.import_module("experiments.genomics")
 
 
 def torch_model(params: dict):
@@ -187,7 +180,7 @@ def write_report(r: dict, out: Path) -> None:
     lines = [
         "# Genomics peer: jaxlift vs tangermeme's deep_lift_shap on the same weights",
         "",
-        f"`python experiments/genomics_peer.py` ({platform.machine()}, {os.cpu_count()} CPU "
+        f"`python -m experiments.genomics_peer` ({platform.machine()}, {os.cpu_count()} CPU "
         f"cores, torch {torch.__version__} with 2 threads, tangermeme "
         f"{getattr(tangermeme, '__version__', '?')}): the model of `genomics.md` ported to "
         f"PyTorch, {r['n']} held-out sequences × 20 dinucleotide shuffles = {r['pairs']} "

@@ -45,22 +45,22 @@ step() {
 if [[ $QUICK == 1 ]]; then  # tiny sizes: checks that every step runs, on any machine
   CORE=(tests/test_core_api.py tests/test_dispatch.py -k "sums_to_delta or user_jit or one_dispatch")
   T_CORE=300; T_FID=300; T_BENCH=300; T_CONV=300
-  BENCH=(experiments/bench.py --quick --n-mnist 4 --repeats 1 --no-cats --no-torch
+  BENCH=(-m benchmarks.bench --quick --n-mnist 4 --repeats 1 --no-cats --no-torch
          --scaling-points none --out "$DIR/BENCH_gpu_check.md")
-  DISPATCH=(experiments/bench_dispatch.py --repeats 3 --sizes 1x1,4x2
+  DISPATCH=(-m benchmarks.bench_dispatch --repeats 3 --sizes 1x1,4x2
             --out "$DIR/bench_dispatch_gpu_check.md")
-  CONV=(experiments/bench_conv_transpose.py --repeats 2 --pairs 4x2
+  CONV=(-m benchmarks.bench_conv_transpose --repeats 2 --pairs 4x2
         --out "$DIR/bench_conv_transpose_gpu_check.md")
 else
   CORE=(tests/test_core_api.py tests/test_core_exact.py tests/test_modes.py
         tests/test_reveal_cancel.py tests/test_loops.py)
   T_CORE=240; T_FID=120; T_BENCH=120; T_CONV=60
-  BENCH=(experiments/bench.py --repeats 3 --no-captum --scaling-points 1,1000,100000
+  BENCH=(-m benchmarks.bench --repeats 3 --no-captum --scaling-points 1,1000,100000
          --out "$DIR/BENCH_gpu.md")
-  DISPATCH=(experiments/bench_dispatch.py --repeats 20 --out "$DIR/bench_dispatch_gpu.md")
+  DISPATCH=(-m benchmarks.bench_dispatch --repeats 20 --out "$DIR/bench_dispatch_gpu.md")
   # phases vs jax.vjp on this device: PHASED_TRANSPOSE_PLATFORMS (jaxlift/rules/linear.py) is
   # the CPU only until a GPU run shows the phases pay there
-  CONV=(experiments/bench_conv_transpose.py --repeats 10 --pairs 8192x8
+  CONV=(-m benchmarks.bench_conv_transpose --repeats 10 --pairs 8192x8
         --out "$DIR/bench_conv_transpose_gpu.md")
 fi
 # fidelity: compare with Keras (ported models) and with DeepLIFT implementations' scores

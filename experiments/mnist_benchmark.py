@@ -34,14 +34,13 @@ per method and pair, N, runtimes, summation-to-delta, the comparison with the pa
 method on one image per pair); with ``--save-scores`` also ``mnist_benchmark_scores.npz``
 (inputs and the scores for ``c`` and ``t``, for checks).
 
-    python experiments/mnist_benchmark.py            # 200 images per class, ≈ 5 CPU minutes
-    python experiments/mnist_benchmark.py --smoke    # 6 images per class, seconds after compiling
+    python -m experiments.mnist_benchmark            # 200 images per class, ≈ 5 CPU minutes
+    python -m experiments.mnist_benchmark --smoke    # 6 images per class, seconds after compiling
 """
 from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,11 +49,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mnist_common as mc  # noqa: E402
-
-import jaxlift  # noqa: E402
-from jaxlift import viz  # noqa: E402
+from experiments import mnist_common as mc
+import jaxlift
+from jaxlift import viz
 
 PAIRS = ((8, 3), (8, 6), (9, 4), (4, 9))
 MAX_ERASED = 157  # 20% of 784 pixels, as the paper
@@ -376,7 +373,7 @@ def report(res: dict, args, total_s: float) -> str:
     """``mnist_benchmark.md``."""
     n = {p: len(res["changes"][res["methods"][0]][p]) for p in PAIRS}
     gaps = "; ".join(f"{k}: {v:.2g}" for k, v in res["gaps"].items())
-    cmd = "python experiments/mnist_benchmark.py" + (" --smoke" if args.smoke else
+    cmd = "python -m experiments.mnist_benchmark" + (" --smoke" if args.smoke else
                                                      f" --n {args.n}")
     return f"""# MNIST benchmark: erasing pixels to turn one digit into another (DeepLIFT paper §4.1, Fig. 5)
 

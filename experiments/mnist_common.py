@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.models.mnist import MnistCNN, load_params
+from jaxlift.io import ports
+from jaxlift.models.mnist import MnistCNN
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
@@ -54,8 +55,8 @@ def load_model(path: Path | str = MODEL_H5) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"trained model not found at {path}; run "
-                                "python experiments/mnist_train.py first")
-    return load_params(path)
+                                "python -m experiments.mnist_train first")
+    return ports.load_mnist(path)[1]
 
 
 def logits(variables: dict, xb: jax.Array) -> jax.Array:

@@ -17,23 +17,20 @@ On the first ``--per-class`` correctly predicted test digits of each class, Deep
 Writes ``mnist_concepts.png`` and ``mnist_concepts.md`` to ``--out`` (default
 ``experiments/results/``).
 
-    python experiments/mnist_concepts.py            # 50 digits per class
-    python experiments/mnist_concepts.py --smoke    # 4 digits per class
+    python -m experiments.mnist_concepts            # 50 digits per class
+    python -m experiments.mnist_concepts --smoke    # 4 digits per class
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mnist_common as mc  # noqa: E402
-
-import jaxlift  # noqa: E402
-from jaxlift import concepts, viz  # noqa: E402
+from experiments import mnist_common as mc
+import jaxlift
+from jaxlift import concepts, viz
 
 PAIRS = ((8, 3), (8, 6), (9, 4), (4, 9))
 
@@ -123,7 +120,7 @@ def report(r: dict, args, n: int, seconds: float) -> str:
         for c in range(10))
     return f"""# Concepts on MNIST
 
-Made by `python experiments/mnist_concepts.py{' --smoke' if args.smoke else ''}` in
+Made by `python -m experiments.mnist_concepts{' --smoke' if args.smoke else ''}` in
 {seconds:.0f} s: DeepLIFT `{args.mode}` against the all-black reference on {n} correctly
 predicted test digits ({args.per_class} per class), all ten logits in one call
 (summation-to-delta, max |Σ S − Δ|: {r['gap']:.2g}). Figure: `mnist_concepts.png`.

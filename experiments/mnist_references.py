@@ -17,12 +17,11 @@ Writes ``mnist_references.png`` (rows: digits; columns: the input and one heatma
 reference) and ``mnist_references.md`` (what was found, Δ = z(x) − z(r) per reference, the
 summation-to-delta check, notes) to ``--out`` (default ``experiments/results/``).
 
-    python experiments/mnist_references.py          # searches all 60,000 training digits
-    python experiments/mnist_references.py --smoke  # searches 2,000
+    python -m experiments.mnist_references          # searches all 60,000 training digits
+    python -m experiments.mnist_references --smoke  # searches 2,000
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -30,11 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mnist_common as mc  # noqa: E402
-
-import jaxlift  # noqa: E402
-from jaxlift import references, viz  # noqa: E402
+from experiments import mnist_common as mc
+import jaxlift
+from jaxlift import references, viz
 
 
 def example_digits(y: np.ndarray, pred: np.ndarray, classes) -> np.ndarray:
@@ -85,7 +82,7 @@ def report(found, y_train, p_near, deltas, gaps, targets, z_x, args, seconds) ->
                      + " |" for k, (d, t) in enumerate(zip(args.digit_classes, targets)))
     return f"""# Reference choice on MNIST
 
-Made by `python experiments/mnist_references.py{' --smoke' if args.smoke else ''}` in
+Made by `python -m experiments.mnist_references{' --smoke' if args.smoke else ''}` in
 {seconds:.0f} s. Model `experiments/results/mnist_cnn.h5` (inputs `x / 255`); DeepLIFT
 `{args.mode}`, scores for each digit's predicted logit; figure `mnist_references.png`
 (red: pushes the logit up relative to the reference, blue: down).

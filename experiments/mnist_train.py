@@ -16,13 +16,12 @@ and ``jaxlift.models.mnist.load`` read it) and ``experiments/results/mnist_train
 (accuracy, epochs, time, seed). The file is committed: the other MNIST scripts and the tests
 load it instead of retraining.
 
-    python experiments/mnist_train.py [--epochs 8] [--seed 0] [--data PATH/mnist.npz]
+    python -m experiments.mnist_train [--epochs 8] [--seed 0] [--data PATH/mnist.npz]
 """
 from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -31,10 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mnist_common as mc  # noqa: E402
-
-from jaxlift import save_keras_h5  # noqa: E402
+from experiments import mnist_common as mc
+from jaxlift import save_keras_h5
 
 
 def init_variables(seed: int) -> dict:
@@ -85,7 +82,7 @@ def report(acc: float, acc_reloaded: float, n_params: int, args, seconds: float)
     """``mnist_train.md``."""
     return f"""# MNIST CNN (the paper's architecture) — training record
 
-Made by `python experiments/mnist_train.py --epochs {args.epochs} --seed {args.seed}`.
+Made by `python -m experiments.mnist_train --epochs {args.epochs} --seed {args.seed}`.
 
 | | |
 |---|---|

@@ -1,14 +1,14 @@
 """PTC_MR (male-rat carcinogenicity) with the docs/design.md §21 1-D CNN over subgraph-pattern histograms.
 
 Each molecule becomes a histogram of labelled subgraph patterns (atoms, bonds, 2- and 3-bond
-paths, triangles; :class:`jaxlift.datasets.PatternVocabulary` fitted on the training split
+paths, triangles; :class:`experiments.datasets.PatternVocabulary` fitted on the training split
 only), fed as ``log1p`` counts to :class:`jaxlift.models.ptc.PtcCNN`. Subcommands::
 
-    python experiments/ptc.py cv         # 10-fold stratified CV → results/ptc_cv.md
-    python experiments/ptc.py final      # final model → results/ptc_cnn.h5 + ptc_cnn.json
-    python experiments/ptc.py attribute  # DeepLIFT on the final model → ptc_patterns.md,
+    python -m experiments.ptc cv         # 10-fold stratified CV → results/ptc_cv.md
+    python -m experiments.ptc final      # final model → results/ptc_cnn.h5 + ptc_cnn.json
+    python -m experiments.ptc attribute  # DeepLIFT on the final model → ptc_patterns.md,
                                          #   ptc_molecule.png, ptc_attributions.npz
-    python experiments/ptc.py all        # the three in order (default)
+    python -m experiments.ptc all        # the three in order (default)
 
 ``--out DIR`` (default ``experiments/results``), ``--data DIR`` (default
 ``$JAXLIFT_SHARED_DATA/PTC_MR`` or ``../shared/data/PTC_MR``); ``--folds``, ``--epochs``,
@@ -85,7 +85,7 @@ def data_dir() -> Path:
 def load_ptc(folder: Path):
     """``(graphs, y, names)``: TU graphs, labels ``y`` (1 = carcinogenic (+1), 0 = not (−1)),
     and the README's ``{"node": {…}, "edge": {…}}`` label names."""
-    from jaxlift.datasets import read_readme_labels, read_tu
+    from experiments.datasets import read_readme_labels, read_tu
     graphs = read_tu(folder)
     y = np.array([1 if g.label == 1 else 0 for g in graphs], dtype=np.int32)
     return graphs, y, read_readme_labels(Path(folder) / "README.txt")
@@ -93,7 +93,7 @@ def load_ptc(folder: Path):
 
 def fit_vocab(cfg: Config, graphs):
     """A :class:`PatternVocabulary` fitted on ``graphs`` (the training split only)."""
-    from jaxlift.datasets import PatternVocabulary
+    from experiments.datasets import PatternVocabulary
     return PatternVocabulary(max_size=cfg.max_size, min_count=cfg.min_count,
                              triangles=True, by="graphs").fit(graphs)
 
@@ -105,7 +105,7 @@ def as_input(counts: np.ndarray) -> np.ndarray:
 
 def inner_split(y: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified (train, validation) positions into ``y``: validation is one of ``k`` folds."""
-    from jaxlift.datasets import stratified_kfold
+    from experiments.datasets import stratified_kfold
     return stratified_kfold(y, k=k, seed=seed)[0]
 
 
@@ -195,7 +195,7 @@ def predict_logits(model, variables, x: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- CV
 def run_cv(cfg: Config, graphs, y: np.ndarray, log=print) -> dict:
     """``cfg.folds``-fold stratified CV; the vocabulary is fitted on each training split."""
-    from jaxlift.datasets import stratified_kfold
+    from experiments.datasets import stratified_kfold
     t0 = time.perf_counter()
     folds = []
     for f, (tr, te) in enumerate(stratified_kfold(y, k=cfg.folds, seed=cfg.seed)):
@@ -224,7 +224,7 @@ def write_cv_report(path: Path, res: dict) -> None:
     lines = [
         "# PTC_MR: 1-D CNN on subgraph-pattern histograms, stratified cross-validation",
         "",
-        "Made by `python experiments/ptc.py cv` (`experiments/ptc.py`, fixed seeds).",
+        "Made by `python -m experiments.ptc cv` (`experiments/ptc.py`, fixed seeds).",
         "",
         f"**Accuracy: {100 * res['mean']:.1f} ± {100 * res['sd']:.1f} %** (mean ± sd over "
         f"{cfg['folds']} folds) — published PTC_MR range ≈ {100 * lo:.0f}–{100 * hi:.0f} % "
@@ -266,7 +266,7 @@ def train_final(cfg: Config, graphs, y: np.ndarray, names: dict, out: Path, log=
     """Train on the designated train split (9/10, stratified), save ``ptc_cnn.h5`` and
     ``ptc_cnn.json`` (config, vocabulary, split, recorded logits); returns the JSON dict."""
     import jaxlift
-    from jaxlift.datasets import stratified_kfold
+    from experiments.datasets import stratified_kfold
     train, held = stratified_kfold(y, k=10, seed=cfg.seed + 1000)[0]
     vocab = fit_vocab(cfg, [graphs[i] for i in train])
     x = as_input(vocab.transform(graphs))
@@ -290,22 +290,22 @@ def train_final(cfg: Config, graphs, y: np.ndarray, names: dict, out: Path, log=
 
 def load_final(out: Path):
     """``(model, variables, meta)`` from ``ptc_cnn.h5`` and ``ptc_cnn.json`` in ``out``."""
-    from jaxlift.models.ptc import load
-    model, variables = load(out / "ptc_cnn.h5")
+    from jaxlift.io.ports import load_ptc
+    model, variables = load_ptc(out / "ptc_cnn.h5")
     meta = json.loads((out / "ptc_cnn.json").read_text())
     return model, variables, meta
 
 
 def vocabulary_patterns(meta: dict):
     """The recorded vocabulary as :class:`Pattern` objects, in feature order."""
-    from jaxlift.datasets import Pattern
+    from experiments.datasets import Pattern
     return [Pattern(d["kind"], tuple(d["labels"])) for d in meta["patterns"]]
 
 
 def histograms_and_occurrences(meta: dict, graphs):
     """``(counts (N, V), occurrences)`` of the recorded vocabulary in ``graphs``, without
     refitting; ``occurrences[n][v]`` lists pattern ``v``'s atom tuples in graph ``n``."""
-    from jaxlift.datasets import enumerate_patterns
+    from experiments.datasets import enumerate_patterns
     pats = vocabulary_patterns(meta)
     counts = np.zeros((len(graphs), len(pats)), np.float32)
     occs = []
@@ -383,8 +383,8 @@ def run_attribution(out: Path, graphs, y: np.ndarray, names: dict, log=print) ->
 
 
 def atom_scores_of(occurrences, pattern_scores: np.ndarray, num_atoms: int) -> np.ndarray:
-    """Atom scores of one molecule (:func:`jaxlift.datasets.atom_scores`)."""
-    from jaxlift.datasets import atom_scores
+    """Atom scores of one molecule (:func:`experiments.datasets.atom_scores`)."""
+    from experiments.datasets import atom_scores
     return atom_scores(occurrences, pattern_scores, num_atoms)
 
 
@@ -398,7 +398,7 @@ def write_patterns_report(path: Path, meta: dict, a: dict, ess, res: dict) -> No
     lines = [
         "# PTC_MR: essential subgraph patterns of each class (DeepLIFT on the CNN's logit)",
         "",
-        "Made by `python experiments/ptc.py attribute` with the final model `ptc_cnn.h5` "
+        "Made by `python -m experiments.ptc attribute` with the final model `ptc_cnn.h5` "
         f"(vocabulary of {len(names)} patterns in `ptc_cnn.json`; trained on a designated 9/10 "
         f"split, train accuracy {meta['train_acc']:.3f}, held-out accuracy "
         f"{meta['held_out_acc']:.3f}; over all {len(y)} molecules {res_acc(a):.3f}).",

@@ -42,8 +42,8 @@ held-out set (after a warm-up call with the same shapes, so compile time is excl
 Writes ``sequences.md`` (table) and ``sequences.png`` (token-score heat strips) to ``--out``
 (default ``experiments/results``)::
 
-    python experiments/sequences.py            # the full study, ≈ 3 CPU minutes
-    python experiments/sequences.py --quick    # small settings (the tests), ≈ 2.5 CPU minutes
+    python -m experiments.sequences            # the full study, ≈ 3 CPU minutes
+    python -m experiments.sequences --quick    # small settings (the tests), ≈ 2.5 CPU minutes
 
 Most of the time is compiling (one program per model × method, 21 in all, each traced and
 compiled once; the timed calls take ≤ 1.3 s), so ``--quick`` saves little: it trains on
@@ -72,11 +72,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 import jaxlift  # noqa: E402
 from jaxlift import viz  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 PAD, TOKEN_A, TOKEN_B = 0, 1, 2
 MODEL_NAMES = ("LSTM", "GRU", "transformer")
@@ -523,7 +522,7 @@ def report(res: dict, argv_text: str) -> str:
               "the gate-as-weight rows are missing")
     return f"""# Token sequences with a planted order rule: attribution methods compared
 
-Made by `python experiments/sequences.py{argv_text}` in {res['seconds']:.0f} s
+Made by `python -m experiments.sequences{argv_text}` in {res['seconds']:.0f} s
 ({res['cpu_seconds']:.0f} s of CPU time, most of it compiling) on {platform.machine()} CPU
 ({jax.device_count()} JAX device(s), a 2-core machine shared with other jobs), seed
 {c['seed']}.

@@ -19,7 +19,7 @@ Writes (atomically):
   (0–255, as in ``mnist.npz``), ``y`` (100,) uint8 labels;
 * ``jaxlift/data/README.md`` — provenance, licence and the model's test accuracy.
 
-Run: ``python experiments/train_embedded_mnist.py [--data ../shared/data/mnist.npz]``.
+Run: ``python -m experiments.train_embedded_mnist [--data ../shared/data/mnist.npz]``.
 """
 from __future__ import annotations
 

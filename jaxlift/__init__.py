@@ -32,7 +32,7 @@ _EXPORTS = {
 }
 
 # submodules reachable as attributes of the package
-_SUBMODULES = ("adapters", "api", "certificate", "dataset", "gaps", "surrogates", "chunking", "cli", "concepts", "datasets",
+_SUBMODULES = ("adapters", "api", "certificate", "dataset", "gaps", "surrogates", "chunking", "cli", "concepts",
                "errors", "hypothetical", "interpreter", "io", "methods", "models", "named_layers", "pipeline", "program",
                "references", "rules", "targets", "validation", "viz")
 

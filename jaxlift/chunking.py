@@ -6,14 +6,14 @@ and a multiplier for every live intermediate of the program, so its working set 
 example (T = 1, or the number of outputs with ``target="all"``, whose multipliers all coexist).
 
 * On the CPU, a chunk of many small pairs whose working set fits in the caches runs up to twice
-  as fast per pair as one big batch (measured in ``experiments/bench.py``), so chunks aim at
+  as fast per pair as one big batch (measured in ``benchmarks/bench.py``), so chunks aim at
   ``CPU_CHUNK_BYTES``. Pairs bigger than ``CPU_CHUNK_BYTES / MIN_CACHED_PAIRS`` (a 256×256 image
   CNN) gain nothing from smaller chunks, each of which re-runs the references' forward pass, so
   there the chunk only keeps memory bounded. A run of up to ``ONE_CHUNK_FACTOR`` times
   ``CPU_CHUNK_BYTES`` runs at once: split, it would give chunks of at least half the target
   for an extra dispatch and an extra forward pass of the references (MNIST CNN, 64×8 pairs,
   68 MB: two chunks took 1.13×, one 0.99× the time of the same call inside ``jax.jit``;
-  ``experiments/bench_dispatch.py``).
+  ``benchmarks/bench_dispatch.py``).
 * On accelerators, a chunk takes at most a quarter of the device's free memory.
 
 Everything here is a pure function of shapes and the machine; results never depend on the chunk.

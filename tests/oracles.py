@@ -1,5 +1,5 @@
 """Independent references for the tests: the README's summation bound, and DeepLIFT's rules for
-dense networks written out in NumPy from their formulas (DESIGN §3, the paper's linear rule and
+dense networks written out in NumPy from their formulas (docs/design.md §8, the paper's linear rule and
 RevealCancel), sharing no code with jaxlift's interpreter or rules.
 
 The NumPy networks are ``h_{l+1} = f_l(h_l·W_l + b_l)`` with elementwise ``f_l`` (``None``:

@@ -1,6 +1,8 @@
 """The shape of the code: data flows one way (face → pipeline → methods → interpreter → rules),
 no import circles (late imports inside functions count), no module imports another's private
-names, and models and file formats know nothing of the interpreter."""
+names, models and file formats know nothing of the interpreter, no arrow runs back up (rules
+know nothing of the program, the interpreter or the methods; models know nothing of file
+formats), and no two rooms (a top-level module or a subpackage) import each other."""
 from __future__ import annotations
 
 import ast
@@ -101,20 +103,65 @@ def _reaches(graph, start: str, targets: tuple[str, ...]) -> set[str]:
     return {t for t in graph[start] if t.startswith(targets)}
 
 
+# rules/guided.py late-imports program.py (and program.py imports the rules): the core refactor
+# moves the jaxpr helpers the rules need below them (jaxpr_walk), and removes these markers.
+RULES_IMPORT_PROGRAM = pytest.mark.xfail(
+    strict=True, reason="rules/guided.py still imports jaxlift.program (core refactor)")
+
 LAYERS = [  # (modules, what they must not import)
-    (("jaxlift.rules",), ("jaxlift.methods", "jaxlift.pipeline", "jaxlift.api", "jaxlift.cli")),
-    (("jaxlift.interpreter", "jaxlift.program"),
-     ("jaxlift.methods", "jaxlift.pipeline", "jaxlift.api", "jaxlift.cli")),
-    (("jaxlift.methods",), ("jaxlift.pipeline", "jaxlift.api", "jaxlift.cli")),
-    (("jaxlift.pipeline",), ("jaxlift.api", "jaxlift.cli")),
-    (("jaxlift.models", "jaxlift.io"),
-     ("jaxlift.interpreter", "jaxlift.rules", "jaxlift.methods", "jaxlift.pipeline",
-      "jaxlift.api", "jaxlift.program")),
+    pytest.param(("jaxlift.rules",),
+                 ("jaxlift.interpreter", "jaxlift.methods", "jaxlift.pipeline", "jaxlift.api",
+                  "jaxlift.cli"), id="rules"),
+    pytest.param(("jaxlift.rules",), ("jaxlift.program",), id="rules-program",
+                 marks=RULES_IMPORT_PROGRAM),
+    pytest.param(("jaxlift.interpreter", "jaxlift.program"),
+                 ("jaxlift.methods", "jaxlift.pipeline", "jaxlift.api", "jaxlift.cli"),
+                 id="interpreter"),
+    pytest.param(("jaxlift.methods",), ("jaxlift.pipeline", "jaxlift.api", "jaxlift.cli"),
+                 id="methods"),
+    pytest.param(("jaxlift.pipeline",), ("jaxlift.api", "jaxlift.cli"), id="pipeline"),
+    pytest.param(("jaxlift.models", "jaxlift.io"),
+                 ("jaxlift.interpreter", "jaxlift.rules", "jaxlift.methods", "jaxlift.pipeline",
+                  "jaxlift.api", "jaxlift.program"), id="models-and-io"),
+    pytest.param(("jaxlift.models",), ("jaxlift.io", "jaxlift.cli", "jaxlift.viz"),
+                 id="models-know-no-file-formats"),
 ]
 
 
-@pytest.mark.parametrize("layer,forbidden", LAYERS, ids=[l[0][0] for l in LAYERS])
+@pytest.mark.parametrize("layer,forbidden", LAYERS)
 def test_data_flows_one_way(layer, forbidden):
     graph = _graph()
     bad = {m: sorted(_reaches(graph, m, forbidden)) for m in graph if m.startswith(layer)}
     assert {m: v for m, v in bad.items() if v} == {}
+
+
+def _room(module: str) -> str:
+    """A module's room: its subpackage (``jaxlift.rules.linear`` → ``jaxlift.rules``), or the
+    module itself at the top level (``jaxlift.program``)."""
+    return ".".join(module.split(".")[:2])
+
+
+def _rooms_importing_each_other(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """Pairs of rooms ``(a, b)``, ``a < b``, in which some module of each imports one of the
+    other (late imports count)."""
+    arrows = {(_room(m), _room(t)) for m, targets in graph.items() for t in targets}
+    return {(a, b) for a, b in arrows if a < b and (b, a) in arrows}
+
+
+def test_the_room_finder_finds_two_rooms_importing_each_other():
+    graph = {"jaxlift.io.a": {"jaxlift.models.b"}, "jaxlift.models.b": set(),
+             "jaxlift.models.c": {"jaxlift.io.d"}, "jaxlift.io.d": set(),
+             "jaxlift.rules.e": {"jaxlift.rules.f"}, "jaxlift.rules.f": {"jaxlift.rules.e"}}
+    assert _rooms_importing_each_other(graph) == {("jaxlift.io", "jaxlift.models")}
+
+
+def test_no_two_rooms_import_each_other():
+    """io ⇄ models, program ⇄ rules and the like: a pair of rooms that import each other is
+    one room in two places. (program ⇄ rules is the core refactor's: the test below.)"""
+    pairs = _rooms_importing_each_other(_graph())
+    assert pairs - {("jaxlift.program", "jaxlift.rules")} == set()
+
+
+@RULES_IMPORT_PROGRAM
+def test_rules_and_program_do_not_import_each_other():
+    assert ("jaxlift.program", "jaxlift.rules") not in _rooms_importing_each_other(_graph())

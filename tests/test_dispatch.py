@@ -1,7 +1,7 @@
 """One compiled dispatch per call (issue 16): the finite checks of x, refs and params run inside
 the compiled program and are read with the result; a repeated call of the same shapes does no
 tracing, no planning and no eager run of fn. Speed itself is measured in
-experiments/bench_dispatch.py, not here."""
+benchmarks/bench_dispatch.py, not here."""
 from __future__ import annotations
 
 import jax

@@ -1,9 +1,7 @@
 """Tests of ``experiments/genomics.py`` (issue 18): the simulated motifs and their recorded
 positions, the ground-truth measures, the profile target with fixed weights (exact DeepLIFT),
 hypothetical contributions of a dict input, and the whole study at its quick settings."""
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 
 import jax
 import numpy as np
@@ -11,16 +9,9 @@ import pytest
 
 import jaxlift
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _module(name):
-    path = REPO / "experiments" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"experiments.{name}")
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,13 @@ shared MNIST data (skipped when ``../shared/data`` is absent), write into a temp
 and check real properties of what the scripts computed.
 """
 import importlib
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
-
-EXPERIMENTS = REPO_ROOT / "experiments"
-sys.path.insert(0, str(EXPERIMENTS))
-
 
 def _module(name):
-    return importlib.import_module(name)
+    return importlib.import_module(f"experiments.{name}")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,7 @@
 """Smoke test of ``experiments/ptc.py``: the smallest whole run (CV, final model, attribution)
 in a temporary folder, and the committed final model reproducing its recorded predictions."""
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 
 
-def _ptc_module():
-    spec = importlib.util.spec_from_file_location("experiments_ptc", REPO / "experiments" / "ptc.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def ptc():
-    return _ptc_module()
+    return importlib.import_module("experiments.ptc")
 
 
 @pytest.fixture(scope="module")

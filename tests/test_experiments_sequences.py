@@ -1,27 +1,14 @@
 """Tests of ``experiments/sequences.py`` (issue 15): the planted-order token data, the
 top-k measure, and the whole study at its quick settings."""
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _sequences_module():
-    path = REPO / "experiments" / "sequences.py"
-    spec = importlib.util.spec_from_file_location("experiments_sequences", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture(scope="module")
 def seq():
-    return _sequences_module()
+    return importlib.import_module("experiments.sequences")
 
 
 def test_planted_positions_hold_the_tokens_and_labels_follow_the_order(seq):

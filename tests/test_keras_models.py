@@ -1,5 +1,6 @@
 """jaxlift.models: the hand-written MNIST, PTC and cats-vs-dogs ports equal the generic
-.h5 reader on the same file, save files Keras loads, and train with optax."""
+.h5 reader on the same file, load Keras files (jaxlift.io.ports), save files Keras loads, and
+train with optax."""
 from __future__ import annotations
 
 import os
@@ -15,15 +16,16 @@ keras = pytest.importorskip("keras")
 
 from jaxlift.io.images import load_image  # noqa: E402
 from jaxlift.io.keras_h5 import KerasFormatError, load_keras_h5, save_keras_h5  # noqa: E402
-from jaxlift.models import cats_dogs, mnist, ptc  # noqa: E402
+from jaxlift.io.ports import load_cats_dogs, load_mnist, load_ptc  # noqa: E402
+from jaxlift.models import mnist, ptc  # noqa: E402
 from jaxlift.models.generic import KerasModel  # noqa: E402
 
 TOL = 1e-5
 PTC_LEN = 36
 
 PORTS = {
-    "mnist": (mnist.MnistCNN(), (28, 28, 1), mnist),
-    "ptc": (ptc.PtcCNN(length=PTC_LEN), (PTC_LEN, 1), ptc),
+    "mnist": (mnist.MnistCNN(), (28, 28, 1), load_mnist),
+    "ptc": (ptc.PtcCNN(length=PTC_LEN), (PTC_LEN, 1), load_ptc),
 }
 
 
@@ -54,7 +56,7 @@ def test_mnist_parameter_count():
 
 @pytest.mark.parametrize("name", list(PORTS))
 def test_port_round_trip_and_generic_reader(name, tmp_path):
-    port, shape, mod = PORTS[name]
+    port, shape, load = PORTS[name]
     v = _random_variables(port, shape, seed=len(name))
     x = _x(shape)
     path = tmp_path / f"{name}.h5"
@@ -67,7 +69,7 @@ def test_port_round_trip_and_generic_reader(name, tmp_path):
     for logits in (False, True):
         _close(model.apply(gv, x, logits=logits), port.apply(v, x, logits=logits))
     # The port's own loader gives back the same variables.
-    loaded = mod.load_params(path)
+    _, loaded = load(path)
     jax.tree.map(lambda a, b: _close(a, b, 0), loaded, v)
     # The port's keras_graph() run generically is the port.
     _close(KerasModel(port.keras_graph()).apply(v, x, logits=True), port.apply(v, x, logits=True))
@@ -76,7 +78,7 @@ def test_port_round_trip_and_generic_reader(name, tmp_path):
 @pytest.mark.parametrize("name", list(PORTS))
 def test_port_reads_keras_built_file(name, tmp_path):
     """A file Keras itself wrote (Keras's own layer names) loads into the port."""
-    port, shape, mod = PORTS[name]
+    port, shape, load = PORTS[name]
     if name == "mnist":
         k = keras.Sequential([
             keras.Input(shape), keras.layers.Conv2D(32, 4, strides=2, activation="relu"),
@@ -97,7 +99,7 @@ def test_port_reads_keras_built_file(name, tmp_path):
     path = tmp_path / "keras.h5"
     k.save(path)
     x = _x(shape, seed=2)
-    module, v = mod.load(path)
+    module, v = load(path)
     _close(module.apply(v, x), k.predict(x, verbose=0))
 
 
@@ -105,10 +107,10 @@ def test_ptc_length_from_file(tmp_path):
     port = ptc.PtcCNN(length=20)
     v = _random_variables(port, (20, 1), seed=3)
     save_keras_h5(tmp_path / "p.h5", port, v)
-    module, _ = ptc.load(tmp_path / "p.h5")
+    module, _ = load_ptc(tmp_path / "p.h5")
     assert module.length == 20
     with pytest.raises(KerasFormatError, match="p.h5: input shape .* MnistCNN"):
-        mnist.load_params(tmp_path / "p.h5")
+        load_mnist(tmp_path / "p.h5")
     wrong = ptc.PtcCNN(length=20).keras_graph()
     wrong = type(wrong)(wrong.name, tuple(
         type(s)(s.class_name, s.name, tuple((k, 8 if k == "filters" and v == 16 else v)
@@ -117,7 +119,7 @@ def test_ptc_length_from_file(tmp_path):
     model = KerasModel(wrong)
     save_keras_h5(tmp_path / "w.h5", model, _random_variables(model, (20, 1), 0))
     with pytest.raises(KerasFormatError, match="w.h5: not a PtcCNN: layer 0"):
-        ptc.load(tmp_path / "w.h5")
+        load_ptc(tmp_path / "w.h5")
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +133,7 @@ def cats_files(shared_data):
 @pytest.mark.slow  # test budget: the MNIST and PTC ports stay in the default run
 def test_cats_dogs_port_equals_reader(cats_files, tmp_path):
     path, x = cats_files
-    port, v = cats_dogs.load(path)
+    port, v = load_cats_dogs(path)
     model, gv = load_keras_h5(path)
     f_port = jax.jit(port.apply, static_argnames="logits")
     f_gen = jax.jit(model.apply, static_argnames="logits")
@@ -144,7 +146,7 @@ def test_cats_dogs_port_equals_reader(cats_files, tmp_path):
     k = keras.models.load_model(tmp_path / "cd.h5", compile=False)
     _close(k.predict(x, verbose=0), p)
     with pytest.raises(KerasFormatError, match="not a PtcCNN|input shape"):
-        ptc.load(path)
+        load_ptc(path)
 
 
 def test_ports_train_with_optax():

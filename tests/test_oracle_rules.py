@@ -178,7 +178,7 @@ def test_products_and_quotients_take_the_midpoints(mode):
         np.testing.assert_allclose(c, w, **TOL)
 
 
-# ---------------------------------------------------- steps, selects and logic (DESIGN §9)
+# ---------------------------------------------------- steps, selects and logic (docs/design.md §12)
 
 @pytest.mark.parametrize("mode", BOTH)
 def test_steps_selects_and_logic_by_hand(mode):

@@ -1,11 +1,12 @@
-"""Tests for jaxlift.datasets: the TU reader, subgraph-pattern histograms, atom scores, CV folds."""
+"""Tests for experiments.datasets (the PTC study's data-set code): the TU reader,
+subgraph-pattern histograms, atom scores, CV folds."""
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jaxlift.datasets import (
+from experiments.datasets import (
     Graph,
     Pattern,
     PatternVocabulary,

@@ -9,11 +9,10 @@ grayscale=True)`` reproduces the model's own preprocessing). Output (N, 1): P(do
     → MaxPool 2 → Flatten (30·30·16 = 14400) → Dense(256)-relu → Dense(1)-sigmoid
 
 3,696,337 parameters. Parameter names are Keras's defaults (``conv2d``, ``conv2d_1``,
-``conv2d_2``, ``dense``, ``dense_1``); ``load_params`` maps the file's names onto them.
+``conv2d_2``, ``dense``, ``dense_1``); ``jaxlift.io.ports.load_cats_dogs(path)`` maps the file's
+names onto them.
 """
 from __future__ import annotations
-
-import os
 
 import flax.linen as nn
 import jax
@@ -54,15 +53,3 @@ class CatsDogsCNN(nn.Module):
                    ("Dense", "dense", dict(units=256, activation="relu", use_bias=True)),
                    ("Dense", "dense_1", dict(units=1, activation="sigmoid", use_bias=True))]
         return sequential_graph("cats_dogs_cnn", (None, 256, 256, 1), layers)
-
-
-def load(path: str | os.PathLike) -> tuple[CatsDogsCNN, dict]:
-    """(module, variables) from a Keras ``.h5`` of this architecture."""
-    return CatsDogsCNN(), load_params(path)
-
-
-def load_params(path: str | os.PathLike) -> dict:
-    """Flax variables of ``CatsDogsCNN`` from a Keras ``.h5`` of this architecture, e.g. the
-    pretrained ``catsordogs/model.h5``."""
-    from jaxlift.models._port import load_port_params
-    return load_port_params(CatsDogsCNN(), path)

@@ -10,11 +10,9 @@ pre-softmax scores DeepLIFT explains. 239,594 parameters::
 
 Parameter names are Keras's defaults (``conv2d``, ``conv2d_1``, ``dense``, ``dense_1``) with
 Keras's layouts, so ``save_keras_h5(path, MnistCNN(), variables)`` writes a file Keras loads and
-``load_params(path)`` reads any Keras file of this architecture.
+``jaxlift.io.ports.load_mnist(path)`` reads any Keras file of this architecture.
 """
 from __future__ import annotations
-
-import os
 
 import flax.linen as nn
 import jax
@@ -57,15 +55,3 @@ class MnistCNN(nn.Module):
             ("Dropout", "dropout_1", dict(rate=0.5)),
             ("Dense", "dense_1", dict(units=10, activation="softmax", use_bias=True)),
         ])
-
-
-def load(path: str | os.PathLike) -> tuple[MnistCNN, dict]:
-    """(module, variables) from a Keras ``.h5`` of this architecture."""
-    return MnistCNN(), load_params(path)
-
-
-def load_params(path: str | os.PathLike) -> dict:
-    """Flax variables of ``MnistCNN`` from a Keras ``.h5`` of this architecture (any layer
-    names); ``KerasFormatError`` if the file holds another architecture."""
-    from jaxlift.models._port import load_port_params
-    return load_port_params(MnistCNN(), path)

@@ -7,11 +7,10 @@ positive class, or with ``logits=True`` its pre-sigmoid logit (what DeepLIFT exp
     Conv1D(16, 5, same)-relu → MaxPool1D(2) → Conv1D(32, 5, same)-relu → MaxPool1D(2)
     → Flatten (32·⌊⌊L/2⌋/2⌋) → Dense(64)-relu → Dropout(0.5) → Dense(1)-sigmoid
 
-Parameter names are Keras's defaults (``conv1d``, ``conv1d_1``, ``dense``, ``dense_1``).
+Parameter names are Keras's defaults (``conv1d``, ``conv1d_1``, ``dense``, ``dense_1``);
+``jaxlift.io.ports.load_ptc(path)`` reads a Keras file of this architecture.
 """
 from __future__ import annotations
-
-import os
 
 import flax.linen as nn
 import jax
@@ -56,19 +55,3 @@ class PtcCNN(nn.Module):
             ("Dropout", "dropout", dict(rate=0.5)),
             ("Dense", "dense_1", dict(units=1, activation="sigmoid", use_bias=True)),
         ])
-
-
-def load(path: str | os.PathLike) -> tuple[PtcCNN, dict]:
-    """(module, variables) from a Keras ``.h5`` of this architecture; L is read from the file."""
-    from jaxlift.io.keras_h5 import KerasFormatError, read_graph
-    from jaxlift.models._port import load_port_params
-    shape = read_graph(path).input_shapes[0]
-    if len(shape) != 3 or shape[1] is None:
-        raise KerasFormatError(f"{path}: input shape {shape} is not (None, L, 1)")
-    port = PtcCNN(length=int(shape[1]))
-    return port, load_port_params(port, path)
-
-
-def load_params(path: str | os.PathLike) -> dict:
-    """Flax variables of ``PtcCNN`` from a Keras ``.h5`` of this architecture."""
-    return load(path)[1]

@@ -35,7 +35,7 @@ from jaxlift.rules.registry import Rule, always
 # Strided convolutions are transposed by phases (jaxlift.rules._conv: one dense convolution
 # instead of one over the cotangent dilated by the strides, ~1 − 1/s^N of whose multiply-adds
 # hit inserted zeros) on these platforms, where the input has at least this many channels.
-# Measured on XLA:CPU (experiments/bench_conv_transpose.py): 2× on the MNIST CNN's second
+# Measured on XLA:CPU (benchmarks/bench_conv_transpose.py): 2× on the MNIST CNN's second
 # convolution (32 channels), 1.0–1.3× quiet and 0.8× under load on its first (1 channel). On a
 # GPU, XLA hands the dilated form to cuDNN's own data-gradient kernel: not measured, not used.
 PHASED_TRANSPOSE_PLATFORMS = ("cpu",)

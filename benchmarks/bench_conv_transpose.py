@@ -1,8 +1,8 @@
 """The transpose of a strided conv w.r.t. its input: ``jax.vjp`` ÷ the phase decomposition.
 
 ``jax.vjp`` lowers the transpose to one convolution of the cotangent dilated by the strides,
-whose multiply-adds mostly hit the inserted zeros; ``jaxlift.rules._conv.
-strided_input_transpose`` runs one dense stride-1 conv with ``Π strides`` times the output
+whose multiply-adds mostly hit the inserted zeros; the linear rule's
+``strided_input_transpose`` runs one dense stride-1 conv with ``Π strides`` times the output
 channels and a depth-to-space interleave. The cases:
 
 * the MNIST CNN's two convs (docs/design.md §21) at B = 4096: (B,28,28,1) → 4×4×1×32 and
@@ -18,7 +18,7 @@ NHWC/HWIO; each ratio comes from this one run, the two calls interleaved (vjp, p
 so that a loaded machine slows both alike; medians (and minima) over ``--repeats`` rounds after
 a warm-up.
 
-    python experiments/bench_conv_transpose.py [--repeats 15] [--pairs 1024x8] [--out FILE]
+    python -m benchmarks.bench_conv_transpose [--repeats 15] [--pairs 1024x8] [--out FILE]
 
 Writes ``experiments/results/bench_conv_transpose.md``.
 """
@@ -27,21 +27,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
-sys.path.insert(0, str(ROOT))  # this checkout's jaxlift, not an installed one
-sys.path.insert(0, str(ROOT / "experiments"))
-from bench_dispatch import interleaved, write_report  # noqa: E402
-from jaxlift.rules._conv import strided_input_transpose  # noqa: E402
+from benchmarks.internals import phased_transpose_on, strided_input_transpose
+from benchmarks.timing import RESULTS, interleaved, medians, minima, write_report
+
 
 DN = ("NHWC", "HWIO", "NHWC")
 CASES = [  # name, input shape, kernel shape (HWIO), strides, padding
@@ -71,19 +65,18 @@ def case_row(name, x_shape, w_shape, strides, padding, repeats) -> str:
     want, got = vjp(m, w), phases(m, w)
     err = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
     times = interleaved({"vjp": lambda: vjp(m, w), "phases": lambda: phases(m, w)}, repeats)
-    med = {k: statistics.median(t) for k, t in times.items()}
-    low = {k: min(t) for k, t in times.items()}
+    med, low = medians(times), minima(times)
     return (f"| {name} | {shapes} | {1e3 * med['vjp']:.1f} | {1e3 * med['phases']:.1f} | "
             f"**{med['vjp'] / med['phases']:.2f}** | {low['vjp'] / low['phases']:.2f} | "
             f"{err:.1e} |")
 
 
 def end_to_end(repeats: int, pairs: str) -> list[str]:
-    """Rows for ``jaxlift.attribute`` on the MNIST CNN (``bench.mnist_model``) with the linear
-    rule's phased transpose on (the default on a CPU) and off, interleaved in this one run."""
+    """Rows for ``jaxlift.attribute`` on the MNIST CNN (``benchmarks.models.mnist_model``) with
+    the linear rule's phased transpose on (the default on a CPU) and off, interleaved in this
+    one run."""
     import jaxlift
-    from jaxlift.rules import linear
-    from bench import mnist_model
+    from benchmarks.models import mnist_model
 
     n, k = (int(v) for v in pairs.split("x"))
     fn, variables, shape = mnist_model()
@@ -100,20 +93,15 @@ def end_to_end(repeats: int, pairs: str) -> list[str]:
         for name, platforms in (("vjp", ()), ("phases", (jax.default_backend(),))):
             def own_fn(p, xb):  # a function of its own: its own compiled programs
                 return fn(p, xb)
-            saved = linear.PHASED_TRANSPOSE_PLATFORMS
-            linear.PHASED_TRANSPOSE_PLATFORMS = platforms
-            try:  # traced (and compiled) now, under this setting
+            with phased_transpose_on(platforms):  # traced and compiled now, under this setting
                 results[name] = jaxlift.attribute(own_fn, variables, x, refs, target=3,
                                                   mode=mode)
-            finally:
-                linear.PHASED_TRANSPOSE_PLATFORMS = saved
             calls[name] = (lambda f: lambda: jaxlift.attribute(f, variables, x, refs, target=3,
                                                                mode=mode))(own_fn)
         diff = float(jnp.max(jnp.abs(results["phases"] - results["vjp"]))
                      / jnp.max(jnp.abs(results["vjp"])))
         times = interleaved(calls, repeats)
-        med = {name: statistics.median(t) for name, t in times.items()}
-        low = {name: min(t) for name, t in times.items()}
+        med, low = medians(times), minima(times)
         rows.append(f"| `{mode}` | {1e3 * med['vjp']:.1f} | {1e3 * med['phases']:.1f} | "
                     f"**{med['vjp'] / med['phases']:.2f}** | {low['vjp'] / low['phases']:.2f} | "
                     f"{diff:.1e} |")
@@ -132,7 +120,7 @@ def main(argv=None) -> None:
              "", f"Machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
              f"on {jax.devices()[0].platform}; float32, NHWC/HWIO, both sides jitted with the "
              f"kernel an argument; {args.repeats} interleaved rounds after warm-up, every ratio "
-             "from this one run. Command: `python experiments/bench_conv_transpose.py "
+             "from this one run. Command: `python -m benchmarks.bench_conv_transpose "
              f"--repeats {args.repeats}`. Error: max |phases − vjp| ÷ max |vjp|.", "",
              "| case | input → kernel | vjp median (ms) | phases median (ms) | "
              "vjp ÷ phases (medians) | (minima) | error |",
@@ -143,7 +131,7 @@ def main(argv=None) -> None:
     if not args.no_end_to_end:
         lines += end_to_end(args.repeats, args.pairs)
         print("\n".join(lines[-6:]), flush=True)
-    write_report(lines, args.out, t0)
+    write_report(lines, args.out, started=t0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ warm-up run that fills the file cache and ``__pycache__``):
 * ``import jaxlift; jaxlift.attribute`` — JAX and the interpreter, what a first call needs;
 * ``jaxlift info MODEL`` — the command on the shipped MNIST ``.h5`` (target: under 1.5 s).
 
-    python experiments/bench_startup.py [--repeats 5]
+    python -m benchmarks.bench_startup [--repeats 5]
 """
 from __future__ import annotations
 

@@ -6,19 +6,18 @@ function vmapped over the N·K (input, reference) pairs (one forward and one bac
 DeepLIFT needs a forward on inputs and references and one backward. Every figure is a ratio of
 medians measured in this one run, after warm-up; compile time is reported apart.
 
-    python experiments/bench_core.py [--n 1024] [--k 8] [--repeats 5]
+    python -m benchmarks.bench_core [--n 1024] [--k 8] [--repeats 5]
 """
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
 import jaxlift
+from benchmarks.timing import timed
 
 
 def mnist_cnn(params, xb):
@@ -39,18 +38,6 @@ def init(key):
             "k2": he(ks[1], (4, 4, 32, 64), 512), "b2": jnp.zeros(64),
             "w3": he(ks[2], (1600, 128), 1600), "b3": jnp.zeros(128),
             "w4": he(ks[3], (128, 10), 128), "b4": jnp.zeros(10)}
-
-
-def timed(f, repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f())
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), first
 
 
 def main(argv=None) -> None:

@@ -14,7 +14,7 @@ after a warm-up. The rows:
 * ``attribute(batch_size=None)`` ÷ jit: one chunk whatever the size (the jitted call is one
   chunk too: a Python loop over chunks cannot run inside a trace).
 
-    python experiments/bench_dispatch.py [--repeats 30] [--sizes 1x1,64x8,1024x8] [--out FILE]
+    python -m benchmarks.bench_dispatch [--repeats 30] [--sizes 1x1,64x8,1024x8] [--out FILE]
 
 Writes ``experiments/results/bench_dispatch.md``. ``--profile`` prints where the time goes in
 the full path of one direct call (``time.perf_counter`` around its pieces): what a call of a
@@ -26,34 +26,15 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import jaxlift
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import mnist_model  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
-
-
-def interleaved(calls: dict, repeats: int) -> dict:
-    """``{name: [seconds, ...]}`` timing each call once per round, rounds interleaved."""
-    for f in calls.values():  # warm-up: compile, fill every cache
-        jax.block_until_ready(f())
-        jax.block_until_ready(f())
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, f in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f())
-            times[name].append(time.perf_counter() - t0)
-    return times
+from benchmarks.internals import profile_direct_call
+from benchmarks.models import mnist_model
+from benchmarks.timing import RESULTS, interleaved, medians, minima, write_report
 
 
 def size_rows(fn, variables, shape, n, k, repeats):
@@ -70,8 +51,7 @@ def size_rows(fn, variables, shape, n, k, repeats):
             fn, variables, x, refs, target=3, batch_size=None),
     }
     times = interleaved(calls, repeats)
-    med = {name: statistics.median(t) for name, t in times.items()}
-    low = {name: min(t) for name, t in times.items()}
+    med, low = medians(times), minima(times)
     rows = []
     for name in calls:
         if name == "jit":
@@ -84,60 +64,13 @@ def size_rows(fn, variables, shape, n, k, repeats):
 
 
 def profile(fn, variables, shape, n, k, repeats):
-    """Time the pieces of the full DeepLIFT path of ``jaxlift.pipeline.run`` (the one a call of
-    a new kind takes; :func:`jaxlift.pipeline.one_dispatch` serves the repeats)."""
-    from jaxlift import pipeline
-    from jaxlift.methods import METHODS, interpreted
-    from jaxlift.validation import check_examples_independent, signature
+    """Print where the time goes in the full DeepLIFT path of a direct call (the one a call of
+    a new kind takes; the one-dispatch cache serves the repeats): medians per piece."""
     x = jax.random.uniform(jax.random.PRNGKey(1), (n,) + shape)
     refs = jnp.zeros((k,) + shape)
-    jax.block_until_ready(jaxlift.attribute(fn, variables, x, refs, target=3))
-    pieces: dict = {}
-
-    def tick(name, t0):
-        pieces.setdefault(name, []).append(time.perf_counter() - t0)
-        return time.perf_counter()
-
-    method = METHODS["rescale"]
-    for _ in range(repeats):
-        t = time.perf_counter()
-        xi, ri, n_, k_, per = pipeline.prepare_inputs(x, refs, None)
-        t = tick("inputs + validate", t)
-        conc = pipeline.is_concrete((variables, xi, ri))
-        shapes = signature(variables), signature(xi, drop_leading=True)
-        t = tick("concrete + shape signature", t)
-        check_examples_independent(fn, variables, xi, ri, n=n_, per_input_refs=per,
-                                   shapes_key=shapes)
-        t = tick("independence check (cache hit)", t)
-        chunk = pipeline.inputs_per_chunk("auto", fn, 3, variables, xi, n_, k_, None,
-                                          shapes=shapes)
-        one = interpreted.runner(method, {}, fn=fn, target=3, what="contributions",
-                                 layer_name=None, per_input=per, average=True,
-                                 precision="default", check_inputs=conc, max_mode="preserving",
-                                 gating="shapley", params=variables, refs=ri,
-                                 chunked=chunk < n_)
-        run, flags = pipeline.recording_checks(one)
-        t = tick("compiled look-up + chunk plan", t)
-        if chunk == n_:
-            res, _ = run(variables, xi, ri, 0)
-            t = tick("dispatch (one chunk)", t)
-        else:
-            res, _ = pipeline.run_chunked(run, variables, xi, ri, n_, chunk, per, False)
-            t = tick(f"reference side + {-(-n_ // chunk)} chunks", t)
-        jax.block_until_ready(res)
-        t = tick("compute (wait)", t)
-        pipeline.checks_on_host(flags, k_, 1)
-        tick("finite flags to host", t)
+    pieces = profile_direct_call(fn, variables, x, refs, target=3, repeats=repeats)
     for name, ts in pieces.items():
         print(f"{name:32s} {1e6 * statistics.median(ts):9.1f} µs")
-
-
-def write_report(lines: list[str], out: str, t0: float) -> None:
-    """Append the total time since ``t0``, write ``lines`` to ``out`` and print them."""
-    lines = lines + ["", f"Total: {time.perf_counter() - t0:.0f} s.", ""]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text("\n".join(lines))
-    print("\n".join(lines))
 
 
 def main(argv=None) -> None:
@@ -160,12 +93,12 @@ def main(argv=None) -> None:
              f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}); MNIST CNN "
              f"(docs/design.md §21), `rescale`, target 3; {args.repeats} interleaved rounds after "
              "warm-up, every ratio from this one run. Command: `python "
-             f"experiments/bench_dispatch.py --repeats {args.repeats} --sizes {args.sizes}`.",
+             f"-m benchmarks.bench_dispatch --repeats {args.repeats} --sizes {args.sizes}`.",
              "", "| N×K pairs | call | median (ms) | min (ms) | ratio of medians | "
              "ratio of minima |", "|---|---|---|---|---|---|"]
     for n, k in sizes:
         lines += size_rows(fn, variables, shape, n, k, args.repeats)
-    write_report(lines, args.out, t0)
+    write_report(lines, args.out, started=t0)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Peak memory of ``jaxlift.attribute`` beyond its input, as a multiple of ``x.nbytes``.
 
 The shipped MNIST CNN (``jaxlift/data/mnist_small.h5``; ``--model design``: the larger CNN of
-docs/design.md §21 that ``experiments/bench.py`` times), N random 28×28×1 float32 inputs (a
+docs/design.md §21 that ``benchmarks/bench.py`` times), N random 28×28×1 float32 inputs (a
 NumPy array, or a jax array with ``--jax-input``), K zero references, target 3,
 ``batch_size="auto"``. Each figure comes from two fresh processes: a baseline that imports
 jax and jaxlift, loads the model and allocates x, and one that does the same and then runs
@@ -9,34 +9,23 @@ jax and jaxlift, loads the model and allocates x, and one that does the same and
 alone is ``x.nbytes`` (one score per input feature), so the least possible extra is about 1×
 plus one chunk's working set and the compiled program.
 
-    python experiments/bench_memory.py                  # N = 1,000 and 50,000 × K = 8
-    python experiments/bench_memory.py --n 5000 --k 8 --jax-input --model design
+    python -m benchmarks.bench_memory                  # N = 1,000 and 50,000 × K = 8
+    python -m benchmarks.bench_memory --n 5000 --k 8 --jax-input --model design
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from importlib import resources
-from pathlib import Path
 
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (``VmHWM``, not inherited across ``exec``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from benchmarks.timing import peak_rss_bytes, run_child
 
 
 def load_model(name: str):
     """``(fn, variables)`` of the shipped small MNIST CNN or of bench.py's docs/design.md §21 CNN."""
     if name == "design":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench import mnist_model
+        from benchmarks.models import mnist_model
         fn, variables, _ = mnist_model()
         return fn, variables
     import jaxlift
@@ -75,10 +64,9 @@ def measure(n: int, k: int, jax_input: bool, model: str = "small") -> dict:
     """Peak extra memory of ``attribute`` (fresh processes) for N inputs × K references."""
     res = {}
     for what in ("baseline", "attribute"):
-        cmd = [sys.executable, __file__, "--child", what, "--n", str(n), "--k", str(k),
-               "--model", model] + (["--jax-input"] if jax_input else [])
-        proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        res[what] = json.loads(proc.stdout.strip().splitlines()[-1])
+        res[what] = run_child("benchmarks.bench_memory", [
+            "--child", what, "--n", str(n), "--k", str(k), "--model", model]
+            + (["--jax-input"] if jax_input else []))
     extra = res["attribute"]["peak_bytes"] - res["baseline"]["peak_bytes"]
     return {"model": model, "n": n, "k": k, "input": "jax" if jax_input else "numpy",
             "x_bytes": res["baseline"]["x_nbytes"], "baseline": res["baseline"]["peak_bytes"],

@@ -7,17 +7,16 @@ model and the digits, and one that then runs ``attribute``; "extra" is the diffe
 peak resident memory (``VmHWM``). Times include compilation (a user's first call). Figures are
 ratios measured in one run, printed as a Markdown table.
 
-    python experiments/bench_perturbation_defaults.py            # 4 digits, target 7
-    python experiments/bench_perturbation_defaults.py --n 16
+    python -m benchmarks.bench_perturbation_defaults            # 4 digits, target 7
+    python -m benchmarks.bench_perturbation_defaults --n 16
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
+
+from benchmarks.timing import peak_rss_bytes, run_child
 
 CASES = [  # (label, mode, options: "before" as the old defaults, "now" as shipped)
     ("shapley_sampling", "shapley_sampling",
@@ -27,15 +26,6 @@ CASES = [  # (label, mode, options: "before" as the old defaults, "now" as shipp
     ("kernel_shap", "kernel_shap", {"feature_mask": None}, None),
     ("lime", "lime", {"feature_mask": None}, None),
 ]
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (``VmHWM``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def child(n: int, mode: str | None, options: dict | None) -> dict:
@@ -65,10 +55,9 @@ def child(n: int, mode: str | None, options: dict | None) -> dict:
 
 
 def measure(n: int, mode: str | None, options: dict | None) -> dict:
-    """:func:`child` in a fresh process (this script with ``--child``)."""
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps([n, mode, options])],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    """:func:`child` in a fresh process (this module with ``--child``)."""
+    return run_child("benchmarks.bench_perturbation_defaults", ["--child",
+                                                                json.dumps([n, mode, options])])
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """DeepLIFT through an LSTM compiled as a loop: compile time against the number of steps, and
 ``rescale`` against ``jax.grad`` of the same function over the same pairs (issue "Any JAX model").
 
-    python experiments/bench_loops.py [--steps 200] [--inputs 256] [--refs 8]
+    python -m benchmarks.bench_loops [--steps 200] [--inputs 256] [--refs 8]
 
 Prints ratios measured in this one run (medians of 5 after a warm-up; compile time apart) and
 writes them to experiments/results/bench_loops.md.
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
-from bench_core import timed  # experiments/ is on sys.path when run as a script
+from benchmarks.timing import RESULTS, timed, write_report
 
 HIDDEN, FEATURES = 32, 8
 
@@ -59,6 +58,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--inputs", type=int, default=256)
     ap.add_argument("--refs", type=int, default=8)
+    ap.add_argument("--out", default=str(RESULTS / "bench_loops.md"))
     args = ap.parse_args()
     fn, params = make_lstm()
     c100, c1000 = compile_seconds(fn, params, 100), compile_seconds(fn, params, 1000)
@@ -81,7 +81,7 @@ def main() -> None:
     t_grad = median_seconds(jax.jit(grads_per_pair), x, r)
     t_grad_n = median_seconds(jax.jit(grads_per_input), x, r)
     lines = [
-        "# DeepLIFT through an LSTM (experiments/bench_loops.py, one run)",
+        "# DeepLIFT through an LSTM (benchmarks/bench_loops.py, one run)",
         "",
         f"LSTM, {HIDDEN} hidden units, {FEATURES} features; CPU: {jax.devices()[0].device_kind}",
         "",
@@ -95,9 +95,7 @@ def main() -> None:
         f"| `rescale` ÷ `jax.grad` at every input (× Δ per pair; {args.refs}× fewer gradients) "
         f"| {t_rescale / t_grad_n:.2f} ({t_rescale * 1e3:.0f} ms / {t_grad_n * 1e3:.0f} ms) |",
     ]
-    print("\n".join(lines))
-    out = Path(__file__).resolve().parent / "results" / "bench_loops.md"
-    out.write_text("\n".join(lines) + "\n")
+    write_report(lines + [""], args.out)
 
 
 if __name__ == "__main__":

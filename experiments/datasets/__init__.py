@@ -1,4 +1,5 @@
-"""Graph data sets in the TU text format, subgraph-pattern histograms, and CV splits.
+"""Graph data sets in the TU text format, subgraph-pattern histograms, and CV splits: the PTC
+study's data-set code (``experiments/ptc.py``), not part of the jaxlift library.
 
 Typical use (PTC_MR)::
 

@@ -16,19 +16,16 @@ For the MNIST CNN (docs/design.md §21) and the real cats-vs-dogs CNN:
 Medians of ``--repeats`` runs after a warm-up call; compile time (first call) is reported apart.
 Writes ``experiments/results/BENCH.md``.
 
-    python experiments/bench.py              # the full table (~10-20 min on 2 CPU cores)
-    python experiments/bench.py --quick      # smaller N, fewer scaling points
+    python -m benchmarks.bench              # the full table (~10-20 min on 2 CPU cores)
+    python -m benchmarks.bench --quick      # smaller N, fewer scaling points
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,34 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxlift
-from jaxlift import pipeline
-from bench_core import timed  # experiments/ is on sys.path when run as a script
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
-CATS = Path(os.environ.get("JAXLIFT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "catsordogs"
+from benchmarks.internals import auto_chunk_inputs
+from benchmarks.models import CATS, cats_model, mnist_model
+from benchmarks.timing import RESULTS, ChildFailed, peak_rss_bytes, run_child, timed, write_report
 
 
 # ----------------------------------------------------------------------------------- models
-
-def mnist_model():
-    """The MNIST CNN of docs/design.md §21 with the trained weights if present, else a seeded init."""
-    from jaxlift.models import mnist
-    from jaxlift.models.mnist import MnistCNN
-    path = RESULTS / "mnist_cnn.h5"
-    if path.exists():
-        model, variables = mnist.load(path)
-    else:
-        model = MnistCNN()
-        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
-    return functools.partial(model.apply, logits=True), variables, (28, 28, 1)
-
-
-def cats_model():
-    from jaxlift.models import cats_dogs
-    model, variables = cats_dogs.load(CATS / "model.h5")
-    return functools.partial(model.apply, logits=True), variables, (256, 256, 1)
-
 
 def torch_port(variables, kind: str):
     """The same network in torch (NCHW), for Captum. Activations are permuted to NHWC before
@@ -214,7 +189,7 @@ def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_
     pairs = jnp.broadcast_to(x[:, None], (n, k) + shape).reshape((-1,) + shape)
     grad = jax.jit(jax.vmap(jax.grad(scalar, argnums=1), in_axes=(None, 0)))
     # the chunk jaxlift's batch_size="auto" picks; the floor gets the same chunking if it helps
-    chunk = k * pipeline.inputs_per_chunk("auto", fn, target, variables, x, n, k, None)
+    chunk = k * auto_chunk_inputs(fn, target, variables, x, n, k)
     t_whole, c_whole = timed(lambda: grad(variables, pairs), repeats)
     t_chunked, c_chunked = timed(lambda: [grad(variables, pairs[s:s + chunk])
                                           for s in range(0, n * k, chunk)], repeats)
@@ -271,15 +246,6 @@ def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_
 
 # ---------------------------------------------------------------------------------- scaling
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (``VmHWM``; unlike ``ru_maxrss`` it is not inherited
-    from the parent across ``exec``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def scaling_point(pairs: int, batch_size) -> dict:
     """Run in a fresh process: seconds per pair and peak RSS for ``pairs`` pairs."""
     fn, variables, shape = mnist_model()
@@ -296,7 +262,7 @@ def scaling_point(pairs: int, batch_size) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(run())
     t = time.perf_counter() - t0
-    rss_mb = peak_rss_mb()
+    rss_mb = peak_rss_bytes() / 2**20
     return {"pairs": n * k, "seconds": t, "first": first, "per_pair_ms": 1e3 * t / (n * k),
             "peak_rss_mb": rss_mb}
 
@@ -306,13 +272,12 @@ def scaling_rows(points, batch_size):
             f"batch_size = {batch_size!r} (each point a fresh process)", "",
             "| pairs | run (s) | ms per pair | peak resident memory (MB) |", "|---|---|---|---|"]
     for p in points:
-        out = subprocess.run([sys.executable, __file__, "--scaling-point", str(p),
-                              "--batch-size", str(batch_size)], capture_output=True, text=True,
-                             timeout=3600)
-        if out.returncode != 0:
-            rows.append(f"| {p} | failed: {out.stderr.strip().splitlines()[-1]} | | |")
+        try:
+            r = run_child("benchmarks.bench", ["--scaling-point", str(p), "--batch-size",
+                                               str(batch_size)], timeout=3600)
+        except ChildFailed as e:
+            rows.append(f"| {p} | failed: {e} | | |")
             continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(f"| {r['pairs']} | {r['seconds']:.3f} | {r['per_pair_ms']:.4f} | "
                     f"{r['peak_rss_mb']:.0f} |")
     return rows + [""]
@@ -410,7 +375,7 @@ def main(argv=None) -> None:
              f"Machine: {platform.machine()} {platform.processor() or 'CPU'}, {os.cpu_count()} "
              f"cores, jax {jax.__version__} on {jax.devices()[0].platform}; medians of "
              f"{args.repeats} runs after warm-up, every ratio measured in this one run. "
-             "Command: `python experiments/bench.py " + " ".join(sys.argv[1:] if argv is None
+             "Command: `python -m benchmarks.bench " + " ".join(sys.argv[1:] if argv is None
                                                                   else argv) + "`.",
              ""]
     lines += model_rows("MNIST CNN (docs/design.md §21, 239,594 parameters)", fn, variables, shape,
@@ -432,14 +397,10 @@ def main(argv=None) -> None:
         lines += ["## GPU", "",
                   "No GPU figures: the sessions that made this table had no accelerator lent "
                   "(the device tool reported the task was not drawn for one). On a machine with "
-                  "a GPU, `pip install -e .[cuda]` and rerun `python experiments/bench.py`: the "
+                  "a GPU, `pip install -e .[cuda]` and rerun `python -m benchmarks.bench`: the "
                   "same table, plus a scaling row at 10⁶ pairs.", ""]
     lines += [f"Total benchmark time: {time.perf_counter() - t_start:.0f} s.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, args.out)
-    print("\n".join(lines))
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":
