@@ -103,17 +103,11 @@ def _reaches(graph, start: str, targets: tuple[str, ...]) -> set[str]:
     return {t for t in graph[start] if t.startswith(targets)}
 
 
-# rules/guided.py late-imports program.py (and program.py imports the rules): the core refactor
-# moves the jaxpr helpers the rules need below them (jaxpr_walk), and removes these markers.
-RULES_IMPORT_PROGRAM = pytest.mark.xfail(
-    strict=True, reason="rules/guided.py still imports jaxlift.program (core refactor)")
-
 LAYERS = [  # (modules, what they must not import)
     pytest.param(("jaxlift.rules",),
                  ("jaxlift.interpreter", "jaxlift.methods", "jaxlift.pipeline", "jaxlift.api",
                   "jaxlift.cli"), id="rules"),
-    pytest.param(("jaxlift.rules",), ("jaxlift.program",), id="rules-program",
-                 marks=RULES_IMPORT_PROGRAM),
+    pytest.param(("jaxlift.rules",), ("jaxlift.program",), id="rules-program"),
     pytest.param(("jaxlift.interpreter", "jaxlift.program"),
                  ("jaxlift.methods", "jaxlift.pipeline", "jaxlift.api", "jaxlift.cli"),
                  id="interpreter"),
@@ -157,11 +151,6 @@ def test_the_room_finder_finds_two_rooms_importing_each_other():
 
 def test_no_two_rooms_import_each_other():
     """io ⇄ models, program ⇄ rules and the like: a pair of rooms that import each other is
-    one room in two places. (program ⇄ rules is the core refactor's: the test below.)"""
-    pairs = _rooms_importing_each_other(_graph())
-    assert pairs - {("jaxlift.program", "jaxlift.rules")} == set()
-
-
-@RULES_IMPORT_PROGRAM
-def test_rules_and_program_do_not_import_each_other():
-    assert ("jaxlift.program", "jaxlift.rules") not in _rooms_importing_each_other(_graph())
+    one room in two places (the jaxpr helpers the rules and the program share live below both,
+    in jaxpr_walk)."""
+    assert _rooms_importing_each_other(_graph()) == set()
