@@ -12,6 +12,74 @@ import jax
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Cases that run in the slow step only, so that the default run keeps to its budget. Each is a
+# second parametrization or a second route of something the default run checks, named beside
+# it. Whole end-to-end tests carry @pytest.mark.slow in their own files instead.
+SLOW_CASES = {
+    "test_certificate.py::test_a_rule_off_by_one_percent_is_refused_on_every_zoo_model[rnn]":
+        "the mlp and cnn zoo models run by default; loops by test_loops",
+    "test_certificate.py::test_a_minus_inf_causal_mask_on_live_scores_is_exact[reveal_cancel]":
+        "[rescale] runs by default (the same −inf masking rule)",
+    "test_certificate.py::test_a_mask_held_fixed_per_example_makes_the_cut_exact[reveal_cancel]":
+        "[rescale] runs by default",
+    "test_certificate.py::test_a_mask_from_the_same_ids_is_refused_naming_the_comparison"
+    "[reveal_cancel]": "[rescale] runs by default",
+    "test_keras_h5.py::test_forward_matches_keras[activations]":
+        "the other architectures of the same test run by default",
+    "test_keras_sequences.py::test_forward_matches_keras[rnn_stack]":
+        "the other sequence architectures run by default",
+    "test_keras_sequences.py::test_round_trip_through_keras[rnn_stack]":
+        "the other sequence architectures run by default",
+    "test_keras_models.py::test_port_round_trip_and_generic_reader[mnist]":
+        "[ptc] runs by default (the same reader)",
+    "test_cli.py::test_attribute_variants":
+        "test_every_method_from_the_cli and test_single_logit_model_has_two_classes run the "
+        "CLI's outputs by default",
+    "test_targets.py::test_class_difference_and_softmax_normalized":
+        "class differences per input: test_targets_per_input",
+    "test_targets.py::test_pre_activation_returns_the_logits[probs0]":
+        "[probs1] and the by-hand cases run by default",
+    "test_conv_transpose.py::test_deeplift_through_a_strided_conv_takes_the_phased_transpose"
+    "[reveal_cancel-bfloat16-0.0]": "[rescale-float64] and [reveal_cancel-float64-1000.0] "
+                                     "run by default",
+    "test_conv_transpose.py::test_deeplift_through_a_strided_conv_takes_the_phased_transpose"
+    "[reveal_cancel-float64-0.0]": "[reveal_cancel-float64-1000.0] runs by default",
+    "test_chunking.py::test_numpy_inputs_in_chunks_give_the_numbers_of_jax_inputs_at_once"
+    "[per_input]": "[shared] runs by default; per-input chunks in test_core_api",
+    "test_genomics_lib.py::test_gaps_are_sum_of_unprojected_contributions_minus_delta":
+        "gaps: test_certificate and test_dataset",
+    "test_targets_per_input.py::test_one_class_per_input_equals_each_input_alone"
+    "[reveal_cancel]": "[rescale], [gradient], [integrated_gradients] run by default",
+    "test_loops.py::test_summation_to_delta_through_loops[lstm-reveal_cancel]":
+        "[lstm-rescale] and [live_constant-reveal_cancel] run by default",
+    "test_loops.py::test_summation_to_delta_through_loops[lstm-genomics_default]":
+        "[lstm-rescale] runs by default",
+    "test_loops.py::test_summation_to_delta_through_loops[reverse_unrolled-reveal_cancel]":
+        "[reverse_unrolled-rescale] runs by default",
+    "test_modes.py::test_hypothetical_contributions_match_deeplift_definition":
+        "test_oracle_limits checks them against their definition by brute force",
+    "test_core_api.py::test_batch_size_chunks_give_the_same_result":
+        "test_chunking's auto-chunk and NumPy-chunk cases run by default",
+    "test_core_api.py::test_half_precision_inputs[bfloat16-reveal_cancel]":
+        "the other half-precision cases run by default",
+    "test_fuzz_exact.py::test_exact_or_refused_on_random_programs"
+    "[conv_max-dense_sigmoid-quotient-float16-genomics_default-gap1e-30]":
+        "the other random programs run by default; all of them in the slow step",
+    "test_fuzz_exact.py::test_exact_or_refused_on_random_programs"
+    "[conv_max_overlap-dense_relu-int_cast-float64-reveal_cancel-gap0.0001]":
+        "the other random programs run by default; all of them in the slow step",
+    "test_fuzz_exact.py::test_exact_or_refused_on_random_programs"
+    "[dense-gate-cond-dense_softplus-float32-genomics_default-gap0.01]":
+        "the other random programs run by default; all of them in the slow step",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark :data:`SLOW_CASES` slow (``-m "not slow"`` then leaves them to the slow step)."""
+    for item in items:
+        if item.nodeid.split("tests/", 1)[-1] in SLOW_CASES:
+            item.add_marker(pytest.mark.slow)
 SHARED_DATA = Path(os.environ.get("JAXLIFT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
