@@ -123,7 +123,9 @@ def attribute(fn: Callable, params: Any, x: Any, refs: Any, *, target=None,
     """DeepLIFT contribution scores ``C(Δx_i → Δt)`` of every input feature.
 
     Summation-to-delta: ``Σ_i C_i = t(x) − t(r)`` for each pair (and on average over
-    references), in every mode with the default ``max_mode="preserving"``.
+    references) in the DeepLIFT modes with their default options (``max_mode="preserving"``,
+    ``gating="shapley"``), checked on every call by the completeness certificate; the README's
+    table of modes says which other methods promise it.
     """
     return pipeline.run("contributions", fn, params, x, refs, target=target, mode=mode,
                 max_mode=max_mode, average_refs=average_refs, batch_size=batch_size,

@@ -7,7 +7,8 @@ contributions ``C`` it forms
 
 * ``gap = |ΣC − Δt|``,
 * ``τ = rtol·max(Σ|C|, |Δt|) + c·eps·κ̂``, with ``κ̂ = |t(x)| + |t(r)| + Σ_i |m_i|·(|v_i| + |v0_i|)``
-  over the scored values ``v`` (the inputs, or the marked layer): the size of what rounding
+  over the scored values ``v`` (the inputs, or the marked layer) and the *frontier* (values
+  read by the program beside them: fixed inputs of a cut, §18.1): the size of what rounding
   the evaluation of ``t`` can move ``Δt`` by, read off values the program already has
   (a cheap stand-in for the README's ``κ``, which needs a gradient of ``t``).
 

@@ -1,7 +1,7 @@
 """The DeepLIFT interpreter: a forward pass on (input, reference), a backward pass of multipliers.
 
-For one pair ``(x, r)`` (no batch axis of its own: :mod:`jaxlift.api` ``vmap``s this over
-inputs × references) the forward pass evaluates every live operation of a
+For one pair ``(x, r)`` (no batch axis of its own: :mod:`jaxlift.methods.interpreted`
+``vmap``s this over inputs × references) the forward pass evaluates every live operation of a
 :class:`~jaxlift.program.Program` twice, once on the input's values ``v`` and once on the
 reference's values ``v0``, keeping the two apart: values of the input never depend on the
 reference, so under ``vmap`` over N inputs × K references the input pass runs N times and the
@@ -19,7 +19,9 @@ maps output multipliers to input multipliers; fan-out adds. Multipliers are :cla
 mode, which the rules use to skip duplicate work. The contribution of an input is
 ``m⁺·Δx⁺ + m⁻·Δx⁻`` (docs/design.md §6.3).
 
-The interpreter knows no rule by name: it asks :mod:`jaxlift.rules.registry`.
+The interpreter knows no rule by name: it asks the call's
+:class:`~jaxlift.rules.composites.Composite` (which rule where, per method), then
+:mod:`jaxlift.rules.registry`.
 """
 from __future__ import annotations
 

@@ -130,11 +130,6 @@ class _Builder:
     def is_live(self, atom) -> bool:
         return isinstance(atom, int) and atom in self.live
 
-    def live_values(self) -> set:
-        """Ids of the values each side of the forward pass keeps: the live inputs and the
-        results of live operations."""
-        return set(self.live_inputs) | {o for op in self.ops if op.is_live for o in op.outs}
-
     def shape(self, atom):
         return tuple(atom.val.shape) if isinstance(atom, Lit) and hasattr(atom.val, "shape") else (
             () if isinstance(atom, Lit) else tuple(self.avals[atom].shape))
