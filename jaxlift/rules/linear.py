@@ -223,10 +223,12 @@ registry.register("gather", LINEAR, _only(0))
 registry.register("dynamic_update_slice", LINEAR, _only(0, 1))
 registry.register("scatter-add", LINEAR, _only(0, 2))
 registry.register("scatter_add", LINEAR, _only(0, 2))
-registry.register("select_n", LINEAR, _first_fixed)
+registry.register("select_n", LINEAR, _first_fixed)  # logic.py: a live predicate (shared)
 
 registry.register("sub", _reading_numbers(SCALED))
 registry.register("neg", _reading_numbers(SCALED))
+# mul, div, dot_general, conv_general_dilated: here with one live operand (a live numerator);
+# product.py takes two live operands (shared)
 registry.register("mul", SCALED, registry.one_live)
 registry.register("div", SCALED, lambda live: live == (True, False))
 

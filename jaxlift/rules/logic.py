@@ -146,7 +146,9 @@ CONVERT = Rule("convert", backward=_convert_backward, split=_convert_split,
 
 for _p in _COMPARISONS:
     registry.register(_p, STEP, lambda live: 1 <= sum(live) <= 2)
-registry.register("select_n", SELECT, lambda live: live[0] and len(live) == 3)
+# linear.py owns select_n (a fixed predicate picks among live cases: linear); this family takes
+# a live predicate choosing between two cases
+registry.register("select_n", SELECT, lambda live: live[0] and len(live) == 3, shared=True)
 for _p in _LOGIC:
     registry.register(_p, LOGIC, any)
 registry.register("convert_element_type", CONVERT, registry.one_live)

@@ -112,6 +112,8 @@ GATE_AS_WEIGHT = Rule("gate_as_weight", backward=_gate_as_weight_backward,  # by
                       exact=False)
 QUOTIENT = Rule("quotient", backward=_quotient_backward)
 
+# linear.py owns these primitives (one live operand, or a live numerator: a linear map); this
+# family takes the masks where two operands are live
 for _p in ("mul", "dot_general", "conv_general_dilated"):
-    registry.register(_p, BILINEAR, registry.several_live)
-registry.register("div", QUOTIENT, lambda live: live == (True, True))
+    registry.register(_p, BILINEAR, registry.several_live, shared=True)
+registry.register("div", QUOTIENT, lambda live: live == (True, True), shared=True)
