@@ -51,7 +51,7 @@ def parse_target(text: str) -> TargetSpec:
         "such as 3, all, or a class difference such as 3-5 (logit 3 minus logit 5)")
 
 
-def check_target(spec: TargetSpec, n_classes: int, binary: bool = False) -> None:
+def check_target_classes(spec: TargetSpec, n_classes: int, binary: bool = False) -> None:
     """Raise CLIError if ``spec`` names a class the model does not have (``binary``: a
     single-logit model, whose two classes are the negated logit (0) and the logit (1))."""
     for i in {"index": (spec.a,), "diff": (spec.a, spec.b)}.get(spec.kind, ()):
