@@ -3,7 +3,7 @@
 1. **Important features** of one prediction: the features whose score passes a threshold, or
    the ``k`` best (:func:`top_features`, :func:`top_feature_indices`).
 2. **Class-distinguishing features**: scores for class ``a`` minus scores for class ``b``,
-   then thresholded as in 1 (:func:`class_difference`, :func:`class_difference_top`).
+   then thresholded as in 1 (:func:`score_difference`, :func:`score_difference_top`).
 3. **Essence of a class**: over the correctly predicted members of class ``c``, how often each
    feature is important for class ``c``'s score *and not* for any other class's score of the
    same input (seed 000's note on uniqueness); the features with the highest counts
@@ -20,6 +20,7 @@ from typing import Any, Hashable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from jaxlift._lazy import renamed_attributes
 from jaxlift.errors import InputValueError
 
 Array = Any
@@ -27,11 +28,15 @@ Array = Any
 __all__ = [
     "top_features",
     "top_feature_indices",
-    "class_difference",
-    "class_difference_top",
+    "score_difference",
+    "score_difference_top",
     "essence",
     "Essence",
 ]
+
+# renamed (issue 27): jaxlift.class_difference is the target o[a] − o[b]; here it is scores
+__getattr__ = renamed_attributes(__name__, globals(), {
+    "class_difference": "score_difference", "class_difference_top": "score_difference_top"})
 
 
 def _as_scores(scores: Array, who: str) -> np.ndarray:
@@ -93,21 +98,21 @@ def top_features(
     return mask.reshape(s.shape)
 
 
-def class_difference(scores_a: Array, scores_b: Array) -> np.ndarray:
+def score_difference(scores_a: Array, scores_b: Array) -> np.ndarray:
     """``S_a − S_b``: per-feature scores for class ``a`` minus those for class ``b``.
 
     Both ``(N, *F)`` with equal shapes; returns ``(N, *F)``. Positive entries push the
     prediction towards ``a`` rather than ``b``. (Because DeepLIFT is linear in the target,
     this equals the scores of the target ``t_a − t_b`` on the same references.)
     """
-    a = _as_scores(scores_a, "class_difference")
-    b = _as_scores(scores_b, "class_difference")
+    a = _as_scores(scores_a, "score_difference")
+    b = _as_scores(scores_b, "score_difference")
     if a.shape != b.shape:
-        raise InputValueError(f"class_difference: scores_a {a.shape} and scores_b {b.shape} differ in shape")
+        raise InputValueError(f"score_difference: scores_a {a.shape} and scores_b {b.shape} differ in shape")
     return a - b
 
 
-def class_difference_top(
+def score_difference_top(
     scores_a: Array,
     scores_b: Array,
     *,
@@ -115,8 +120,8 @@ def class_difference_top(
     threshold: float | None = None,
 ) -> np.ndarray:
     """Mask ``(N, *F)`` of the features that most distinguish class ``a`` from ``b``:
-    :func:`top_features` of :func:`class_difference` (signed: features for ``a``, not ``b``)."""
-    return top_features(class_difference(scores_a, scores_b), k=k, threshold=threshold)
+    :func:`top_features` of :func:`score_difference` (signed: features for ``a``, not ``b``)."""
+    return top_features(score_difference(scores_a, scores_b), k=k, threshold=threshold)
 
 
 class Essence(NamedTuple):
