@@ -15,7 +15,7 @@ from jaxlift.viz._style import (ATTRIBUTION_LABEL, NEG_COLOR, POS_COLOR, PathLik
                                 sign_filter, symmetric_limit, text_height)
 
 
-def top_features(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
+def magnitude_order(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
     """Indices of ``scores`` (1-D) sorted by decreasing ``|score|`` (stable), first ``top_k``."""
     order = np.argsort(-np.abs(scores), kind="stable")
     return order if top_k is None else order[:top_k]
@@ -64,7 +64,7 @@ def feature_bars(
             )
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
         raise InputValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    order = top_features(s, None if top_k is None else int(top_k))
+    order = magnitude_order(s, None if top_k is None else int(top_k))
     vals = s[order]
     if figsize is None:
         figsize = (6.0, 1.0 + 0.3 * len(order))
@@ -162,7 +162,7 @@ def target_bars(
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
         raise InputValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     by_size = order == "magnitude"
-    picks = {k: (top_features(s, None if top_k is None else int(top_k)) if by_size
+    picks = {k: (magnitude_order(s, None if top_k is None else int(top_k)) if by_size
                  else np.arange(f)) for k, s in shown.items()}
     if by_size and sign in ("positive", "negative"):  # no rows for the filtered-out sign
         picks = {k: p[shown[k][p] != 0] for k, p in picks.items()}
