@@ -44,6 +44,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jaxlift._lazy import renamed_attributes
 from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.io import scores_store
 from jaxlift.io.scores_store import open_scores
@@ -147,8 +148,10 @@ def _padded(rows: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
 
 
-def completeness_gap(scores: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """``Σ scores − delta`` over the axes of ``scores`` after ``delta``'s, in float64."""
+def float64_gap(scores: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """``Σ scores − delta`` over the axes of ``scores`` after ``delta``'s, in float64 on the
+    host: :func:`jaxlift.completeness_gap` for one NumPy array of scores, as the store's
+    ``gap`` column keeps it."""
     lead = delta.ndim
     total = scores.reshape(*scores.shape[:lead], -1).sum(axis=-1, dtype=np.float64)
     return total - delta.astype(np.float64)
@@ -303,7 +306,7 @@ class _ChunkRunner:
             raise InputValueError("attribute_dataset reads one input array: the scores came back as "
                                   f"a {type(scores).__name__}")
         scores, delta = np.asarray(scores)[:m], np.asarray(delta)[:m]
-        arrays = {"scores": scores, "delta": delta, "gap": completeness_gap(scores, delta)}
+        arrays = {"scores": scores, "delta": delta, "gap": float64_gap(scores, delta)}
         if self.forward is not None:
             o = self.forward(self.params, x)
             if isinstance(o, jax.Array):
@@ -363,4 +366,7 @@ def _stream(src, refs_src, run, out, size, mine, k, done, rank, procs, progress)
     return n_new
 
 
-__all__ = ["attribute_dataset", "open_scores", "completeness_gap", "fingerprint", "SourceError"]
+__all__ = ["attribute_dataset", "open_scores", "float64_gap", "fingerprint", "SourceError"]
+
+# renamed (issue 27): jaxlift.completeness_gap (jaxlift.gaps) is the public, JAX one
+__getattr__ = renamed_attributes(__name__, globals(), {"completeness_gap": "float64_gap"})
