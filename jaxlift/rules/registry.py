@@ -31,8 +31,9 @@ Predicate = Callable[[LiveMask], bool]
 class Rule:
     """A DeepLIFT rule.
 
-    ``backward(ctx, out_mults) -> in_mults``: ``out_mults`` has one ``Pair`` (or ``None`` where the
-    output receives no multiplier) per output; the result has one ``Pair`` or ``None`` per input.
+    ``backward(ctx, out_mults) -> in_mults``: ``out_mults`` has one ``SplitMultipliers``
+    ``(m⁺, m⁻)`` (or ``None`` where the output receives no multiplier) per output; the result has
+    one ``SplitMultipliers`` or ``None`` per input.
     ``split(ctx) -> [(pos, neg), ...]``: the RevealCancel split ``Δy = Δy⁺ + Δy⁻`` of each
     output. ``None`` means the interpreter's generic sign split (``Δy⁺ = max(Δy, 0)``) is used,
     and output multipliers are collapsed with it before ``backward`` (see ``interpreter``).
