@@ -147,8 +147,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "term (Δz⁺ = Σ positive terms)", sums=False),
     Mutation(
         "step_two_live_sign", "jaxlift/rules/logic.py",
-        "    result[b] = Pair.of(unbroadcast(-m * slope, jnp.shape(ctx.xs[b])))",
-        "    result[b] = Pair.of(unbroadcast(m * slope, jnp.shape(ctx.xs[b])))",
+        "    result[b] = SplitMultipliers.of(unbroadcast(-m * slope, jnp.shape(ctx.xs[b])))",
+        "    result[b] = SplitMultipliers.of(unbroadcast(m * slope, jnp.shape(ctx.xs[b])))",
         ORACLES, "a comparison a ≷ b of two live values: m_b = +Δp/(Δa − Δb)", sums=False),
     Mutation(
         "logic_and_or_swapped", "jaxlift/rules/logic.py",

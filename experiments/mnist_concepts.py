@@ -7,7 +7,7 @@ On the first ``--per-class`` correctly predicted test digits of each class, Deep
 1. **Top features** of a prediction: the ``--k`` pixels with the highest score for the
    predicted logit (``concepts.top_features``).
 2. **Class-distinguishing pixels**: ``S_a − S_b`` for the pairs 8 vs 3, 8 vs 6, 9 vs 4 and
-   4 vs 9 on a digit of class ``a``, top ``--k`` (``concepts.class_difference_top``).
+   4 vs 9 on a digit of class ``a``, top ``--k`` (``concepts.score_difference_top``).
 3. **Essence of each class**: over the correctly predicted digits of class ``c``, how often
    each pixel's score for logit ``c`` passes ``--essence-threshold`` while its score for every
    other logit does not (``concepts.essence``), shown as a frequency map per class. (A top-k
@@ -61,8 +61,8 @@ def compute(variables: dict, x: np.ndarray, y: np.ndarray, args) -> dict:
     for a, b in PAIRS:
         i = int(np.flatnonzero(y == a)[0])
         diff_idx.append(i)
-        diff_maps.append(concepts.class_difference(s[i:i + 1, a], s[i:i + 1, b])[0])
-        diff_top.append(concepts.class_difference_top(s[i:i + 1, a], s[i:i + 1, b],
+        diff_maps.append(concepts.score_difference(s[i:i + 1, a], s[i:i + 1, b])[0])
+        diff_top.append(concepts.score_difference_top(s[i:i + 1, a], s[i:i + 1, b],
                                                       k=args.k)[0])
     ess = concepts.essence(s, y, y, threshold=args.essence_threshold)
     freq = ess.counts / np.maximum(ess.support, 1).reshape((-1,) + (1,) * (ess.counts.ndim - 1))

@@ -16,9 +16,15 @@ _EXPORTS = {
     "attribute": "jaxlift.api", "multipliers": "jaxlift.api", "layer": "jaxlift.markers",
     "token_scores": "jaxlift.api",
     "completeness_gap": "jaxlift.gaps", "flag_gaps": "jaxlift.gaps",
+    # the errors (all under JaxliftError) and the one warning, wherever they are defined
     "JaxliftError": "jaxlift.errors", "UnsupportedPrimitiveError": "jaxlift.errors",
+    "InputValueError": "jaxlift.errors", "InputTypeError": "jaxlift.errors",
     "CompletenessError": "jaxlift.errors", "CompletenessWarning": "jaxlift.errors",
-    "NonFiniteScoresError": "jaxlift.errors", "LayerScores": "jaxlift.methods.interpreted",
+    "NonFiniteScoresError": "jaxlift.errors", "KerasFormatError": "jaxlift.io.keras_config",
+    "SourceError": "jaxlift.io.sources", "ScoresStoreError": "jaxlift.io.scores_store",
+    "FingerprintMismatchError": "jaxlift.io.scores_store", "CLIError": "jaxlift.errors",
+    "UsageError": "jaxlift.errors",
+    "LayerScores": "jaxlift.methods.interpreted",
     "hypothetical_contributions": "jaxlift.hypothetical",
     "genomics_scores": "jaxlift.hypothetical",
     "keras_info": "jaxlift.io.keras_files", "load_keras": "jaxlift.io.keras_files",
@@ -37,9 +43,10 @@ _SUBMODULES = ("adapters", "api", "certificate", "dataset", "gaps", "surrogates"
                "references", "rules", "targets", "validation", "viz")
 
 __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
-           "UnsupportedPrimitiveError", "CompletenessError", "CompletenessWarning",
-           "NonFiniteScoresError", "LayerScores", "load_keras", "load_keras_h5", "save_keras_h5",
-           "keras_info",
+           "UnsupportedPrimitiveError", "InputValueError", "InputTypeError", "CompletenessError",
+           "CompletenessWarning", "NonFiniteScoresError", "KerasFormatError", "SourceError",
+           "ScoresStoreError", "FingerprintMismatchError", "CLIError", "UsageError", "LayerScores",
+           "load_keras", "load_keras_h5", "save_keras_h5", "keras_info",
            "class_difference", "softmax_normalized", "pre_activation",
            "hypothetical_contributions", "genomics_scores", "completeness_gap", "flag_gaps",
            "from_nnx", "from_equinox", "from_linen", "module_paths", "surrogate",
@@ -54,7 +61,11 @@ if TYPE_CHECKING:  # what static tools see; nothing is imported at run time
     from jaxlift.markers import layer  # noqa: F401
     from jaxlift.gaps import completeness_gap, flag_gaps  # noqa: F401
     from jaxlift.errors import (CompletenessError, CompletenessWarning,  # noqa: F401
-                                JaxliftError, NonFiniteScoresError, UnsupportedPrimitiveError)
+                                CLIError, InputTypeError, InputValueError, JaxliftError,
+                                NonFiniteScoresError, UnsupportedPrimitiveError, UsageError)
+    from jaxlift.io.keras_config import KerasFormatError  # noqa: F401
+    from jaxlift.io.scores_store import FingerprintMismatchError, ScoresStoreError  # noqa: F401
+    from jaxlift.io.sources import SourceError  # noqa: F401
     from jaxlift.methods.interpreted import LayerScores  # noqa: F401
     from jaxlift.hypothetical import (genomics_scores,  # noqa: F401
                                       hypothetical_contributions)

@@ -24,3 +24,19 @@ def lazy_attributes(package: str, namespace: dict, exports: dict[str, str],
         return sorted(set(namespace) | set(exports) | set(submodules))
 
     return getattr_, dir_
+
+
+def renamed_attributes(module: str, namespace: dict, renamed: dict[str, str]) -> Callable:
+    """A module ``__getattr__`` for public names that were renamed (old name → new name): the
+    old name still reads the new object, with a ``DeprecationWarning`` saying the new name; any
+    other name is an ``AttributeError``. The old names are in neither ``__all__`` nor ``dir``."""
+    def getattr_(name: str) -> Any:
+        if name in renamed:
+            import warnings
+            new = renamed[name]
+            warnings.warn(f"{module}.{name} is now {module}.{new} (the old name meant "
+                          "something else elsewhere in jaxlift)", DeprecationWarning, stacklevel=2)
+            return namespace[new]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return getattr_

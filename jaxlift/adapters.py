@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from jaxlift.errors import InputTypeError, InputValueError
+
 __all__ = ["from_nnx", "from_equinox", "from_linen"]
 
 Fn = Callable[[Any, Any], Any]
@@ -45,8 +47,8 @@ def from_nnx(model: Any, *, eval_mode: bool = True) -> tuple[Fn, Any]:
     from flax import nnx
 
     if not isinstance(model, nnx.Module):
-        raise TypeError(f"from_nnx takes a flax.nnx.Module, got {type(model).__name__}"
-                        + (" (a linen module: use jaxlift.from_linen(model, variables))"
+        raise InputTypeError(f"from_nnx takes a flax.nnx.Module, got {type(model).__name__}"
+                             + (" (a linen module: use jaxlift.from_linen(model, variables))"
                            if _is_linen(model) else ""))
     if eval_mode:
         model = nnx.clone(model)
@@ -80,7 +82,7 @@ def from_equinox(module: Any, *, inference: bool = True,
     import equinox as eqx
 
     if not isinstance(module, eqx.Module):
-        raise TypeError(f"from_equinox takes an equinox.Module, got {type(module).__name__}")
+        raise InputTypeError(f"from_equinox takes an equinox.Module, got {type(module).__name__}")
     if inference:
         module = eqx.nn.inference_mode(module, True)
     params, static = eqx.partition(module, eqx.is_inexact_array)
@@ -121,24 +123,24 @@ def from_linen(model: Any, variables: Any, **apply_kwargs: Any) -> tuple[Fn, Any
     import flax.linen as nn
 
     if not isinstance(model, nn.Module):
-        raise TypeError(f"from_linen takes a flax.linen.Module, got {type(model).__name__}"
-                        + (" (an NNX module: use jaxlift.from_nnx(model))"
+        raise InputTypeError(f"from_linen takes a flax.linen.Module, got {type(model).__name__}"
+                             + (" (an NNX module: use jaxlift.from_nnx(model))"
                            if _is_nnx(model) else ""))
     if "mutable" in apply_kwargs:
-        raise ValueError("from_linen: mutable= is not supported; DeepLIFT explains the model "
-                         "in inference mode, where no collection changes — pass the argument "
-                         "that selects it instead (e.g. train=False)")
+        raise InputValueError("from_linen: mutable= is not supported; DeepLIFT explains the model "
+                              "in inference mode, where no collection changes — pass the argument "
+                              "that selects it instead (e.g. train=False)")
     if not hasattr(variables, "keys") or "params" not in variables:
-        raise ValueError("from_linen: variables must be the dict returned by model.init, with "
-                         f"a 'params' collection; got {type(variables).__name__}"
-                         + (f" with keys {sorted(variables.keys())}"
+        raise InputValueError("from_linen: variables must be the dict returned by model.init, with "
+                              f"a 'params' collection; got {type(variables).__name__}"
+                              + (f" with keys {sorted(variables.keys())}"
                             if hasattr(variables, "keys") else ""))
 
     def fn(v, xb):
         try:
             return model.apply(v, xb, **apply_kwargs)
         except flax.errors.ModifyScopeVariableError as e:
-            raise ValueError(
+            raise InputValueError(
                 f"{type(model).__name__}.apply tried to update a variable ({e}); a layer is in "
                 "training mode (BatchNorm with use_running_average=False computes statistics "
                 "of the batch). Pass the argument that puts it in inference mode to "

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.errors import CompletenessError, CompletenessWarning
+from jaxlift.errors import CompletenessError, CompletenessWarning, InputValueError
 
 MODES = ("raise", "warn", "off")
 RTOL = {jnp.dtype(jnp.float64): 1e-9, jnp.dtype(jnp.float32): 1e-4}
@@ -52,8 +52,8 @@ def check_mode(mode) -> str:
         return "off"
     if isinstance(mode, str) and mode in MODES:
         return mode
-    raise ValueError(f"check_completeness must be one of {', '.join(map(repr, MODES))} (or "
-                     f"True/False), got {mode!r}")
+    raise InputValueError(f"check_completeness must be one of {', '.join(map(repr, MODES))} (or "
+                          f"True/False), got {mode!r}")
 
 
 def tolerances(dtype, precision: str = "default", platform: str | None = None) -> tuple:

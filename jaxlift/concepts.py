@@ -3,7 +3,7 @@
 1. **Important features** of one prediction: the features whose score passes a threshold, or
    the ``k`` best (:func:`top_features`, :func:`top_feature_indices`).
 2. **Class-distinguishing features**: scores for class ``a`` minus scores for class ``b``,
-   then thresholded as in 1 (:func:`class_difference`, :func:`class_difference_top`).
+   then thresholded as in 1 (:func:`score_difference`, :func:`score_difference_top`).
 3. **Essence of a class**: over the correctly predicted members of class ``c``, how often each
    feature is important for class ``c``'s score *and not* for any other class's score of the
    same input (seed 000's note on uniqueness); the features with the highest counts
@@ -20,26 +20,33 @@ from typing import Any, Hashable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from jaxlift._lazy import renamed_attributes
+from jaxlift.errors import InputValueError
+
 Array = Any
 
 __all__ = [
     "top_features",
     "top_feature_indices",
-    "class_difference",
-    "class_difference_top",
+    "score_difference",
+    "score_difference_top",
     "essence",
     "Essence",
 ]
+
+# renamed (issue 27): jaxlift.class_difference is the target o[a] − o[b]; here it is scores
+__getattr__ = renamed_attributes(__name__, globals(), {
+    "class_difference": "score_difference", "class_difference_top": "score_difference_top"})
 
 
 def _as_scores(scores: Array, who: str) -> np.ndarray:
     s = np.asarray(scores)
     if s.ndim < 2:
-        raise ValueError(f"{who}: scores must be (N, *features) with rank >= 2, got shape {s.shape}")
+        raise InputValueError(f"{who}: scores must be (N, *features) with rank >= 2, got shape {s.shape}")
     if not np.issubdtype(s.dtype, np.number) or np.issubdtype(s.dtype, np.complexfloating):
-        raise ValueError(f"{who}: scores must be real numbers, got dtype {s.dtype}")
+        raise InputValueError(f"{who}: scores must be real numbers, got dtype {s.dtype}")
     if np.issubdtype(s.dtype, np.floating) and np.isnan(s).any():
-        raise ValueError(f"{who}: scores contain NaN")
+        raise InputValueError(f"{who}: scores contain NaN")
     return s
 
 
@@ -60,7 +67,7 @@ def top_feature_indices(scores: Array, k: int, *, absolute: bool = False) -> np.
 
 def _check_k(k: Any, num_features: int, who: str) -> None:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= num_features:
-        raise ValueError(f"{who}: k must be an integer in [1, {num_features}] (the number of features), got {k!r}")
+        raise InputValueError(f"{who}: k must be an integer in [1, {num_features}] (the number of features), got {k!r}")
 
 
 def top_features(
@@ -80,10 +87,10 @@ def top_features(
     """
     s = _as_scores(scores, "top_features")
     if (k is None) == (threshold is None):
-        raise ValueError("top_features: give exactly one of k= or threshold=")
+        raise InputValueError("top_features: give exactly one of k= or threshold=")
     if threshold is not None:
         if not np.isfinite(threshold):
-            raise ValueError(f"top_features: threshold must be a finite number, got {threshold!r}")
+            raise InputValueError(f"top_features: threshold must be a finite number, got {threshold!r}")
         return (np.abs(s) if absolute else s) > threshold
     idx = top_feature_indices(s, k, absolute=absolute)
     mask = np.zeros((s.shape[0], int(np.prod(s.shape[1:]))), dtype=bool)
@@ -91,21 +98,21 @@ def top_features(
     return mask.reshape(s.shape)
 
 
-def class_difference(scores_a: Array, scores_b: Array) -> np.ndarray:
+def score_difference(scores_a: Array, scores_b: Array) -> np.ndarray:
     """``S_a − S_b``: per-feature scores for class ``a`` minus those for class ``b``.
 
     Both ``(N, *F)`` with equal shapes; returns ``(N, *F)``. Positive entries push the
     prediction towards ``a`` rather than ``b``. (Because DeepLIFT is linear in the target,
     this equals the scores of the target ``t_a − t_b`` on the same references.)
     """
-    a = _as_scores(scores_a, "class_difference")
-    b = _as_scores(scores_b, "class_difference")
+    a = _as_scores(scores_a, "score_difference")
+    b = _as_scores(scores_b, "score_difference")
     if a.shape != b.shape:
-        raise ValueError(f"class_difference: scores_a {a.shape} and scores_b {b.shape} differ in shape")
+        raise InputValueError(f"score_difference: scores_a {a.shape} and scores_b {b.shape} differ in shape")
     return a - b
 
 
-def class_difference_top(
+def score_difference_top(
     scores_a: Array,
     scores_b: Array,
     *,
@@ -113,8 +120,8 @@ def class_difference_top(
     threshold: float | None = None,
 ) -> np.ndarray:
     """Mask ``(N, *F)`` of the features that most distinguish class ``a`` from ``b``:
-    :func:`top_features` of :func:`class_difference` (signed: features for ``a``, not ``b``)."""
-    return top_features(class_difference(scores_a, scores_b), k=k, threshold=threshold)
+    :func:`top_features` of :func:`score_difference` (signed: features for ``a``, not ``b``)."""
+    return top_features(score_difference(scores_a, scores_b), k=k, threshold=threshold)
 
 
 class Essence(NamedTuple):
@@ -170,17 +177,17 @@ def essence(
     """
     if isinstance(scores_by_class, Mapping):
         if not scores_by_class:
-            raise ValueError("essence: scores_by_class is an empty mapping")
+            raise InputValueError("essence: scores_by_class is an empty mapping")
         classes = tuple(scores_by_class)
         per_class = [_as_scores(scores_by_class[c], f"essence (class {c!r})") for c in classes]
         shapes = {p.shape for p in per_class}
         if len(shapes) != 1:
-            raise ValueError(f"essence: the classes' score arrays differ in shape: {sorted(shapes)}")
+            raise InputValueError(f"essence: the classes' score arrays differ in shape: {sorted(shapes)}")
         s = np.stack(per_class, axis=1)
     else:
         s = np.asarray(scores_by_class)
         if s.ndim < 3:
-            raise ValueError(f"essence: scores_by_class must be (N, C, *features), got shape {s.shape}")
+            raise InputValueError(f"essence: scores_by_class must be (N, C, *features), got shape {s.shape}")
         classes = tuple(range(s.shape[1]))
     n, c = s.shape[:2]
     feat = s.shape[2:]
@@ -212,11 +219,11 @@ def _as_labels(values: Array, n: int, classes: Sequence[Hashable], name: str) ->
     """Class labels ``(N,)`` → positions ``0..C-1`` in ``classes``."""
     v = np.asarray(values)
     if v.shape != (n,):
-        raise ValueError(f"essence: {name} must have shape ({n},), got {v.shape}")
+        raise InputValueError(f"essence: {name} must have shape ({n},), got {v.shape}")
     lookup = {cl: i for i, cl in enumerate(classes)}
     out = np.empty(n, dtype=np.int64)
     for i, val in enumerate(v.tolist()):
         if val not in lookup:
-            raise ValueError(f"essence: {name}[{i}] = {val!r} is not one of the classes {list(classes)}")
+            raise InputValueError(f"essence: {name}[{i}] = {val!r} is not one of the classes {list(classes)}")
         out[i] = lookup[val]
     return out

@@ -44,6 +44,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jaxlift._lazy import renamed_attributes
+from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.io import scores_store
 from jaxlift.io.scores_store import open_scores
 from jaxlift.io.sources import Source, SourceError, as_source
@@ -146,8 +148,10 @@ def _padded(rows: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
 
 
-def completeness_gap(scores: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """``Σ scores − delta`` over the axes of ``scores`` after ``delta``'s, in float64."""
+def float64_gap(scores: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """``Σ scores − delta`` over the axes of ``scores`` after ``delta``'s, in float64 on the
+    host: :func:`jaxlift.completeness_gap` for one NumPy array of scores, as the store's
+    ``gap`` column keeps it."""
     lead = delta.ndim
     total = scores.reshape(*scores.shape[:lead], -1).sum(axis=-1, dtype=np.float64)
     return total - delta.astype(np.float64)
@@ -197,21 +201,21 @@ def attribute_dataset(fn: Callable, params: Any, source: Any, refs: Any, *, out:
 
     bad = sorted(set(attribute_options) & set(_RESERVED))
     if bad:
-        raise TypeError(f"attribute_dataset: {', '.join(bad)} cannot be passed "
-                        "(the inputs are `source`; deltas are always stored)")
+        raise InputTypeError(f"attribute_dataset: {', '.join(bad)} cannot be passed "
+                             "(the inputs are `source`; deltas are always stored)")
     if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r}: give a positive number of inputs")
+        raise InputValueError(f"chunk_size={chunk_size!r}: give a positive number of inputs")
     if callable(refs) and not isinstance(refs, (str, os.PathLike)):
-        raise ValueError("attribute_dataset: refs must be an array (K, *S) or a data set of "
-                         "per-input references (N, K, *S), not a callable (its draws would not "
-                         "be reproducible when a run resumes)")
+        raise InputValueError("attribute_dataset: refs must be an array (K, *S) or a data set of "
+                              "per-input references (N, K, *S), not a callable (its draws would not "
+                              "be reproducible when a run resumes)")
     rank = jax.process_index() if process_index is None else int(process_index)
     procs = jax.process_count() if process_count is None else int(process_count)
     if not 0 <= rank < procs:
-        raise ValueError(f"process_index={rank} is not in [0, process_count={procs})")
+        raise InputValueError(f"process_index={rank} is not in [0, process_count={procs})")
     src = as_source(source, image_size=image_size, grayscale=grayscale)
     if src.n == 0:
-        raise ValueError(f"{src.name}: no inputs")
+        raise InputValueError(f"{src.name}: no inputs")
     if src.n is not None:
         chunk_size = min(chunk_size, src.n)  # no padding a small data set up to a big chunk
     shared_refs, refs_src = _references(refs, src)
@@ -261,16 +265,16 @@ def _references(refs: Any, src: Source) -> tuple[np.ndarray | None, Source | Non
         if rsrc.row_shape == rows and rsrc.n is not None:
             return rsrc.read(0, rsrc.n), None
         if len(rsrc.row_shape) != len(rows) + 1 or rsrc.row_shape[1:] != rows:
-            raise ValueError(f"references {rsrc.name} of rows {rsrc.row_shape}: expected "
-                             f"(K, *{rows}) shared or (N, K, *{rows}) per-input references")
+            raise InputValueError(f"references {rsrc.name} of rows {rsrc.row_shape}: expected "
+                                  f"(K, *{rows}) shared or (N, K, *{rows}) per-input references")
         if rsrc.n is not None and src.n is not None and rsrc.n != src.n:
-            raise ValueError(f"per-input references {rsrc.name}: {rsrc.n} rows for "
-                             f"{src.n} inputs")
+            raise InputValueError(f"per-input references {rsrc.name}: {rsrc.n} rows for "
+                                  f"{src.n} inputs")
         return None, rsrc
     shared = np.asarray(refs)
     if shared.ndim != len(rows) + 1 or shared.shape[1:] != rows:
-        raise ValueError(f"refs of shape {shared.shape}: expected (K, *{rows}) shared "
-                         f"references or (N, K, *{rows}) per input, like the inputs {src.name}")
+        raise InputValueError(f"refs of shape {shared.shape}: expected (K, *{rows}) shared "
+                              f"references or (N, K, *{rows}) per input, like the inputs {src.name}")
     return shared, None
 
 
@@ -293,16 +297,16 @@ class _ChunkRunner:
             start = index * self.size
             cut = lambda v: None if v is None else _padded(v[start:start + m], self.size)  # noqa: E731
             if start + m > len(classes.a):
-                raise ValueError(f"target gives {len(classes.a)} classes for more inputs than "
-                                 "that: give one per input of the data set")
+                raise InputValueError(f"target gives {len(classes.a)} classes for more inputs than "
+                                      "that: give one per input of the data set")
             options["target"] = PerInputTarget(cut(classes.a), cut(classes.b))
         scores, delta = self.attribute(self.fn, self.params, x, r, return_delta=True,
                                        progress=False, **options)
         if not isinstance(scores, jax.Array | np.ndarray):
-            raise ValueError("attribute_dataset reads one input array: the scores came back as "
-                             f"a {type(scores).__name__}")
+            raise InputValueError("attribute_dataset reads one input array: the scores came back as "
+                                  f"a {type(scores).__name__}")
         scores, delta = np.asarray(scores)[:m], np.asarray(delta)[:m]
-        arrays = {"scores": scores, "delta": delta, "gap": completeness_gap(scores, delta)}
+        arrays = {"scores": scores, "delta": delta, "gap": float64_gap(scores, delta)}
         if self.forward is not None:
             o = self.forward(self.params, x)
             if isinstance(o, jax.Array):
@@ -362,4 +366,7 @@ def _stream(src, refs_src, run, out, size, mine, k, done, rank, procs, progress)
     return n_new
 
 
-__all__ = ["attribute_dataset", "open_scores", "completeness_gap", "fingerprint", "SourceError"]
+__all__ = ["attribute_dataset", "open_scores", "float64_gap", "fingerprint", "SourceError"]
+
+# renamed (issue 27): jaxlift.completeness_gap (jaxlift.gaps) is the public, JAX one
+__getattr__ = renamed_attributes(__name__, globals(), {"completeness_gap": "float64_gap"})

@@ -6,6 +6,18 @@ class JaxliftError(Exception):
     """Base class of jaxlift's own errors."""
 
 
+class InputValueError(JaxliftError, ValueError):
+    """An argument, option or file that jaxlift cannot use (a shape that does not fit, a name
+    it does not know, a value out of range); the message names the argument and what was
+    wrong. Also a ``ValueError``, so ``except ValueError`` keeps catching it."""
+
+
+class InputTypeError(JaxliftError, TypeError):
+    """An argument of a kind jaxlift does not take (a pytree where one array is needed, a
+    string where a sequence of strings is); the message names the argument and the kind it
+    got. Also a ``TypeError``, so ``except TypeError`` keeps catching it."""
+
+
 class UnsupportedPrimitiveError(JaxliftError, NotImplementedError):
     """A live equation of the traced program has no DeepLIFT rule.
 
@@ -45,6 +57,19 @@ class CompletenessError(JaxliftError, ArithmeticError):
                  bound: float = 0.0, cause: str = ""):
         self.pairs, self.worst, self.gap, self.bound, self.cause = pairs, worst, gap, bound, cause
         super().__init__(message)
+
+
+class CLIError(JaxliftError):
+    """A bad input to the command line tool (a file that cannot be read, data that do not fit
+    the model, a place that cannot be written); its message is printed as it is and the exit
+    status is 1."""
+
+
+class UsageError(CLIError):
+    """The command line asks for what cannot be (exit status 2, as argparse's own errors): a
+    file or folder named on it that does not exist, or an option that does not fit the model
+    or the other options (a ``--target`` out of range, an unknown ``--layer``, a bad
+    ``--mode-option``, names of the wrong count, ``--png`` with a folder ``--out``, …)."""
 
 
 class CompletenessWarning(UserWarning):

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.errors import InputValueError
+
 
 def completeness_gap(attributions, delta, n_target_axes: int = 0):
     """``Σ_i attr_i − Δt`` per (input[, reference][, target]): summed over the example axes of
@@ -35,20 +37,20 @@ def flag_gaps(attributions, delta, threshold: float = 1e-3):
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
             or not threshold >= 0:
-        raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
+        raise InputValueError(f"threshold must be a non-negative number, got {threshold!r}")
     delta = jnp.asarray(delta)
     dtype = jnp.promote_types(delta.dtype, jnp.float32)
     delta = delta.astype(dtype)
     keep = delta.ndim
     leaves = jax.tree_util.tree_leaves(attributions)
     if not leaves:
-        raise ValueError("attributions is empty: pass the scores returned by attribute")
+        raise InputValueError("attributions is empty: pass the scores returned by attribute")
     total = jnp.zeros(delta.shape, dtype)
     size = jnp.zeros(delta.shape, dtype)
     for a in leaves:
         a = jnp.asarray(a)
         if a.shape[:keep] != delta.shape:
-            raise ValueError(
+            raise InputValueError(
                 f"scores of shape {a.shape} do not start with delta's shape {delta.shape}: pass "
                 "the scores and delta of the same attribute(..., return_delta=True) call")
         axes = tuple(range(keep, a.ndim))

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift._ops import mean_axis
+from jaxlift.errors import InputValueError
 from jaxlift.gaps import completeness_gap
 
 
@@ -140,9 +141,9 @@ def _hypothetical_and_gaps(fn, params, x, refs, sequence_key, *, target, mode, m
     if sequence_key is not None:
         if not (isinstance(x, dict) and isinstance(refs, dict) and sequence_key in x
                 and sequence_key in refs):
-            raise ValueError(f"sequence_key {sequence_key!r} needs x and refs to be dicts "
-                             f"holding that key (got x {type(x).__name__}, refs "
-                             f"{type(refs).__name__})")
+            raise InputValueError(f"sequence_key {sequence_key!r} needs x and refs to be dicts "
+                                  f"holding that key (got x {type(x).__name__}, refs "
+                                  f"{type(refs).__name__})")
         seq, seq_refs = jnp.asarray(x[sequence_key]), jnp.asarray(refs[sequence_key])
         check_sequence(seq, check_onehot)
     else:
@@ -163,12 +164,12 @@ def check_sequence(x, check_onehot: bool) -> None:
     """Refuse ``x`` that is not a batch of sequences ``(N, L, A)``, or (when ``check_onehot``
     and ``x`` is concrete) not one-hot along its last axis (all-zero rows allowed)."""
     if x.ndim < 3:
-        raise ValueError(f"x must be a batch of one-hot sequences (N, L, A); got shape {x.shape}")
+        raise InputValueError(f"x must be a batch of one-hot sequences (N, L, A); got shape {x.shape}")
     if check_onehot and not isinstance(x, jax.core.Tracer):
         xa = np.asarray(x)
         if not (np.isin(xa, (0, 1)).all() and (xa.sum(-1) <= 1).all()):
-            raise ValueError("x is not one-hot along its last axis (values must be 0/1 with at "
-                             "most one 1 per position); pass check_onehot=False to override")
+            raise InputValueError("x is not one-hot along its last axis (values must be 0/1 with at "
+                                  "most one 1 per position); pass check_onehot=False to override")
 
 
 def project_hypothetical(m, x, refs) -> jax.Array:

@@ -14,8 +14,8 @@ that differences, multipliers and the values they come from keep 24 bits instead
 (docs/design.md §19.1). Scores, ``Δt`` and ``t`` are then those of the float32 evaluation of ``fn``.
 
 The backward pass seeds the target with a multiplier and walks the program in reverse; each rule
-maps output multipliers to input multipliers; fan-out adds. Multipliers are :class:`Pair`
-``(m⁺, m⁻)`` — the multipliers of ``Δv⁺`` and ``Δv⁻`` — and are the *same array* in Rescale
+maps output multipliers to input multipliers; fan-out adds. Multipliers are
+:class:`SplitMultipliers` ``(m⁺, m⁻)`` — the multipliers of ``Δv⁺`` and ``Δv⁻`` — and are the *same array* in Rescale
 mode, which the rules use to skip duplicate work. The contribution of an input is
 ``m⁺·Δx⁺ + m⁻·Δx⁻`` (docs/design.md §6.3).
 
@@ -33,17 +33,21 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 
 from jaxlift import rules as _rules  # noqa: F401  (registers every rule family)
+from jaxlift._lazy import renamed_attributes
 from jaxlift._ops import difference, zeros_of_difference
 from jaxlift.errors import UnsupportedPrimitiveError
-from jaxlift.pairs import Pair, combine_by_sign, sign_split
 from jaxlift.jaxpr_walk import bind_eqn
 from jaxlift.program import Lit, Op, Program, origin_of, trip_inputs, view_of_input
 from jaxlift.rules import registry
 from jaxlift.rules.composites import Composite
+from jaxlift.split_multipliers import SplitMultipliers, combine_by_sign, sign_split
 
-__all__ = ["Forward", "Pair", "RuleContext", "backward", "combine_by_sign", "forward",
-           "input_multipliers", "rule_for", "side_state", "side_values", "sign_split",
+__all__ = ["Forward", "SplitMultipliers", "RuleContext", "backward", "combine_by_sign",
+           "forward", "input_multipliers", "rule_for", "side_state", "side_values", "sign_split",
            "variable_contributions", "variable_multipliers"]
+
+# renamed (issue 27): "pair" elsewhere in jaxlift is an (input, reference) pair
+__getattr__ = renamed_attributes(__name__, globals(), {"Pair": "SplitMultipliers"})
 
 
 @dataclasses.dataclass
@@ -227,7 +231,7 @@ class RuleContext:
 
     def backward_sub(self, fwd: Forward, seeds: dict) -> dict:
         """The interpreter's backward pass on a sub-program: seeds and results are
-        :class:`Pair` multipliers by variable id."""
+        :class:`SplitMultipliers` multipliers by variable id."""
         return backward(fwd, seeds)
 
     def as_numbers(self, dtype) -> "RuleContext":
@@ -364,7 +368,7 @@ def backward(fwd: Forward, seeds: dict, stop: frozenset = frozenset(),
              inspect: Any = None) -> dict:
     """Propagate multipliers from ``seeds`` (id -> array shaped like that variable) to every
     live variable that carries a difference (floats, and booleans/integers where a rule reads
-    them as numbers). Returns the dict of :class:`Pair` multipliers by id.
+    them as numbers). Returns the dict of :class:`SplitMultipliers` multipliers by id.
 
     ``stop``: variables whose multipliers are collected but not propagated further (the sites
     of a marked layer: a cut). Operations that feed only them receive no multiplier and are
@@ -379,7 +383,7 @@ def backward(fwd: Forward, seeds: dict, stop: frozenset = frozenset(),
     mult: dict = {}
     for k, v in seeds.items():
         if isinstance(k, int) and program.carries(k):
-            v = v if isinstance(v, Pair) else Pair.of(v)
+            v = v if isinstance(v, SplitMultipliers) else SplitMultipliers.of(v)
             mult[k] = v if k not in mult else mult[k] + v
     for op in reversed(program.ops):
         if not op.is_live:
@@ -399,7 +403,8 @@ def backward(fwd: Forward, seeds: dict, stop: frozenset = frozenset(),
                 + _integer_hint(op, program, around_cut=bool(stop)))
         ctx = RuleContext(op, fwd)
         if composite.carries_split and not _own_split(rule, op, program):
-            m_out = [None if m is None else Pair.of(combine_by_sign(ctx.delta_out(j), m))
+            m_out = [None if m is None
+                     else SplitMultipliers.of(combine_by_sign(ctx.delta_out(j), m))
                      for j, m in enumerate(m_out)]
         m_in = rule.backward(ctx, m_out)
         if inspect is not None:

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import jax
 
+from jaxlift.errors import InputValueError
+
 MARKER_PREFIX = "jaxlift_layer__"
 _TREE_SEP = "@"
 _TREES: dict[str, Any] = {}  # token -> PyTreeDef (interned structures of marked pytrees)
@@ -55,12 +57,12 @@ def layer(x, name: str):
     Identity in value (and under ``jit``, ``vmap`` and ``grad``). Returns ``x``.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(f"layer name must be a non-empty string, got {name!r}")
+        raise InputValueError(f"layer name must be a non-empty string, got {name!r}")
     if _TREE_SEP in name:
-        raise ValueError(f"layer name {name!r} must not contain {_TREE_SEP!r}")
+        raise InputValueError(f"layer name {name!r} must not contain {_TREE_SEP!r}")
     leaves, treedef = jax.tree_util.tree_flatten(x)
     if not leaves:
-        raise ValueError(f"jaxlift.layer({name!r}): the marked value has no arrays")
+        raise InputValueError(f"jaxlift.layer({name!r}): the marked value has no arrays")
     single = treedef == jax.tree_util.tree_structure(0)
     marked = _marker(name, None if single else tree_token(treedef))(*leaves)
     return marked[0] if single else jax.tree_util.tree_unflatten(treedef, marked)

@@ -52,6 +52,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxlift.errors import InputValueError
 from jaxlift.markers import layer as mark, marker_of
 
 __all__ = ["resolve", "module_paths", "match", "mark_module"]
@@ -69,7 +70,7 @@ def match(layer: str, paths: Sequence[str], marked: Sequence[str] = ()) -> list[
     none, when a name without wildcards names several, or when a pattern names a module and
     one inside it."""
     if not isinstance(layer, str) or not layer.strip("/"):
-        raise ValueError(f"layer must be a non-empty string, got {layer!r}")
+        raise InputValueError(f"layer must be a non-empty string, got {layer!r}")
     paths = list(dict.fromkeys(paths))
     if layer in paths:
         return [layer]
@@ -77,21 +78,21 @@ def match(layer: str, paths: Sequence[str], marked: Sequence[str] = ()) -> list[
     found = [p for p in paths if _ends_with(p.split("/"), want)]
     pattern = any(c in layer for c in _WILDCARDS)
     if not found:
-        raise ValueError(f"no layer named {layer!r} in fn (marked layers: "
-                         f"{', '.join(sorted(marked)) or 'none'}): fn marks no value of that "
-                         f"name with jaxlift.layer and calls no module of that name"
-                         + _closest(layer, paths) + _listing("modules fn calls", paths))
+        raise InputValueError(f"no layer named {layer!r} in fn (marked layers: "
+                              f"{', '.join(sorted(marked)) or 'none'}): fn marks no value of that "
+                              f"name with jaxlift.layer and calls no module of that name"
+                              + _closest(layer, paths) + _listing("modules fn calls", paths))
     if len(found) > 1 and not pattern:
-        raise ValueError(f"layer {layer!r} is ambiguous: it names {len(found)} modules"
-                         + _listing("", found) + "\nGive a longer path (one of these), or a "
-                         "pattern with wildcards (e.g. " + repr(_pattern_for(found)) + ") to "
-                         "score all of them as one cut")
+        raise InputValueError(f"layer {layer!r} is ambiguous: it names {len(found)} modules"
+                              + _listing("", found) + "\nGive a longer path (one of these), or a "
+                              "pattern with wildcards (e.g. " + repr(_pattern_for(found)) + ") to "
+                              "score all of them as one cut")
     nested = [(a, b) for a in found for b in found if b.startswith(a + "/")]
     if nested:
         a, b = nested[0]
-        raise ValueError(f"layer pattern {layer!r} names a module and one inside it ({a!r} "
-                         f"and {b!r}): the inner module's output feeds the outer's, so they "
-                         "are not one cut; narrow the pattern")
+        raise InputValueError(f"layer pattern {layer!r} names a module and one inside it ({a!r} "
+                              f"and {b!r}): the inner module's output feeds the outer's, so they "
+                              "are not one cut; narrow the pattern")
     return found
 
 
@@ -138,8 +139,8 @@ def resolve(fn: Callable, layer: str | None, params: Any, x: Any) -> Callable:
     if layer is None:
         return fn
     if not isinstance(layer, str) or not layer.strip("/"):
-        raise ValueError(f"layer must be a non-empty string — the name of a jaxlift.layer "
-                         f"marker or the path of a module — got {layer!r}")
+        raise InputValueError(f"layer must be a non-empty string — the name of a jaxlift.layer "
+                              f"marker or the path of a module — got {layer!r}")
     try:
         cell = _cell(fn, layer)
     except TypeError:  # an unhashable fn: no memo
@@ -279,7 +280,7 @@ def mark_module(module: Any, paths: Sequence[str], layer: str) -> Any:
     subs = [(p, m) for p, m in _submodules(module) if p in wanted]
     missing = wanted - {p for p, _ in subs}
     if missing:
-        raise ValueError(f"mark_module: no submodule at {sorted(missing)}")
+        raise InputValueError(f"mark_module: no submodule at {sorted(missing)}")
     if _is_equinox(module):
         import equinox as eqx
         return eqx.tree_at(lambda m: [_get(m, p) for p, _ in subs], module,

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift import certificate, chunking, dispatch, methods, named_layers
-from jaxlift.errors import JaxliftError
+from jaxlift.errors import InputValueError, JaxliftError
 from jaxlift.methods import interpreted, kernels
 from jaxlift.methods.call import Call, Inputs
 from jaxlift.program import traced_program
@@ -113,10 +113,10 @@ def make_inputs(call: Call, params, x, refs, target) -> tuple[Inputs, Call]:
     method = call.method
     if refs is None:
         if method.requires_refs(call.opts):
-            raise ValueError(f"mode {method.name!r} needs references (refs=None given); pass "
-                             "refs of shape (K, *S) or (N, K, *S)")
+            raise InputValueError(f"mode {method.name!r} needs references (refs=None given); pass "
+                                  "refs of shape (K, *S) or (N, K, *S)")
         if call.return_delta:
-            raise ValueError(
+            raise InputValueError(
                 f"return_delta=True gives Δt = t(x) − t(r), which needs references: mode "
                 f"{method.name!r} runs without them (refs=None) but then has no t(r). Pass refs "
                 "(e.g. jaxlift.references.zeros_like(x[:1]); the scores of this mode do not "

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.errors import InputValueError
+
 Array = Any  # a numpy or jax array
 RefFn = Callable[[Array, Any], Array]
 
@@ -65,9 +67,9 @@ def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
     ``Σ_d w_d = 1``. Returns shape ``(2R + 1,)``, float64.
     """
     if not np.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"gaussian_kernel: sigma must be a positive finite number, got {sigma!r}")
+        raise InputValueError(f"gaussian_kernel: sigma must be a positive finite number, got {sigma!r}")
     if not np.isfinite(truncate) or truncate <= 0:
-        raise ValueError(f"gaussian_kernel: truncate must be positive, got {truncate!r}")
+        raise InputValueError(f"gaussian_kernel: truncate must be positive, got {truncate!r}")
     radius = int(truncate * sigma + 0.5)
     d = np.arange(-radius, radius + 1, dtype=np.float64)
     w = np.exp(-0.5 * (d / sigma) ** 2)
@@ -94,7 +96,7 @@ def blur_matrix(n: int, sigma: float, truncate: float = 4.0) -> np.ndarray:
     radius, even one longer than the signal.
     """
     if n < 1:
-        raise ValueError(f"blur_matrix: the axis length must be >= 1, got {n}")
+        raise InputValueError(f"blur_matrix: the axis length must be >= 1, got {n}")
     w = gaussian_kernel(sigma, truncate)
     radius = (w.size - 1) // 2
     rows = np.repeat(np.arange(n), w.size)
@@ -140,7 +142,7 @@ def blurred(
         x = x.astype(jnp.float32)
     axes = [_normalise_axis(a, x.ndim, "blurred") for a in spatial_axes]
     if len(set(axes)) != len(axes):
-        raise ValueError(f"blurred: spatial_axes has repeated axes: {tuple(spatial_axes)}")
+        raise InputValueError(f"blurred: spatial_axes has repeated axes: {tuple(spatial_axes)}")
     if sigma is None:
         sigmas = [max(1.0, x.shape[a] / 8.0) for a in axes]
     elif np.ndim(sigma) == 0:
@@ -148,7 +150,7 @@ def blurred(
     else:
         sigmas = [float(s) for s in sigma]
         if len(sigmas) != len(axes):
-            raise ValueError(
+            raise InputValueError(
                 f"blurred: got {len(sigmas)} sigmas for {len(axes)} spatial axes {tuple(spatial_axes)}"
             )
     y = x
@@ -161,7 +163,7 @@ def blurred(
 
 def _normalise_axis(axis: int, ndim: int, who: str) -> int:
     if not -ndim <= axis < ndim:
-        raise ValueError(f"{who}: axis {axis} is out of range for an array of rank {ndim}")
+        raise InputValueError(f"{who}: axis {axis} is out of range for an array of rank {ndim}")
     return axis % ndim
 
 
@@ -183,7 +185,7 @@ def shuffled(x: Array, key: jax.Array, num: int = 10, *, axis: int | None = None
     """
     x = jnp.asarray(x)
     if x.ndim < 2:
-        raise ValueError(f"shuffled: x must be a batch (N, *features) of rank >= 2, got shape {x.shape}")
+        raise InputValueError(f"shuffled: x must be a batch (N, *features) of rank >= 2, got shape {x.shape}")
     _check_num(num, "shuffled")
     n = x.shape[0]
     if axis is None:
@@ -192,7 +194,7 @@ def shuffled(x: Array, key: jax.Array, num: int = 10, *, axis: int | None = None
     else:
         ax = _normalise_axis(axis, x.ndim, "shuffled")
         if ax == 0:
-            raise ValueError("shuffled: axis 0 is the batch axis; pick a feature axis")
+            raise InputValueError("shuffled: axis 0 is the batch axis; pick a feature axis")
         flat = jnp.moveaxis(x, ax, 1)
         perm_len = flat.shape[1]
     keys = jax.random.split(key, n * num)
@@ -209,7 +211,7 @@ def shuffled(x: Array, key: jax.Array, num: int = 10, *, axis: int | None = None
 
 def _check_num(num: int, who: str) -> None:
     if not isinstance(num, (int, np.integer)) or isinstance(num, bool) or num < 1:
-        raise ValueError(f"{who}: num must be a positive integer, got {num!r}")
+        raise InputValueError(f"{who}: num must be a positive integer, got {num!r}")
 
 
 # ------------------------------------------------------------------- dinucleotide shuffle
@@ -222,13 +224,13 @@ def _as_generator(key_or_rng: Any) -> np.random.Generator:
     try:
         arr = jnp.asarray(key_or_rng)
     except TypeError as e:
-        raise ValueError(
+        raise InputValueError(
             f"expected a JAX PRNG key, a numpy Generator or an int seed, got {type(key_or_rng).__name__}"
         ) from e
     if jnp.issubdtype(arr.dtype, jax.dtypes.prng_key):
         arr = jax.random.key_data(arr)
     if arr.dtype != jnp.uint32:
-        raise ValueError(f"expected a JAX PRNG key, got an array of dtype {arr.dtype}")
+        raise InputValueError(f"expected a JAX PRNG key, got an array of dtype {arr.dtype}")
     return np.random.default_rng(np.asarray(arr).ravel().tolist())
 
 
@@ -236,11 +238,11 @@ def _onehot_to_symbols(onehot: Array, who: str) -> tuple[np.ndarray, int]:
     """Rows of a one-hot ``(L, A)`` → symbols ``(L,)``; all-zero rows (e.g. ``N``) → symbol ``A``."""
     oh = np.asarray(onehot)
     if oh.ndim != 2:
-        raise ValueError(f"{who}: expected a one-hot sequence of shape (L, A), got shape {oh.shape}")
+        raise InputValueError(f"{who}: expected a one-hot sequence of shape (L, A), got shape {oh.shape}")
     rows_ok = np.all((oh == 0) | (oh == 1), axis=1) & (oh.sum(axis=1) <= 1)
     if not rows_ok.all():
         bad = int(np.flatnonzero(~rows_ok)[0])
-        raise ValueError(
+        raise InputValueError(
             f"{who}: row {bad} is not one-hot (entries must be 0/1 with at most one 1): {oh[bad].tolist()}"
         )
     a = oh.shape[1]
@@ -261,7 +263,7 @@ def dinucleotide_counts(onehot: Array) -> np.ndarray:
     """
     oh = np.asarray(onehot)
     if oh.ndim < 2:
-        raise ValueError(f"dinucleotide_counts: expected (..., L, A), got shape {oh.shape}")
+        raise InputValueError(f"dinucleotide_counts: expected (..., L, A), got shape {oh.shape}")
     a = oh.shape[-1]
     sym = np.where(oh.sum(-1) == 1, oh.argmax(-1), a)
     ext = (sym[..., None] == np.arange(a + 1)).astype(np.int64)  # (..., L, A+1)
@@ -360,8 +362,8 @@ def dinucleotide_shuffle(onehot: Array, key_or_rng: Any, num: int = 10, *,
     """
     _check_num(num, "dinucleotide_shuffle")
     if unknown not in UNKNOWN_MODES:
-        raise ValueError(f"dinucleotide_shuffle: unknown must be 'symbol' or 'fixed', "
-                         f"got {unknown!r}")
+        raise InputValueError(f"dinucleotide_shuffle: unknown must be 'symbol' or 'fixed', "
+                              f"got {unknown!r}")
     sym, a = _onehot_to_symbols(onehot, "dinucleotide_shuffle")
     rng = _as_generator(key_or_rng)
     if unknown == "symbol":
@@ -402,7 +404,7 @@ def _as_class_probs(p: np.ndarray, from_logits: bool) -> np.ndarray:
     if p.ndim == 1:
         p = p[:, None]
     if p.ndim != 2 or p.shape[1] < 1:
-        raise ValueError(
+        raise InputValueError(
             f"near_uniform: predict_fn must return (N,), (N, 1) or (N, C) predictions, got shape {p.shape}"
         )
     if p.shape[1] == 1:
@@ -416,12 +418,12 @@ def _as_class_probs(p: np.ndarray, from_logits: bool) -> np.ndarray:
         probs = p
     if not from_logits:
         if not np.all(np.isfinite(probs)) or probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
-            raise ValueError(
+            raise InputValueError(
                 "near_uniform: predictions are not probabilities in [0, 1]; "
                 "pass from_logits=True if predict_fn returns logits"
             )
         if p.shape[1] > 1 and not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
-            raise ValueError(
+            raise InputValueError(
                 "near_uniform: the C-class predictions do not sum to 1 per row; "
                 "pass from_logits=True if predict_fn returns logits"
             )
@@ -440,7 +442,7 @@ def prediction_distance(probs: Array, distance: str = "max_abs") -> np.ndarray:
     """
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
-        raise ValueError(f"prediction_distance: expected (N, C) probabilities with C >= 2, got {p.shape}")
+        raise InputValueError(f"prediction_distance: expected (N, C) probabilities with C >= 2, got {p.shape}")
     c = p.shape[1]
     if distance == "max_abs":
         return np.abs(p - 1.0 / c).max(axis=1)
@@ -449,7 +451,7 @@ def prediction_distance(probs: Array, distance: str = "max_abs") -> np.ndarray:
     if distance == "kl":
         with np.errstate(divide="ignore"):
             return np.sum((1.0 / c) * (np.log(1.0 / c) - np.log(p)), axis=1)
-    raise ValueError(f"prediction_distance: unknown distance {distance!r}; use 'max_abs', 'l1' or 'kl'")
+    raise InputValueError(f"prediction_distance: unknown distance {distance!r}; use 'max_abs', 'l1' or 'kl'")
 
 
 def near_uniform(
@@ -482,18 +484,18 @@ def near_uniform(
     """
     _check_num(num, "near_uniform")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"near_uniform: batch_size must be a positive integer, got {batch_size!r}")
+        raise InputValueError(f"near_uniform: batch_size must be a positive integer, got {batch_size!r}")
     data_np = np.asarray(data) if not isinstance(data, jax.Array) else data
     n = data_np.shape[0] if np.ndim(data_np) > 0 else 0
     if n == 0:
-        raise ValueError("near_uniform: data is empty")
+        raise InputValueError("near_uniform: data is empty")
     if num > n:
-        raise ValueError(f"near_uniform: asked for num={num} references from only {n} inputs")
+        raise InputValueError(f"near_uniform: asked for num={num} references from only {n} inputs")
     scores = []
     for start in range(0, n, batch_size):
         pred = np.asarray(predict_fn(data_np[start : start + batch_size]))
         if pred.shape[:1] != (min(batch_size, n - start),):
-            raise ValueError(
+            raise InputValueError(
                 f"near_uniform: predict_fn returned shape {pred.shape} for a batch of "
                 f"{min(batch_size, n - start)} inputs"
             )
@@ -516,7 +518,7 @@ def broadcast_references(refs: Array, x: Array) -> jax.Array:
     refs = jnp.asarray(refs)
     x_shape = tuple(np.shape(x))
     if len(x_shape) < 1:
-        raise ValueError("broadcast_references: x must be a batch (N, *features)")
+        raise InputValueError("broadcast_references: x must be a batch (N, *features)")
     n, feat = x_shape[0], x_shape[1:]
     if refs.shape == feat:
         refs = refs[None]
@@ -524,7 +526,7 @@ def broadcast_references(refs: Array, x: Array) -> jax.Array:
         return jnp.broadcast_to(refs[None], (n, *refs.shape))
     if refs.ndim == len(feat) + 2 and refs.shape[0] == n and refs.shape[2:] == feat:
         return refs
-    raise ValueError(
+    raise InputValueError(
         f"references of shape {refs.shape} do not fit inputs of shape {x_shape}: expected "
         f"{feat}, (K, *{feat}) or ({n}, K, *{feat})"
     )
@@ -543,13 +545,13 @@ def hold(x: Mapping[str, Array], refs: Mapping[str, Array], keys: Sequence[str])
     held = set(keys)
     missing = held - set(x)
     if missing:
-        raise ValueError(f"hold: keys {sorted(missing)} are not inputs (x has {sorted(x)})")
+        raise InputValueError(f"hold: keys {sorted(missing)} are not inputs (x has {sorted(x)})")
     free = [key for key in x if key not in held]
     if not free:
-        raise ValueError("hold: every input is held; nothing would be explained")
+        raise InputValueError("hold: every input is held; nothing would be explained")
     absent = [key for key in free if key not in refs]
     if absent:
-        raise ValueError(f"hold: refs has no reference for {absent}")
+        raise InputValueError(f"hold: refs has no reference for {absent}")
     out = {key: broadcast_references(refs[key], x[key]) for key in free}
     k = out[free[0]].shape[1]
     for key in held:
@@ -583,7 +585,7 @@ def shuffle_ref_fn(num: int = 10, *, axis: int | None = None) -> RefFn:
 
     def ref_fn(x: Array, key: Any) -> jax.Array:
         if key is None:
-            raise ValueError("shuffle_ref_fn: a PRNG key is required")
+            raise InputValueError("shuffle_ref_fn: a PRNG key is required")
         return shuffled(x, key, num, axis=axis)
 
     return ref_fn
@@ -598,13 +600,13 @@ def dinucleotide_ref_fn(num: int = 10, *, unknown: str = "symbol") -> RefFn:
     """
     _check_num(num, "dinucleotide_ref_fn")
     if unknown not in UNKNOWN_MODES:
-        raise ValueError(f"dinucleotide_ref_fn: unknown must be 'symbol' or 'fixed', "
-                         f"got {unknown!r}")
+        raise InputValueError(f"dinucleotide_ref_fn: unknown must be 'symbol' or 'fixed', "
+                              f"got {unknown!r}")
 
     def ref_fn(x: Array, key: Any) -> np.ndarray:
         xs = np.asarray(x)
         if xs.ndim != 3:
-            raise ValueError(f"dinucleotide_ref_fn: expected one-hot sequences (N, L, A), got shape {xs.shape}")
+            raise InputValueError(f"dinucleotide_ref_fn: expected one-hot sequences (N, L, A), got shape {xs.shape}")
         base = _as_generator(key).integers(2**63)
         return np.stack(
             [dinucleotide_shuffle(s, np.random.default_rng([int(base), i]), num, unknown=unknown)
@@ -622,7 +624,7 @@ def constant_ref_fn(refs: Array) -> RefFn:
         feat = tuple(np.shape(x))[1:]
         r = refs[None] if refs.shape == feat else refs
         if r.shape[1:] != feat:
-            raise ValueError(f"constant_ref_fn: references {refs.shape} do not fit inputs {np.shape(x)}")
+            raise InputValueError(f"constant_ref_fn: references {refs.shape} do not fit inputs {np.shape(x)}")
         return r
 
     return ref_fn
@@ -648,10 +650,10 @@ def as_ref_fn(reference: Any, **options: Any) -> RefFn:
     """
     if isinstance(reference, str):
         if reference not in _NAMED:
-            raise ValueError(f"as_ref_fn: unknown reference {reference!r}; known: {sorted(_NAMED)}")
+            raise InputValueError(f"as_ref_fn: unknown reference {reference!r}; known: {sorted(_NAMED)}")
         return _NAMED[reference](**options)
     if options:
-        raise ValueError(f"as_ref_fn: options {sorted(options)} only apply to named references")
+        raise InputValueError(f"as_ref_fn: options {sorted(options)} only apply to named references")
     if callable(reference):
 
         def checked(x: Array, key: Any = None) -> Array:
@@ -665,7 +667,7 @@ def as_ref_fn(reference: Any, **options: Any) -> RefFn:
     try:
         arr = jnp.asarray(reference)
     except TypeError as e:
-        raise ValueError(
+        raise InputValueError(
             f"as_ref_fn: expected a name, an array or a callable, got {type(reference).__name__}"
         ) from e
     return constant_ref_fn(arr)

@@ -19,6 +19,8 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.errors import InputTypeError, InputValueError
+
 KINDS = ("tree", "logistic")
 
 
@@ -57,30 +59,30 @@ def predicted_classes(fn: Callable, params: Any, x: Any, batch_size: int = 1024)
     for i in range(0, n, batch_size):
         y = jnp.asarray(fn(params, x[i:i + batch_size]))
         if y.ndim != 2 or y.shape[1] < 2 or y.shape[0] != min(batch_size, n - i):
-            raise ValueError(f"surrogate needs fn to return class scores of shape (N, C) with "
-                             f"C ≥ 2, got shape {tuple(y.shape)} for {min(batch_size, n - i)} "
-                             "examples (for one logit z, return jnp.stack([-z, z], -1))")
+            raise InputValueError(f"surrogate needs fn to return class scores of shape (N, C) with "
+                                  f"C ≥ 2, got shape {tuple(y.shape)} for {min(batch_size, n - i)} "
+                                  "examples (for one logit z, return jnp.stack([-z, z], -1))")
         if not bool(jnp.all(jnp.isfinite(y))):
-            raise ValueError("surrogate: fn returned non-finite class scores")
+            raise InputValueError("surrogate: fn returned non-finite class scores")
         out.append(np.asarray(jnp.argmax(y, axis=1)))
     return np.concatenate(out)
 
 
 def _check_examples(name: str, x: Any) -> np.ndarray:
     if isinstance(x, (dict, list, tuple)):
-        raise TypeError(f"surrogate {name} must be one array (N, *S), not a pytree")
+        raise InputTypeError(f"surrogate {name} must be one array (N, *S), not a pytree")
     try:
         a = np.asarray(x)
     except Exception:
-        raise TypeError(f"surrogate {name} must be a concrete array, not a traced value") \
+        raise InputTypeError(f"surrogate {name} must be a concrete array, not a traced value") \
             from None
     if a.ndim < 2 or a.shape[0] < 1:
-        raise ValueError(f"surrogate {name} must have shape (N, *S) with N ≥ 1 and at least one "
-                         f"feature axis, got {a.shape}")
+        raise InputValueError(f"surrogate {name} must have shape (N, *S) with N ≥ 1 and at least one "
+                              f"feature axis, got {a.shape}")
     if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"surrogate {name} must be numeric, got dtype {a.dtype}")
+        raise InputTypeError(f"surrogate {name} must be numeric, got dtype {a.dtype}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"surrogate {name} has non-finite values")
+        raise InputValueError(f"surrogate {name} has non-finite values")
     return a
 
 
@@ -109,32 +111,32 @@ def surrogate(fn: Callable, params: Any, x_fit: Any, x_test: Any, *, kind: str =
     true labels, for the two accuracies.
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown surrogate kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise InputValueError(f"unknown surrogate kind {kind!r}; choose one of {', '.join(KINDS)}")
     if max_depth is not None and (isinstance(max_depth, bool) or not isinstance(max_depth, int)
                                   or max_depth < 1):
-        raise ValueError(f"surrogate max_depth must be a positive int or None, got "
-                         f"{max_depth!r}")
+        raise InputValueError(f"surrogate max_depth must be a positive int or None, got "
+                              f"{max_depth!r}")
     if isinstance(C, bool) or not isinstance(C, (int, float)) or not 0 < C < float("inf"):
-        raise ValueError(f"surrogate C must be a positive finite number, got {C!r}")
+        raise InputValueError(f"surrogate C must be a positive finite number, got {C!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"surrogate batch_size must be a positive int, got {batch_size!r}")
+        raise InputValueError(f"surrogate batch_size must be a positive int, got {batch_size!r}")
     xf = _check_examples("x_fit", x_fit)
     xt = _check_examples("x_test", x_test)
     if xf.shape[1:] != xt.shape[1:]:
-        raise ValueError(f"surrogate x_fit examples {xf.shape[1:]} and x_test examples "
-                         f"{xt.shape[1:]} differ in shape")
+        raise InputValueError(f"surrogate x_fit examples {xf.shape[1:]} and x_test examples "
+                              f"{xt.shape[1:]} differ in shape")
     labels = None
     if y_test is not None:
         labels = np.asarray(y_test)
         if labels.shape != (xt.shape[0],):
-            raise ValueError(f"surrogate y_test must have shape ({xt.shape[0]},) (one label per "
-                             f"x_test example), got {labels.shape}")
+            raise InputValueError(f"surrogate y_test must have shape ({xt.shape[0]},) (one label per "
+                                  f"x_test example), got {labels.shape}")
     y_fit = predicted_classes(fn, params, jnp.asarray(xf), batch_size)
     y_net = predicted_classes(fn, params, jnp.asarray(xt), batch_size)
     classes = np.unique(y_fit)
     if kind == "logistic" and classes.size < 2:
-        raise ValueError(f"surrogate kind='logistic' needs the network to predict at least two "
-                         f"classes on x_fit; it predicts only class {classes[0]}")
+        raise InputValueError(f"surrogate kind='logistic' needs the network to predict at least two "
+                              f"classes on x_fit; it predicts only class {classes[0]}")
     est = _make_estimator(kind, max_depth, float(C), seed)
     est.fit(xf.reshape(xf.shape[0], -1), y_fit)
     y_sur = est.predict(xt.reshape(xt.shape[0], -1))

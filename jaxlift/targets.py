@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 import numpy as np
 
+from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.jaxpr_walk import bind_eqn, call_body, where_of
 from jaxlift.validation import check_outputs
 
@@ -55,8 +56,8 @@ class ClassDifference:
         n = out.shape[-1] if out.ndim else 0
         for name, i in (("a", self.a), ("b", self.b)):
             if not -n <= i < n:
-                raise ValueError(f"class_difference: class {name}={i} is out of range for an "
-                                 f"output with {n} entries per example (shape {out.shape})")
+                raise InputValueError(f"class_difference: class {name}={i} is out of range for an "
+                                      f"output with {n} entries per example (shape {out.shape})")
         return out[..., self.a] - out[..., self.b]
 
 
@@ -70,14 +71,14 @@ class SoftmaxNormalized:
         out = jnp.asarray(out)
         n = out.shape[-1] if out.ndim else 0
         if not -n <= self.i < n:
-            raise ValueError(f"softmax_normalized: class {self.i} is out of range for an output "
-                             f"with {n} entries per example (shape {out.shape})")
+            raise InputValueError(f"softmax_normalized: class {self.i} is out of range for an output "
+                                  f"with {n} entries per example (shape {out.shape})")
         return out[..., self.i] - out.mean(axis=-1)
 
 
 def _class_index(name: str, v) -> int:
     if isinstance(v, bool) or not hasattr(v, "__index__"):
-        raise TypeError(f"{name} must be an int class index, got {v!r}")
+        raise InputTypeError(f"{name} must be an int class index, got {v!r}")
     return int(v)
 
 
@@ -88,8 +89,8 @@ def class_difference(a, b):
         return ClassDifference(_class_index("a", a), _class_index("b", b))
     a, b = _indices("class_difference a", a), _indices("class_difference b", b)
     if a.shape != b.shape:
-        raise ValueError(f"class_difference: {a.shape[0]} classes a but {b.shape[0]} classes b;"
-                         " give one of each per input")
+        raise InputValueError(f"class_difference: {a.shape[0]} classes a but {b.shape[0]} classes b;"
+                              " give one of each per input")
     return PerInputTarget(a, b)
 
 
@@ -128,8 +129,8 @@ class PerInputTarget:
     def seeds(self, n: int, size: int) -> np.ndarray:
         """``(N, size)`` weights: one-hot rows (``e_a − e_b`` for differences)."""
         if self.a.shape[0] != n:
-            raise ValueError(f"target gives {self.a.shape[0]} classes for {n} inputs; give one "
-                             "per input")
+            raise InputValueError(f"target gives {self.a.shape[0]} classes for {n} inputs; give one "
+                                  "per input")
         rows = np.zeros((n, size), np.float32)
         for name, idx, sign in (("target", self.a, 1.0), ("class b", self.b, -1.0)):
             if idx is None:
@@ -137,8 +138,8 @@ class PerInputTarget:
             bad = (idx < -size) | (idx >= size)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise ValueError(f"{name} {int(idx[i])} of input {i} is out of range for fn's "
-                                 f"output with {size} entries per example")
+                raise InputValueError(f"{name} {int(idx[i])} of input {i} is out of range for fn's "
+                                      f"output with {size} entries per example")
             np.add.at(rows, (np.arange(n), idx % size), sign)
         return rows
 
@@ -146,9 +147,9 @@ class PerInputTarget:
 def _indices(name: str, v) -> np.ndarray:
     arr = np.asarray(v)
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        raise TypeError(f"{name} must be one int class index per input (a list or a 1-D "
-                        f"integer array), got {type(v).__name__} of dtype {arr.dtype} and shape "
-                        f"{arr.shape}")
+        raise InputTypeError(f"{name} must be one int class index per input (a list or a 1-D "
+                             f"integer array), got {type(v).__name__} of dtype {arr.dtype} and shape "
+                             f"{arr.shape}")
     return arr.astype(np.int64)
 
 
@@ -165,8 +166,8 @@ def normalize_target(target):
         if np.ndim(target) == 0:
             value = np.asarray(target)
             if not np.issubdtype(value.dtype, np.integer):
-                raise TypeError(f"target must be an int index, got an array of dtype "
-                                f"{value.dtype}")
+                raise InputTypeError(f"target must be an int index, got an array of dtype "
+                                     f"{value.dtype}")
             return int(value), None
         return GIVEN, PerInputTarget(_indices("target", target))
     return target, None
@@ -314,13 +315,13 @@ class PreActivation:
         closed = jax.make_jaxpr(self.fn)(params, xb)
         jaxpr = closed.jaxpr
         if len(jaxpr.outvars) != 1:
-            raise ValueError(f"pre_activation: fn returns {len(jaxpr.outvars)} arrays; it needs "
-                             "one output ending in a sigmoid or softmax")
+            raise InputValueError(f"pre_activation: fn returns {len(jaxpr.outvars)} arrays; it needs "
+                                  "one output ending in a sigmoid or softmax")
         found, eqn = _locate(jaxpr, jaxpr.outvars[0])
         if found is None:
             what = ("an input or constant" if eqn is None
                     else f"'{eqn.primitive.name}' (at {where_of(eqn)})")
-            raise ValueError(
+            raise InputValueError(
                 f"pre_activation: fn's output is produced by {what}, not by a final sigmoid "
                 "('logistic'), softmax (exp(s) / sum(exp(s))) or log-softmax "
                 "(s − log(sum(exp(s)))); recognised: jax.nn.sigmoid, jax.nn.softmax, "
@@ -335,7 +336,7 @@ class PreActivation:
         closed = jax.make_jaxpr(self.fn)(params, xb)
         found, _ = _locate(closed.jaxpr, closed.jaxpr.outvars[0])
         if found is None:
-            raise ValueError("pre_activation: no final sigmoid, softmax or log-softmax")
+            raise InputValueError("pre_activation: no final sigmoid, softmax or log-softmax")
         return found[2]
 
 
@@ -344,7 +345,7 @@ def pre_activation(fn: Callable) -> PreActivation:
     logits ``(B, C)`` where ``fn`` returns (log-)probabilities ``(B, C)``. The paper's choice of target for
     sigmoid/softmax outputs (§3.6); see the module doc for what is recognised."""
     if not callable(fn):
-        raise TypeError(f"pre_activation needs a callable fn(params, xb), got {type(fn).__name__}")
+        raise InputTypeError(f"pre_activation needs a callable fn(params, xb), got {type(fn).__name__}")
     return PreActivation(fn)
 
 
@@ -357,48 +358,48 @@ def select_target(out, target) -> jax.Array:
     if callable(target) and not isinstance(target, str):
         t = jnp.asarray(target(out))
         if t.size != 1:
-            raise ValueError(f"target callable must return a scalar, got shape {t.shape}")
+            raise InputValueError(f"target callable must return a scalar, got shape {t.shape}")
         return t.reshape(())
     leaves = jax.tree_util.tree_leaves(out)
     if len(leaves) != 1:
-        raise ValueError(
+        raise InputValueError(
             f"fn returns a pytree of {len(leaves)} arrays per example; pass target as a "
             "callable that picks the scalar to explain")
     (o,) = leaves
     if target is None:
         if o.size != 1:
-            raise ValueError(
+            raise InputValueError(
                 f"fn's output per example has shape {o.shape}; pass target=<index> to explain "
                 "one output, or target='all' to explain every output")
         return o.reshape(())
     if isinstance(target, PerInput) or isinstance(target, str) and target == "all":
         return o.reshape(-1)
     if isinstance(target, str):
-        raise ValueError(f"unknown target {target!r}; use an index, a tuple, a callable, 'all' "
-                         "or 'pred'")
+        raise InputValueError(f"unknown target {target!r}; use an index, a tuple, a callable, 'all' "
+                              "or 'pred'")
     if isinstance(target, (int, np.integer)):
         if o.ndim == 0:
-            raise ValueError("fn's output per example is a scalar; use target=None")
+            raise InputValueError("fn's output per example is a scalar; use target=None")
         n = o.shape[-1]
         if not -n <= int(target) < n:
-            raise ValueError(f"target index {int(target)} is out of range for fn's output with "
-                             f"{n} entries per example (shape {o.shape})")
+            raise InputValueError(f"target index {int(target)} is out of range for fn's output with "
+                                  f"{n} entries per example (shape {o.shape})")
         t = o[..., int(target)]
         if t.ndim:
-            raise ValueError(f"target index {int(target)} selects shape {t.shape}, not a scalar; "
-                             f"pass a tuple index into the per-example output of shape {o.shape}")
+            raise InputValueError(f"target index {int(target)} selects shape {t.shape}, not a scalar; "
+                                  f"pass a tuple index into the per-example output of shape {o.shape}")
         return t
     if isinstance(target, tuple):
         if len(target) != o.ndim:
-            raise ValueError(f"tuple target {target} must index all {o.ndim} axes of the "
-                             f"per-example output of shape {o.shape}")
+            raise InputValueError(f"tuple target {target} must index all {o.ndim} axes of the "
+                                  f"per-example output of shape {o.shape}")
         for i, n in zip(target, o.shape):
             if not -n <= int(i) < n:
-                raise ValueError(f"target {target} is out of range for the per-example output "
-                                 f"of shape {o.shape}")
+                raise InputValueError(f"target {target} is out of range for the per-example output "
+                                      f"of shape {o.shape}")
         return o[target]
-    raise TypeError(f"target must be None, an int, a tuple, a callable or 'all', got "
-                    f"{type(target).__name__}")
+    raise InputTypeError(f"target must be None, an int, a tuple, a callable or 'all', got "
+                         f"{type(target).__name__}")
 
 
 def per_example(fn: Callable, target) -> Callable:

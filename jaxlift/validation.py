@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxlift._memo import memoized
 from jaxlift._ops import tree_finite
+from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.rules.composites import GATINGS, MAX_MODES
 
 
@@ -42,51 +43,51 @@ def check_target(target) -> None:
         return
     if isinstance(target, str):
         if target not in ("all", "pred"):
-            raise ValueError(f"unknown target {target!r}; use an index, a tuple, a callable, "
-                             "'all', 'pred' or one index per input")
+            raise InputValueError(f"unknown target {target!r}; use an index, a tuple, a callable, "
+                                  "'all', 'pred' or one index per input")
         return
     if isinstance(target, (bool, np.bool_)):
-        raise TypeError(f"target must be an int index, not a bool ({target!r})")
+        raise InputTypeError(f"target must be an int index, not a bool ({target!r})")
     if isinstance(target, (int, np.integer)):
         return
     if isinstance(target, tuple) and all(
             isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
             for i in target):
         return
-    raise TypeError(f"target must be None, an int, a tuple of ints, a callable, 'all', 'pred' "
-                    f"or one index per input (a list or 1-D array), got {type(target).__name__} "
-                    f"{target!r}")
+    raise InputTypeError(f"target must be None, an int, a tuple of ints, a callable, 'all', 'pred' "
+                         f"or one index per input (a list or 1-D array), got {type(target).__name__} "
+                         f"{target!r}")
 
 
 def check_method_options(method, max_mode, gating, layer_name, mesh) -> None:
     """Refuse options the method does not take: ``max_mode``/``gating`` choose DeepLIFT rules,
     ``layer=`` and ``mesh=`` need the interpreter on pairs."""
     if gating not in GATINGS:
-        raise ValueError(f"unknown gating {gating!r}; choose one of {', '.join(GATINGS)}")
+        raise InputValueError(f"unknown gating {gating!r}; choose one of {', '.join(GATINGS)}")
     if max_mode not in MAX_MODES:
-        raise ValueError(f"unknown max_mode {max_mode!r}; choose one of {', '.join(MAX_MODES)}")
+        raise InputValueError(f"unknown max_mode {max_mode!r}; choose one of {', '.join(MAX_MODES)}")
     deeplift = method.scope == "interpreter"
     if not deeplift and gating != "shapley":
-        raise ValueError(f"gating= chooses a DeepLIFT rule; mode {method.name!r} has no gating "
-                         "rule")
+        raise InputValueError(f"gating= chooses a DeepLIFT rule; mode {method.name!r} has no gating "
+                              "rule")
     if not deeplift and max_mode != "preserving":
-        raise ValueError(f"max_mode= chooses a DeepLIFT rule for max-pooling; mode "
-                         f"{method.name!r} has none (guided backprop and ε-LRP already route "
-                         "max-pooling to the argmax)")
+        raise InputValueError(f"max_mode= chooses a DeepLIFT rule for max-pooling; mode "
+                              f"{method.name!r} has none (guided backprop and ε-LRP already route "
+                              "max-pooling to the argmax)")
     if layer_name is not None and not deeplift:
-        raise ValueError(f"layer= is supported by the DeepLIFT modes only, not mode "
-                         f"{method.name!r}")
+        raise InputValueError(f"layer= is supported by the DeepLIFT modes only, not mode "
+                              f"{method.name!r}")
     if mesh is not None and not deeplift:
-        raise ValueError(f"mesh= shards the DeepLIFT modes; mode {method.name!r} runs on one "
-                         "device")
+        raise InputValueError(f"mesh= shards the DeepLIFT modes; mode {method.name!r} runs on one "
+                              "device")
 
 
 def check_layer_bypass(layer_bypass, layer_name) -> None:
     if layer_bypass not in ("refuse", "credit"):
-        raise ValueError(f"layer_bypass must be 'refuse' or 'credit', got {layer_bypass!r}")
+        raise InputValueError(f"layer_bypass must be 'refuse' or 'credit', got {layer_bypass!r}")
     if layer_bypass == "credit" and layer_name is None:
-        raise ValueError("layer_bypass='credit' credits the inputs with what reaches the "
-                         "target around a marked layer: it needs layer=")
+        raise InputValueError("layer_bypass='credit' credits the inputs with what reaches the "
+                              "target around a marked layer: it needs layer=")
 
 
 PRECISIONS = ("default", "highest")
@@ -94,9 +95,9 @@ PRECISIONS = ("default", "highest")
 
 def check_precision(precision) -> None:
     if not (isinstance(precision, str) and precision in PRECISIONS):
-        raise ValueError(f"unknown precision {precision!r}; choose \"default\" (JAX's default "
-                         "matmul precision: fast, TF32 float32 convolutions and dots on recent "
-                         "NVIDIA GPUs) or \"highest\" (exact float32)")
+        raise InputValueError(f"unknown precision {precision!r}; choose \"default\" (JAX's default "
+                              "matmul precision: fast, TF32 float32 convolutions and dots on recent "
+                              "NVIDIA GPUs) or \"highest\" (exact float32)")
 
 
 def precision_context(precision: str):
@@ -113,8 +114,8 @@ def check_batch_size(batch_size) -> None:
         isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool)
         and batch_size >= 1)
     if not ok:
-        raise ValueError(f"batch_size must be a positive number of pairs, \"auto\" or None; "
-                         f"got {batch_size!r}")
+        raise InputValueError(f"batch_size must be a positive number of pairs, \"auto\" or None; "
+                              f"got {batch_size!r}")
 
 
 
@@ -126,18 +127,18 @@ def validate_pairs(x, refs) -> tuple[int, int, bool]:
     x_leaves, x_tree = jax.tree_util.tree_flatten(x)
     r_leaves, r_tree = jax.tree_util.tree_flatten(refs)
     if not x_leaves:
-        raise ValueError("x is empty: pass a batch of inputs (leading axis N)")
+        raise InputValueError("x is empty: pass a batch of inputs (leading axis N)")
     if x_tree != r_tree:
-        raise ValueError(f"refs must have the same pytree structure as x; got {r_tree} for x "
-                         f"structured as {x_tree}")
+        raise InputValueError(f"refs must have the same pytree structure as x; got {r_tree} for x "
+                              f"structured as {x_tree}")
     ns = {jnp.shape(l)[0] if jnp.ndim(l) else None for l in x_leaves}
     if None in ns:
-        raise ValueError("every leaf of x needs a leading batch axis (N, ...); got a scalar")
+        raise InputValueError("every leaf of x needs a leading batch axis (N, ...); got a scalar")
     if len(ns) != 1:
-        raise ValueError(f"the leaves of x disagree on the batch size N: {sorted(ns)}")
+        raise InputValueError(f"the leaves of x disagree on the batch size N: {sorted(ns)}")
     (n,) = ns
     if n == 0:
-        raise ValueError("x is an empty batch (N = 0); pass at least one input")
+        raise InputValueError("x is an empty batch (N = 0); pass at least one input")
     layouts, ks = set(), set()
     for xl, rl in zip(x_leaves, r_leaves):
         xs, rs = jnp.shape(xl), jnp.shape(rl)
@@ -148,27 +149,27 @@ def validate_pairs(x, refs) -> tuple[int, int, bool]:
             layouts.add(True)
             ks.add(rs[1])
         elif len(rs) == len(xs) + 1 and rs[1:] == xs:  # the references are examples like x
-            raise ValueError(
+            raise InputValueError(
                 f"x of shape {xs} looks like one example without its batch axis (the "
                 f"references, {rs}, are a batch of examples of that shape): pass x[None]")
         elif len(rs) == len(xs) + 1 and rs[1:] == xs[1:] + (1,):
-            raise ValueError(
+            raise InputValueError(
                 f"x of shape {xs} has no trailing axis of size 1 but the references, {rs}, "
                 "have one: if fn takes (…, 1) examples (a channel axis), pass x[..., None]; "
                 "otherwise drop it from the references (refs[..., 0])")
         else:
-            raise ValueError(
+            raise InputValueError(
                 f"refs of shape {rs} do not fit x of shape {xs}: expected (K, {', '.join(map(str, xs[1:]))}) "
                 f"references shared by all inputs or ({n}, K, {', '.join(map(str, xs[1:]))}) "
                 "references per input")
         if xl.dtype != rl.dtype:  # both arrays (chunking.host_arrays), canonical dtypes
-            raise ValueError(f"refs dtype {rl.dtype} differs from x dtype {xl.dtype}; cast "
-                             "them, e.g. refs.astype(x.dtype)")
+            raise InputValueError(f"refs dtype {rl.dtype} differs from x dtype {xl.dtype}; cast "
+                                  "them, e.g. refs.astype(x.dtype)")
     if len(layouts) != 1 or len(ks) != 1:
-        raise ValueError("all leaves of refs must use the same layout and number of references K")
+        raise InputValueError("all leaves of refs must use the same layout and number of references K")
     (k,) = ks
     if k == 0:
-        raise ValueError("refs is an empty batch (K = 0); pass at least one reference")
+        raise InputValueError("refs is an empty batch (K = 0); pass at least one reference")
     return n, k, layouts.pop()
 
 
@@ -252,8 +253,8 @@ def refuse_non_finite_input(name: str, tree) -> None:
         if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
             where = jax.tree_util.keystr(path) or ""
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            raise ValueError(f"{name}{where} contains {bad} NaN or Inf value(s); jaxlift needs "
-                             "finite inputs, references and parameters")
+            raise InputValueError(f"{name}{where} contains {bad} NaN or Inf value(s); jaxlift needs "
+                                  "finite inputs, references and parameters")
 
 
 def check_inputs_finite(x, refs, params) -> None:
@@ -271,13 +272,13 @@ def check_outputs(out, batch: int, what: str) -> None:
     for leaf in jax.tree_util.tree_leaves(out):
         shape = jnp.shape(leaf)
         if not shape or shape[0] != batch:
-            raise ValueError(
+            raise InputValueError(
                 f"fn must return one output per example (a leading axis of size {batch} for "
                 f"{what}); it returned shape {shape}. Return the per-example outputs, not "
                 "their sum or mean over the batch")
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
-            raise ValueError(
+            raise InputValueError(
                 f"fn returns {dtype} outputs; jaxlift explains floating-point outputs (logits "
                 "or scores), not labels or indices: return the values argmax would pick from")
 
@@ -295,7 +296,7 @@ def explain_trace_failure(fn: Callable, params, x, exc: Exception) -> ValueError
                                                                jnp.result_type(l)), x)
     if _traces(fn, params, xb):
         if type(exc).__module__.startswith("flax") and "trace" in type(exc).__name__.lower():
-            return ValueError(
+            return InputValueError(
                 f"fn updates the model's state while it runs ({type(exc).__name__}: a BatchNorm "
                 "in training mode, whose batch statistics also mix the examples of a batch): "
                 "jaxlift traces fn at one example inside its own transformations. Use the model "
@@ -304,19 +305,19 @@ def explain_trace_failure(fn: Callable, params, x, exc: Exception) -> ValueError
         return None
     what = "a batch of one example (x[:1])"
     if _looks_like_one_example(fn, params, x):
-        return ValueError(
+        return InputValueError(
             f"fn failed on {what}, but accepts x itself as a batch of one: x of shape "
             f"{_shape_of(x)} looks like a single example without its batch axis. Pass "
             "x[None] (and references with a leading axis too)")
     added = _missing_axis(fn, params, xb)
     if added is not None:
         where, fix = added
-        return ValueError(
+        return InputValueError(
             f"fn failed on {what} (xb of shape {_shape_of(xb)}), but runs when each example "
             f"gets {where} axis of size 1: x of shape {_shape_of(x)} looks like it lacks "
             f"its channel axis. Pass {fix} (and references of that shape too)")
-    return ValueError(f"fn(params, xb) failed on {what} (xb of shape {_shape_of(xb)}); "
-                      f"fn must take a batch with a leading axis: {exc}")
+    return InputValueError(f"fn(params, xb) failed on {what} (xb of shape {_shape_of(xb)}); "
+                           f"fn must take a batch with a leading axis: {exc}")
 
 
 _NEW_AXES = (("a trailing", "x[..., None]", lambda l: jnp.asarray(l)[..., None]),
@@ -396,7 +397,7 @@ def settle_independence(fn, shapes_key: tuple, compared: bool, batched, alone,
     if not compared:
         return
     if not close(batched, alone, eps):
-        raise ValueError(MIXING)
+        raise InputValueError(MIXING)
     try:
         memoized(_verdict, fn, shapes_key).append(True)
     except TypeError:

@@ -154,3 +154,74 @@ def test_no_two_rooms_import_each_other():
     one room in two places (the jaxpr helpers the rules and the program share live below both,
     in jaxpr_walk)."""
     assert _rooms_importing_each_other(_graph()) == set()
+
+
+# --------------------------------------------------------------------------- the rule registry
+# Which rule applies to a primitive must not depend on the order in which the rule files are
+# imported: each primitive has one owner file, and any other registration declares itself
+# shared=True (its live masks are not the owner's, checked) or overrides=rule (it wins there).
+
+SHARED = {  # primitive -> (owner file, files that share it)
+    "mul": ("linear", {"product"}), "dot_general": ("linear", {"product"}),
+    "conv_general_dilated": ("linear", {"product"}), "div": ("linear", {"product"}),
+    "select_n": ("linear", {"logic"}),
+}
+
+
+def _registrations():
+    import jaxlift.rules  # noqa: F401  (registers every family)
+    from jaxlift.rules import registry
+    return registry.registrations()
+
+
+def test_each_primitive_has_one_owner_file_and_the_rest_is_declared():
+    by_primitive: dict[str, list] = {}
+    for r in _registrations():
+        by_primitive.setdefault(r.primitive, []).append(r)
+    assert len(by_primitive) > 40  # the record sees the registrations
+    owners = {p: [r.module for r in rs if r.relation == "owner"] for p, rs in by_primitive.items()}
+    assert {p: o for p, o in owners.items() if len(o) != 1} == {}
+    assert all(r.module.startswith("jaxlift.rules.") for rs in by_primitive.values() for r in rs)
+    # no file registers a primitive twice, and another file's registration is declared
+    for p, rs in by_primitive.items():
+        modules = [r.module for r in rs]
+        assert len(modules) == len(set(modules)), (p, modules)
+    shared = {p: (owners[p][0].rsplit(".", 1)[1],
+                  {r.module.rsplit(".", 1)[1] for r in rs if r.relation != "owner"})
+              for p, rs in by_primitive.items() if len(rs) > 1}
+    assert shared == SHARED
+
+
+def test_the_registry_refuses_an_undeclared_second_rule(monkeypatch):
+    from jaxlift.errors import InputValueError
+    from jaxlift.rules import registry
+    from jaxlift.rules.registry import Rule
+
+    # a real primitive, registered again without a word: refused, and nothing changes
+    before = registry.registrations()
+    mul = registry.lookup("mul", (True, False))
+    with pytest.raises(InputValueError, match="'mul' already has its rule 'scaled' from "
+                                              "jaxlift.rules.linear"):
+        registry.register("mul", Rule("again", backward=lambda ctx, m: m), registry.one_live)
+    assert registry.registrations() == before and registry.lookup("mul", (True, False)) is mul
+
+    # on a scratch copy of the registry: each declaration is checked
+    monkeypatch.setattr(registry, "_RULES", {})
+    monkeypatch.setattr(registry, "_RECORD", [])
+    one, two, better = (Rule(n, backward=lambda ctx, m: m) for n in ("one", "two", "better"))
+    registry.register("p", one, registry.one_live)
+    with pytest.raises(InputValueError, match="already has its rule 'one'"):
+        registry.register("p", two, registry.several_live)
+    with pytest.raises(InputValueError, match=r"both it and rule 'one' apply to live mask \(True,\)"):
+        registry.register("p", two, registry.always, shared=True)  # says shared, but overlaps
+    registry.register("p", two, registry.several_live, shared=True)
+    assert registry.lookup("p", (True, False)) is one
+    assert registry.lookup("p", (True, True)) is two
+    with pytest.raises(InputValueError, match="overlap|apply to live mask"):
+        registry.register("p", better, registry.always, overrides=one)  # overlaps 'two' too
+    with pytest.raises(InputValueError, match="not registered for 'p'"):
+        registry.register("p", better, registry.one_live, overrides=Rule("x", backward=None))
+    registry.register("p", better, registry.one_live, overrides=one)
+    assert registry.lookup("p", (False, True)) is better
+    assert registry.lookup("p", (True, True)) is two
+    assert [r.relation for r in registry.registrations()] == ["owner", "shared", "overrides"]

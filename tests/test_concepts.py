@@ -64,16 +64,16 @@ def test_top_features_bad_input(args, kwargs, match):
         C.top_features(*args, **kwargs)
 
 
-def test_class_difference_and_its_top_features():
+def test_score_difference_and_its_top_features():
     a = np.array([[3.0, 1.0, 0.0, 2.0]])
     b = np.array([[3.0, -1.0, 2.0, 0.5]])
-    np.testing.assert_array_equal(C.class_difference(a, b), [[0.0, 2.0, -2.0, 1.5]])
-    np.testing.assert_array_equal(C.class_difference_top(a, b, k=1), [[False, True, False, False]])
-    np.testing.assert_array_equal(C.class_difference_top(a, b, threshold=1.0), [[False, True, False, True]])
+    np.testing.assert_array_equal(C.score_difference(a, b), [[0.0, 2.0, -2.0, 1.5]])
+    np.testing.assert_array_equal(C.score_difference_top(a, b, k=1), [[False, True, False, False]])
+    np.testing.assert_array_equal(C.score_difference_top(a, b, threshold=1.0), [[False, True, False, True]])
     # feature 0 is the most important for both classes, and not distinguishing at all
     assert C.top_features(a, k=1)[0, 0] and C.top_features(b, k=1)[0, 0]
     with pytest.raises(ValueError, match="differ in shape"):
-        C.class_difference(a, b[:, :3])
+        C.score_difference(a, b[:, :3])
 
 
 def _scores_by_class():

@@ -28,6 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxlift.errors import JaxliftError
+
 __all__ = [
     "Graph",
     "TUFormatError",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class TUFormatError(ValueError):
+class TUFormatError(JaxliftError, ValueError):
     """A TU data set file is malformed; the message starts with ``path:line:``."""
 
     def __init__(self, path: Path | str, line: int | None, problem: str):

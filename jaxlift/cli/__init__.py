@@ -37,12 +37,13 @@ neither JAX nor Matplotlib: each command imports what it needs.
 """
 from __future__ import annotations
 
-from jaxlift.cli.options import (CLIError, UsageError, TargetSpec, parse_target, check_target,
-                                 parse_class_names, parse_feature_names, check_feature_names,
-                                 check_class_names, LazyChoices, available_modes, sums_to_delta,
-                                 check_mode_options, parse_option_value, parse_mode_option,
-                                 default_window, patch_mask, resolve_mode_options, describe_options,
-                                 parse_batch_size)
+from jaxlift._lazy import renamed_attributes
+from jaxlift.cli.options import (CLIError, UsageError, TargetSpec, parse_target,
+                                 check_target_classes, parse_class_names, parse_feature_names,
+                                 check_feature_names, check_class_names, LazyChoices,
+                                 available_modes, sums_to_delta, check_mode_options,
+                                 parse_option_value, parse_mode_option, default_window, patch_mask,
+                                 resolve_mode_options, describe_options, parse_batch_size)
 from jaxlift.cli.model import (TwoClass, LoadedModel, check_model_path, load_model, predict,
                                classes_of, probabilities)
 from jaxlift.cli.inputs import (IMAGE_SUFFIXES, ARRAY_SUFFIXES, read_array_file, list_image_files,
@@ -61,8 +62,11 @@ from jaxlift.cli.main import (build_parser, Terminated, sigterm_raises, main)
 # the names the tests (and users of the command's pieces) knew before the split
 _explain_per_class = explain_per_class
 _format_table = format_table
+# renamed public names (issue 27: one name, one thing); jaxlift.validation.check_target checks
+# the API's target= argument
+__getattr__ = renamed_attributes(__name__, globals(), {"check_target": "check_target_classes"})
 
-__all__ = ["CLIError", "UsageError", "TargetSpec", "parse_target", "check_target",
+__all__ = ["CLIError", "UsageError", "TargetSpec", "parse_target", "check_target_classes",
            "parse_class_names", "parse_feature_names", "check_feature_names", "check_class_names",
            "LazyChoices", "available_modes", "sums_to_delta", "check_mode_options",
            "parse_option_value", "parse_mode_option", "default_window", "patch_mask",

@@ -17,7 +17,7 @@ from jaxlift.cli.explaining import explain, summation_gap
 from jaxlift.cli.inputs import load_batch, make_refs, warn_changes
 from jaxlift.cli.model import check_model_path, load_model, probabilities
 from jaxlift.cli.options import (TargetSpec, UsageError, check_class_names,
-                                 check_feature_names, check_target, describe_options,
+                                 check_feature_names, check_target_classes, describe_options,
                                  resolve_mode_options, sums_to_delta)
 from jaxlift.cli.outputs import (check_writable_dir, check_writable_file, commit_outputs,
                                  format_table, heatmap_pages, remove_stale_outputs, score_arrays)
@@ -91,7 +91,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         say(f"removed {len(stale)} temporary file(s)/folder(s) left by an interrupted run: "
             f"{', '.join(p.name for p in stale)}")
     loaded = load_model(args.model)
-    check_target(args.target, loaded.n_classes, loaded.binary)
+    check_target_classes(args.target, loaded.n_classes, loaded.binary)
     check_class_names(args.class_names, loaded.n_classes, loaded.binary)
     check_feature_names(args.feature_names, loaded.input_shape, args.layer)
     if args.layer is not None:

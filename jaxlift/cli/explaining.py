@@ -9,29 +9,13 @@ from typing import Callable
 import numpy as np
 
 from jaxlift.cli.model import LoadedModel, classes_of, predict
-from jaxlift.cli.options import TargetSpec, check_class_names, check_target
+from jaxlift.cli.options import TargetSpec, check_class_names, check_target_classes
 
 
 ALL_TARGETS_MAX = 16
 """With the default target (each input's predicted class), models with at most this many
 outputs are explained for every class at once and each input's class picked out; larger ones
 run once per predicted class."""
-
-
-class _Difference:
-    """The callable target ``o[a] - o[b]`` (hashable, so compilations are cached)."""
-
-    def __init__(self, a: int, b: int):
-        self.a, self.b = a, b
-
-    def __call__(self, o):
-        return o[..., self.a] - o[..., self.b]
-
-    def __eq__(self, other):
-        return isinstance(other, _Difference) and (self.a, self.b) == (other.a, other.b)
-
-    def __hash__(self):
-        return hash((_Difference, self.a, self.b))
 
 
 @dataclasses.dataclass
@@ -60,7 +44,7 @@ def explain(loaded: LoadedModel, x: np.ndarray, refs: np.ndarray, spec: TargetSp
     classes (for a single-logit model: 0 = the negated logit, 1 = the logit)."""
     import jaxlift
 
-    check_target(spec, loaded.n_classes, loaded.binary)
+    check_target_classes(spec, loaded.n_classes, loaded.binary)
     check_class_names(class_names, loaded.n_classes, loaded.binary)
     fn = loaded.class_fn(layer)
     if logits is None:
@@ -74,7 +58,7 @@ def explain(loaded: LoadedModel, x: np.ndarray, refs: np.ndarray, spec: TargetSp
         s, d = run(x, refs, target=spec.a)
         targets = np.full(n, spec.a)
     elif spec.kind == "diff":
-        s, d = run(x, refs, target=_Difference(spec.a, spec.b))
+        s, d = run(x, refs, target=jaxlift.class_difference(spec.a, spec.b))
         targets = np.full(n, -1)
     elif spec.kind == "all":
         s, d = run(x, refs, target="all")

@@ -13,20 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from jaxlift.errors import JaxliftError
-
-
-class CLIError(JaxliftError):
-    """A bad input to the command line tool (a file that cannot be read, data that do not fit
-    the model, a place that cannot be written); its message is printed as it is and the exit
-    status is 1."""
-
-
-class UsageError(CLIError):
-    """The command line asks for what cannot be (exit status 2, as argparse's own errors): a
-    file or folder named on it that does not exist, or an option that does not fit the model
-    or the other options (a ``--target`` out of range, an unknown ``--layer``, a bad
-    ``--mode-option``, names of the wrong count, ``--png`` with a folder ``--out``, …)."""
+from jaxlift.errors import CLIError, UsageError  # noqa: F401  (the errors raised here; their home)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +51,7 @@ def parse_target(text: str) -> TargetSpec:
         "such as 3, all, or a class difference such as 3-5 (logit 3 minus logit 5)")
 
 
-def check_target(spec: TargetSpec, n_classes: int, binary: bool = False) -> None:
+def check_target_classes(spec: TargetSpec, n_classes: int, binary: bool = False) -> None:
     """Raise CLIError if ``spec`` names a class the model does not have (``binary``: a
     single-logit model, whose two classes are the negated logit (0) and the logit (1))."""
     for i in {"index": (spec.a,), "diff": (spec.a, spec.b)}.get(spec.kind, ()):

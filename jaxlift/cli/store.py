@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxlift.cli.inputs import read_array_file, to_model_float
 from jaxlift.cli.model import load_model
-from jaxlift.cli.options import CLIError, UsageError, check_target, resolve_mode_options
+from jaxlift.cli.options import CLIError, UsageError, check_target_classes, resolve_mode_options
 
 
 def is_store_path(out: Path) -> bool:
@@ -64,7 +64,7 @@ def attribute_to_store(args: argparse.Namespace) -> int:
         raise UsageError("--png is not available with a folder --out (one PNG per input of a "
                        "whole data set); render from jaxlift.open_scores(FOLDER)")
     loaded = load_model(args.model)
-    check_target(args.target, loaded.n_classes, loaded.binary)
+    check_target_classes(args.target, loaded.n_classes, loaded.binary)
     target = _store_target(args.target)
     shape = tuple(loaded.input_shape)
     src = _store_inputs(args.inputs[0], shape)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxlift.errors import InputValueError
+
 
 def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None,
                grayscale: bool = False) -> np.ndarray:
@@ -36,5 +38,5 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None,
                 im = im.resize((int(w), int(h)), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except UnidentifiedImageError as e:
-        raise ValueError(f"{path}: not an image Pillow can read: {e}") from None
+        raise InputValueError(f"{path}: not an image Pillow can read: {e}") from None
     return arr[..., None] if arr.ndim == 2 else arr

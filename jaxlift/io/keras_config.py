@@ -19,14 +19,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from jaxlift.errors import JaxliftError
 from jaxlift.io.keras_shapes import layer_shapes
 from jaxlift.models.graph import (ACTIVATION_NAMES, MERGE_MODES, NOOP_LAYERS, RNN_KINDS,
                                   LayerSpec, ModelGraph, TensorRef, freeze)
 
-try:  # the project's error base class, where present
-    from jaxlift.errors import JaxliftError as _Base
-except ImportError:  # pragma: no cover
-    _Base = Exception
 
 __all__ = ["KerasFormatError", "parse_model_config", "layer_weights", "WEIGHT_ORDER",
            "SUPPORTED_LAYERS", "assign_variables", "flat_weights", "trace_shapes", "infer_shapes",
@@ -34,7 +31,7 @@ __all__ = ["KerasFormatError", "parse_model_config", "layer_weights", "WEIGHT_OR
            "summarize"]
 
 
-class KerasFormatError(_Base, ValueError):
+class KerasFormatError(JaxliftError, ValueError):
     """A Keras file that jaxlift cannot read (or a model it cannot write) — the message names
     the file and, where there is one, the layer and its class."""
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import h5py
 import numpy as np
 
+from jaxlift.errors import InputTypeError
 from jaxlift.io.atomic import write_atomically
 from jaxlift.io.keras_config import (  # some re-exported: this module was their home
     WEIGHT_ORDER, KerasFormatError, PathLike, as_variables, assign_variables, check_variables,
@@ -169,11 +170,11 @@ def save_keras_h5(path: PathLike, model: Any, variables: Mapping[str, Any]) -> N
     temporary file beside ``path`` and moved into place, so a failure leaves no partial file.
     """
     if not hasattr(model, "keras_graph"):
-        raise TypeError(f"save_keras_h5 needs a model with keras_graph() (a KerasModel or a "
-                        f"jaxlift.models port), got {type(model).__name__}")
+        raise InputTypeError(f"save_keras_h5 needs a model with keras_graph() (a KerasModel or a "
+                             f"jaxlift.models port), got {type(model).__name__}")
     if not isinstance(variables, Mapping) or "params" not in variables:
-        raise TypeError("save_keras_h5 needs Flax variables: a dict with a 'params' entry "
-                        "(what model.init returns)")
+        raise InputTypeError("save_keras_h5 needs Flax variables: a dict with a 'params' entry "
+                             "(what model.init returns)")
     graph = model.keras_graph()
     config = json.dumps(model_config(graph))
     flat = flat_weights(graph, variables)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Mapping, Sequence
 
+from jaxlift.errors import InputValueError
 from jaxlift.models.graph import NOOP_LAYERS, RNN_KINDS
 
 __all__ = ["Shape", "Weights", "SHAPE_RULES", "layer_shapes", "window_out", "rnn_weights"]
@@ -33,13 +34,13 @@ Rule = Callable[[Mapping, Sequence[Shape]], tuple[Shape, Weights]]
 
 def _one(shapes: Sequence[Shape]) -> Shape:
     if len(shapes) != 1:
-        raise ValueError(f"takes one input, got {len(shapes)}")
+        raise InputValueError(f"takes one input, got {len(shapes)}")
     return tuple(shapes[0])
 
 
 def _known(d: int | None, what: str) -> int:
     if d is None:
-        raise ValueError(f"needs a known {what} (the config leaves it open)")
+        raise InputValueError(f"needs a known {what} (the config leaves it open)")
     return int(d)
 
 
@@ -53,8 +54,8 @@ def _channel_axis(ndim: int, data_format: str) -> int:
 
 def _rank_check(x: Shape, rank: int) -> None:
     if len(x) != rank + 2:
-        raise ValueError(f"expects inputs of rank {rank + 2} (batch, {rank} spatial, channels), "
-                         f"got shape {_fmt(x)}")
+        raise InputValueError(f"expects inputs of rank {rank + 2} (batch, {rank} spatial, channels), "
+                              f"got shape {_fmt(x)}")
 
 
 def _fmt(s: Shape) -> str:
@@ -75,7 +76,7 @@ def window_out(n: int | None, k: int, s: int, padding: str, d: int = 1) -> int |
         return -(-n // s)
     eff = (k - 1) * d + 1
     if n < eff:
-        raise ValueError(f"a window of {eff} does not fit an axis of length {n}")
+        raise InputValueError(f"a window of {eff} does not fit an axis of length {n}")
     return (n - eff) // s + 1
 
 
@@ -106,7 +107,7 @@ def _conv(rank: int) -> Rule:
         ch = _channel_axis(len(x), o["data_format"])
         c_in = _known(x[ch], "channel count")
         if c_in % o["groups"]:
-            raise ValueError(f"{c_in} input channels do not split into {o['groups']} groups")
+            raise InputValueError(f"{c_in} input channels do not split into {o['groups']} groups")
         out[ch] = o["filters"]
         w = {"kernel": (*ks, c_in // o["groups"], o["filters"])}
         if o["use_bias"]:
@@ -152,16 +153,16 @@ def _reshape(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
     x = _one(shapes)
     target = tuple(o["target_shape"])
     if sum(d == -1 for d in target) > 1:
-        raise ValueError(f"target_shape {target} has more than one -1")
+        raise InputValueError(f"target_shape {target} has more than one -1")
     size, rest = _size(x[1:]), math.prod(d for d in target if d != -1)
     if -1 in target:
         if size is None:
             return (x[0], *(None if d == -1 else d for d in target)), {}
         if rest == 0 or size % rest:
-            raise ValueError(f"cannot reshape {_fmt(x)} to {target}")
+            raise InputValueError(f"cannot reshape {_fmt(x)} to {target}")
         return (x[0], *(size // rest if d == -1 else d for d in target)), {}
     if size is not None and size != rest:
-        raise ValueError(f"cannot reshape {_fmt(x)} ({size} values) to {target} ({rest})")
+        raise InputValueError(f"cannot reshape {_fmt(x)} ({size} values) to {target} ({rest})")
     return (x[0], *target), {}
 
 
@@ -169,7 +170,7 @@ def _permute(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
     x = _one(shapes)
     dims = tuple(o["dims"])
     if sorted(dims) != list(range(1, len(x))):
-        raise ValueError(f"dims {dims} is not a permutation of the axes 1..{len(x) - 1}")
+        raise InputValueError(f"dims {dims} is not a permutation of the axes 1..{len(x) - 1}")
     return (x[0], *(x[d] for d in dims)), {}
 
 
@@ -183,15 +184,15 @@ def _prelu(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
     for a in o["shared_axes"] or ():
         alpha[a - 1] = 1
     if any(d is None for d in alpha):
-        raise ValueError("needs the non-shared input dimensions known (the config leaves "
-                         "one open)")
+        raise InputValueError("needs the non-shared input dimensions known (the config leaves "
+                              "one open)")
     return x, _weights(params={"alpha": tuple(alpha)})
 
 
 def _feature_shape(x: Shape, axis: Sequence[int]) -> tuple[int, ...]:
     axes = sorted(a % len(x) for a in axis)
     if 0 in axes:
-        raise ValueError(f"axis {tuple(axis)} includes the batch axis")
+        raise InputValueError(f"axis {tuple(axis)} includes the batch axis")
     return tuple(_known(x[a], f"size of axis {a}") for a in axes)
 
 
@@ -216,13 +217,13 @@ def _pad(key: str, sign: int) -> Rule:
         out = list(x)
         axes = _spatial_axes(len(x), o.get("data_format", "channels_last"))
         if len(axes) != len(pairs):
-            raise ValueError(f"expects {len(pairs)} spatial axes, got shape {_fmt(x)}")
+            raise InputValueError(f"expects {len(pairs)} spatial axes, got shape {_fmt(x)}")
         for a, (lo, hi) in zip(axes, pairs):
             if x[a] is not None:
                 out[a] = x[a] + sign * (lo + hi)
                 if out[a] < 1:
-                    raise ValueError(f"cropping {(lo, hi)} leaves nothing of an axis of "
-                                     f"length {x[a]}")
+                    raise InputValueError(f"cropping {(lo, hi)} leaves nothing of an axis of "
+                                          f"length {x[a]}")
         return tuple(out), {}
     return rule
 
@@ -234,15 +235,15 @@ def _broadcast(a: int | None, b: int | None) -> int | None:
         return b
     if a is None or b is None:
         return a if b is None else b
-    raise ValueError(f"cannot join dimensions {a} and {b}")
+    raise InputValueError(f"cannot join dimensions {a} and {b}")
 
 
 def _several_of_one_rank(shapes: Sequence[Shape], verb: str) -> None:
     """Refuse fewer than two inputs, or inputs of different ranks, to a merging layer."""
     if len(shapes) < 2:
-        raise ValueError(f"{verb} two or more inputs, got {len(shapes)}")
+        raise InputValueError(f"{verb} two or more inputs, got {len(shapes)}")
     if len({len(s) for s in shapes}) != 1:
-        raise ValueError(f"inputs of different ranks: {', '.join(map(_fmt, shapes))}")
+        raise InputValueError(f"inputs of different ranks: {', '.join(map(_fmt, shapes))}")
 
 
 def _merge(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
@@ -263,8 +264,8 @@ def _concatenate(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
         if a == axis:
             out.append(None if None in dims else sum(dims))
         elif len({d for d in dims if d is not None}) > 1:
-            raise ValueError(f"inputs differ off the concatenation axis: "
-                             f"{', '.join(map(_fmt, shapes))}")
+            raise InputValueError(f"inputs differ off the concatenation axis: "
+                                  f"{', '.join(map(_fmt, shapes))}")
         else:
             out.append(next((d for d in dims if d is not None), None))
     return tuple(out), {}
@@ -289,7 +290,7 @@ def rnn_weights(kind: str, n_in: int, o: Mapping, prefix: str = "") -> dict[str,
 
 def _sequence_input(x: Shape) -> int:
     if len(x) != 3:
-        raise ValueError(f"expects (batch, time, features) inputs, got shape {_fmt(x)}")
+        raise InputValueError(f"expects (batch, time, features) inputs, got shape {_fmt(x)}")
     return _known(x[2], "feature count")
 
 
@@ -309,8 +310,8 @@ def _bidirectional(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]
     if o["merge_mode"] == "concat":
         units = fo["units"] + bo["units"]
     elif fo["units"] != bo["units"]:
-        raise ValueError(f"merge_mode {o['merge_mode']!r} needs equal units, got "
-                         f"{fo['units']} and {bo['units']}")
+        raise InputValueError(f"merge_mode {o['merge_mode']!r} needs equal units, got "
+                              f"{fo['units']} and {bo['units']}")
     else:
         units = fo["units"]
     out = (x[0], x[1], units) if fo["return_sequences"] else (x[0], units)
@@ -320,13 +321,13 @@ def _bidirectional(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]
 
 def _attention(o: Mapping, shapes: Sequence[Shape]) -> tuple[Shape, Weights]:
     if not 2 <= len(shapes) <= 3:
-        raise ValueError(f"takes query, value and optionally key, got {len(shapes)} input(s)")
+        raise InputValueError(f"takes query, value and optionally key, got {len(shapes)} input(s)")
     query, value = shapes[0], shapes[1]
     key = shapes[2] if len(shapes) == 3 else value
     for what, s in (("query", query), ("value", value), ("key", key)):
         if len(s) != 3:
-            raise ValueError(f"takes (batch, time, features) inputs here, got {what} "
-                             f"{_fmt(s)}")
+            raise InputValueError(f"takes (batch, time, features) inputs here, got {what} "
+                                  f"{_fmt(s)}")
     d_q, d_v, d_k = (_known(s[2], f"{what} feature count")
                      for what, s in (("query", query), ("value", value), ("key", key)))
     h, kd, vd = o["num_heads"], o["key_dim"], o["value_dim"]
@@ -374,6 +375,6 @@ def layer_shapes(class_name: str, opts: Mapping, in_shapes: Sequence[Shape]
     if class_name not in SHAPE_RULES:
         raise KeyError(f"no shape rule for layer class {class_name!r}")
     if class_name == "Subtract" and len(in_shapes) != 2:
-        raise ValueError(f"Subtract takes exactly 2 inputs, got {len(in_shapes)}")
+        raise InputValueError(f"Subtract takes exactly 2 inputs, got {len(in_shapes)}")
     out, weights = SHAPE_RULES[class_name](opts, [tuple(s) for s in in_shapes])
     return tuple(out), weights

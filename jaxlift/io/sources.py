@@ -28,11 +28,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from jaxlift.errors import InputValueError, JaxliftError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
-class SourceError(ValueError):
+class SourceError(JaxliftError, ValueError):
     """A data set that cannot be read as asked; the message names the file and the problem."""
 
 
@@ -138,7 +140,7 @@ def _read_header(fh, version) -> tuple[tuple[int, ...], bool, np.dtype]:
         return np.lib.format.read_array_header_1_0(fh)
     if version == (2, 0):
         return np.lib.format.read_array_header_2_0(fh)
-    raise ValueError(f"unsupported .npy format version {version}")
+    raise InputValueError(f"unsupported .npy format version {version}")
 
 
 class NpzSource(Source):

@@ -8,6 +8,7 @@ mode=METHOD)`` also takes a method that is not in the table, and a
 """
 from __future__ import annotations
 
+from jaxlift.errors import InputValueError
 from jaxlift.methods import catalog, smoothgrad
 from jaxlift.methods.deeplift import deeplift_method
 from jaxlift.methods.base import REQUIRED, Method, Option
@@ -25,8 +26,8 @@ def lookup(mode) -> Method:
         return deeplift_method(mode)
     if isinstance(mode, str) and mode in METHODS:
         return METHODS[mode]
-    raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(METHODS)}, or pass a "
-                     "jaxlift.methods.Method or a Composite")
+    raise InputValueError(f"unknown mode {mode!r}; choose one of {', '.join(METHODS)}, or pass a "
+                          "jaxlift.methods.Method or a Composite")
 
 
 __all__ = ["METHODS", "REQUIRED", "Composite", "Method", "Option", "lookup"]

@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from jaxlift.errors import InputTypeError, InputValueError
+
 SCOPES = ("interpreter", "pair", "input")
 COMPLETENESS = ("exact", "limit", "none")
 
@@ -87,14 +89,14 @@ class Method:
 
     def __post_init__(self):
         if self.scope not in SCOPES:
-            raise ValueError(f"method {self.name!r}: scope must be one of {SCOPES}, got "
-                             f"{self.scope!r}")
+            raise InputValueError(f"method {self.name!r}: scope must be one of {SCOPES}, got "
+                                  f"{self.scope!r}")
         if self.completeness not in COMPLETENESS:
-            raise ValueError(f"method {self.name!r}: completeness must be one of "
-                             f"{COMPLETENESS}, got {self.completeness!r}")
+            raise InputValueError(f"method {self.name!r}: completeness must be one of "
+                                  f"{COMPLETENESS}, got {self.completeness!r}")
         if (self.scope == "interpreter") != (self.kernel is None):
-            raise ValueError(f"method {self.name!r}: an interpreter method has a composite and "
-                             "no kernel; a pair or input method has a kernel")
+            raise InputValueError(f"method {self.name!r}: an interpreter method has a composite and "
+                                  "no kernel; a pair or input method has a kernel")
 
     def check_options(self, options: dict | None) -> dict:
         """Validate ``mode_options`` and fill in defaults: an unknown name, a missing required
@@ -102,21 +104,21 @@ class Method:
         if options is None:
             options = {}
         if not isinstance(options, dict):
-            raise TypeError(f"mode_options must be a dict or None, got "
-                            f"{type(options).__name__}")
+            raise InputTypeError(f"mode_options must be a dict or None, got "
+                                 f"{type(options).__name__}")
         known = {o.name: o for o in self.options}
         unknown = sorted(set(options) - set(known))
         if unknown and not known:
-            raise ValueError(f"mode {self.name!r} takes no mode_options (got {unknown})")
+            raise InputValueError(f"mode {self.name!r} takes no mode_options (got {unknown})")
         if unknown:
             takes = ", ".join(known) or "none"
-            raise ValueError(f"unknown mode_options {unknown} for mode {self.name!r} (it takes: "
-                             f"{takes})")
+            raise InputValueError(f"unknown mode_options {unknown} for mode {self.name!r} (it takes: "
+                                  f"{takes})")
         out = {}
         for name, opt in known.items():
             value = options.get(name, opt.default)
             if value is REQUIRED:
-                raise ValueError(f"mode {self.name!r} needs mode_options [{name!r}] ({opt.doc})")
+                raise InputValueError(f"mode {self.name!r} needs mode_options [{name!r}] ({opt.doc})")
             out[name] = opt.check(value) if opt.check is not None else value
         return out
 
@@ -141,10 +143,10 @@ class Method:
 def positive_int(method: str, name: str) -> Callable[[Any], int]:
     def check(v):
         if isinstance(v, bool) or not isinstance(v, int) and not hasattr(v, "__index__"):
-            raise ValueError(f"{method} {name} must be a positive int, got {v!r}")
+            raise InputValueError(f"{method} {name} must be a positive int, got {v!r}")
         v = int(v)
         if v < 1:
-            raise ValueError(f"{method} {name} must be a positive int, got {v!r}")
+            raise InputValueError(f"{method} {name} must be a positive int, got {v!r}")
         return v
     return check
 
@@ -157,10 +159,10 @@ def optional_positive_int(method: str, name: str) -> Callable[[Any], int | None]
 def non_negative_float(method: str, name: str) -> Callable[[Any], float]:
     def check(v):
         if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
-            raise ValueError(f"{method} {name} must be a non-negative number, got {v!r}")
+            raise InputValueError(f"{method} {name} must be a non-negative number, got {v!r}")
         f = float(v)
         if not f >= 0 or f == float("inf"):
-            raise ValueError(f"{method} {name} must be a finite non-negative number, got {v!r}")
+            raise InputValueError(f"{method} {name} must be a finite non-negative number, got {v!r}")
         return f
     return check
 
@@ -168,7 +170,7 @@ def non_negative_float(method: str, name: str) -> Callable[[Any], float]:
 def one_of(method: str, name: str, choices: tuple) -> Callable[[Any], Any]:
     def check(v):
         if v not in choices:
-            raise ValueError(f"unknown {method} {name} {v!r}; choose one of "
-                             f"{', '.join(map(str, choices))}")
+            raise InputValueError(f"unknown {method} {name} {v!r}; choose one of "
+                                  f"{', '.join(map(str, choices))}")
         return v
     return check

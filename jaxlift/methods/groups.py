@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.methods.base import Option, optional_positive_int
 
 AUTO = "auto"
@@ -60,9 +61,9 @@ def feature_mask_option(method: str) -> Option:
         if v is None or isinstance(v, str) and v == AUTO:
             return v
         if isinstance(v, (str, bytes, bool, int, float)):
-            raise TypeError(f"{method} feature_mask must be None or an integer array with the "
-                            f"example's shape, or 'auto' (the default: patches of an image), "
-                            f"got {v!r}")
+            raise InputTypeError(f"{method} feature_mask must be None or an integer array with the "
+                                 f"example's shape, or 'auto' (the default: patches of an image), "
+                                 f"got {v!r}")
         return v
     return Option("feature_mask", AUTO,
                   "integer array of the example's shape, one value per group of features; "
@@ -85,12 +86,12 @@ def feature_groups(shape: tuple[int, ...], feature_mask) -> tuple[np.ndarray, in
     try:
         mask = np.asarray(feature_mask)
     except Exception:  # a tracer
-        raise TypeError("feature_mask must be a concrete integer array") from None
+        raise InputTypeError("feature_mask must be a concrete integer array") from None
     if mask.shape != shape:
-        raise ValueError(f"feature_mask of shape {mask.shape} must have the example's shape "
-                         f"{shape}")
+        raise InputValueError(f"feature_mask of shape {mask.shape} must have the example's shape "
+                              f"{shape}")
     if mask.dtype.kind not in "iub":
-        raise TypeError(f"feature_mask must hold integers, got dtype {mask.dtype}")
+        raise InputTypeError(f"feature_mask must hold integers, got dtype {mask.dtype}")
     values, labels = np.unique(mask, return_inverse=True)
     return labels.reshape(shape).astype(np.int32), int(values.size)
 

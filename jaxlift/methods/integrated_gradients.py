@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.errors import InputValueError
 from jaxlift.methods.base import Method, Option, one_of, positive_int
 from jaxlift.methods.gradient import gradient_of
 
@@ -32,15 +33,15 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         return (np.arange(n) + 0.5) / n, np.full(n, 1 / n)
     if method == "riemann_trapezoid":
         if n < 2:
-            raise ValueError("riemann_trapezoid needs steps >= 2")
+            raise InputValueError("riemann_trapezoid needs steps >= 2")
         w = np.full(n, 1 / (n - 1))
         w[0] = w[-1] = 0.5 / (n - 1)
         return np.linspace(0.0, 1.0, n), w
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
         return 0.5 * (nodes + 1), 0.5 * weights
-    raise ValueError(f"unknown integration method {method!r}; choose one of "
-                     f"{', '.join(IG_METHODS)}")
+    raise InputValueError(f"unknown integration method {method!r}; choose one of "
+                          f"{', '.join(IG_METHODS)}")
 
 
 def kernel(f, params, x, r, *, opts, arrays, key):

@@ -24,7 +24,7 @@ from jaxlift.chunking import take_rows
 from jaxlift.methods.call import Call, Inputs
 from jaxlift.markers import tree_of
 from jaxlift.rules import registry
-from jaxlift.errors import NonFiniteScoresError
+from jaxlift.errors import InputValueError, NonFiniteScoresError
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
 from jaxlift.program import origin_of, traced_program, view_of_input
 from jaxlift.targets import PerInput, independence_checks, per_example, predicted_seed
@@ -208,8 +208,8 @@ def layer_structure(program, layer_name: str, leaves: list):
 def check_layer(program, layer_name: str) -> None:
     if layer_name not in program.markers:
         known = ", ".join(sorted(program.markers)) or "none"
-        raise ValueError(f"no layer named {layer_name!r} in fn (marked layers: {known}); mark "
-                         "one with jaxlift.layer(value, name)")
+        raise InputValueError(f"no layer named {layer_name!r} in fn (marked layers: {known}); mark "
+                              "one with jaxlift.layer(value, name)")
 
 
 def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, fn, target, composite, what,

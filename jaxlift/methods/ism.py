@@ -33,6 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.methods.base import Method, Option, one_of, optional_positive_int
 from jaxlift.methods.groups import map_batched
 
@@ -66,13 +67,13 @@ def center_per_position(scores: jax.Array) -> jax.Array:
 def _sequence_of(x: Any, key: str | None) -> jax.Array:
     if key is None:
         if not isinstance(x, jax.Array) and not hasattr(x, "shape"):
-            raise TypeError("ism needs x to be one array of one-hot sequences (N, L, A), or a "
-                            "dict with mode_options={'sequence_key': KEY} naming the sequence")
+            raise InputTypeError("ism needs x to be one array of one-hot sequences (N, L, A), or a "
+                                 "dict with mode_options={'sequence_key': KEY} naming the sequence")
         return x
     if not isinstance(x, dict) or key not in x:
         have = sorted(x) if isinstance(x, dict) else type(x).__name__
-        raise ValueError(f"ism sequence_key {key!r} must be a key of the input dict x (got "
-                         f"{have})")
+        raise InputValueError(f"ism sequence_key {key!r} must be a key of the input dict x (got "
+                              f"{have})")
     return x[key]
 
 
@@ -88,8 +89,8 @@ def ism_scores(f, params, x, *, sequence_key: str | None = None, center: str = "
     (``x`` or ``x[sequence_key]``) must be ``(L, A)``."""
     seq = _sequence_of(x, sequence_key)
     if seq.ndim != 2:
-        raise ValueError(f"ism needs one-hot sequences (N, L, A); an example has shape "
-                         f"{tuple(seq.shape)}")
+        raise InputValueError(f"ism needs one-hot sequences (N, L, A); an example has shape "
+                              f"{tuple(seq.shape)}")
     length, alphabet = seq.shape
     t_x = f(params, x)
     positions, letters = substitution_grid(length, alphabet)
@@ -118,8 +119,8 @@ def kernel(f, params, x, r, *, opts, arrays, key):
 
 def _check_key(v):
     if v is not None and not isinstance(v, str):
-        raise ValueError(f"ism sequence_key must be None or a str (a key of the input dict), "
-                         f"got {v!r}")
+        raise InputValueError(f"ism sequence_key must be None or a str (a key of the input dict), "
+                              f"got {v!r}")
     return v
 
 

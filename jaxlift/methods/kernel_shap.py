@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.errors import InputValueError
 from jaxlift.methods import base, groups
 from jaxlift.methods import linear_surrogate as ls
 
@@ -73,8 +74,8 @@ def _prepare(opts: dict, example_shape: tuple[int, ...], key) -> dict:
         w = shapley_kernel(z)
         keep = w > 0
         if not keep.any():
-            raise ValueError(f"{NAME} coalitions: every row switches on no or all groups; give "
-                             "at least one with 0 < |z| < G")
+            raise InputValueError(f"{NAME} coalitions: every row switches on no or all groups; give "
+                                  "at least one with 0 < |z| < G")
         z, w = z[keep], w[keep]
     elif g <= 16 and 2 ** g - 2 <= min(opts["n_samples"], ls.MAX_ENUMERATED):
         z = proper_coalitions(g)

@@ -19,7 +19,7 @@ from jaxlift import certificate
 from jaxlift._memo import memoized
 from jaxlift._ops import finite_flags, mean_axis
 from jaxlift.chunking import take_rows
-from jaxlift.errors import NonFiniteScoresError
+from jaxlift.errors import InputTypeError, NonFiniteScoresError
 from jaxlift.methods.call import Call, Inputs
 from jaxlift.targets import PerInput, independence_checks, per_example, predicted_seed
 
@@ -116,11 +116,11 @@ def check_inputs(method, x) -> None:
     leaves = jax.tree_util.tree_leaves(x)
     for leaf in leaves:
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise TypeError(f"mode {method.name!r} needs floating-point inputs, got dtype "
-                            f"{jnp.result_type(leaf)}")
+            raise InputTypeError(f"mode {method.name!r} needs floating-point inputs, got dtype "
+                                 f"{jnp.result_type(leaf)}")
     if method.single_array and len(leaves) != 1:
-        raise TypeError(f"mode {method.name!r} needs x to be a single array, not a pytree of "
-                        f"{len(leaves)} arrays")
+        raise InputTypeError(f"mode {method.name!r} needs x to be a single array, not a pytree of "
+                             f"{len(leaves)} arrays")
 
 
 @functools.lru_cache(maxsize=1)

@@ -41,6 +41,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.errors import InputValueError
 from jaxlift.methods import base, groups
 from jaxlift.methods import linear_surrogate as ls
 
@@ -53,7 +54,7 @@ def _positive_float(name: str):
     def check(v):
         f = inner(v)
         if f == 0:
-            raise ValueError(f"{NAME} {name} must be a positive number, got {v!r}")
+            raise InputValueError(f"{NAME} {name} must be a positive number, got {v!r}")
         return f
     return check
 
@@ -115,18 +116,18 @@ def superpixels(image: Any, *, n_segments: int = 50, method: str = "slic",
 
     img = np.asarray(image, dtype=np.float64)
     if img.ndim not in (2, 3):
-        raise ValueError(f"superpixels needs one image of shape (H, W) or (H, W, C), got shape "
-                         f"{img.shape}")
+        raise InputValueError(f"superpixels needs one image of shape (H, W) or (H, W, C), got shape "
+                              f"{img.shape}")
     if channel_axis is not None and img.ndim != 3:
-        raise ValueError(f"superpixels: an image of shape {img.shape} has no channel axis; pass "
-                         "channel_axis=None for a greyscale (H, W) image")
+        raise InputValueError(f"superpixels: an image of shape {img.shape} has no channel axis; pass "
+                              "channel_axis=None for a greyscale (H, W) image")
     if channel_axis is None and img.ndim != 2:
-        raise ValueError(f"superpixels: channel_axis=None needs an (H, W) image, got shape "
-                         f"{img.shape}")
+        raise InputValueError(f"superpixels: channel_axis=None needs an (H, W) image, got shape "
+                              f"{img.shape}")
     if not np.all(np.isfinite(img)):
-        raise ValueError("superpixels: the image has non-finite values")
+        raise InputValueError("superpixels: the image has non-finite values")
     if isinstance(n_segments, bool) or not isinstance(n_segments, int) or n_segments < 1:
-        raise ValueError(f"superpixels n_segments must be a positive int, got {n_segments!r}")
+        raise InputValueError(f"superpixels n_segments must be a positive int, got {n_segments!r}")
     lo, hi = img.min(), img.max()
     scaled = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
     if method == "slic":
@@ -136,10 +137,10 @@ def superpixels(image: Any, *, n_segments: int = 50, method: str = "slic",
                           channel_axis=channel_axis, start_label=0)
     elif method == "quickshift":
         if channel_axis is None or img.shape[channel_axis] != 3:
-            raise ValueError("superpixels method 'quickshift' needs a 3-channel image")
+            raise InputValueError("superpixels method 'quickshift' needs a 3-channel image")
         labels = seg.quickshift(scaled, channel_axis=channel_axis, rng=seed)
     else:
-        raise ValueError(f"unknown superpixels method {method!r}; choose slic or quickshift")
+        raise InputValueError(f"unknown superpixels method {method!r}; choose slic or quickshift")
     labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape).astype(np.int32)
     if channel_axis is not None:
         labels = np.broadcast_to(np.expand_dims(labels, channel_axis), img.shape).copy()

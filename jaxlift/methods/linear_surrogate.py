@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.methods import base, groups
 from jaxlift.methods.groups import map_batched
 
@@ -46,12 +47,12 @@ def check_coalitions(value: Any, n_groups: int, method: str) -> np.ndarray:
     try:
         z = np.asarray(value)
     except Exception:
-        raise TypeError(f"{method} coalitions must be a concrete (S, G) array of 0/1") from None
+        raise InputTypeError(f"{method} coalitions must be a concrete (S, G) array of 0/1") from None
     if z.ndim != 2 or z.shape[1] != n_groups or z.shape[0] < 1:
-        raise ValueError(f"{method} coalitions must have shape (S, G) with S ≥ 1 and G = "
-                         f"{n_groups} groups, got {z.shape}")
+        raise InputValueError(f"{method} coalitions must have shape (S, G) with S ≥ 1 and G = "
+                              f"{n_groups} groups, got {z.shape}")
     if z.dtype.kind not in "biuf" or not np.all((z == 0) | (z == 1)):
-        raise ValueError(f"{method} coalitions must hold only 0 and 1")
+        raise InputValueError(f"{method} coalitions must hold only 0 and 1")
     return z.astype(np.float64)
 
 
@@ -61,8 +62,8 @@ def coalitions_option(method: str) -> base.Option:
         if v is None:
             return None
         if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") and not hasattr(v, "shape"):
-            raise TypeError(f"{method} coalitions must be None or an (S, G) array of 0/1, got "
-                            f"{v!r}")
+            raise InputTypeError(f"{method} coalitions must be None or an (S, G) array of 0/1, got "
+                                 f"{v!r}")
         return v
     return base.Option("coalitions", None,
                        "None (sample, or enumerate all when n_samples allows) or an (S, G) "

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.methods.base import Method, Option
 from jaxlift.methods.groups import AUTO, default_window, map_batched, perturbations_option
 
@@ -27,12 +28,12 @@ def _tuple_of(name: str, v, ndim: int) -> tuple[int, ...]:
     try:
         t = tuple(int(i) for i in v)
     except TypeError:
-        raise TypeError(f"occlusion {name} must be an int or a tuple of ints, got {v!r}") from None
+        raise InputTypeError(f"occlusion {name} must be an int or a tuple of ints, got {v!r}") from None
     if len(t) != ndim:
-        raise ValueError(f"occlusion {name} {t} must have one entry per axis of an example "
-                         f"({ndim} axes)")
+        raise InputValueError(f"occlusion {name} {t} must have one entry per axis of an example "
+                              f"({ndim} axes)")
     if any(i < 1 for i in t):
-        raise ValueError(f"occlusion {name} {t} must be positive")
+        raise InputValueError(f"occlusion {name} {t} must be positive")
     return t
 
 
@@ -49,7 +50,7 @@ def occlusion_grid(shape: tuple[int, ...], window, stride) -> tuple[tuple, tuple
     s = _tuple_of("stride", stride, ndim)
     for d, (n, wd, sd) in enumerate(zip(shape, w, s)):
         if wd > n:
-            raise ValueError(f"occlusion window {w} is larger than the example {shape} on axis {d}")
+            raise InputValueError(f"occlusion window {w} is larger than the example {shape} on axis {d}")
     counts = tuple(math.ceil((n - wd) / sd) + 1 for n, wd, sd in zip(shape, w, s))
     return w, s, counts
 
@@ -109,8 +110,8 @@ def _as_tuple(v):
     try:
         return tuple(int(i) for i in v)
     except (TypeError, ValueError):
-        raise TypeError(f"occlusion window and stride must be an int, a tuple of ints or "
-                        f"'auto', got {v!r}") from None
+        raise InputTypeError(f"occlusion window and stride must be an int, a tuple of ints or "
+                             f"'auto', got {v!r}") from None
 
 
 def _prepare(opts, shape, key) -> dict:

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.methods import base
 from jaxlift.methods.catalog import BASE_METHODS
 
@@ -42,17 +43,17 @@ def lookup(name_or_method: Any) -> base.Method:
         m = name_or_method
     elif isinstance(name_or_method, str):
         if name_or_method not in BASES:
-            raise ValueError(f"unknown {NAME} base {name_or_method!r}; choose one of "
-                             f"{', '.join(sorted(BASES))} or pass a Method with a kernel")
+            raise InputValueError(f"unknown {NAME} base {name_or_method!r}; choose one of "
+                                  f"{', '.join(sorted(BASES))} or pass a Method with a kernel")
         m = BASES[name_or_method]
     else:
-        raise TypeError(f"{NAME} base must be a method name or a Method, got {name_or_method!r}")
+        raise InputTypeError(f"{NAME} base must be a method name or a Method, got {name_or_method!r}")
     if m.kernel is None:
-        raise ValueError(f"{NAME} base {m.name!r} is an interpreter method; smoothgrad wraps "
-                         "methods with a kernel (gradient, grad_times_input, "
-                         "integrated_gradients, …)")
+        raise InputValueError(f"{NAME} base {m.name!r} is an interpreter method; smoothgrad wraps "
+                              "methods with a kernel (gradient, grad_times_input, "
+                              "integrated_gradients, …)")
     if m.name == NAME:
-        raise ValueError(f"{NAME} base cannot be {NAME} itself")
+        raise InputValueError(f"{NAME} base cannot be {NAME} itself")
     return m
 
 
@@ -62,14 +63,14 @@ def _check_base_options(v) -> tuple:
     if isinstance(v, tuple) and all(isinstance(i, tuple) and len(i) == 2 for i in v):
         v = dict(v)
     if not isinstance(v, dict):
-        raise TypeError(f"{NAME} base_options must be a dict or None, got {type(v).__name__}")
+        raise InputTypeError(f"{NAME} base_options must be a dict or None, got {type(v).__name__}")
     items = tuple(sorted(v.items()))
     try:
         hash(items)
     except TypeError:
         bad = [k for k, val in items if not _hashable(val)]
-        raise TypeError(f"{NAME} base_options {bad} are not hashable (numbers, strings, tuples);"
-                        " array options of the base are not supported under smoothgrad") \
+        raise InputTypeError(f"{NAME} base_options {bad} are not hashable (numbers, strings, tuples);"
+                             " array options of the base are not supported under smoothgrad") \
             from None
     return items
 
@@ -125,7 +126,7 @@ def _kernel(f, params, x, r, *, opts, arrays, key):
     base kernel, vmapped, then :func:`combine`."""
     m, base_opts = _base_and_options(opts)
     if m.single_array and len(jax.tree_util.tree_leaves(x)) != 1:
-        raise TypeError(f"{NAME} base {m.name!r} needs x to be a single array")
+        raise InputTypeError(f"{NAME} base {m.name!r} needs x to be a single array")
     n = opts["samples"]
     noise_key, base_key = jax.random.split(key)
     noisy, tree = noisy_copies(x, noise_key, n, opts["noise_level"])

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from jaxlift.errors import InputValueError
 from jaxlift.methods.base import REQUIRED, Method
 
 BEGIN = ("<!-- modes table: generated from jaxlift.methods.METHODS by "
@@ -83,7 +84,7 @@ def table_in(text: str) -> str | None:
 def replace_table(text: str, table: str) -> str:
     """``text`` with the table between the markers replaced by ``table``."""
     if table_in(text) is None:
-        raise ValueError(f"no table markers; put {BEGIN!r} and {END!r} where the table goes")
+        raise InputValueError(f"no table markers; put {BEGIN!r} and {END!r} where the table goes")
     head, rest = text.split(BEGIN, 1)
     return f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}"
 

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 
+from jaxlift.errors import InputValueError
 from jaxlift.models import layers as L
 from jaxlift.models import sequence as S
 from jaxlift.models.graph import (NOOP_LAYERS, LayerSpec, ModelGraph, TensorRef, freeze,
@@ -134,8 +135,8 @@ def _logit_path(graph: ModelGraph) -> dict[TensorRef, bool]:
         while True:
             spec = by_name[lname]
             if spec.class_name == "InputLayer":
-                raise ValueError(f"model {graph.name!r}: output {lname!r} is an input; "
-                                 "it has no logits")
+                raise InputValueError(f"model {graph.name!r}: output {lname!r} is an input; "
+                                      "it has no logits")
             if not _passes_through(spec):
                 path[(lname, node, 0)] = True
                 break
@@ -163,12 +164,12 @@ def _check_marks(g: ModelGraph, mark: tuple[str, ...], marker: Callable | None) 
     if not mark:
         return
     if marker is None:
-        raise ValueError("mark= needs marker=jaxlift.layer (the function that marks a value)")
+        raise InputValueError("mark= needs marker=jaxlift.layer (the function that marks a value)")
     names = [s.name for s in g.layers if s.class_name != "InputLayer"]
     unknown = [m for m in mark if m not in names]
     if unknown:
-        raise ValueError(f"model {g.name!r} has no layer(s) {unknown} to mark; its layers are "
-                         f"{', '.join(names)}")
+        raise InputValueError(f"model {g.name!r} has no layer(s) {unknown} to mark; its layers are "
+                              f"{', '.join(names)}")
 
 
 class KerasModel(nn.Module):
@@ -199,7 +200,7 @@ class KerasModel(nn.Module):
         if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
             inputs = tuple(inputs[0])
         if len(inputs) != len(g.inputs):
-            raise ValueError(f"model {g.name!r} takes {len(g.inputs)} input(s), got {len(inputs)}")
+            raise InputValueError(f"model {g.name!r} takes {len(g.inputs)} input(s), got {len(inputs)}")
         values: dict[TensorRef, jax.Array] = {(n, 0, 0): x for n, x in zip(g.inputs, inputs)}
         path = _logit_path(g) if logits else {}
         seeds = [r for r, top in path.items() if top]

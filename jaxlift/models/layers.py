@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxlift.errors import InputValueError
 from jaxlift.models.graph import ACTIVATION_NAMES
 
 Array = jax.Array
@@ -112,7 +113,7 @@ def _channel_axis(ndim: int, data_format: str) -> int:
 def _conv_dimension_numbers(rank: int, data_format: str) -> lax.ConvDimensionNumbers:
     sp = "DHW"[-rank:] if rank <= 3 else None
     if sp is None:
-        raise ValueError(f"convolutions of rank {rank} are not supported")
+        raise InputValueError(f"convolutions of rank {rank} are not supported")
     lhs = f"N{sp}C" if data_format == "channels_last" else f"NC{sp}"
     return lax.conv_dimension_numbers((1,) * (rank + 2), (1,) * (rank + 2), (lhs, f"{sp}IO", lhs))
 
@@ -191,7 +192,7 @@ class Conv(nn.Module):
         elif self.padding == "causal" and r == 1:
             pad = [((ks[0] - 1) * dl[0], 0)]
         else:
-            raise ValueError(f"padding {self.padding!r} is not supported for rank {r}")
+            raise InputValueError(f"padding {self.padding!r} is not supported for rank {r}")
         y = lax.conv_general_dilated(
             x, kernel, window_strides=st, padding=pad, rhs_dilation=dl,
             dimension_numbers=_conv_dimension_numbers(r, self.data_format),
@@ -462,7 +463,7 @@ class Merge(nn.Module):
             return jnp.concatenate(xs, axis=self.axis)
         if self.op == "subtract":
             if len(xs) != 2:
-                raise ValueError(f"Subtract takes exactly 2 inputs, got {len(xs)}")
+                raise InputValueError(f"Subtract takes exactly 2 inputs, got {len(xs)}")
             return xs[0] - xs[1]
         fn = {"add": jnp.add, "multiply": jnp.multiply, "maximum": jnp.maximum,
               "minimum": jnp.minimum, "average": jnp.add}[self.op]

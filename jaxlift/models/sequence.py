@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlift.errors import InputValueError
 from jaxlift.models.graph import MERGE_MODES, RNN_KINDS  # noqa: F401  (re-exported)
 from jaxlift.models.layers import get_activation
 
@@ -132,7 +133,7 @@ def run_rnn(kind: str, p: Params, x: Array, *, activation: str = "tanh",
             return h, h
         carry0 = h0
     else:
-        raise ValueError(f"unknown recurrent layer kind {kind!r} (known: {', '.join(RNN_KINDS)})")
+        raise InputValueError(f"unknown recurrent layer kind {kind!r} (known: {', '.join(RNN_KINDS)})")
     _, hs = lax.scan(step, carry0, xw)
     return jnp.swapaxes(hs, 0, 1) if return_sequences else hs[-1]
 
@@ -224,8 +225,8 @@ class Bidirectional(nn.Module):
             return y * y_rev
         if self.merge_mode == "ave":
             return (y + y_rev) / 2.0
-        raise ValueError(f"merge_mode {self.merge_mode!r} is not supported "
-                         f"(supported: {', '.join(MERGE_MODES)})")
+        raise InputValueError(f"merge_mode {self.merge_mode!r} is not supported "
+                              f"(supported: {', '.join(MERGE_MODES)})")
 
 
 class LayerNorm(nn.Module):
@@ -287,8 +288,8 @@ class MultiHeadAttention(nn.Module):
     def __call__(self, query: Array, value: Array, key: Array | None = None, *,
                  logits: bool = False, train: bool = False) -> Array:
         if query.ndim != 3 or value.ndim != 3:
-            raise ValueError(f"MultiHeadAttention takes (N, T, D) inputs here, got "
-                             f"{query.shape} and {value.shape}")
+            raise InputValueError(f"MultiHeadAttention takes (N, T, D) inputs here, got "
+                                  f"{query.shape} and {value.shape}")
         key = value if key is None else key
         q = self._proj("query", query, self.key_dim) * (1.0 / math.sqrt(float(self.key_dim)))
         k = self._proj("key", key, self.key_dim)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from jaxlift.jaxpr_walk import bind_eqn, call_body, live_equations
-from jaxlift.pairs import Pair
+from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules.registry import Rule
 
 
@@ -132,7 +132,7 @@ def _backward(ctx, m_out) -> list:
     x = ctx.xs[0]
     y, pull = jax.vjp(lambda v: _eval_chain(ctx, v), x)
     (g,) = pull(jnp.asarray(m.pos, y.dtype))
-    return [Pair.of(g)]
+    return [SplitMultipliers.of(g)]
 
 
 GUIDED = Rule("guided_backprop", backward=_backward, exact=False)

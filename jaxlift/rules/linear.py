@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlift.pairs import Pair
+from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules import registry
 from jaxlift.rules._conv import strided_input_transpose
 from jaxlift.rules._util import jvp_live, unbroadcast, vjp_live, wide
@@ -72,10 +72,10 @@ def _transpose(ctx, cotangents, base=None) -> list:
 def _transpose_pairs(ctx, m_out, base=None) -> list:
     if all(m is None or m.shared for m in m_out):
         g = _transpose(ctx, [None if m is None else m.pos for m in m_out], base)
-        return [None if x is None else Pair.of(x) for x in g]
+        return [None if x is None else SplitMultipliers.of(x) for x in g]
     gp = _transpose(ctx, [None if m is None else m.pos for m in m_out], base)
     gn = _transpose(ctx, [None if m is None else m.neg for m in m_out], base)
-    return [None if p is None else Pair(p, n) for p, n in zip(gp, gn)]
+    return [None if p is None else SplitMultipliers(p, n) for p, n in zip(gp, gn)]
 
 
 def _structural_split(ctx) -> list:
@@ -117,8 +117,8 @@ def _scaled_backward(ctx, m_out) -> list:
     for i, w in zip(ctx.live_float, _coefficients(ctx)):
         wp, wn = jnp.maximum(w, 0), jnp.minimum(w, 0)
         shape = jnp.shape(ctx.xs[i])
-        result[i] = Pair(unbroadcast(wp * m.pos + wn * m.neg, shape),
-                         unbroadcast(wp * m.neg + wn * m.pos, shape))
+        result[i] = SplitMultipliers(unbroadcast(wp * m.pos + wn * m.neg, shape),
+                                     unbroadcast(wp * m.neg + wn * m.pos, shape))
     return result
 
 
@@ -166,7 +166,7 @@ def _weighted_backward(ctx, m_out) -> list:
                if g is not None]
     mx = (total + jnp.sign(ctx.delta_in(i)) * diff) / 2
     result: list = [None] * len(ctx.xs)
-    result[i] = Pair.of(mx)
+    result[i] = SplitMultipliers.of(mx)
     return result
 
 
@@ -223,10 +223,12 @@ registry.register("gather", LINEAR, _only(0))
 registry.register("dynamic_update_slice", LINEAR, _only(0, 1))
 registry.register("scatter-add", LINEAR, _only(0, 2))
 registry.register("scatter_add", LINEAR, _only(0, 2))
-registry.register("select_n", LINEAR, _first_fixed)
+registry.register("select_n", LINEAR, _first_fixed)  # logic.py: a live predicate (shared)
 
 registry.register("sub", _reading_numbers(SCALED))
 registry.register("neg", _reading_numbers(SCALED))
+# mul, div, dot_general, conv_general_dilated: here with one live operand (a live numerator);
+# product.py takes two live operands (shared)
 registry.register("mul", SCALED, registry.one_live)
 registry.register("div", SCALED, lambda live: live == (True, False))
 

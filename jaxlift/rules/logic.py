@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from jaxlift._ops import widen
 from jaxlift.errors import UnsupportedPrimitiveError
-from jaxlift.pairs import Pair, combine_by_sign
+from jaxlift.split_multipliers import SplitMultipliers, combine_by_sign
 from jaxlift.rules import registry
 from jaxlift.rules._util import unbroadcast
 from jaxlift.rules.registry import Rule
@@ -60,12 +60,12 @@ def _step_backward(ctx, m_out) -> list:
     if len(live) == 1:
         (i,) = live
         slope = _quotient(dy, ctx.delta_in(i))
-        result[i] = Pair.of(unbroadcast(m * slope, jnp.shape(ctx.xs[i])))
+        result[i] = SplitMultipliers.of(unbroadcast(m * slope, jnp.shape(ctx.xs[i])))
         return result
     a, b = live
     slope = _quotient(dy, ctx.delta_in(a) - ctx.delta_in(b))
-    result[a] = Pair.of(unbroadcast(m * slope, jnp.shape(ctx.xs[a])))
-    result[b] = Pair.of(unbroadcast(-m * slope, jnp.shape(ctx.xs[b])))
+    result[a] = SplitMultipliers.of(unbroadcast(m * slope, jnp.shape(ctx.xs[a])))
+    result[b] = SplitMultipliers.of(unbroadcast(-m * slope, jnp.shape(ctx.xs[b])))
     return result
 
 
@@ -92,7 +92,7 @@ def _select_backward(ctx, m_out) -> list:
     result: list = [None] * len(ctx.xs)
     for i, w in ((0, m_p), (1, m_c0), (2, m_c1)):
         if ctx.live[i]:
-            result[i] = Pair.of(unbroadcast(m * w, jnp.shape(ctx.xs[i])))
+            result[i] = SplitMultipliers.of(unbroadcast(m * w, jnp.shape(ctx.xs[i])))
     return result
 
 
@@ -109,13 +109,13 @@ def _logic_backward(ctx, m_out) -> list:
             "multipliers; only boolean and/or/not are read as numbers")
     result: list = [None] * len(ctx.xs)
     if name == "not":
-        result[0] = Pair.of(-m)
+        result[0] = SplitMultipliers.of(-m)
         return result
     mids = [(widen(x) + widen(r)) / 2 for x, r in zip(ctx.xs, ctx.rs)]
     for i in ctx.live_numeric:
         other = mids[1 - i]
         w = other if name == "and" else 1 - other
-        result[i] = Pair.of(unbroadcast(m * w, jnp.shape(ctx.xs[i])))
+        result[i] = SplitMultipliers.of(unbroadcast(m * w, jnp.shape(ctx.xs[i])))
     return result
 
 
@@ -129,7 +129,7 @@ def _keeps_number(ctx) -> bool:
 def _convert_backward(ctx, m_out) -> list:
     if not _keeps_number(ctx):  # float → integer/boolean: a rounding step
         (m,) = m_out
-        return _step_backward(ctx, [Pair.of(combine_by_sign(ctx.delta_out(0), m))])
+        return _step_backward(ctx, [SplitMultipliers.of(combine_by_sign(ctx.delta_out(0), m))])
     return list(m_out)
 
 
@@ -146,7 +146,9 @@ CONVERT = Rule("convert", backward=_convert_backward, split=_convert_split,
 
 for _p in _COMPARISONS:
     registry.register(_p, STEP, lambda live: 1 <= sum(live) <= 2)
-registry.register("select_n", SELECT, lambda live: live[0] and len(live) == 3)
+# linear.py owns select_n (a fixed predicate picks among live cases: linear); this family takes
+# a live predicate choosing between two cases
+registry.register("select_n", SELECT, lambda live: live[0] and len(live) == 3, shared=True)
 for _p in _LOGIC:
     registry.register(_p, LOGIC, any)
 registry.register("convert_element_type", CONVERT, registry.one_live)

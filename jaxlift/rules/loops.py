@@ -9,8 +9,8 @@ body is a sub-program, and the interpreter recurses into it:
   split ``(Δc⁺, Δc⁻)`` of every live carry — runs the interpreter's forward pass on the body
   at every step, and stacks each step's body values (as ``jax.grad`` stacks residuals);
 * backward: a ``lax.scan`` over the steps in reverse whose carry is the carry's multipliers
-  (a ``Pair``; the multipliers of live loop constants add up across steps, as they do in a
-  gradient); each step rebuilds the body's forward pass from the stack, without re-running
+  (a ``SplitMultipliers``; the multipliers of live loop constants add up across steps, as they
+  do in a gradient); each step rebuilds the body's forward pass from the stack, without re-running
   it, and runs its backward pass from ``m(carry out) + m(ys)``.
 
 Both stay loops after compilation: compile time does not grow with the number of steps.
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from jaxlift._ops import zeros_of_difference
 from jaxlift.jaxpr_walk import scan_layout
-from jaxlift.pairs import Pair, sign_split
+from jaxlift.split_multipliers import SplitMultipliers, sign_split
 from jaxlift.rules import registry
 from jaxlift.rules.registry import Rule
 
@@ -206,7 +206,7 @@ def _backward(ctx, m_out) -> list:
         return (m.pos, m.neg) if rc else m.pos
 
     def unpack(m):
-        return Pair(*m) if rc else Pair.of(m)
+        return SplitMultipliers(*m) if rc else SplitMultipliers.of(m)
 
     outs = list(ctx.ys)
     m_carry = [pack(m, v) for m, v in zip(m_out[:nk], outs[:nk])]

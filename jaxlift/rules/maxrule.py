@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlift.pairs import Pair
+from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules import registry
 from jaxlift.rules._util import vjp_live
 from jaxlift.rules.registry import Rule
@@ -104,7 +104,7 @@ def _gradient_backward(ctx, m_out) -> list:
     """``max_mode="gradient"``: multipliers to the input's argmax (the gradient)."""
     (m,) = m_out
     g = _route(ctx, m.pos, ctx.xs, ctx.ys[0])
-    return [None if v is None else Pair.of(v) for v in g]
+    return [None if v is None else SplitMultipliers.of(v) for v in g]
 
 
 def _backward(ctx, m_out) -> list:
@@ -123,7 +123,7 @@ def _backward(ctx, m_out) -> list:
         routed = g_up[i] + g_down[i]
         d_b = jnp.broadcast_to(d, routed.shape)
         safe = jnp.where(d_b == 0, jnp.ones_like(d_b), d_b)
-        result[i] = Pair.of(jnp.where(d_b == 0, jnp.zeros_like(routed), routed / safe))
+        result[i] = SplitMultipliers.of(jnp.where(d_b == 0, jnp.zeros_like(routed), routed / safe))
     return result
 
 

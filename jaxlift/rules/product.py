@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxlift.pairs import Pair
+from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules import registry
 from jaxlift.rules._util import unbroadcast, vjp_live, wide
 from jaxlift.rules.registry import Rule
@@ -37,7 +37,7 @@ def _bilinear_backward(ctx, m_out) -> list:
     for i in ctx.live_float:
         mids[i] = (wide(ctx.xs[i]) + wide(ctx.rs[i])) / 2
     g = vjp_live(ctx, [m.pos], base=mids)
-    return [None if v is None else Pair.of(_finite_or_zero(v)) for v in g]
+    return [None if v is None else SplitMultipliers.of(_finite_or_zero(v)) for v in g]
 
 
 
@@ -87,7 +87,8 @@ def _gate_as_weight_backward(ctx, m_out) -> list:
     (signal,) = [i for i in ctx.live_float if i != gate]
     g = wide(ctx.xs[gate])
     result: list = [None] * len(ctx.xs)
-    result[signal] = Pair.of(unbroadcast(_finite_or_zero(m.pos * g), ctx.xs[signal].shape))
+    result[signal] = SplitMultipliers.of(unbroadcast(_finite_or_zero(m.pos * g),
+                                                     ctx.xs[signal].shape))
     return result
 
 
@@ -103,8 +104,8 @@ def _quotient_backward(ctx, m_out) -> list:
     a0, b0 = (wide(v) for v in ctx.rs)
     ma = m.pos * 0.5 * (1 / b + 1 / b0)
     mb = -m.pos * (a + a0) / (2 * b * b0)
-    return [Pair.of(unbroadcast(_finite_or_zero(ma), a.shape)),
-            Pair.of(unbroadcast(_finite_or_zero(mb), b.shape))]
+    return [SplitMultipliers.of(unbroadcast(_finite_or_zero(ma), a.shape)),
+            SplitMultipliers.of(unbroadcast(_finite_or_zero(mb), b.shape))]
 
 
 BILINEAR = Rule("product", backward=_bilinear_backward)
@@ -112,6 +113,8 @@ GATE_AS_WEIGHT = Rule("gate_as_weight", backward=_gate_as_weight_backward,  # by
                       exact=False)
 QUOTIENT = Rule("quotient", backward=_quotient_backward)
 
+# linear.py owns these primitives (one live operand, or a live numerator: a linear map); this
+# family takes the masks where two operands are live
 for _p in ("mul", "dot_general", "conv_general_dilated"):
-    registry.register(_p, BILINEAR, registry.several_live)
-registry.register("div", QUOTIENT, lambda live: live == (True, True))
+    registry.register(_p, BILINEAR, registry.several_live, shared=True)
+registry.register("div", QUOTIENT, lambda live: live == (True, True), shared=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxlift.pairs import Pair
+from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
 from jaxlift.rules.rescale import (exact_multiplier, finite_values, rescale_multiplier,
@@ -88,7 +88,7 @@ def reveal_cancel_parts(ctx):
 def _backward(ctx, m_out) -> list:
     (m,) = m_out
     _, _, mp, mn = reveal_cancel_parts(ctx)
-    return [Pair(m.pos * mp, m.neg * mn)]
+    return [SplitMultipliers(m.pos * mp, m.neg * mn)]
 
 
 def _split(ctx) -> list:

@@ -32,6 +32,7 @@ The package, by job (each module's functions are re-exported here):
 """
 from __future__ import annotations
 
+from jaxlift._lazy import renamed_attributes
 from jaxlift.viz._style import (ABSOLUTE_CMAP, ATTRIBUTION_LABEL, DEFAULT_CMAP, DNA_COLORS,
                                 NEG_COLOR, POS_COLOR, SIGNS, color_limit, legend_sentence, PathLike,
                                 save_png, sign_filter, symmetric_limit)
@@ -41,7 +42,7 @@ from jaxlift.viz.grids import SHARES, method_grid
 from jaxlift.viz.images import (IMAGE_VIEWS, PANEL_STYLES, attribution_grid, examples_grid,
                                 image_attribution, image_heatmap, view_strength)
 from jaxlift.viz.sequences import letter_patch, logo_boxes, sequence_logo
-from jaxlift.viz.tabular import BAR_ORDERS, feature_bars, target_bars, top_features
+from jaxlift.viz.tabular import BAR_ORDERS, feature_bars, magnitude_order, target_bars
 from jaxlift.viz.text import TokenText, token_colors, token_text, token_text_figure
 
 __all__ = [
@@ -69,7 +70,7 @@ __all__ = [
     "token_text_figure",
     "token_colors",
     "TokenText",
-    "top_features",
+    "magnitude_order",
     "logo_boxes",
     "letter_patch",
     "SIGNS",
@@ -85,3 +86,7 @@ __all__ = [
     "NEG_COLOR",
     "PathLike",
 ]
+
+# renamed (issue 27): jaxlift.concepts.top_features is the mask of important features; this
+# one is the order of a 1-D score vector by |score|
+__getattr__ = renamed_attributes(__name__, globals(), {"top_features": "magnitude_order"})

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from jaxlift.errors import InputValueError
 from jaxlift.io.atomic import write_atomically
 
 PathLike = str | os.PathLike
@@ -42,9 +43,9 @@ def as_float_array(x: ArrayLike, name: str) -> np.ndarray:
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}: {exc}") from exc
+        raise InputValueError(f"{name} must be a numeric array, got {type(x).__name__}: {exc}") from exc
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf values; scores must be finite")
+        raise InputValueError(f"{name} contains NaN or inf values; scores must be finite")
     return arr
 
 
@@ -53,7 +54,7 @@ def check_vmax(vmax: float | None) -> float | None:
         return None
     v = float(vmax)
     if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"vmax must be a positive finite number, got {vmax!r}")
+        raise InputValueError(f"vmax must be a positive finite number, got {vmax!r}")
     return v
 
 
@@ -82,7 +83,7 @@ def sign_filter(scores: ArrayLike, sign: str = "all") -> np.ndarray:
         return np.where(s < 0, s, 0.0)
     if sign == "absolute":
         return np.abs(s)
-    raise ValueError(f"sign must be one of {', '.join(map(repr, SIGNS))}, got {sign!r}")
+    raise InputValueError(f"sign must be one of {', '.join(map(repr, SIGNS))}, got {sign!r}")
 
 
 def check_percentile(clip_percentile: float | None) -> float | None:
@@ -91,11 +92,11 @@ def check_percentile(clip_percentile: float | None) -> float | None:
     try:
         p = float(clip_percentile)
     except (TypeError, ValueError):
-        raise ValueError(f"clip_percentile must be a number in (0, 100], got {clip_percentile!r}"
-                         ) from None
+        raise InputValueError(f"clip_percentile must be a number in (0, 100], got {clip_percentile!r}"
+                              ) from None
     if not 0.0 < p <= 100.0:
-        raise ValueError(f"clip_percentile must be in (0, 100] (100: no clipping), "
-                         f"got {clip_percentile!r}")
+        raise InputValueError(f"clip_percentile must be in (0, 100] (100: no clipping), "
+                              f"got {clip_percentile!r}")
     return p
 
 
@@ -138,7 +139,7 @@ def legend_sentence(target: str = "the target", sign: str = "all") -> str:
     if sign == "absolute":
         return (f"Darker: a larger change of {target} relative to the reference, "
                 "up or down (|score| is shown).")
-    raise ValueError(f"sign must be one of {', '.join(map(repr, SIGNS))}, got {sign!r}")
+    raise InputValueError(f"sign must be one of {', '.join(map(repr, SIGNS))}, got {sign!r}")
 
 
 def scale_for(sign: str, v: float, cmap: str) -> tuple[str, float, float]:
@@ -151,9 +152,9 @@ def scale_for(sign: str, v: float, cmap: str) -> tuple[str, float, float]:
 def new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
     w, h = (float(s) for s in figsize)
     if not (w > 0 and h > 0):
-        raise ValueError(f"figsize must be two positive numbers (inches), got {figsize!r}")
+        raise InputValueError(f"figsize must be two positive numbers (inches), got {figsize!r}")
     if not float(dpi) > 0:
-        raise ValueError(f"dpi must be positive, got {dpi!r}")
+        raise InputValueError(f"dpi must be positive, got {dpi!r}")
     fig = Figure(figsize=(w, h), dpi=float(dpi), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -171,7 +172,7 @@ def spatial_scores(scores: ArrayLike, name: str = "scores") -> np.ndarray:
     if s.ndim == 3:
         s = s.sum(axis=-1)
     elif s.ndim != 2:
-        raise ValueError(f"{name} must have shape (H, W) or (H, W, C), got shape {s.shape}")
+        raise InputValueError(f"{name} must have shape (H, W) or (H, W, C), got shape {s.shape}")
     return s
 
 
@@ -187,7 +188,7 @@ def display_image(image: ArrayLike, name: str = "image") -> np.ndarray:
     elif img.ndim == 3 and img.shape[-1] in (3, 4):
         img = img[..., :3]
     elif img.ndim != 2:
-        raise ValueError(
+        raise InputValueError(
             f"{name} must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {img.shape}"
         )
     if raw.dtype == np.uint8:
@@ -224,7 +225,7 @@ def bare_axes(ax) -> None:
 def check_alpha(alpha: float) -> float:
     a = float(alpha)
     if not 0.0 <= a <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        raise InputValueError(f"alpha must be in [0, 1], got {alpha!r}")
     return a
 
 
@@ -326,7 +327,7 @@ def shared_colorbar(fig: Figure, axes, cmap: str, lo: float, hi: float,
 
 def check_choice(value: str, choices: Sequence[str], name: str) -> str:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise InputValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 
 
@@ -334,5 +335,5 @@ def check_ncols(ncols: int | None, default: int) -> int:
     if ncols is None:
         return default
     if isinstance(ncols, bool) or int(ncols) != ncols or ncols < 1:
-        raise ValueError(f"ncols must be a positive integer or None, got {ncols!r}")
+        raise InputValueError(f"ncols must be a positive integer or None, got {ncols!r}")
     return int(ncols)

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from jaxlift.errors import InputValueError
 from jaxlift.viz._style import (ATTRIBUTION_LABEL, DEFAULT_CMAP, PathLike, as_float_array, finish,
                                 new_figure, symmetric_limit)
 
@@ -22,13 +23,13 @@ def _edge_array(edges: ArrayLike | None, n: int) -> np.ndarray:
     if e.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
     if e.ndim != 2 or e.shape[1] != 2:
-        raise ValueError(f"edges must have shape (E, 2) (pairs of node indices), got shape {e.shape}")
+        raise InputValueError(f"edges must have shape (E, 2) (pairs of node indices), got shape {e.shape}")
     if e.dtype.kind not in "iuf" or (e.dtype.kind == "f" and not np.all(np.mod(e, 1) == 0)):
-        raise ValueError("edges must hold integer node indices")
+        raise InputValueError("edges must hold integer node indices")
     e = e.astype(np.int64)
     bad = (e < 0) | (e >= n)
     if bad.any():
-        raise ValueError(
+        raise InputValueError(
             f"edges refer to node index {int(e[bad][0])}, but there are {n} nodes (valid 0..{n - 1})"
         )
     return e
@@ -148,7 +149,7 @@ def graph_layout(
     """Node positions ``(n, 2)`` in [-1, 1]; ``"spring"`` and ``"spectral"`` lay out each
     connected component separately and pack them side by side."""
     if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {sorted(_LAYOUTS)}, got {layout!r}")
+        raise InputValueError(f"layout must be one of {sorted(_LAYOUTS)}, got {layout!r}")
     e = _edge_array(edges, n)
     if layout == "circle":
         return circle_layout(n)
@@ -201,7 +202,7 @@ def graph_nodes(
     """
     s = as_float_array(node_scores, "node_scores")
     if s.ndim != 1 or s.size == 0:
-        raise ValueError(f"node_scores must have shape (N,) with N >= 1, got shape {s.shape}")
+        raise InputValueError(f"node_scores must have shape (N,) with N >= 1, got shape {s.shape}")
     n = s.size
     e = _edge_array(edges, n)
     if positions is None:
@@ -209,11 +210,11 @@ def graph_nodes(
     else:
         pos = as_float_array(positions, "positions")
         if pos.shape != (n, 2):
-            raise ValueError(
+            raise InputValueError(
                 f"positions must have shape (N, 2) = ({n}, 2) (one x, y per node), got shape {pos.shape}"
             )
     if node_labels is not None and len(node_labels) != n:
-        raise ValueError(f"node_labels must have one label per node ({n}), got {len(node_labels)}")
+        raise InputValueError(f"node_labels must have one label per node ({n}), got {len(node_labels)}")
     v = symmetric_limit(s, vmax=vmax)
     fig = new_figure(figsize, dpi)
     ax = fig.add_subplot()

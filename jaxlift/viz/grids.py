@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from matplotlib.figure import Figure
 
+from jaxlift.errors import InputValueError
 from jaxlift.viz._style import (ATTRIBUTION_LABEL, DEFAULT_CMAP, SIGNS, PathLike, as_float_array,
                                 bare_axes, check_alpha, check_choice, check_vmax, color_limit,
                                 display_image, finish, new_figure, scale_for, show_image,
@@ -99,21 +100,21 @@ def method_grid(
         map, with ``get_clim()`` its cell's limits.
     """
     if share not in SHARES:
-        raise ValueError(f"share must be 'row' or 'global' (one scale per example, or for the "
-                         f"grid) or 'method' (one per method), got {share!r}")
+        raise InputValueError(f"share must be 'row' or 'global' (one scale per example, or for the "
+                              f"grid) or 'method' (one per method), got {share!r}")
     check_choice(sign, SIGNS, "sign")
     if not isinstance(scores_by_method, Mapping) or len(scores_by_method) == 0:
-        raise ValueError("scores_by_method must be a non-empty mapping {method name: scores}")
+        raise InputValueError("scores_by_method must be a non-empty mapping {method name: scores}")
     imgs = np.asarray(images)
     if imgs.ndim == 3 or (imgs.ndim == 4 and imgs.shape[-1] in (1, 3, 4)):
         n, h, w = imgs.shape[:3]
     else:
-        raise ValueError(
+        raise InputValueError(
             "images must be a batch of shape (N, H, W) or (N, H, W, C) with C in {1, 3, 4}, "
             f"got shape {imgs.shape}"
         )
     if n == 0:
-        raise ValueError("images must hold at least one example (N >= 1)")
+        raise InputValueError("images must hold at least one example (N >= 1)")
     names = [str(k) for k in scores_by_method]
     per_method = []
     for name, sc in scores_by_method.items():
@@ -121,13 +122,13 @@ def method_grid(
         if s.ndim == 4:
             s = s.sum(axis=-1)
         if s.shape != (n, h, w):
-            raise ValueError(
+            raise InputValueError(
                 f"scores_by_method[{name!r}] must have shape (N, H, W) or (N, H, W, C) "
                 f"matching images (N, H, W) = {(n, h, w)}, got shape {np.shape(sc)}"
             )
         per_method.append(sign_filter(s, sign))
     if row_labels is not None and len(row_labels) != n:
-        raise ValueError(f"row_labels must have one label per example ({n}), got {len(row_labels)}")
+        raise InputValueError(f"row_labels must have one label per example ({n}), got {len(row_labels)}")
     if alpha is not None:
         alpha = check_alpha(alpha)
     limits = _grid_limits(per_method, share, vmax, clip_percentile)

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from matplotlib.figure import Figure
 
+from jaxlift.errors import InputValueError
 from jaxlift.viz._style import (ABSOLUTE_CMAP, ATTRIBUTION_LABEL, DEFAULT_CMAP, SIGNS, PathLike,
                                 as_float_array, add_texts, bare_axes, check_alpha, check_choice,
                                 check_ncols, color_limit, display_image, draw_blended, finish,
@@ -66,7 +67,7 @@ def image_heatmap(
     s = spatial_scores(scores)
     img = None if image is None else display_image(image)
     if img is not None and img.shape[:2] != s.shape:
-        raise ValueError(
+        raise InputValueError(
             f"image and scores must have the same (H, W): image is {img.shape[:2]}, "
             f"scores are {s.shape}"
         )
@@ -105,13 +106,13 @@ def _target_maps(scores_by_target: Mapping[str, ArrayLike], shape: tuple[int, ..
                  ) -> dict[str, np.ndarray]:
     """target label -> (H, W) map (channels summed), all of one (H, W)."""
     if not isinstance(scores_by_target, Mapping) or len(scores_by_target) == 0:
-        raise ValueError("scores_by_target must be a non-empty mapping {target label: scores}")
+        raise InputValueError("scores_by_target must be a non-empty mapping {target label: scores}")
     maps = {}
     for label, sc in scores_by_target.items():
         s = spatial_scores(sc, f"scores_by_target[{label!r}]")
         if shape is not None and s.shape != shape:
-            raise ValueError(f"scores_by_target[{label!r}] must have the image's (H, W) = "
-                             f"{shape}, got shape {np.shape(sc)}")
+            raise InputValueError(f"scores_by_target[{label!r}] must have the image's (H, W) = "
+                                  f"{shape}, got shape {np.shape(sc)}")
         shape = s.shape
         maps[str(label)] = s
     return maps
@@ -125,7 +126,7 @@ def _check_panel_options(styles, sign: str, alpha: float) -> tuple[tuple, float]
     an opacity in [0, 1]."""
     styles = tuple(styles)
     if not styles or len(set(styles)) != len(styles):
-        raise ValueError(f"styles must be distinct entries of {PANEL_STYLES}, got {styles!r}")
+        raise InputValueError(f"styles must be distinct entries of {PANEL_STYLES}, got {styles!r}")
     for st in styles:
         check_choice(st, PANEL_STYLES, "each style")
     check_choice(sign, SIGNS, "sign")
@@ -199,7 +200,7 @@ def attribution_grid(
     styles, alpha = _check_panel_options(styles, sign, alpha)
     img = None if image is None else display_image(image)
     if img is None and "overlay" in styles:
-        raise ValueError("an overlay needs the image: pass image, or styles=('map',)")
+        raise InputValueError("an overlay needs the image: pass image, or styles=('map',)")
     maps = _target_maps(scores_by_target, None if img is None else img.shape[:2])
     shown = {k: sign_filter(m, sign) for k, m in maps.items()}
     v = color_limit(*shown.values(), clip_percentile=clip_percentile, vmax=vmax)
@@ -276,18 +277,18 @@ def examples_grid(
     styles, alpha = _check_panel_options(styles, sign, alpha)
     imgs = np.asarray(images)
     if imgs.ndim not in (3, 4) or len(imgs) == 0:
-        raise ValueError(f"images must be a batch (N, H, W) or (N, H, W, C) with N >= 1, got "
-                         f"shape {imgs.shape}")
+        raise InputValueError(f"images must be a batch (N, H, W) or (N, H, W, C) with N >= 1, got "
+                              f"shape {imgs.shape}")
     s = as_float_array(scores, "scores")
     if s.ndim == 4:
         s = s.sum(axis=-1)
     if s.shape != imgs.shape[:3]:
-        raise ValueError(f"scores must have shape (N, H, W) or (N, H, W, C) matching the "
-                         f"images {imgs.shape[:3]}, got shape {np.shape(scores)}")
+        raise InputValueError(f"scores must have shape (N, H, W) or (N, H, W, C) matching the "
+                              f"images {imgs.shape[:3]}, got shape {np.shape(scores)}")
     n = len(imgs)
     if row_labels is not None and len(row_labels) != n:
-        raise ValueError(f"row_labels must have one label per input ({n}), got "
-                         f"{len(row_labels)}")
+        raise InputValueError(f"row_labels must have one label per input ({n}), got "
+                              f"{len(row_labels)}")
     shown = [sign_filter(s[i], sign) for i in range(n)]
     v = color_limit(*shown, clip_percentile=clip_percentile, vmax=vmax)
     cmap_used, lo, hi = scale_for(sign, v, cmap)
@@ -339,8 +340,8 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
 def _check_signs(sign) -> tuple[str, ...]:
     signs = (sign,) if isinstance(sign, str) else tuple(sign)
     if not signs or len(set(signs)) != len(signs):
-        raise ValueError(f"sign must be one of {SIGNS} or a sequence of distinct ones, got "
-                         f"{sign!r}")
+        raise InputValueError(f"sign must be one of {SIGNS} or a sequence of distinct ones, got "
+                              f"{sign!r}")
     for s in signs:
         check_choice(s, SIGNS, "sign")
     return signs
@@ -406,7 +407,7 @@ def image_attribution(
     """
     views = tuple(views)
     if not views or len(set(views)) != len(views):
-        raise ValueError(f"views must be distinct entries of {IMAGE_VIEWS}, got {views!r}")
+        raise InputValueError(f"views must be distinct entries of {IMAGE_VIEWS}, got {views!r}")
     for vw in views:
         check_choice(vw, IMAGE_VIEWS, "each view")
     signs = _check_signs(sign)
@@ -414,8 +415,8 @@ def image_attribution(
     img = display_image(image)
     s = spatial_scores(scores)
     if img.shape[:2] != s.shape:
-        raise ValueError(f"image and scores must have the same (H, W): image is "
-                         f"{img.shape[:2]}, scores are {np.shape(scores)}")
+        raise InputValueError(f"image and scores must have the same (H, W): image is "
+                              f"{img.shape[:2]}, scores are {np.shape(scores)}")
     v = color_limit(s, clip_percentile=clip_percentile, vmax=vmax)
     rows, cols = len(signs), len(views)
     width = cell_size * cols + 1.4 * (1 + ("absolute" in signs and len(signs) > 1))

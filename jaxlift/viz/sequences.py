@@ -14,6 +14,7 @@ from matplotlib.path import Path as MplPath
 from matplotlib.textpath import TextPath
 from matplotlib.ticker import MaxNLocator
 
+from jaxlift.errors import InputValueError
 from jaxlift.viz._style import (ATTRIBUTION_LABEL, DNA_COLORS, PathLike, as_float_array, finish,
                                 new_figure)
 
@@ -122,16 +123,16 @@ def sequence_logo(
     s = as_float_array(scores, "scores")
     letters = list(alphabet)
     if len(letters) == 0 or any(not isinstance(a, str) or len(a) != 1 for a in letters):
-        raise ValueError(f"alphabet must be a non-empty sequence of single characters, got {alphabet!r}")
+        raise InputValueError(f"alphabet must be a non-empty sequence of single characters, got {alphabet!r}")
     if len(set(letters)) != len(letters):
-        raise ValueError(f"alphabet letters must be distinct, got {alphabet!r}")
+        raise InputValueError(f"alphabet letters must be distinct, got {alphabet!r}")
     if s.ndim != 2 or s.shape[1] != len(letters) or s.shape[0] == 0:
-        raise ValueError(
+        raise InputValueError(
             f"scores must have shape (L, {len(letters)}) with L >= 1 "
             f"(one column per letter of alphabet {''.join(letters)!r}), got shape {s.shape}"
         )
     if not 0.0 < float(letter_width) <= 1.0:
-        raise ValueError(f"letter_width must be in (0, 1], got {letter_width!r}")
+        raise InputValueError(f"letter_width must be in (0, 1], got {letter_width!r}")
     palette = _alphabet_colors(letters, colors)
     length = s.shape[0]
     if figsize is None:

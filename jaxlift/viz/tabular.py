@@ -9,12 +9,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 from matplotlib.figure import Figure
 
+from jaxlift.errors import InputValueError
 from jaxlift.viz._style import (ATTRIBUTION_LABEL, NEG_COLOR, POS_COLOR, PathLike, add_texts,
                                 as_float_array, check_choice, check_ncols, finish, new_figure,
                                 sign_filter, symmetric_limit, text_height)
 
 
-def top_features(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
+def magnitude_order(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
     """Indices of ``scores`` (1-D) sorted by decreasing ``|score|`` (stable), first ``top_k``."""
     order = np.argsort(-np.abs(scores), kind="stable")
     return order if top_k is None else order[:top_k]
@@ -50,20 +51,20 @@ def feature_bars(
     """
     s = as_float_array(scores, "scores")
     if s.ndim != 1:
-        raise ValueError(f"scores must have shape (F,) (one score per feature), got shape {s.shape}")
+        raise InputValueError(f"scores must have shape (F,) (one score per feature), got shape {s.shape}")
     if s.size == 0:
-        raise ValueError("scores must hold at least one feature, got shape (0,)")
+        raise InputValueError("scores must hold at least one feature, got shape (0,)")
     if feature_names is None:
         names = [f"x{i}" for i in range(s.size)]
     else:
         names = [str(x) for x in feature_names]
         if len(names) != s.size:
-            raise ValueError(
+            raise InputValueError(
                 f"feature_names must have one name per score ({s.size}), got {len(names)}"
             )
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    order = top_features(s, None if top_k is None else int(top_k))
+        raise InputValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    order = magnitude_order(s, None if top_k is None else int(top_k))
     vals = s[order]
     if figsize is None:
         figsize = (6.0, 1.0 + 0.3 * len(order))
@@ -91,17 +92,17 @@ position along the input (sequences)."""
 def _bar_scores(scores_by_target: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
     """target label -> (F,) scores, all of one length F >= 1."""
     if not isinstance(scores_by_target, Mapping) or len(scores_by_target) == 0:
-        raise ValueError("scores_by_target must be a non-empty mapping {target label: scores}")
+        raise InputValueError("scores_by_target must be a non-empty mapping {target label: scores}")
     out: dict[str, np.ndarray] = {}
     for label, sc in scores_by_target.items():
         s = as_float_array(sc, f"scores_by_target[{label!r}]")
         if s.ndim != 1 or s.size == 0:
-            raise ValueError(f"scores_by_target[{label!r}] must have shape (F,) with F >= 1 "
-                             f"(one score per feature or position), got shape {s.shape}")
+            raise InputValueError(f"scores_by_target[{label!r}] must have shape (F,) with F >= 1 "
+                                  f"(one score per feature or position), got shape {s.shape}")
         if out and s.size != next(iter(out.values())).size:
-            raise ValueError(f"scores_by_target[{label!r}] has {s.size} scores but the first "
-                             f"target has {next(iter(out.values())).size}; every target needs "
-                             "one score per feature")
+            raise InputValueError(f"scores_by_target[{label!r}] has {s.size} scores but the first "
+                                  f"target has {next(iter(out.values())).size}; every target needs "
+                                  "one score per feature")
         out[str(label)] = s
     return out
 
@@ -157,11 +158,11 @@ def target_bars(
     else:
         names = [str(x) for x in feature_names]
         if len(names) != f:
-            raise ValueError(f"feature_names must have one name per score ({f}), got {len(names)}")
+            raise InputValueError(f"feature_names must have one name per score ({f}), got {len(names)}")
     if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        raise InputValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     by_size = order == "magnitude"
-    picks = {k: (top_features(s, None if top_k is None else int(top_k)) if by_size
+    picks = {k: (magnitude_order(s, None if top_k is None else int(top_k)) if by_size
                  else np.arange(f)) for k, s in shown.items()}
     if by_size and sign in ("positive", "negative"):  # no rows for the filtered-out sign
         picks = {k: p[shown[k][p] != 0] for k, p in picks.items()}

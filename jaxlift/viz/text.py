@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from matplotlib.figure import Figure
 
+from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.viz._style import (ATTRIBUTION_LABEL, DEFAULT_CMAP, PathLike, as_float_array,
                                 color_limit, save_png, wrapped)
 
@@ -51,32 +52,32 @@ def _rows(tokens, scores) -> list[tuple[tuple[str, ...], np.ndarray]]:
     """``(tokens, scores)`` of each text: one text (a sequence of strings and ``(T,)`` scores)
     or several (a sequence of token sequences and ``(N, T)`` or a list of 1-D scores)."""
     if isinstance(tokens, str):
-        raise TypeError("tokens must be a sequence of token strings (e.g. text.split()) or a "
-                        "sequence of such sequences, not one string")
+        raise InputTypeError("tokens must be a sequence of token strings (e.g. text.split()) or a "
+                             "sequence of such sequences, not one string")
     toks = list(tokens)
     if not toks:
-        raise ValueError("tokens is empty: pass at least one token")
+        raise InputValueError("tokens is empty: pass at least one token")
     several = not isinstance(toks[0], str)
     texts = [tuple(map(str, t)) for t in toks] if several else [tuple(map(str, toks))]
     if several and any(isinstance(t, str) for t in toks):
-        raise TypeError("tokens mixes strings and sequences of strings")
+        raise InputTypeError("tokens mixes strings and sequences of strings")
     if isinstance(scores, (list, tuple)) and several:
         per = [as_float_array(s, f"scores[{i}]") for i, s in enumerate(scores)]
     else:
         arr = as_float_array(scores, "scores")
         if several and arr.ndim != 2 or not several and arr.ndim != 1:
-            raise ValueError(f"scores of shape {arr.shape} do not fit "
-                             + (f"{len(texts)} texts: expected (N, T) = ({len(texts)}, T)"
+            raise InputValueError(f"scores of shape {arr.shape} do not fit "
+                                  + (f"{len(texts)} texts: expected (N, T) = ({len(texts)}, T)"
                                 if several else f"one text of {len(texts[0])} tokens: expected "
                                 f"({len(texts[0])},)"))
         per = list(arr) if several else [arr]
     if len(per) != len(texts):
-        raise ValueError(f"{len(texts)} texts of tokens but scores for {len(per)}")
+        raise InputValueError(f"{len(texts)} texts of tokens but scores for {len(per)}")
     for i, (t, s) in enumerate(zip(texts, per)):
         if s.ndim != 1 or s.shape[0] != len(t):
-            raise ValueError(f"text {i} has {len(t)} tokens but its scores have shape {s.shape}"
-                             "; give one score per token (e.g. jaxlift.token_scores(scores) "
-                             "sums the embedding axis)")
+            raise InputValueError(f"text {i} has {len(t)} tokens but its scores have shape {s.shape}"
+                                  "; give one score per token (e.g. jaxlift.token_scores(scores) "
+                                  "sums the embedding axis)")
     return list(zip(texts, per))
 
 
@@ -185,12 +186,12 @@ def token_text(
     if labels is not None:
         labels = tuple(map(str, labels))
         if len(labels) != len(rows):
-            raise ValueError(f"labels must have one line per text ({len(rows)}), got "
-                             f"{len(labels)}")
+            raise InputValueError(f"labels must have one line per text ({len(rows)}), got "
+                                  f"{len(labels)}")
     v = color_limit(*(s for _, s in rows), clip_percentile=clip_percentile, vmax=vmax)
     from matplotlib import colormaps
     if cmap not in colormaps:
-        raise ValueError(f"unknown colormap {cmap!r}")
+        raise InputValueError(f"unknown colormap {cmap!r}")
     return TokenText(tuple(rows), labels, v, cmap, unit, title, legend, sep)
 
 
@@ -205,8 +206,8 @@ def token_text_figure(text: TokenText, *, width: float = 8.0, fontsize: float = 
     from matplotlib.patches import FancyBboxPatch
 
     if not (float(width) > 0 and float(fontsize) > 0 and float(dpi) > 0):
-        raise ValueError(f"width, fontsize and dpi must be positive, got {width!r}, "
-                         f"{fontsize!r}, {dpi!r}")
+        raise InputValueError(f"width, fontsize and dpi must be positive, got {width!r}, "
+                              f"{fontsize!r}, {dpi!r}")
     fig = Figure(figsize=(width, 2.0), dpi=dpi)
     FigureCanvasAgg(fig)
     renderer = fig.canvas.get_renderer()

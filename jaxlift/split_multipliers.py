@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 
-class Pair(NamedTuple):
+class SplitMultipliers(NamedTuple):
     """Multipliers of the positive and negative parts of a difference, ``(m⁺, m⁻)``; the same
     array in Rescale mode (``shared``), which the rules use to skip duplicate work."""
 
@@ -21,19 +21,19 @@ class Pair(NamedTuple):
         return self.pos is self.neg
 
     @staticmethod
-    def of(m) -> "Pair":
-        return Pair(m, m)
+    def of(m) -> "SplitMultipliers":
+        return SplitMultipliers(m, m)
 
-    def map(self, f) -> "Pair":
+    def map(self, f) -> "SplitMultipliers":
         """Apply ``f`` to both parts (once when they are the same array)."""
         if self.shared:
-            return Pair.of(f(self.pos))
-        return Pair(f(self.pos), f(self.neg))
+            return SplitMultipliers.of(f(self.pos))
+        return SplitMultipliers(f(self.pos), f(self.neg))
 
-    def __add__(self, other: "Pair") -> "Pair":  # type: ignore[override]
+    def __add__(self, other: "SplitMultipliers") -> "SplitMultipliers":  # type: ignore[override]
         if self.shared and other.shared:
-            return Pair.of(self.pos + other.pos)
-        return Pair(self.pos + other.pos, self.neg + other.neg)
+            return SplitMultipliers.of(self.pos + other.pos)
+        return SplitMultipliers(self.pos + other.pos, self.neg + other.neg)
 
 
 def sign_split(delta):
@@ -44,7 +44,7 @@ def sign_split(delta):
     return jnp.maximum(delta, 0), jnp.minimum(delta, 0)
 
 
-def combine_by_sign(delta, m: Pair):
+def combine_by_sign(delta, m: SplitMultipliers):
     """One multiplier for the whole difference when its split is the sign split:
     ``m⁺`` where ``Δ > 0``, ``m⁻`` where ``Δ < 0``, their mean where ``Δ = 0``."""
     if m.shared or jnp.issubdtype(jnp.result_type(delta), jnp.complexfloating):
