@@ -119,8 +119,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "x0 + Δx⁻", sums=True),
     Mutation(
         "rc_undefined_point_kept", "jaxlift/rules/reveal_cancel.py",
-        "            | ~(jnp.isfinite(fp) & jnp.isfinite(fn) & jnp.isfinite(mp) & jnp.isfinite(mn)))",
-        "            )",
+        "            | ~(jnp.isfinite(fp) & jnp.isfinite(fn) & jnp.isfinite(mp) & jnp.isfinite(mn))\n",
+        "\n",
         ORACLES, "RevealCancel keeps its split where f is undefined at x0 + Δx± (sqrt of a "
         "negative): the Rescale fallback dropped", sums=False),
     # ---- swaps and signs -------------------------------------------------------------------

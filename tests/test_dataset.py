@@ -378,5 +378,5 @@ def test_cli_streams_into_a_folder_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(argv[:3] + ["--target", "4", "-q", "--out", str(tmp_path / "st")]) == 1
     assert "changed: options" in capsys.readouterr().err
-    assert cli.main(argv[:3] + ["--out", str(tmp_path / "st2")]) == 1
+    assert cli.main(argv[:3] + ["--out", str(tmp_path / "st2")]) == 2  # a usage error
     assert "--target pred" in capsys.readouterr().err
