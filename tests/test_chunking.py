@@ -333,8 +333,9 @@ def test_memory_beyond_the_input_grows_like_the_output_only():
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak resident memory")
     # the runtime's allocator now and then keeps ~14 MB more at its peak, in either size and
     # also before the pipeline moved (measured: 83 or 97 MB at N = 20,000 from the same code);
-    # that noise only adds, so the smaller of two runs is the loop's own peak
-    small, big = (min((_peak_extra_bytes(n) for _ in range(2)), key=lambda d: d["extra"])
+    # (measured again: 84 or 111 MB at N = 20,000 from one commit, on a busy machine); that
+    # noise only adds, so the smallest of three runs is the loop's own peak
+    small, big = (min((_peak_extra_bytes(n) for _ in range(3)), key=lambda d: d["extra"])
                   for n in (5_000, 20_000))
     growth, out_growth = big["extra"] - small["extra"], big["out"] - small["out"]
     assert growth <= 1.25 * out_growth, (small, big)
