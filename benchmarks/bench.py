@@ -170,8 +170,8 @@ def precision_rows(fn, variables, x, refs, target, repeats) -> list[str]:
                                  return_delta=True, precision=precision)
         gap, over = jaxlift.flag_gaps(c, d, threshold=1e-4)
         gap = np.asarray(gap)
-        t, _ = timed(lambda: jaxlift.attribute(fn, variables, x, refs, target=target,
-                                               precision=precision), repeats)
+        t, _ = timed(lambda precision=precision: jaxlift.attribute(fn, variables, x, refs, target=target,
+                                                                   precision=precision), repeats)
         base = t if base is None else base
         rows.append(f"| {precision} | {np.median(gap):.1e} | {gap.max():.1e} | "
                     f"{int(np.sum(over))} of {gap.size} | {t:.3f} | {t / base:.2f} |")
@@ -196,8 +196,8 @@ def model_rows(name, fn, variables, shape, n, k, target, repeats, captum, torch_
     t_grad, c_grad = min((t_whole, c_whole), (t_chunked, c_chunked))
     out = {}
     for mode in ("rescale", "reveal_cancel", "genomics_default"):
-        out[mode] = timed(lambda: jaxlift.attribute(fn, variables, x, refs, target=target,
-                                                    mode=mode), repeats)
+        out[mode] = timed(lambda mode=mode: jaxlift.attribute(fn, variables, x, refs, target=target,
+                                                              mode=mode), repeats)
     out["whole"] = timed(lambda: jaxlift.attribute(fn, variables, x, refs, target=target,
                                                    batch_size=None), repeats)
     out["ig50"] = timed(lambda: jaxlift.attribute(
@@ -307,11 +307,11 @@ def dataset_rows(fn, variables, shape, points, repeats, k=8, chunk_size=1024) ->
             del x
             x_mem = np.load(path)
 
-            def in_memory():
+            def in_memory(x_mem=x_mem):
                 return jax.block_until_ready(jaxlift.attribute(
                     fn, variables, x_mem, refs, target=3, return_delta=True, progress=False))
 
-            def streamed():
+            def streamed(path=path):
                 shutil.rmtree(Path(tmp) / "out", ignore_errors=True)
                 attribute_dataset(fn, variables, path, refs, out=Path(tmp) / "out", target=3,
                                   chunk_size=chunk_size, outputs=False, progress=False,

@@ -5,7 +5,8 @@ Each (model, method) runs in a fresh process (median of ``--repeats`` processes)
 built and its inputs made before the clock starts; then one call. The breakdown comes from
 JAX's own monitoring events (tracing to a jaxpr, lowering to MLIR, XLA's compile: summed over
 every compilation of the call, eager dispatches included) and from timers around jaxlift's
-pieces: the chunk plan and the building of programs (tracing ``fn``, inlining, fusion). The models are in benchmarks/compile_models.py.
+pieces: the chunk plan and the building of programs (tracing ``fn``, inlining, fusion). The
+models are in benchmarks/compile_models.py.
 
     python -m benchmarks.bench_compile [--models mnist,lstm] [--repeats 3] [--persistent-cache]
 
@@ -48,7 +49,7 @@ def child(model_name: str, method: str) -> dict:
     jax.block_until_ready((params, x, refs))
     if method == "grad":
         first_leaf = jax.tree_util.tree_leaves(x)[0]
-        n, k = first_leaf.shape[0], jax.tree_util.tree_leaves(refs)[0].shape[0]
+        k = jax.tree_util.tree_leaves(refs)[0].shape[0]
         pairs = jax.tree_util.tree_map(lambda l: jnp.repeat(l, k, axis=0), x)
         if jnp.issubdtype(first_leaf.dtype, jnp.floating):
             def t(xe):

@@ -96,8 +96,8 @@ def end_to_end(repeats: int, pairs: str) -> list[str]:
             with phased_transpose_on(platforms):  # traced and compiled now, under this setting
                 results[name] = jaxlift.attribute(own_fn, variables, x, refs, target=3,
                                                   mode=mode)
-            calls[name] = (lambda f: lambda: jaxlift.attribute(f, variables, x, refs, target=3,
-                                                               mode=mode))(own_fn)
+            calls[name] = (lambda f, m: lambda: jaxlift.attribute(f, variables, x, refs, target=3,
+                                                                  mode=m))(own_fn, mode)
         diff = float(jnp.max(jnp.abs(results["phases"] - results["vjp"]))
                      / jnp.max(jnp.abs(results["vjp"])))
         times = interleaved(calls, repeats)

@@ -62,8 +62,8 @@ def main(argv=None) -> None:
 
     rows = [("jax.grad (floor)", t_grad, c_grad)]
     for mode in ("rescale", "reveal_cancel", "genomics_default"):
-        t, c = timed(lambda: jaxlift.attribute(mnist_cnn, params, x, refs, target=args.target,
-                                               mode=mode), args.repeats)
+        t, c = timed(lambda mode=mode: jaxlift.attribute(mnist_cnn, params, x, refs, target=args.target,
+                                                         mode=mode), args.repeats)
         rows.append((f"jaxlift {mode}", t, c))
 
     print(f"# bench_core: MNIST-size CNN, N={args.n} inputs × K={args.k} references "

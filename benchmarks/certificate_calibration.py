@@ -52,7 +52,7 @@ def fuzz(cases: int) -> list[tuple]:
         fn = suite.build(case["structure"])
         params, x, r = suite._draw_programs(case)
         with jax.enable_x64(True):
-            cast = lambda a: jnp.asarray(a, case["dtype"])  # noqa: E731
+            cast = lambda a, case=case: jnp.asarray(a, case["dtype"])  # noqa: E731
             p, xs, rs = jax.tree_util.tree_map(cast, (params, x, r))
             ratio, failing, pairs = worst_ratio(fn, p, xs, rs, target=0, mode=case["mode"],
                                                 vmapped=True)

@@ -17,7 +17,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import flax.linen as nn
 
 import jaxlift
@@ -57,7 +56,6 @@ class Block(nn.Module):
     def __call__(self, h, mask=None):
         a = nn.LayerNorm()(h)
         if self.causal:
-            t = h.shape[-2]
             mask = nn.make_causal_mask(jnp.ones(h.shape[:-1]))
         elif mask is not None:
             mask = nn.make_attention_mask(mask, mask)

@@ -205,7 +205,8 @@ def run(args) -> dict:
               + "  ".join(f"{c}→{t}: {changes[m.name][(c, t)].mean():6.2f}" for c, t in PAIRS),
               flush=True)
     sur = global_surrogate(args, variables, x_test, y_test)
-    return dict(methods=[m.name for m in ms], short={m.name: m.short for m in ms}, changes=changes, small=small, n_erased=n_erased, diffs=diffs,
+    return dict(methods=[m.name for m in ms], short={m.name: m.short for m in ms}, changes=changes,
+                small=small, n_erased=n_erased, diffs=diffs,
                 seconds=seconds, gaps=gaps, idx=idx, x=x_test, y=y_test, saved=saved,
                 variables=variables, surrogate=sur)
 

@@ -86,13 +86,16 @@ Made by `python -m experiments.mnist_train --epochs {args.epochs} --seed {args.s
 
 | | |
 |---|---|
-| model | `jaxlift.models.mnist.MnistCNN`: Conv2D(32, 4×4, s2)-relu → Conv2D(64, 4×4, s2)-relu → Dropout(0.25) → Flatten → Dense(128)-relu → Dropout(0.5) → Dense(10)-softmax |
+| model | `jaxlift.models.mnist.MnistCNN`: Conv2D(32, 4×4, s2)-relu → Conv2D(64, 4×4, s2)-relu → \
+Dropout(0.25) → Flatten → Dense(128)-relu → Dropout(0.5) → Dense(10)-softmax |
 | parameters | {n_params:,} |
 | input scaling | `x / 255` (float32 in [0, 1]; the paper used raw 0–255); all-black reference = 0 |
-| training | optax Adam, lr {args.lr}, batch {args.batch}, {args.epochs} epochs, softmax cross-entropy on the logits, dropout on; 60,000 training digits |
+| training | optax Adam, lr {args.lr}, batch {args.batch}, {args.epochs} epochs, softmax cross-entropy on the \
+logits, dropout on; 60,000 training digits |
 | seed | {args.seed} (init, dropout keys and batch order) |
 | **test accuracy** | **{acc:.4f}** on the 10,000 test digits ({acc_reloaded:.4f} after reloading the `.h5`) |
-| training time | {seconds:.0f} s on {platform.machine()} CPU ({jax.device_count()} JAX device(s); machine shared with other jobs) |
+| training time | {seconds:.0f} s on {platform.machine()} CPU ({jax.device_count()} JAX device(s); machine \
+shared with other jobs) |
 | file | `experiments/results/mnist_cnn.h5` (Keras 3 legacy HDF5, `save_keras_h5`) |
 """
 

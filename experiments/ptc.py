@@ -494,7 +494,8 @@ def draw_molecules(path: Path, graphs, y: np.ndarray, logits: np.ndarray, atom, 
     panels = []
     for n, c in zip(picks, ("+1", "−1")):
         g = graphs[n]
-        fig = graph_nodes(atom[n], edges=g.edges, node_labels=[names["node"].get(int(v), str(v)) for v in g.node_labels],
+        fig = graph_nodes(atom[n], edges=g.edges,
+                          node_labels=[names["node"].get(int(v), str(v)) for v in g.node_labels],
                           title=f"molecule {n + 1}: class {c}, logit {logits[n]:+.2f}", figsize=(5.5, 4.5), dpi=100)
         fig.canvas.draw()
         panels.append(np.asarray(fig.canvas.buffer_rgba()))

@@ -552,7 +552,8 @@ exactly the planted A and B — *signed*: ranked by the score toward the predict
 {res['chance']:.4f}. *planted share*: the planted tokens' share of Σ|token score|
 (mean over sequences). *gap*: |Σ token scores − Δlogit| / |Δlogit| over the pairs (float32
 scores, summed in float64; occlusion's token score is the output drop when that token alone
-is set to the pad, so its sum counts every interaction once per token involved). *seconds*: the attribution of all {len(res['ids'])} sequences, after a
+is set to the pad, so its sum counts every interaction once per token involved). \
+*seconds*: the attribution of all {len(res['ids'])} sequences, after a
 warm-up call with the same shapes (compile excluded); *warm-up s*: that first call (tracing,
 checks, compiling — on a shared machine, so only a rough guide).
 

@@ -128,8 +128,13 @@ Used by `jaxlift demo` (and handy for a first try of `jaxlift attribute`); read 
 
 | file | what |
 |---|---|
-| `mnist_small.h5` | a small MNIST CNN, Keras 3 legacy HDF5 (loads with `jaxlift.io.load_keras_h5` and `keras.models.load_model`): Input(28,28,1) → Conv2D(8, 4×4, stride 2)-relu → Conv2D(16, 4×4, stride 2)-relu → Dropout(0.25) → Flatten → Dense(64)-relu → Dropout(0.5) → Dense(10)-softmax; {n_params:,} parameters. Input: pixels `x / 255` in [0, 1]; explain it against the all-black (zero) reference. **Test accuracy {acc:.2%}** on the 10,000 MNIST test digits. |
-| `mnist_digits.npz` | the first {N_DIGITS} MNIST test digits: `x` ({N_DIGITS}, 28, 28) uint8 (0–255), `y` ({N_DIGITS},) uint8 labels |
+| `mnist_small.h5` | a small MNIST CNN, Keras 3 legacy HDF5 (loads with `jaxlift.io.load_keras_h5` and \
+`keras.models.load_model`): Input(28,28,1) → Conv2D(8, 4×4, stride 2)-relu → Conv2D(16, 4×4, stride 2)-relu → \
+Dropout(0.25) → Flatten → Dense(64)-relu → Dropout(0.5) → Dense(10)-softmax; {n_params:,} parameters. Input: \
+pixels `x / 255` in [0, 1]; explain it against the all-black (zero) reference. **Test accuracy {acc:.2%}** on \
+the 10,000 MNIST test digits. |
+| `mnist_digits.npz` | the first {N_DIGITS} MNIST test digits: `x` ({N_DIGITS}, 28, 28) uint8 (0–255), \
+`y` ({N_DIGITS},) uint8 labels |
 
 Made by `experiments/train_embedded_mnist.py` (optax Adam, learning rate 1e-3, batch 128,
 {epochs} epochs, seed {SEED}, on the 60,000 training digits; a slimmed version of the paper's

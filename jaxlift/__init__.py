@@ -39,8 +39,8 @@ _EXPORTS = {
 
 # submodules reachable as attributes of the package
 _SUBMODULES = ("adapters", "api", "certificate", "dataset", "gaps", "surrogates", "chunking", "cli", "concepts",
-               "errors", "hypothetical", "interpreter", "io", "methods", "models", "named_layers", "pipeline", "program",
-               "references", "rules", "targets", "validation", "viz")
+               "errors", "hypothetical", "interpreter", "io", "methods", "models", "named_layers", "pipeline",
+               "program", "references", "rules", "targets", "validation", "viz")
 
 __all__ = ["attribute", "multipliers", "layer", "token_scores", "JaxliftError",
            "UnsupportedPrimitiveError", "InputValueError", "InputTypeError", "CompletenessError",

@@ -254,8 +254,8 @@ def run_chunked(run, params, x, refs, n, chunk, per_input, progress):
         starts = progress_bar(starts, math.ceil(n / chunk), progress)
     bufs, pending = None, None
     for s in starts:
-        xc = jax.tree_util.tree_map(lambda l: take_rows(l, s, chunk, n), x)
-        rc = (jax.tree_util.tree_map(lambda l: take_rows(l, s, chunk, n), refs)
+        xc = jax.tree_util.tree_map(lambda l, s=s: take_rows(l, s, chunk, n), x)
+        rc = (jax.tree_util.tree_map(lambda l, s=s: take_rows(l, s, chunk, n), refs)
               if per_input else refs)
         out = run(params, xc, rc, s)  # dispatched before the previous chunk is read back
         if pending is not None:

@@ -329,8 +329,8 @@ def _missing_axis(fn: Callable, params, xb) -> tuple[str, str] | None:
     example (a channel axis a (…, H, W, 1) or (…, 1, H, W) model wants), else ``None``."""
     for where, fix, add in _NEW_AXES:
         grown = jax.tree_util.tree_map(
-            lambda s: jax.ShapeDtypeStruct(tuple(jnp.shape(add(jnp.zeros(s.shape, s.dtype)))),
-                                           s.dtype), xb)
+            lambda s, add=add: jax.ShapeDtypeStruct(tuple(jnp.shape(add(jnp.zeros(s.shape, s.dtype)))),
+                                                    s.dtype), xb)
         if _traces(fn, params, grown):
             return where, fix
     return None

@@ -114,7 +114,7 @@ def forward(layers, x):
 def mlp_multipliers(layers, v, x, r, mode: str):
     """Input multipliers of ``t = h_L·v`` for one pair (``mode``: rescale | reveal_cancel),
     and the per-layer record ``[(Δz⁺, Δz⁻, Δh, Δh⁺, Δh⁻)]`` (RevealCancel)."""
-    hs, h0s, record = [np.asarray(x, np.float64)], [np.asarray(r, np.float64)], []
+    hs, h0s = [np.asarray(x, np.float64)], [np.asarray(r, np.float64)]
     for W, b, act in layers:
         hs.append(hs[-1] @ W + b)
         h0s.append(h0s[-1] @ W + b)

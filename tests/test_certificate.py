@@ -10,7 +10,6 @@ each is caught by the certificate if its fix is taken out.
 from __future__ import annotations
 
 import functools
-import warnings
 
 import jax
 import jax.numpy as jnp

@@ -487,7 +487,7 @@ def test_single_logit_model_has_two_classes(sigmoid_model, tmp_path, capsys):
     p_dog = 1 / (1 + np.exp(-z.astype(np.float64)))
     pred = (z > 0).astype(int)
     assert 0 < pred.sum() < len(pred)  # both classes occur
-    for target, (out, a) in runs.items():
+    for _target, (out, a) in runs.items():
         np.testing.assert_allclose(a["probabilities"], np.stack([1 - p_dog, p_dog], 1),
                                    rtol=1e-5)
         assert (a["predictions"] == pred).all() and list(a["class_names"]) == ["cat", "dog"]

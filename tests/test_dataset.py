@@ -283,7 +283,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     killed = script(tmp_path, tmp_path / "x.npy", out, name="killed.py")
     rng = random.Random(1234)
     kills = 0
-    for attempt in range(5):
+    for _attempt in range(5):
         proc = subprocess.Popen([sys.executable, killed], env=env())
         target = rng.randint(1, 30)  # chunks done before the kill (32 in all)
         deadline = time.time() + 300

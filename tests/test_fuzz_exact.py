@@ -236,7 +236,7 @@ def test_exact_or_refused_on_random_programs(case):
         bad = ~(finite & (np.abs(total - d) <= tol))
         for b in np.unique(np.nonzero(bad)[0]):
             # not exact: the same program called on its own must be refused, by name
-            one = jax.tree_util.tree_map(lambda a: a[b], (p_t, x_t, r_t))
+            one = jax.tree_util.tree_map(lambda a, b=b: a[b], (p_t, x_t, r_t))
             try:
                 explain(*one)
             except JaxliftError as exc:

@@ -436,7 +436,7 @@ def test_weight_shape_mismatch(tmp_path, small_h5):
 
     def edit(f):
         g = f[f"model_weights/{dense}"]
-        wn = [getattr(n, "decode", lambda: n)() for n in g.attrs["weight_names"]][0]
+        wn = [getattr(n, "decode", lambda n=n: n)() for n in g.attrs["weight_names"]][0]
         del g[wn]
         g.create_dataset(wn, data=np.zeros((7, 3), np.float32))
     p = _edit_copy(small_h5, tmp_path / "bad_shape.h5", edit)

@@ -96,7 +96,8 @@ def _check(fn, mode, tol=1e-10, steps=T):
 
 @pytest.mark.parametrize("fn, mode", [
     (lstm, "rescale"), (lstm, "reveal_cancel"), (lstm, "genomics_default"),
-    pytest.param(gru, "reveal_cancel", marks=pytest.mark.slow), (reverse_unrolled, "rescale"), (reverse_unrolled, "reveal_cancel"),
+    pytest.param(gru, "reveal_cancel", marks=pytest.mark.slow), (reverse_unrolled, "rescale"),
+    (reverse_unrolled, "reveal_cancel"),
     (live_constant, "reveal_cancel"), (stacked_layers, "rescale")],
     ids=lambda v: getattr(v, "__name__", v))
 def test_summation_to_delta_through_loops(x64, fn, mode):

@@ -53,7 +53,7 @@ def run_many(option_sets, f=quadratic, params=C, xs=X, rs=R):
 
     @jax.jit
     def go(xs, rs, keys, arrays):
-        return [jax.vmap(lambda x, r, k: SG.kernel(f, params, x, r, opts=o, arrays=a, key=k))(
+        return [jax.vmap(lambda x, r, k, o=o, a=a: SG.kernel(f, params, x, r, opts=o, arrays=a, key=k))(
             xs, rs, keys) for (o,), a in zip(methods, arrays)]
     return go(xs, rs, keys, arrays), keys
 

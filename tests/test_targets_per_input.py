@@ -3,7 +3,6 @@ array of N class indices, ``"pred"`` and class differences per input — in ``at
 ``multipliers`` and ``attribute_dataset``, for DeepLIFT and for kernel methods."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -64,7 +64,8 @@ def _permuted(g: Graph, perm: np.ndarray) -> Graph:
     """The same molecule with atom ``i`` renamed ``perm[i]``."""
     labels = np.empty_like(g.node_labels)
     labels[perm] = g.node_labels
-    return _graph(labels, [(perm[i], perm[j], b) for (i, j), b in zip(g.edges.tolist(), g.edge_labels.tolist())], g.label)
+    return _graph(labels, [(perm[i], perm[j], b)
+                           for (i, j), b in zip(g.edges.tolist(), g.edge_labels.tolist())], g.label)
 
 
 def _counts(d: dict) -> dict:
@@ -251,7 +252,8 @@ def test_patterns_are_invariant_to_atom_order(ptc):
         assert _counts(got) == _counts(want)
         # the same occurrences, renamed
         for p, occ in want.items():
-            assert sorted(tuple(sorted(perm[list(o)].tolist())) for o in occ) == sorted(tuple(sorted(o)) for o in got[p])
+            assert (sorted(tuple(sorted(perm[list(o)].tolist())) for o in occ)
+                    == sorted(tuple(sorted(o)) for o in got[p]))
 
 
 def test_pattern_validation_and_describe():

@@ -119,7 +119,8 @@ def build_cnn(spec):
         return h.reshape(h.shape[0], -1)
 
     x_shape = (spec["hw"], spec["hw"], spec["c_in"])
-    n_feat = jax.eval_shape(lambda xb: features(params, xb), jax.ShapeDtypeStruct((1,) + x_shape, params["k0"].dtype)).shape[1]
+    n_feat = jax.eval_shape(lambda xb: features(params, xb),
+                            jax.ShapeDtypeStruct((1,) + x_shape, params["k0"].dtype)).shape[1]
     params["dense"] = _normal(rng, (n_feat, spec["n_out"]), 1 / np.sqrt(n_feat))
     params["bias"] = _normal(rng, (spec["n_out"],), 0.3)
 

@@ -113,7 +113,8 @@ def _canonical_path(labels: tuple[int, ...], atoms: Occurrence) -> tuple[tuple[i
     return (rev, atoms[::-1]) if rev < labels else (labels, atoms)
 
 
-def _canonical_cycle(atom_l: Sequence[int], bond_l: Sequence[int], atoms: Occurrence) -> tuple[tuple[int, ...], Occurrence]:
+def _canonical_cycle(atom_l: Sequence[int], bond_l: Sequence[int],
+                     atoms: Occurrence) -> tuple[tuple[int, ...], Occurrence]:
     """Cycle ``atoms[0] -bond_l[0]- atoms[1] -bond_l[1]- … -bond_l[-1]- atoms[0]``."""
     n = len(atoms)
     best = None
@@ -270,7 +271,8 @@ class PatternVocabulary:
         self._require_fitted()
         return self._index[pattern]
 
-    def names(self, atom_names: Mapping[int, str] | None = None, bond_names: Mapping[int, str] | None = None) -> list[str]:
+    def names(self, atom_names: Mapping[int, str] | None = None,
+              bond_names: Mapping[int, str] | None = None) -> list[str]:
         """``V`` readable pattern names (:meth:`Pattern.describe`)."""
         return [p.describe(atom_names, bond_names) for p in self._require_fitted()]
 
@@ -307,7 +309,8 @@ class PatternVocabulary:
         scores = np.asarray(pattern_scores)
         if scores.shape != (len(self),):
             raise ValueError(
-                f"atom_scores: pattern_scores must have shape ({len(self)},) — one per vocabulary pattern — got {scores.shape}"
+                f"atom_scores: pattern_scores must have shape ({len(self)},) — one per vocabulary pattern — "
+                f"got {scores.shape}"
             )
         return atom_scores(self.occurrences(graph), scores, graph.num_nodes)
 

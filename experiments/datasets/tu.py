@@ -206,7 +206,8 @@ def read_tu(folder: str | Path, name: str | None = None) -> list[Graph]:
     if bad.size:
         i = int(bad[0])
         raise TUFormatError(
-            gi_path, ind_lines[i], f"graph id {indicator[i]} is outside 1..{n_graphs} ({gl_path.name} has {n_graphs} lines)"
+            gi_path, ind_lines[i],
+            f"graph id {indicator[i]} is outside 1..{n_graphs} ({gl_path.name} has {n_graphs} lines)"
         )
 
     node_labels = None
@@ -310,7 +311,8 @@ def read_readme_labels(path: str | Path) -> dict[str, dict[int, str]]:
 
 
 # ------------------------------------------------------------------------------- CV splits
-def stratified_kfold(labels: Sequence[Any] | np.ndarray, k: int = 10, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def stratified_kfold(labels: Sequence[Any] | np.ndarray, k: int = 10,
+                     seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``k`` stratified cross-validation folds: ``[(train_idx, test_idx), …]``.
 
     Each class's indices are shuffled (``numpy.random.default_rng(seed)``) and the classes are

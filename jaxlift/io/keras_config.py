@@ -290,8 +290,8 @@ def _keep(*keys: str, **defaults: Any) -> Callable:
 
 OPTION_PARSERS: dict[str, Callable[[Mapping, bool, str], dict]] = {
     "Dense": _opt_dense,
-    **{f"Conv{r}D": (lambda r: lambda c, k, w: _opt_conv(c, k, w, r))(r) for r in (1, 2, 3)},
-    **{f"{kind}Pooling{r}D": (lambda r: lambda c, k, w: _opt_pool(c, k, w, r))(r)
+    **{f"Conv{r}D": (lambda rank: lambda c, k, w: _opt_conv(c, k, w, rank))(r) for r in (1, 2, 3)},
+    **{f"{kind}Pooling{r}D": (lambda rank: lambda c, k, w: _opt_pool(c, k, w, rank))(r)
        for kind in ("Max", "Average") for r in (1, 2, 3)},
     **{f"Global{kind}Pooling{r}D": _opt_global for kind in ("Max", "Average") for r in (1, 2, 3)},
     "Flatten": lambda c, k, w: {"data_format": _data_format(c, w)},
@@ -658,7 +658,7 @@ def _trace_once(graph: ModelGraph, fill: int, path: PathLike
         for node, refs in enumerate(spec.inbound):
             args = [jax.ShapeDtypeStruct(shapes[r], dtypes.get(r, jnp.float32)) for r in refs]
             try:
-                out, vs = jax.eval_shape(lambda *a: module.init_with_output(key, *a), *args)
+                out, vs = jax.eval_shape(lambda *a, module=module: module.init_with_output(key, *a), *args)
             except Exception as e:  # any shape error of the layer itself
                 raise KerasFormatError(
                     f"{locate(path, spec)}: cannot apply the layer to input shape(s) "

@@ -65,8 +65,9 @@ class Method:
     ``"none"``. ``carries_split``: the interpreter carries ``Δv = Δv⁺ + Δv⁻`` (RevealCancel).
     ``needs_refs`` may be a function of the options (a wrapper needs references when its base
     does), and ``scope_of(opts)`` may narrow a ``"pair"`` kernel to ``"input"``.
-    ``rows_per_pair(opts)``: forward passes of ``fn`` per pair, so that ``batch_size="auto"`` sizes chunks from memory (``None``: run every pair at
-    once under ``"auto"``). ``single_array``: ``x`` must be one array, not a pytree.
+    ``rows_per_pair(opts)``: forward passes of ``fn`` per pair, so that ``batch_size="auto"`` sizes
+    chunks from memory (``None``: run every pair at once under ``"auto"``). ``single_array``: ``x``
+    must be one array, not a pytree.
     ``prepare(opts, example_shape, key) -> dict`` makes the per-call arrays (host side).
     ``cost``: one line on what a call costs, for the README's table of modes
     (:func:`jaxlift.methods.table.modes_table`).

@@ -398,7 +398,7 @@ def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composi
         if isinstance(target, PerInput):
             seed = (predicted_seed(fwd.x[out]) if seeds is None else seeds[i]).astype(seed.dtype)
 
-        def inspect(op, m_out, m_in):
+        def inspect(op, m_out, m_in, j=j):
             came_finite = all(m is None or bool(jnp.all(jnp.isfinite(m.pos)))
                               for m in m_out)
             went_bad = any(m is not None and not (bool(jnp.all(jnp.isfinite(m.pos)))

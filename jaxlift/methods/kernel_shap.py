@@ -7,9 +7,10 @@ The machinery of ``lime`` (:mod:`jaxlift.methods.linear_surrogate`: coalitions
 constraints: ``b = t(r)`` and ``Σ_g φ_g = t(x) − t(r)`` (efficiency; the paper's elimination of
 the last coefficient). So per pair the *group* values sum to ``Δt`` exactly
 (``completeness="exact"``, counted per group as for ``shapley_sampling``: every feature carries
-its group's value, so with groups larger than one feature the per-feature sum is not ``Δt``); on a model linear in the groups they are the exact Shapley values
-(``w_i·(x_i − r_i)`` summed over each group) whatever the coalitions; with all ``2^G − 2``
-proper coalitions enumerated they are the exact Shapley values of any model.
+its group's value, so with groups larger than one feature the per-feature sum is not ``Δt``); on
+a model linear in the groups they are the exact Shapley values (``w_i·(x_i − r_i)`` summed over
+each group) whatever the coalitions; with all ``2^G − 2`` proper coalitions enumerated they are the
+exact Shapley values of any model.
 
 Coalitions: when ``n_samples ≥ 2^G − 2`` all proper coalitions are enumerated and weighted by
 ``π`` (as the ``shap`` package does); otherwise ``n_samples`` coalitions are drawn from the

@@ -39,7 +39,8 @@ def _tuple_of(name: str, v, ndim: int) -> tuple[int, ...]:
 
 def occlusion_grid(shape: tuple[int, ...], window, stride) -> tuple[tuple, tuple, tuple]:
     """``(window, stride, counts)``: validated window/stride (``"auto"`` resolved for ``shape``, see
-    the module doc) and the number of window positions per axis, ``⌈(S − w)/s⌉ + 1`` (Captum's count; the last window is clipped at the edge)."""
+    the module doc) and the number of window positions per axis, ``⌈(S − w)/s⌉ + 1`` (Captum's
+    count; the last window is clipped at the edge)."""
     ndim = len(shape)
     if isinstance(window, str) and window == AUTO:
         window, auto_stride = default_window(tuple(shape))
@@ -48,7 +49,7 @@ def occlusion_grid(shape: tuple[int, ...], window, stride) -> tuple[tuple, tuple
         stride = 1
     w = _tuple_of("window", window, ndim)
     s = _tuple_of("stride", stride, ndim)
-    for d, (n, wd, sd) in enumerate(zip(shape, w, s)):
+    for d, (n, wd, _sd) in enumerate(zip(shape, w, s)):
         if wd > n:
             raise InputValueError(f"occlusion window {w} is larger than the example {shape} on axis {d}")
     counts = tuple(math.ceil((n - wd) / sd) + 1 for n, wd, sd in zip(shape, w, s))
@@ -58,7 +59,7 @@ def occlusion_grid(shape: tuple[int, ...], window, stride) -> tuple[tuple, tuple
 def _box_mask(shape, start, window):
     """Boolean mask of the box ``[start, start + window)`` (clipped) in an array of ``shape``."""
     mask = jnp.ones(shape, dtype=bool)
-    for d, (n, w) in enumerate(zip(shape, window)):
+    for d, (_n, w) in enumerate(zip(shape, window)):
         idx = jax.lax.broadcasted_iota(jnp.int32, shape, d)
         mask = mask & (idx >= start[d]) & (idx < start[d] + w)
     return mask

@@ -103,7 +103,7 @@ LAYER_BUILDERS: dict[str, Callable[[dict, str], nn.Module]] = {
     "Average": _merge("average"), "Maximum": _merge("maximum"), "Minimum": _merge("minimum"),
     "Concatenate": _merge("concatenate"),
     "Embedding": lambda o, name: S.Embedding(o["input_dim"], o["output_dim"], name=name),
-    **{k: (lambda k: lambda o, name: S.Recurrent(k, tuple(sorted(o.items())), name=name))(k)
+    **{k: (lambda kind: lambda o, name: S.Recurrent(kind, tuple(sorted(o.items())), name=name))(k)
        for k in S.RNN_KINDS},
     "Bidirectional": lambda o, name: S.Bidirectional(o["forward"], o["backward"],
                                                      o["merge_mode"], name=name),
