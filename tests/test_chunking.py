@@ -337,8 +337,12 @@ def test_memory_beyond_the_input_grows_like_the_output_only():
     # noise only adds, so the smallest of three runs is the loop's own peak
     small, big = (min((_peak_extra_bytes(n) for _ in range(3)), key=lambda d: d["extra"])
                   for n in (5_000, 20_000))
-    growth, out_growth = big["extra"] - small["extra"], big["out"] - small["out"]
-    assert growth <= 1.25 * out_growth, (small, big)
+    # beyond the output itself: at N = 5,000 the allocator may reuse what the warm-up calls
+    # freed, so the output hides inside the resident memory measured before (extra < out:
+    # 3 MB for a 20 MB output, measured); what must not grow is the memory beyond the output
+    overhead = {n: max(d["extra"] - d["out"], 0) for n, d in (("small", small), ("big", big))}
+    out_growth = big["out"] - small["out"]
+    assert overhead["big"] - overhead["small"] <= 0.25 * out_growth, (small, big)
     assert big["extra"] <= 1.5 * big["out"], big
 
 
