@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +31,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_module(path: Path, name: str):
-    """A module from a file of the repository (the fuzz suite's program generator)."""
+    """A module from a file of the repository (the fuzz suite's program generator), loaded as
+    pytest loads it: its own folder importable while it runs (``from oracles import …``)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    folder = str(path.parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if added:
+            sys.path.remove(folder)
     return module
 
 
