@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -33,18 +32,11 @@ def mnist():
 
 
 def cats_dogs():
-    from benchmarks.models import CATS
-    from jaxlift.io.ports import load_cats_dogs
-    from jaxlift.models.cats_dogs import CatsDogsCNN
-    path = CATS / "model.h5"
-    if path.exists():
-        model, variables = load_cats_dogs(path)
-    else:
-        model = CatsDogsCNN()
-        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 256, 256, 1)))
+    from benchmarks.models import cats_model
+    fn, variables, _ = cats_model(seeded_if_missing=True)
     x = jax.random.uniform(jax.random.PRNGKey(1), (N // 4, 256, 256, 1))
     refs = jnp.zeros((K // 2, 256, 256, 1)) + jnp.linspace(0, 0.3, K // 2)[:, None, None, None]
-    return functools.partial(model.apply, logits=True), variables, x, refs, 0, None
+    return fn, variables, x, refs, 0, None
 
 
 class Block(nn.Module):

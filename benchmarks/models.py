@@ -34,8 +34,17 @@ def mnist_model():
     return functools.partial(model.apply, logits=True), variables, (28, 28, 1)
 
 
-def cats_model():
-    """The pretrained cats-vs-dogs CNN (``CATS / "model.h5"``, which must exist)."""
+def cats_model(seeded_if_missing: bool = False):
+    """The pretrained cats-vs-dogs CNN (``CATS / "model.h5"``, which must exist unless
+    ``seeded_if_missing``: then the same architecture with a seeded init)."""
     from jaxlift.io.ports import load_cats_dogs
-    model, variables = load_cats_dogs(CATS / "model.h5")
+    from jaxlift.models.cats_dogs import CatsDogsCNN
+    path = CATS / "model.h5"
+    if path.exists() or not seeded_if_missing:
+        model, variables = load_cats_dogs(path)
+    else:
+        import jax
+        import jax.numpy as jnp
+        model = CatsDogsCNN()
+        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 256, 256, 1)))
     return functools.partial(model.apply, logits=True), variables, (256, 256, 1)
