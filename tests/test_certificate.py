@@ -390,3 +390,20 @@ def test_the_cli_exits_1_with_one_line(tmp_path, capsys, rescale_off_by_one_perc
     err = capsys.readouterr().err
     assert code == 1 and "do not sum to Δt" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_large_features_equal_in_input_and_reference_still_count_in_the_bound():
+    """Rounding of features that did not move (Δx = 0) still moves Δt: t = Σ w·x over
+    (1e4, x₁, −1e4) rounds x₁ to float32's spacing at 1e4 in t(x) and t(r) differently (a gap
+    of 4e-4 against ΣC ≈ −0.38). κ̂ counts |m|·(|x| + |r|) of those features too, so the
+    certificate does not refuse this exact call (a κ̂ read off the contributions, |C|/|Δx|,
+    would drop them and refuse it)."""
+    def fn(w, xb):
+        return (xb * w).sum(-1, keepdims=True)
+    w = jnp.ones(3, jnp.float32)
+    x = jnp.array([[1e4, 0.1234567, -1e4]], jnp.float32)
+    r = jnp.array([[1e4, 0.5, -1e4]], jnp.float32)
+    c, d = jaxlift.attribute(fn, w, x, r, target=0, return_delta=True)
+    gap = abs(float(c.sum()) - float(d.sum()))
+    assert gap > 1e-4  # the rounding is really there: the check has teeth
+    np.testing.assert_array_equal(np.asarray(c)[0, [0, 2]], 0)

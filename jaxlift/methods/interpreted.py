@@ -63,7 +63,6 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
         else frozenset()
     credit = layer_name is not None and bypass == "credit"
     read = values_read(program, scored) if certify else ()
-    inputs = frozenset(program.live_inputs)
     all_targets = isinstance(target, str) and target == "all"
     per_input = isinstance(target, PerInput)
 
@@ -102,9 +101,7 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
             total = sum(_dot_sum(c) for c in contribs)
             size = sum(_dot_sum(jnp.abs(c)) for c in contribs)
             kappa = (jnp.sum(jnp.abs(seed * widen(y))) + jnp.sum(jnp.abs(seed * widen(y0)))
-                     + sum(_input_rounding_scale(fwd, c, a) if a in inputs
-                           else _rounding_scale(fwd, mult, a) for a, c in zip(atoms, contribs))
-                     + sum(_rounding_scale(fwd, mult, a) for a in read))
+                     + sum(_rounding_scale(fwd, mult, a) for a in atoms + read))
             dt = jnp.sum(seed * (difference(y, y0) if per_input else delta))
             dt = jnp.where(same, jnp.zeros_like(dt), dt)
             return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision)
@@ -176,19 +173,6 @@ def _rounding_scale(fwd, mult: dict, atom):
     size = jnp.abs(m.pos) if m.shared else jnp.maximum(jnp.abs(m.pos), jnp.abs(m.neg))
     return _dot_sum(size, _finite_magnitude(fwd.x[atom])) + _dot_sum(
         size, _finite_magnitude(fwd.r[atom]))
-
-
-def _input_rounding_scale(fwd, contributions, atom):
-    """:func:`_rounding_scale` of a live input, read off its contributions: an input's
-    difference has one sign per element, so ``C = m±·Δx`` and ``|m| = |C|/|Δx|`` where it
-    moved. Elements with ``Δx = 0`` count 0 (equal in both passes; the frontier and ``|t|``
-    terms carry what rounding their values add). Reading ``C``, which the certificate reads
-    anyway, instead of the input's multipliers keeps XLA from materializing those per pair."""
-    step = jnp.abs(difference(fwd.x[atom], fwd.r[atom])).astype(contributions.dtype)
-    scale = (_finite_magnitude(fwd.x[atom]) + _finite_magnitude(fwd.r[atom])).astype(step.dtype)
-    moved = step > 0
-    return jnp.sum(jnp.where(moved, jnp.abs(contributions) * scale / jnp.where(moved, step, 1),
-                             0))
 
 
 def _finite_magnitude(v):
