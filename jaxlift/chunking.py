@@ -37,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift._memo import memoized
-from jaxlift.program import Program, traced_program
+from jaxlift.program import Program, signature, traced_program
 from jaxlift.targets import per_example
-from jaxlift.validation import is_concrete, signature
+from jaxlift.validation import is_concrete
 
 CPU_CHUNK_BYTES = 64 * 2**20
 MIN_CACHED_PAIRS = 64  # cache-sized chunks only for pairs that small

@@ -27,13 +27,13 @@ from jaxlift import certificate, chunking, dispatch, methods, named_layers
 from jaxlift.errors import InputValueError, JaxliftError
 from jaxlift.methods import interpreted, kernels
 from jaxlift.methods.call import Call, Inputs
-from jaxlift.program import traced_program
+from jaxlift.program import signature, traced_program
 from jaxlift.targets import GIVEN, PerInput, normalize_target, per_example
 from jaxlift.validation import (check_batch_size, check_inputs_finite, check_layer_bypass,
                                 check_method_options, check_precision, check_target,
                                 explain_trace_failure, independence_settled, is_concrete,
                                 params_check_passed, params_finite_check, precision_context,
-                                settle_independence, signature, validate_pairs)
+                                settle_independence, validate_pairs)
 
 
 def family_of(method):

@@ -514,11 +514,24 @@ def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     return prog, jax.tree_util.tree_structure(out_shape)
 
 
-def _structure(tree) -> tuple:
-    """``(treedef, ((shape, dtype), …))`` of a pytree of arrays, tracers or ``ShapeDtypeStruct``s
-    (their values play no part in a trace)."""
+def signature(tree, drop_leading: bool = False) -> tuple:
+    """A cheap hashable key of ``tree``'s structure and leaves' shapes and dtypes (without their
+    leading batch axis for ``drop_leading``): ``(treedef, ((shape, dtype), ...))``, the layout
+    :func:`jaxlift.chunking.structs_of` rebuilds and the key of :func:`traced_program`. Reads
+    ``.shape``/``.dtype`` directly (arrays, tracers, ``ShapeDtypeStruct``s); NumPy dtypes are
+    canonicalized as JAX converts them; other leaves (Python numbers) go through
+    ``jnp.result_type``."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((tuple(jnp.shape(l)), jnp.result_type(l)) for l in leaves)
+    sig = []
+    for l in leaves:
+        if isinstance(l, (jax.Array, jax.core.Tracer)):  # shape a tuple, dtype canonical
+            shape, dtype = l.shape, l.dtype
+        elif isinstance(l, (np.ndarray, jax.ShapeDtypeStruct)):
+            shape, dtype = tuple(l.shape), jax.dtypes.canonicalize_dtype(l.dtype)
+        else:
+            shape, dtype = np.shape(l), jnp.result_type(l)
+        sig.append((shape[1:] if drop_leading else shape, dtype))
+    return treedef, tuple(sig)
 
 
 _TRACED: dict = {}  # (f, structures) -> (Program, out treedef): traces of a function, by shape
@@ -540,7 +553,7 @@ def traced_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     (``f`` is one object per (fn, target): :func:`jaxlift.targets.per_example`). A program that
     closed over a tracer (``fn`` built inside a caller's ``jit``) is not kept."""
     try:
-        key = (f, _structure(fixed_args), _structure(live_args), _trace_settings())
+        key = (f, signature(fixed_args), signature(live_args), _trace_settings())
         hash(key)
     except TypeError:
         return build_program(f, fixed_args, live_args)

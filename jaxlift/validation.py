@@ -349,24 +349,6 @@ def _looks_like_one_example(fn: Callable, params, x) -> bool:
         lambda l: jax.ShapeDtypeStruct((1,) + tuple(jnp.shape(l)), jnp.result_type(l)), x))
 
 
-def signature(tree, drop_leading: bool = False) -> tuple:
-    """A cheap hashable key of ``tree``'s structure and leaves' shapes and dtypes (without their
-    leading batch axis for ``drop_leading``): ``(treedef, ((shape, dtype), ...))``, the layout
-    :func:`jaxlift.chunking.structs_of` rebuilds. Reads ``.shape``/``.dtype`` directly (arrays,
-    tracers); other leaves (Python numbers) go through ``jnp.result_type``."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    sig = []
-    for l in leaves:
-        if isinstance(l, (jax.Array, jax.core.Tracer)):  # shape a tuple, dtype canonical
-            shape, dtype = l.shape, l.dtype
-        elif isinstance(l, np.ndarray):
-            shape, dtype = l.shape, jax.dtypes.canonicalize_dtype(l.dtype)
-        else:
-            shape, dtype = np.shape(l), jnp.result_type(l)
-        sig.append((shape[1:] if drop_leading else shape, dtype))
-    return treedef, tuple(sig)
-
-
 MIXING = ("fn must not mix examples of a batch: fn on a batch of two examples differs from fn "
           "on each example alone (a BatchNorm in training mode, a mean over the batch axis …). "
           "jaxlift traces fn at one example, so its scores would be wrong; use the model in "

@@ -6,7 +6,7 @@ import pytest
 
 import jaxlift
 from jaxlift import chunking
-from jaxlift.validation import signature
+from jaxlift.program import signature
 from jaxlift._ops import example_structs
 from jaxlift.methods import interpreted
 from jaxlift.targets import per_example

@@ -154,7 +154,7 @@ def test_a_repeated_call_does_not_trace_plan_or_run_fn_eagerly(monkeypatch):
 
 
 def test_shape_signature_distinguishes_shapes_dtypes_and_structure():
-    from jaxlift.validation import signature
+    from jaxlift.program import signature
     a = {"w": jnp.ones((2, 3)), "b": np.zeros(3, np.float64)}
     assert signature(a) == signature({"w": jnp.zeros((2, 3)), "b": np.ones(3, np.float64)})
     assert signature(a) != signature({"w": jnp.ones((2, 4)), "b": np.zeros(3)})
