@@ -519,15 +519,15 @@ def signature(tree, drop_leading: bool = False) -> tuple:
     leading batch axis for ``drop_leading``): ``(treedef, ((shape, dtype), ...))``, the layout
     :func:`jaxlift.chunking.structs_of` rebuilds and the key of :func:`traced_program`. Reads
     ``.shape``/``.dtype`` directly (arrays, tracers, ``ShapeDtypeStruct``s); NumPy dtypes are
-    canonicalized as JAX converts them; other leaves (Python numbers) go through
-    ``jnp.result_type``."""
+    canonicalized as JAX converts them (extended dtypes such as PRNG keys kept as they are);
+    other leaves (Python numbers) go through ``jnp.result_type``."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     sig = []
     for l in leaves:
         if isinstance(l, (jax.Array, jax.core.Tracer)):  # shape a tuple, dtype canonical
             shape, dtype = l.shape, l.dtype
         elif isinstance(l, (np.ndarray, jax.ShapeDtypeStruct)):
-            shape, dtype = tuple(l.shape), jax.dtypes.canonicalize_dtype(l.dtype)
+            shape, dtype = tuple(l.shape), jax.dtypes.canonicalize_dtype(l.dtype, allow_extended_dtype=True)
         else:
             shape, dtype = np.shape(l), jnp.result_type(l)
         sig.append((shape[1:] if drop_leading else shape, dtype))
