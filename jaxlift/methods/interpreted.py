@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift import certificate, interpreter
+from jaxlift._compiler import options_here
 from jaxlift._memo import memoized
 from jaxlift._ops import difference, example_structs, finite_flags, mean_axis, widen
 from jaxlift.chunking import take_rows
@@ -63,6 +64,7 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
         else frozenset()
     credit = layer_name is not None and bypass == "credit"
     read = values_read(program, scored) if certify else ()
+    inputs = frozenset(program.live_inputs)
     all_targets = isinstance(target, str) and target == "all"
     per_input = isinstance(target, PerInput)
 
@@ -101,7 +103,9 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
             total = sum(_dot_sum(c) for c in contribs)
             size = sum(_dot_sum(jnp.abs(c)) for c in contribs)
             kappa = (jnp.sum(jnp.abs(seed * widen(y))) + jnp.sum(jnp.abs(seed * widen(y0)))
-                     + sum(_rounding_scale(fwd, mult, a) for a in atoms + read))
+                     + sum(_input_rounding_scale(fwd, mult, a, c) if a in inputs
+                           else _rounding_scale(fwd, mult, a) for a, c in zip(atoms, contribs))
+                     + sum(_rounding_scale(fwd, mult, a) for a in read))
             dt = jnp.sum(seed * (difference(y, y0) if per_input else delta))
             dt = jnp.where(same, jnp.zeros_like(dt), dt)
             return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision)
@@ -173,6 +177,24 @@ def _rounding_scale(fwd, mult: dict, atom):
     size = jnp.abs(m.pos) if m.shared else jnp.maximum(jnp.abs(m.pos), jnp.abs(m.neg))
     return _dot_sum(size, _finite_magnitude(fwd.x[atom])) + _dot_sum(
         size, _finite_magnitude(fwd.r[atom]))
+
+
+def _input_rounding_scale(fwd, mult: dict, atom, contributions):
+    """:func:`_rounding_scale` of a live input, read off its contributions where it moved: an
+    input's difference has one sign per element, so ``C = m±·Δx`` and ``|m±| = |C|/|Δx|``
+    there; where it did not move (``Δx = 0``: a feature equal in input and reference, whose
+    rounding still moves ``Δt``) its multipliers' larger magnitude, as for any value. One
+    pass over what the certificate reads anyway (``C``) and over the multipliers where
+    ``Δx = 0``, where the plain form kept ``|m|`` of every element per pair besides ``C``."""
+    step = jnp.abs(difference(fwd.x[atom], fwd.r[atom])).astype(contributions.dtype)
+    scale = (_finite_magnitude(fwd.x[atom]) + _finite_magnitude(fwd.r[atom])).astype(step.dtype)
+    moved = step > 0
+    m = mult.get(atom)
+    if m is None:
+        return 0.0
+    still = jnp.abs(m.pos) if m.shared else jnp.maximum(jnp.abs(m.pos), jnp.abs(m.neg))
+    read_off = jnp.abs(contributions) / jnp.where(moved, step, 1)
+    return _dot_sum(jnp.where(moved, read_off, still.astype(step.dtype)), scale)
 
 
 def _finite_magnitude(v):
@@ -281,26 +303,29 @@ def _reference_side(params, refs, *, fn, target):
 
 
 @functools.lru_cache(maxsize=64)
-def _reference_side_jit(fn, target):
-    return jax.jit(functools.partial(_reference_side, fn=fn, target=target))
+def _reference_side_jit(fn, target, compiler=()):
+    return jax.jit(functools.partial(_reference_side, fn=fn, target=target),
+                   compiler_options=dict(compiler) or None)
 
 
 def reference_values(fn, target, params, refs):
     """:func:`_reference_side`, compiled once per ``(fn, target)``."""
-    return memoized(_reference_side_jit, fn, target)(params, refs)
+    return memoized(_reference_side_jit, fn, target, options_here())(params, refs)
 
 
 @functools.lru_cache(maxsize=256)
 def compiled_program(fn, target, composite, what, layer_name, per_input_refs, average,
                      precision="default", check_inputs=False, certify=False, poison=False,
-                     bypass="refuse"):
-    """One jitted :func:`compute` per key. ``precision`` is part of the key (the program is
+                     bypass="refuse", compiler=()):
+    """One jitted :func:`compute` per key (``compiler``: XLA options,
+    :func:`jaxlift._compiler.options_here`). ``precision`` is part of the key (the program is
     traced and run under the pipeline's precision context, which JAX's own cache also keys
     on), so the default and ``"highest"`` programs never share a compilation."""
     return jax.jit(functools.partial(
         compute, fn=fn, target=target, composite=composite, what=what, layer_name=layer_name,
         per_input_refs=per_input_refs, average=average, check_inputs=check_inputs,
-        certify=certify, poison=poison, precision=precision, bypass=bypass))
+        certify=certify, poison=poison, precision=precision, bypass=bypass),
+        compiler_options=dict(compiler) or None)
 
 
 def composite_of(method, opts: dict, max_mode: str = "preserving",
@@ -331,7 +356,7 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
     program = memoized(compiled_program, call.fn, call.target, call.composite, call.what,
                        call.layer, inputs.per_input, call.average_refs, call.precision,
                        inputs.check_inputs, certify, certify and not inputs.concrete,
-                       call.layer_bypass)
+                       call.layer_bypass, options_here())
     ref_values = (reference_values(call.fn, call.target, inputs.params, inputs.refs)
                   if chunked and not inputs.per_input else None)
     seeds, n = inputs.seeds, inputs.n

@@ -1,0 +1,49 @@
+"""XLA options for the programs jaxlift compiles itself (docs/design.md §20.5).
+
+On the CPU, XLA hands dots, convolutions and reductions to its YNNPACK library fusions by
+default. A library reduction takes its operand from memory, so each per-pair sum of the
+certificate (``ΣC``, ``Σ|C|``, κ̂'s ``Σ|m|·(|v| + |v0|)``) first wrote an N × K × features
+temporary and read it back: on the MNIST benchmark that was the whole 8–19 % the certificate
+cost. XLA's own reductions fuse the elementwise work that feeds them into the loop, so
+:func:`compiler_options` keeps the library for dots and convolutions only. It changes which
+kernels run, never what is computed. A user who names the option in ``XLA_FLAGS`` keeps their
+own choice; a jaxlib that does not know the option (an older or newer one) is left at its
+defaults. Inside a caller's trace (their ``jit``, ``vmap`` or ``grad``) JAX takes options
+from the outermost ``jit`` only, so none are given there (:func:`options_here`).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+
+YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+CPU_LIBRARY_FUSIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+
+
+@functools.cache
+def compiler_options() -> dict | None:
+    """The ``compiler_options`` of ``jax.jit`` for jaxlift's interpreter programs on this
+    process's default backend, or ``None`` (XLA's defaults) off the CPU, where the user set
+    the option, or where this jaxlib rejects it (checked once, on a one-op program)."""
+    if jax.default_backend() != "cpu" or YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
+        return None
+    options = {YNN_OPTION: CPU_LIBRARY_FUSIONS}
+    try:
+        jax.jit(lambda v: v + 1, compiler_options=options).lower(1.0).compile()
+    except Exception:  # an XLA without the option (its error type differs between versions)
+        return None
+    return options
+
+
+def options_here() -> tuple:
+    """:func:`compiler_options` as a hashable key (``()`` for XLA's defaults) for a program
+    compiled from here: none inside a trace (JAX refuses options on a nested ``jit``)."""
+    try:
+        from jax._src.core import trace_state_clean
+    except ImportError:  # no way to tell: a nested jit must not carry options
+        return ()
+    if not trace_state_clean():
+        return ()
+    return tuple(sorted((compiler_options() or {}).items()))
