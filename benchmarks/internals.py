@@ -76,8 +76,9 @@ def profile_direct_call(fn, params, x, refs, *, target: int, repeats: int) -> di
 
 def certified_call(fn, *, target, mode: str, vmapped: bool) -> Callable:
     """``run(params, x, refs) -> (scores, Δt, checks)``: a DeepLIFT ``mode``'s per-pair
-    contributions with the completeness certificate's summary (``checks["ratio"]``: gap/τ,
-    ``checks["failing"]``), jitted (and vmapped over a batch of programs if ``vmapped``)."""
+    contributions with the completeness certificate's per-pair ``checks["gap"]`` and
+    ``checks["bound"]`` (:func:`jaxlift.certificate.ratios` reads them), jitted (and vmapped
+    over a batch of programs if ``vmapped``)."""
     from jaxlift.methods import METHODS, interpreted
 
     composite = interpreted.composite_of(METHODS[mode], {})

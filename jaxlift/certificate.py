@@ -23,9 +23,9 @@ README's examples, with no refusal there; bugs the certificate is meant to catch
 1e-3 to 1 of Σ|C|. On an accelerator at ``precision="default"``, float32 dots and convolutions
 may run in TF32 (an 11-bit significand), and ``eps`` is TF32's.
 
-The summary that travels with the finite flags (one host read per call) is a dict of scalars:
-``failing`` (pairs over their bound), and for the worst pair its ``index`` (flat, over
-``(N, K[, T])`` of the chunk), ``ratio`` (``gap/τ``), ``gap`` and ``bound``.
+What travels with the finite flags (one host read per call) is each pair's ``gap`` and ``bound``;
+the host counts the pairs over their bound (``failing``) and finds the worst pair's place,
+``ratio`` (``gap/τ``), ``gap`` and ``bound`` (:func:`worst_on_host`).
 """
 from __future__ import annotations
 
@@ -80,35 +80,53 @@ def pair_bound(total, size, kappa, dt, dtype, precision: str = "default"):
 
 
 def summarize(gap, bound) -> dict:
-    """The certificate's summary of a chunk (module doc) from per-pair ``gap`` and ``bound``
-    arrays of the same shape. A NaN gap counts as failing (the finite flags name it first)."""
-    gap, bound = jnp.ravel(gap), jnp.ravel(bound)
-    fails = ~(gap <= bound)
-    ratio = jnp.where(bound > 0, gap / jnp.where(bound > 0, bound, 1),
-                      jnp.where(gap > 0, jnp.inf, 0))
-    ratio = jnp.where(jnp.isnan(ratio), jnp.inf, ratio)
-    worst = jnp.argmax(ratio)
-    return {"failing": jnp.sum(fails, dtype=jnp.int32), "index": worst.astype(jnp.int32),
-            "ratio": ratio[worst], "gap": gap[worst], "bound": bound[worst]}
+    """The certificate's part of a chunk's checks: the per-pair ``gap`` and ``τ`` as computed
+    (arrays of one shape, ``(N, K[, T])``). They are read on the host with the finite flags and
+    summarized there (:func:`ratios`, :func:`worst_on_host`): an argmax and three gathers in
+    the program cost more kernels to compile than the few bytes per pair cost to read."""
+    return {"gap": gap, "bound": bound}
 
 
 def unchecked() -> dict:
-    """The summary of a program that computes no certificate (methods that do not promise
-    completeness, or ``check_completeness="off"``)."""
-    return {"failing": jnp.zeros((), jnp.int32), "index": jnp.zeros((), jnp.int32),
-            "ratio": jnp.zeros(()), "gap": jnp.zeros(()), "bound": jnp.zeros(())}
+    """The certificate's part of the checks of a program that computes none (methods that do
+    not promise completeness, or ``check_completeness="off"``): no pairs."""
+    return {"gap": jnp.zeros((0,)), "bound": jnp.zeros((0,))}
+
+
+def ratios(gap, bound) -> tuple[np.ndarray, np.ndarray]:
+    """``(gap/τ, failing)`` per pair, flat, on the host: ``failing`` where ``gap > τ`` or the gap
+    is NaN (the finite flags name a NaN first); the ratio is ``inf`` there where ``τ = 0`` or
+    the gap is NaN, and 0 for a zero gap under a zero bound."""
+    gap, bound = np.ravel(np.asarray(gap)), np.ravel(np.asarray(bound))
+    failing = ~(gap <= bound)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bound > 0, gap / np.where(bound > 0, bound, 1),
+                         np.where(gap > 0, np.inf, 0))
+    return np.where(np.isnan(ratio), np.inf, ratio), failing
+
+
+def failing_pairs(checks: dict) -> int:
+    """How many pairs of one chunk's checks (on the host) fail the certificate."""
+    return int(ratios(checks["gap"], checks["bound"])[1].sum())
 
 
 def worst_on_host(summaries: list, starts: list, pairs_per_input: int) -> dict:
-    """One summary over every chunk (already on the host): failing pairs added up, the worst
-    pair's index turned into ``(input, rest)`` over the whole call."""
-    failing = sum(int(s["failing"]) for s in summaries)
-    best = max(range(len(summaries)), key=lambda c: float(summaries[c]["ratio"]))
-    s = summaries[best]
-    flat = int(s["index"])
-    return {"failing": failing, "input": starts[best] + flat // pairs_per_input,
-            "rest": flat % pairs_per_input, "ratio": float(s["ratio"]),
-            "gap": float(s["gap"]), "bound": float(s["bound"])}
+    """One summary over every chunk (their checks already on the host): ``failing`` pairs
+    added up, and the worst pair's ``ratio``, ``gap``, ``bound`` and place, its flat index
+    turned into ``(input, rest)`` over the whole call."""
+    summary = {"failing": 0, "input": 0, "rest": 0, "ratio": 0.0, "gap": 0.0, "bound": 0.0}
+    worst = -1.0
+    for start, s in zip(starts, summaries):
+        ratio, failing = ratios(s["gap"], s["bound"])
+        summary["failing"] += int(failing.sum())
+        if ratio.size == 0 or ratio.max() <= worst:
+            continue
+        flat = int(np.argmax(ratio))
+        worst = float(ratio[flat])
+        summary.update(input=start + flat // pairs_per_input, rest=flat % pairs_per_input,
+                       ratio=worst, gap=float(np.ravel(np.asarray(s["gap"]))[flat]),
+                       bound=float(np.ravel(np.asarray(s["bound"]))[flat]))
+    return summary
 
 
 def poisoned(res: Any, ok):

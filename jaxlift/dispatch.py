@@ -15,7 +15,7 @@ import functools
 import jax
 import numpy as np
 
-from jaxlift import chunking
+from jaxlift import certificate, chunking
 from jaxlift.validation import params_check_passed, params_finite_check, precision_context
 
 
@@ -125,8 +125,10 @@ def one_dispatch(one_run, precision: str, return_delta: bool, refs_from_x: bool,
         params_check = params_finite_check(params) if check_params else None
         with precision_context(precision):
             res, delta, checks = one_run(params, x, refs, 0, False)  # fn's batch: settled
-        finite, failing = jax.device_get((checks["finite"], checks["failing"]))
-        if not (finite.all() and not failing and params_check_passed(params_check)):
+        finite, cert = jax.device_get((checks["finite"], certificate.summarize(
+            checks["gap"], checks["bound"])))
+        if not (finite.all() and not certificate.failing_pairs(cert)
+                and params_check_passed(params_check)):
             return None
         return (res, delta) if return_delta else res
     return call
