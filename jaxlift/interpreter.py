@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax.numpy as jnp
 
@@ -64,6 +64,8 @@ class Forward:
     split: dict
     stash: dict = dataclasses.field(default_factory=dict)  # op's first output id -> what a
     # rule with a ``forward`` hook kept for its backward (a loop's per-step values)
+    kept: dict = dataclasses.field(default_factory=dict)  # (op's first output id, name) -> a
+    # value a rule computed while splitting, read back by its backward (RuleContext.shared)
 
     def value(self, atom, which: str):
         if isinstance(atom, Lit):
@@ -107,8 +109,10 @@ class RuleContext:
     counts every dtype). Every evaluation runs half precision in float32 (module doc).
     """
 
-    def __init__(self, op: Op, fwd: Forward):
+    def __init__(self, op: Op, fwd: Forward, splitting: bool = False):
         self.op = op
+        self._splitting = splitting
+        self._computed: dict = {}
         self.composite = fwd.composite
         self.program = fwd.program
         self._fwd = fwd
@@ -128,6 +132,22 @@ class RuleContext:
     @functools.cached_property
     def y0s(self) -> list:
         return [self._fwd.r[o] for o in self.op.outs]
+
+    def shared(self, name: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``, computed once per pair for this operation: once per context, and what
+        the rule's split computed under ``name`` in the forward pass is read back by its
+        backward (RevealCancel's parts, Rescale's ratio), so the program holds one copy, not
+        two for XLA to merge after tracing and lowering both. Only the split keeps a value
+        for the backward pass: one made there may belong to an inner trace (``target="all"``
+        maps the backward over targets)."""
+        key = (self.op.outs[0], name)
+        if key in self._fwd.kept:
+            return self._fwd.kept[key]
+        if name not in self._computed:
+            self._computed[name] = compute()
+            if self._splitting:
+                self._fwd.kept[key] = self._computed[name]
+        return self._computed[name]
 
     @property
     def stash(self):
@@ -346,7 +366,7 @@ def _own_split(rule, op: Op, program: Program) -> bool:
 def _forward_split(op: Op, fwd: Forward) -> None:
     rule = rule_for(op, fwd.composite, fwd.program)
     if _own_split(rule, op, fwd.program) and _usable(rule, op, fwd.program):
-        splits = rule.split(RuleContext(op, fwd))
+        splits = rule.split(RuleContext(op, fwd, splitting=True))
     else:
         splits = [sign_split(fwd.delta(o)) if fwd.program.carries(o) else None
                   for o in op.outs]

@@ -55,8 +55,14 @@ def exact_multiplier(dy, dx, slope, rounding):
 
 def endpoint_slope(ctx):
     """``½[f'(x) + f'(x0)]``: the limit of ``Δy/Δx`` as ``Δx → 0`` (to second order)."""
-    x, x0 = ctx.xs[0], ctx.rs[0]
-    return (wide(value_and_derivative(ctx, x)[1]) + wide(value_and_derivative(ctx, x0)[1])) / 2
+    return (derivative_at(ctx, "x") + derivative_at(ctx, "r")) / 2
+
+
+def derivative_at(ctx, side: str):
+    """``f'`` at the input's (``"x"``) or the reference's (``"r"``) operand, widened; once per
+    context (``RuleContext.shared``)."""
+    point = ctx.xs[0] if side == "x" else ctx.rs[0]
+    return ctx.shared("derivative_" + side, lambda: wide(value_and_derivative(ctx, point)[1]))
 
 
 def finite_values(ctx):
@@ -74,14 +80,20 @@ def rescale_multiplier(ctx):
     return jnp.where(finite_values(ctx), m, 0)
 
 
+def shared_multiplier(ctx):
+    """:func:`rescale_multiplier`, computed once per pair for the operation
+    (``RuleContext.shared``)."""
+    return ctx.shared("rescale_multiplier", lambda: rescale_multiplier(ctx))
+
+
 def _backward(ctx, m_out) -> list:
     (m,) = m_out
-    ratio = rescale_multiplier(ctx)
+    ratio = shared_multiplier(ctx)
     return [m.map(lambda v: v * ratio)]
 
 
 def _split(ctx) -> list:
-    ratio = rescale_multiplier(ctx)
+    ratio = shared_multiplier(ctx)
     p, n = ctx.split_in(0)
     return [(ratio * p, ratio * n)]
 

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
-from jaxlift.rules.rescale import (exact_multiplier, finite_values, rescale_multiplier,
-                                   rounding_of, value_and_derivative)
+from jaxlift.rules.rescale import (derivative_at, exact_multiplier, finite_values,
+                                   rounding_of, shared_multiplier, value_and_derivative)
 
 
 # ``ρ``: how much of the values the network visited the rounding of RevealCancel's parts may
@@ -64,7 +64,7 @@ def reveal_cancel_parts(ctx):
     point = lambda part: (wide(x0) + part).astype(x0.dtype)  # noqa: E731
     fp, dfp = (wide(v) for v in value_and_derivative(ctx, point(p)))
     fn, dfn = (wide(v) for v in value_and_derivative(ctx, point(n)))
-    d0 = wide(value_and_derivative(ctx, x0)[1])
+    d0 = derivative_at(ctx, "r")
     dyp = 0.5 * (fp - y0) + 0.5 * (y - fn)
     dyn = 0.5 * (fn - y0) + 0.5 * (y - fp)
     rounding = rounding_of(ctx.ys[0].dtype, y, y0, fp, fn)
@@ -76,7 +76,7 @@ def reveal_cancel_parts(ctx):
     lost = (((p == 0) & (jnp.abs(dyp) > rounding)) | ((n == 0) & (jnp.abs(dyn) > rounding))
             | ~(jnp.isfinite(fp) & jnp.isfinite(fn) & jnp.isfinite(mp) & jnp.isfinite(mn))
             | far)
-    ratio = rescale_multiplier(ctx)
+    ratio = shared_multiplier(ctx)
     dyp = jnp.where(lost, ratio * p, dyp)
     dyn = jnp.where(lost, ratio * n, dyn)
     ok = finite_values(ctx)
@@ -85,14 +85,18 @@ def reveal_cancel_parts(ctx):
     return dyp, dyn, mp, mn
 
 
+def _parts(ctx):
+    return ctx.shared("reveal_cancel_parts", lambda: reveal_cancel_parts(ctx))
+
+
 def _backward(ctx, m_out) -> list:
     (m,) = m_out
-    _, _, mp, mn = reveal_cancel_parts(ctx)
+    _, _, mp, mn = _parts(ctx)
     return [SplitMultipliers(m.pos * mp, m.neg * mn)]
 
 
 def _split(ctx) -> list:
-    dyp, dyn, _, _ = reveal_cancel_parts(ctx)
+    dyp, dyn, _, _ = _parts(ctx)
     return [(dyp, dyn)]
 
 
