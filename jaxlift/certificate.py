@@ -98,7 +98,7 @@ def ratios(gap, bound) -> tuple[np.ndarray, np.ndarray]:
     is NaN (the finite flags name a NaN first); the ratio is ``inf`` there where ``τ = 0`` or
     the gap is NaN, and 0 for a zero gap under a zero bound."""
     gap, bound = np.ravel(np.asarray(gap)), np.ravel(np.asarray(bound))
-    failing = ~(gap <= bound)
+    failing = _failing(gap, bound)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(bound > 0, gap / np.where(bound > 0, bound, 1),
                          np.where(gap > 0, np.inf, 0))
@@ -108,7 +108,12 @@ def ratios(gap, bound) -> tuple[np.ndarray, np.ndarray]:
 def failing_pairs(checks: dict) -> int:
     """How many pairs of one chunk's checks (on the host) fail the certificate (``gap > τ`` or
     a NaN gap; no ratios formed: the one-dispatch path asks this on every call)."""
-    return int(np.count_nonzero(~(np.asarray(checks["gap"]) <= np.asarray(checks["bound"]))))
+    return int(np.count_nonzero(_failing(np.asarray(checks["gap"]), np.asarray(checks["bound"]))))
+
+
+def _failing(gap: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """Over the bound, or a NaN gap (which compares false)."""
+    return ~(gap <= bound)
 
 
 def worst_on_host(summaries: list, starts: list, pairs_per_input: int) -> dict:
@@ -118,15 +123,15 @@ def worst_on_host(summaries: list, starts: list, pairs_per_input: int) -> dict:
     summary = {"failing": 0, "input": 0, "rest": 0, "ratio": 0.0, "gap": 0.0, "bound": 0.0}
     worst = -1.0
     for start, s in zip(starts, summaries):
-        ratio, failing = ratios(s["gap"], s["bound"])
+        gap, bound = np.ravel(np.asarray(s["gap"])), np.ravel(np.asarray(s["bound"]))
+        ratio, failing = ratios(gap, bound)
         summary["failing"] += int(failing.sum())
         if ratio.size == 0 or ratio.max() <= worst:
             continue
         flat = int(np.argmax(ratio))
         worst = float(ratio[flat])
         summary.update(input=start + flat // pairs_per_input, rest=flat % pairs_per_input,
-                       ratio=worst, gap=float(np.ravel(np.asarray(s["gap"]))[flat]),
-                       bound=float(np.ravel(np.asarray(s["bound"]))[flat]))
+                       ratio=worst, gap=float(gap[flat]), bound=float(bound[flat]))
     return summary
 
 

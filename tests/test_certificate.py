@@ -407,3 +407,20 @@ def test_large_features_equal_in_input_and_reference_still_count_in_the_bound():
     gap = abs(float(c.sum()) - float(d.sum()))
     assert gap > 1e-4  # the rounding is really there: the check has teeth
     np.testing.assert_array_equal(np.asarray(c)[0, [0, 2]], 0)
+
+
+def test_the_host_summary_counts_and_places_the_worst_pair_over_chunks():
+    """The certificate's summary is made on the host from each chunk's per-pair gap and τ:
+    a NaN gap fails with ratio inf, a zero gap under a zero bound passes, and the worst pair
+    is placed over the whole call (chunk start + flat index over K pairs per input)."""
+    from jaxlift import certificate
+    first = {"gap": np.array([[0.0, 1e-9], [2e-9, 0.0]]), "bound": np.array([[0.0, 1e-8], [1e-8, 1.0]])}
+    second = {"gap": np.array([[3e-8, np.nan], [0.0, 5e-9]]), "bound": np.array([[1e-8, 1.0], [1.0, 1e-8]])}
+    ratio, failing = certificate.ratios(second["gap"], second["bound"])
+    np.testing.assert_array_equal(failing, [True, True, False, False])
+    assert np.isinf(ratio[1]) and ratio[0] == pytest.approx(3.0) and ratio[2] == 0.0
+    assert certificate.failing_pairs(first) == 0 and certificate.failing_pairs(second) == 2
+    summary = certificate.worst_on_host([first, second], starts=[0, 2], pairs_per_input=2)
+    assert summary["failing"] == 2
+    assert (summary["input"], summary["rest"]) == (2, 1)  # the NaN gap: chunk 2, input 0, ref 1
+    assert summary["ratio"] == np.inf
