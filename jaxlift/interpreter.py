@@ -113,6 +113,7 @@ class RuleContext:
         self.op = op
         self._splitting = splitting
         self._computed: dict = {}
+        self._kept = fwd.kept
         self.composite = fwd.composite
         self.program = fwd.program
         self._fwd = fwd
@@ -141,12 +142,12 @@ class RuleContext:
         for the backward pass: one made there may belong to an inner trace (``target="all"``
         maps the backward over targets)."""
         key = (self.op.outs[0], name)
-        if key in self._fwd.kept:
-            return self._fwd.kept[key]
+        if key in self._kept:
+            return self._kept[key]
         if name not in self._computed:
             self._computed[name] = compute()
             if self._splitting:
-                self._fwd.kept[key] = self._computed[name]
+                self._kept[key] = self._computed[name]
         return self._computed[name]
 
     @property
@@ -260,6 +261,7 @@ class RuleContext:
         for index-free linear ops (reshape, broadcast, concatenate, add …) whose numbers are
         what a boolean predicate carries."""
         view = copy.copy(self)
+        view._computed, view._kept = {}, {}  # its values are not the original's: share none
         view.xs = [_as_number(v, dtype) for v in self.xs]
         view.rs = [_as_number(v, dtype) for v in self.rs]
         view.ys = [_as_number(v, dtype) for v in self.ys]

@@ -174,7 +174,7 @@ def _rounding_scale(fwd, mult: dict, atom):
     m = mult.get(atom) if isinstance(atom, int) else None
     if m is None:
         return 0.0
-    size = jnp.abs(m.pos) if m.shared else jnp.maximum(jnp.abs(m.pos), jnp.abs(m.neg))
+    size = _magnitude(m)
     return _dot_sum(size, _finite_magnitude(fwd.x[atom])) + _dot_sum(
         size, _finite_magnitude(fwd.r[atom]))
 
@@ -186,15 +186,19 @@ def _input_rounding_scale(fwd, mult: dict, atom, contributions):
     rounding still moves ``Δt``) its multipliers' larger magnitude, as for any value. One
     pass over what the certificate reads anyway (``C``) and over the multipliers where
     ``Δx = 0``, where the plain form kept ``|m|`` of every element per pair besides ``C``."""
-    step = jnp.abs(difference(fwd.x[atom], fwd.r[atom])).astype(contributions.dtype)
-    scale = (_finite_magnitude(fwd.x[atom]) + _finite_magnitude(fwd.r[atom])).astype(step.dtype)
-    moved = step > 0
     m = mult.get(atom)
     if m is None:
         return 0.0
-    still = jnp.abs(m.pos) if m.shared else jnp.maximum(jnp.abs(m.pos), jnp.abs(m.neg))
+    step = jnp.abs(difference(fwd.x[atom], fwd.r[atom])).astype(contributions.dtype)
+    scale = (_finite_magnitude(fwd.x[atom]) + _finite_magnitude(fwd.r[atom])).astype(step.dtype)
+    moved = step > 0
     read_off = jnp.abs(contributions) / jnp.where(moved, step, 1)
-    return _dot_sum(jnp.where(moved, read_off, still.astype(step.dtype)), scale)
+    return _dot_sum(jnp.where(moved, read_off, _magnitude(m).astype(step.dtype)), scale)
+
+
+def _magnitude(m):
+    """``|m|`` of split multipliers: the larger of ``|m⁺|``, ``|m⁻|`` (one array in Rescale)."""
+    return jnp.abs(m.pos) if m.shared else jnp.maximum(jnp.abs(m.pos), jnp.abs(m.neg))
 
 
 def _finite_magnitude(v):
