@@ -538,7 +538,7 @@ _TRACED: dict = {}  # (f, structures) -> (Program, out treedef): traces of a fun
 _TRACED_LIMIT = 256
 
 
-def _trace_settings() -> tuple:
+def trace_settings() -> tuple:
     """The global settings a trace can read (as ``jax.jit`` keys its own cache on them): the
     matmul precision ``precision=`` sets, x64, rank promotion."""
     config = jax.config
@@ -553,7 +553,7 @@ def traced_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     (``f`` is one object per (fn, target): :func:`jaxlift.targets.per_example`). A program that
     closed over a tracer (``fn`` built inside a caller's ``jit``) is not kept."""
     try:
-        key = (f, signature(fixed_args), signature(live_args), _trace_settings())
+        key = (f, signature(fixed_args), signature(live_args), trace_settings())
         hash(key)
     except TypeError:
         return build_program(f, fixed_args, live_args)

@@ -21,6 +21,9 @@ NOT_ERRORS = {
     # BaseException, not Exception, on purpose: SIGTERM unwinds the command so that its
     # clean-ups run, and no `except Exception` on the way may swallow it
     "jaxlift.cli.main.Terminated",
+    # a signal inside the program store, never raised to a caller: stored_programs.executable
+    # catches it and compiles the program as it would without the store
+    "jaxlift.stored_programs.NotStorable",
 }
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import certificate, interpreter
+from jaxlift import certificate, interpreter, stored_programs
 from jaxlift._compiler import options_here
 from jaxlift._memo import memoized
 from jaxlift._ops import difference, example_structs, finite_flags, mean_axis, widen
@@ -27,7 +27,7 @@ from jaxlift.markers import tree_of
 from jaxlift.rules import registry
 from jaxlift.errors import InputValueError, NonFiniteScoresError
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
-from jaxlift.program import origin_of, traced_program, view_of_input
+from jaxlift.program import origin_of, trace_settings, traced_program, view_of_input
 from jaxlift.targets import PerInput, independence_checks, per_example, predicted_seed
 
 
@@ -322,14 +322,49 @@ def compiled_program(fn, target, composite, what, layer_name, per_input_refs, av
                      precision="default", check_inputs=False, certify=False, poison=False,
                      bypass="refuse", compiler=()):
     """One jitted :func:`compute` per key (``compiler``: XLA options,
-    :func:`jaxlift._compiler.options_here`). ``precision`` is part of the key (the program is
-    traced and run under the pipeline's precision context, which JAX's own cache also keys
-    on), so the default and ``"highest"`` programs never share a compilation."""
-    return jax.jit(functools.partial(
-        compute, fn=fn, target=target, composite=composite, what=what, layer_name=layer_name,
-        per_input_refs=per_input_refs, average=average, check_inputs=check_inputs,
-        certify=certify, poison=poison, precision=precision, bypass=bypass),
-        compiler_options=dict(compiler) or None)
+    :func:`jaxlift._compiler.options_here`), its executables kept between processes where
+    the program store is on (:mod:`jaxlift.stored_programs`, described by
+    :func:`program_fingerprint`). ``precision`` is part of the key (the program is traced and
+    run under the pipeline's precision context, which JAX's own cache also keys on), so the
+    default and ``"highest"`` programs never share a compilation."""
+    static = dict(target=target, composite=composite, what=what, layer_name=layer_name,
+                  per_input_refs=per_input_refs, average=average, check_inputs=check_inputs,
+                  certify=certify, poison=poison, precision=precision, bypass=bypass)
+    jitted = jax.jit(functools.partial(compute, fn=fn, **static),
+                     compiler_options=dict(compiler) or None)
+    return stored_programs.StoredProgram(jitted, functools.partial(
+        program_fingerprint, fn=fn, static=(static, compiler)))
+
+
+def program_fingerprint(params, x, refs, ref_values=None, seeds=None, check_batch=True, *,
+                        fn, static) -> str:
+    """What :func:`compute` with the options ``static`` is made from, as text
+    (:mod:`jaxlift.stored_programs`): the options; the jaxpr of the VJP of one example's target
+    (the forward pass the interpreter walks, and every custom derivative rule the rules read
+    through ``jax.vjp``); the jaxpr of ``fn`` on a batch of two (the batch-independence check);
+    the global settings a trace reads. :class:`~jaxlift.stored_programs.NotStorable` where a
+    rule comes from outside jaxlift or ``fn`` cannot be traced so."""
+    outside = sorted({r.module for r in registry.registrations()
+                      if not r.module.startswith("jaxlift")})
+    if outside:
+        raise stored_programs.NotStorable(f"rules registered from {outside}")
+    options = stored_programs.describe(static)
+    target = static[0]["target"]
+    f = per_example(fn, target)
+
+    def pulled(p, example):
+        out, pull = jax.vjp(f, p, example)
+        return out, pull(jnp.ones_like(out))
+
+    two = jax.tree_util.tree_map(
+        lambda l: jax.ShapeDtypeStruct((2,) + tuple(jnp.shape(l)[1:]), jnp.result_type(l)), x)
+    try:
+        through = jax.make_jaxpr(pulled)(params, example_structs(x, True))
+        batch = jax.make_jaxpr(fn)(params, two)
+    except Exception as exc:  # noqa: BLE001 (PRNG keys in params, say): compile, don't store
+        raise stored_programs.NotStorable(f"fn could not be traced for the key: {exc}") from exc
+    return "\n".join((options, stored_programs.jaxpr_text(through),
+                      stored_programs.jaxpr_text(batch), repr(trace_settings())))
 
 
 def composite_of(method, opts: dict, max_mode: str = "preserving",

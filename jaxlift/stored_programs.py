@@ -1,0 +1,243 @@
+"""Compiled programs kept on disk between processes (docs/design.md §20.6).
+
+JAX's persistent compilation cache keys an executable on the lowered program, so a second
+process still traces the user's ``fn``, runs the interpreter's walk over it and lowers the
+result before the cache can answer: on the first-call benchmark that left a second process at
+0.32–0.47× of the first. Here a jaxlift program is also kept under a key that needs none of
+that work, only a description of what the program is made from:
+
+* the user's function, as the text of two jaxprs traced from it — the VJP of one example's
+  target (its forward pass, which the interpreter walks, and every custom derivative rule a
+  rule reads) and ``fn`` on a batch of two (the batch-independence check) — with the bytes of
+  every constant they close over;
+* the program's static options, described by :func:`describe` (built from jaxlift's own
+  functions and plain values only);
+* the shapes, dtypes and pytree structures of the arguments;
+* the environment: jaxlift's source (a digest of every file), the JAX and jaxlib versions, the
+  backend, the device and the CPU.
+
+Anything that cannot be described faithfully is not stored, and the program compiles as it
+always does: a host callback in ``fn`` (the jaxpr names the function but not its code), a rule
+registered from outside jaxlift, a user's composite, arguments on another device, a caller's
+trace. The store is on where JAX's own cache is on (``jax_compilation_cache_dir`` set to a local
+folder: it lives in its ``jaxlift`` subfolder) and honours JAX's
+``jax_persistent_cache_min_compile_time_secs``; ``JAXLIFT_PROGRAM_STORE=0`` turns it off. Its
+files are loaded with ``pickle`` and run as machine code: as with JAX's cache, point it only at a
+folder you trust.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import pickle
+import platform
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+STORE_SWITCH = "JAXLIFT_PROGRAM_STORE"
+HIT_EVENT = "/jaxlift/program_store/hit"
+SAVED_EVENT = "/jaxlift/program_store/saved"
+SUFFIX = ".jaxlift-program"
+
+
+class NotStorable(Exception):
+    """What a program is made from cannot be described faithfully: it is compiled, not stored."""
+
+
+def store_dir() -> Path | None:
+    """The folder programs are kept in, or ``None`` when the store is off: JAX's persistent
+    cache is not set to a local folder, or ``JAXLIFT_PROGRAM_STORE=0``."""
+    if os.environ.get(STORE_SWITCH, "1") == "0" or not jax.config.jax_enable_compilation_cache:
+        return None
+    root = jax.config.jax_compilation_cache_dir
+    if not root or "://" in str(root):
+        return None
+    return Path(root) / "jaxlift"
+
+
+@functools.cache
+def source_digest() -> str:
+    """SHA-256 of every Python file of the jaxlift package (its path and bytes): a program
+    kept by one version of the code is never run by another."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@functools.cache
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+
+
+@functools.cache
+def environment() -> str:
+    """What a compiled program depends on besides itself: code versions, backend, device, CPU,
+    and the XLA flags of this process."""
+    import jaxlib
+
+    device = jax.devices()[0]
+    return repr((source_digest(), jax.__version__, jaxlib.__version__, sys.version_info[:2],
+                 device.platform, device.device_kind, device.client.platform_version,
+                 platform.machine(), hashlib.sha256(_cpu_flags().encode()).hexdigest(),
+                 os.environ.get("XLA_FLAGS", "")))
+
+
+def describe(obj: Any) -> str:
+    """Deterministic text of a static option: plain values, tuples, dataclasses and enums of
+    jaxlift's own modules, and jaxlift's functions (by module and name, with what their
+    closures hold: their code is in :func:`source_digest`). Anything else raises
+    :class:`NotStorable`."""
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+        return f"{type(obj).__name__}:{obj!r}"
+    if isinstance(obj, (tuple, list, frozenset)):
+        items = sorted(map(describe, obj)) if isinstance(obj, frozenset) else map(describe, obj)
+        return f"{type(obj).__name__}(" + ",".join(items) + ")"
+    if isinstance(obj, dict):
+        return "dict(" + ",".join(sorted(f"{describe(k)}={describe(v)}"
+                                         for k, v in obj.items())) + ")"
+    if isinstance(obj, functools.partial):
+        return (f"partial({describe(obj.func)},{describe(obj.args)},"
+                f"{describe(dict(obj.keywords))})")
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    if not str(module).startswith("jaxlift"):
+        raise NotStorable(f"{obj!r} is not jaxlift's own")
+    if isinstance(obj, types.FunctionType):
+        cells = tuple(c.cell_contents for c in obj.__closure__ or ())
+        return (f"fn:{obj.__module__}.{obj.__qualname__}({describe(cells)},"
+                f"{describe(obj.__defaults__)})")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        return f"{type(obj).__module__}.{type(obj).__qualname__}{describe(fields)}"
+    if hasattr(obj, "_asdict"):  # a NamedTuple
+        return f"{type(obj).__module__}.{type(obj).__qualname__}{describe(obj._asdict())}"
+    raise NotStorable(f"cannot describe {type(obj).__qualname__}")
+
+
+def jaxpr_text(closed) -> str:
+    """A closed jaxpr as text, with a digest of the bytes, shape and dtype of every constant it
+    closes over; :class:`NotStorable` for a host callback (its text names no code)."""
+    text = str(closed.jaxpr)
+    if "callback" in text or "0xXXXX" in text:
+        raise NotStorable("fn calls back into Python")
+    h = hashlib.sha256()
+    for c in closed.consts:
+        a = np.asarray(c)
+        h.update(repr((a.shape, str(a.dtype))).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return text + "\nconsts:" + h.hexdigest()
+
+
+def arguments_text(args: tuple) -> str:
+    """Pytree structures, shapes and dtypes of a call's arguments."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return str(treedef) + ";" + ";".join(str(jax.typeof(l)) for l in leaves)
+
+
+def _call_key(args: tuple) -> tuple | None:
+    """The in-process key of a call's arguments, or ``None`` where the stored executable cannot
+    serve them: a tracer (a caller's transformation) or an array placed on another device than
+    the default one (the executable was compiled for that one)."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    default = jax.devices()[0]
+    key = []
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):
+            return None
+        if isinstance(leaf, jax.Array):
+            if leaf.sharding.device_set != {default}:
+                return None
+            key.append((type(leaf), leaf.shape, leaf.dtype, leaf.weak_type))
+        elif isinstance(leaf, np.ndarray):
+            key.append((np.ndarray, leaf.shape, leaf.dtype))
+        else:
+            key.append((type(leaf), np.shape(leaf)))
+    return treedef, tuple(key)
+
+
+def _load(path: Path):
+    payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+    from jax.experimental.serialize_executable import deserialize_and_load
+    return deserialize_and_load(payload, in_tree, out_tree)
+
+
+def _save(path: Path, compiled) -> None:
+    from jax.experimental.serialize_executable import serialize
+    data = pickle.dumps(serialize(compiled))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    jax.monitoring.record_event(SAVED_EVENT)
+
+
+def executable(jitted, fingerprint: Callable[..., str], args: tuple, where: Path):
+    """The compiled ``jitted`` for ``args``: loaded from ``where`` if kept there under the key
+    of ``fingerprint(*args)`` (the description of what the program is made from), else compiled
+    and kept. ``None`` when it cannot be stored (:class:`NotStorable`)."""
+    try:
+        material = fingerprint(*args)
+    except (NotStorable, RecursionError):  # a closure that holds itself: not described
+        return None
+    key = hashlib.sha256("\n".join((environment(), material, arguments_text(args))).encode())
+    path = where / (key.hexdigest() + SUFFIX)
+    if path.exists():
+        try:
+            loaded = _load(path)
+        except Exception:  # noqa: BLE001 a damaged or foreign file: compile and replace it
+            pass
+        else:
+            jax.monitoring.record_event(HIT_EVENT)
+            return loaded
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    if time.perf_counter() - t0 >= jax.config.jax_persistent_cache_min_compile_time_secs:
+        try:
+            _save(path, compiled)
+        except Exception:  # noqa: BLE001 not serializable here, or the folder not writable
+            pass
+    return compiled
+
+
+class StoredProgram:
+    """``jitted`` (a ``jax.jit`` function) whose executables are also kept on disk while the
+    store is on (:func:`store_dir`): called like ``jitted``; ``fingerprint(*args)`` describes
+    what the program is made from (or raises :class:`NotStorable`). Off, or for arguments the
+    store cannot serve, it is ``jitted`` itself. ``lower`` is ``jitted``'s."""
+
+    def __init__(self, jitted, fingerprint: Callable[..., str]):
+        self.jitted = jitted
+        self.fingerprint = fingerprint
+        self.lower = jitted.lower
+        self._executables: dict = {}
+
+    def __call__(self, *args):
+        where = store_dir()
+        key = None if where is None else _call_key(args)
+        if key is None:
+            return self.jitted(*args)
+        exe = self._executables.get(key)
+        if exe is None:
+            exe = self._executables[key] = (
+                executable(self.jitted, self.fingerprint, args, where) or False)
+        return exe(*args) if exe else self.jitted(*args)

@@ -1,0 +1,202 @@
+"""Compiled programs kept on disk between processes (jaxlift/stored_programs.py,
+docs/design.md §20.6): a stored program is served only for what it was made from, and anything
+that cannot be described faithfully is compiled, never stored."""
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlift
+from jaxlift import dispatch, stored_programs
+from jaxlift.methods import interpreted
+from jaxlift.rules import registry
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """The store on, in a folder of the test's own (JAX's own cache stays off), storing every
+    program however fast it compiled; in-process caches emptied before and after, and the
+    store's events counted."""
+    where = tmp_path / "jaxlift"
+    monkeypatch.setattr(stored_programs, "store_dir", lambda: where)
+    saved_min = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    events: list = []
+    listener = events.append
+    jax.monitoring.register_event_listener(listener)
+    forget()
+    try:
+        yield where, events
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", saved_min)
+        forget()
+
+
+def forget():
+    """What a new process would not have: the compiled programs and one-dispatch slots."""
+    interpreted.compiled_program.cache_clear()
+    dispatch.one_dispatch_slot.cache_clear()
+
+
+def mlp(params, xb):
+    return jax.nn.relu(xb @ params["w"]) @ params["v"]
+
+
+def data():
+    params = {"w": jax.random.normal(jax.random.key(0), (5, 4)),
+              "v": jax.random.normal(jax.random.key(1), (4, 3))}
+    x = jax.random.normal(jax.random.key(2), (3, 5))
+    refs = jnp.zeros((2, 5))
+    return params, x, refs
+
+
+def stored_files(where):
+    return sorted(where.glob("*" + stored_programs.SUFFIX)) if where.exists() else []
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_a_stored_program_is_loaded_and_gives_the_same_scores(store, mode):
+    where, events = store
+    params, x, refs = data()
+    first = jaxlift.attribute(mlp, params, x, refs, target=1, mode=mode)
+    assert len(stored_files(where)) == 1 and stored_programs.HIT_EVENT not in events
+    forget()
+    again = jaxlift.attribute(mlp, params, x, refs, target=1, mode=mode)
+    assert events.count(stored_programs.HIT_EVENT) == 1
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    # other inputs of the same shapes: the loaded program computes, it does not replay
+    x2 = x[::-1] * 2.0
+    want = jaxlift.attribute(mlp, params, x2, refs, target=1, mode=mode)
+    np.testing.assert_allclose(np.asarray(want).sum(-1),
+                               np.asarray(mlp(params, x2)[:, 1] - mlp(params, refs[:1])[:, 1]),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_what_the_program_is_made_from_is_in_the_key(store):
+    """A constant fn closes over, the target, a custom derivative rule (read by Rescale where
+    Δx → 0) and the shapes each give another key."""
+    params, x, refs = data()
+
+    def fingerprint(fn, target=1, xs=x):
+        return interpreted.compiled_program(fn, target, interpreted.COMPOSITES["rescale"],
+                                            "contributions", None, False, True).fingerprint(
+            params, xs, refs, None, None, True)
+
+    def scaled(c):
+        return lambda p, xb: mlp(p, xb) * c
+
+    @jax.custom_jvp
+    def soft(u):
+        return jnp.logaddexp(u, 0.0)
+    soft.defjvp(lambda p, t: (soft(p[0]), jax.nn.sigmoid(p[0]) * t[0]))
+
+    @jax.custom_jvp
+    def soft_other_rule(u):
+        return jnp.logaddexp(u, 0.0)
+    soft_other_rule.defjvp(lambda p, t: (soft_other_rule(p[0]), 0.5 * t[0]))
+
+    keys = [fingerprint(scaled(jnp.asarray(2.0))), fingerprint(scaled(jnp.asarray(3.0))),
+            fingerprint(mlp), fingerprint(mlp, target=0), fingerprint(mlp, xs=x[:, :5] + 0),
+            fingerprint(lambda p, xb: soft(xb @ p["w"]) @ p["v"]),
+            fingerprint(lambda p, xb: soft_other_rule(xb @ p["w"]) @ p["v"])]
+    assert fingerprint(mlp) == keys[2]  # deterministic
+    assert len(set(keys)) == len(keys) - 1  # x[:, :5] + 0 has x's shapes: the one repeat
+    # N and K are not in the description but in the arguments' part of the key
+    assert (stored_programs.arguments_text((params, x, refs))
+            != stored_programs.arguments_text((params, x[:2], refs)))
+
+
+def test_what_cannot_be_described_is_compiled_not_stored(store, monkeypatch):
+    where, events = store
+    params, x, refs = data()
+
+    def with_callback(p, xb):  # a weight computed by Python: the jaxpr names no code
+        w = jax.pure_callback(lambda v: np.asarray(v) * 2, jax.ShapeDtypeStruct((5, 4), xb.dtype),
+                              p["w"], vmap_method="sequential")
+        return mlp({"w": w, "v": p["v"]}, xb)
+    scores = jaxlift.attribute(with_callback, params, x, refs, target=1)
+    doubled = {"w": params["w"] * 2, "v": params["v"]}
+    np.testing.assert_allclose(np.asarray(scores),
+                               np.asarray(jaxlift.attribute(mlp, doubled, x, refs, target=1)),
+                               rtol=1e-6)
+    assert len(stored_files(where)) == 1  # mlp's program only
+    assert stored_programs.HIT_EVENT not in events
+    forget()
+    foreign = registry.Registration("tanh", "my_tanh", "mypackage.rules", "overrides", "rescale")
+    original = registry.registrations
+    monkeypatch.setattr(registry, "registrations", lambda: original() + (foreign,))
+    jaxlift.attribute(mlp, params, x, refs, target=1)
+    assert stored_programs.HIT_EVENT not in events  # a rule from outside jaxlift: not served
+
+
+def test_describe_takes_jaxlifts_own_values_only():
+    rescale = interpreted.COMPOSITES["rescale"]
+    assert stored_programs.describe(rescale) == stored_programs.describe(rescale)
+    assert stored_programs.describe(rescale) != stored_programs.describe(
+        interpreted.COMPOSITES["reveal_cancel"])
+    mine = dataclasses.replace(rescale, entries=((lambda op, program: True,
+                                                  rescale.entries[0][1]),))
+    with pytest.raises(stored_programs.NotStorable):
+        stored_programs.describe(mine)
+    with pytest.raises(stored_programs.NotStorable):
+        stored_programs.describe(object())
+
+
+def test_inside_a_callers_jit_nothing_is_stored(store):
+    where, _ = store
+    params, x, refs = data()
+    out = jax.jit(lambda p, xs: jaxlift.attribute(mlp, p, xs, refs, target=1))(params, x)
+    assert out.shape == x.shape and stored_files(where) == []
+
+
+def test_a_damaged_file_is_compiled_again_and_replaced(store):
+    where, events = store
+    params, x, refs = data()
+    first = jaxlift.attribute(mlp, params, x, refs, target=1)
+    (path,) = stored_files(where)
+    path.write_bytes(b"not a program")
+    forget()
+    again = jaxlift.attribute(mlp, params, x, refs, target=1)
+    assert stored_programs.HIT_EVENT not in events
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    assert path.read_bytes() != b"not a program"
+
+
+@pytest.mark.slow
+def test_a_second_process_runs_the_stored_program(tmp_path):
+    """End to end, as a user's second process meets it: JAX's persistent cache set, the first
+    process stores, the second loads (no XLA compile of the program) and gives the same
+    scores."""
+    script = textwrap.dedent("""
+        import json, sys
+        import jax, jax.numpy as jnp
+        import jaxlift
+        from jaxlift import stored_programs
+        events = []
+        jax.monitoring.register_event_listener(events.append)
+        def fn(p, xb):
+            return jnp.tanh(jax.nn.relu(xb @ p["w"]) @ p["v"])
+        p = {"w": jax.random.normal(jax.random.key(0), (5, 4)),
+             "v": jax.random.normal(jax.random.key(1), (4, 3))}
+        x = jax.random.normal(jax.random.key(2), (3, 5))
+        s = jaxlift.attribute(fn, p, x, jnp.zeros((2, 5)), target=1, mode="reveal_cancel")
+        print(json.dumps({"scores": s.tolist(),
+                          "hit": events.count(stored_programs.HIT_EVENT),
+                          "saved": events.count(stored_programs.SAVED_EVENT)}))
+    """)
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    import json
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                                      capture_output=True, text=True).stdout.splitlines()[-1])
+            for _ in range(2)]
+    assert (runs[0]["saved"], runs[0]["hit"]) == (1, 0)
+    assert (runs[1]["saved"], runs[1]["hit"]) == (0, 1)
+    np.testing.assert_array_equal(np.asarray(runs[0]["scores"]), np.asarray(runs[1]["scores"]))
