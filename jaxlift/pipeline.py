@@ -263,7 +263,7 @@ def checks_on_host(recorded: list, k: int, t: int) -> tuple[np.ndarray, dict, tu
         f", target {where[2]})" if t > 1 else ")")
     first = host[0]
     independence = (bool(first["compared"]), first["batched"], first["alone"],
-                    float(first["eps"]))
+                    float(first["eps"]), bool(first["proven"]))
     return ok, summary, independence
 
 

@@ -40,6 +40,7 @@ from jax.extend import core as jcore
 import numpy as np
 
 from jaxlift.errors import InputTypeError, InputValueError
+from jaxlift.independence import proven
 from jaxlift.jaxpr_walk import bind_eqn, call_body, where_of
 from jaxlift.validation import check_outputs
 
@@ -448,14 +449,20 @@ def batch_of_two(fn: Callable, target, params, a, b, seeds=None, same_seed: bool
 
 def independence_checks(fn, target, params, x, refs, per_input_refs, seeds, t_x, t_r,
                         check=True) -> dict:
-    """``{"compared", "batched", "alone"}``: ``fn``'s targets on the batch ``[x[0], b]`` (``b``
-    the second input, or the first input's first reference) beside the same targets computed
-    one example at a time (``t_x``, ``t_r``: ``(N, K[, T])``, from the pairs' forward passes);
-    ``compared`` is whether the two examples differ. Read by
+    """``{"compared", "batched", "alone", "eps", "proven"}``: ``fn``'s targets on the batch
+    ``[x[0], b]`` (``b`` the second input, or the first input's first reference) beside the
+    same targets computed one example at a time (``t_x``, ``t_r``: ``(N, K[, T])``, from the
+    pairs' forward passes); ``compared`` is whether the two examples differ. Read by
     :func:`jaxlift.validation.settle_independence`. ``check`` (a traced bool): once the
     comparison has settled for these shapes, the batch of two is not run at all (a
-    ``lax.cond``: compiled once, skipped at run time)."""
+    ``lax.cond``: compiled once, skipped at run time). Where ``fn``'s jaxpr proves that it
+    keeps the examples apart (:func:`jaxlift.independence.proven`), nothing is compared and
+    the program holds no batch of two: ``proven`` is true."""
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
+    if proven(fn, params, x):
+        alone = jnp.stack([t_x[0, 0], t_x[min(n, 2) - 1, 0]])
+        return {"compared": jnp.asarray(False), "batched": alone, "alone": alone,
+                "eps": jnp.asarray(0.0, jnp.float32), "proven": jnp.asarray(True)}
     a = jax.tree_util.tree_map(lambda l: l[0], x)
     if n > 1:
         b = jax.tree_util.tree_map(lambda l: l[1], x)
@@ -478,4 +485,4 @@ def independence_checks(fn, target, params, x, refs, per_input_refs, seeds, t_x,
     batched = jax.lax.cond(check, on_batch, lambda: alone)
     eps = jnp.finfo(native[0] if jnp.issubdtype(native[0], jnp.inexact) else jnp.float32).eps
     return {"compared": compared & check, "batched": batched, "alone": alone,
-            "eps": jnp.asarray(float(eps), jnp.float32)}
+            "eps": jnp.asarray(float(eps), jnp.float32), "proven": jnp.asarray(False)}

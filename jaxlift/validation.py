@@ -371,14 +371,15 @@ def independence_settled(fn, shapes_key: tuple) -> bool:
 
 
 def settle_independence(fn, shapes_key: tuple, compared: bool, batched, alone,
-                        eps: float = 0.0) -> None:
+                        eps: float = 0.0, proven: bool = False) -> None:
     """Read the families' in-program comparison (``batched``: the targets of ``fn`` on a batch
     of two examples; ``alone``: the same on each example by itself, as jaxlift evaluates it;
     ``compared``: the two examples differ; ``eps``: of ``fn``'s own output dtype): raise if
-    ``fn`` mixes them, else remember it for these shapes."""
-    if not compared:
+    ``fn`` mixes them, else remember it for these shapes. ``proven``: ``fn``'s jaxpr showed
+    that it keeps the examples apart (:mod:`jaxlift.independence`): remembered as settled."""
+    if not compared and not proven:
         return
-    if not close(batched, alone, eps):
+    if not proven and not close(batched, alone, eps):
         raise InputValueError(MIXING)
     try:
         memoized(_verdict, fn, shapes_key).append(True)

@@ -24,6 +24,9 @@ NOT_ERRORS = {
     # a signal inside the program store, never raised to a caller: stored_programs.executable
     # catches it and compiles the program as it would without the store
     "jaxlift.stored_programs.NotStorable",
+    # a signal inside the independence proof, never raised to a caller: why_not_proven turns it
+    # into its answer
+    "jaxlift.independence.GiveUp",
 }
 
 
