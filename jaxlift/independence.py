@@ -121,19 +121,89 @@ PROBE_BATCH = 977  # a batch size no model has a reason to mention
 
 def _same_program_at_one(fn: Callable, fixed, example) -> bool:
     """Whether ``fn``'s jaxpr at one example — the program jaxlift explains — is its jaxpr at
-    a batch of :data:`PROBE_BATCH` with that size written as 1. A symbolic size decides
-    ``b == 1`` as false, so a branch on it would pass step 1 with the batch's program while
-    jaxlift runs the other; the two concrete traces show it."""
-    def text(n):
+    a batch of :data:`PROBE_BATCH` with that size read as 1 (equation by equation; a broadcast
+    of a size-1 axis to the batch, which JAX leaves out at one example, counts as nothing). A
+    symbolic size decides ``b == 1`` as false, so a branch on it would pass step 1 with the
+    batch's program while jaxlift runs the other; the two concrete traces show it."""
+    def trace(n):
         batch = jax.tree_util.tree_map(
             lambda s: jax.ShapeDtypeStruct((n,) + tuple(s.shape), s.dtype), example)
-        t = re.sub(r"\s+", " ", str(jax.make_jaxpr(fn)(fixed, batch)))
-        return re.sub(r"\s*([\[\](){},=:;])\s*", r"\1", t).strip()
+        return jax.make_jaxpr(fn)(fixed, batch)
     try:
-        one, probe = text(1), text(PROBE_BATCH)
+        one, probe = trace(1), trace(PROBE_BATCH)
     except Exception:  # noqa: BLE001
         return False
-    return one == re.sub(r"(?<![\w.])%d(?![\w])" % PROBE_BATCH, "1", probe)
+    return _same_jaxpr(one.jaxpr, probe.jaxpr)
+
+
+_PROBE_NUMBER = re.compile(r"(?<![\w.])%d(?![\w])" % PROBE_BATCH)
+
+
+def _at_one(shape) -> tuple:
+    return tuple(1 if d == PROBE_BATCH else d for d in shape)
+
+
+def _same_aval(a, b) -> bool:
+    return (getattr(a.aval, "dtype", None) == getattr(b.aval, "dtype", None)
+            and tuple(_shape(a)) == _at_one(_shape(b)))
+
+
+def _vanishes_at_one(eqn) -> bool:
+    """A broadcast or reshape that is the identity once the batch size is 1."""
+    if eqn.primitive.name not in ("broadcast_in_dim", "reshape") or len(eqn.invars) != 1:
+        return False
+    same_shape = _shape(eqn.invars[0]) == _at_one(_shape(eqn.outvars[0]))
+    if eqn.primitive.name == "broadcast_in_dim":
+        dims = tuple(eqn.params["broadcast_dimensions"])
+        return same_shape and dims == tuple(range(len(dims)))
+    return same_shape and eqn.params.get("dimensions") is None
+
+
+def _same_param(a, b) -> bool:
+    if isinstance(a, jcore.ClosedJaxpr) and isinstance(b, jcore.ClosedJaxpr):
+        return _same_jaxpr(a.jaxpr, b.jaxpr) and len(a.consts) == len(b.consts)
+    if isinstance(a, jcore.Jaxpr) and isinstance(b, jcore.Jaxpr):
+        return _same_jaxpr(a, b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same_param(u, v) for u, v in zip(a, b))
+    return repr(a) == _PROBE_NUMBER.sub("1", repr(b))
+
+
+def _same_jaxpr(one, probe) -> bool:
+    """``one`` and ``probe`` compute the same thing once the probe's batch size is 1."""
+    if (len(one.invars) != len(probe.invars) or len(one.constvars) != len(probe.constvars)
+            or len(one.outvars) != len(probe.outvars)):
+        return False
+    names: dict = {}
+    for u, v in zip(one.constvars + one.invars, probe.constvars + probe.invars):
+        if not _same_aval(u, v):
+            return False
+        names[v] = u
+
+    def same_atom(u, v) -> bool:
+        if isinstance(v, jcore.Literal) or isinstance(u, jcore.Literal):
+            return (isinstance(u, jcore.Literal) and isinstance(v, jcore.Literal)
+                    and repr(u.val) == repr(v.val) and _same_aval(u, v))
+        return names.get(v) is u
+
+    kept = iter(one.eqns)
+    for eqn in probe.eqns:
+        if _vanishes_at_one(eqn) and not isinstance(eqn.invars[0], jcore.Literal):
+            names[eqn.outvars[0]] = names.get(eqn.invars[0], eqn.invars[0])
+            continue
+        other = next(kept, None)
+        if (other is None or other.primitive != eqn.primitive
+                or len(other.invars) != len(eqn.invars) or len(other.outvars) != len(eqn.outvars)
+                or not all(same_atom(u, v) for u, v in zip(other.invars, eqn.invars))
+                or set(other.params) != set(eqn.params)
+                or not all(_same_param(other.params[k], eqn.params[k]) for k in eqn.params)):
+            return False
+        for u, v in zip(other.outvars, eqn.outvars):
+            if not _same_aval(u, v):
+                return False
+            names[v] = u
+    return next(kept, None) is None and all(
+        same_atom(u, v) for u, v in zip(one.outvars, probe.outvars))
 
 
 def _is_batch_dim(d) -> bool:
@@ -262,6 +332,8 @@ def _free_result(eqn, ins: list, shape: tuple) -> Free:
         kept = {dims[i] for i in range(len(dims))
                 if not (i in s.uniform or in_shape[i] == 1)}
         return Free(frozenset(batch_axes - kept))
+    if name == "iota":  # counts along its own dimension only
+        return Free(frozenset(batch_axes - {eqn.params["dimension"]}))
     if name == "transpose":
         perm = eqn.params["permutation"]
         return Free(frozenset(j for j, i in enumerate(perm) if i in ins[0].uniform))

@@ -52,6 +52,12 @@ def test_models_that_keep_examples_apart_are_proven(module, example):
     assert independence.why_not_proven(module.apply, params, example) is None
 
 
+def test_sorts_and_cumulative_sums_along_features_are_proven():
+    def fn(p, x):
+        return (jnp.sort(x, axis=1) + jnp.cumsum(x, axis=1)) @ p
+    assert independence.why_not_proven(fn, W, struct(6)) is None
+
+
 def test_token_models_with_embeddings_and_positions_are_proven():
     table = jax.random.normal(jax.random.key(2), (10, 4))
     pos = jax.random.normal(jax.random.key(3), (5, 4))
@@ -125,3 +131,23 @@ def test_a_mixing_fn_is_still_refused():
     x = jax.random.normal(jax.random.key(5), (3, 6))
     with pytest.raises(ValueError, match="must not mix examples"):
         jaxlift.attribute(MIXING["mean over the batch"], W, x, jnp.zeros((2, 6)), target=1)
+
+
+def test_hugging_face_bert_and_gpt2_are_proven():
+    """Library models taken as they are: BERT with an attention mask, GPT-2 (whose position ids
+    are broadcast to the batch: an equation at a batch, none at one example)."""
+    transformers = pytest.importorskip("transformers")
+    bert = transformers.FlaxBertForSequenceClassification(transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16), seed=0)
+    gpt2 = transformers.FlaxGPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=16), seed=0)
+    ids = jax.ShapeDtypeStruct((8,), jnp.int32)
+
+    def bert_fn(p, x):
+        return bert(input_ids=x["ids"], attention_mask=x["mask"], params=p).logits
+
+    def gpt2_fn(p, x):
+        return gpt2(input_ids=x, params=p).logits[:, -1]
+    assert independence.why_not_proven(bert_fn, bert.params, {"ids": ids, "mask": ids}) is None
+    assert independence.why_not_proven(gpt2_fn, gpt2.params, ids) is None
