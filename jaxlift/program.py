@@ -75,6 +75,7 @@ class Program:
     live: set  # live ids
     markers: dict  # layer name -> list of (tree token or None, ids of the site's leaves)
     producer: dict  # id -> Op
+    source: Any = None  # the closed jaxpr it was built from (build_program), or None
 
     def marked_ids(self, name: str) -> tuple:
         """Every id marked ``name``: the leaves of all its sites, in trace order (one cut)."""
@@ -510,7 +511,8 @@ def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     closed, out_shape = jax.make_jaxpr(f, return_shape=True)(fixed_args, live_args)
     n_fixed = len(jax.tree_util.tree_leaves(fixed_args))
     live_in = [i >= n_fixed for i in range(len(closed.jaxpr.invars))]
-    prog = program_from_jaxpr(closed.jaxpr, closed.consts, live_in)
+    prog = dataclasses.replace(program_from_jaxpr(closed.jaxpr, closed.consts, live_in),
+                               source=closed)
     return prog, jax.tree_util.tree_structure(out_shape)
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import certificate, interpreter, stored_programs
+from jaxlift import certificate, independence, interpreter, stored_programs
 from jaxlift._compiler import options_here
 from jaxlift._memo import memoized
 from jaxlift._ops import difference, example_structs, finite_flags, mean_axis, widen
@@ -26,6 +26,7 @@ from jaxlift.methods.call import Call, Inputs
 from jaxlift.markers import tree_of
 from jaxlift.rules import registry
 from jaxlift.errors import InputValueError, NonFiniteScoresError
+from jaxlift.jaxpr_walk import bind_eqn
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
 from jaxlift.program import origin_of, trace_settings, traced_program, view_of_input
 from jaxlift.targets import PerInput, independence_checks, per_example, predicted_seed
@@ -339,32 +340,71 @@ def compiled_program(fn, target, composite, what, layer_name, per_input_refs, av
 def program_fingerprint(params, x, refs, ref_values=None, seeds=None, check_batch=True, *,
                         fn, static) -> str:
     """What :func:`compute` with the options ``static`` is made from, as text
-    (:mod:`jaxlift.stored_programs`): the options; the jaxpr of the VJP of one example's target
-    (the forward pass the interpreter walks, and every custom derivative rule the rules read
-    through ``jax.vjp``); the jaxpr of ``fn`` on a batch of two (the batch-independence check);
-    the global settings a trace reads. :class:`~jaxlift.stored_programs.NotStorable` where a
-    rule comes from outside jaxlift or ``fn`` cannot be traced so."""
+    (:mod:`jaxlift.stored_programs`): the options; the jaxpr the interpreter walks (one
+    example's target, :func:`traced_program`'s trace, shared with the call); the VJP of every
+    ``custom_jvp``/``custom_vjp`` call in it (the rules Rescale's ``f'`` reads through
+    ``jax.vjp``, which the call's text names but does not hold); whether ``fn``'s batch
+    independence is proven (:mod:`jaxlift.independence`) and, where it is not, the jaxpr of
+    ``fn`` on a batch of two (the comparison the program then holds); the global settings a
+    trace reads. :class:`~jaxlift.stored_programs.NotStorable` where a rule comes from outside
+    jaxlift or ``fn`` cannot be traced so."""
     outside = sorted({r.module for r in registry.registrations()
                       if not r.module.startswith("jaxlift")})
     if outside:
         raise stored_programs.NotStorable(f"rules registered from {outside}")
     options = stored_programs.describe(static)
     target = static[0]["target"]
-    f = per_example(fn, target)
-
-    def pulled(p, example):
-        out, pull = jax.vjp(f, p, example)
-        return out, pull(jnp.ones_like(out))
-
-    two = jax.tree_util.tree_map(
-        lambda l: jax.ShapeDtypeStruct((2,) + tuple(jnp.shape(l)[1:]), jnp.result_type(l)), x)
     try:
-        through = jax.make_jaxpr(pulled)(params, example_structs(x, True))
-        batch = jax.make_jaxpr(fn)(params, two)
+        program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
+        proven = independence.proven(fn, params, x)
+        parts = [options, stored_programs.jaxpr_text(program.source),
+                 custom_rules_text(program.source.jaxpr), f"proven:{proven}",
+                 repr(trace_settings())]
+        if not proven:
+            two = jax.tree_util.tree_map(
+                lambda l: jax.ShapeDtypeStruct((2,) + tuple(jnp.shape(l)[1:]),
+                                               jnp.result_type(l)), x)
+            parts.append(stored_programs.jaxpr_text(jax.make_jaxpr(fn)(params, two)))
+    except stored_programs.NotStorable:
+        raise
     except Exception as exc:  # noqa: BLE001 (PRNG keys in params, say): compile, don't store
         raise stored_programs.NotStorable(f"fn could not be traced for the key: {exc}") from exc
-    return "\n".join((options, stored_programs.jaxpr_text(through),
-                      stored_programs.jaxpr_text(batch), repr(trace_settings())))
+    return "\n".join(parts)
+
+
+def custom_rules_text(jaxpr) -> str:
+    """The jaxprs of the VJP of every ``custom_jvp_call`` and ``custom_vjp_call`` equation of
+    ``jaxpr`` (and of the calls, loops and branches inside it), one per rule and operand
+    shapes: what the user's derivative rules compute."""
+    texts: dict = {}
+
+    def visit(jx):
+        for eqn in jx.eqns:
+            name = eqn.primitive.name
+            if name in ("custom_jvp_call", "custom_vjp_call"):
+                rules = tuple(id(eqn.params[k]) for k in ("jvp", "fwd", "bwd", "call_jaxpr")
+                              if k in eqn.params)
+                key = (name, rules, tuple(str(v.aval) for v in eqn.invars))
+                if key not in texts:
+                    texts[key] = stored_programs.jaxpr_text(_vjp_of(eqn))
+                continue
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        visit(inner)
+    visit(jaxpr)
+    return "\n".join(texts.values())
+
+
+def _vjp_of(eqn):
+    """The jaxpr of the VJP of one equation at its operands' shapes."""
+    structs = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+
+    def pulled(*operands):
+        out, pull = jax.vjp(lambda *a: bind_eqn(eqn, list(a), wide=True), *operands)
+        return out, pull(jax.tree_util.tree_map(jnp.ones_like, out))
+    return jax.make_jaxpr(pulled)(*structs)
 
 
 def composite_of(method, opts: dict, max_mode: str = "preserving",
