@@ -197,9 +197,12 @@ def executable(jitted, fingerprint: Callable[..., str], args: tuple, where: Path
     and kept. ``None`` when it cannot be stored (:class:`NotStorable`)."""
     try:
         material = fingerprint(*args)
-    except (NotStorable, RecursionError):  # a closure that holds itself: not described
+        key = hashlib.sha256("\n".join((environment(), material,
+                                        arguments_text(args))).encode())
+    except NotStorable:
         return None
-    key = hashlib.sha256("\n".join((environment(), material, arguments_text(args))).encode())
+    except Exception:  # noqa: BLE001 (a closure that holds itself, an odd leaf …): the store
+        return None  # never fails a call; the program compiles as it would without it
     path = where / (key.hexdigest() + SUFFIX)
     if path.exists():
         try:
