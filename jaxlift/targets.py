@@ -178,8 +178,14 @@ def weigh(target, seed, values):
     """``Σ seed·values`` for a per-input target (``values``: the example's flattened outputs),
     else ``values`` itself."""
     if isinstance(target, PerInput):
-        return jnp.sum(seed * values)
+        return jnp.sum(weighted(seed, values))
     return values
+
+
+def weighted(seed, values):
+    """``seed·values`` with 0 wherever the weight is 0, even where the value is not finite: an
+    output the target does not read (a −inf logit masked out) does not make it NaN."""
+    return jnp.where(seed != 0, seed * values, jnp.zeros((), jnp.result_type(seed, values)))
 
 
 def predicted_seed(values):

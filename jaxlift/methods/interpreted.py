@@ -29,7 +29,8 @@ from jaxlift.errors import InputValueError, NonFiniteScoresError
 from jaxlift.jaxpr_walk import bind_eqn
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
 from jaxlift.program import origin_of, trace_settings, traced_program, view_of_input
-from jaxlift.targets import PerInput, independence_checks, per_example, predicted_seed
+from jaxlift.targets import (PerInput, independence_checks, per_example, predicted_seed,
+                             weighted)
 
 
 def same_example(x_leaves, r_leaves):
@@ -82,7 +83,7 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
         dtype = jnp.result_type(delta)
         if per_input:
             seed = (predicted_seed(y) if seed is None else seed).astype(dtype)
-            delta = jnp.sum(seed * delta)
+            delta = jnp.sum(weighted(seed, delta))
 
         def back(seed):
             mult = (interpreter.backward(fwd, {out_atom: seed}, stop=stop)
@@ -103,11 +104,12 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
             contribs = [jnp.where(same, jnp.zeros_like(c), c) for c in contribs]
             total = sum(_dot_sum(c) for c in contribs)
             size = sum(_dot_sum(jnp.abs(c)) for c in contribs)
-            kappa = (jnp.sum(jnp.abs(seed * widen(y))) + jnp.sum(jnp.abs(seed * widen(y0)))
+            kappa = (jnp.sum(jnp.abs(weighted(seed, widen(y))))
+                     + jnp.sum(jnp.abs(weighted(seed, widen(y0))))
                      + sum(_input_rounding_scale(fwd, mult, a, c) if a in inputs
                            else _rounding_scale(fwd, mult, a) for a, c in zip(atoms, contribs))
                      + sum(_rounding_scale(fwd, mult, a) for a in read))
-            dt = jnp.sum(seed * (difference(y, y0) if per_input else delta))
+            dt = jnp.sum(weighted(seed, difference(y, y0) if per_input else delta))
             dt = jnp.where(same, jnp.zeros_like(dt), dt)
             return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision)
 
@@ -115,7 +117,8 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
             res, cert = jax.vmap(back)(jnp.eye(delta.shape[0], dtype=dtype))
         else:
             res, cert = back(seed if per_input else jnp.ones((), dtype))
-        t = (jnp.sum(seed * y), jnp.sum(seed * y0)) if per_input else (y, y0)
+        t = ((jnp.sum(weighted(seed, y)), jnp.sum(weighted(seed, y0))) if per_input
+             else (y, y0))
         return res, delta, cert, t
 
     return pair
@@ -439,10 +442,16 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
     ref_values = (reference_values(call.fn, call.target, inputs.params, inputs.refs)
                   if chunked and not inputs.per_input else None)
     seeds, n = inputs.seeds, inputs.n
+    # all of them, on the device once: a call that runs as one chunk (and every repeat of it on
+    # the one-dispatch path) passes them without a slice and a transfer per call
+    whole = None if seeds is None or not inputs.concrete else jnp.asarray(seeds)
 
     def run(p, x, r, start, check_batch=True):
         rows = jax.tree_util.tree_leaves(x)[0].shape[0]
-        s = None if seeds is None else take_rows(seeds, start, rows, n)
+        if whole is not None and start == 0 and rows == n:
+            s = whole
+        else:
+            s = None if seeds is None else take_rows(seeds, start, rows, n)
         return program(p, x, r, ref_values, s, check_batch)
     return run
 
