@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift._memo import memoized
-from jaxlift.program import Program, signature, traced_program
+from jaxlift.program import Program, signature, structs_of, traced_program
 from jaxlift.targets import per_example
 from jaxlift.validation import is_concrete
 
@@ -156,11 +156,6 @@ def as_jax(buf) -> jax.Array:
 
 # -----------------------------------------------------------------------------------------
 # Planning chunks of a call and running them
-
-def structs_of(key):
-    treedef, leaves = key
-    return jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
-
 
 @functools.lru_cache(maxsize=64)
 def fn_pair_bytes(fn, target, params_key, x_key) -> int:

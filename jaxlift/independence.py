@@ -40,7 +40,7 @@ from jax.extend import core as jcore
 
 from jaxlift._ops import example_structs
 from jaxlift.jaxpr_walk import call_body, scan_layout, where_of
-from jaxlift.program import signature
+from jaxlift.program import signature, structs_of
 from jaxlift.rules import registry
 
 
@@ -74,13 +74,7 @@ def proven(fn: Callable, params, x) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _proven_at(fn, params_key: tuple, example_key: tuple) -> bool:
-    return proven_independent(fn, _structs(params_key), _structs(example_key))
-
-
-def _structs(key: tuple):
-    treedef, leaves = key
-    return jax.tree_util.tree_unflatten(
-        treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves])
+    return proven_independent(fn, structs_of(params_key), structs_of(example_key))
 
 
 def proven_independent(fn: Callable, params, example) -> bool:

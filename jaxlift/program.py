@@ -519,7 +519,7 @@ def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
 def signature(tree, drop_leading: bool = False) -> tuple:
     """A cheap hashable key of ``tree``'s structure and leaves' shapes and dtypes (without their
     leading batch axis for ``drop_leading``): ``(treedef, ((shape, dtype), ...))``, the layout
-    :func:`jaxlift.chunking.structs_of` rebuilds and the key of :func:`traced_program`. Reads
+    :func:`structs_of` rebuilds and the key of :func:`traced_program`. Reads
     ``.shape``/``.dtype`` directly (arrays, tracers, ``ShapeDtypeStruct``s); NumPy dtypes are
     canonicalized as JAX converts them (extended dtypes such as PRNG keys kept as they are);
     other leaves (Python numbers) go through ``jnp.result_type``."""
@@ -534,6 +534,12 @@ def signature(tree, drop_leading: bool = False) -> tuple:
             shape, dtype = np.shape(l), jnp.result_type(l)
         sig.append((shape[1:] if drop_leading else shape, dtype))
     return treedef, tuple(sig)
+
+
+def structs_of(key):
+    """The ``ShapeDtypeStruct`` pytree a :func:`signature` describes."""
+    treedef, leaves = key
+    return jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
 
 
 _TRACED: dict = {}  # (f, structures) -> (Program, out treedef): traces of a function, by shape

@@ -449,7 +449,7 @@ def batch_of_two(fn: Callable, target, params, a, b, seeds=None, same_seed: bool
         if seeds is None:
             first = predicted_seed(rows[0])
             seeds = (first, first if same_seed else predicted_seed(rows[1]))
-        rows = [jnp.sum(seeds[i] * rows[i]) for i in range(2)]
+        rows = [jnp.sum(weighted(seeds[i], rows[i])) for i in range(2)]
     return jnp.stack(rows)
 
 

@@ -357,21 +357,15 @@ def program_fingerprint(params, x, refs, ref_values=None, seeds=None, check_batc
         raise stored_programs.NotStorable(f"rules registered from {outside}")
     options = stored_programs.describe(static)
     target = static[0]["target"]
-    try:
-        program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
-        proven = independence.proven(fn, params, x)
-        parts = [options, stored_programs.jaxpr_text(program.source),
-                 custom_rules_text(program.source.jaxpr), f"proven:{proven}",
-                 repr(trace_settings())]
-        if not proven:
-            two = jax.tree_util.tree_map(
-                lambda l: jax.ShapeDtypeStruct((2,) + tuple(jnp.shape(l)[1:]),
-                                               jnp.result_type(l)), x)
-            parts.append(stored_programs.jaxpr_text(jax.make_jaxpr(fn)(params, two)))
-    except stored_programs.NotStorable:
-        raise
-    except Exception as exc:  # noqa: BLE001 (PRNG keys in params, say): compile, don't store
-        raise stored_programs.NotStorable(f"fn could not be traced for the key: {exc}") from exc
+    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
+    proven = independence.proven(fn, params, x)
+    parts = [options, stored_programs.jaxpr_text(program.source),
+             custom_rules_text(program.source.jaxpr), f"proven:{proven}", repr(trace_settings())]
+    if not proven:
+        two = jax.tree_util.tree_map(
+            lambda l: jax.ShapeDtypeStruct((2,) + tuple(jnp.shape(l)[1:]), jnp.result_type(l)),
+            x)
+        parts.append(stored_programs.jaxpr_text(jax.make_jaxpr(fn)(params, two)))
     return "\n".join(parts)
 
 
@@ -444,7 +438,7 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
     seeds, n = inputs.seeds, inputs.n
     # all of them, on the device once: a call that runs as one chunk (and every repeat of it on
     # the one-dispatch path) passes them without a slice and a transfer per call
-    whole = None if seeds is None or not inputs.concrete else jnp.asarray(seeds)
+    whole = None if seeds is None or chunked or not inputs.concrete else jnp.asarray(seeds)
 
     def run(p, x, r, start, check_batch=True):
         rows = jax.tree_util.tree_leaves(x)[0].shape[0]

@@ -21,7 +21,8 @@ from jaxlift._ops import finite_flags, mean_axis
 from jaxlift.chunking import take_rows
 from jaxlift.errors import InputTypeError, NonFiniteScoresError
 from jaxlift.methods.call import Call, Inputs
-from jaxlift.targets import PerInput, independence_checks, per_example, predicted_seed
+from jaxlift.targets import (PerInput, independence_checks, per_example, predicted_seed,
+                             weigh, weighted)
 
 
 def targets_of_pairs(g, params, x, refs, per_input_refs: bool, seeds=None):
@@ -34,8 +35,8 @@ def targets_of_pairs(g, params, x, refs, per_input_refs: bool, seeds=None):
     else:
         t_r = jax.vmap(lambda re: g(params, re))(refs)[None]
     if seeds is not None:
-        t_x = jnp.sum(seeds * t_x, axis=-1)
-        t_r = jnp.sum(seeds[:, None] * t_r, axis=-1)
+        t_x = jnp.sum(weighted(seeds, t_x), axis=-1)
+        t_r = jnp.sum(weighted(seeds[:, None], t_r), axis=-1)
     k = t_r.shape[1]
     t_x = jnp.broadcast_to(t_x[:, None], (t_x.shape[0], k) + t_x.shape[1:])
     return t_x, jnp.broadcast_to(t_r, t_x.shape)
@@ -71,7 +72,7 @@ def compute(params, x, refs, arrays, key, start, seeds=None, check_batch=True, *
     weights = seeds if per_input else jnp.zeros((n,))
 
     def kernel(xe, re, ke, seed):
-        f = (lambda p, v: jnp.sum(seed * g(p, v))) if per_input else g  # noqa: E731
+        f = (lambda p, v: weigh(target, seed, g(p, v))) if per_input else g  # noqa: E731
         return method.kernel(f, params, xe, re, opts=opts, arrays=arrays, key=ke)
 
     if method.scope_for(opts) == "input":
