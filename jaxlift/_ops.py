@@ -5,21 +5,57 @@ import jax
 import jax.numpy as jnp
 
 
-def mean_axis(a: jax.Array, axis: int) -> jax.Array:
-    """``a.mean(axis)``, computed for float32/float64 ``a`` as a contraction with the weights ``1/K``
-    (``Σ_k a[…, k, …]/K``, K = ``a.shape[axis]``).
+def mean_axis(a: jax.Array, axis: int, contraction: bool = True) -> jax.Array:
+    """``a.mean(axis)`` (``Σ_k a[…, k, …]/K``, K = ``a.shape[axis]``), computed for
+    float32/float64 ``a`` as a contraction with the weights ``1/K`` where ``contraction``.
 
-    XLA:CPU (jaxlib 0.10) runs a ``reduce`` over a middle axis of an array like ``(N, K, 28, 28,
-    1)`` some 25× slower than the same sum written as a ``dot_general``: averaging the MNIST
-    scores over 8 references took a quarter of the whole attribution. The contraction gives the
-    same numbers up to float rounding.
+    With XLA's defaults, XLA:CPU (jaxlib 0.10) hands a ``reduce`` to its YNNPACK library,
+    which runs one over a middle axis of an array like ``(N, K, 28, 28, 1)`` some 25× slower
+    than the same sum as a ``dot_general`` (averaging the MNIST scores over 8 references took
+    a quarter of the whole attribution). jaxlift's own programs keep reductions in XLA
+    (:mod:`jaxlift._compiler`), where the plain mean fuses the work that produces ``a`` and is
+    the faster by 3–16× and needs no temporary (the contraction first copies ``a`` transposed,
+    as large as ``a``): they pass ``contraction=False``. Either gives the same numbers up to
+    float rounding.
     """
-    if a.dtype not in (jnp.float32, jnp.float64):  # half precision: let mean accumulate wide
+    if not contraction or a.dtype not in (jnp.float32, jnp.float64):  # half: accumulate wide
         return a.mean(axis=axis)
     axis = axis % a.ndim
     k = a.shape[axis]
     weights = jnp.full((k,), 1.0 / k, dtype=a.dtype)
     return jnp.tensordot(a, weights, axes=((axis,), (0,)))
+
+
+SUM_WINDOW = 32  # XLA:CPU's tree-reduction window: a reduction over at most this many fuses
+
+
+def sum_in_windows(a: jax.Array) -> jax.Array:
+    """``Σ a`` over every element, as two reductions kept apart by an optimization barrier:
+    first over windows of ``SUM_WINDOW`` consecutive elements (zero-padded), then over the
+    windows' sums — the pairwise order XLA:CPU's tree-reduction rewrite gives a long sum.
+
+    That rewrite turns a reduction over more than ``SUM_WINDOW`` elements into a
+    ``reduce-window``, which reads its operand from memory, so the elementwise work feeding
+    every such per-pair sum (``ΣC``, ``Σ|C|``, ``Σ|m|·(|v| + |v0|)``) was written out first:
+    one temporary of N × K × features per sum, five on a dense layer's chunk (34 MB of a
+    200 × 8 × 1024 chunk's working set). Over ``SUM_WINDOW`` elements no rewrite applies, so
+    the first reduction fuses its producers; the barrier keeps XLA from merging the two back
+    into the one long reduction. Shapes: any ``a`` → a scalar (per example under ``vmap``)."""
+    flat = jnp.reshape(a, (-1,))
+    if flat.shape[0] <= SUM_WINDOW:
+        return jnp.sum(flat)
+    pad = -flat.shape[0] % SUM_WINDOW
+    if pad:
+        flat = jnp.pad(flat, (0, pad))
+    partial = jnp.sum(jnp.reshape(flat, (-1, SUM_WINDOW)), axis=1)
+    return jnp.sum(jax.lax.optimization_barrier(partial))
+
+
+def all_finite(a: jax.Array) -> jax.Array:
+    """Whether ``a`` holds no NaN/Inf, one bool: ``Σ a·0`` is 0 for finite values and NaN as
+    soon as one is not (:func:`sum_in_windows`: no temporary of ``a`` where ``a`` itself is
+    computed in the program)."""
+    return jnp.isfinite(sum_in_windows(a * jnp.zeros((), a.dtype)))
 
 
 def difference_dtype(dtype) -> jnp.dtype:
@@ -71,9 +107,8 @@ def tree_finite(tree) -> jax.Array:
     for leaf in jax.tree_util.tree_leaves(tree):
         dtype = leaf.dtype  # traced: every leaf has one; PRNG keys have an extended dtype
         if jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating):
-            # v·0 is 0 for finite v and NaN for NaN/Inf, so the sum is NaN iff one is: one
-            # fused multiply-add pass, which XLA:CPU runs ~3× faster than all(isfinite(v))
-            ok = ok & jnp.isfinite(jnp.sum(leaf * jnp.zeros((), leaf.dtype)))
+            # one fused multiply-add pass, which XLA:CPU runs ~3× faster than all(isfinite(v))
+            ok = ok & all_finite(leaf)
     return ok
 
 
@@ -82,9 +117,9 @@ def finite_flags(res, delta, x, refs, check_inputs: bool) -> jax.Array:
     :data:`FLAG_NAMES`); the inputs' flags are ``True`` unless ``check_inputs``. Parameters
     are checked apart, once per array (``jaxlift.validation.params_finite_check``): they are
     usually the same arrays call after call, and larger than the inputs."""
-    scores_ok = jnp.all(jnp.isfinite(delta))
+    scores_ok = all_finite(delta)
     for r in jax.tree_util.tree_leaves(res):
-        scores_ok = scores_ok & jnp.all(jnp.isfinite(r))
+        scores_ok = scores_ok & all_finite(r)
     inputs_ok = ([tree_finite(x), tree_finite(refs)] if check_inputs
                  else [jnp.asarray(True)] * 2)
     return jnp.stack([scores_ok, *inputs_ok])

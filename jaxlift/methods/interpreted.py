@@ -20,7 +20,8 @@ import numpy as np
 from jaxlift import certificate, independence, interpreter, stored_programs
 from jaxlift._compiler import options_here
 from jaxlift._memo import memoized
-from jaxlift._ops import difference, example_structs, finite_flags, mean_axis, widen
+from jaxlift._ops import (difference, example_structs, finite_flags, mean_axis, sum_in_windows,
+                          widen)
 from jaxlift.chunking import take_rows
 from jaxlift.methods.call import Call, Inputs
 from jaxlift.markers import tree_of
@@ -213,9 +214,10 @@ def _finite_magnitude(v):
 
 
 def _dot_sum(a, b=None):
-    """``Σ a`` (``Σ a·b``) over every element, as one fused reduction (XLA keeps no
-    temporary of the product: a chunk's working set stays that of its scores)."""
-    return jnp.sum(a if b is None else a * b.astype(a.dtype))
+    """``Σ a`` (``Σ a·b``) over every element, in reductions that fuse the work producing
+    their operand (:func:`jaxlift._ops.sum_in_windows`: no temporary of the product, so a
+    chunk's working set stays that of its scores)."""
+    return sum_in_windows(a if b is None else a * b.astype(a.dtype))
 
 
 def _squeeze_batch_axis(r, axis: int):
@@ -244,7 +246,7 @@ def check_layer(program, layer_name: str) -> None:
 
 def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, fn, target, composite, what,
             layer_name, per_input_refs, average, check_inputs=False, certify=False,
-            poison=False, precision="default", bypass="refuse"):
+            poison=False, precision="default", bypass="refuse", xla_reductions=False):
     """Scores of N inputs × K references, ``Δt`` and the call's checks — the finite flags of
     :func:`jaxlift._ops.finite_flags`, the certificate's summary
     (:func:`jaxlift.certificate.summarize`) and the batch-independence comparison
@@ -252,7 +254,9 @@ def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, f
     before the result. ``ref_values`` (:func:`reference_values`, shared references only) holds
     the references' forward pass, computed once for all chunks; ``seeds`` ``(N, T)``: a
     per-input target's weights. ``poison``: NaN for the scores of pairs that fail the
-    certificate (a caller's own ``jit``, where nothing can be raised)."""
+    certificate (a caller's own ``jit``, where nothing can be raised). ``xla_reductions``:
+    compiled with jaxlift's options (:mod:`jaxlift._compiler`), so reductions stay XLA's own
+    and the average over references is a plain mean (:func:`jaxlift._ops.mean_axis`)."""
     program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
     if ref_values is not None and set(ref_values) != program.live_values():
         raise RuntimeError("jaxlift internal error: the references' forward values do not match "
@@ -278,8 +282,8 @@ def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, f
         n_layer = len(scored_atoms(program, layer_name))
         res = [_squeeze_batch_axis(r, 2 + all_targets) for r in res[:n_layer]] + res[n_layer:]
     if average:
-        res = [mean_axis(r, 1) for r in res]
-        delta = mean_axis(delta, 1)
+        res = [mean_axis(r, 1, contraction=not xla_reductions) for r in res]
+        delta = mean_axis(delta, 1, contraction=not xla_reductions)
     checks = {"finite": finite, **summary,
               **independence_checks(fn, target, params, x, refs, per_input_refs, seeds, t_x,
                                     t_r, check_batch)}
@@ -333,7 +337,8 @@ def compiled_program(fn, target, composite, what, layer_name, per_input_refs, av
     default and ``"highest"`` programs never share a compilation."""
     static = dict(target=target, composite=composite, what=what, layer_name=layer_name,
                   per_input_refs=per_input_refs, average=average, check_inputs=check_inputs,
-                  certify=certify, poison=poison, precision=precision, bypass=bypass)
+                  certify=certify, poison=poison, precision=precision, bypass=bypass,
+                  xla_reductions=bool(compiler))
     jitted = jax.jit(functools.partial(compute, fn=fn, **static),
                      compiler_options=dict(compiler) or None)
     return stored_programs.StoredProgram(jitted, functools.partial(
