@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -132,9 +133,52 @@ def make_inputs(call: Call, params, x, refs, target) -> tuple[Inputs, Call]:
     if call.target is GIVEN:
         _, classes = normalize_target(target)
         seeds = classes.seeds(n, output_size(call.fn, params, x))
+    elif target_as_data(call, concrete):
+        size = vector_output_size(call.fn, params, x)
+        if size is not None and -size <= call.target < size:
+            # one class of a vector output: the same program as per-input classes, with the
+            # class as data, so that the next call with another class compiles nothing
+            # (one row, broadcast to N without copies: chunks are cut as views of it)
+            row = np.zeros(size, np.float32)
+            row[call.target % size] = 1.0
+            seeds = np.broadcast_to(row, (n, size))
+            call = dataclasses.replace(call, target=GIVEN)
     inputs = Inputs(params=params, x=x, refs=refs, n=n, k=k, per_input=per_input, seeds=seeds,
                     concrete=concrete, check_inputs=bool(call.check_finite and concrete))
     return inputs, call
+
+
+def target_as_data(call: Call, concrete: bool) -> bool:
+    """Whether an int ``target`` runs as data (:data:`GIVEN` weights, one-hot): a DeepLIFT
+    mode's scores at the inputs, outside a caller's trace."""
+    return (type(call.target) is int and call.method.scope == "interpreter"
+            and call.layer is None and concrete)
+
+
+def vector_output_size(fn, params, x) -> int | None:
+    """``T`` where ``fn``'s output per example is one vector of ``T`` entries, else ``None``."""
+    try:
+        key = (fn, signature(params), signature(x, drop_leading=True))
+        hash(key)
+    except TypeError:
+        return None
+    return _vector_output_size(*key)
+
+
+@functools.lru_cache(maxsize=256)
+def _vector_output_size(fn, params_key, example_key) -> int | None:
+    def structs(key, lead=()):
+        treedef, leaves = key
+        return jax.tree_util.tree_unflatten(
+            treedef, [jax.ShapeDtypeStruct(lead + tuple(shape), dtype) for shape, dtype in leaves])
+    try:
+        out = jax.eval_shape(fn, structs(params_key), structs(example_key, (1,)))
+    except Exception:  # noqa: BLE001 the int path reports fn's own failure as it always has
+        return None
+    leaves = jax.tree_util.tree_leaves(out)
+    if len(leaves) != 1 or len(leaves[0].shape) != 2 or leaves[0].shape[0] != 1:
+        return None
+    return int(leaves[0].shape[1])
 
 
 def output_size(fn, params, x) -> int:
@@ -280,7 +324,8 @@ def prepare_inputs(x, refs, key):
     n, k, per_input = validate_pairs(x, refs)
     if not per_input and not all(isinstance(l, (jax.Array, jax.core.Tracer))
                                  for l in jax.tree_util.tree_leaves(refs)):
-        refs = jax.tree_util.tree_map(jnp.asarray, refs)
+        # device_put, not jnp.asarray: JAX 0.10 compiles a program per shape for the latter
+        refs = jax.tree_util.tree_map(jax.device_put, refs)
     return x, refs, n, k, per_input
 
 
