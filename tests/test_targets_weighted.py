@@ -13,11 +13,12 @@ X = jax.random.normal(jax.random.key(2), (3, 6))
 R = jnp.zeros((2, 6))
 
 
-def test_a_minus_inf_output_the_target_does_not_read_leaves_it_finite():
+@pytest.mark.parametrize("target", [[2, 2, 2], 2])  # per input, and one class (run as data)
+def test_a_minus_inf_output_the_target_does_not_read_leaves_it_finite(target):
     def fn(p, xb):  # class 0 masked out (−inf) for every example: Σ seed·o would be NaN
         logits = jnp.tanh(xb @ p[0]) @ p[1]
         return jnp.concatenate([jnp.full_like(logits[:, :1], -jnp.inf), logits[:, 1:]], axis=1)
-    scores, delta = jaxlift.attribute(fn, (W, V), X, R, target=[2, 2, 2], return_delta=True)
+    scores, delta = jaxlift.attribute(fn, (W, V), X, R, target=target, return_delta=True)
     assert np.isfinite(np.asarray(scores)).all()
     want = jnp.tanh(X @ W) @ V[:, 2] - jnp.tanh(R[:1] @ W) @ V[:, 2]
     np.testing.assert_allclose(np.asarray(delta), np.asarray(want), rtol=1e-5, atol=1e-6)
@@ -25,9 +26,10 @@ def test_a_minus_inf_output_the_target_does_not_read_leaves_it_finite():
                                atol=1e-6)
 
 
-def test_an_out_of_range_class_is_refused_by_name():
+@pytest.mark.parametrize("target", [[1, 7, 1], 7])
+def test_an_out_of_range_class_is_refused_by_name(target):
     with pytest.raises(ValueError, match="out of range"):
-        jaxlift.attribute(lambda p, xb: xb @ p[0], (W,), X, R, target=[1, 7, 1])
+        jaxlift.attribute(lambda p, xb: xb @ p[0], (W,), X, R, target=target)
 
 
 @pytest.mark.parametrize("mode", ["integrated_gradients", "occlusion"])
