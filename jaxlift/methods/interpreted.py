@@ -443,17 +443,15 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
     seeds, n = inputs.seeds, inputs.n
     # all of them, on the device once: a call that runs as one chunk (and every repeat of it on
     # the one-dispatch path) passes them without a slice and a transfer per call
-    # (device_put: jnp.asarray compiles a program per shape in JAX 0.10; contiguous: an int
-    # target's one-hot row is a broadcast view)
-    whole = (None if seeds is None or chunked or not inputs.concrete
-             else jax.device_put(np.ascontiguousarray(seeds)))
+    # (device_put: jnp.asarray compiles a staging program per shape in JAX 0.10)
+    whole = None if seeds is None or chunked or not inputs.concrete else jax.device_put(seeds)
 
     def run(p, x, r, start, check_batch=True):
         rows = jax.tree_util.tree_leaves(x)[0].shape[0]
         if whole is not None and start == 0 and rows == n:
             s = whole
         else:
-            s = None if seeds is None else np.ascontiguousarray(take_rows(seeds, start, rows, n))
+            s = None if seeds is None else take_rows(seeds, start, rows, n)
         return program(p, x, r, ref_values, s, check_batch)
     return run
 
