@@ -12,7 +12,8 @@ from jaxlift import _compiler
 def test_options_at_top_level_and_none_inside_a_trace():
     here = _compiler.options_here()
     if jax.default_backend() == "cpu":
-        assert dict(here) == {_compiler.YNN_OPTION: _compiler.CPU_LIBRARY_FUSIONS}
+        assert dict(here) == {_compiler.YNN_OPTION: _compiler.CPU_LIBRARY_FUSIONS,
+                              _compiler.LLVM_LEVEL_OPTION: _compiler.LLVM_LEVEL}
     seen = []
 
     @jax.jit
@@ -24,8 +25,19 @@ def test_options_at_top_level_and_none_inside_a_trace():
     assert seen == [(), ()]
 
 
-def test_a_user_setting_of_the_option_is_kept(monkeypatch):
+def test_a_user_setting_of_an_option_is_kept(monkeypatch):
+    """Each option the user names in XLA_FLAGS is left to XLA (their flag wins); the other
+    is still given."""
+    if jax.default_backend() != "cpu":
+        return
     monkeypatch.setenv("XLA_FLAGS", f"--{_compiler.YNN_OPTION}=LIBRARY_FUSION_TYPE_REDUCE")
+    assert _compiler.compiler_options.__wrapped__() == {
+        _compiler.LLVM_LEVEL_OPTION: _compiler.LLVM_LEVEL}
+    monkeypatch.setenv("XLA_FLAGS", f"--{_compiler.LLVM_LEVEL_OPTION}=3")
+    assert _compiler.compiler_options.__wrapped__() == {
+        _compiler.YNN_OPTION: _compiler.CPU_LIBRARY_FUSIONS}
+    monkeypatch.setenv("XLA_FLAGS", f"--{_compiler.YNN_OPTION}=LIBRARY_FUSION_TYPE_REDUCE "
+                       f"--{_compiler.LLVM_LEVEL_OPTION}=3")
     assert _compiler.compiler_options.__wrapped__() is None
 
 
