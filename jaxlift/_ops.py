@@ -1,6 +1,9 @@
 """Array helpers that keep jaxlift's programs on XLA's fast paths."""
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, Iterator
+
 import jax
 import jax.numpy as jnp
 
@@ -126,3 +129,29 @@ def finite_flags(res, delta, x, refs, check_inputs: bool) -> jax.Array:
 
 
 FLAG_NAMES = ("scores", "x", "refs")
+
+
+@contextlib.contextmanager
+def calls_inlined() -> Iterator[None]:
+    """Trace the body of the ``with`` with every ``jax.jit``-wrapped function it calls inlined
+    (``jax.disable_jit``): most of ``jax.numpy`` is such a function, and each call of one
+    under the interpreter's two ``vmap`` s traces its own small jaxpr and batches it twice
+    (``pjit``'s batching rule), which made the rules' tracing 3–4× that of the same operations
+    written with ``lax``. The program XLA compiles is the same (XLA inlines those calls), so
+    this changes the first call's time only. Only for code being traced into jaxlift's own
+    program: ``jax.disable_jit`` also makes ``lax.scan`` a Python loop, so rules that build a
+    scan call :func:`scan` (docs/design.md §20.9)."""
+    with jax.disable_jit():
+        yield
+
+
+def scan(step: Callable, init, xs, **kwargs):
+    """``jax.lax.scan(step, init, xs, **kwargs)`` as one scan whether or not
+    :func:`calls_inlined` is in effect, its body traced in the caller's mode."""
+    inlined = jax.config.jax_disable_jit
+
+    def body(carry, x):
+        with jax.disable_jit(inlined):
+            return step(carry, x)
+    with jax.disable_jit(False):
+        return jax.lax.scan(body, init, xs, **kwargs)

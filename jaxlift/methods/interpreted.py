@@ -20,8 +20,8 @@ import numpy as np
 from jaxlift import certificate, independence, interpreter, stored_programs
 from jaxlift._compiler import options_here
 from jaxlift._memo import memoized
-from jaxlift._ops import (difference, example_structs, finite_flags, mean_axis, sum_in_windows,
-                          widen)
+from jaxlift._ops import (calls_inlined, difference, example_structs, finite_flags, mean_axis,
+                          sum_in_windows, widen)
 from jaxlift.chunking import take_rows
 from jaxlift.methods.call import Call, Inputs
 from jaxlift.markers import tree_of
@@ -272,8 +272,9 @@ def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, f
     over_refs = jax.vmap(pair, in_axes=(None, None, 0, hoisted, None))
     over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None,
                                               None if seeds is None else 0))
-    res, delta, (gap, bound), (t_x, t_r) = over_pairs(fixed, x_leaves, r_leaves, ref_values,
-                                                      seeds)
+    with calls_inlined():  # the rules' jnp calls traced inline (docs/design.md §20.9)
+        res, delta, (gap, bound), (t_x, t_r) = over_pairs(fixed, x_leaves, r_leaves, ref_values,
+                                                          seeds)
     finite = finite_flags(res, delta, x, refs, check_inputs)
     summary = certificate.summarize(gap, bound) if certify else certificate.unchecked()
     if certify and poison:
@@ -310,8 +311,9 @@ def _reference_side(params, refs, *, fn, target):
     computed once and handed to each chunk of inputs instead of re-running it per chunk."""
     program, _ = traced_program(per_example(fn, target), params, example_structs(refs, True))
     fixed = jax.tree_util.tree_leaves(params)
-    return jax.vmap(lambda r: interpreter.side_values(program, fixed, r))(
-        jax.tree_util.tree_leaves(refs))
+    with calls_inlined():
+        return jax.vmap(lambda r: interpreter.side_values(program, fixed, r))(
+            jax.tree_util.tree_leaves(refs))
 
 
 @functools.lru_cache(maxsize=64)
@@ -479,7 +481,8 @@ def multipliers_at_input(f: Callable, params, x, composite) -> Any:
     pair = pair_fn(program, resolve(composite, "gradient"), "multipliers", None,
                    "all" if all_targets else None)
     x_leaves, tree = jax.tree_util.tree_flatten(x)
-    res, _, _, _ = pair(jax.tree_util.tree_leaves(params), x_leaves, x_leaves)
+    with calls_inlined():
+        res, _, _, _ = pair(jax.tree_util.tree_leaves(params), x_leaves, x_leaves)
     return jax.tree_util.tree_unflatten(tree, res)
 
 

@@ -1,0 +1,143 @@
+"""The interpreter's passes are traced with jit-wrapped helpers inlined (jaxlift/_ops.py
+``calls_inlined``, docs/design.md §20.9): the batched pairs hold no nested ``jit`` call, and a
+rule's ``lax.scan`` stays one scan."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxlift
+from jaxlift import _ops
+from jaxlift.methods import interpreted
+from jaxlift.rules.composites import COMPOSITES
+from jaxlift.targets import per_example
+
+N, K, D = 3, 2, 5
+
+
+def _mlp(p, xb):
+    return jnp.tanh(jnp.maximum(xb @ p[0], 0.1 * xb @ p[0]) @ p[1])
+
+
+def _params():
+    return (jax.random.normal(jax.random.key(0), (D, 4)),
+            jax.random.normal(jax.random.key(1), (4, 2)))
+
+
+def _pair_calls(jaxpr) -> list:
+    """The ``pjit`` equations (at any depth) whose results carry the N × K pair axes."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("pjit", "jit") and any(
+                tuple(v.aval.shape[:2]) == (N, K) for v in eqn.outvars
+                if hasattr(v.aval, "shape")):
+            found.append(eqn)
+        for value in eqn.params.values():  # and inside conds, scans and calls
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _pair_calls(inner)
+    return found
+
+
+def _compute_jaxpr(mode: str):
+    p = _params()
+    x = jax.random.normal(jax.random.key(2), (N, D))
+    refs = jax.random.normal(jax.random.key(3), (K, D))
+    run = functools.partial(interpreted.compute, fn=_mlp, target=1, composite=COMPOSITES[mode],
+                            what="contributions", layer_name=None, per_input_refs=False,
+                            average=False, certify=True)
+    return jax.make_jaxpr(run)(p, x, refs).jaxpr
+
+
+def test_the_pairs_hold_no_nested_jit_calls():
+    """Every rule's ``jnp`` call runs inline in the pairs' trace: none of the program's
+    equations on pair-shaped values is a nested ``jit`` (each would have been traced and
+    batched twice on its own)."""
+    for mode in ("rescale", "reveal_cancel"):
+        jaxpr = _compute_jaxpr(mode)
+        assert any(len(v.aval.shape) >= 2 and tuple(v.aval.shape[:2]) == (N, K)
+                   for e in jaxpr.eqns for v in e.outvars)  # the pairs are there
+        assert _pair_calls(jaxpr) == [], mode
+
+
+def test_outside_the_context_the_same_code_holds_nested_calls():
+    """The check above can fail: traced without ``calls_inlined``, a rule's ``jnp.where``
+    under the two ``vmap``s is a batched nested ``jit``."""
+    def pair(a, b):
+        return jnp.where(a > b, a - b, jnp.zeros_like(a))
+    batched = jax.vmap(jax.vmap(pair, (None, 0)), (0, None))
+    a, b = jnp.ones((N, D)), jnp.ones((K, D))
+    assert _pair_calls(jax.make_jaxpr(batched)(a, b).jaxpr)
+
+    def inlined(a, b):
+        with _ops.calls_inlined():
+            return batched(a, b)
+    assert _pair_calls(jax.make_jaxpr(inlined)(a, b).jaxpr) == []
+
+
+def test_scan_stays_one_scan_when_calls_are_inlined():
+    """``_ops.scan`` under ``calls_inlined`` is one ``scan`` equation (``jax.lax.scan`` would
+    run as a Python loop there), with the values of ``jax.lax.scan``, and its body is traced
+    in the caller's mode (its ``jnp`` calls inline too)."""
+    def step(c, x):
+        return c + jnp.where(x > 0, x, 0.0), c * x
+
+    xs = jnp.arange(-3.0, 5.0)
+
+    def ours(xs):
+        with _ops.calls_inlined():
+            return _ops.scan(step, 0.0, xs)
+    jaxpr = jax.make_jaxpr(ours)(xs).jaxpr
+    scans = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+    assert len(scans) == 1 and len(jaxpr.eqns) == 1
+    body = scans[0].params["jaxpr"].jaxpr
+    assert not [e for e in body.eqns if e.primitive.name in ("pjit", "jit")]
+    expected = jax.lax.scan(step, 0.0, xs)
+    for got, want in zip(jax.tree_util.tree_leaves(ours(xs)), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_array_equal(got, want)
+
+    def plain(xs):
+        with _ops.calls_inlined():
+            return jax.lax.scan(step, 0.0, xs)
+    unrolled = jax.make_jaxpr(plain)(xs).jaxpr
+    assert not [e for e in unrolled.eqns if e.primitive.name == "scan"]  # why _ops.scan exists
+
+
+def test_a_loop_model_compiles_to_a_loop_at_top_level():
+    """jaxlift's own top-level program for a ``lax.scan`` model holds a ``while`` (the loop
+    rule's scans), not the steps unrolled: its text does not grow with the steps."""
+    w = jax.random.normal(jax.random.key(4), (D, D)) * 0.3
+
+    def rnn(p, xb):
+        def step(h, x_t):
+            h = jnp.tanh(h @ p + x_t)
+            return h, None
+        h, _ = jax.lax.scan(step, jnp.zeros_like(xb[:, 0]), jnp.swapaxes(xb, 0, 1))
+        return h
+
+    def text(steps):
+        x = jax.random.normal(jax.random.key(5), (2, steps, D))
+        return interpreted.lowered_text(rnn, w, x, jnp.zeros((1, steps, D)), target=0)
+    small, large = text(4), text(64)
+    assert "stablehlo.while" in small
+    assert len(large) < 1.05 * len(small), (len(small), len(large))
+    x = jax.random.normal(jax.random.key(5), (2, 6, D))
+    scores, delta = jaxlift.attribute(rnn, w, x, jnp.zeros((1, 6, D)), target=0,
+                                      return_delta=True)
+    np.testing.assert_allclose(scores.sum(axis=(1, 2)), delta, rtol=1e-4, atol=1e-5)
+
+
+def test_per_example_programs_are_traced_outside_the_context():
+    """``fn``'s own program keeps its ``jit`` calls (markers and named layers are such calls):
+    it is traced before the pairs, never under ``calls_inlined``."""
+    def fn(p, xb):
+        return jax.jit(jax.nn.relu)(xb @ p[0]) @ p[1]
+    p = _params()
+    x = jax.random.normal(jax.random.key(2), (N, D))
+    program, _ = interpreted.traced_program(per_example(fn, 0), p,
+                                            _ops.example_structs(x, True))
+    assert any(e.primitive.name in ("pjit", "jit") for e in program.source.jaxpr.eqns)
+    scores = jaxlift.attribute(fn, p, x, jnp.zeros((1, D)), target=0)
+    assert np.all(np.isfinite(np.asarray(scores)))
