@@ -155,3 +155,29 @@ def scan(step: Callable, init, xs, **kwargs):
             return step(carry, x)
     with jax.disable_jit(False):
         return jax.lax.scan(body, init, xs, **kwargs)
+
+
+def computed_together(*arrays: jax.Array) -> tuple:
+    """``arrays`` as they are, computed by one kernel (docs/design.md §20.10).
+
+    XLA:CPU fuses cheap elementwise work (compares, selects, ``isfinite``, adds) into every
+    kernel that reads its result rather than storing the result once, and does not fuse
+    siblings into one kernel. A rule's several outputs of one shape — RevealCancel's ``Δy⁺``,
+    ``Δy⁻``, ``m⁺``, ``m⁻``, the two parts of a split — share their guards, so each output's
+    kernel compiled and ran all of them again, and each next rule's kernels all of those
+    (a 2-block decoder's reveal_cancel program held 4.6× the operations it was written
+    with). Stacked, they are one array made by one kernel; the optimization barrier keeps XLA's
+    simplifier from turning the slices back into the separate expressions. Arrays of
+    different dtypes or shapes that do not broadcast together are returned as they are."""
+    if len(arrays) < 2:
+        return tuple(arrays)
+    try:
+        shape = jnp.broadcast_shapes(*(jnp.shape(a) for a in arrays))
+    except ValueError:
+        return tuple(arrays)
+    dtype = jnp.result_type(arrays[0])
+    if any(jnp.result_type(a) != dtype for a in arrays):
+        return tuple(arrays)
+    stacked = jax.lax.optimization_barrier(
+        jnp.stack([jnp.broadcast_to(a, shape) for a in arrays]))
+    return tuple(stacked[i] for i in range(len(arrays)))

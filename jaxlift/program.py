@@ -105,6 +105,16 @@ class Program:
         results of live operations."""
         return set(self.live_inputs) | {o for op in self.ops if op.is_live for o in op.outs}
 
+    @functools.cached_property
+    def consumers(self) -> dict:
+        """id -> the live operations that read it, in program order."""
+        readers: dict = {}
+        for op in self.ops:
+            if op.is_live:
+                for a in dict.fromkeys(a for a in op.ins if isinstance(a, int)):
+                    readers.setdefault(a, []).append(op)
+        return readers
+
 
 class _Builder:
     def __init__(self):
