@@ -162,13 +162,15 @@ def computed_together(*arrays: jax.Array) -> tuple:
 
     XLA:CPU fuses cheap elementwise work (compares, selects, ``isfinite``, adds) into every
     kernel that reads its result rather than storing the result once, and does not fuse
-    siblings into one kernel. A rule's several outputs of one shape — RevealCancel's ``Δy⁺``,
-    ``Δy⁻``, ``m⁺``, ``m⁻``, the two parts of a split — share their guards, so each output's
-    kernel compiled and ran all of them again, and each next rule's kernels all of those
-    (a 2-block decoder's reveal_cancel program held 4.6× the operations it was written
-    with). Stacked, they are one array made by one kernel; the optimization barrier keeps XLA's
-    simplifier from turning the slices back into the separate expressions. Arrays of
-    different dtypes or shapes that do not broadcast together are returned as they are."""
+    siblings into one kernel. RevealCancel's ``Δy⁺``, ``Δy⁻``, ``m⁺``, ``m⁻`` share their
+    guards, so each part's readers compiled and ran all of them again, and each next rule's
+    readers all of those (a 2-block decoder's reveal_cancel program held 4.6× the operations
+    it was written with). Stacked, they are one array made by one kernel; the optimization
+    barrier keeps XLA's simplifier from turning the slices back into the separate expressions
+    (a barrier on the separate arrays is removed before fusion and does not do it). The cost:
+    the arrays are written to memory where XLA might have kept them in registers, so use it
+    where readers would repeat the work. Arrays of different dtypes, or of shapes that do not
+    broadcast together, are returned as they are."""
     if len(arrays) < 2:
         return tuple(arrays)
     try:

@@ -134,7 +134,7 @@ def _forward_sides(ctx, body: _Body):
             return new_k, (outs[nk:], keep(live), computed)
 
         k, (ys, live, computed) = scan(step, list(carry), list(xs), length=body.length,
-                                                reverse=body.reverse)
+                                       reverse=body.reverse)
         return list(k) + list(ys), live, computed
 
     outs_x, live_x, computed = side(ctx.xs)
