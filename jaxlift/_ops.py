@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Iterator
 
 import jax
@@ -155,6 +156,21 @@ def scan(step: Callable, init, xs, **kwargs):
             return step(carry, x)
     with jax.disable_jit(False):
         return jax.lax.scan(body, init, xs, **kwargs)
+
+
+def varying_like(tree, *sources):
+    """``tree`` itself, made to vary over every ``vmap`` axis that ``sources`` vary over (a
+    select of ``tree`` or ``tree`` on a predicate read from the sources, which XLA folds
+    away). For a loop's initial carry: JAX batches a scan's body once per ``vmap`` when the
+    carry it starts with varies as the carry its body returns, and twice when it does not (the
+    carry fixpoint of ``lax.scan``'s batching rule) — the loop rule's initial carries (a
+    model's zero state, zero multipliers) vary over nothing (docs/design.md §20.9)."""
+    leaves = [l for l in jax.tree_util.tree_leaves(sources) if jnp.size(l)]
+    if not leaves:
+        return tree
+    first = [jnp.ravel(l)[0] for l in leaves]
+    vary = functools.reduce(jnp.logical_and, [v == v for v in first])
+    return jax.tree_util.tree_map(lambda v: jnp.where(vary, v, v), tree)
 
 
 def computed_together(*arrays: jax.Array) -> tuple:

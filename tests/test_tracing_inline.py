@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxlift
 from jaxlift import _ops
@@ -141,3 +142,21 @@ def test_per_example_programs_are_traced_outside_the_context():
     assert any(e.primitive.name in ("pjit", "jit") for e in program.source.jaxpr.eqns)
     scores = jaxlift.attribute(fn, p, x, jnp.zeros((1, D)), target=0)
     assert np.all(np.isfinite(np.asarray(scores)))
+
+
+def test_varying_like_keeps_values_and_varies_as_its_sources():
+    """``_ops.varying_like`` returns its tree's values (NaN and inf sources included) and, under
+    ``vmap``, varies over an axis exactly when a source does: so the loop rule's initial carries
+    enter a scan batched as its body returns them (JAX then batches the body once, not twice)."""
+    tree = {"h": jnp.arange(3.0), "c": jnp.float32(2.0)}
+    batch = jnp.array([[1.0, jnp.nan], [jnp.inf, 0.0]])
+    out = jax.vmap(lambda s: _ops.varying_like(tree, s))(batch)
+    np.testing.assert_array_equal(out["h"], jnp.tile(jnp.arange(3.0), (2, 1)))
+    np.testing.assert_array_equal(out["c"], jnp.full((2,), 2.0))
+    # unbatched sources: the result does not vary (out_axes=None accepts it) …
+    same = jax.vmap(lambda s: _ops.varying_like(tree, jnp.ones(2)), out_axes=None)(batch)
+    np.testing.assert_array_equal(same["h"], jnp.arange(3.0))
+    # … batched ones: it varies (out_axes=None refuses it)
+    with pytest.raises(ValueError):
+        jax.vmap(lambda s: _ops.varying_like(tree, s), out_axes=None)(batch)
+    assert _ops.varying_like(tree) is tree

@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlift._ops import scan, zeros_of_difference
+from jaxlift._ops import scan, varying_like, zeros_of_difference
 from jaxlift.jaxpr_walk import scan_layout
 from jaxlift.split_multipliers import SplitMultipliers, sign_split
 from jaxlift.rules import registry
@@ -133,8 +133,8 @@ def _forward_sides(ctx, body: _Body):
             new_k = [o.astype(v.dtype) for o, v in zip(outs[:nk], k)]
             return new_k, (outs[nk:], keep(live), computed)
 
-        k, (ys, live, computed) = scan(step, list(carry), list(xs), length=body.length,
-                                       reverse=body.reverse)
+        k, (ys, live, computed) = scan(step, varying_like(list(carry), xs), list(xs),
+                                       length=body.length, reverse=body.reverse)
         return list(k) + list(ys), live, computed
 
     outs_x, live_x, computed = side(ctx.xs)
@@ -171,8 +171,10 @@ def _forward_together(ctx, body: _Body):
         state = ctx.sub_state(fwd, keep_inputs=carry_ids)
         return (new_k_x, new_k_r, new_split), (outs_x[nk:], outs_r[nk:], splits[nk:], state)
 
+    init = (varying_like(list(kx), xsx), varying_like(list(kr), xsr),
+            varying_like(ksplit, xsx, xsr))
     (k_x, k_r, k_split), (ys_x, ys_r, ys_split, states) = scan(
-        step, (list(kx), list(kr), ksplit), (list(xsx), list(xsr), xssplit),
+        step, init, (list(xsx), list(xsr), xssplit),
         length=body.length, reverse=body.reverse)
     stash = {"splits": list(k_split) + list(ys_split), "states": states}
     return list(k_x) + list(ys_x), list(k_r) + list(ys_r), stash
@@ -238,7 +240,7 @@ def _backward(ctx, m_out) -> list:
         return (new_m_k, new_m_c), m_x
 
     (m_init, m_consts), m_xs = scan(
-        step, (m_carry, m_consts),
+        step, varying_like((m_carry, m_consts), xsx, xsr),
         (ctx.stash["states"], list(xsx), list(xsr), xssplit, m_ys),
         length=body.length, reverse=not body.reverse)
     result: list = []
