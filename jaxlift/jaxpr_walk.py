@@ -42,6 +42,10 @@ def scan_layout(params) -> tuple[int, int]:
 
 
 # Call-like primitives whose body the interpreter looks into, and the param holding the body.
+VIEWS = frozenset(("broadcast_in_dim", "reshape", "squeeze", "expand_dims", "slice", "transpose",
+                   "convert_element_type", "copy", "copy_p"))
+"""Primitives that only reshape, broadcast, slice or cast their operand."""
+
 CALL_BODY_PARAM = {
     "jit": "jaxpr",
     "pjit": "jaxpr",

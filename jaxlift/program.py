@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from jaxlift.jaxpr_walk import call_body, live_equations, scan_layout, where_of
+from jaxlift.jaxpr_walk import VIEWS, call_body, live_equations, scan_layout, where_of
 from jaxlift.markers import marker_of
 from jaxlift.rules import registry
 
@@ -367,9 +367,6 @@ def _scan_body(eqn, live: Sequence[bool]) -> Program:
     return program_from_jaxpr(closed.jaxpr, closed.consts, live_in)
 
 
-_VIEWS = ("broadcast_in_dim", "reshape", "squeeze", "expand_dims", "slice", "transpose",
-          "convert_element_type", "copy", "copy_p")
-
 
 def origin_of(program: "Program", atom, site: str = "") -> Op | None:
     """The operation that computes ``atom``: walking back through reshapes, broadcasts and
@@ -381,7 +378,7 @@ def origin_of(program: "Program", atom, site: str = "") -> Op | None:
         if op is None:
             return None
         live = [a for a, l in zip(op.ins, op.live) if l]
-        if not live or op.primitive not in _VIEWS and str(op.where) != site:
+        if not live or op.primitive not in VIEWS and str(op.where) != site:
             return op
         atom = live[-1] if op.primitive == "select_n" else live[0]
     return None
@@ -394,7 +391,7 @@ def view_of_input(program: "Program", atom):
         if atom in program.live_inputs:
             return atom
         op = program.producer.get(atom) if isinstance(atom, int) else None
-        if op is None or op.primitive not in _VIEWS or sum(op.live) != 1:
+        if op is None or op.primitive not in VIEWS or sum(op.live) != 1:
             return None
         atom = next(a for a, l in zip(op.ins, op.live) if l)
     return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxlift._ops import computed_together
+from jaxlift.jaxpr_walk import VIEWS
 from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
@@ -88,13 +89,11 @@ def reveal_cancel_parts(ctx):
     return dyp, dyn, mp, mn
 
 
-_VIEWS = frozenset(("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
-                    "convert_element_type", "copy", "copy_p"))
 _READ_FROM_MEMORY = frozenset(("dot_general", "conv_general_dilated"))
 
 
 def feeds_fused_work(op, program) -> bool:
-    """Whether the nonlinearity's result reaches (through reshapes, transposes and casts) an
+    """Whether the nonlinearity's result reaches (through reshapes, slices, transposes and casts) an
     operation that XLA fuses its producers into — anything but a contraction or a pooling
     window, which read their operands from memory. There its RevealCancel parts are computed
     together (:func:`jaxlift._ops.computed_together`), once, instead of once per part inside
@@ -105,7 +104,7 @@ def feeds_fused_work(op, program) -> bool:
     pending = [r for o in op.outs for r in readers.get(o, ())]
     while pending:
         reader = pending.pop()
-        if reader.primitive in _VIEWS:
+        if reader.primitive in VIEWS:
             pending += [r for o in reader.outs if o not in frontier for r in readers.get(o, ())]
             frontier.update(reader.outs)
         elif (reader.primitive not in _READ_FROM_MEMORY
