@@ -160,3 +160,49 @@ def test_varying_like_keeps_values_and_varies_as_its_sources():
     with pytest.raises(ValueError):
         jax.vmap(lambda s: _ops.varying_like(tree, s), out_axes=None)(batch)
     assert _ops.varying_like(tree) is tree
+
+
+@jax.custom_vjp
+def _softplus_vjp_only(v):
+    return jnp.logaddexp(v, 0.0)
+
+
+_softplus_vjp_only.defvjp(lambda v: (jnp.logaddexp(v, 0.0), v),
+                          lambda v, g: (g * jax.nn.sigmoid(v),))
+
+
+class _Elementwise:
+    """The part of a rule's context ``value_and_derivative`` reads: ``apply(u) -> (f(u),)``."""
+
+    def __init__(self, f):
+        self.apply = lambda u: (f(u),)
+
+
+def test_the_slope_is_forward_mode_except_for_a_custom_vjp(monkeypatch):
+    """Rescale's ``f'`` is a JVP of ones (an elementwise ``f`` has a diagonal Jacobian): no VJP
+    traced, a third of its tracing. A ``custom_vjp`` function has no JVP: there, the VJP of
+    ones. Both give the derivative; and a model built on such a function is explained as the
+    same model built on the plain function is."""
+    from jaxlift.rules.rescale import value_and_derivative
+    pulls = []
+    real_vjp = jax.vjp
+    monkeypatch.setattr(jax, "vjp", lambda *a, **k: pulls.append(1) or real_vjp(*a, **k))
+    v = jnp.linspace(-3.0, 3.0, 13)
+    y, d = value_and_derivative(_Elementwise(jnp.tanh), v)
+    assert pulls == []
+    np.testing.assert_allclose(y, jnp.tanh(v), rtol=1e-6)
+    np.testing.assert_allclose(d, 1 - jnp.tanh(v) ** 2, rtol=1e-5, atol=1e-7)
+    y, d = value_and_derivative(_Elementwise(_softplus_vjp_only), v)
+    assert pulls == [1]
+    np.testing.assert_allclose(d, jax.nn.sigmoid(v), rtol=1e-5)
+    monkeypatch.undo()
+
+    p = _params()
+    x = jax.random.normal(jax.random.key(2), (N, D))
+    refs = jax.random.normal(jax.random.key(3), (K, D))
+    for mode in ("rescale", "reveal_cancel"):
+        got = jaxlift.attribute(lambda q, xb: _softplus_vjp_only(xb @ q[0]) @ q[1], p, x, refs,
+                                target=1, mode=mode)
+        want = jaxlift.attribute(lambda q, xb: jax.nn.softplus(xb @ q[0]) @ q[1], p, x, refs,
+                                 target=1, mode=mode)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -29,10 +29,17 @@ ROUNDING_ULPS = 4
 
 
 def value_and_derivative(ctx, v):
-    """``(f(v), f'(v))`` of the elementwise nonlinearity (a VJP, so ``custom_vjp`` works)."""
-    y, pull = jax.vjp(lambda u: ctx.apply(u)[0], v)
-    (d,) = pull(jnp.ones_like(y))
-    return y, d
+    """``(f(v), f'(v))`` of the elementwise nonlinearity, shaped like ``v``: its Jacobian is
+    diagonal, so ``f'`` is the JVP of a tangent of ones (forward mode: a third of the tracing
+    of a VJP, which linearizes, partially evaluates and transposes). A ``custom_vjp`` function
+    has no JVP: there, the VJP of a cotangent of ones (the same diagonal)."""
+    f = lambda u: ctx.apply(u)[0]  # noqa: E731
+    try:
+        return jax.jvp(f, (v,), (jnp.ones_like(v),))
+    except TypeError:  # "can't apply forward-mode autodiff (jvp) to a custom_vjp function"
+        y, pull = jax.vjp(f, v)
+        (d,) = pull(jnp.ones_like(y))
+        return y, d
 
 
 def rounding_of(dtype, *values):
