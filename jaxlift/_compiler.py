@@ -15,7 +15,9 @@ models without making them faster (steady state within noise; both vectorize). T
 differ from ``-O3``'s by rounding at most.
 
 A user who names an option in ``XLA_FLAGS`` keeps their own choice for it; a jaxlib that does
-not know the options (an older or newer one) is left at its defaults. Inside a caller's trace
+not know the options (an older or newer one) is left at its defaults. Whether it knows them is
+asked by compiling a one-op program with them (17 ms, once per process) except on the jaxlib
+releases whose XLA was checked to define both (:data:`CHECKED_JAXLIB`). Inside a caller's trace
 (their ``jit``, ``vmap`` or ``grad``) JAX takes options from the outermost ``jit`` only, so none
 are given there (:func:`options_here`).
 """
@@ -30,13 +32,15 @@ YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 CPU_LIBRARY_FUSIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
 LLVM_LEVEL_OPTION = "xla_backend_optimization_level"
 LLVM_LEVEL = 2
+CHECKED_JAXLIB = ((0, 10),)  # 0.10.0 and 0.10.2 define both options (their XLA's flag table)
 
 
 @functools.cache
 def compiler_options() -> dict | None:
     """The ``compiler_options`` of ``jax.jit`` for jaxlift's interpreter programs on this
     process's default backend, or ``None`` (XLA's defaults) off the CPU, where the user set
-    the option, or where this jaxlib rejects it (checked once, on a one-op program)."""
+    the option, or where this jaxlib rejects it (checked once, on a one-op program, unless
+    its release is in :data:`CHECKED_JAXLIB`)."""
     if jax.default_backend() != "cpu":
         return None
     flags = os.environ.get("XLA_FLAGS", "")
@@ -45,11 +49,22 @@ def compiler_options() -> dict | None:
                if name not in flags}
     if not options:
         return None
+    if _jaxlib_release() in CHECKED_JAXLIB:
+        return options
     try:
         jax.jit(lambda v: v + 1, compiler_options=options).lower(1.0).compile()
     except Exception:  # an XLA without the option (its error type differs between versions)
         return None
     return options
+
+
+def _jaxlib_release() -> tuple:
+    """``(major, minor)`` of the installed jaxlib (``()`` where it cannot be read)."""
+    try:
+        import jaxlib.version
+        return tuple(int(p) for p in jaxlib.version.__version__.split(".")[:2])
+    except Exception:  # noqa: BLE001 an unusual version string: ask XLA instead
+        return ()
 
 
 def options_here() -> tuple:

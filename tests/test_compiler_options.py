@@ -41,6 +41,28 @@ def test_a_user_setting_of_an_option_is_kept(monkeypatch):
     assert _compiler.compiler_options.__wrapped__() is None
 
 
+def test_a_checked_jaxlib_is_not_asked_and_any_other_is(monkeypatch):
+    """On a jaxlib release whose XLA was checked to define the options no probe program is
+    compiled; on any other one is, and an option XLA rejects leaves XLA's defaults."""
+    if jax.default_backend() != "cpu":
+        return
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    probes = []
+    real_jit = jax.jit
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: probes.append(k) or real_jit(*a, **k))
+    both = {_compiler.YNN_OPTION: _compiler.CPU_LIBRARY_FUSIONS,
+            _compiler.LLVM_LEVEL_OPTION: _compiler.LLVM_LEVEL}
+    monkeypatch.setattr(_compiler, "_jaxlib_release", lambda: _compiler.CHECKED_JAXLIB[0])
+    assert _compiler.compiler_options.__wrapped__() == both
+    assert probes == []
+    monkeypatch.setattr(_compiler, "_jaxlib_release", lambda: (99, 0))
+    assert _compiler.compiler_options.__wrapped__() == both
+    assert probes == [{"compiler_options": both}]
+    monkeypatch.setattr(_compiler, "YNN_OPTION", "xla_cpu_no_such_option_in_any_release")
+    assert _compiler.compiler_options.__wrapped__() is None
+    assert len(probes) == 2
+
+
 def test_the_same_scores_at_top_level_and_inside_a_callers_jit(mode="rescale"):
     """The top-level program (compiled with the options) and the one inlined into a caller's
     jit (without them) compute the same thing: kernels change, not the arithmetic's terms."""
