@@ -116,14 +116,20 @@ def _failing(gap: np.ndarray, bound: np.ndarray) -> np.ndarray:
     return ~(gap <= bound)
 
 
-def worst_on_host(summaries: list, starts: list, pairs_per_input: int) -> dict:
+def worst_on_host(summaries: list, starts: list, pairs_per_input: int,
+                  n: int | None = None) -> dict:
     """One summary over every chunk (their checks already on the host): ``failing`` pairs
     added up, and the worst pair's ``ratio``, ``gap``, ``bound`` and place, its flat index
-    turned into ``(input, rest)`` over the whole call."""
+    turned into ``(input, rest)`` over the whole call. ``n``: the call's number of inputs — a
+    padded last chunk's rows past it (copies of the last input) are not pairs of the call and
+    are not counted."""
     summary = {"failing": 0, "input": 0, "rest": 0, "ratio": 0.0, "gap": 0.0, "bound": 0.0}
     worst = -1.0
     for start, s in zip(starts, summaries):
         gap, bound = np.ravel(np.asarray(s["gap"])), np.ravel(np.asarray(s["bound"]))
+        if n is not None:
+            real = max(0, n - start) * pairs_per_input
+            gap, bound = gap[:real], bound[:real]
         ratio, failing = ratios(gap, bound)
         summary["failing"] += int(failing.sum())
         if ratio.size == 0 or ratio.max() <= worst:

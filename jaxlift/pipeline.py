@@ -260,7 +260,7 @@ def read_checks(call: Call, inputs: Inputs, family, recorded, res, delta, params
     inputs, references or parameters; ``fn`` mixing the examples of a batch; NaN/Inf scores;
     scores that do not sum to ``Δt`` (the certificate)."""
     ok, summary, independence = checks_on_host(recorded, inputs.k,
-                                                targets_of(delta, call.average_refs))
+                                                targets_of(delta, call.average_refs), inputs.n)
     if not (ok[1:].all() and params_check_passed(params_check)):
         check_inputs_finite(inputs.x, inputs.refs, inputs.params)
     settle_independence(call.fn, shapes, *independence)
@@ -288,16 +288,18 @@ def recording_checks(run):
     return run_and_record, recorded
 
 
-def checks_on_host(recorded: list, k: int, t: int) -> tuple[np.ndarray, dict, tuple]:
+def checks_on_host(recorded: list, k: int, t: int, n: int | None = None
+                   ) -> tuple[np.ndarray, dict, tuple]:
     """Every chunk's checks read in one transfer: the finite flags
     (:data:`jaxlift._ops.FLAG_NAMES`) and-ed over chunks; the certificate's summary over the
     whole call (:func:`jaxlift.certificate.worst_on_host`) with the worst pair's ``(input,
     reference[, target])`` under ``"where_tuple"`` and as words under ``"where"``; and the
-    first chunk's batch-independence comparison ``(compared, batched, alone)``."""
+    first chunk's batch-independence comparison ``(compared, batched, alone)``. ``n``: the
+    call's number of inputs (a padded last chunk's extra rows are left out of the summary)."""
     starts = [start for start, _ in recorded]
     host = jax.device_get([checks for _, checks in recorded])
     ok = np.logical_and.reduce(np.stack([np.asarray(c["finite"]) for c in host]), axis=0)
-    summary = certificate.worst_on_host(host, starts, k * t)
+    summary = certificate.worst_on_host(host, starts, k * t, n)
     j, target = divmod(summary["rest"], t)
     where = (summary["input"], j) + ((target,) if t > 1 else ())
     summary["where_tuple"] = where

@@ -424,3 +424,21 @@ def test_the_host_summary_counts_and_places_the_worst_pair_over_chunks():
     assert summary["failing"] == 2
     assert (summary["input"], summary["rest"]) == (2, 1)  # the NaN gap: chunk 2, input 0, ref 1
     assert summary["ratio"] == np.inf
+
+
+def test_a_padded_last_chunk_counts_only_the_calls_pairs():
+    """Chunks of 2 inputs over N = 3: the last chunk runs input 2 twice (padded to the chunks'
+    shape); the refusal counts the call's N × K pairs and places the worst among them."""
+    fn, params, shape = zoo_model("mlp")
+    x, refs = zoo.inputs_and_refs(11, shape, n=3, k=2)
+    with pytest.raises(CompletenessError) as whole:
+        jaxlift.attribute(fn, params, x, refs, target=1, mode=OFF)
+    with pytest.raises(CompletenessError) as chunked:
+        jaxlift.attribute(fn, params, x, refs, target=1, mode=OFF, batch_size=4)
+    assert whole.value.pairs == chunked.value.pairs == 6
+    assert "6 of 6 (input, reference) pair(s)" in str(chunked.value)
+    assert chunked.value.worst == whole.value.worst and chunked.value.worst[0] < 3
+    from jaxlift import certificate
+    padded = {"gap": np.array([[1.0, 0.0], [2.0, 0.0]]), "bound": np.ones((2, 2)) * 0.5}
+    summary = certificate.worst_on_host([padded], starts=[2], pairs_per_input=2, n=3)
+    assert summary["failing"] == 1 and summary["input"] == 2 and summary["gap"] == 1.0
