@@ -48,18 +48,42 @@ def sum_in_windows(a: jax.Array) -> jax.Array:
     flat = jnp.reshape(a, (-1,))
     if flat.shape[0] <= SUM_WINDOW:
         return jnp.sum(flat)
+    return jnp.sum(jax.lax.optimization_barrier(window_sums(flat)))
+
+
+def window_sums(a: jax.Array) -> jax.Array:
+    """The first of :func:`sum_in_windows`'s two reductions: ``a`` flattened, zero-padded to
+    whole windows of ``SUM_WINDOW`` elements and summed per window (one window where ``a`` has
+    no more elements). Shapes: any ``a`` → ``(⌈size/SUM_WINDOW⌉,)``."""
+    flat = jnp.reshape(a, (-1,))
+    if flat.shape[0] <= SUM_WINDOW:
+        return jnp.sum(flat, keepdims=True)
     pad = -flat.shape[0] % SUM_WINDOW
     if pad:
         flat = jnp.pad(flat, (0, pad))
-    partial = jnp.sum(jnp.reshape(flat, (-1, SUM_WINDOW)), axis=1)
-    return jnp.sum(jax.lax.optimization_barrier(partial))
+    return jnp.sum(jnp.reshape(flat, (-1, SUM_WINDOW)), axis=1)
 
 
-def all_finite(a: jax.Array) -> jax.Array:
-    """Whether ``a`` holds no NaN/Inf, one bool: ``Σ a·0`` is 0 for finite values and NaN as
-    soon as one is not (:func:`sum_in_windows`: no temporary of ``a`` where ``a`` itself is
-    computed in the program)."""
-    return jnp.isfinite(sum_in_windows(a * jnp.zeros((), a.dtype)))
+def all_finite(*arrays) -> jax.Array:
+    """Whether no float or complex array of ``arrays`` holds a NaN or an Inf (integer, boolean
+    and key arrays always pass), one bool: ``Σ a·0`` is 0 for finite values and NaN as soon as
+    one is not. Each array's ``a·0`` is summed over windows (:func:`window_sums`: a reduction
+    fused with the work producing ``a``, no temporary of it) and the windows' sums of all the
+    arrays in one more reduction — one kernel per array plus one, where a flag per array took
+    two kernels each (docs/design.md §20.11)."""
+    partials = []
+    for a in arrays:
+        dtype = jnp.result_type(a)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            zero = a * jnp.zeros((), dtype)
+            partials.append(window_sums(jnp.real(zero) + jnp.imag(zero)))
+        elif jnp.issubdtype(dtype, jnp.floating):
+            partials.append(window_sums(a * jnp.zeros((), dtype)))
+    if not partials:
+        return jnp.asarray(True)
+    dtype = jnp.result_type(jnp.float32, *partials)
+    joined = jnp.concatenate([p.astype(dtype) for p in partials])
+    return jnp.isfinite(jnp.sum(jax.lax.optimization_barrier(joined)))
 
 
 def difference_dtype(dtype) -> jnp.dtype:
@@ -107,29 +131,19 @@ def example_structs(tree, drop_leading: bool):
 def tree_finite(tree) -> jax.Array:
     """Whether every float (or complex) leaf of ``tree`` is free of NaN/Inf (other leaves —
     integers, PRNG keys, flags in a model's state — are not checked); one scalar bool."""
-    ok = jnp.asarray(True)
-    for leaf in jax.tree_util.tree_leaves(tree):
-        dtype = leaf.dtype  # traced: every leaf has one; PRNG keys have an extended dtype
-        if jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating):
-            # one fused multiply-add pass, which XLA:CPU runs ~3× faster than all(isfinite(v))
-            ok = ok & all_finite(leaf)
-    return ok
+    return all_finite(*jax.tree_util.tree_leaves(tree))
 
 
-def finite_flags(res, delta, x, refs, check_inputs: bool) -> jax.Array:
-    """``[scores and Δt, x, refs]`` finite (one bool array of 3, the order of
-    :data:`FLAG_NAMES`); the inputs' flags are ``True`` unless ``check_inputs``. Parameters
-    are checked apart, once per array (``jaxlift.validation.params_finite_check``): they are
-    usually the same arrays call after call, and larger than the inputs."""
-    scores_ok = all_finite(delta)
-    for r in jax.tree_util.tree_leaves(res):
-        scores_ok = scores_ok & all_finite(r)
-    inputs_ok = ([tree_finite(x), tree_finite(refs)] if check_inputs
-                 else [jnp.asarray(True)] * 2)
-    return jnp.stack([scores_ok, *inputs_ok])
-
-
-FLAG_NAMES = ("scores", "x", "refs")
+def finite_flag(res, delta, x, refs, check_inputs: bool) -> jax.Array:
+    """Whether the scores, ``Δt`` and, with ``check_inputs``, the inputs and references are
+    all free of NaN/Inf: one bool (:func:`all_finite`). Where it is ``False`` the host finds
+    which (``jaxlift.pipeline.read_checks``: the inputs and parameters by NumPy first, then
+    the scores), so the program computes one flag where a flag per part cost two kernels per
+    leaf. Parameters are checked apart, once per array
+    (``jaxlift.validation.params_finite_check``): they are usually the same arrays call after
+    call, and larger than the inputs."""
+    leaves = jax.tree_util.tree_leaves((res, delta) + ((x, refs) if check_inputs else ()))
+    return all_finite(*leaves)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ README's examples, with no refusal there; bugs the certificate is meant to catch
 1e-3 to 1 of Σ|C|. On an accelerator at ``precision="default"``, float32 dots and convolutions
 may run in TF32 (an 11-bit significand), and ``eps`` is TF32's.
 
-What travels with the finite flags (one host read per call) is each pair's ``gap`` and ``bound``;
+What travels with the finite flag (one host read per call) is each pair's ``gap`` and ``bound``;
 the host counts the pairs over their bound (``failing``) and finds the worst pair's place,
 ``ratio`` (``gap/τ``), ``gap`` and ``bound`` (:func:`worst_on_host`).
 """
@@ -81,7 +81,7 @@ def pair_bound(total, size, kappa, dt, dtype, precision: str = "default"):
 
 def summarize(gap, bound) -> dict:
     """The certificate's part of a chunk's checks: the per-pair ``gap`` and ``τ`` as computed
-    (arrays of one shape, ``(N, K[, T])``). They are read on the host with the finite flags and
+    (arrays of one shape, ``(N, K[, T])``). They are read on the host with the finite flag and
     summarized there (:func:`ratios`, :func:`worst_on_host`): an argmax and three gathers in
     the program cost more kernels to compile than the few bytes per pair cost to read."""
     return {"gap": gap, "bound": bound}
@@ -95,7 +95,7 @@ def unchecked() -> dict:
 
 def ratios(gap, bound) -> tuple[np.ndarray, np.ndarray]:
     """``(gap/τ, failing)`` per pair, flat, on the host: ``failing`` where ``gap > τ`` or the gap
-    is NaN (the finite flags name a NaN first); the ratio is ``inf`` there where ``τ = 0`` or
+    is NaN (the finite flag names a NaN first); the ratio is ``inf`` there where ``τ = 0`` or
     the gap is NaN, and 0 for a zero gap under a zero bound."""
     gap, bound = np.ravel(np.asarray(gap)), np.ravel(np.asarray(bound))
     failing = _failing(gap, bound)

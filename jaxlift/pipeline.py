@@ -10,7 +10,7 @@
 3. the chunks are planned (:func:`jaxlift.chunking.plan_chunk`) and the method's family
    (:mod:`jaxlift.methods.interpreted` for DeepLIFT, :mod:`jaxlift.methods.kernels` for the
    rest; the :class:`~jaxlift.methods.call.Family` protocol) runs its compiled program on each;
-4. the checks the programs computed — finite flags, the completeness certificate, the
+4. the checks the programs computed — the finite flag, the completeness certificate, the
    comparison of ``fn`` on a batch of two with ``fn`` on each example — are read in one
    transfer, and anything wrong is refused by name.
 """
@@ -261,10 +261,10 @@ def read_checks(call: Call, inputs: Inputs, family, recorded, res, delta, params
     scores that do not sum to ``Δt`` (the certificate)."""
     ok, summary, independence = checks_on_host(recorded, inputs.k,
                                                 targets_of(delta, call.average_refs), inputs.n)
-    if not (ok[1:].all() and params_check_passed(params_check)):
-        check_inputs_finite(inputs.x, inputs.refs, inputs.params)
+    if inputs.check_inputs and not (ok and params_check_passed(params_check)):
+        check_inputs_finite(inputs.x, inputs.refs, inputs.params)  # which part: inputs first
     settle_independence(call.fn, shapes, *independence)
-    if not ok[0]:
+    if not ok:  # finite inputs and parameters: the scores are not
         family.refuse(call, inputs, first_bad_input(res, delta))
     if summary["failing"]:
         certificate.report(family.explain_gap(call, inputs, summary), summary,
@@ -289,16 +289,16 @@ def recording_checks(run):
 
 
 def checks_on_host(recorded: list, k: int, t: int, n: int | None = None
-                   ) -> tuple[np.ndarray, dict, tuple]:
-    """Every chunk's checks read in one transfer: the finite flags
-    (:data:`jaxlift._ops.FLAG_NAMES`) and-ed over chunks; the certificate's summary over the
+                   ) -> tuple[bool, dict, tuple]:
+    """Every chunk's checks read in one transfer: the finite flag
+    (:func:`jaxlift._ops.finite_flag`) and-ed over chunks; the certificate's summary over the
     whole call (:func:`jaxlift.certificate.worst_on_host`) with the worst pair's ``(input,
     reference[, target])`` under ``"where_tuple"`` and as words under ``"where"``; and the
     first chunk's batch-independence comparison ``(compared, batched, alone)``. ``n``: the
     call's number of inputs (a padded last chunk's extra rows are left out of the summary)."""
     starts = [start for start, _ in recorded]
     host = jax.device_get([checks for _, checks in recorded])
-    ok = np.logical_and.reduce(np.stack([np.asarray(c["finite"]) for c in host]), axis=0)
+    ok = all(bool(np.asarray(c["finite"]).all()) for c in host)
     summary = certificate.worst_on_host(host, starts, k * t, n)
     j, target = divmod(summary["rest"], t)
     where = (summary["input"], j) + ((target,) if t > 1 else ())

@@ -109,3 +109,44 @@ def test_parts_stay_apart_before_a_contraction_or_a_pool():
         assert not feeds_fused_work(op, program), fn.__name__
     program = _program(_layer_norm_softmax, x)
     assert any(feeds_fused_work(op, program) for op in _nonlinearities(program))
+
+
+def _reductions(closed) -> int:
+    """``reduce_sum`` equations of a jaxpr (nested ones included)."""
+    count = 0
+    for eqn in closed.jaxpr.eqns:
+        count += eqn.primitive.name == "reduce_sum"
+        for value in eqn.params.values():
+            if hasattr(value, "jaxpr") and hasattr(value, "consts"):
+                count += _reductions(value)
+    return count
+
+
+def test_one_finite_flag_for_every_leaf_one_reduction_per_leaf_plus_one():
+    """``_ops.finite_flag``: scores, Δt, inputs and references in one flag — a windowed sum
+    per float leaf and one sum over all the windows (a flag per leaf took two each), integer
+    leaves not read; and it is exact: a NaN or an Inf anywhere, in any float dtype or in either
+    part of a complex value, in the last window or alone, turns it off."""
+    res = [jnp.zeros((4, 3, 100)), jnp.zeros((4, 3, 7))]
+    delta = jnp.zeros((4, 3))
+    x = {"ids": jnp.zeros((4, 5), jnp.int32), "v": jnp.zeros((4, 40), jnp.float16)}
+    refs = {"ids": jnp.zeros((3, 5), jnp.int32), "v": jnp.zeros((3, 40), jnp.float16)}
+    flag = jax.make_jaxpr(lambda *a: _ops.finite_flag(*a, check_inputs=True))(res, delta, x, refs)
+    assert _reductions(flag) == 5 + 1  # four float score/Δt/input leaves … and refs' float leaf
+    assert flag.out_avals[0].shape == () and flag.out_avals[0].dtype == jnp.bool_
+    unchecked = jax.make_jaxpr(lambda *a: _ops.finite_flag(*a, check_inputs=False))(
+        res, delta, x, refs)
+    assert _reductions(unchecked) == 3 + 1
+    check = jax.jit(lambda *a: _ops.finite_flag(*a, check_inputs=True))
+    assert bool(check(res, delta, x, refs))
+    for bad in (np.nan, np.inf, -np.inf):
+        assert not bool(check([res[0].at[3, 2, 99].set(bad), res[1]], delta, x, refs))
+        assert not bool(check(res, delta.at[0, 0].set(bad), x, refs))
+        assert not bool(check(res, delta, {**x, "v": x["v"].at[1, 39].set(bad)}, refs))
+        assert bool(jax.jit(lambda *a: _ops.finite_flag(*a, check_inputs=False))(
+            res, delta, {**x, "v": x["v"].at[1, 39].set(bad)}, refs))
+    z = jnp.zeros((2, 33), jnp.complex64)
+    assert bool(_ops.all_finite(z, jnp.float64(1.0) if jax.config.jax_enable_x64 else 1.0))
+    assert not bool(_ops.all_finite(z.at[1, 32].set(complex(0, np.inf))))
+    assert not bool(_ops.all_finite(z.at[0, 0].set(complex(np.nan, 0))))
+    assert bool(_ops.all_finite(jnp.arange(3), jnp.array([True])))

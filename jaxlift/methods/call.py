@@ -8,7 +8,7 @@ family is a module with three functions (the :class:`Family` protocol):
 
 * ``runner(call, inputs, chunked) -> run``, where ``run(params, x, refs, start) -> (scores,
   Δt, checks)`` computes one chunk of inputs (the first being global input ``start``) in one
-  compiled program; ``checks`` is a dict of device scalars read once per call (the finite flags,
+  compiled program; ``checks`` is a dict of device scalars read once per call (the finite flag,
   the completeness certificate's summary, the batch-independence comparison);
 * ``refuse(call, inputs, i)``: raise the error that names why input ``i``'s scores are NaN/Inf;
 * ``explain_gap(call, inputs, summary) -> str``: the likely cause of a failed certificate.

@@ -20,7 +20,7 @@ import numpy as np
 from jaxlift import certificate, independence, interpreter, stored_programs
 from jaxlift._compiler import options_here
 from jaxlift._memo import memoized
-from jaxlift._ops import (calls_inlined, difference, example_structs, finite_flags, mean_axis,
+from jaxlift._ops import (calls_inlined, difference, example_structs, finite_flag, mean_axis,
                           sum_in_windows, widen)
 from jaxlift.chunking import take_rows
 from jaxlift.methods.call import Call, Inputs
@@ -247,8 +247,8 @@ def check_layer(program, layer_name: str) -> None:
 def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, fn, target, composite, what,
             layer_name, per_input_refs, average, check_inputs=False, certify=False,
             poison=False, precision="default", bypass="refuse", xla_reductions=False):
-    """Scores of N inputs × K references, ``Δt`` and the call's checks — the finite flags of
-    :func:`jaxlift._ops.finite_flags`, the certificate's summary
+    """Scores of N inputs × K references, ``Δt`` and the call's checks — the finite flag of
+    :func:`jaxlift._ops.finite_flag`, the certificate's summary
     (:func:`jaxlift.certificate.summarize`) and the batch-independence comparison
     (:func:`independence_checks`) — all in the same program: no dispatch and no host sync
     before the result. ``ref_values`` (:func:`reference_values`, shared references only) holds
@@ -275,7 +275,7 @@ def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, f
     with calls_inlined():  # the rules' jnp calls traced inline (docs/design.md §20.9)
         res, delta, (gap, bound), (t_x, t_r) = over_pairs(fixed, x_leaves, r_leaves, ref_values,
                                                           seeds)
-    finite = finite_flags(res, delta, x, refs, check_inputs)
+    finite = finite_flag(res, delta, x, refs, check_inputs)
     summary = certificate.summarize(gap, bound) if certify else certificate.unchecked()
     if certify and poison:
         res = certificate.poisoned(res, gap <= bound)

@@ -3,7 +3,7 @@
 :func:`runner` is what the pipeline calls for a method of ``scope="pair"`` or ``scope="input"``
 (:mod:`jaxlift.methods.base`): the method's ``kernel`` ``vmap``ped over the N inputs of a chunk
 (and their K references), ``Δt = t(x) − t(r)`` of every pair, multipliers ``attr/Δx`` where the
-kernel gives none, averaging over references and the finite flags, all in one compiled program.
+kernel gives none, averaging over references and the finite flag, all in one compiled program.
 Each input's PRNG key is ``fold_in(key, global input index)``, so results do not depend on how
 the inputs are chunked.
 """
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxlift import certificate
 from jaxlift._memo import memoized
-from jaxlift._ops import finite_flags, mean_axis
+from jaxlift._ops import finite_flag, mean_axis
 from jaxlift.chunking import take_rows
 from jaxlift.errors import InputTypeError, NonFiniteScoresError
 from jaxlift.methods.call import Call, Inputs
@@ -90,7 +90,7 @@ def compute(params, x, refs, arrays, key, start, seeds=None, check_batch=True, *
         res = ratio_multipliers(attr, x, refs, per_input_refs) if mult is None else mult
     else:
         res = attr
-    finite = finite_flags(res, delta, x, refs, check_inputs)
+    finite = finite_flag(res, delta, x, refs, check_inputs)
     checks = {"finite": finite, **certificate.unchecked(),
               **independence_checks(fn, target, params, x, refs, per_input_refs,
                                     seeds if per_input and seeds is not None else None,
