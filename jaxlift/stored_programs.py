@@ -131,16 +131,35 @@ def describe(obj: Any) -> str:
 
 def jaxpr_text(closed) -> str:
     """A closed jaxpr as text, with a digest of the bytes, shape and dtype of every constant it
-    closes over; :class:`NotStorable` for a host callback (its text names no code)."""
+    closes over — its own and those of the closed jaxprs nested in its equations (a ``jit``
+    call, a ``cond`` branch, a loop body: their text names a constant, not its value);
+    :class:`NotStorable` for a host callback (its text names no code)."""
     text = str(closed.jaxpr)
     if "callback" in text or "0xXXXX" in text:
         raise NotStorable("fn calls back into Python")
     h = hashlib.sha256()
-    for c in closed.consts:
+    for c in _constants(closed):
         a = np.asarray(c)
         h.update(repr((a.shape, str(a.dtype))).encode())
         h.update(np.ascontiguousarray(a).tobytes())
     return text + "\nconsts:" + h.hexdigest()
+
+
+def _constants(closed) -> list:
+    """The constants of ``closed`` and of every closed jaxpr nested in it, in equation order."""
+    found = list(closed.consts)
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            for value in eqn.params.values():
+                for item in value if isinstance(value, (tuple, list)) else (value,):
+                    if hasattr(item, "jaxpr") and hasattr(item, "consts"):  # a ClosedJaxpr
+                        found.extend(item.consts)
+                        visit(item.jaxpr)
+                    elif hasattr(item, "eqns"):  # a Jaxpr
+                        visit(item)
+    visit(closed.jaxpr)
+    return found
 
 
 def arguments_text(args: tuple) -> str:

@@ -113,6 +113,24 @@ def test_what_the_program_is_made_from_is_in_the_key(store):
             != stored_programs.arguments_text((params, x[:2], refs)))
 
 
+def test_a_constant_held_by_a_nested_jit_is_in_the_key(store):
+    """A constant closed over inside fn's own ``jit`` call sits in that call's jaxpr, not in
+    fn's: it is digested too, so two such fns differing only in it never share a program."""
+    params, x, refs = data()
+
+    def fingerprint(fn):
+        return interpreted.compiled_program(fn, 1, interpreted.COMPOSITES["rescale"],
+                                            "contributions", None, False, True).fingerprint(
+            params, x, refs, None, None, True)
+
+    def scaled_inside(c):
+        scale = jax.jit(lambda h: h * c)
+        return lambda p, xb: scale(mlp(p, xb))
+    twice, thrice = scaled_inside(jnp.full((3,), 2.0)), scaled_inside(jnp.full((3,), 3.0))
+    assert fingerprint(twice) != fingerprint(thrice)
+    assert fingerprint(twice) == fingerprint(twice)
+
+
 def test_what_cannot_be_described_is_compiled_not_stored(store, monkeypatch):
     where, events = store
     params, x, refs = data()
