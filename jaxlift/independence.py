@@ -40,7 +40,7 @@ from jax.extend import core as jcore
 
 from jaxlift._ops import example_structs
 from jaxlift.jaxpr_walk import call_body, scan_layout, where_of
-from jaxlift.program import signature, structs_of
+from jaxlift.program import at_one_trace, signature, structs_of
 from jaxlift.rules import registry
 
 
@@ -119,10 +119,10 @@ def _same_program_at_one(fn: Callable, fixed, example) -> bool:
     of a size-1 axis to the batch, which JAX leaves out at one example, counts as nothing). A
     symbolic size decides ``b == 1`` as false, so a branch on it would pass step 1 with the
     batch's program while jaxlift runs the other; the two concrete traces show it."""
-    def trace(n):
+    def trace(n):  # as the interpreter's program calls fn: its trace at one is that one
         batch = jax.tree_util.tree_map(
             lambda s: jax.ShapeDtypeStruct((n,) + tuple(s.shape), s.dtype), example)
-        return jax.make_jaxpr(fn)(fixed, batch)
+        return jax.make_jaxpr(at_one_trace(fn))(fixed, batch)
     try:
         one, probe = trace(1), trace(PROBE_BATCH)
     except Exception:  # noqa: BLE001

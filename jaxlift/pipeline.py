@@ -28,7 +28,7 @@ from jaxlift import certificate, chunking, dispatch, methods, named_layers
 from jaxlift.errors import InputValueError, JaxliftError
 from jaxlift.methods import interpreted, kernels
 from jaxlift.methods.call import Call, Inputs
-from jaxlift.program import signature, structs_of, traced_program
+from jaxlift.program import at_one_trace, signature, structs_of, traced_program
 from jaxlift.targets import GIVEN, PerInput, normalize_target, per_example
 from jaxlift.validation import (check_batch_size, check_inputs_finite, check_layer_bypass,
                                 check_method_options, check_precision, check_target,
@@ -170,7 +170,7 @@ def _vector_output_size(fn, params_key, example_key) -> int | None:
     batch_of_one = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((1, *s.shape), s.dtype),
                                           structs_of(example_key))
     try:
-        out = jax.eval_shape(fn, structs_of(params_key), batch_of_one)
+        out = jax.eval_shape(at_one_trace(fn), structs_of(params_key), batch_of_one)
     except Exception:  # noqa: BLE001 the int path reports fn's own failure as it always has
         return None
     leaves = jax.tree_util.tree_leaves(out)

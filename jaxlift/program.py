@@ -203,6 +203,10 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
             for v, a in zip(eqn.outvars, _inline_cond(b, eqn, ins, where)):
                 env[v] = a
             continue
+        if body is not None and _transparent(eqn):
+            for v, a in zip(eqn.outvars, _inline(b, body[0], body[1], ins, call_site)):
+                env[v] = a
+            continue
         opaque = False
         if body is not None and any(live):
             live_atoms = {a for a, l in zip(ins, live) if l}
@@ -551,6 +555,35 @@ def structs_of(key):
 
 _TRACED: dict = {}  # (f, structures) -> (Program, out treedef): traces of a function, by shape
 _TRACED_LIMIT = 256
+
+
+AT_ONE_TRACE = "jaxlift_traced_once"  # the name of at_one_trace's call in a jaxpr
+
+
+def at_one_trace(fn: Callable) -> Callable:
+    """``fn`` under ``jax.jit``, one object per ``fn`` (``fn`` itself where it is not hashable):
+    JAX keeps its traces by function object and argument shapes, so each shape is traced once
+    — the interpreter's program (:func:`jaxlift.targets.per_example`) and the
+    batch-independence proof (:mod:`jaxlift.independence`) read one trace of ``fn`` at a batch
+    of one. The call is named :data:`AT_ONE_TRACE`; :func:`build_program` inlines it as if
+    ``fn`` had been called directly (its equations keep their own source lines)."""
+    try:
+        return _jitted(fn)
+    except TypeError:
+        return fn
+
+
+@functools.lru_cache(maxsize=512)
+def _jitted(fn: Callable) -> Callable:
+    def call(params, xb):
+        return fn(params, xb)
+    call.__name__ = call.__qualname__ = AT_ONE_TRACE
+    return jax.jit(call)
+
+
+def _transparent(eqn) -> bool:
+    """A call of :func:`at_one_trace`'s: ``fn`` itself."""
+    return eqn.primitive.name in ("pjit", "jit") and eqn.params.get("name") == AT_ONE_TRACE
 
 
 def trace_settings() -> tuple:

@@ -42,6 +42,7 @@ import numpy as np
 from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.independence import proven
 from jaxlift.jaxpr_walk import bind_eqn, call_body, where_of
+from jaxlift.program import at_one_trace
 from jaxlift.validation import check_outputs
 
 
@@ -409,24 +410,32 @@ def select_target(out, target) -> jax.Array:
                          f"{type(target).__name__}")
 
 
-def per_example(fn: Callable, target) -> Callable:
+def per_example(fn: Callable, target, traced_once: bool = True) -> Callable:
     """``f(params, x_example) -> t``: ``fn`` (batch in, batch out) on one example, reduced to the
     target ``t`` (a scalar, or ``(T,)`` for ``target="all"`` and per-input targets, which weigh
     the flattened outputs afterwards). What every method explains. ``fn``'s outputs must keep
-    the batch axis and be floating point (checked as it is traced)."""
+    the batch axis and be floating point (checked as it is traced).
+
+    ``traced_once``: ``fn`` is called as :func:`jaxlift.program.at_one_trace` ``(fn)``, whose trace at a batch
+    of one JAX makes once — shared by the interpreter's program and the batch-independence
+    proof (:mod:`jaxlift.independence`). For a function traced at top level, as the
+    interpreter's program is; ``False`` under ``vmap`` (a nested ``jit`` there is batched as a
+    jaxpr, which costs more tracing than calling ``fn``: docs/design.md §20.9)."""
     target = "all" if isinstance(target, PerInput) else target
     try:
-        return _per_example(fn, target)
+        return _per_example(fn, target, traced_once)
     except TypeError:  # an unhashable fn or target: a function of its own
-        return _per_example.__wrapped__(fn, target)
+        return _per_example.__wrapped__(fn, target, traced_once)
 
 
 @functools.lru_cache(maxsize=512)
-def _per_example(fn: Callable, target) -> Callable:
+def _per_example(fn: Callable, target, traced_once: bool = True) -> Callable:
     """One function object per (fn, target): traces of it are cached by identity."""
+    call = at_one_trace(fn) if traced_once else fn
+
     def f(params, x_example):
         xb = jax.tree_util.tree_map(lambda leaf: leaf[None], x_example)
-        out = fn(params, xb)
+        out = call(params, xb)
         check_outputs(out, 1, "a batch of one example")
         out_example = jax.tree_util.tree_map(lambda o: o[0], out)
         return select_target(out_example, target)

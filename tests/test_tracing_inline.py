@@ -139,7 +139,10 @@ def test_per_example_programs_are_traced_outside_the_context():
     x = jax.random.normal(jax.random.key(2), (N, D))
     program, _ = interpreted.traced_program(per_example(fn, 0), p,
                                             _ops.example_structs(x, True))
-    assert any(e.primitive.name in ("pjit", "jit") for e in program.source.jaxpr.eqns)
+    calls = [e for e in program.source.jaxpr.eqns if e.primitive.name in ("pjit", "jit")]
+    inner = [e for c in calls for e in c.params["jaxpr"].jaxpr.eqns]  # fn, traced once
+    assert any(e.primitive.name in ("pjit", "jit") and e.params["name"] == "relu"
+               for e in inner)
     scores = jaxlift.attribute(fn, p, x, jnp.zeros((1, D)), target=0)
     assert np.all(np.isfinite(np.asarray(scores)))
 
@@ -206,3 +209,25 @@ def test_the_slope_is_forward_mode_except_for_a_custom_vjp(monkeypatch):
         want = jaxlift.attribute(lambda q, xb: jax.nn.softplus(xb @ q[0]) @ q[1], p, x, refs,
                                  target=1, mode=mode)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fn_is_traced_once_at_one_example():
+    """The interpreter's program and the batch-independence proof read one trace of ``fn`` at a
+    batch of one (``program.at_one_trace``); the proof's other traces are at a symbolic batch
+    and at its probe's size. The program is built as if ``fn`` had been called directly: its
+    equations keep their own source lines."""
+    seen = []
+
+    def fn(p, xb):
+        seen.append(tuple(xb.shape))
+        return jnp.tanh(xb @ p[0]) @ p[1]  # the line a refusal would name
+    p = _params()
+    x = jax.random.normal(jax.random.key(2), (N, D))
+    scores, delta = jaxlift.attribute(fn, p, x, jnp.zeros((K, D)), target=0, return_delta=True)
+    assert seen.count((1, D)) == 1
+    assert len(seen) == 3 and (977, D) in seen
+    np.testing.assert_allclose(np.asarray(scores).sum(1), delta, rtol=1e-5, atol=1e-6)
+    program, _ = interpreted.traced_program(per_example(fn, 0), p,
+                                            _ops.example_structs(x, True))
+    lines = {op.where for op in program.ops if op.primitive == "tanh" or op.eqn is None}
+    assert any("test_tracing_inline.py" in str(w) for w in lines)

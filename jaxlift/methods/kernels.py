@@ -58,7 +58,7 @@ def compute(params, x, refs, arrays, key, start, seeds=None, check_batch=True, *
     (finite flags; the batch-independence comparison) of one chunk of N inputs starting at
     global input ``start``. A per-input target explains ``t_i = s_i · o_i``: the kernel of
     input i gets that function of its own (``seeds`` given, or each input's argmax)."""
-    g = per_example(fn, target)
+    g = per_example(fn, target, traced_once=False)
     per_input = isinstance(target, PerInput)
     if per_input and seeds is None:  # target="pred"
         seeds = jax.vmap(lambda xe: predicted_seed(g(params, xe)))(x)
