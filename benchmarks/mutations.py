@@ -231,6 +231,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    dot = 0 * jnp.sum(r * m, axis=-1, keepdims=True)",
         ORACLES, "hypothetical contributions without the reference's Σ_c r·m term",
         sums=False),
+    # ---- checks --------------------------------------------------------------------------
+    Mutation(
+        "finite_flag_without_scores", "jaxlift/_ops.py",
+        "    leaves = jax.tree_util.tree_leaves((res, delta) + ((x, refs) if check_inputs else ()))",
+        "    leaves = jax.tree_util.tree_leaves((delta,) + ((x, refs) if check_inputs else ()))",
+        ("tests/test_dispatch.py", "tests/test_errors.py"), "the finite flag leaves the scores "
+        "out: NaN scores from finite inputs returned", sums=True),
+    Mutation(
+        "padded_rows_counted", "jaxlift/certificate.py",
+        "            gap, bound = gap[:real], bound[:real]",
+        "            pass",
+        ("tests/test_certificate.py",), "a refusal over chunks counts the padded last chunk's "
+        "copies of the last input as pairs", sums=True),
 )
 
 
