@@ -55,7 +55,7 @@ def ratio_multipliers(attr, x, refs, per_input_refs: bool):
 def compute(params, x, refs, arrays, key, start, seeds=None, check_batch=True, *, method, opts_key, fn, target,
             what, per_input_refs, average, check_inputs=False):
     """Scores ``(N, K, [T,] *S)`` (averaged over K when ``average``), ``Δt`` and the checks
-    (finite flags; the batch-independence comparison) of one chunk of N inputs starting at
+    (the finite flag; the batch-independence comparison) of one chunk of N inputs starting at
     global input ``start``. A per-input target explains ``t_i = s_i · o_i``: the kernel of
     input i gets that function of its own (``seeds`` given, or each input's argmax)."""
     g = per_example(fn, target, traced_once=False)
