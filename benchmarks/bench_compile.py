@@ -45,8 +45,13 @@ def child(model_name: str, method: str) -> dict:
 
     jax.monitoring.register_event_duration_secs_listener(listen)
     timers: dict = {}
-    fn, params, x, refs, target, layer = MODELS[model_name]()
+    model_fn, params, x, refs, target, layer = MODELS[model_name]()
     jax.block_until_ready((params, x, refs))
+    traces = [0]
+
+    def fn(p, xb):  # the model, its traces counted
+        traces[0] += 1
+        return model_fn(p, xb)
     if method == "grad":
         first_leaf = jax.tree_util.tree_leaves(x)[0]
         k = jax.tree_util.tree_leaves(refs)[0].shape[0]
@@ -73,7 +78,7 @@ def child(model_name: str, method: str) -> dict:
         jax.block_until_ready(jaxlift.attribute(fn, params, x, refs, target=target, mode=method,
                                                 layer=layer))
         total = time.perf_counter() - t0
-    return {"total": total, **events, **timers}
+    return {"total": total, "fn_traces": traces[0], **events, **timers}
 
 
 def first_call(model: str, method: str, env: dict) -> dict:
@@ -104,10 +109,11 @@ def main(argv=None) -> None:
              "the first call of `jax.jit(jax.vmap(jax.grad))` of the same target over the same "
              "N × K pairs (token models: the gradient with respect to the embedding table). "
              "Breakdown: JAX's monitoring events summed over the call (tracing to jaxprs, "
-             "lowering to MLIR, XLA compiles with their count), and jaxlift's own pieces.", "",
+             "lowering to MLIR, XLA compiles with their count), jaxlift's own pieces, and how "
+             "many times the model's function was traced.", "",
              "| model | method | first call (s) | ÷ grad | trace (s) | lower (s) | XLA compile "
-             "(s, count) | chunk plan (s) | build_program (s, count) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(s, count) | chunk plan (s) | build_program (s, count) | fn traces |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for model in args.models.split(","):
         runs = {m: [first_call(model, m, env) for _ in range(args.repeats)] for m in METHODS}
         grad = median_of(runs["grad"], "total")
@@ -122,7 +128,8 @@ def main(argv=None) -> None:
                 f"({median_of(r, 'backend_compile_duration_count'):.0f}) | "
                 f"{median_of(r, 'plan_chunk'):.2f} | "
                 f"{median_of(r, 'build_program'):.2f} "
-                f"({median_of(r, 'build_program_count'):.0f}) |")
+                f"({median_of(r, 'build_program_count'):.0f}) | "
+                f"{median_of(r, 'fn_traces'):.0f} |")
         print("\n".join(lines[-3:]), flush=True)
     if args.persistent_cache:
         lines += ["", "### A second process with JAX's persistent compilation cache", "",
