@@ -163,6 +163,18 @@ def eval_jaxpr_wide(jaxpr, consts, args) -> list:
     return [read(v) for v in jaxpr.outvars]
 
 
+def nested_jaxprs(params: dict) -> Iterator[tuple[Any, list]]:
+    """``(jaxpr, consts)`` of every jaxpr an equation's ``params`` hold — a call's, a loop's
+    body, each ``cond`` branch — with the constants a closed one closes over (``[]`` for an
+    open one)."""
+    for value in params.values():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if hasattr(item, "jaxpr") and hasattr(item, "consts"):  # a ClosedJaxpr
+                yield item.jaxpr, list(item.consts)
+            elif hasattr(item, "eqns") and hasattr(item, "invars"):  # a Jaxpr
+                yield item, []
+
+
 def call_body(eqn):
     """``(jaxpr, consts)`` of a call-like equation, or ``None``."""
     key = CALL_BODY_PARAM.get(eqn.primitive.name)

@@ -53,6 +53,7 @@ import jax
 import numpy as np
 
 from jaxlift.errors import InputValueError
+from jaxlift.jaxpr_walk import nested_jaxprs
 from jaxlift.markers import layer as mark, marker_of
 
 __all__ = ["resolve", "module_paths", "match", "mark_module"]
@@ -198,17 +199,8 @@ def _marker_names(jaxpr) -> Iterator[str]:
         found = marker_of(eqn)
         if found is not None:
             yield found[0]
-        for sub in _sub_jaxprs(eqn.params):
+        for sub, _ in nested_jaxprs(eqn.params):
             yield from _marker_names(sub)
-
-
-def _sub_jaxprs(params: dict) -> Iterator[Any]:
-    for v in params.values():
-        for item in (v if isinstance(v, (list, tuple)) else (v,)):
-            if hasattr(item, "jaxpr") and hasattr(item, "consts"):  # a ClosedJaxpr
-                yield item.jaxpr
-            elif hasattr(item, "eqns") and hasattr(item, "invars"):  # a Jaxpr
-                yield item
 
 
 def _marking(fn: Callable, layer: str, paths: tuple[str, ...]) -> Callable:

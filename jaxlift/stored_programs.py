@@ -43,6 +43,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jaxlift.jaxpr_walk import nested_jaxprs
+
 STORE_SWITCH = "JAXLIFT_PROGRAM_STORE"
 HIT_EVENT = "/jaxlift/program_store/hit"
 SAVED_EVENT = "/jaxlift/program_store/saved"
@@ -151,13 +153,9 @@ def _constants(closed) -> list:
 
     def visit(jaxpr):
         for eqn in jaxpr.eqns:
-            for value in eqn.params.values():
-                for item in value if isinstance(value, (tuple, list)) else (value,):
-                    if hasattr(item, "jaxpr") and hasattr(item, "consts"):  # a ClosedJaxpr
-                        found.extend(item.consts)
-                        visit(item.jaxpr)
-                    elif hasattr(item, "eqns"):  # a Jaxpr
-                        visit(item)
+            for sub, consts in nested_jaxprs(eqn.params):
+                found.extend(consts)
+                visit(sub)
     visit(closed.jaxpr)
     return found
 

@@ -27,7 +27,7 @@ from jaxlift.methods.call import Call, Inputs
 from jaxlift.markers import tree_of
 from jaxlift.rules import registry
 from jaxlift.errors import InputValueError, NonFiniteScoresError
-from jaxlift.jaxpr_walk import bind_eqn
+from jaxlift.jaxpr_walk import bind_eqn, nested_jaxprs
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
 from jaxlift.program import origin_of, trace_settings, traced_program, view_of_input
 from jaxlift.targets import (PerInput, independence_checks, per_example, predicted_seed,
@@ -392,11 +392,8 @@ def custom_rules_text(jaxpr) -> str:
                 if key not in texts:
                     texts[key] = stored_programs.jaxpr_text(_vjp_of(eqn))
                 continue
-            for value in eqn.params.values():
-                for sub in value if isinstance(value, (tuple, list)) else (value,):
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns"):
-                        visit(inner)
+            for sub, _ in nested_jaxprs(eqn.params):
+                visit(sub)
     visit(jaxpr)
     return "\n".join(texts.values())
 
