@@ -95,13 +95,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         "instead of Lᵀ(m⁺ + m⁻)/2", sums=True),
     Mutation(
         "rescale_zero_dx_multiplier_0", "jaxlift/rules/rescale.py",
-        "    return jnp.where(finite_values(ctx), m, 0)",
-        "    return jnp.where(finite_values(ctx) & (ctx.delta_in(0) != 0), m, 0)",
+        "    return jnp.where(jnp.isfinite(rounding) & jnp.isfinite(dx), m, 0)",
+        "    return jnp.where(jnp.isfinite(rounding) & jnp.isfinite(dx) & (dx != 0), m, 0)",
         ORACLES, "Rescale's multiplier 0 where Δx = 0 (instead of the slope)", sums=True),
     Mutation(
         "near_zero_guard_dropped", "jaxlift/rules/rescale.py",
-        "    close = slope_ok & (jnp.abs(slope * dx - dy) <= rounding)",
-        "    close = jnp.zeros_like(zero)",
+        "    return jnp.where(jnp.abs(slope * dx - dy) <= rounding, slope, quotient)",
+        "    return jnp.where(dx == 0, slope, quotient)",
         ORACLES, "the near-zero guard dropped: Δy/Δx even where it is rounding noise",
         sums=True),
     # ---- guards ----------------------------------------------------------------------------
@@ -119,8 +119,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "x0 + Δx⁻", sums=True),
     Mutation(
         "rc_undefined_point_kept", "jaxlift/rules/reveal_cancel.py",
-        "            | ~(jnp.isfinite(fp) & jnp.isfinite(fn) & jnp.isfinite(mp) & jnp.isfinite(mn))\n",
-        "\n",
+        "            | ~jnp.isfinite(fp + fn + mp + mn) | far)",
+        "            | far)",
         ORACLES, "RevealCancel keeps its split where f is undefined at x0 + Δx± (sqrt of a "
         "negative): the Rescale fallback dropped", sums=False),
     # ---- swaps and signs -------------------------------------------------------------------

@@ -58,12 +58,20 @@ def test_select_rule_by_hand(x64):
     np.testing.assert_allclose(np.asarray(c[0]), [0.5, 1.5], rtol=1e-12)
 
 
-def test_discarded_branch_that_is_not_finite_is_exact(x64):
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_discarded_branch_that_is_not_finite_is_exact(x64, mode):
     # log of a negative number in the branch jnp.where discards: the flip explains it all
     fn = lambda p, xb: jnp.where(xb[:, 0] > 0, jnp.log(jnp.abs(xb[:, 1]) + xb[:, 0]), 0.0)  # noqa: E731
     x, r = jnp.array([[1.0, 2.0]]), jnp.array([[-3.0, 1.0]])
-    gap, d, _ = _gap(fn, None, x, r)
+    gap, d, _ = _gap(fn, None, x, r, mode=mode)
     assert float(d[0, 0]) == pytest.approx(np.log(3.0)) and gap < 1e-12
+    # a value that is infinite on one side (log 0) and NaN on the other (sqrt of a negative),
+    # both inside the discarded branch, before a nonlinearity whose rule reads them
+    fn = lambda p, xb: jnp.where(xb[:, 0] > 0, jnp.tanh(jnp.log(xb[:, 1]) * jnp.sqrt(xb[:, 0])),  # noqa: E731
+                                 xb[:, 1])
+    x, r = jnp.array([[-1.0, 0.0], [-2.0, -1.0]]), jnp.array([[1.0, 0.5], [-1.0, 0.0]])
+    gap, d, c = _gap(fn, None, x, r, mode=mode)
+    assert gap < 1e-12
 
 
 def test_integer_path_is_refused_with_primitive_and_line():
@@ -255,3 +263,44 @@ def test_bitwise_logic_on_integers_is_refused():
     x, r = _data(dtype=jnp.float32)
     with pytest.raises(UnsupportedPrimitiveError, match=r"'and' \(at .*test_exact_or_refused"):
         jaxlift.attribute(fn, None, x, r)
+
+
+class _OneOp:
+    """The context a rule sees for one elementwise op ``f`` at ``x`` (input) and ``x0``
+    (reference): enough of :class:`jaxlift.interpreter.RuleContext` for Rescale's multiplier."""
+
+    def __init__(self, f, x, x0):
+        self.f, self.xs, self.rs = f, [jnp.float32(x)], [jnp.float32(x0)]
+        self.ys, self.y0s = [f(self.xs[0])], [f(self.rs[0])]
+
+    def apply(self, u):
+        return [self.f(u)]
+
+    def shared(self, name, make):
+        return make()
+
+
+def test_rescale_multiplier_element_by_element():
+    # the guard's table (jaxlift/rules/rescale.py): the slope where Δx = 0, the quotient across
+    # a kink, 0 where a value is not finite, infinity (refused downstream) where Δy/Δx overflows
+    from jaxlift.rules.rescale import rescale_multiplier
+    relu_at = lambda c: lambda u: jnp.maximum(u - c, 0)  # noqa: E731
+    step = lambda u: jnp.where(u > 0, jnp.float32(1e3), 0)  # noqa: E731
+    where_relu = lambda u: jnp.where(u > 0, u, 0)  # noqa: E731
+    cases = [  # (f, x, x0, expected m)
+        (jnp.tanh, 1.0, -1.0, (np.tanh(1.0) - np.tanh(-1.0)) / 2),
+        (jnp.tanh, 0.3, 0.3, 1 - np.tanh(0.3) ** 2),            # Δx = 0: the slope
+        (jax.nn.sigmoid, 0.0, 0.0, 0.25),
+        (relu_at(1e4), 1e4 + 2.0, 1e4 - 2.0, 0.5),                # a kink inside: Δy/Δx
+        (jnp.sqrt, 0.0, 0.0, 0.0),                                # Δx = 0, slope infinite
+        (jnp.sqrt, 4.0, 0.0, 0.5),                                # one side's slope infinite
+        (jnp.tanh, np.inf, 1.0, 0.0),                             # x not finite, y finite
+        (jnp.tanh, np.inf, np.inf, 0.0),                          # equal infinities
+        (jax.nn.softplus, np.inf, np.inf, 0.0),                   # y not finite on both sides
+        (jnp.exp, 100.0, 1.0, 0.0),                               # y overflows to infinity
+        (where_relu, np.nan, 1.0, 0.0),                           # x NaN, y finite
+        (step, 1.5e-38, -1.5e-38, np.inf),                        # Δy/Δx overflows: kept
+    ]
+    for f, x, x0, expected in cases:
+        m = float(rescale_multiplier(_OneOp(f, x, x0)))
+        assert m == pytest.approx(expected, rel=1e-6), (f, x, x0, m)

@@ -50,14 +50,17 @@ def rounding_of(dtype, *values):
 
 
 def exact_multiplier(dy, dx, slope, rounding):
-    """``Δy/Δx``, or ``slope`` where ``Δx = 0`` or where ``slope·Δx`` equals ``Δy`` to within
-    ``rounding`` (so choosing it loses nothing); 0 where neither is finite.
-    ``dy``, ``dx``, ``slope`` and ``rounding`` are in the same (wide) dtype."""
-    slope_ok = jnp.isfinite(slope)
-    zero = dx == 0
-    quotient = dy / jnp.where(zero, jnp.ones_like(dx), dx)
-    close = slope_ok & (jnp.abs(slope * dx - dy) <= rounding)
-    return jnp.where(zero | close, jnp.where(slope_ok, slope, 0), quotient)
+    """``slope`` where ``|slope·Δx − Δy| ≤ rounding`` (choosing it loses nothing; this
+    includes ``Δx = 0`` with ``Δy`` within rounding), else ``Δy/Δx`` (0 where ``Δx = 0``: a
+    division by ∞, so no NaN reaches a gradient taken through the scores). Every comparison
+    with a NaN is false, so a slope or a ``Δx`` that is not finite never chooses the slope;
+    the result is not finite only where ``Δy`` or the slope is not, or ``Δy/Δx`` overflows:
+    the callers decide what such an element becomes. ``dy``, ``dx``, ``slope`` and
+    ``rounding`` are in the same (wide) dtype. Seven operations per pair (a first call
+    compiles each of them inside every kernel that reads the multiplier: docs/design.md
+    §20.12)."""
+    quotient = dy / jnp.where(dx == 0, jnp.inf, dx)
+    return jnp.where(jnp.abs(slope * dx - dy) <= rounding, slope, quotient)
 
 
 def endpoint_slope(ctx):
@@ -80,11 +83,15 @@ def finite_values(ctx):
 
 def rescale_multiplier(ctx):
     """``m = Δy/Δx`` of the op's single live input (guarded as the module says), shaped like
-    that input, in at least float32."""
-    y, y0 = ctx.ys[0], ctx.y0s[0]
-    m = exact_multiplier(ctx.delta_out(0), ctx.delta_in(0), endpoint_slope(ctx),
-                         rounding_of(y.dtype, y, y0))
-    return jnp.where(finite_values(ctx), m, 0)
+    that input, in at least float32. 0 where ``y``, ``y0`` (their rounding is then not finite),
+    ``x`` or ``x0`` (``Δx`` is then not finite: plain differences here, where equal
+    infinities give a NaN) is not finite; a quotient that overflows stays infinite, so the
+    scores are refused naming the op (:class:`~jaxlift.errors.NonFiniteScoresError`)."""
+    y, y0 = wide(ctx.ys[0]), wide(ctx.y0s[0])
+    dx = wide(ctx.xs[0]) - wide(ctx.rs[0])
+    rounding = rounding_of(ctx.ys[0].dtype, y, y0)
+    m = exact_multiplier(y - y0, dx, endpoint_slope(ctx), rounding)
+    return jnp.where(jnp.isfinite(rounding) & jnp.isfinite(dx), m, 0)
 
 
 def shared_multiplier(ctx):
