@@ -1,5 +1,7 @@
 """Regression tests of the issue "Exact or refused": each finding that once returned a silently
 wrong score now sums to Δt exactly or is refused with the primitive and the user's line."""
+from types import SimpleNamespace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -304,3 +306,38 @@ def test_rescale_multiplier_element_by_element():
     for f, x, x0, expected in cases:
         m = float(rescale_multiplier(_OneOp(f, x, x0)))
         assert m == pytest.approx(expected, rel=1e-6), (f, x, x0, m)
+
+
+class _OneSplitOp(_OneOp):
+    """:class:`_OneOp` with the RevealCancel split ``(Δx⁺, Δx⁻)`` of its input, read by no
+    other operation (so its four parts stay apart)."""
+
+    def __init__(self, f, x, x0, pos, neg):
+        super().__init__(f, x, x0)
+        self.split = (jnp.float32(pos), jnp.float32(neg))
+        self.op, self.program = SimpleNamespace(outs=()), SimpleNamespace(consumers={})
+        self.kept = {}
+
+    def split_in(self, i):
+        return self.split
+
+    def shared(self, name, make):
+        if name not in self.kept:
+            self.kept[name] = make()
+        return self.kept[name]
+
+
+def test_reveal_cancel_parts_element_by_element():
+    # the parts sum to Δy where the values are finite; where x, x0, y or y0 is not, both
+    # multipliers are 0 (Rescale's are), even where the parts themselves look harmless
+    from jaxlift.rules.reveal_cancel import reveal_cancel_parts
+    dyp, dyn, mp, mn = (float(v) for v in reveal_cancel_parts(_OneSplitOp(jnp.tanh, 1.0, -1.0,
+                                                                           3.0, -1.0)))
+    assert dyp + dyn == pytest.approx(np.tanh(1.0) - np.tanh(-1.0), rel=1e-6)
+    assert mp == pytest.approx(dyp / 3.0, rel=1e-6) and mn == pytest.approx(dyn / -1.0, rel=1e-6)
+    for f, x, x0, pos, neg in [(jnp.tanh, np.inf, 1.0, np.inf, 0.0),       # x not finite
+                               (jnp.tanh, 1.0, -np.inf, np.inf, 0.0),      # x0 not finite
+                               (jax.nn.softplus, np.inf, np.inf, 0.0, 0.0),  # y, y0 infinite
+                               (jnp.exp, 100.0, 1.0, 99.0, 0.0)]:          # y overflows
+        _, _, mp, mn = reveal_cancel_parts(_OneSplitOp(f, x, x0, pos, neg))
+        assert float(mp) == 0.0 and float(mn) == 0.0, (f, x, x0, float(mp), float(mn))

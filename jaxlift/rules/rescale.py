@@ -76,22 +76,26 @@ def derivative_at(ctx, side: str):
 
 
 def finite_values(ctx):
-    """Where the op's input and output are finite on both sides."""
-    return (jnp.isfinite(ctx.xs[0]) & jnp.isfinite(ctx.rs[0]) & jnp.isfinite(ctx.ys[0])
-            & jnp.isfinite(ctx.y0s[0]))
+    """Where the op's input and output are finite on both sides, tested on what the guard
+    computes anyway: the rounding ``4·eps·(|y| + |y0|)`` (not finite iff ``y`` or ``y0`` is
+    not) and the plain difference ``x − x0`` (not finite iff ``x`` or ``x0`` is not; equal
+    infinities give a NaN). Values beyond half the float range count as not finite there.
+    Once per op and pair (``RuleContext.shared``)."""
+    def test():
+        rounding = rounding_of(ctx.ys[0].dtype, wide(ctx.ys[0]), wide(ctx.y0s[0]))
+        return jnp.isfinite(rounding) & jnp.isfinite(wide(ctx.xs[0]) - wide(ctx.rs[0]))
+    return ctx.shared("finite_values", test)
 
 
 def rescale_multiplier(ctx):
     """``m = Δy/Δx`` of the op's single live input (guarded as the module says), shaped like
-    that input, in at least float32. 0 where ``y``, ``y0`` (their rounding is then not finite),
-    ``x`` or ``x0`` (``Δx`` is then not finite: plain differences here, where equal
-    infinities give a NaN) is not finite; a quotient that overflows stays infinite, so the
-    scores are refused naming the op (:class:`~jaxlift.errors.NonFiniteScoresError`)."""
+    that input, in at least float32; 0 where :func:`finite_values` is false. A quotient that
+    overflows stays infinite, so the scores are refused naming the op
+    (:class:`~jaxlift.errors.NonFiniteScoresError`)."""
     y, y0 = wide(ctx.ys[0]), wide(ctx.y0s[0])
     dx = wide(ctx.xs[0]) - wide(ctx.rs[0])
-    rounding = rounding_of(ctx.ys[0].dtype, y, y0)
-    m = exact_multiplier(y - y0, dx, endpoint_slope(ctx), rounding)
-    return jnp.where(jnp.isfinite(rounding) & jnp.isfinite(dx), m, 0)
+    m = exact_multiplier(y - y0, dx, endpoint_slope(ctx), rounding_of(ctx.ys[0].dtype, y, y0))
+    return jnp.where(finite_values(ctx), m, 0)
 
 
 def shared_multiplier(ctx):

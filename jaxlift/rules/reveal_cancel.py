@@ -81,9 +81,10 @@ def reveal_cancel_parts(ctx):
     ratio = shared_multiplier(ctx)
     dyp = jnp.where(lost, ratio * p, dyp)
     dyn = jnp.where(lost, ratio * n, dyn)
-    ok = finite_values(ctx)
-    mp = jnp.where(ok, jnp.where(lost, ratio, mp), 0)
-    mn = jnp.where(ok, jnp.where(lost, ratio, mn), 0)
+    # where x, x0, y or y0 is not finite the multipliers are 0: Rescale's ratio is 0 there
+    lost = lost | ~finite_values(ctx)
+    mp = jnp.where(lost, ratio, mp)
+    mn = jnp.where(lost, ratio, mn)
     if feeds_fused_work(ctx.op, ctx.program):  # the four share every guard above
         return computed_together(dyp, dyn, mp, mn)
     return dyp, dyn, mp, mn
