@@ -56,7 +56,7 @@ def exact_multiplier(dy, dx, slope, rounding):
     with a NaN is false, so a slope or a ``Δx`` that is not finite never chooses the slope;
     the result is not finite only where ``Δy`` or the slope is not, or ``Δy/Δx`` overflows:
     the callers decide what such an element becomes. ``dy``, ``dx``, ``slope`` and
-    ``rounding`` are in the same (wide) dtype. Seven operations per pair (a first call
+    ``rounding`` are in the same (wide) dtype. Eight operations per pair (a first call
     compiles each of them inside every kernel that reads the multiplier: docs/design.md
     §20.12)."""
     quotient = dy / jnp.where(dx == 0, jnp.inf, dx)
@@ -80,11 +80,15 @@ def finite_values(ctx):
     computes anyway: the rounding ``4·eps·(|y| + |y0|)`` (not finite iff ``y`` or ``y0`` is
     not) and the plain difference ``x − x0`` (not finite iff ``x`` or ``x0`` is not; equal
     infinities give a NaN). Values beyond half the float range count as not finite there.
-    Once per op and pair (``RuleContext.shared``)."""
-    def test():
-        rounding = rounding_of(ctx.ys[0].dtype, wide(ctx.ys[0]), wide(ctx.y0s[0]))
-        return jnp.isfinite(rounding) & jnp.isfinite(wide(ctx.xs[0]) - wide(ctx.rs[0]))
-    return ctx.shared("finite_values", test)
+    Once per op and pair (``RuleContext.shared``; :func:`rescale_multiplier` fills the same
+    slot from its own rounding and difference)."""
+    return ctx.shared("finite_values", lambda: _finite(
+        rounding_of(ctx.ys[0].dtype, wide(ctx.ys[0]), wide(ctx.y0s[0])),
+        wide(ctx.xs[0]) - wide(ctx.rs[0])))
+
+
+def _finite(rounding, dx):
+    return jnp.isfinite(rounding) & jnp.isfinite(dx)
 
 
 def rescale_multiplier(ctx):
@@ -94,8 +98,9 @@ def rescale_multiplier(ctx):
     (:class:`~jaxlift.errors.NonFiniteScoresError`)."""
     y, y0 = wide(ctx.ys[0]), wide(ctx.y0s[0])
     dx = wide(ctx.xs[0]) - wide(ctx.rs[0])
-    m = exact_multiplier(y - y0, dx, endpoint_slope(ctx), rounding_of(ctx.ys[0].dtype, y, y0))
-    return jnp.where(finite_values(ctx), m, 0)
+    rounding = rounding_of(ctx.ys[0].dtype, y, y0)
+    m = exact_multiplier(y - y0, dx, endpoint_slope(ctx), rounding)
+    return jnp.where(ctx.shared("finite_values", lambda: _finite(rounding, dx)), m, 0)
 
 
 def shared_multiplier(ctx):

@@ -82,9 +82,9 @@ def reveal_cancel_parts(ctx):
     dyp = jnp.where(lost, ratio * p, dyp)
     dyn = jnp.where(lost, ratio * n, dyn)
     # where x, x0, y or y0 is not finite the multipliers are 0: Rescale's ratio is 0 there
-    lost = lost | ~finite_values(ctx)
-    mp = jnp.where(lost, ratio, mp)
-    mn = jnp.where(lost, ratio, mn)
+    use_ratio = lost | ~finite_values(ctx)
+    mp = jnp.where(use_ratio, ratio, mp)
+    mn = jnp.where(use_ratio, ratio, mn)
     if feeds_fused_work(ctx.op, ctx.program):  # the four share every guard above
         return computed_together(dyp, dyn, mp, mn)
     return dyp, dyn, mp, mn
