@@ -95,9 +95,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "instead of Lᵀ(m⁺ + m⁻)/2", sums=True),
     Mutation(
         "rescale_zero_dx_multiplier_0", "jaxlift/rules/rescale.py",
-        "    return jnp.where(ctx.shared(\"finite_values\", lambda: _finite(rounding, dx)), m, 0)",
-        "    return jnp.where(ctx.shared(\"finite_values\", lambda: _finite(rounding, dx))\n"
-        "                     & (dx != 0), m, 0)",
+        "    return jnp.where(finite_values(ctx), m, 0)",
+        "    return jnp.where(finite_values(ctx) & (dx != 0), m, 0)",
         ORACLES, "Rescale's multiplier 0 where Δx = 0 (instead of the slope)", sums=True),
     Mutation(
         "near_zero_guard_dropped", "jaxlift/rules/rescale.py",

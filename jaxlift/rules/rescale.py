@@ -75,19 +75,22 @@ def derivative_at(ctx, side: str):
     return ctx.shared("derivative_" + side, lambda: wide(value_and_derivative(ctx, point)[1]))
 
 
+def guard_operands(ctx):
+    """``(Δy, Δx, rounding)`` of the op in at least float32: plain differences ``y − y0`` and
+    ``x − x0`` (equal infinities give a NaN, which the guard reads as not finite) and
+    ``4·eps·(|y| + |y0|)``. Once per op and pair (``RuleContext.shared``)."""
+    def compute():
+        y, y0 = wide(ctx.ys[0]), wide(ctx.y0s[0])
+        return y - y0, wide(ctx.xs[0]) - wide(ctx.rs[0]), rounding_of(ctx.ys[0].dtype, y, y0)
+    return ctx.shared("guard_operands", compute)
+
+
 def finite_values(ctx):
     """Where the op's input and output are finite on both sides, tested on what the guard
-    computes anyway: the rounding ``4·eps·(|y| + |y0|)`` (not finite iff ``y`` or ``y0`` is
-    not) and the plain difference ``x − x0`` (not finite iff ``x`` or ``x0`` is not; equal
-    infinities give a NaN). Values beyond half the float range count as not finite there.
-    Once per op and pair (``RuleContext.shared``; :func:`rescale_multiplier` fills the same
-    slot from its own rounding and difference)."""
-    return ctx.shared("finite_values", lambda: _finite(
-        rounding_of(ctx.ys[0].dtype, wide(ctx.ys[0]), wide(ctx.y0s[0])),
-        wide(ctx.xs[0]) - wide(ctx.rs[0])))
-
-
-def _finite(rounding, dx):
+    computes anyway (:func:`guard_operands`): the rounding (not finite iff ``y`` or ``y0`` is
+    not) and ``x − x0`` (not finite iff ``x`` or ``x0`` is not). Values beyond half the float
+    range count as not finite there."""
+    _, dx, rounding = guard_operands(ctx)
     return jnp.isfinite(rounding) & jnp.isfinite(dx)
 
 
@@ -96,11 +99,9 @@ def rescale_multiplier(ctx):
     that input, in at least float32; 0 where :func:`finite_values` is false. A quotient that
     overflows stays infinite, so the scores are refused naming the op
     (:class:`~jaxlift.errors.NonFiniteScoresError`)."""
-    y, y0 = wide(ctx.ys[0]), wide(ctx.y0s[0])
-    dx = wide(ctx.xs[0]) - wide(ctx.rs[0])
-    rounding = rounding_of(ctx.ys[0].dtype, y, y0)
-    m = exact_multiplier(y - y0, dx, endpoint_slope(ctx), rounding)
-    return jnp.where(ctx.shared("finite_values", lambda: _finite(rounding, dx)), m, 0)
+    dy, dx, rounding = guard_operands(ctx)
+    m = exact_multiplier(dy, dx, endpoint_slope(ctx), rounding)
+    return jnp.where(finite_values(ctx), m, 0)
 
 
 def shared_multiplier(ctx):
