@@ -306,8 +306,9 @@ def checks_on_host(recorded: list, k: int, t: int, n: int | None = None
     summary["where"] = f"(input {where[0]}, reference {where[1]}" + (
         f", target {where[2]})" if t > 1 else ")")
     first = host[0]
-    independence = (bool(first["compared"]), first["batched"], first["alone"],
-                    float(first["eps"]), bool(first["proven"]))
+    independence = ((False, None, None, 0.0, True) if "compared" not in first  # proven
+                    else (bool(first["compared"]), first["batched"], first["alone"],
+                          float(first["eps"]), bool(first["proven"])))
     return ok, summary, independence
 
 

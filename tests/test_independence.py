@@ -127,6 +127,27 @@ def test_a_proven_call_holds_no_batch_of_two_and_settles():
     np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
 
 
+def test_a_proven_program_returns_no_comparison():
+    """Proven, the compiled program returns only its own checks (the finite flag and the
+    certificate's gap and bound): each constant of a comparison that never runs would be one
+    more output XLA stores with a kernel of its own (five on the MNIST CNN's rescale program).
+    Unproven, the comparison's results are there for the host to read."""
+    from jaxlift.methods import interpreted
+    from jaxlift.rules.composites import COMPOSITES
+
+    def checks_of(fn):
+        run = interpreted.compiled_program(fn, 1, COMPOSITES["rescale"], "contributions", None,
+                                           False, True, "default", True, True)
+        x, refs = jnp.ones((3, 6)), jnp.zeros((2, 6))
+        return set(jax.eval_shape(run.jitted, W, x, refs)[2])
+
+    def kept_apart(p, xb):
+        return jax.nn.relu(xb @ p) @ jnp.ones((4, 2))
+    assert checks_of(kept_apart) == {"finite", "gap", "bound"}
+    assert checks_of(MIXING["mean over the batch"]) >= {"compared", "batched", "alone",
+                                                         "proven"}
+
+
 def test_a_mixing_fn_is_still_refused():
     x = jax.random.normal(jax.random.key(5), (3, 6))
     with pytest.raises(ValueError, match="must not mix examples"):
