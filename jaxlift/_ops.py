@@ -7,6 +7,7 @@ from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def mean_axis(a: jax.Array, axis: int, contraction: bool = True) -> jax.Array:
@@ -67,10 +68,19 @@ def window_sums(a: jax.Array) -> jax.Array:
 def all_finite(*arrays) -> jax.Array:
     """Whether no float or complex array of ``arrays`` holds a NaN or an Inf (integer, boolean
     and key arrays always pass), one bool: ``Σ a·0`` is 0 for finite values and NaN as soon as
-    one is not. Each array's ``a·0`` is summed over windows (:func:`window_sums`: a reduction
-    fused with the work producing ``a``, no temporary of it) and the windows' sums of all the
-    arrays in one more reduction — one kernel per array plus one, where a flag per array took
-    two kernels each (docs/design.md §20.11)."""
+    one is not (:func:`finite_sums`, summed once more)."""
+    sums = finite_sums(*arrays)
+    return jnp.asarray(True) if sums is None else jnp.isfinite(jnp.sum(sums))
+
+
+def finite_sums(*arrays) -> jax.Array | None:
+    """A short vector that is all finite iff no float or complex array of ``arrays`` holds a
+    NaN or an Inf (``None`` when none is float): each array's ``a·0`` summed over windows
+    (:func:`window_sums`: a reduction fused with the work producing ``a``, no temporary of it),
+    and the windows' sums of all the arrays once more over windows — one kernel per array plus
+    one, where a flag per array took two kernels each (docs/design.md §20.11), and a reduction
+    of it to one bool three more (XLA:CPU's rewrite of a long sum into a window and a rest,
+    then the test): the host tests the ``⌈windows/32⌉`` sums instead."""
     partials = []
     for a in arrays:
         dtype = jnp.result_type(a)
@@ -80,10 +90,10 @@ def all_finite(*arrays) -> jax.Array:
         elif jnp.issubdtype(dtype, jnp.floating):
             partials.append(window_sums(a * jnp.zeros((), dtype)))
     if not partials:
-        return jnp.asarray(True)
+        return None
     dtype = jnp.result_type(jnp.float32, *partials)
     joined = jnp.concatenate([p.astype(dtype) for p in partials])
-    return jnp.isfinite(jnp.sum(jax.lax.optimization_barrier(joined)))
+    return window_sums(jax.lax.optimization_barrier(joined))
 
 
 def difference_dtype(dtype) -> jnp.dtype:
@@ -135,15 +145,21 @@ def tree_finite(tree) -> jax.Array:
 
 
 def finite_flag(res, delta, x, refs, check_inputs: bool) -> jax.Array:
-    """Whether the scores, ``Δt`` and, with ``check_inputs``, the inputs and references are
-    all free of NaN/Inf: one bool (:func:`all_finite`). Where it is ``False`` the host finds
-    which (``jaxlift.pipeline.read_checks``: the inputs and parameters by NumPy first, then
-    the scores), so the program computes one flag where a flag per part cost two kernels per
-    leaf. Parameters are checked apart, once per array
-    (``jaxlift.validation.params_finite_check``): they are usually the same arrays call after
-    call, and larger than the inputs."""
+    """A short vector that is all finite iff the scores, ``Δt`` and, with ``check_inputs``, the
+    inputs and references are all free of NaN/Inf (:func:`finite_sums`; read on the host by
+    :func:`flag_up`). Where it is down the host finds which (``jaxlift.pipeline.read_checks``:
+    the inputs and parameters by NumPy first, then the scores), so the program computes one
+    flag where a flag per part cost two kernels per leaf. Parameters are checked apart, once per
+    array (``jaxlift.validation.params_finite_check``): they are usually the same arrays call
+    after call, and larger than the inputs."""
     leaves = jax.tree_util.tree_leaves((res, delta) + ((x, refs) if check_inputs else ()))
-    return all_finite(*leaves)
+    sums = finite_sums(*leaves)
+    return jnp.zeros((1,), jnp.float32) if sums is None else sums
+
+
+def flag_up(flag) -> bool:
+    """:func:`finite_flag`'s verdict, on the host: everything it covers is finite."""
+    return bool(np.isfinite(np.asarray(flag)).all())
 
 
 @contextlib.contextmanager

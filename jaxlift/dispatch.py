@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from jaxlift import certificate, chunking
+from jaxlift._ops import flag_up
 from jaxlift.validation import params_check_passed, params_finite_check, precision_context
 
 
@@ -127,7 +128,7 @@ def one_dispatch(one_run, precision: str, return_delta: bool, refs_from_x: bool,
             res, delta, checks = one_run(params, x, refs, 0, False)  # fn's batch: settled
         # small reads: np.asarray wraps a CPU buffer (~2 µs), jax.device_get of the same
         # arrays walks them as a pytree (~20 µs, a tenth of the 1 × 1 call's overhead)
-        if not (np.asarray(checks["finite"]).all() and not certificate.failing_pairs(checks)
+        if not (flag_up(checks["finite"]) and not certificate.failing_pairs(checks)
                 and params_check_passed(params_check)):
             return None
         return (res, delta) if return_delta else res

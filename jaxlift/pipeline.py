@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift import certificate, chunking, dispatch, methods, named_layers
+from jaxlift._ops import flag_up
 from jaxlift.errors import InputValueError, JaxliftError
 from jaxlift.methods import interpreted, kernels
 from jaxlift.methods.call import Call, Inputs
@@ -298,7 +299,7 @@ def checks_on_host(recorded: list, k: int, t: int, n: int | None = None
     call's number of inputs (a padded last chunk's extra rows are left out of the summary)."""
     starts = [start for start, _ in recorded]
     host = jax.device_get([checks for _, checks in recorded])
-    ok = all(bool(np.asarray(c["finite"]).all()) for c in host)
+    ok = all(flag_up(c["finite"]) for c in host)
     summary = certificate.worst_on_host(host, starts, k * t, n)
     j, target = divmod(summary["rest"], t)
     where = (summary["input"], j) + ((target,) if t > 1 else ())

@@ -133,26 +133,30 @@ def _reductions(closed) -> int:
 
 def test_one_finite_flag_for_every_leaf_one_reduction_per_leaf_plus_one():
     """``_ops.finite_flag``: scores, Δt, inputs and references in one flag — a windowed sum
-    per float leaf and one sum over all the windows (a flag per leaf took two each), integer
-    leaves not read; and it is exact: a NaN or an Inf anywhere, in any float dtype or in either
-    part of a complex value, in the last window or alone, turns it off."""
+    per float leaf and one windowed sum over all the windows (a flag per leaf took two each),
+    integer leaves not read, a short vector read on the host (``_ops.flag_up``): reducing it to
+    one bool in the program cost three more kernels; and it is exact: a NaN or an Inf anywhere,
+    in any float dtype or in either part of a complex value, in the last window or alone,
+    turns it off."""
     res = [jnp.zeros((4, 3, 100)), jnp.zeros((4, 3, 7))]
     delta = jnp.zeros((4, 3))
     x = {"ids": jnp.zeros((4, 5), jnp.int32), "v": jnp.zeros((4, 40), jnp.float16)}
     refs = {"ids": jnp.zeros((3, 5), jnp.int32), "v": jnp.zeros((3, 40), jnp.float16)}
     flag = jax.make_jaxpr(lambda *a: _ops.finite_flag(*a, check_inputs=True))(res, delta, x, refs)
     assert _reductions(flag) == 5 + 1  # four float score/Δt/input leaves … and refs' float leaf
-    assert flag.out_avals[0].shape == () and flag.out_avals[0].dtype == jnp.bool_
+    # 38 + 3 + 1 + 5 + 4 windows of 32 elements, summed in windows of 32 once more
+    assert flag.out_avals[0].shape == (2,)
     unchecked = jax.make_jaxpr(lambda *a: _ops.finite_flag(*a, check_inputs=False))(
         res, delta, x, refs)
     assert _reductions(unchecked) == 3 + 1
-    check = jax.jit(lambda *a: _ops.finite_flag(*a, check_inputs=True))
-    assert bool(check(res, delta, x, refs))
+    jitted = jax.jit(lambda *a: _ops.finite_flag(*a, check_inputs=True))
+    check = lambda *a: _ops.flag_up(jitted(*a))  # noqa: E731
+    assert check(res, delta, x, refs)
     for bad in (np.nan, np.inf, -np.inf):
-        assert not bool(check([res[0].at[3, 2, 99].set(bad), res[1]], delta, x, refs))
-        assert not bool(check(res, delta.at[0, 0].set(bad), x, refs))
-        assert not bool(check(res, delta, {**x, "v": x["v"].at[1, 39].set(bad)}, refs))
-        assert bool(jax.jit(lambda *a: _ops.finite_flag(*a, check_inputs=False))(
+        assert not check([res[0].at[3, 2, 99].set(bad), res[1]], delta, x, refs)
+        assert not check(res, delta.at[0, 0].set(bad), x, refs)
+        assert not check(res, delta, {**x, "v": x["v"].at[1, 39].set(bad)}, refs)
+        assert _ops.flag_up(jax.jit(lambda *a: _ops.finite_flag(*a, check_inputs=False))(
             res, delta, {**x, "v": x["v"].at[1, 39].set(bad)}, refs))
     z = jnp.zeros((2, 33), jnp.complex64)
     assert bool(_ops.all_finite(z, jnp.float64(1.0) if jax.config.jax_enable_x64 else 1.0))
