@@ -58,7 +58,7 @@ def profile_direct_call(fn, params, x, refs, *, target: int, repeats: int) -> di
         run_chunk = pipeline.family_of(call.method).runner(call, inputs,
                                                            chunked=chunk != inputs.n)
         run, recorded = pipeline.recording_checks(
-            lambda p, xc, rc, start, run_chunk=run_chunk: run_chunk(p, xc, rc, start, False))
+            lambda p, xc, rc, start, run_chunk=run_chunk: run_chunk(p, xc, rc, start))
         t = tick("compiled look-up + chunk plan", t)
         if chunk == inputs.n:
             res, delta = run(inputs.params, inputs.x, inputs.refs, 0)

@@ -125,7 +125,7 @@ def one_dispatch(one_run, precision: str, return_delta: bool, refs_from_x: bool,
             refs = jax.tree_util.tree_map(lambda l: l[:1], x)
         params_check = params_finite_check(params) if check_params else None
         with precision_context(precision):
-            res, delta, checks = one_run(params, x, refs, 0, False)  # fn's batch: settled
+            res, delta, checks = one_run(params, x, refs, 0)  # fn's batch: settled
         # small reads: np.asarray wraps a CPU buffer (~2 µs), jax.device_get of the same
         # arrays walks them as a pytree (~20 µs, a tenth of the 1 × 1 call's overhead)
         if not (flag_up(checks["finite"]) and not certificate.failing_pairs(checks)

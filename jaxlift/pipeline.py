@@ -24,13 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import certificate, chunking, dispatch, methods, named_layers
+from jaxlift import certificate, chunking, dispatch, independence, methods, named_layers
 from jaxlift._ops import flag_up
 from jaxlift.errors import InputValueError, JaxliftError
 from jaxlift.methods import interpreted, kernels
 from jaxlift.methods.call import Call, Inputs
 from jaxlift.program import at_one_trace, signature, structs_of, traced_program
-from jaxlift.targets import GIVEN, PerInput, normalize_target, per_example
+from jaxlift.targets import GIVEN, PerInput, batch_comparison, normalize_target, per_example
 from jaxlift.validation import (check_batch_size, check_inputs_finite, check_layer_bypass,
                                 check_method_options, check_precision, check_target,
                                 explain_trace_failure, independence_settled, is_concrete,
@@ -238,11 +238,18 @@ def _execute(call: Call, inputs: Inputs):
         run_chunk = family.runner(call, inputs, chunked=chunk != n and call.mesh is None)
         if call.mesh is not None:
             run_chunk = chunking.sharded(run_chunk, call.mesh, inputs.per_input)
-        # fn on a batch of two, beside fn on each example: until that has settled for fn at
-        # these shapes (inside a caller's trace nothing could read it)
+        # whether fn keeps the examples of a batch apart, until that has settled for fn at
+        # these shapes (inside a caller's trace nothing could read it): proven from its jaxpr
+        # while the first chunk's program compiles, else compared by running it
         check = inputs.concrete and not independence_settled(call.fn, shapes)
-        recorded_run, recorded = recording_checks(
-            lambda p, xc, rc, start: run_chunk(p, xc, rc, start, check))
+        verdict: list = []
+        pending = [lambda: verdict.append(independence.proven(call.fn, inputs.params,
+                                                               inputs.x))] if check else []
+
+        def first_compiling(p, xc, rc, start):  # the proof overlaps the first compile only
+            overlap = pending.pop() if pending and call.mesh is None else None
+            return run_chunk(p, xc, rc, start, overlap)
+        recorded_run, recorded = recording_checks(first_compiling)
         if chunk == n:  # one compiled dispatch: reference side, scores and every check
             res, delta = recorded_run(inputs.params, inputs.x, inputs.refs, 0)
             one_run = run_chunk if call.mesh is None else None
@@ -250,21 +257,32 @@ def _execute(call: Call, inputs: Inputs):
             res, delta = chunking.run_chunked(recorded_run, inputs.params, inputs.x,
                                               inputs.refs, n, chunk, inputs.per_input,
                                               call.progress)
+        independence_result = None
+        if check:
+            for prove in pending:  # not run while compiling (a mesh)
+                prove()
+            independence_result = ((False, None, None, 0.0, True) if verdict[0] else
+                                   batch_comparison(call.fn, call.target, inputs.params,
+                                                    inputs.x, inputs.refs, inputs.per_input,
+                                                    inputs.seeds))
         if inputs.concrete:
-            read_checks(call, inputs, family, recorded, res, delta, params_check, shapes)
+            read_checks(call, inputs, family, recorded, res, delta, params_check, shapes,
+                        independence_result)
     return res, delta, one_run
 
 
 def read_checks(call: Call, inputs: Inputs, family, recorded, res, delta, params_check,
-                shapes) -> None:
+                shapes, independence: tuple | None = None) -> None:
     """Read every chunk's checks in one transfer and refuse, in this order: NaN/Inf in the
-    inputs, references or parameters; ``fn`` mixing the examples of a batch; NaN/Inf scores;
-    scores that do not sum to ``Δt`` (the certificate)."""
-    ok, summary, independence = checks_on_host(recorded, inputs.k,
-                                                targets_of(delta, call.average_refs), inputs.n)
+    inputs, references or parameters; ``fn`` mixing the examples of a batch (``independence``:
+    ``(compared, batched, alone, eps, proven)``, or ``None`` where it has settled); NaN/Inf
+    scores; scores that do not sum to ``Δt`` (the certificate)."""
+    ok, summary = checks_on_host(recorded, inputs.k, targets_of(delta, call.average_refs),
+                                 inputs.n)
     if inputs.check_inputs and not (ok and params_check_passed(params_check)):
         check_inputs_finite(inputs.x, inputs.refs, inputs.params)  # which part: inputs first
-    settle_independence(call.fn, shapes, *independence)
+    if independence is not None:
+        settle_independence(call.fn, shapes, *independence)
     if not ok:  # finite inputs and parameters: the scores are not
         family.refuse(call, inputs, first_bad_input(res, delta))
     if summary["failing"]:
@@ -290,12 +308,11 @@ def recording_checks(run):
 
 
 def checks_on_host(recorded: list, k: int, t: int, n: int | None = None
-                   ) -> tuple[bool, dict, tuple]:
+                   ) -> tuple[bool, dict]:
     """Every chunk's checks read in one transfer: the finite flag
     (:func:`jaxlift._ops.finite_flag`) and-ed over chunks; the certificate's summary over the
     whole call (:func:`jaxlift.certificate.worst_on_host`) with the worst pair's ``(input,
-    reference[, target])`` under ``"where_tuple"`` and as words under ``"where"``; and the
-    first chunk's batch-independence comparison ``(compared, batched, alone)``. ``n``: the
+    reference[, target])`` under ``"where_tuple"`` and as words under ``"where"``. ``n``: the
     call's number of inputs (a padded last chunk's extra rows are left out of the summary)."""
     starts = [start for start, _ in recorded]
     host = jax.device_get([checks for _, checks in recorded])
@@ -306,11 +323,7 @@ def checks_on_host(recorded: list, k: int, t: int, n: int | None = None
     summary["where_tuple"] = where
     summary["where"] = f"(input {where[0]}, reference {where[1]}" + (
         f", target {where[2]})" if t > 1 else ")")
-    first = host[0]
-    independence = ((False, None, None, 0.0, True) if "compared" not in first  # proven
-                    else (bool(first["compared"]), first["batched"], first["alone"],
-                          float(first["eps"]), bool(first["proven"])))
-    return ok, summary, independence
+    return ok, summary
 
 
 def prepare_inputs(x, refs, key):

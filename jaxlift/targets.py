@@ -40,7 +40,6 @@ from jax.extend import core as jcore
 import numpy as np
 
 from jaxlift.errors import InputTypeError, InputValueError
-from jaxlift.independence import proven
 from jaxlift.jaxpr_walk import bind_eqn, call_body, where_of
 from jaxlift.program import at_one_trace
 from jaxlift.validation import check_outputs
@@ -442,62 +441,92 @@ def _per_example(fn: Callable, target, traced_once: bool = True) -> Callable:
     return f
 
 
-def batch_of_two(fn: Callable, target, params, a, b, seeds=None, same_seed: bool = False):
-    """``fn`` on the batch ``[a, b]``, each row reduced to its target: compared with ``fn`` on
-    each example alone, it tells whether ``fn`` mixes the examples of a batch
-    (:func:`jaxlift.validation.settle_independence`). For a per-input target ``seeds`` holds the
-    two rows' weights; ``None`` (``"pred"``) takes each row's argmax (``same_seed``: row 0's for
-    both, ``b`` being ``a``'s reference)."""
-    pair = jax.tree_util.tree_map(lambda u, v: jnp.stack([u, v]), a, b)
-    out = fn(params, pair)
-    check_outputs(out, 2, "a batch of two examples")
+def targets_of_batch(fn: Callable, target, params, batch, seeds=None, same_seed: bool = False):
+    """``fn``'s targets on ``batch`` (examples stacked on a leading axis of length m, here 1 or
+    2), one per row: ``(m[, T])``. For a per-input target ``seeds`` holds the rows' weights;
+    ``None`` (``"pred"``) takes each row's argmax (``same_seed``: row 0's for every row, the
+    others being its reference)."""
+    out = fn(params, batch)
+    m = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    check_outputs(out, m, f"a batch of {'one example' if m == 1 else f'{m} examples'}")
     base = "all" if isinstance(target, PerInput) else target
     rows = [select_target(jax.tree_util.tree_map(lambda o, i=i: o[i], out), base)
-            for i in range(2)]
+            for i in range(m)]
     if isinstance(target, PerInput):
         if seeds is None:
             first = predicted_seed(rows[0])
-            seeds = (first, first if same_seed else predicted_seed(rows[1]))
-        rows = [jnp.sum(weighted(seeds[i], rows[i])) for i in range(2)]
+            seeds = [first if same_seed or i == 0 else predicted_seed(r)
+                     for i, r in enumerate(rows)]
+        rows = [jnp.sum(weighted(seeds[i], rows[i])) for i in range(m)]
     return jnp.stack(rows)
 
 
-def independence_checks(fn, target, params, x, refs, per_input_refs, seeds, t_x, t_r,
-                        check=True) -> dict:
-    """``{"compared", "batched", "alone", "eps", "proven"}``: ``fn``'s targets on the batch
-    ``[x[0], b]`` (``b`` the second input, or the first input's first reference) beside the
-    same targets computed one example at a time (``t_x``, ``t_r``: ``(N, K[, T])``, from the
-    pairs' forward passes); ``compared`` is whether the two examples differ. Read by
-    :func:`jaxlift.validation.settle_independence`. ``check`` (a traced bool): once the
-    comparison has settled for these shapes, the batch of two is not run at all (a
-    ``lax.cond``: compiled once, skipped at run time). Where ``fn``'s jaxpr proves that it
-    keeps the examples apart (:func:`jaxlift.independence.proven`), nothing is compared and
-    the program holds no batch of two and returns none of these: ``{}`` (each would be one
-    more output to store, a kernel XLA compiles; :func:`jaxlift.pipeline.checks_on_host`
-    reads their absence as proven)."""
+def batch_of_two(fn: Callable, target, params, a, b, seeds=None, same_seed: bool = False):
+    """``fn`` on the batch ``[a, b]``, each row reduced to its target (:func:`targets_of_batch`):
+    compared with ``fn`` on each example alone, it tells whether ``fn`` mixes the examples of a
+    batch (:func:`jaxlift.validation.settle_independence`)."""
+    pair = jax.tree_util.tree_map(lambda u, v: jnp.stack([u, v]), a, b)
+    return targets_of_batch(fn, target, params, pair, seeds, same_seed)
+
+
+def each_alone(fn: Callable, target, params, a, b, seeds=None, same_seed: bool = False):
+    """The targets of :func:`batch_of_two`, with ``fn`` called on each example by itself (a
+    batch of one, as jaxlift explains ``fn``)."""
+    if seeds is None and isinstance(target, PerInput):
+        ta = targets_of_batch(fn, target, params, _one(a))
+        first = predicted_seed(targets_of_batch(fn, "all", params, _one(a))[0])
+        tb = targets_of_batch(fn, target, params, _one(b), None if not same_seed else first[None])
+        return jnp.concatenate([ta, tb])
+    rows = (None, None) if seeds is None else (seeds[:1], seeds[1:2])
+    return jnp.concatenate([targets_of_batch(fn, target, params, _one(a), rows[0]),
+                            targets_of_batch(fn, target, params, _one(b), rows[1])])
+
+
+def _one(example):
+    return jax.tree_util.tree_map(lambda leaf: leaf[None], example)
+
+
+def batch_comparison(fn, target, params, x, refs, per_input_refs: bool, seeds=None) -> tuple:
+    """``(compared, batched, alone, eps)`` for :func:`jaxlift.validation.settle_independence`:
+    ``fn``'s targets on the batch ``[a, b]`` — ``a`` the first input, ``b`` the second (or the
+    first input's first reference) — beside the same targets of ``fn`` on each example by
+    itself; ``compared``: the two examples differ; ``eps``: of ``fn``'s own output dtype (half
+    precision rounds more than float32). One small compiled program of ``fn`` alone, run only
+    where ``fn``'s batch independence is neither proven (:mod:`jaxlift.independence`) nor
+    settled, so that jaxlift's own programs never hold it. ``seeds``: a per-input target's
+    ``(N, T)`` weights. NumPy leaves are cut on the host (two rows); jax arrays are passed
+    whole and cut inside the program (a cut outside would be a dispatch, and a compile, each)."""
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
-    if proven(fn, params, x):
-        return {}
-    a = jax.tree_util.tree_map(lambda l: l[0], x)
-    if n > 1:
-        b = jax.tree_util.tree_map(lambda l: l[1], x)
-        alone = jnp.stack([t_x[0, 0], t_x[1, 0]])
-        rows = None if seeds is None else seeds[:2]
-    else:
-        b = jax.tree_util.tree_map(lambda l: l[0, 0] if per_input_refs else l[0], refs)
-        alone = jnp.stack([t_x[0, 0], t_r[0, 0]])
-        rows = None if seeds is None else jnp.stack([seeds[0], seeds[0]])
-    compared = jnp.asarray(False)
-    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        compared = compared | jnp.any(u != v)
-    native = []  # fn's own output dtype: half precision rounds more than jaxlift's float32
+    second = n == 1  # b is the first reference
+    rows_needed = 1 if second else 2
+    x = jax.tree_util.tree_map(lambda l: l[:rows_needed] if isinstance(l, np.ndarray) else l, x)
+    refs = (jax.tree_util.tree_map(lambda l: l[:1] if isinstance(l, np.ndarray) else l, refs)
+            if second else None)
+    rows = None if seeds is None else np.asarray(seeds)[:rows_needed]
+    try:
+        program = _comparison(fn, target, second, per_input_refs)
+    except TypeError:  # an unhashable fn or target: a program of its own
+        program = _comparison.__wrapped__(fn, target, second, per_input_refs)
+    compared, batched, alone = jax.device_get(program(params, x, refs, rows))
+    dtype = batched.dtype
+    eps = jnp.finfo(dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.float32).eps
+    return bool(compared), batched, alone, float(eps)
 
-    def on_batch():
-        out = batch_of_two(fn, target, params, a, b, rows, same_seed=n == 1)
-        native.append(jnp.result_type(out))
-        return out.astype(alone.dtype)
 
-    batched = jax.lax.cond(check, on_batch, lambda: alone)
-    eps = jnp.finfo(native[0] if jnp.issubdtype(native[0], jnp.inexact) else jnp.float32).eps
-    return {"compared": compared & check, "batched": batched, "alone": alone,
-            "eps": jnp.asarray(float(eps), jnp.float32), "proven": jnp.asarray(False)}
+@functools.lru_cache(maxsize=128)
+def _comparison(fn, target, from_reference: bool, per_input_refs: bool):
+    """The program of :func:`batch_comparison`, once per (fn, target, where ``b`` comes from)."""
+    def compare(params, x, refs, rows):
+        a = jax.tree_util.tree_map(lambda l: l[0], x)
+        if from_reference:
+            b = jax.tree_util.tree_map(lambda l: l[0, 0] if per_input_refs else l[0], refs)
+            rows = None if rows is None else jnp.concatenate([rows[:1], rows[:1]])
+        else:
+            b = jax.tree_util.tree_map(lambda l: l[1], x)
+        compared = jnp.asarray(False)
+        for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            compared = compared | jnp.any(u != v)
+        batched = batch_of_two(fn, target, params, a, b, rows, from_reference)
+        alone = each_alone(fn, target, params, a, b, rows, from_reference)
+        return compared, batched, alone.astype(batched.dtype)
+    return jax.jit(compare)

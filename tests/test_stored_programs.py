@@ -87,7 +87,7 @@ def test_what_the_program_is_made_from_is_in_the_key(store):
     def fingerprint(fn, target=1, xs=x):
         return interpreted.compiled_program(fn, target, interpreted.COMPOSITES["rescale"],
                                             "contributions", None, False, True).fingerprint(
-            params, xs, refs, None, None, True)
+            params, xs, refs, None, None)
 
     def scaled(c):
         return lambda p, xb: mlp(p, xb) * c
@@ -121,7 +121,7 @@ def test_a_constant_held_by_a_nested_jit_is_in_the_key(store):
     def fingerprint(fn):
         return interpreted.compiled_program(fn, 1, interpreted.COMPOSITES["rescale"],
                                             "contributions", None, False, True).fingerprint(
-            params, x, refs, None, None, True)
+            params, x, refs, None, None)
 
     def scaled_inside(c):
         scale = jax.jit(lambda h: h * c)

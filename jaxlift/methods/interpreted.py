@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import certificate, independence, interpreter, stored_programs
-from jaxlift._compiler import options_here
+from jaxlift import certificate, interpreter, stored_programs
+from jaxlift._compiler import compile_while, options_here
 from jaxlift._memo import memoized
 from jaxlift._ops import (calls_inlined, difference, example_structs, finite_flag, mean_axis,
                           sum_in_windows, widen)
@@ -30,7 +30,7 @@ from jaxlift.errors import InputValueError, NonFiniteScoresError
 from jaxlift.jaxpr_walk import bind_eqn, nested_jaxprs
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
 from jaxlift.program import origin_of, trace_settings, traced_program, view_of_input
-from jaxlift.targets import (PerInput, independence_checks, per_example, predicted_seed,
+from jaxlift.targets import (PerInput, per_example, predicted_seed,
                              weighted)
 
 
@@ -53,7 +53,7 @@ def scored_atoms(program, layer_name: str | None) -> tuple:
 def pair_fn(program, composite: Composite, what: str, layer_name: str | None, target=None,
             certify: bool = False, precision: str = "default", bypass: str = "refuse"):
     """``pair(fixed_leaves, x_leaves, r_leaves, r_values=None, seed=None) -> (scores, Δt,
-    (gap, τ), (t(x), t(r)))`` of one pair: contributions ``m·Δx`` or multipliers ``m`` of every
+    (gap, τ))`` of one pair: contributions ``m·Δx`` or multipliers ``m`` of every
     live input (or of every leaf of the marked layer, then, for ``bypass="credit"``, of every
     live input too: the share of ``Δt`` that reaches the target around the layer), with a
     leading T axis for ``target="all"``; ``(gap, τ)`` is the completeness certificate of the
@@ -118,9 +118,7 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
             res, cert = jax.vmap(back)(jnp.eye(delta.shape[0], dtype=dtype))
         else:
             res, cert = back(seed if per_input else jnp.ones((), dtype))
-        t = ((jnp.sum(weighted(seed, y)), jnp.sum(weighted(seed, y0))) if per_input
-             else (y, y0))
-        return res, delta, cert, t
+        return res, delta, cert
 
     return pair
 
@@ -244,16 +242,18 @@ def check_layer(program, layer_name: str) -> None:
                               "one with jaxlift.layer(value, name)")
 
 
-def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, fn, target, composite, what,
+def compute(params, x, refs, ref_values=None, seeds=None, *, fn, target, composite, what,
             layer_name, per_input_refs, average, check_inputs=False, certify=False,
             poison=False, precision="default", bypass="refuse", xla_reductions=False):
     """Scores of N inputs × K references, ``Δt`` and the call's checks — the finite flag of
-    :func:`jaxlift._ops.finite_flag`, the certificate's summary
-    (:func:`jaxlift.certificate.summarize`) and the batch-independence comparison
-    (:func:`independence_checks`) — all in the same program: no dispatch and no host sync
-    before the result. ``ref_values`` (:func:`reference_values`, shared references only) holds
-    the references' forward pass, computed once for all chunks; ``seeds`` ``(N, T)``: a
-    per-input target's weights. ``poison``: NaN for the scores of pairs that fail the
+    :func:`jaxlift._ops.finite_flag` and the certificate's summary
+    (:func:`jaxlift.certificate.summarize`) — all in the same program: no dispatch and no host
+    sync before the result. Nothing in it depends on whether ``fn`` keeps the examples of a
+    batch apart: the pipeline proves that while this program compiles, or compares ``fn`` on a
+    batch of two with its own small program (:func:`jaxlift.targets.batch_comparison`).
+    ``ref_values`` (:func:`reference_values`, shared references only) holds the references'
+    forward pass, computed once for all chunks; ``seeds`` ``(N, T)``: a per-input target's
+    weights. ``poison``: NaN for the scores of pairs that fail the
     certificate (a caller's own ``jit``, where nothing can be raised). ``xla_reductions``:
     compiled with jaxlift's options (:mod:`jaxlift._compiler`), so reductions stay XLA's own
     and the average over references is a plain mean (:func:`jaxlift._ops.mean_axis`)."""
@@ -273,8 +273,7 @@ def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, f
     over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None,
                                               None if seeds is None else 0))
     with calls_inlined():  # the rules' jnp calls traced inline (docs/design.md §20.9)
-        res, delta, (gap, bound), (t_x, t_r) = over_pairs(fixed, x_leaves, r_leaves, ref_values,
-                                                          seeds)
+        res, delta, (gap, bound) = over_pairs(fixed, x_leaves, r_leaves, ref_values, seeds)
     finite = finite_flag(res, delta, x, refs, check_inputs)
     summary = certificate.summarize(gap, bound) if certify else certificate.unchecked()
     if certify and poison:
@@ -285,9 +284,7 @@ def compute(params, x, refs, ref_values=None, seeds=None, check_batch=True, *, f
     if average:
         res = [mean_axis(r, 1, contraction=not xla_reductions) for r in res]
         delta = mean_axis(delta, 1, contraction=not xla_reductions)
-    checks = {"finite": finite, **summary,
-              **independence_checks(fn, target, params, x, refs, per_input_refs, seeds, t_x,
-                                    t_r, check_batch)}
+    checks = {"finite": finite, **summary}
     if layer_name is not None:
         scores = layer_structure(program, layer_name, res[:n_layer])
         if bypass == "credit":
@@ -347,16 +344,14 @@ def compiled_program(fn, target, composite, what, layer_name, per_input_refs, av
         program_fingerprint, fn=fn, static=(static, compiler)))
 
 
-def program_fingerprint(params, x, refs, ref_values=None, seeds=None, check_batch=True, *,
+def program_fingerprint(params, x, refs, ref_values=None, seeds=None, *,
                         fn, static) -> str:
     """What :func:`compute` with the options ``static`` is made from, as text
     (:mod:`jaxlift.stored_programs`): the options; the jaxpr the interpreter walks (one
     example's target, :func:`traced_program`'s trace, shared with the call); the VJP of every
     ``custom_jvp``/``custom_vjp`` call in it (the rules Rescale's ``f'`` reads through
-    ``jax.vjp``, which the call's text names but does not hold); whether ``fn``'s batch
-    independence is proven (:mod:`jaxlift.independence`) and, where it is not, the jaxpr of
-    ``fn`` on a batch of two (the comparison the program then holds); the global settings a
-    trace reads. :class:`~jaxlift.stored_programs.NotStorable` where a rule comes from outside
+    ``jax.vjp``, which the call's text names but does not hold); the global settings a trace
+    reads. :class:`~jaxlift.stored_programs.NotStorable` where a rule comes from outside
     jaxlift or ``fn`` cannot be traced so."""
     outside = sorted({r.module for r in registry.registrations()
                       if not r.module.startswith("jaxlift")})
@@ -365,14 +360,8 @@ def program_fingerprint(params, x, refs, ref_values=None, seeds=None, check_batc
     options = stored_programs.describe(static)
     target = static[0]["target"]
     program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
-    proven = independence.proven(fn, params, x)
     parts = [options, stored_programs.jaxpr_text(program.source),
-             custom_rules_text(program.source.jaxpr), f"proven:{proven}", repr(trace_settings())]
-    if not proven:
-        two = jax.tree_util.tree_map(
-            lambda l: jax.ShapeDtypeStruct((2,) + tuple(jnp.shape(l)[1:]), jnp.result_type(l)),
-            x)
-        parts.append(stored_programs.jaxpr_text(jax.make_jaxpr(fn)(params, two)))
+             custom_rules_text(program.source.jaxpr), repr(trace_settings())]
     return "\n".join(parts)
 
 
@@ -445,13 +434,16 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
     # (device_put: jnp.asarray compiles a staging program per shape in JAX 0.10)
     whole = None if seeds is None or chunked or not inputs.concrete else jax.device_put(seeds)
 
-    def run(p, x, r, start, check_batch=True):
+    def run(p, x, r, start, while_compiling=None):
         rows = jax.tree_util.tree_leaves(x)[0].shape[0]
         if whole is not None and start == 0 and rows == n:
             s = whole
         else:
             s = None if seeds is None else take_rows(seeds, start, rows, n)
-        return program(p, x, r, ref_values, s, check_batch)
+        args = (p, x, r, ref_values, s)
+        if while_compiling is not None:
+            compile_while(program.jitted, args, while_compiling)
+        return program(*args)
     return run
 
 
@@ -479,7 +471,7 @@ def multipliers_at_input(f: Callable, params, x, composite) -> Any:
                    "all" if all_targets else None)
     x_leaves, tree = jax.tree_util.tree_flatten(x)
     with calls_inlined():
-        res, _, _, _ = pair(jax.tree_util.tree_leaves(params), x_leaves, x_leaves)
+        res, _, _ = pair(jax.tree_util.tree_leaves(params), x_leaves, x_leaves)
     return jax.tree_util.tree_unflatten(tree, res)
 
 

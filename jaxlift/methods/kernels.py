@@ -16,12 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxlift import certificate
+from jaxlift._compiler import compile_while
 from jaxlift._memo import memoized
 from jaxlift._ops import finite_flag, mean_axis
 from jaxlift.chunking import take_rows
 from jaxlift.errors import InputTypeError, NonFiniteScoresError
 from jaxlift.methods.call import Call, Inputs
-from jaxlift.targets import (PerInput, independence_checks, per_example, predicted_seed,
+from jaxlift.targets import (PerInput, per_example, predicted_seed,
                              weigh, weighted)
 
 
@@ -52,7 +53,7 @@ def ratio_multipliers(attr, x, refs, per_input_refs: bool):
     return jax.tree_util.tree_map(to_mult, attr, x, refs)
 
 
-def compute(params, x, refs, arrays, key, start, seeds=None, check_batch=True, *, method, opts_key, fn, target,
+def compute(params, x, refs, arrays, key, start, seeds=None, *, method, opts_key, fn, target,
             what, per_input_refs, average, check_inputs=False):
     """Scores ``(N, K, [T,] *S)`` (averaged over K when ``average``), ``Δt`` and the checks
     (the finite flag; the batch-independence comparison) of one chunk of N inputs starting at
@@ -91,10 +92,7 @@ def compute(params, x, refs, arrays, key, start, seeds=None, check_batch=True, *
     else:
         res = attr
     finite = finite_flag(res, delta, x, refs, check_inputs)
-    checks = {"finite": finite, **certificate.unchecked(),
-              **independence_checks(fn, target, params, x, refs, per_input_refs,
-                                    seeds if per_input and seeds is not None else None,
-                                    t_x, t_r, check_batch)}
+    checks = {"finite": finite, **certificate.unchecked()}
     if average:
         res = jax.tree_util.tree_map(lambda a: mean_axis(a, 1), res)
         delta = mean_axis(delta, 1)
@@ -144,10 +142,13 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
                        call.precision, inputs.check_inputs)
     seeds, n = inputs.seeds, inputs.n
 
-    def run(p, xc, rc, start, check_batch=True):
+    def run(p, xc, rc, start, while_compiling=None):
         rows = jax.tree_util.tree_leaves(xc)[0].shape[0]
         s = None if seeds is None else take_rows(seeds, start, rows, n)
-        return program(p, xc, rc, arrays, key, start, s, check_batch)
+        args = (p, xc, rc, arrays, key, start, s)
+        if while_compiling is not None:
+            compile_while(program, args, while_compiling)
+        return program(*args)
     return run
 
 
