@@ -23,10 +23,8 @@ are given there (:func:`options_here`).
 """
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import os
-from typing import Any, Callable
 
 import jax
 
@@ -80,19 +78,3 @@ def options_here() -> tuple:
         return ()
     return tuple(sorted((compiler_options() or {}).items()))
 
-
-def compile_while(jitted, args: tuple, work: Callable[[], Any]) -> Any:
-    """``work()``, run while ``jitted`` (a ``jax.jit`` function) compiles for ``args``: the
-    program is traced and lowered here, compiled on a worker thread (XLA's compile releases the
-    GIL, and on the CPU it is most of a first call), and ``work()``'s result returned once both
-    are done, after which ``jitted(*args)`` compiles nothing (the compile filled its cache). A
-    program already compiled costs a cache look-up. An error of the compile is raised here, as
-    the call would have raised it."""
-    lowered = jitted.lower(*args)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxlift-compile") as pool:
-        compiled = pool.submit(lowered.compile)
-        try:
-            result = work()
-        finally:
-            compiled.result()
-    return result

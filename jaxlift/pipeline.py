@@ -238,18 +238,7 @@ def _execute(call: Call, inputs: Inputs):
         run_chunk = family.runner(call, inputs, chunked=chunk != n and call.mesh is None)
         if call.mesh is not None:
             run_chunk = chunking.sharded(run_chunk, call.mesh, inputs.per_input)
-        # whether fn keeps the examples of a batch apart, until that has settled for fn at
-        # these shapes (inside a caller's trace nothing could read it): proven from its jaxpr
-        # while the first chunk's program compiles, else compared by running it
-        check = inputs.concrete and not independence_settled(call.fn, shapes)
-        verdict: list = []
-        pending = [lambda: verdict.append(independence.proven(call.fn, inputs.params,
-                                                               inputs.x))] if check else []
-
-        def first_compiling(p, xc, rc, start):  # the proof overlaps the first compile only
-            overlap = pending.pop() if pending and call.mesh is None else None
-            return run_chunk(p, xc, rc, start, overlap)
-        recorded_run, recorded = recording_checks(first_compiling)
+        recorded_run, recorded = recording_checks(run_chunk)
         if chunk == n:  # one compiled dispatch: reference side, scores and every check
             res, delta = recorded_run(inputs.params, inputs.x, inputs.refs, 0)
             one_run = run_chunk if call.mesh is None else None
@@ -257,14 +246,16 @@ def _execute(call: Call, inputs: Inputs):
             res, delta = chunking.run_chunked(recorded_run, inputs.params, inputs.x,
                                               inputs.refs, n, chunk, inputs.per_input,
                                               call.progress)
+        # whether fn keeps the examples of a batch apart, until that has settled for fn at
+        # these shapes (inside a caller's trace nothing could read it): proven from its jaxpr,
+        # else compared by running it on a batch of two
         independence_result = None
-        if check:
-            for prove in pending:  # not run while compiling (a mesh)
-                prove()
-            independence_result = ((False, None, None, 0.0, True) if verdict[0] else
-                                   batch_comparison(call.fn, call.target, inputs.params,
-                                                    inputs.x, inputs.refs, inputs.per_input,
-                                                    inputs.seeds))
+        if inputs.concrete and not independence_settled(call.fn, shapes):
+            independence_result = (
+                (False, None, None, 0.0, True)
+                if independence.proven(call.fn, inputs.params, inputs.x) else
+                batch_comparison(call.fn, call.target, inputs.params, inputs.x, inputs.refs,
+                                 inputs.per_input, inputs.seeds))
         if inputs.concrete:
             read_checks(call, inputs, family, recorded, res, delta, params_check, shapes,
                         independence_result)

@@ -6,12 +6,10 @@ and hands both to the method's family — :mod:`jaxlift.methods.interpreted` for
 :mod:`jaxlift.methods.kernels` for methods defined by a kernel of one pair or one input. A
 family is a module with three functions (the :class:`Family` protocol):
 
-* ``runner(call, inputs, chunked) -> run``, where ``run(params, x, refs, start,
-  while_compiling=None) -> (scores, Δt, checks)`` computes one chunk of inputs (the first being
-  global input ``start``) in one compiled program; ``checks`` is a dict of device arrays read
-  once per call (the finite flag, the completeness certificate's summary);
-  ``while_compiling()``, where given, runs while that program compiles
-  (:func:`jaxlift._compiler.compile_while`: the pipeline's batch-independence proof);
+* ``runner(call, inputs, chunked) -> run``, where ``run(params, x, refs, start) -> (scores,
+  Δt, checks)`` computes one chunk of inputs (the first being global input ``start``) in one
+  compiled program; ``checks`` is a dict of device arrays read once per call (the finite flag,
+  the completeness certificate's summary);
 * ``refuse(call, inputs, i)``: raise the error that names why input ``i``'s scores are NaN/Inf;
 * ``explain_gap(call, inputs, summary) -> str``: the likely cause of a failed certificate.
 """

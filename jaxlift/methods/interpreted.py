@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift import certificate, interpreter, stored_programs
-from jaxlift._compiler import compile_while, options_here
+from jaxlift._compiler import options_here
 from jaxlift._memo import memoized
 from jaxlift._ops import (calls_inlined, difference, example_structs, finite_flag, mean_axis,
                           sum_in_windows, widen)
@@ -249,8 +249,8 @@ def compute(params, x, refs, ref_values=None, seeds=None, *, fn, target, composi
     :func:`jaxlift._ops.finite_flag` and the certificate's summary
     (:func:`jaxlift.certificate.summarize`) — all in the same program: no dispatch and no host
     sync before the result. Nothing in it depends on whether ``fn`` keeps the examples of a
-    batch apart: the pipeline proves that while this program compiles, or compares ``fn`` on a
-    batch of two with its own small program (:func:`jaxlift.targets.batch_comparison`).
+    batch apart: the pipeline proves that (:mod:`jaxlift.independence`) or compares ``fn`` on a
+    batch of two with a small program of its own (:func:`jaxlift.targets.batch_comparison`).
     ``ref_values`` (:func:`reference_values`, shared references only) holds the references'
     forward pass, computed once for all chunks; ``seeds`` ``(N, T)``: a per-input target's
     weights. ``poison``: NaN for the scores of pairs that fail the
@@ -434,16 +434,13 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
     # (device_put: jnp.asarray compiles a staging program per shape in JAX 0.10)
     whole = None if seeds is None or chunked or not inputs.concrete else jax.device_put(seeds)
 
-    def run(p, x, r, start, while_compiling=None):
+    def run(p, x, r, start):
         rows = jax.tree_util.tree_leaves(x)[0].shape[0]
         if whole is not None and start == 0 and rows == n:
             s = whole
         else:
             s = None if seeds is None else take_rows(seeds, start, rows, n)
-        args = (p, x, r, ref_values, s)
-        if while_compiling is not None:
-            compile_while(program.jitted, args, while_compiling)
-        return program(*args)
+        return program(p, x, r, ref_values, s)
     return run
 
 

@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxlift import certificate
-from jaxlift._compiler import compile_while
 from jaxlift._memo import memoized
 from jaxlift._ops import finite_flag, mean_axis
 from jaxlift.chunking import take_rows
@@ -142,13 +141,10 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
                        call.precision, inputs.check_inputs)
     seeds, n = inputs.seeds, inputs.n
 
-    def run(p, xc, rc, start, while_compiling=None):
+    def run(p, xc, rc, start):
         rows = jax.tree_util.tree_leaves(xc)[0].shape[0]
         s = None if seeds is None else take_rows(seeds, start, rows, n)
-        args = (p, xc, rc, arrays, key, start, s)
-        if while_compiling is not None:
-            compile_while(program, args, while_compiling)
-        return program(*args)
+        return program(p, xc, rc, arrays, key, start, s)
     return run
 
 
