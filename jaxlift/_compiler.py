@@ -77,4 +77,3 @@ def options_here() -> tuple:
     if not trace_state_clean():
         return ()
     return tuple(sorted((compiler_options() or {}).items()))
-

@@ -68,19 +68,27 @@ def window_sums(a: jax.Array) -> jax.Array:
 def all_finite(*arrays) -> jax.Array:
     """Whether no float or complex array of ``arrays`` holds a NaN or an Inf (integer, boolean
     and key arrays always pass), one bool: ``Σ a·0`` is 0 for finite values and NaN as soon as
-    one is not (:func:`finite_sums`, summed once more)."""
-    sums = finite_sums(*arrays)
-    return jnp.asarray(True) if sums is None else jnp.isfinite(jnp.sum(sums))
+    one is not (:func:`_window_partials`, summed)."""
+    joined = _window_partials(arrays)
+    return (jnp.asarray(True) if joined is None
+            else jnp.isfinite(jnp.sum(jax.lax.optimization_barrier(joined))))
 
 
 def finite_sums(*arrays) -> jax.Array | None:
     """A short vector that is all finite iff no float or complex array of ``arrays`` holds a
-    NaN or an Inf (``None`` when none is float): each array's ``a·0`` summed over windows
-    (:func:`window_sums`: a reduction fused with the work producing ``a``, no temporary of it),
-    and the windows' sums of all the arrays once more over windows — one kernel per array plus
-    one, where a flag per array took two kernels each (docs/design.md §20.11), and a reduction
-    of it to one bool three more (XLA:CPU's rewrite of a long sum into a window and a rest,
-    then the test): the host tests the ``⌈windows/32⌉`` sums instead."""
+    NaN or an Inf (``None`` when none is float): :func:`_window_partials` summed once more over
+    windows, where summing them to one bool in the program took three kernels more (XLA:CPU's
+    rewrite of a long sum into a window and a rest, then the test): the host tests the
+    ``⌈windows/32⌉`` sums instead (docs/design.md §20.11)."""
+    joined = _window_partials(arrays)
+    return None if joined is None else window_sums(jax.lax.optimization_barrier(joined))
+
+
+def _window_partials(arrays) -> jax.Array | None:
+    """Each float or complex array's ``a·0`` summed over windows (:func:`window_sums`: a
+    reduction fused with the work producing ``a``, no temporary of it), all of them joined in
+    one vector (``None`` when no array is float) — one kernel per array, where a flag per array
+    took two kernels each."""
     partials = []
     for a in arrays:
         dtype = jnp.result_type(a)
@@ -92,8 +100,7 @@ def finite_sums(*arrays) -> jax.Array | None:
     if not partials:
         return None
     dtype = jnp.result_type(jnp.float32, *partials)
-    joined = jnp.concatenate([p.astype(dtype) for p in partials])
-    return window_sums(jax.lax.optimization_barrier(joined))
+    return jnp.concatenate([p.astype(dtype) for p in partials])
 
 
 def difference_dtype(dtype) -> jnp.dtype:

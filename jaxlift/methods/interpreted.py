@@ -30,8 +30,7 @@ from jaxlift.errors import InputValueError, NonFiniteScoresError
 from jaxlift.jaxpr_walk import bind_eqn, nested_jaxprs
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
 from jaxlift.program import origin_of, trace_settings, traced_program, view_of_input
-from jaxlift.targets import (PerInput, per_example, predicted_seed,
-                             weighted)
+from jaxlift.targets import PerInput, per_example, predicted_seed, weighted
 
 
 def same_example(x_leaves, r_leaves):
