@@ -471,12 +471,10 @@ def batch_of_two(fn: Callable, target, params, a, b, seeds=None, same_seed: bool
 
 def each_alone(fn: Callable, target, params, a, b, seeds=None, same_seed: bool = False):
     """The targets of :func:`batch_of_two`, with ``fn`` called on each example by itself (a
-    batch of one, as jaxlift explains ``fn``)."""
-    if seeds is None and isinstance(target, PerInput):
-        ta = targets_of_batch(fn, target, params, _one(a))
-        first = predicted_seed(targets_of_batch(fn, "all", params, _one(a))[0])
-        tb = targets_of_batch(fn, target, params, _one(b), None if not same_seed else first[None])
-        return jnp.concatenate([ta, tb])
+    batch of one, as jaxlift explains ``fn``); with ``same_seed`` and ``"pred"``, ``b`` (``a``'s
+    reference) is weighed with ``a``'s predicted class, as there."""
+    if seeds is None and same_seed and isinstance(target, PerInput):
+        seeds = jnp.stack([predicted_seed(targets_of_batch(fn, "all", params, _one(a))[0])] * 2)
     rows = (None, None) if seeds is None else (seeds[:1], seeds[1:2])
     return jnp.concatenate([targets_of_batch(fn, target, params, _one(a), rows[0]),
                             targets_of_batch(fn, target, params, _one(b), rows[1])])

@@ -154,12 +154,20 @@ def test_no_program_holds_the_comparison(monkeypatch):
                         lambda *a: compared.append(a[0]) or real_compare(*a))
     x = jax.random.normal(jax.random.key(6), (3, 6))
 
-    def unprovable(p, xb):  # keeps the examples apart, but through a cumulative sum over the
-        h = jnp.cumsum(jax.nn.relu(xb @ p), axis=0)  # batch, which the proof does not follow
-        return h - jnp.concatenate([jnp.zeros((1, 4)), h[:-1]])
+    def make_unprovable():
+        def unprovable(p, xb):  # keeps the examples apart, but through a cumulative sum over
+            h = jnp.cumsum(jax.nn.relu(xb @ p), axis=0)  # the batch, which the proof does not
+            return h - jnp.concatenate([jnp.zeros((1, 4)), h[:-1]])  # follow
+        return unprovable
+    unprovable = make_unprovable()
     for fn in (kept_apart, unprovable, unprovable):
         jaxlift.attribute(fn, W, x, jnp.zeros((2, 6)), target=1)
     assert compared == [unprovable]  # settled by the first comparison
+    # each input's predicted class, and one input against its reference (a fn of its own each,
+    # so that nothing has settled): compared, not refused
+    for xs, target in ((x[:2] + 1, "pred"), (x[:1] + 2, "pred"), (x[:1] + 3, 0)):
+        jaxlift.attribute(make_unprovable(), W, xs, jnp.zeros((2, 6)), target=target)
+    assert len(compared) == 4
     with pytest.raises(ValueError, match="must not mix examples"):
         jaxlift.attribute(MIXING["mean over the batch"], W, x + 1, jnp.zeros((2, 6)), target=1)
 
