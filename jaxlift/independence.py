@@ -4,9 +4,9 @@
 jaxlift explains ``fn`` one example at a time, so scores are right only if ``fn`` on a batch
 is ``fn`` on each of its examples (no batch statistics, no attention across the batch, no
 Python branch on the batch size). The comparison of ``fn`` on a batch of two with ``fn`` on
-each example (:func:`jaxlift.targets.independence_checks`) checks this by running it, which
-puts a second forward pass of ``fn`` into the first call's compiled program. Here it is proven
-instead, where the program says so plainly:
+each example (:func:`jaxlift.targets.batch_comparison`) checks this by running it, a program of
+its own compiled on the first call. Here it is proven instead, where the program says so
+plainly:
 
 1. ``fn`` is traced once with a symbolic batch size ``b`` (``jax.export.symbolic_shape``): a
    Python branch that needs an order on the batch size (``b > 1``) cannot be decided on a
