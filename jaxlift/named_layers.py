@@ -55,6 +55,7 @@ import numpy as np
 from jaxlift.errors import InputValueError
 from jaxlift.jaxpr_walk import nested_jaxprs
 from jaxlift.markers import layer as mark, marker_of
+from jaxlift.program import at_one_trace
 
 __all__ = ["resolve", "module_paths", "match", "mark_module"]
 
@@ -148,10 +149,12 @@ def resolve(fn: Callable, layer: str | None, params: Any, x: Any) -> Callable:
         cell = []
     if cell:
         return cell[0]
-    try:
-        paths, marked = _survey(fn, params, jax.tree_util.tree_map(_struct, x))
-    except Exception:  # noqa: BLE001 — fn does not trace here: the pipeline will say why
-        return fn
+    paths, marked = _survey_at_one(fn, params, x)
+    if paths is None and layer not in marked:
+        try:
+            paths, marked = _survey(fn, params, jax.tree_util.tree_map(_struct, x))
+        except Exception:  # noqa: BLE001 — fn does not trace here: the pipeline will say why
+            return fn
     resolved = fn if layer in marked else _marking(fn, layer, tuple(match(layer, paths, marked)))
     cell.append(resolved)
     return resolved
@@ -175,6 +178,26 @@ def _struct(leaf):
         return leaf
     dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
     return jax.ShapeDtypeStruct(np.shape(leaf), jax.dtypes.canonicalize_dtype(dtype))
+
+
+def _survey_at_one(fn: Callable, params: Any, x: Any) -> tuple[list[str] | None, set[str]]:
+    """:func:`_survey` of ``fn``'s trace at one example — the trace the interpreter's program is
+    built from (:func:`jaxlift.program.at_one_trace`, which JAX makes once per shapes), so that
+    naming a marker or a module costs no trace of its own. The module paths are ``None`` where
+    that trace was made before (JAX keeps it, and fn's modules do not run again), for a model
+    that holds its modules (``map_module``: they are listed from a copy of it), or where ``fn``
+    does not trace here."""
+    if hasattr(fn, "map_module"):
+        return None, set()
+    seen: list[str] = []
+    one = jax.tree_util.tree_map(
+        lambda l: jax.ShapeDtypeStruct((1, *np.shape(l)[1:]), _struct(l).dtype), x)
+    try:
+        with _interception(lambda path, out: seen.append(path) or out):
+            jaxpr = jax.make_jaxpr(at_one_trace(fn))(params, one)
+    except Exception:  # noqa: BLE001 — resolve surveys fn as before
+        return None, set()
+    return (list(dict.fromkeys(seen)) or None), set(_marker_names(jaxpr.jaxpr))
 
 
 def _survey(fn, params, structs) -> tuple[list[str], set[str]]:

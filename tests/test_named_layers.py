@@ -212,6 +212,31 @@ def test_one_wrapped_fn_per_fn_and_layer_and_no_retrace():
     assert len(calls) == n and not np.allclose(a, b)
 
 
+def test_a_module_path_after_fn_was_traced_without_layer():
+    """A module path is listed from the trace at one example that ``layer=`` makes with the
+    modules intercepted; where JAX already holds that trace (a call without ``layer=`` came
+    first, so the modules do not run again) ``fn`` is surveyed on a trace of its own."""
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2, name="out")(nn.relu(nn.Dense(8, name="hidden")(x)))
+
+    model = Net()
+    x = jax.random.normal(jax.random.key(0), (3, 5))
+    v = model.init(jax.random.key(1), x)
+    refs = jnp.zeros((1, 5))
+    first = lambda v, xb: model.apply(v, xb)  # noqa: E731
+    second = lambda v, xb: model.apply(v, xb)  # noqa: E731
+    jaxlift.attribute(second, v, x, refs, target=0)  # second's trace at one example, kept
+    for fn in (first, second):
+        scores, delta = jaxlift.attribute(fn, v, x, refs, target=0, layer="hidden",
+                                          return_delta=True)
+        assert scores.shape == (3, 8)
+        np.testing.assert_allclose(np.asarray(scores).sum(1), delta, rtol=1e-5, atol=1e-6)
+
+
 def test_layer_must_be_a_string():
     with pytest.raises(ValueError, match=r"layer must be a non-empty string .* got \['h'\]"):
         jaxlift.attribute(lambda p, xb: xb @ p, jnp.ones((3, 2)), jnp.ones((2, 3)),
