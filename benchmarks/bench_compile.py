@@ -19,12 +19,14 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 
 from benchmarks.timing import RESULTS, run_child, write_report
 
 METHODS = ("grad", "rescale", "reveal_cancel")
+FIRST_CALL_MARK = "--- bench_compile: the model is built; the first call follows ---"
 
 
 def child(model_name: str, method: str) -> dict:
@@ -48,6 +50,7 @@ def child(model_name: str, method: str) -> dict:
     model_fn, params, x, refs, target, layer = MODELS[model_name]()
     jax.block_until_ready((params, x, refs))
     traces = [0]
+    print(FIRST_CALL_MARK, file=sys.stderr, flush=True)  # benchmarks.xla_phases reads after it
 
     def fn(p, xb):  # the model, its traces counted
         traces[0] += 1
