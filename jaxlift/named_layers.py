@@ -189,19 +189,19 @@ def _survey_at_one(fn: Callable, params: Any, x: Any) -> tuple[list[str] | None,
     does not trace here."""
     if hasattr(fn, "map_module"):
         return None, set()
-    seen: list[str] = []
     one = jax.tree_util.tree_map(
         lambda l: jax.ShapeDtypeStruct((1, *np.shape(l)[1:]), _struct(l).dtype), x)
     try:
-        with _interception(lambda path, out: seen.append(path) or out):
-            jaxpr = jax.make_jaxpr(at_one_trace(fn))(params, one)
+        paths, marked = _survey(fn, params, one, traced=at_one_trace(fn))
     except Exception:  # noqa: BLE001 — resolve surveys fn as before
         return None, set()
-    return (list(dict.fromkeys(seen)) or None), set(_marker_names(jaxpr.jaxpr))
+    return paths or None, marked
 
 
-def _survey(fn, params, structs) -> tuple[list[str], set[str]]:
-    """``(module paths, names of jaxlift.layer markers)`` of one trace of ``fn``."""
+def _survey(fn, params, structs, traced: Callable | None = None) -> tuple[list[str], set[str]]:
+    """``(module paths, names of jaxlift.layer markers)`` of one trace of ``fn`` (of ``traced``,
+    a function that calls ``fn``, where given: its modules are listed only if JAX traces it
+    here rather than reusing a trace it keeps)."""
     seen: list[str] = []
     # A fresh function per trace: jax caches traces per function object, and a trace of fn
     # made earlier (without the interception) would not call the modules again.
@@ -209,11 +209,11 @@ def _survey(fn, params, structs) -> tuple[list[str], set[str]]:
         def record(module):
             seen.extend(p for p, _ in _submodules(module))
             return module
-        traced = fn.map_module(record)
-        jaxpr = jax.make_jaxpr(lambda p, xb: traced(p, xb))(params, structs)
+        recording = fn.map_module(record)
+        jaxpr = jax.make_jaxpr(lambda p, xb: recording(p, xb))(params, structs)
     else:
         with _interception(lambda path, out: seen.append(path) or out):
-            jaxpr = jax.make_jaxpr(lambda p, xb: fn(p, xb))(params, structs)
+            jaxpr = jax.make_jaxpr(traced or (lambda p, xb: fn(p, xb)))(params, structs)
     return list(dict.fromkeys(seen)), set(_marker_names(jaxpr.jaxpr))
 
 
