@@ -11,7 +11,9 @@ once. This reads the three from XLA's own log (``TF_CPP_VMODULE``), in a fresh p
     python -m benchmarks.xla_phases [--models mnist,decoder] [--out FILE]
 
 The log lines are XLA's, not an API: where this jaxlib does not write them the figures are
-missing (``–``), never guessed.
+missing (``–``), never guessed. One run per row: on a shared machine the summed times move
+±20 % between runs, so compare two variants of a program by recompiling both in turn in one
+process, not by two runs of this.
 """
 from __future__ import annotations
 
