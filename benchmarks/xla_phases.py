@@ -28,7 +28,6 @@ from benchmarks.bench_compile import FIRST_CALL_MARK, METHODS
 from benchmarks.timing import RESULTS, ROOT, write_report
 
 VMODULE = "cpu_compiler=2,fusion_compiler=2,ir_compiler=2"
-_STAMP = r"^\S+ \S+\s+\d+ \S+\] "
 _TIME = r"time: ([0-9.]+) (s|ms|us)"
 _UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
