@@ -10,7 +10,13 @@ contributions ``C`` it forms
   over the scored values ``v`` (the inputs, or the marked layer) and the *frontier* (values
   read by the program beside them: fixed inputs of a cut, §18.1): the size of what rounding
   the evaluation of ``t`` can move ``Δt`` by, read off values the program already has
-  (a cheap stand-in for the README's ``κ``, which needs a gradient of ``t``).
+  (a cheap stand-in for the README's ``κ``, which needs a gradient of ``t``);
+* capped at ``(rtol + c·eps)·s``, ``s`` the part of ``κ̂`` that does not grow with the scores:
+  ``|t(x)| + |t(r)|`` and the terms of the values the target is reached from linearly. Scores
+  that cancel far beyond what the float type resolves (terms of 1e5–1e11 for a ``Δt`` of 0.2,
+  as a LayerNorm whose variance is 0 at a constant reference gives) are refused, not returned.
+  Where ``s = 0`` (``Δt = 0`` exactly, ``t`` and its linear tail 0 on both sides) there is no
+  scale to resolve against: no cap.
 
 A pair with ``gap > τ`` is *refused*: ``attribute`` raises :class:`~jaxlift.errors.CompletenessError`
 naming the pairs, the worst gap and its bound, and the likely cause (``check_completeness=
@@ -71,11 +77,16 @@ def tolerances(dtype, precision: str = "default", platform: str | None = None) -
     return RTOL[dtype], eps
 
 
-def pair_bound(total, size, kappa, dt, dtype, precision: str = "default"):
-    """``(gap, τ)`` of one pair (module doc), in the dtype of ``dt``."""
+def pair_bound(total, size, kappa, dt, dtype, precision: str = "default", scale=None):
+    """``(gap, τ)`` of one pair (module doc), in the dtype of ``dt``: ``total = ΣC``,
+    ``size = Σ|C|``, ``kappa = κ̂``, ``dt = Δt`` and ``scale = s`` (no cap where ``None``)."""
     rtol, eps = tolerances(jnp.result_type(dt), precision)
     gap = jnp.abs(total - dt)
     bound = rtol * jnp.maximum(size, jnp.abs(dt)) + ROUNDING_FACTOR * eps * kappa
+    if scale is not None:
+        # s = 0 (t and its linear tail 0 on both sides, so Δt = 0): no scale to resolve against
+        cap = jnp.where(scale > 0, (rtol + ROUNDING_FACTOR * eps) * scale, jnp.inf)
+        bound = jnp.minimum(bound, cap)
     return jnp.real(gap), jnp.real(bound)
 
 

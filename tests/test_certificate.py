@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,6 +123,58 @@ def test_the_bound_is_rounding_sized():
                                         jnp.float64(1.5), jnp.float64)
     assert float(gap) == 0.5
     np.testing.assert_allclose(float(bound), 1e-9 * 2.0 + 64 * 2.0 ** -52 * 10.0)
+
+
+def test_the_bound_never_exceeds_the_resolution_of_t():
+    """Whatever the size of the scores, a gap stays within ``(rtol + 64·eps)·s``, ``s`` the
+    scale t is computed at (|t(x)| + |t(r)| and its linear tail): scores of 1e6 for a Δt of 0.2
+    cannot pass with a gap of 0.1 because 1e-4 of 1e6 is 100."""
+    gap, bound = certificate.pair_bound(jnp.float32(0.3), jnp.float32(1e6), jnp.float32(1e6),
+                                        jnp.float32(0.2), jnp.float32, scale=jnp.float32(0.5))
+    np.testing.assert_allclose(float(bound), (1e-4 + 64 * 2.0 ** -23) * 0.5, rtol=1e-6)
+    assert float(gap) > float(bound)
+    # where the scores are no larger than t's scale, the bound is the rounding-sized one above
+    _, small = certificate.pair_bound(jnp.float32(0.3), jnp.float32(0.5), jnp.float32(0.5),
+                                      jnp.float32(0.3), jnp.float32, scale=jnp.float32(0.5))
+    np.testing.assert_allclose(float(small), 1e-4 * 0.5 + 64 * 2.0 ** -23 * 0.5, rtol=1e-6)
+
+
+class _NormOfAZeroBiasLayer(nn.Module):
+    """A dense layer without bias, then a LayerNorm with BERT's and BEiT's epsilon of 1e-12: a
+    constant reference gives the layer norm a variance of exactly 0, so 1/√(var + ε) = 1e6
+    on the reference's side (Hugging Face's BEiT at a black image)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(16, use_bias=False)(x)
+        h = nn.LayerNorm(epsilon=1e-12)(h)
+        return nn.Dense(3)(nn.gelu(nn.Dense(16)(h)))
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_scores_that_cancel_beyond_what_float32_resolves_are_refused(mode):
+    """The Shapley product of the layer norm splits Δ into terms of ~1e5 that cancel to Δt of
+    ~0.2: every rule conserves Σ m·Δ to its rounding, and ΣC missed Δt by 5-50 % while its
+    gap stayed under 1e-4 of Σ|C| — returned before the bound was capped at t's own scale."""
+    net = _NormOfAZeroBiasLayer()
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 8)), jnp.float32)
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32),
+                                    net.init(jax.random.key(1), x))
+    with pytest.raises(CompletenessError, match="cancel beyond what float32 resolves") as info:
+        jaxlift.attribute(net.apply, params, x, jnp.zeros((1, 8), jnp.float32), target=0,
+                          mode=mode)
+    assert "'mul' at" in str(info.value) and "normalization.py" in str(info.value)
+    # references whose features vary keep the layer norm away from its pole: the scores sum
+    refs = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 8)), jnp.float32)
+    scores, delta = jaxlift.attribute(net.apply, params, x, refs, target=0, mode=mode,
+                                      return_delta=True)
+    np.testing.assert_allclose(scores.sum(1), delta, rtol=1e-4, atol=1e-6)
+    # and float64 resolves the cancellation itself, to its rtol (terms of 1e6: 1e-10 of Δt)
+    wide = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+    scores, delta = jaxlift.attribute(net.apply, wide, x.astype(jnp.float64),
+                                      jnp.zeros((1, 8)), target=0, mode=mode,
+                                      return_delta=True)
+    np.testing.assert_allclose(scores.sum(1), delta, rtol=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------

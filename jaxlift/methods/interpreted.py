@@ -66,6 +66,7 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
         else frozenset()
     credit = layer_name is not None and bypass == "credit"
     read = values_read(program, scored) if certify else ()
+    tail = read_linearly(program, scored) if certify else frozenset()
     inputs = frozenset(program.live_inputs)
     all_targets = isinstance(target, str) and target == "all"
     per_input = isinstance(target, PerInput)
@@ -104,14 +105,19 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
             contribs = [jnp.where(same, jnp.zeros_like(c), c) for c in contribs]
             total = sum(_dot_sum(c) for c in contribs)
             size = sum(_dot_sum(jnp.abs(c)) for c in contribs)
-            kappa = (jnp.sum(jnp.abs(weighted(seed, widen(y))))
+            scored_scales = [_input_rounding_scale(fwd, mult, a, c) if a in inputs
+                             else _rounding_scale(fwd, mult, a) for a, c in zip(atoms, contribs)]
+            # what t is computed from along its linear tail: |t| on both sides, the frontier
+            # and the scored values that reach t linearly (certificate.pair_bound's `scale`)
+            scale = (jnp.sum(jnp.abs(weighted(seed, widen(y))))
                      + jnp.sum(jnp.abs(weighted(seed, widen(y0))))
-                     + sum(_input_rounding_scale(fwd, mult, a, c) if a in inputs
-                           else _rounding_scale(fwd, mult, a) for a, c in zip(atoms, contribs))
-                     + sum(_rounding_scale(fwd, mult, a) for a in read))
+                     + sum(_rounding_scale(fwd, mult, a) for a in read)
+                     + sum(s for a, s in zip(atoms, scored_scales) if a in tail))
+            kappa = scale + sum(s for a, s in zip(atoms, scored_scales) if a not in tail)
             dt = jnp.sum(weighted(seed, difference(y, y0) if per_input else delta))
             dt = jnp.where(same, jnp.zeros_like(dt), dt)
-            return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision)
+            return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision,
+                                               scale)
 
         if all_targets:
             res, cert = jax.vmap(back)(jnp.eye(delta.shape[0], dtype=dtype))
@@ -135,6 +141,14 @@ def _multiplier(fwd, mult: dict, atom):
     return interpreter.variable_multipliers(fwd, mult, atom)
 
 
+def read_linearly(program, scored) -> frozenset:
+    """The scored variables from which the target is reached through linear operations of one
+    live operand only (:func:`values_read`'s linear tail): an input of a linear model, a
+    marked layer right below the head."""
+    reach, _ = _linear_tail(program)
+    return frozenset(a for a in scored if isinstance(a, int) and a in reach)
+
+
 def values_read(program, scored) -> tuple:
     """The variables whose rounding the certificate's ``κ̂`` counts besides the scored ones:
     the *frontier* — values from which the target is reached through linear operations of
@@ -143,19 +157,27 @@ def values_read(program, scored) -> tuple:
     with ``w·h ≈ −b`` rounds at ``eps·Σ|w||h|``, which ``|m_h|·|h|`` measures, and ``|t|``
     does not. (Every activation of a deep network would cost a pass over each per pair, as
     much as the backward pass itself; the frontier is one small layer.)"""
-    out = program.outputs[0]
-    linear_reach, frontier = {out} if isinstance(out, int) else set(), []
-    for op in reversed(program.ops):
-        if not op.is_live or not any(o in linear_reach for o in op.outs):
-            continue
-        live = [a for a, l in zip(op.ins, op.live) if l]
-        if op.eqn is not None and len(live) == 1 and _passes_linearly(op):
-            linear_reach.update(a for a in live if isinstance(a, int))
-        else:
-            frontier += [o for o in op.outs if o in linear_reach]
+    _, frontier = _linear_tail(program)
     scored = set(scored)
     return tuple(dict.fromkeys(a for a in frontier if isinstance(a, int) and a not in scored
                                and program.is_float(a)))
+
+
+def _linear_tail(program) -> tuple[set, list]:
+    """``(reach, frontier)``: the variables from which the target is reached through linear
+    operations of one live operand only, and the outputs of the first operations (walking back
+    from the target) that are not such — where the linear tail starts."""
+    out = program.outputs[0]
+    reach, frontier = {out} if isinstance(out, int) else set(), []
+    for op in reversed(program.ops):
+        if not op.is_live or not any(o in reach for o in op.outs):
+            continue
+        live = [a for a, l in zip(op.ins, op.live) if l]
+        if op.eqn is not None and len(live) == 1 and _passes_linearly(op):
+            reach.update(a for a in live if isinstance(a, int))
+        else:
+            frontier += [o for o in op.outs if o in reach]
+    return reach, frontier
 
 
 def _passes_linearly(op) -> bool:
@@ -602,7 +624,7 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
     names = {i: "x" + jax.tree_util.keystr(path) for i, (path, _) in zip(
         program.live_inputs, jax.tree_util.tree_leaves_with_path(x))}
     return cause_of(program, seen, losses, scales, bad, lost, float(around), float(dt),
-                    layer_name, names)
+                    layer_name, names, float(jnp.finfo(jnp.result_type(dt)).eps))
 
 
 def _contribution_of(fwd, atom, m):
@@ -613,11 +635,37 @@ def _contribution_of(fwd, atom, m):
     return m.pos * fwd.delta(atom)
 
 
+ROUNDING_LEVEL = 64  # a loss within this many ulps of its operation's scale is its rounding
+CANCELLATION_ONSET = 1e3  # scores this much larger than Δt's own scale are cancelling
+
+
+def _cancellation(ops: list, scales, dt: float, eps: float) -> str:
+    """Words for a pair whose every rule conserved ``Σ m·Δ`` to its rounding, but whose
+    contributions are so much larger than ``Δt`` that this rounding alone misses the bound
+    (docs/design.md §18.1): the operation where their size first jumps, walking back from the
+    target."""
+    base = max(abs(dt), float(scales[0]) if len(scales) else 0.0)
+    onset = next((k for k, s in enumerate(scales) if s > CANCELLATION_ONSET * base), None)
+    onset = int(np.argmax(scales)) if onset is None else onset
+    precision = "float64" if eps < 1e-10 else "float32"
+    return (f"Cause: the contributions cancel beyond what {precision} resolves. From primitive "
+            f"'{ops[onset].primitive}' at {_where_text(ops[onset].where)} down, terms of size "
+            f"up to {float(np.max(scales)):.3g} add up to Δt = {dt:.3g}; every rule conserves "
+            "Σ m·Δ to its rounding, and that rounding alone is more than Δt's own scale "
+            "allows. The input and the reference put that operation at very different scales "
+            "(a normalization or a quotient whose variance or denominator is near 0 on one "
+            "side, as a constant reference gives a LayerNorm with a tiny epsilon). Use a "
+            "reference that keeps it away from there (a blurred copy of the input, noise, the "
+            "data's mean), or float64 (jax.config.update('jax_enable_x64', True) with float64 "
+            "parameters and inputs).")
+
+
 def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: float,
-             layer_name, input_names: dict | None = None) -> str:
+             layer_name, input_names: dict | None = None, eps: float = 2.0 ** -23) -> str:
     """Words for :func:`diagnose_pair`'s findings, per operation in the order the backward pass
     met them: ``losses`` (``Σ`` out − ``Σ`` in of ``m·Δ``), ``scales``, ``bad`` (NaN/Inf among
-    the operands' values) and ``lost`` (NaN/Inf among the multipliers it produced)."""
+    the operands' values) and ``lost`` (NaN/Inf among the multipliers it produced); ``eps``
+    that of the float type the pair was evaluated in."""
     if layer_name is not None and around != 0:  # NaN too: a −inf/finfo.min mask around it
         share = (f"{around:.3g} of Δt = {dt:.3g}" if np.isfinite(around) else
                  f"with non-finite multipliers, as a −inf or finfo.min mask bias gives; "
@@ -637,6 +685,8 @@ def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: f
     if len(losses) and finite.max() > 0:
         k = int(np.argmax(finite))
         op = ops[k]
+        if finite[k] <= ROUNDING_LEVEL * eps * scales[k]:
+            return _cancellation(ops, scales, dt, eps)
         nan = (" Its operands hold NaN or Inf on the input or the reference side: a NaN or "
                "an infinite value masked by a select (jnp.where) or a −inf mask." if bad[k]
                else "")
