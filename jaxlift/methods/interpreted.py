@@ -188,7 +188,8 @@ def _passes_linearly(op) -> bool:
 
 _STRUCTURAL = frozenset(("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
                          "slice", "dynamic_slice", "gather", "pad", "concatenate", "rev",
-                         "reduce_sum", "reduce_window_sum", "copy", "copy_p", "stack", "split"))
+                         "reduce_sum", "reduce_window_sum", "copy", "copy_p", "stack", "split",
+                         "unstack", "tile"))
 
 
 def _rounding_scale(fwd, mult: dict, atom):

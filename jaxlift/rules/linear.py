@@ -6,7 +6,8 @@ Rescale mode: a linear op's multipliers are its transpose applied to the output 
 RevealCancel modes carry ``Δv = Δv⁺ + Δv⁻``:
 
 * structural ops and sums with unit coefficients (reshape, transpose, slice, pad, concatenate,
-  gather with fixed indices, reduce_sum, average pooling, add …) apply themselves to ``Δ⁺`` and
+  stack/unstack, tile, gather and scatter with fixed indices, reduce_sum, average pooling,
+  add …) apply themselves to ``Δ⁺`` and
   ``Δ⁻`` separately and transpose each multiplier: ``Δy± = L(Δx±)``, ``m_x± = Lᵀ m_y±``;
 * elementwise scaling by a fixed coefficient ``w`` (``mul``/``div`` by a fixed operand, ``neg``,
   the subtrahend of ``sub``) keeps the incoming split and swaps it where ``w < 0``:
@@ -214,7 +215,7 @@ def _reading_numbers(rule: Rule) -> Rule:
 
 for _p in ("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "slice",
            "rev", "copy", "copy_p", "reduce_sum", "cumsum", "add", "add_any", "concatenate",
-           "pad", "split", "stack"):
+           "pad", "split", "stack", "unstack", "tile"):
     registry.register(_p, _reading_numbers(LINEAR))
 for _p in ("reduce_window_sum", "real", "imag", "reduce_and_sum"):
     registry.register(_p, LINEAR)
@@ -223,6 +224,9 @@ registry.register("gather", LINEAR, _only(0))
 registry.register("dynamic_update_slice", LINEAR, _only(0, 1))
 registry.register("scatter-add", LINEAR, _only(0, 2))
 registry.register("scatter_add", LINEAR, _only(0, 2))
+# x.at[i].set(v) with fixed indices, and dynamic_update_slice under vmap: each output element is
+# an element of the operand or of the updates (a selection, linear in the two together)
+registry.register("scatter", LINEAR, _only(0, 2))
 registry.register("select_n", LINEAR, _first_fixed)  # logic.py: a live predicate (shared)
 
 registry.register("sub", _reading_numbers(SCALED))
