@@ -19,9 +19,13 @@ In RevealCancel modes the split follows the input's: ``Δy± = m·Δx±``, ``m_x
 """
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 
+from jaxlift.errors import UnsupportedPrimitiveError
+from jaxlift.jaxpr_walk import nested_jaxprs
 from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
 
@@ -32,14 +36,43 @@ def value_and_derivative(ctx, v):
     """``(f(v), f'(v))`` of the elementwise nonlinearity, shaped like ``v``: its Jacobian is
     diagonal, so ``f'`` is the JVP of a tangent of ones (forward mode: a third of the tracing
     of a VJP, which linearizes, partially evaluates and transposes). A ``custom_vjp`` function
-    has no JVP: there, the VJP of a cotangent of ones (the same diagonal)."""
+    has no JVP: where the chain holds one, the VJP of a cotangent of ones (the same diagonal).
+    (JAX stages the JVP of some ``custom_vjp`` functions — a gradient-clipping identity whose
+    residuals are ``None`` — and fails only when the program is lowered, so the chain is
+    looked at rather than tried.)"""
     f = lambda u: ctx.apply(u)[0]  # noqa: E731
     try:
-        return jax.jvp(f, (v,), (jnp.ones_like(v),))
-    except TypeError:  # "can't apply forward-mode autodiff (jvp) to a custom_vjp function"
+        if not ctx.shared("holds_custom_vjp", lambda: _holds_custom_vjp(ctx.op)):
+            try:
+                return jax.jvp(f, (v,), (jnp.ones_like(v),))
+            except TypeError:  # "can't apply forward-mode autodiff (jvp) to a custom_vjp"
+                pass
         y, pull = jax.vjp(f, v)
         (d,) = pull(jnp.ones_like(y))
         return y, d
+    except NotImplementedError as exc:  # a primitive JAX cannot differentiate (nextafter)
+        if isinstance(exc, UnsupportedPrimitiveError):
+            raise
+        named = re.search(r"rule for '([^']+)'", str(exc))
+        where = ctx.op.where
+        raise UnsupportedPrimitiveError(
+            named.group(1) if named else ctx.op.primitive,
+            where.described() if hasattr(where, "described") else str(where),
+            f"inside the nonlinearity {ctx.op.primitive}, whose slope (Rescale's limit as "
+            f"Δx → 0) needs a derivative, and JAX has none for it ({exc})") from None
+
+
+def _holds_custom_vjp(op) -> bool:
+    """Whether a fused nonlinearity calls a ``custom_vjp`` function (in its chain, or inside a
+    call, loop or branch of it)."""
+    def visit(eqns) -> bool:
+        for eqn in eqns:
+            if eqn.primitive.name.startswith("custom_vjp"):
+                return True
+            if any(visit(jaxpr.eqns) for jaxpr, _ in nested_jaxprs(eqn.params)):
+                return True
+        return False
+    return visit([o.eqn for o in op.body if o.eqn is not None])
 
 
 def rounding_of(dtype, *values):
