@@ -316,8 +316,11 @@ def explain_trace_failure(fn: Callable, params, x, exc: Exception) -> ValueError
             f"fn failed on {what} (xb of shape {_shape_of(xb)}), but runs when each example "
             f"gets {where} axis of size 1: x of shape {_shape_of(x)} looks like it lacks "
             f"its channel axis. Pass {fix} (and references of that shape too)")
-    return InputValueError(f"fn(params, xb) failed on {what} (xb of shape {_shape_of(xb)}); "
-                           f"fn must take a batch with a leading axis: {exc}")
+    return InputValueError(f"fn(params, xb) raised {type(exc).__name__}: {exc} — on {what} "
+                           f"(xb of shape {_shape_of(xb)}), as jaxlift calls it: fn must take a "
+                           "batch with a leading axis; where it does, the error is fn's own "
+                           "(a parameter's name, a shape inside fn: its traceback is chained "
+                           "below)")
 
 
 _NEW_AXES = (("a trailing", "x[..., None]", lambda l: jnp.asarray(l)[..., None]),

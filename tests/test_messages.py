@@ -75,6 +75,15 @@ def test_a_real_error_of_fn_is_still_reported_as_such():
         jaxlift.attribute(broken, None, X[..., None], jnp.zeros((1, 8, 8, 1)), target=0)
 
 
+def test_an_error_of_fn_itself_keeps_its_type_in_the_message():
+    """A misspelt parameter is fn's own KeyError, not a missing batch axis: its type and text
+    come first."""
+    with pytest.raises(ValueError, match=r"fn\(params, xb\) raised KeyError: 'W'") as err:
+        jaxlift.attribute(lambda p, xb: xb @ p["W"], {"w": jnp.ones((8, 3))}, X.reshape(-1, 8),
+                          jnp.zeros((1, 8)), target=0)
+    assert isinstance(err.value.__cause__, KeyError)
+
+
 def test_superpixels_without_scikit_image_names_the_extra(monkeypatch):
     from jaxlift.methods import lime
     monkeypatch.setitem(sys.modules, "skimage", None)         # import skimage fails
@@ -92,3 +101,26 @@ def test_surrogate_without_scikit_learn_names_the_extra(monkeypatch):
         return jnp.stack([xb[:, 0], -xb[:, 0]], -1)
     with pytest.raises(ImportError, match=r"surrogate needs scikit-learn.*jaxlift\[methods\]"):
         jaxlift.surrogate(fn, None, x, x)
+
+
+def test_a_primitive_jax_cannot_differentiate_is_refused_by_name():
+    """``nextafter`` in a nonlinearity: Rescale's slope needs ``f'``, and JAX has no derivative
+    for it. Refused naming the primitive and this line, not JAX's NotImplementedError."""
+    with pytest.raises(jaxlift.UnsupportedPrimitiveError, match="'nextafter'") as err:
+        jaxlift.attribute(lambda p, xb: jnp.nextafter(xb, 10.0).sum(1), None,
+                          X.reshape(4, -1), jnp.zeros((1, 64)))
+    assert "test_messages.py" in str(err.value)
+
+
+def test_a_layer_marked_inside_a_loop_body_says_so():
+    """A marker in a scan's body has a value per step: not a cut jaxlift can score. The message
+    says where it is, not that fn marks no such layer."""
+    w = jnp.ones((8, 8)) / 8
+
+    def fn(p, xb):
+        def step(h, xt):
+            return h * 0.5 + jaxlift.layer(jnp.tanh(xt @ w), "z"), None
+        return jax.lax.scan(step, jnp.zeros((xb.shape[0], 8)), jnp.swapaxes(xb, 0, 1))[0]
+
+    with pytest.raises(ValueError, match="'z' is marked inside the body of a loop"):
+        jaxlift.attribute(fn, None, X, jnp.zeros((1, 8, 8)), target=0, layer="z")

@@ -24,7 +24,7 @@ from jaxlift._ops import (calls_inlined, difference, example_structs, finite_fla
                           sum_in_windows, widen)
 from jaxlift.chunking import take_rows
 from jaxlift.methods.call import Call, Inputs
-from jaxlift.markers import tree_of
+from jaxlift.markers import marker_of, tree_of
 from jaxlift.rules import registry
 from jaxlift.errors import InputValueError, NonFiniteScoresError
 from jaxlift.jaxpr_walk import bind_eqn, nested_jaxprs
@@ -260,8 +260,32 @@ def layer_structure(program, layer_name: str, leaves: list):
 def check_layer(program, layer_name: str) -> None:
     if layer_name not in program.markers:
         known = ", ".join(sorted(program.markers)) or "none"
+        source = getattr(program.source, "jaxpr", None)
+        if source is not None and layer_name in _marked_in_loops(source):
+            raise InputValueError(
+                f"layer {layer_name!r} is marked inside the body of a loop (lax.scan, "
+                "lax.while_loop or fori_loop; hk.dynamic_unroll, nn.scan and nn.RNN run their "
+                "cell in one), where it has a value per step: a layer jaxlift scores must be one "
+                "value every path to the target passes through, outside loops. Mark the loop's "
+                f"output, or the value that enters it (marked layers outside loops: {known})")
         raise InputValueError(f"no layer named {layer_name!r} in fn (marked layers: {known}); mark "
                               "one with jaxlift.layer(value, name)")
+
+
+def _marked_in_loops(jaxpr) -> set:
+    """The names of the markers inside the bodies of ``jaxpr``'s loops (at any depth)."""
+    names: set = set()
+
+    def visit(jx, in_loop: bool) -> None:
+        for eqn in jx.eqns:
+            marker = marker_of(eqn)
+            if marker is not None and in_loop:
+                names.add(marker[0])
+            loop = in_loop or eqn.primitive.name in ("scan", "while")
+            for inner, _ in nested_jaxprs(eqn.params):
+                visit(inner, loop)
+    visit(jaxpr, False)
+    return names
 
 
 def compute(params, x, refs, ref_values=None, seeds=None, *, fn, target, composite, what,
