@@ -274,6 +274,8 @@ class _OneOp:
     def __init__(self, f, x, x0):
         self.f, self.xs, self.rs = f, [jnp.float32(x)], [jnp.float32(x0)]
         self.ys, self.y0s = [f(self.xs[0])], [f(self.rs[0])]
+        # a chain of plain jnp operations: no custom_vjp equation in its body
+        self.op = SimpleNamespace(outs=(), body=(), where="", primitive="nonlinearity[]")
 
     def apply(self, u):
         return [self.f(u)]
@@ -315,7 +317,7 @@ class _OneSplitOp(_OneOp):
     def __init__(self, f, x, x0, pos, neg):
         super().__init__(f, x, x0)
         self.split = (jnp.float32(pos), jnp.float32(neg))
-        self.op, self.program = SimpleNamespace(outs=()), SimpleNamespace(consumers={})
+        self.program = SimpleNamespace(consumers={})
         self.kept = {}
 
     def split_in(self, i):
