@@ -466,6 +466,17 @@ def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
         return ("; it reaches the target around the marked layer: a second lookup of the "
                 "input's ids that is not marked. Mark its output with the same layer name "
                 "(several sites of one name form one cut)")
+    if around_cut:
+        origins = [o for o in (origin_of(program, a, str(op.where)) for a in live_ints)
+                   if o is not None]
+        what = (f"computed from the input ('{origins[0].primitive}' at "
+                f"{_described(origins[0].where)})" if origins else "of an input itself")
+        return (f"; it reaches the target around the marked layer through integer or boolean "
+                f"values {what}, as a mask computed from the token ids is (an end-of-sequence "
+                "mask, ids != pad), and no rule reads those as numbers here. Pass such a mask "
+                "as a float input of its own, held fixed per example "
+                "(jaxlift.references.hold), or mark a value every path from the input passes "
+                "through")
     if inputs:
         dtype = program.avals[inputs[0]].dtype
         return (f"; the input itself is {dtype}: cast x and refs to a float dtype "

@@ -281,6 +281,32 @@ def test_a_marked_pytree_is_one_cut_and_comes_back_as_that_pytree(mode):
     sums(scores, delta)
 
 
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_an_integer_mask_of_the_ids_around_the_cut_is_refused_with_the_fix(mode):
+    """An end-of-sequence mask computed from the ids meets the marked embeddings in an einsum,
+    read as integers (Hugging Face's BART pools this way): refused naming the comparison and
+    the fix, which then holds — the mask as a float input of its own, held per example."""
+    def fn(E, ids):
+        h = jaxlift.layer(E[ids], "emb")
+        return jnp.einsum("btd,bt->bd", jnp.tanh(h), (ids == 3).astype(jnp.int32))
+
+    ids = jnp.array([[1, 2, 3, 0], [4, 3, 5, 6]])
+    with pytest.raises(UnsupportedPrimitiveError, match="mask computed from the token ids") as info:
+        jaxlift.attribute(fn, E, ids, jnp.zeros((1, 4), ids.dtype), target=0, layer="emb",
+                          mode=mode)
+    assert "'eq' at" in str(info.value) and "references.hold" in str(info.value)
+
+    def held(E, x):
+        h = jaxlift.layer(E[x["ids"]], "emb")
+        return jnp.einsum("btd,bt->bd", jnp.tanh(h), x["eos"])
+
+    x = {"ids": ids, "eos": (ids == 3).astype(jnp.float64)}
+    refs = jaxlift.references.hold(x, {"ids": jnp.zeros((1, 4), ids.dtype)}, keys=["eos"])
+    scores, delta = jaxlift.attribute(held, E, x, refs, target=0, layer="emb", mode=mode,
+                                      return_delta=True)
+    sums(scores, delta)
+
+
 def test_position_ids_computed_from_the_ids_are_refused_naming_the_users_line():
     import flax.linen as nn
 
