@@ -454,8 +454,10 @@ _INDEXING = ("gather", "dynamic_slice", "dynamic_update_slice", "scatter-add", "
 def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
     live_ints = [a for a, l in zip(op.ins, op.live) if l and not program.is_float(a)]
     inputs = [a for a in (view_of_input(program, a) for a in live_ints) if a is not None]
+    # the operations computing those integers from the input (a comparison, a cumsum …)
+    origins = [o for o in (origin_of(program, a, str(op.where)) for a in live_ints)
+               if o is not None]
     if op.primitive in _INDEXING and around_cut:
-        origins = [o for o in (origin_of(program, a, str(op.where)) for a in live_ints) if o is not None]
         if origins:
             return (f"; it reaches the target around the marked layer, and its indices are "
                     f"computed from the input ('{origins[0].primitive}' at "
@@ -467,8 +469,6 @@ def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
                 "input's ids that is not marked. Mark its output with the same layer name "
                 "(several sites of one name form one cut)")
     if around_cut:
-        origins = [o for o in (origin_of(program, a, str(op.where)) for a in live_ints)
-                   if o is not None]
         what = (f"computed from the input ('{origins[0].primitive}' at "
                 f"{_described(origins[0].where)})" if origins else "of an input itself")
         return (f"; it reaches the target around the marked layer through integer or boolean "
@@ -483,7 +483,6 @@ def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
                 "(x.astype(jnp.float32)), or, for token ids, explain the embedding output "
                 "(jaxlift.layer(h, 'emb') and layer='emb')")
     if op.primitive in _INDEXING:
-        origins = [o for o in (origin_of(program, a, str(op.where)) for a in live_ints) if o is not None]
         origin = (f" (here: '{origins[0].primitive}' at {_described(origins[0].where)})"
                   if origins else "")
         return (f"; indices computed from the input{origin} — take_along_axis(h, argmax(g)), "

@@ -176,13 +176,12 @@ _softplus_vjp_only.defvjp(lambda v: (jnp.logaddexp(v, 0.0), v),
 
 
 class _Elementwise:
-    """The part of a rule's context ``value_and_derivative`` reads: ``apply(u) -> (f(u),)``,
-    ``shared`` and the operation (here a chain without a ``custom_vjp`` equation: the JVP is
-    tried first)."""
+    """The part of a rule's context ``value_and_derivative`` reads: ``apply(u) -> (f(u),)``
+    and the operation (here a chain without a ``custom_vjp`` equation: the JVP is tried
+    first)."""
 
     def __init__(self, f):
         self.apply = lambda u: (f(u),)
-        self.shared = lambda name, compute: compute()
         self.op = types.SimpleNamespace(body=(), where="", primitive="nonlinearity[]")
 
 

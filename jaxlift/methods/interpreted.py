@@ -65,8 +65,7 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
     stop = frozenset(a for a in scored if isinstance(a, int)) if layer_name is not None \
         else frozenset()
     credit = layer_name is not None and bypass == "credit"
-    read = values_read(program, scored) if certify else ()
-    tail = read_linearly(program, scored) if certify else frozenset()
+    read, tail = values_read(program, scored) if certify else ((), frozenset())
     inputs = frozenset(program.live_inputs)
     all_targets = isinstance(target, str) and target == "all"
     per_input = isinstance(target, PerInput)
@@ -141,26 +140,22 @@ def _multiplier(fwd, mult: dict, atom):
     return interpreter.variable_multipliers(fwd, mult, atom)
 
 
-def read_linearly(program, scored) -> frozenset:
-    """The scored variables from which the target is reached through linear operations of one
-    live operand only (:func:`values_read`'s linear tail): an input of a linear model, a
-    marked layer right below the head."""
-    reach, _ = _linear_tail(program)
-    return frozenset(a for a in scored if isinstance(a, int) and a in reach)
-
-
-def values_read(program, scored) -> tuple:
-    """The variables whose rounding the certificate's ``κ̂`` counts besides the scored ones:
-    the *frontier* — values from which the target is reached through linear operations of
-    one live operand only (the penultimate layer's activations, a product or a maximum that
-    feeds the head). There rounding of the forward pass enters ``Δt`` most: ``t = w·h + b``
-    with ``w·h ≈ −b`` rounds at ``eps·Σ|w||h|``, which ``|m_h|·|h|`` measures, and ``|t|``
-    does not. (Every activation of a deep network would cost a pass over each per pair, as
-    much as the backward pass itself; the frontier is one small layer.)"""
-    _, frontier = _linear_tail(program)
+def values_read(program, scored) -> tuple[tuple, frozenset]:
+    """``(frontier, read linearly)``: the variables whose rounding the certificate's ``κ̂``
+    counts besides the scored ones — the *frontier*, values from which the target is reached
+    through linear operations of one live operand only (the penultimate layer's activations, a
+    product or a maximum that feeds the head) — and the scored variables that reach the
+    target so themselves (an input of a linear model, a marked layer right below the head).
+    There rounding of the forward pass enters ``Δt`` most: ``t = w·h + b`` with ``w·h ≈ −b``
+    rounds at ``eps·Σ|w||h|``, which ``|m_h|·|h|`` measures, and ``|t|`` does not. (Every
+    activation of a deep network would cost a pass over each per pair, as much as the backward
+    pass itself; the frontier is one small layer.) Both make the scale ``s`` of the
+    certificate's cap (:func:`jaxlift.certificate.pair_bound`)."""
+    reach, frontier = _linear_tail(program)
     scored = set(scored)
-    return tuple(dict.fromkeys(a for a in frontier if isinstance(a, int) and a not in scored
+    read = tuple(dict.fromkeys(a for a in frontier if isinstance(a, int) and a not in scored
                                and program.is_float(a)))
+    return read, frozenset(a for a in scored if isinstance(a, int) and a in reach)
 
 
 def _linear_tail(program) -> tuple[set, list]:
