@@ -15,7 +15,7 @@ import functools
 import jax
 import numpy as np
 
-from jaxlift import certificate, chunking
+from jaxlift import certificate, chunking, references
 from jaxlift._ops import flag_up
 from jaxlift.validation import params_check_passed, params_finite_check, precision_context
 
@@ -91,9 +91,11 @@ def one_dispatch_key(what, fn, params, x, refs, *, target, mode, max_mode, avera
         if not isinstance(mode_options, dict):
             return None
         mode_options = tuple(sorted(mode_options.items(), key=lambda kv: str(kv[0])))
+    # held integer inputs (references.held_leaves) make another program: by value, per call
+    held = () if refs is None else references.held_leaves(x, refs)
     return (what, fn, target, mode, max_mode, average_refs, batch_size, layer_name,
             return_delta, check_finite, mode_options, gating, precision, check_completeness,
-            layer_bypass, sigs)
+            layer_bypass, sigs, held)
 
 
 def one_dispatch_cell(fast_key: tuple | None) -> list | None:

@@ -463,10 +463,14 @@ def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
                     f"computed from the input ('{origins[0].primitive}' at "
                     f"{_described(origins[0].where)}): position ids computed from the token "
                     "ids, say (Hugging Face's RoBERTa does this when position_ids is not "
-                    "given). Pass such indices yourself (position_ids=…), so that they are "
-                    "fixed, or mark a value every path from the input passes through")
-        return ("; it reaches the target around the marked layer: a second lookup of the "
-                "input's ids that is not marked. Mark its output with the same layer name "
+                    "given). Pass such indices yourself (position_ids=…) as an integer input "
+                    "held fixed per example (jaxlift.references.hold), or hold the integer mask "
+                    "they are computed from; or mark a value every path from the input passes "
+                    "through")
+        return ("; it reaches the target around the marked layer, and its indices are an "
+                "integer input of fn: position ids passed in, held fixed per example "
+                "(jaxlift.references.hold) and so read as fixed; or a second lookup of the "
+                "token ids that is not marked: mark its output with the same layer name "
                 "(several sites of one name form one cut)")
     if around_cut:
         what = (f"computed from the input ('{origins[0].primitive}' at "
@@ -474,9 +478,10 @@ def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
         return (f"; it reaches the target around the marked layer through integer or boolean "
                 f"values {what}, as a mask computed from the token ids is (an end-of-sequence "
                 "mask, ids != pad), and no rule reads those as numbers here. Pass such a mask "
-                "as a float input of its own, held fixed per example "
-                "(jaxlift.references.hold), or mark a value every path from the input passes "
-                "through")
+                "as an input of its own, held fixed per example (jaxlift.references.hold): a "
+                "held integer or boolean input is read as fixed wherever fn uses it, a held "
+                "float one wherever fn reads it as floats. Or mark a value every path from the "
+                "input passes through")
     if inputs:
         dtype = program.avals[inputs[0]].dtype
         return (f"; the input itself is {dtype}: cast x and refs to a float dtype "

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlift import certificate, chunking, dispatch, independence, methods, named_layers
+from jaxlift import (certificate, chunking, dispatch, independence, methods, named_layers,
+                     references)
 from jaxlift._ops import flag_up
 from jaxlift.errors import InputValueError, JaxliftError
 from jaxlift.methods import interpreted, kernels
@@ -144,8 +145,11 @@ def make_inputs(call: Call, params, x, refs, target) -> tuple[Inputs, Call]:
             row[call.target % size] = 1.0
             seeds = np.broadcast_to(row, (n, size))
             call = dataclasses.replace(call, target=GIVEN)
+    held = (references.held_leaves(x, refs)
+            if per_input and concrete and method.scope == "interpreter" else ())
     inputs = Inputs(params=params, x=x, refs=refs, n=n, k=k, per_input=per_input, seeds=seeds,
-                    concrete=concrete, check_inputs=bool(call.check_finite and concrete))
+                    concrete=concrete, check_inputs=bool(call.check_finite and concrete),
+                    held=held)
     return inputs, call
 
 

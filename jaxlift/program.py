@@ -527,6 +527,17 @@ def build_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
     return prog, jax.tree_util.tree_structure(out_shape)
 
 
+def with_held(program: Program, held: Sequence[bool]) -> Program:
+    """``program`` rebuilt from its trace with the live inputs flagged in ``held`` read as
+    fixed inputs (after the parameters, in their order): values equal on both sides of every
+    pair carry nothing, and whatever is computed from them alone — indices, masks, positions —
+    is fixed for the pair, as a parameter is."""
+    closed = program.source
+    live_in = [False] * len(program.fixed_inputs) + [not h for h in held]
+    return dataclasses.replace(program_from_jaxpr(closed.jaxpr, closed.consts, live_in),
+                               source=closed)
+
+
 def signature(tree, drop_leading: bool = False) -> tuple:
     """A cheap hashable key of ``tree``'s structure and leaves' shapes and dtypes (without their
     leading batch axis for ``drop_leading``): ``(treedef, ((shape, dtype), ...))``, the layout
@@ -594,12 +605,26 @@ def trace_settings() -> tuple:
             config.jax_numpy_rank_promotion, config.jax_numpy_dtype_promotion)
 
 
-def traced_program(f: Callable, fixed_args, live_args) -> tuple[Program, Any]:
+def traced_program(f: Callable, fixed_args, live_args, held: tuple = ()) -> tuple[Program, Any]:
     """:func:`build_program`, traced once per (``f``, structures, shapes and dtypes of the
     arguments): the chunk plan, the compiled program, the references' side and the diagnoses
     of one call — and later calls with the same shapes — share one trace of the user's ``fn``
     (``f`` is one object per (fn, target): :func:`jaxlift.targets.per_example`). A program that
-    closed over a tracer (``fn`` built inside a caller's ``jit``) is not kept."""
+    closed over a tracer (``fn`` built inside a caller's ``jit``) is not kept.
+
+    ``held``: a flag per leaf of ``live_args`` — the leaves equal on both sides of every pair
+    (integer inputs held by :func:`jaxlift.references.hold`), which the program reads as fixed
+    per example, not as live: :func:`with_held`, on the same trace."""
+    if any(held):
+        program, tree = traced_program(f, fixed_args, live_args)
+        try:
+            key = (f, signature(fixed_args), signature(live_args), trace_settings(), tuple(held))
+            hash(key)
+        except TypeError:
+            return with_held(program, held), tree
+        if key not in _TRACED:
+            _TRACED[key] = (with_held(program, held), tree)
+        return _TRACED[key]
     try:
         key = (f, signature(fixed_args), signature(live_args), trace_settings())
         hash(key)

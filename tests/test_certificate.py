@@ -307,6 +307,53 @@ def test_an_integer_mask_of_the_ids_around_the_cut_is_refused_with_the_fix(mode)
     sums(scores, delta)
 
 
+P_TOK, P_POS, P_W = RNG.normal(size=(10, 4)), RNG.normal(size=(8, 4)), RNG.normal(size=(4,))
+
+
+def _positioned(p, x):
+    """Token embeddings (marked) plus position embeddings looked up by integer positions:
+    given (``x["pos"]``) or computed from an integer mask (OPT's cumsum of the mask)."""
+    e = jaxlift.layer(jnp.asarray(P_TOK)[x["ids"]], "emb")
+    pos = x["pos"] if "pos" in x else jnp.cumsum(x["mask"], axis=1) * x["mask"]
+    h = (e + jnp.asarray(P_POS)[pos]) * (x["mask"][..., None] if "mask" in x else 1)
+    return jnp.tanh(h).sum(1) @ jnp.asarray(P_W)[:, None]
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+@pytest.mark.parametrize("held_key", ["pos", "mask"])
+def test_integer_inputs_held_in_every_pair_are_read_as_fixed(held_key, mode):
+    """Positions (given, or a cumsum of the mask) index a table around the marked embeddings:
+    indices computed from a live input have no rule. Held equal to the input's own in every
+    pair (references.hold) they carry nothing, and the program reads them as fixed per input:
+    the cut is exact, and the held input's scores (with layer_bypass="credit") are 0."""
+    ids = jnp.array([[1, 2, 3, 0], [4, 5, 6, 7]])
+    x = {"ids": ids, held_key: (jnp.array([[0, 1, 2, 3], [2, 3, 4, 5]]) if held_key == "pos"
+                                else jnp.array([[1, 1, 1, 0], [1, 1, 1, 1]]))}
+    refs = jaxlift.references.hold(x, {"ids": jnp.zeros((2, 4), ids.dtype)}, keys=[held_key])
+    assert jaxlift.references.held_leaves(x, refs) == (False, True)
+    scores, delta = jaxlift.attribute(_positioned, None, x, refs, target=0, layer="emb",
+                                      mode=mode, return_delta=True, layer_bypass="credit")
+    sums((scores.layer, scores.bypass), delta)
+    assert np.all(np.asarray(scores.bypass[held_key]) == 0)
+    # the same shapes with the positions not held: indices computed from the input, refused
+    # (a call like the held one must not reuse the held one's program)
+    moved = dict(refs, **{held_key: refs[held_key][..., ::-1]})
+    assert jaxlift.references.held_leaves(x, moved) == ()
+    with pytest.raises(UnsupportedPrimitiveError, match="references.hold"):
+        jaxlift.attribute(_positioned, None, x, moved, target=0, layer="emb", mode=mode,
+                          layer_bypass="credit")
+
+
+def test_held_leaves_are_integer_leaves_equal_to_their_references_in_every_pair():
+    x = {"a": np.arange(6).reshape(2, 3), "b": np.ones((2, 3)), "c": np.zeros((2, 3), int)}
+    refs = {k: np.repeat(v[:, None], 2, axis=1) for k, v in x.items()}
+    assert jaxlift.references.held_leaves(x, refs) == (True, False, True)  # floats: live
+    refs["c"][1, 1, 0] = 1
+    assert jaxlift.references.held_leaves(x, refs) == (True, False, False)
+    shared = {k: v[:1] for k, v in x.items()}                               # (K, *S): none
+    assert jaxlift.references.held_leaves(x, shared) == ()
+
+
 def test_position_ids_computed_from_the_ids_are_refused_naming_the_users_line():
     import flax.linen as nn
 

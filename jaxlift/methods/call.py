@@ -65,7 +65,9 @@ class Inputs:
     """The data of a call, validated: ``params``; ``x`` ``(N, *S)`` per leaf; ``refs``
     ``(K, *S)`` shared or ``(N, K, *S)`` per input (``per_input``); ``seeds`` ``(N, T)``
     target weights per input, or ``None``; ``concrete`` (no tracer among them: the checks can
-    be read on the host); ``check_inputs`` (the inputs' NaN/Inf check runs in the program)."""
+    be read on the host); ``check_inputs`` (the inputs' NaN/Inf check runs in the program);
+    ``held``: a flag per leaf of ``x``, the integer leaves equal to their references in every
+    pair (:func:`jaxlift.references.held_leaves`), which the program reads as fixed."""
 
     params: Any
     x: Any
@@ -76,6 +78,7 @@ class Inputs:
     seeds: Any = None
     concrete: bool = True
     check_inputs: bool = False
+    held: tuple = ()
 
 
 class Family(Protocol):

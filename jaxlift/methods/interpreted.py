@@ -285,7 +285,8 @@ def _marked_in_loops(jaxpr) -> set:
 
 def compute(params, x, refs, ref_values=None, seeds=None, *, fn, target, composite, what,
             layer_name, per_input_refs, average, check_inputs=False, certify=False,
-            poison=False, precision="default", bypass="refuse", xla_reductions=False):
+            poison=False, precision="default", bypass="refuse", xla_reductions=False,
+            held=()):
     """Scores of N inputs × K references, ``Δt`` and the call's checks — the finite flag of
     :func:`jaxlift._ops.finite_flag` and the certificate's summary
     (:func:`jaxlift.certificate.summarize`) — all in the same program: no dispatch and no host
@@ -297,8 +298,11 @@ def compute(params, x, refs, ref_values=None, seeds=None, *, fn, target, composi
     weights. ``poison``: NaN for the scores of pairs that fail the
     certificate (a caller's own ``jit``, where nothing can be raised). ``xla_reductions``:
     compiled with jaxlift's options (:mod:`jaxlift._compiler`), so reductions stay XLA's own
-    and the average over references is a plain mean (:func:`jaxlift._ops.mean_axis`)."""
-    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
+    and the average over references is a plain mean (:func:`jaxlift._ops.mean_axis`).
+    ``held``: a flag per leaf of ``x``, the leaves equal to their references in every pair
+    (:func:`held_leaves`): read as fixed per input, scored 0."""
+    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True),
+                                held)
     if ref_values is not None and set(ref_values) != program.live_values():
         raise RuntimeError("jaxlift internal error: the references' forward values do not match "
                            "the traced program")
@@ -307,14 +311,22 @@ def compute(params, x, refs, ref_values=None, seeds=None, *, fn, target, composi
     all_targets = isinstance(target, str) and target == "all"
     pair = pair_fn(program, composite, what, layer_name, target, certify, precision, bypass)
     fixed = jax.tree_util.tree_leaves(params)
-    x_leaves = jax.tree_util.tree_leaves(x)
-    r_leaves = jax.tree_util.tree_leaves(refs)
+    x_all = jax.tree_util.tree_leaves(x)
+    held = tuple(held) or (False,) * len(x_all)
+    x_leaves = [l for l, h in zip(x_all, held) if not h]
+    r_leaves = [l for l, h in zip(jax.tree_util.tree_leaves(refs), held) if not h]
+    per_input_fixed = [l for l, h in zip(x_all, held) if h]  # after the parameters, per input
+
+    def pair_of(fixed, own, x_leaves, r_leaves, r_values, seed):
+        return pair(fixed + own, x_leaves, r_leaves, r_values, seed)
+
     hoisted = None if ref_values is None else 0
-    over_refs = jax.vmap(pair, in_axes=(None, None, 0, hoisted, None))
-    over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0 if per_input_refs else None, None,
+    over_refs = jax.vmap(pair_of, in_axes=(None, None, None, 0, hoisted, None))
+    over_pairs = jax.vmap(over_refs, in_axes=(None, 0, 0, 0 if per_input_refs else None, None,
                                               None if seeds is None else 0))
     with calls_inlined():  # the rules' jnp calls traced inline (docs/design.md §20.9)
-        res, delta, (gap, bound) = over_pairs(fixed, x_leaves, r_leaves, ref_values, seeds)
+        res, delta, (gap, bound) = over_pairs(fixed, per_input_fixed, x_leaves, r_leaves,
+                                              ref_values, seeds)
     finite = finite_flag(res, delta, x, refs, check_inputs)
     summary = certificate.summarize(gap, bound) if certify else certificate.unchecked()
     if certify and poison:
@@ -330,9 +342,23 @@ def compute(params, x, refs, ref_values=None, seeds=None, *, fn, target, composi
         scores = layer_structure(program, layer_name, res[:n_layer])
         if bypass == "credit":
             scores = LayerScores(scores, jax.tree_util.tree_unflatten(
-                jax.tree_util.tree_structure(x), res[n_layer:]))
+                jax.tree_util.tree_structure(x), _held_as_zeros(res[n_layer:], held, x_all)))
         return scores, delta, checks
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x), res), delta, checks
+    return (jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(x),
+                                         _held_as_zeros(res, held, x_all)), delta, checks)
+
+
+def _held_as_zeros(res: list, held: tuple, x_leaves: list) -> list:
+    """Scores per leaf of ``x``: ``res`` (one per live leaf) with zeros in place of the held
+    leaves (equal to their references in every pair: ``Δ = 0``, nothing to credit), shaped as
+    the live leaves' scores are (their leading axes, the leaf's example shape)."""
+    if not any(held):
+        return res
+    first = next(l for l, h in zip(x_leaves, held) if not h)  # res[0]'s leaf
+    lead = res[0].shape[:res[0].ndim - (jnp.ndim(first) - 1)]
+    live = iter(res)
+    return [jnp.zeros(lead + jnp.shape(l)[1:], res[0].dtype) if h else next(live)
+            for l, h in zip(x_leaves, held)]
 
 
 class LayerScores(NamedTuple):
@@ -368,7 +394,7 @@ def reference_values(fn, target, params, refs):
 @functools.lru_cache(maxsize=256)
 def compiled_program(fn, target, composite, what, layer_name, per_input_refs, average,
                      precision="default", check_inputs=False, certify=False, poison=False,
-                     bypass="refuse", compiler=()):
+                     bypass="refuse", compiler=(), held=()):
     """One jitted :func:`compute` per key (``compiler``: XLA options,
     :func:`jaxlift._compiler.options_here`), its executables kept between processes where
     the program store is on (:mod:`jaxlift.stored_programs`, described by
@@ -378,7 +404,7 @@ def compiled_program(fn, target, composite, what, layer_name, per_input_refs, av
     static = dict(target=target, composite=composite, what=what, layer_name=layer_name,
                   per_input_refs=per_input_refs, average=average, check_inputs=check_inputs,
                   certify=certify, poison=poison, precision=precision, bypass=bypass,
-                  xla_reductions=bool(compiler))
+                  xla_reductions=bool(compiler), held=tuple(held))
     jitted = jax.jit(functools.partial(compute, fn=fn, **static),
                      compiler_options=dict(compiler) or None)
     return stored_programs.StoredProgram(jitted, functools.partial(
@@ -466,7 +492,7 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
     program = memoized(compiled_program, call.fn, call.target, call.composite, call.what,
                        call.layer, inputs.per_input, call.average_refs, call.precision,
                        inputs.check_inputs, certify, certify and not inputs.concrete,
-                       call.layer_bypass, options_here())
+                       call.layer_bypass, options_here(), inputs.held)
     ref_values = (reference_values(call.fn, call.target, inputs.params, inputs.refs)
                   if chunked and not inputs.per_input else None)
     seeds, n = inputs.seeds, inputs.n
@@ -516,15 +542,24 @@ def multipliers_at_input(f: Callable, params, x, composite) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Non-finite scores: find where they came from
 
+def _one_pair_leaves(params, x, refs, i: int, held: tuple):
+    """``(fixed, x_leaves, refs' leaves)`` of input ``i`` as :func:`compute` hands them to a
+    pair: the held leaves of ``x`` (fixed per input) after the parameters, and the live ones."""
+    x_all = [l[i] for l in jax.tree_util.tree_leaves(x)]
+    held = tuple(held) or (False,) * len(x_all)
+    fixed = jax.tree_util.tree_leaves(params) + [l for l, h in zip(x_all, held) if h]
+    r_all = [l for l, h in zip(jax.tree_util.tree_leaves(refs), held) if not h]
+    return fixed, [l for l, h in zip(x_all, held) if not h], r_all
+
+
 def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composite, layer_name,
-                      per_input, seeds=None) -> None:
+                      per_input, seeds=None, held=()) -> None:
     """Raise :class:`NonFiniteScoresError` for input ``i`` (whose score or ``Δt`` is NaN/Inf),
     naming the primitive whose multipliers first stopped being finite (found by re-running that
     input's pairs, one at a time, outside ``jit``)."""
-    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
-    fixed = jax.tree_util.tree_leaves(params)
-    x_leaves = [l[i] for l in jax.tree_util.tree_leaves(x)]
-    r_all = jax.tree_util.tree_leaves(refs)
+    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True),
+                                held)
+    fixed, x_leaves, r_all = _one_pair_leaves(params, x, refs, i, held)
     k = (r_all[0].shape[1] if per_input else r_all[0].shape[0])
     out = program.outputs[0]
     for j in range(k):
@@ -569,7 +604,7 @@ def refuse(call: Call, inputs: Inputs, i: int) -> None:
     """The Family protocol's hook: :func:`refuse_non_finite` for input ``i``."""
     refuse_non_finite(i, fn=call.fn, params=inputs.params, x=inputs.x, refs=inputs.refs,
                       target=call.target, composite=call.composite, layer_name=call.layer,
-                      per_input=inputs.per_input, seeds=inputs.seeds)
+                      per_input=inputs.per_input, seeds=inputs.seeds, held=inputs.held)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,21 +619,22 @@ def explain_gap(call: Call, inputs: Inputs, summary: dict) -> str:
         return diagnose_pair(call.fn, inputs.params, inputs.x, inputs.refs, i, j, t,
                              target=call.target, composite=call.composite,
                              layer_name=call.layer, per_input=inputs.per_input,
-                             seed=None if inputs.seeds is None else inputs.seeds[i])
+                             seed=None if inputs.seeds is None else inputs.seeds[i],
+                             held=inputs.held)
     except Exception as exc:  # the diagnosis must never hide the refusal itself
         return f"(jaxlift could not diagnose the cause: {type(exc).__name__}: {exc})"
 
 
 def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target, composite,
-                  layer_name, per_input, precision="default", seed=None) -> str:
+                  layer_name, per_input, precision="default", seed=None, held=()) -> str:
     """Re-run pair (input ``i``, reference ``j``[, target ``t``]) and say where ``Δt`` was lost:
     a path around the marked layer (with its junction and origin lines), or the operation whose
     rule did not conserve ``Σ m·Δ`` (``Σ`` over its outputs ≠ ``Σ`` over its inputs), noting
     NaN/Inf among its operands (a NaN hidden by a select, a −inf mask)."""
-    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
-    fixed = jax.tree_util.tree_leaves(params)
-    x_leaves = [l[i] for l in jax.tree_util.tree_leaves(x)]
-    r_leaves = [l[i, j] if per_input else l[j] for l in jax.tree_util.tree_leaves(refs)]
+    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True),
+                                held)
+    fixed, x_leaves, r_all = _one_pair_leaves(params, x, refs, i, held)
+    r_leaves = [l[i, j] if per_input else l[j] for l in r_all]
     stop = frozenset(a for a in scored_atoms(program, layer_name) if isinstance(a, int)) \
         if layer_name is not None else frozenset()
     out = program.outputs[0]
@@ -641,8 +677,9 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
 
     losses, scales, bad, lost, around, dt = jax.device_get(
         jax.jit(run)(fixed, x_leaves, r_leaves))
-    names = {i: "x" + jax.tree_util.keystr(path) for i, (path, _) in zip(
-        program.live_inputs, jax.tree_util.tree_leaves_with_path(x))}
+    paths = [path for (path, _), h in zip(jax.tree_util.tree_leaves_with_path(x),
+                                           tuple(held) or (False,) * len(x_leaves)) if not h]
+    names = {i: "x" + jax.tree_util.keystr(path) for i, path in zip(program.live_inputs, paths)}
     return cause_of(program, seen, losses, scales, bad, lost, float(around), float(dt),
                     layer_name, names, float(jnp.finfo(jnp.result_type(dt)).eps))
 
