@@ -17,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # second parametrization or a second route of something the default run checks, named beside
 # it. Whole end-to-end tests carry @pytest.mark.slow in their own files instead.
 SLOW_CASES = {
+    "test_structural_ops.py::test_haiku_static_unroll_scores_as_dynamic_unroll[reveal_cancel]":
+        "[rescale] runs by default; unstack under RevealCancel by the selection test",
     "test_certificate.py::test_a_rule_off_by_one_percent_is_refused_on_every_zoo_model[rnn]":
         "the mlp and cnn zoo models run by default; loops by test_loops",
     "test_certificate.py::test_a_minus_inf_causal_mask_on_live_scores_is_exact[reveal_cancel]":
