@@ -300,7 +300,7 @@ def compute(params, x, refs, ref_values=None, seeds=None, *, fn, target, composi
     compiled with jaxlift's options (:mod:`jaxlift._compiler`), so reductions stay XLA's own
     and the average over references is a plain mean (:func:`jaxlift._ops.mean_axis`).
     ``held``: a flag per leaf of ``x``, the leaves equal to their references in every pair
-    (:func:`held_leaves`): read as fixed per input, scored 0."""
+    (:func:`jaxlift.references.held_leaves`): read as fixed per input, scored 0."""
     program, _ = traced_program(per_example(fn, target), params, example_structs(x, True),
                                 held)
     if ref_values is not None and set(ref_values) != program.live_values():
