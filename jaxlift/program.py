@@ -615,25 +615,23 @@ def traced_program(f: Callable, fixed_args, live_args, held: tuple = ()) -> tupl
     ``held``: a flag per leaf of ``live_args`` — the leaves equal on both sides of every pair
     (integer inputs held by :func:`jaxlift.references.hold`), which the program reads as fixed
     per example, not as live: :func:`with_held`, on the same trace."""
-    if any(held):
-        program, tree = traced_program(f, fixed_args, live_args)
-        try:
-            key = (f, signature(fixed_args), signature(live_args), trace_settings(), tuple(held))
-            hash(key)
-        except TypeError:
-            return with_held(program, held), tree
-        if key not in _TRACED:
-            _TRACED[key] = (with_held(program, held), tree)
-        return _TRACED[key]
+    # held leaves: the same trace (its program kept under the key without them), read anew
+    base = traced_program(f, fixed_args, live_args) if any(held) else None
+
+    def build():
+        if base is None:
+            return build_program(f, fixed_args, live_args)
+        return with_held(base[0], held), base[1]
+
     try:
-        key = (f, signature(fixed_args), signature(live_args), trace_settings())
+        key = (f, signature(fixed_args), signature(live_args), trace_settings(), tuple(held))
         hash(key)
     except TypeError:
-        return build_program(f, fixed_args, live_args)
+        return build()
     hit = _TRACED.get(key)
     if hit is not None:
         return hit
-    built = build_program(f, fixed_args, live_args)
+    built = build()
     if not any(isinstance(c, jax.core.Tracer) for c in built[0].consts.values()):
         if len(_TRACED) >= _TRACED_LIMIT:
             _TRACED.pop(next(iter(_TRACED)))
