@@ -163,9 +163,12 @@ def _elementwise_body(jaxpr, live_in: Sequence[bool], shape: tuple) -> bool:
     return True
 
 
-def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
+def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "",
+            enclosing: str = "") -> list:
     """Append ``jaxpr``'s equations to ``b``; nested equations report the user's line of the
-    outermost call (``call_site``), since a cached inner trace may hold no user frame."""
+    outermost call (``call_site``), since a cached inner trace may hold no user frame. A loop's
+    body keeps its own lines, and an equation with none (traced inside JAX's own functions:
+    ``jnp.searchsorted``'s scan) reports the loop's line (``enclosing``)."""
     env: dict = {}
     for v, c in zip(jaxpr.constvars, consts):
         env[v] = b.const(c)
@@ -178,7 +181,7 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
     for eqn in jaxpr.eqns:
         ins = tuple(read(v) for v in eqn.invars)
         live = tuple(b.is_live(a) for a in ins)
-        where = call_site or where_of(eqn)
+        where = call_site or where_of(eqn) or enclosing
         body = call_body(eqn)
         marker = marker_of(eqn)
         if marker is not None:
@@ -191,7 +194,7 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
             outs = tuple(b.new(v.aval, live=True) for v in eqn.outvars)
             for v, o in zip(eqn.outvars, outs):
                 env[v] = o
-            b.ops.append(Op(eqn, ins, outs, live, where, sub=_scan_body(eqn, live)))
+            b.ops.append(Op(eqn, ins, outs, live, where, sub=_scan_body(eqn, live, where)))
             continue
         if eqn.primitive.name == "while" and any(live):
             outs = _inline_while(b, eqn, ins, where)
@@ -204,7 +207,7 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "") -> list:
                 env[v] = a
             continue
         if body is not None and _transparent(eqn):
-            for v, a in zip(eqn.outvars, _inline(b, body[0], body[1], ins, call_site)):
+            for v, a in zip(eqn.outvars, _inline(b, body[0], body[1], ins, call_site, enclosing)):
                 env[v] = a
             continue
         opaque = False
@@ -351,7 +354,7 @@ def _inline_cond(b: _Builder, eqn, ins: tuple, where: str) -> list:
     return results
 
 
-def _scan_body(eqn, live: Sequence[bool]) -> Program:
+def _scan_body(eqn, live: Sequence[bool], where: str = "") -> Program:
     """The body of a ``scan`` as a :class:`Program`: its consts and xs live where the scan's
     operands are, its carry live where the initial carry is or where the body makes it so
     (a fixed point over the steps)."""
@@ -368,7 +371,7 @@ def _scan_body(eqn, live: Sequence[bool]) -> Program:
         if grown == live_in[n_consts:n_consts + n_carry]:
             break
         live_in[n_consts:n_consts + n_carry] = grown
-    return program_from_jaxpr(closed.jaxpr, closed.consts, live_in)
+    return program_from_jaxpr(closed.jaxpr, closed.consts, live_in, enclosing=where)
 
 
 
@@ -496,12 +499,14 @@ def _fuse(ops: list, prog_outputs: Sequence, avals: dict, live_inputs, markers=(
     return out
 
 
-def program_from_jaxpr(jaxpr, consts: Sequence[Any], live_in: Sequence[bool]) -> Program:
+def program_from_jaxpr(jaxpr, consts: Sequence[Any], live_in: Sequence[bool],
+                      enclosing: str = "") -> Program:
     """The :class:`Program` of an open ``jaxpr`` (with its ``consts``) whose inputs flagged in
-    ``live_in`` are live: the whole traced function, or a loop's body (docs/design.md §14)."""
+    ``live_in`` are live: the whole traced function, or a loop's body (docs/design.md §14;
+    ``enclosing``: the loop's source line, for equations that have none of their own)."""
     b = _Builder()
     in_atoms = [b.new(v.aval, live=bool(l)) for v, l in zip(jaxpr.invars, live_in)]
-    outs = _inline(b, jaxpr, list(consts), in_atoms)
+    outs = _inline(b, jaxpr, list(consts), in_atoms, enclosing=enclosing)
     marked = {a for sites in b.markers.values() for _, ids in sites for a in ids
               if isinstance(a, int)}
     needed = {a for a in outs if isinstance(a, int)} | marked

@@ -256,6 +256,33 @@ def test_comparison_of_two_live_values_and_boolean_logic(x64, mode):
     assert float(jnp.abs(d).max()) > 0.1 and gap < 1e-12
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_total_order_comparisons_are_steps(x64, mode):
+    # lax's le_to / lt_to / eq_to (what jnp.sort and jnp.searchsorted compare with) are
+    # comparisons like le / lt / eq: steps, exact; they used to be refused as unknown
+    def fn(p, xb):
+        h, g = xb @ W, jnp.tanh(xb @ V)
+        pred = (jax.lax.le_to_p.bind(h, g) | jax.lax.lt_to_p.bind(g, jnp.full_like(g, 0.2))
+                | jax.lax.eq_to_p.bind(h, jnp.zeros_like(h)))
+        return jnp.where(pred, h, 2 * g).sum(1)
+    x, r = _data(n=4, k=3)
+    gap, d, _ = _gap(fn, None, x, r, mode=mode)
+    assert float(jnp.abs(d).max()) > 0.1 and gap < 1e-12
+
+
+def test_a_refusal_inside_jaxs_own_loop_names_the_users_line():
+    # jnp.searchsorted runs a scan whose equations carry no line outside JAX: the refusal
+    # names the line that called it (it used to say "at " and nothing)
+    edges = jnp.linspace(-1.0, 1.0, 5)
+
+    def fn(p, xb):
+        return xb.sum(1) + jnp.searchsorted(edges, xb[:, 0])
+    x, r = _data(dtype=jnp.float32)
+    with pytest.raises(UnsupportedPrimitiveError,
+                       match=r"\(at [^ ]*test_exact_or_refused\.py:\d+:\d+ \(\S*fn\)"):
+        jaxlift.attribute(fn, None, x, r)
+
+
 def test_bitwise_logic_on_integers_is_refused():
     w, v = W.astype(np.float32), V.astype(np.float32)
 

@@ -248,9 +248,9 @@ registry.mark_elementwise(
     "exp2", "log", "log1p", "expm1", "tanh", "logistic", "sin", "cos", "tan", "asin", "acos",
     "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erf", "erfc", "erf_inv", "sqrt", "rsqrt",
     "cbrt", "abs", "sign", "floor", "ceil", "round", "select_n", "clamp", "convert_element_type",
-    "ge", "gt", "le", "lt", "eq", "ne", "and", "or", "not", "xor", "is_finite", "square",
-    "nextafter", "rem", "atan2", "copy", "copy_p", "stop_gradient", "lgamma", "digamma",
-    "reduce_precision", "logaddexp")
+    "ge", "gt", "le", "lt", "eq", "ne", "lt_to", "le_to", "eq_to", "and", "or", "not", "xor",
+    "is_finite", "square", "nextafter", "rem", "atan2", "copy", "copy_p", "stop_gradient",
+    "lgamma", "digamma", "reduce_precision", "logaddexp")
 for _p in ("add", "add_any", "sub", "neg", "convert_element_type", "copy", "copy_p",
            "stop_gradient", "reduce_precision"):
     registry.mark_linear(_p, always)

@@ -33,7 +33,8 @@ from jaxlift.rules import registry
 from jaxlift.rules._util import unbroadcast
 from jaxlift.rules.registry import Rule
 
-_COMPARISONS = ("gt", "ge", "lt", "le", "eq", "ne")
+# the *_to comparisons order floats totally (-0 < +0, NaN last): JAX's sort and searchsorted
+_COMPARISONS = ("gt", "ge", "lt", "le", "eq", "ne", "lt_to", "le_to", "eq_to")
 _LOGIC = ("not", "and", "or")
 
 
