@@ -216,7 +216,10 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "",
             out_shapes = {tuple(v.aval.shape) for v in eqn.outvars}
             shapes = {b.shape(a) for a in live_atoms}
             shape = next(iter(shapes)) if len(shapes) == 1 else None
+            # a chain of one live float: one nonlinearity (a boolean or integer operand is
+            # inlined, for the rules that read it as a number: a select's predicate)
             opaque = (len(live_atoms) == 1 and len(eqn.outvars) == 1 and out_shapes == {shape}
+                      and all(jnp.issubdtype(b.avals[a].dtype, jnp.inexact) for a in live_atoms)
                       and _elementwise_body(body[0], live, shape))
             if not opaque:
                 outs = _inline(b, body[0], body[1], ins, where)

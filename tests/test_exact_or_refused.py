@@ -270,6 +270,33 @@ def test_total_order_comparisons_are_steps(x64, mode):
     assert float(jnp.abs(d).max()) > 0.1 and gap < 1e-12
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_all_and_any_of_live_predicates_are_exact(x64, mode):
+    # jnp.all / jnp.any (reduce_and / reduce_or) of comparisons, into selects and sums: the
+    # min / max of 0/1 values, credited to the elements that turned them; they were refused
+    def fn(p, xb):
+        h = xb @ W
+        every, some = jnp.all(h > -0.6, axis=-1), jnp.any(h < -0.5, axis=-1)
+        return (jnp.where(every, 3.0, 0.0) + jnp.where(some, h[:, 0], -h[:, 1])
+                + (h > 0).all(-1) - jnp.any(h > 0.8, -1))
+    rng = np.random.default_rng(1)
+    x, r = jnp.asarray(rng.normal(size=(30, 4))), jnp.asarray(rng.normal(size=(5, 4)))
+    gap, d, _ = _gap(fn, None, x, r, mode=mode)
+    every = jnp.all(x @ W > -0.6, -1)[:, None] != jnp.all(r @ W > -0.6, -1)[None]
+    some = jnp.any(x @ W < -0.5, -1)[:, None] != jnp.any(r @ W < -0.5, -1)[None]
+    assert bool(jnp.any(every)) and bool(jnp.any(some))  # both flip in some pairs
+    assert float(jnp.abs(d).max()) > 1.0 and gap < 1e-12
+
+
+def test_bitwise_reductions_of_integers_are_refused():
+    def fn(p, xb):
+        bits = (xb @ W.astype(np.float32) > 0).astype(jnp.int32)
+        return jax.lax.reduce_and_p.bind(bits, axes=(1,)).astype(jnp.float32)
+    x, r = _data(dtype=jnp.float32)
+    with pytest.raises(UnsupportedPrimitiveError, match=r"'reduce_and' .*bitwise reduction"):
+        jaxlift.attribute(fn, None, x, r)
+
+
 def test_a_refusal_inside_jaxs_own_loop_names_the_users_line():
     # jnp.searchsorted runs a scan whose equations carry no line outside JAX: the refusal
     # names the line that called it (it used to say "at " and nothing)

@@ -20,6 +20,12 @@ made from the input (a cast, a count) is read as its number. Every rule below is
 * **Boolean logic** — ``not p = 1 − p`` (``m = −1``); ``p and q = p·q`` and
   ``p or q = p + q − p·q`` with the Shapley split of the product (``m_p = q̄`` and
   ``m_p = 1 − q̄``, ``q̄ = (q + q0)/2``).
+* **all / any** — ``reduce_and`` and ``reduce_or`` of booleans are the min and max of 0/1 values,
+  explained as the max rule explains them (:mod:`jaxlift.rules.maxrule`): ``Δy = 1`` is credited
+  to the elements that turned it (for ``any``, the input's true elements; for ``all``, the
+  reference's false ones), ``Δy = −1`` blamed on the other side's, split equally among them; an
+  element credited changed by ``±1``, so ``m = (m_y·Δy/count)/Δp`` and ``Σ m·Δp = m_y·Δy``.
+  Bitwise reductions of integers are refused.
 * **Conversions** that keep the number (bool→int→float, float→float, int→int): the identity.
 """
 from __future__ import annotations
@@ -123,6 +129,34 @@ def _logic_backward(ctx, m_out) -> list:
 LOGIC = Rule("boolean_logic", backward=_logic_backward, numeric_operands=True)
 
 
+def _reduce_logic_backward(ctx, m_out) -> list:
+    (m,) = m_out
+    m = m.pos
+    name = ctx.op.primitive
+    if not _is_bool(ctx.xs[0]):
+        raise UnsupportedPrimitiveError(
+            name, ctx.op.where, "a bitwise reduction of integers that depend on the input has "
+            "no multipliers; only all/any of booleans are read as numbers")
+    axes = tuple(ctx.params["axes"])
+    p, p0 = ctx.xs[0], ctx.rs[0]
+    dy = ctx.delta_out(0)
+    # the elements that turned y up (Δy = 1) and down (Δy = −1): any() rises with an input's
+    # true element, falls with a reference's; all() rises with a reference's false one
+    up, down = (p, p0) if name == "reduce_or" else (~p0, ~p)
+    result: list = [None] * len(ctx.xs)
+
+    def share(hit, part):
+        count = jnp.maximum(jnp.sum(hit, axes, dtype=m.dtype), 1)
+        return jnp.where(hit, jnp.expand_dims(m * part / count, axes), 0)
+
+    routed = share(up, jnp.maximum(dy, 0)) + share(down, jnp.minimum(dy, 0))
+    result[0] = SplitMultipliers.of(_quotient(routed, ctx.delta_in(0)))
+    return result
+
+
+REDUCE_LOGIC = Rule("boolean_reduction", backward=_reduce_logic_backward, numeric_operands=True)
+
+
 def _keeps_number(ctx) -> bool:
     return not (_is_float(ctx.xs[0]) and not _is_float(ctx.ys[0]))
 
@@ -153,3 +187,5 @@ registry.register("select_n", SELECT, lambda live: live[0] and len(live) == 3, s
 for _p in _LOGIC:
     registry.register(_p, LOGIC, any)
 registry.register("convert_element_type", CONVERT, registry.one_live)
+for _p in ("reduce_and", "reduce_or"):
+    registry.register(_p, REDUCE_LOGIC, registry.one_live)
