@@ -91,8 +91,9 @@ def one_dispatch_key(what, fn, params, x, refs, *, target, mode, max_mode, avera
         if not isinstance(mode_options, dict):
             return None
         mode_options = tuple(sorted(mode_options.items(), key=lambda kv: str(kv[0])))
-    # held integer inputs (references.held_leaves) make another program: by value, per call
-    held = () if refs is None else references.held_leaves(x, refs)
+    # held inputs (references.held_leaves) make another program: by value, per call
+    held = () if refs is None else references.held_leaves(
+        x, refs, references.floats_held(what, layer_name, layer_bypass))
     return (what, fn, target, mode, max_mode, average_refs, batch_size, layer_name,
             return_delta, check_finite, mode_options, gating, precision, check_completeness,
             layer_bypass, sigs, held)

@@ -145,7 +145,8 @@ def make_inputs(call: Call, params, x, refs, target) -> tuple[Inputs, Call]:
             row[call.target % size] = 1.0
             seeds = np.broadcast_to(row, (n, size))
             call = dataclasses.replace(call, target=GIVEN)
-    held = (references.held_leaves(x, refs)
+    floats = references.floats_held(call.what, call.layer, call.layer_bypass)
+    held = (references.held_leaves(x, refs, floats)
             if per_input and concrete and method.scope == "interpreter" else ())
     inputs = Inputs(params=params, x=x, refs=refs, n=n, k=k, per_input=per_input, seeds=seeds,
                     concrete=concrete, check_inputs=bool(call.check_finite and concrete),

@@ -538,8 +538,9 @@ def hold(x: Mapping[str, Array], refs: Mapping[str, Array], keys: Sequence[str])
     own values: they are held fixed in every pair (``Δ = 0``), so nothing of ``Δt`` is carried
     by them — an attention or padding mask passed beside the token ids, when the embeddings are
     explained at a marked layer (``layer=``): the cut is then exact. Held integer or boolean
-    inputs (a mask, position ids) are read as fixed per example (:func:`held_leaves`): indices
-    and biases ``fn`` computes from them alone are fixed too.
+    inputs (a mask, position ids), and for contributions held float inputs too (a float mask),
+    are read as fixed per example (:func:`held_leaves`): indices and biases ``fn`` computes from
+    them alone are fixed too.
 
     ``x``: a dict of input batches ``(N, *S)``; ``refs``: a dict with the other keys' references,
     ``(K, *S)`` shared or ``(N, K, *S)`` per input (the held keys may be absent). Returns a dict
@@ -563,12 +564,15 @@ def hold(x: Mapping[str, Array], refs: Mapping[str, Array], keys: Sequence[str])
     return {key: out[key] for key in x}
 
 
-def held_leaves(x, refs) -> tuple:
-    """A flag per leaf of ``x``: an integer or boolean leaf equal to its per-input references
-    ``(N, K, *S)`` in every pair, as :func:`hold` makes them (a padding mask, position ids).
-    Such a leaf carries nothing, and indices or masks computed from it alone are fixed for
-    every pair: the interpreter reads it as fixed per input, and its scores are 0. ``()``
-    where references are shared, a leaf is traced, or every leaf would be held."""
+def held_leaves(x, refs, floats: bool = False) -> tuple:
+    """A flag per leaf of ``x``: an integer or boolean leaf (any leaf, with ``floats``) equal
+    to its per-input references ``(N, K, *S)`` in every pair, as :func:`hold` makes them (a
+    padding mask, position ids). Such a leaf carries nothing, and indices or masks computed from
+    it alone are fixed for every pair: the interpreter reads it as fixed per input, and its
+    scores are 0. ``()`` where references are shared, a leaf is traced, or every leaf would be
+    held. ``floats`` is for calls that return no multiplier of such a leaf (:func:`floats_held`):
+    its contribution is 0 however it is read, while its multipliers, read live, keep their
+    values (a float mask's slope)."""
     x_leaves, r_leaves = jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(refs)
     if len(x_leaves) != len(r_leaves) or any(isinstance(l, jax.core.Tracer)
                                              for l in x_leaves + r_leaves):
@@ -577,10 +581,16 @@ def held_leaves(x, refs) -> tuple:
     for a, r in zip(x_leaves, r_leaves):
         dtype = jnp.result_type(a)
         flags.append(bool(
-            (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_))
+            (floats or jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_))
             and np.ndim(r) == np.ndim(a) + 1 and np.shape(r)[0] == np.shape(a)[0]
             and bool(np.all(np.asarray(r) == np.asarray(a)[:, None]))))
     return tuple(flags) if any(flags) and not all(flags) else ()
+
+
+def floats_held(what: str, layer: str | None, layer_bypass: str) -> bool:
+    """Whether :func:`held_leaves` holds float leaves too: for contributions, and for
+    multipliers at a marked layer that return none of the inputs' own."""
+    return what == "contributions" or (layer is not None and layer_bypass != "credit")
 
 
 def zeros_ref_fn() -> RefFn:

@@ -348,10 +348,42 @@ def test_held_leaves_are_integer_leaves_equal_to_their_references_in_every_pair(
     x = {"a": np.arange(6).reshape(2, 3), "b": np.ones((2, 3)), "c": np.zeros((2, 3), int)}
     refs = {k: np.repeat(v[:, None], 2, axis=1) for k, v in x.items()}
     assert jaxlift.references.held_leaves(x, refs) == (True, False, True)  # floats: live
+    assert jaxlift.references.held_leaves(x, refs, floats=True) == ()      # all: none held
+    assert not jaxlift.references.floats_held("multipliers", None, "refuse")
+    assert not jaxlift.references.floats_held("multipliers", "emb", "credit")
+    assert jaxlift.references.floats_held("multipliers", "emb", "refuse")
+    assert jaxlift.references.floats_held("contributions", None, "refuse")
     refs["c"][1, 1, 0] = 1
     assert jaxlift.references.held_leaves(x, refs) == (True, False, False)
     shared = {k: v[:1] for k, v in x.items()}                               # (K, *S): none
     assert jaxlift.references.held_leaves(x, shared) == ()
+
+
+def _float_masked(p, x):
+    """BLOOM's way: the mask comes as floats and ``fn`` casts it to integers for positions."""
+    return _positioned(p, {"ids": x["ids"], "mask": x["mask"].astype(jnp.int32)})
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_a_held_float_mask_cast_to_integers_is_read_as_fixed(mode):
+    """A float leaf held in every pair is read as fixed where no multiplier of it is returned
+    (contributions; multipliers at a marked layer): the positions cast from it are fixed, and
+    the cut is exact (refused before: indices computed from a live input). Multipliers of the
+    inputs themselves keep it live: a float's multipliers are its slopes, not zeros."""
+    x = {"ids": jnp.array([[1, 2, 3, 0], [4, 5, 6, 7]]),
+         "mask": jnp.array([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])}
+    refs = jaxlift.references.hold(x, {"ids": jnp.zeros((2, 4), int)}, keys=["mask"])
+    assert jaxlift.references.held_leaves(x, refs) == ()
+    assert jaxlift.references.held_leaves(x, refs, floats=True) == (False, True)
+    scores, delta = jaxlift.attribute(_float_masked, None, x, refs, target=0, layer="emb",
+                                      mode=mode, return_delta=True, layer_bypass="credit")
+    sums((scores.layer, scores.bypass), delta)
+    assert np.all(np.asarray(scores.bypass["mask"]) == 0)
+    assert float(jnp.abs(delta).min()) > 1e-3
+    m = jaxlift.multipliers(_float_masked, None, x, refs, target=0, layer="emb", mode=mode)
+    assert m.shape == (2, 4, P_TOK.shape[1]) and bool(jnp.all(jnp.isfinite(m)))
+    with pytest.raises(UnsupportedPrimitiveError, match="'gather'"):
+        jaxlift.multipliers(_float_masked, None, x, refs, target=0, mode=mode)
 
 
 def test_position_ids_computed_from_the_ids_are_refused_naming_the_users_line():
