@@ -244,27 +244,23 @@ def test_params_with_rng_keys_and_integers_are_not_checked_as_floats():
     assert float(jnp.abs(c.sum(1) - d).max()) <= 1e-5 * float(jnp.abs(c).sum(1).max())
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_comparison_of_two_live_values_and_boolean_logic(x64, mode):
+PREDICATES = {
     # a step of h − g (two live operands), and/or/not of live predicates
-    def fn(p, xb):
-        h, g = xb @ W, jnp.tanh(xb @ V)
-        pred = ((h > g) & (g < 0.2)) | ~(h > 1.0)
-        return jnp.where(pred, h, 2 * g).sum(1)
-    x, r = _data(n=4, k=3)
-    gap, d, _ = _gap(fn, None, x, r, mode=mode)
-    assert float(jnp.abs(d).max()) > 0.1 and gap < 1e-12
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_total_order_comparisons_are_steps(x64, mode):
+    "ordered": lambda h, g: ((h > g) & (g < 0.2)) | ~(h > 1.0),
     # lax's le_to / lt_to / eq_to (what jnp.sort and jnp.searchsorted compare with) are
     # comparisons like le / lt / eq: steps, exact; they used to be refused as unknown
+    "total_order": lambda h, g: (jax.lax.le_to_p.bind(h, g)
+                                 | jax.lax.lt_to_p.bind(g, jnp.full_like(g, 0.2))
+                                 | jax.lax.eq_to_p.bind(h, jnp.zeros_like(h))),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("predicate", list(PREDICATES))
+def test_comparison_of_two_live_values_and_boolean_logic(x64, predicate, mode):
     def fn(p, xb):
         h, g = xb @ W, jnp.tanh(xb @ V)
-        pred = (jax.lax.le_to_p.bind(h, g) | jax.lax.lt_to_p.bind(g, jnp.full_like(g, 0.2))
-                | jax.lax.eq_to_p.bind(h, jnp.zeros_like(h)))
-        return jnp.where(pred, h, 2 * g).sum(1)
+        return jnp.where(PREDICATES[predicate](h, g), h, 2 * g).sum(1)
     x, r = _data(n=4, k=3)
     gap, d, _ = _gap(fn, None, x, r, mode=mode)
     assert float(jnp.abs(d).max()) > 0.1 and gap < 1e-12

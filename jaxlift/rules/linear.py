@@ -19,13 +19,16 @@ RevealCancel modes carry ``Δv = Δv⁺ + Δv⁻``:
   ``Δx± = max/min(Δx, 0)``; ``m_x = L⁺ᵀm⁺ + L⁻ᵀm⁻`` where ``Δx > 0``,
   ``L⁻ᵀm⁺ + L⁺ᵀm⁻`` where ``Δx < 0`` and ``Lᵀ(m⁺ + m⁻)/2`` where ``Δx = 0``.
 
-Every form satisfies ``Σ m⁺Δx⁺ + m⁻Δx⁻ = Σ m_y⁺Δy⁺ + m_y⁻Δy⁻`` exactly.
+Every form satisfies ``Σ m⁺Δx⁺ + m⁻Δx⁻ = Σ m_y⁺Δy⁺ + m_y⁻Δy⁻`` exactly. Fourier transforms
+(complex) and linear solves ``A⁻¹b`` with ``A`` fixed (signs mixed, ``A⁻¹`` not formed) take
+the generic sign split of their outputs and transpose the multiplier.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from jaxlift.errors import UnsupportedPrimitiveError
 from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules import registry
 from jaxlift.rules._conv import strided_input_transpose
@@ -228,6 +231,27 @@ registry.register("scatter_add", LINEAR, _only(0, 2))
 # an element of the operand or of the updates (a selection, linear in the two together)
 registry.register("scatter", LINEAR, _only(0, 2))
 registry.register("select_n", LINEAR, _first_fixed)  # logic.py: a live predicate (shared)
+# Fourier transforms (fft, ifft, rfft, irfft and their n-dimensional forms: one primitive; a
+# complex operand or result, so the generic split in RevealCancel modes)
+registry.register("fft", LINEAR)
+
+
+def _solve_backward(ctx, m_out) -> list:
+    if ctx.op.primitive == "custom_linear_solve" and \
+            any(ctx.live[:sum(ctx.params["const_lengths"])]):
+        raise UnsupportedPrimitiveError(
+            ctx.op.primitive, ctx.op.where, "the matrix of this linear solve depends on the "
+            "input: the solution is not linear in it and has no exact rule (a fixed matrix, "
+            "with the right-hand side computed from the input, has one)")
+    return _transpose_pairs(ctx, m_out)
+
+
+# x = A⁻¹b with A fixed: linear in b (jax.scipy.linalg.solve_triangular; jnp.linalg.solve's
+# custom_linear_solve, whose matrix its matvec and solve jaxprs read as leading constant
+# operands). A⁻¹ mixes signs and is not at hand entry by entry: the generic split (no split=)
+SOLVE = Rule("linear_solve", backward=_solve_backward)
+registry.register("triangular_solve", SOLVE, _only(1))
+registry.register("custom_linear_solve", SOLVE)
 
 registry.register("sub", _reading_numbers(SCALED))
 registry.register("neg", _reading_numbers(SCALED))
@@ -239,7 +263,10 @@ registry.register("div", SCALED, lambda live: live == (True, False))
 registry.register("dot_general", WEIGHTED, registry.one_live)
 registry.register("conv_general_dilated", WEIGHTED, registry.one_live)
 
-for _p in ("stop_gradient", "optimization_barrier", "reduce_precision"):
+# the value unchanged: placement and layout hints (jax.lax.with_sharding_constraint,
+# Flax's nn.with_logical_constraint, jax.device_put inside a traced function)
+for _p in ("stop_gradient", "optimization_barrier", "reduce_precision", "sharding_constraint",
+           "device_put", "layout_constraint"):
     registry.register(_p, IDENTITY)
 
 # Elementwise primitives whose chains are fused into one nonlinearity, and which of them are linear.
@@ -250,9 +277,9 @@ registry.mark_elementwise(
     "cbrt", "abs", "sign", "floor", "ceil", "round", "select_n", "clamp", "convert_element_type",
     "ge", "gt", "le", "lt", "eq", "ne", "lt_to", "le_to", "eq_to", "and", "or", "not", "xor",
     "is_finite", "square", "nextafter", "rem", "atan2", "copy", "copy_p", "stop_gradient",
-    "lgamma", "digamma", "reduce_precision", "logaddexp")
+    "lgamma", "digamma", "reduce_precision", "logaddexp", "sharding_constraint", "device_put")
 for _p in ("add", "add_any", "sub", "neg", "convert_element_type", "copy", "copy_p",
-           "stop_gradient", "reduce_precision"):
+           "stop_gradient", "reduce_precision", "sharding_constraint", "device_put"):
     registry.mark_linear(_p, always)
 registry.mark_linear("mul", registry.one_live)
 registry.mark_linear("div", lambda live: live == (True, False))

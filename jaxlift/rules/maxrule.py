@@ -1,5 +1,5 @@
-"""Max rules: max-pooling (``reduce_window_max``), ``reduce_max``/``reduce_min`` and
-``max``/``min`` of two live operands (docs/design.md §10).
+"""Max rules: max-pooling (``reduce_window_max``), ``reduce_max``/``reduce_min``, running
+maxima ``cummax``/``cummin`` and ``max``/``min`` of two live operands (docs/design.md §10).
 
 Two rules (``max_mode=``; the second is chosen by a composite, :mod:`jaxlift.rules.composites`):
 
@@ -27,7 +27,7 @@ from jaxlift.rules import registry
 from jaxlift.rules._util import vjp_live
 from jaxlift.rules.registry import Rule
 
-_MIN_LIKE = {"min", "reduce_min", "reduce_window_min"}
+_MIN_LIKE = {"min", "reduce_min", "reduce_window_min", "cummin"}
 
 
 _WINDOWED = {"reduce_window_max": -jnp.inf, "reduce_window_min": jnp.inf}  # their padding
@@ -132,6 +132,6 @@ MAX_GRADIENT = Rule("max_gradient", backward=_gradient_backward,  # chosen by a 
                     exact=False)
 
 MAX_PRIMITIVES = ("max", "min", "reduce_max", "reduce_min", "reduce_window_max",
-                  "reduce_window_min")
+                  "reduce_window_min", "cummax", "cummin")
 for _p in MAX_PRIMITIVES:
     registry.register(_p, MAX_RULE)
