@@ -220,7 +220,7 @@ for _p in ("reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims",
            "rev", "copy", "copy_p", "reduce_sum", "cumsum", "add", "add_any", "concatenate",
            "pad", "split", "stack", "unstack", "tile"):
     registry.register(_p, _reading_numbers(LINEAR))
-for _p in ("reduce_window_sum", "real", "imag", "reduce_and_sum"):
+for _p in ("reduce_window_sum", "real", "imag", "reduce_and_sum", "complex", "conj"):
     registry.register(_p, LINEAR)
 registry.register("dynamic_slice", LINEAR, _only(0))
 registry.register("gather", LINEAR, _only(0))
@@ -277,7 +277,8 @@ registry.mark_elementwise(
     "cbrt", "abs", "sign", "floor", "ceil", "round", "select_n", "clamp", "convert_element_type",
     "ge", "gt", "le", "lt", "eq", "ne", "lt_to", "le_to", "eq_to", "and", "or", "not", "xor",
     "is_finite", "square", "nextafter", "rem", "atan2", "copy", "copy_p", "stop_gradient",
-    "lgamma", "digamma", "reduce_precision", "logaddexp", "sharding_constraint", "device_put")
+    "lgamma", "digamma", "reduce_precision", "logaddexp", "sharding_constraint", "device_put",
+    "bessel_i0e", "bessel_i1e", "igamma", "igammac", "polygamma", "zeta")
 for _p in ("add", "add_any", "sub", "neg", "convert_element_type", "copy", "copy_p",
            "stop_gradient", "reduce_precision", "sharding_constraint", "device_put"):
     registry.mark_linear(_p, always)

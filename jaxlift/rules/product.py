@@ -7,6 +7,12 @@ so ``m_a = ∂B/∂a(ā, b̄)ᵀ m_y`` and ``m_b = ∂B/∂b(ā, b̄)ᵀ m_y`` (
 
 For ``a / b`` with both live: ``Δ(a/b) = Δa·½(1/b + 1/b0) − ā·Δb/(b·b0)``, also exact.
 
+Any other elementwise ``y = f(a, b)`` of two live operands (``pow``, ``atan2``, ``rem``,
+``igamma`` …) takes the same two-player Shapley split, by evaluating ``f`` where one operand
+has moved and the other has not: ``C_a = ½[f(a, b0) − f(a0, b0) + f(a, b) − f(a0, b)]`` (and
+``C_b`` alike), so ``C_a + C_b = f(a, b) − f(a0, b0)`` exactly; ``m_a = C_a/Δa`` (0 where
+``Δa = 0``, where ``C_a = 0`` exactly). For a product it is the rule above.
+
 **Gating** (``mul`` of a gate ``g = σ(·)`` and a signal ``s``, as in LSTM/GRU cells) has a
 second rule, chosen with ``gating="gate_as_weight"`` (a composite entry, matched by
 :func:`gated_product`) (Arras et al. 2017; Poerner et al. 2018):
@@ -108,7 +114,24 @@ def _quotient_backward(ctx, m_out) -> list:
             SplitMultipliers.of(unbroadcast(_finite_or_zero(mb), b.shape))]
 
 
+def _two_player_backward(ctx, m_out) -> list:
+    (m,) = m_out
+    i, j = ctx.live_float
+    a, a0, b, b0 = (wide(v) for v in (ctx.xs[i], ctx.rs[i], ctx.xs[j], ctx.rs[j]))
+    y, y0 = wide(ctx.ys[0]), wide(ctx.y0s[0])
+    y_a = wide(ctx.apply(a, b0)[0])  # only a moved
+    y_b = wide(ctx.apply(a0, b)[0])  # only b moved
+    shares = ((i, a - a0, ((y_a - y0) + (y - y_b)) / 2),
+              (j, b - b0, ((y_b - y0) + (y - y_a)) / 2))
+    result: list = [None] * len(ctx.xs)
+    for k, d, c in shares:
+        quotient = jnp.where(d == 0, 0, c / jnp.where(d == 0, 1, d))
+        result[k] = SplitMultipliers.of(unbroadcast(m.pos * quotient, jnp.shape(ctx.xs[k])))
+    return result
+
+
 BILINEAR = Rule("product", backward=_bilinear_backward)
+TWO_PLAYER = Rule("two_player_shapley", backward=_two_player_backward)
 GATE_AS_WEIGHT = Rule("gate_as_weight", backward=_gate_as_weight_backward,  # by a composite
                       exact=False)
 QUOTIENT = Rule("quotient", backward=_quotient_backward)
@@ -118,3 +141,5 @@ QUOTIENT = Rule("quotient", backward=_quotient_backward)
 for _p in ("mul", "dot_general", "conv_general_dilated"):
     registry.register(_p, BILINEAR, registry.several_live, shared=True)
 registry.register("div", QUOTIENT, lambda live: live == (True, True), shared=True)
+for _p in ("pow", "atan2", "rem", "igamma", "igammac", "polygamma", "zeta", "logaddexp"):
+    registry.register(_p, TWO_PLAYER, lambda live: live == (True, True))
