@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlift import pipeline
+from jaxlift.errors import InputTypeError
 
 
 if TYPE_CHECKING:
@@ -34,8 +35,27 @@ def token_scores(scores: Any, axis: int = -1) -> Any:
     over the embedding axis (``(N, T, E) → (N, T)``; a pytree of such arrays maps leaf by
     leaf). Summation-to-delta carries over: ``Σ_t s_t = Σ_{t,e} C_{t,e}``. For additive scores
     (DeepLIFT, gradient × input, integrated gradients); occlusion copies a window's drop to
-    every feature in it, so its per-token score is the mean over the embedding, not the sum."""
+    every feature in it, so its per-token score is the mean over the embedding, not the sum.
+
+    Scores of a value with named axes (a penzai ``NamedArray`` marked with
+    :func:`jaxlift.layer`) come back named too, with N as a positional prefix; their data keep
+    the library's axis order, so a positional ``axis`` means nothing there and is refused: sum
+    the embedding by name (penzai: ``pz.nx.nmap(lambda v: v.sum())(scores.tag_prefix("example")
+    .untag("embedding"))``)."""
+    named = [leaf for leaf in jax.tree_util.tree_leaves(scores, is_leaf=_has_named_axes)
+             if _has_named_axes(leaf)]
+    if named:
+        raise InputTypeError(
+            f"token_scores sums a positional axis, and these scores are a "
+            f"{type(named[0]).__name__} with named axes {dict(named[0].named_shape)} (and N as "
+            "a positional prefix), whose data keep their own axis order: sum the embedding axis "
+            "by its name instead; for penzai, pz.nx.nmap(lambda v: v.sum())(scores.tag_prefix("
+            "'example').untag('embedding')).unwrap('example', ...)")
     return jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=axis), scores)
+
+
+def _has_named_axes(value) -> bool:
+    return hasattr(value, "named_shape") and hasattr(value, "data_array")
 
 
 # ---------------------------------------------------------------------------------------------

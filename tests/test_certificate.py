@@ -164,6 +164,8 @@ def test_scores_that_cancel_beyond_what_float32_resolves_are_refused(mode):
         jaxlift.attribute(net.apply, params, x, jnp.zeros((1, 8), jnp.float32), target=0,
                           mode=mode)
     assert "'mul' at" in str(info.value) and "normalization.py" in str(info.value)
+    # RevealCancel's own fix is named in its mode only
+    assert ("mode='rescale'" in str(info.value)) == (mode == "reveal_cancel")
     # references whose features vary keep the layer norm away from its pole: the scores sum
     refs = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 8)), jnp.float32)
     scores, delta = jaxlift.attribute(net.apply, params, x, refs, target=0, mode=mode,

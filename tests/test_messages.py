@@ -124,3 +124,26 @@ def test_a_layer_marked_inside_a_loop_body_says_so():
 
     with pytest.raises(ValueError, match="'z' is marked inside the body of a loop"):
         jaxlift.attribute(fn, None, X, jnp.zeros((1, 8, 8)), target=0, layer="z")
+
+
+def test_token_scores_of_named_axes_are_refused_saying_how_to_sum_by_name():
+    """Scores at a marker on a penzai NamedArray come back as one, N prefixed, with the data in
+    the library's own axis order: ``axis=-1`` would sum whatever axis is last there (the
+    sequence, not the embedding). Refused, naming the axes and the way to sum by name."""
+
+    @jax.tree_util.register_pytree_node_class
+    class Named:  # what jaxlift needs to know of penzai's NamedArray
+        def __init__(self, data_array, named_shape):
+            self.data_array, self.named_shape = data_array, named_shape
+
+        def tree_flatten(self):
+            return (self.data_array,), self.named_shape
+
+        @classmethod
+        def tree_unflatten(cls, named_shape, leaves):
+            return cls(leaves[0], named_shape)
+
+    scores = Named(jnp.ones((2, 8, 1, 4)), {"embedding": 8, "batch": 1, "seq": 4})
+    with pytest.raises(jaxlift.InputTypeError, match=r"named axes \{'embedding': 8.*tag_prefix"):
+        jaxlift.token_scores({"emb": scores})
+    assert jaxlift.token_scores({"emb": jnp.ones((2, 4, 8))})["emb"].shape == (2, 4)

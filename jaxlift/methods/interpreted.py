@@ -681,7 +681,8 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
                                            tuple(held) or (False,) * len(x_leaves)) if not h]
     names = {i: "x" + jax.tree_util.keystr(path) for i, path in zip(program.live_inputs, paths)}
     return cause_of(program, seen, losses, scales, bad, lost, float(around), float(dt),
-                    layer_name, names, float(jnp.finfo(jnp.result_type(dt)).eps))
+                    layer_name, names, float(jnp.finfo(jnp.result_type(dt)).eps),
+                    split=composite.carries_split)
 
 
 def _contribution_of(fwd, atom, m):
@@ -696,33 +697,39 @@ ROUNDING_LEVEL = 64  # a loss within this many ulps of its operation's scale is 
 CANCELLATION_ONSET = 1e3  # scores this much larger than Δt's own scale are cancelling
 
 
-def _cancellation(ops: list, scales, dt: float, eps: float) -> str:
+def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False) -> str:
     """Words for a pair whose every rule conserved ``Σ m·Δ`` to its rounding, but whose
     contributions are so much larger than ``Δt`` that this rounding alone misses the bound
     (docs/design.md §18.1): the operation where their size first jumps, walking back from the
-    target."""
+    target, and the fixes (in RevealCancel modes, Rescale among them: its parts do not grow
+    apart)."""
     base = max(abs(dt), float(scales[0]) if len(scales) else 0.0)
     onset = next((k for k, s in enumerate(scales) if s > CANCELLATION_ONSET * base), None)
     onset = int(np.argmax(scales)) if onset is None else onset
     precision = "float64" if eps < 1e-10 else "float32"
+    parts = (" In RevealCancel modes the positive and negative parts of a difference can also "
+             "grow far apart where they cancel, beyond what Rescale's single multipliers do: "
+             "mode='rescale' may resolve it." if split else "")
     return (f"Cause: the contributions cancel beyond what {precision} resolves. From primitive "
             f"'{ops[onset].primitive}' at {_where_text(ops[onset].where)} down, terms of size "
             f"up to {float(np.max(scales)):.3g} add up to Δt = {dt:.3g}; every rule conserves "
             "Σ m·Δ to its rounding, and that rounding alone is more than Δt's own scale "
-            "allows. The input and the reference put that operation at very different scales "
-            "(a normalization or a quotient whose variance or denominator is near 0 on one "
-            "side, as a constant reference gives a LayerNorm with a tiny epsilon). Use a "
-            "reference that keeps it away from there (a blurred copy of the input, noise, the "
-            "data's mean), or float64 (jax.config.update('jax_enable_x64', True) with float64 "
-            "parameters and inputs).")
+            "allows. Most often the input and the reference put some operation at very "
+            "different scales (a normalization or a quotient whose variance or denominator is "
+            "near 0 on one side, as a constant reference gives a LayerNorm with a tiny "
+            f"epsilon): a reference that keeps it away from there (a blurred copy of the input, "
+            f"noise, the data's mean) resolves it.{parts} float64 resolves it in any mode "
+            "(jax.config.update('jax_enable_x64', True) with float64 parameters and inputs).")
 
 
 def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: float,
-             layer_name, input_names: dict | None = None, eps: float = 2.0 ** -23) -> str:
+             layer_name, input_names: dict | None = None, eps: float = 2.0 ** -23,
+             split: bool = False) -> str:
     """Words for :func:`diagnose_pair`'s findings, per operation in the order the backward pass
     met them: ``losses`` (``Σ`` out − ``Σ`` in of ``m·Δ``), ``scales``, ``bad`` (NaN/Inf among
     the operands' values) and ``lost`` (NaN/Inf among the multipliers it produced); ``eps``
-    that of the float type the pair was evaluated in."""
+    that of the float type the pair was evaluated in; ``split``: the mode carries positive and
+    negative parts (RevealCancel)."""
     if layer_name is not None and around != 0:  # NaN too: a −inf/finfo.min mask around it
         share = (f"{around:.3g} of Δt = {dt:.3g}" if np.isfinite(around) else
                  f"with non-finite multipliers, as a −inf or finfo.min mask bias gives; "
@@ -743,7 +750,7 @@ def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: f
         k = int(np.argmax(finite))
         op = ops[k]
         if finite[k] <= ROUNDING_LEVEL * eps * scales[k]:
-            return _cancellation(ops, scales, dt, eps)
+            return _cancellation(ops, scales, dt, eps, split)
         nan = (" Its operands hold NaN or Inf on the input or the reference side: a NaN or "
                "an infinite value masked by a select (jnp.where) or a −inf mask." if bad[k]
                else "")
