@@ -184,5 +184,13 @@ def test_linen_transformer_with_a_mask_exact_with_hold_refused_without():
     # part of Δt goes around the embeddings, through the mask
     moved = dict(refs, attention_mask=jnp.ones_like(refs["attention_mask"]))
     with pytest.raises(CompletenessError, match=r"(?s)around layer 'word_embeddings'.*"
-                       r"test_transformers\.py.*Layer.__call__.*references\.hold"):
+                       r"test_transformers\.py.*Layer.__call__.*references\.hold") as info:
         jaxlift.attribute(fn, params, x, moved, target=1, layer="word_embeddings")
+    assert "layer_bypass='credit' cannot help" in str(info.value)  # a mask bias's share
+    # crediting the inputs' share cannot help there: the mask reaches the scores as a finfo.min
+    # bias, whose difference times any multiplier has no float value; refused, saying so and
+    # naming the fix (it blamed a step crossed within a tiny interval, and suggested float64)
+    with pytest.raises(jaxlift.NonFiniteScoresError, match="mask bias") as info:
+        jaxlift.attribute(fn, params, x, moved, target=1, layer="word_embeddings",
+                          layer_bypass="credit")
+    assert "references.hold" in str(info.value) and "float64" not in str(info.value)

@@ -576,12 +576,21 @@ def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composi
         if isinstance(target, PerInput):
             seed = (predicted_seed(fwd.x[out]) if seeds is None else seeds[i]).astype(seed.dtype)
 
-        def inspect(op, m_out, m_in, j=j):
+        def inspect(op, m_out, m_in, j=j, fwd=fwd):
             came_finite = all(m is None or bool(jnp.all(jnp.isfinite(m.pos)))
                               for m in m_out)
             went_bad = any(m is not None and not (bool(jnp.all(jnp.isfinite(m.pos)))
                                                   and bool(jnp.all(jnp.isfinite(m.neg))))
                            for m in m_in)
+            if came_finite and went_bad and _switches_a_mask_bias(op, fwd):
+                raise NonFiniteScoresError(
+                    f"jaxlift's multipliers overflowed at primitive '{op.primitive}' (at "
+                    f"{op.where}) for pair (input {i}, reference {j}): it picks a −inf or "
+                    "finfo.min mask bias by a predicate that differs between input and "
+                    "reference, and the bias's difference times any multiplier has no float "
+                    "value. Hold the mask fixed per example (pass it as an input of its own "
+                    "with references equal to the input's own: jaxlift.references.hold)",
+                    op.primitive, op.where)
             if came_finite and went_bad:
                 raise NonFiniteScoresError(
                     f"jaxlift's multipliers overflowed at primitive '{op.primitive}' (at "
@@ -598,6 +607,20 @@ def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composi
         f"jaxlift produced NaN or Inf scores for input {i}; no single operation could be "
         "blamed (the product of finite multipliers overflowed). Use float64 (jax_enable_x64) "
         "or rescale the inputs")
+
+
+def _switches_a_mask_bias(op, fwd) -> bool:
+    """Whether ``op`` is a select whose cases hold a −inf or finfo.min-sized value (a mask
+    bias) on either side."""
+    if op.primitive != "select_n":
+        return False
+    for a in op.ins[1:]:
+        for side in ("x", "r"):
+            v = fwd.value(a, side)
+            if jnp.issubdtype(jnp.result_type(v), jnp.floating) and bool(
+                    jnp.any(jnp.abs(widen(v)) >= jnp.finfo(jnp.result_type(v)).max / 4)):
+                return True
+    return False
 
 
 def refuse(call: Call, inputs: Inputs, i: int) -> None:
@@ -722,6 +745,9 @@ def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False)
             "(jax.config.update('jax_enable_x64', True) with float64 parameters and inputs).")
 
 
+UNRESOLVED_SHARE = 1e6  # a share around a cut this many times max(|Δt|, 1): a mask bias's
+
+
 def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: float,
              layer_name, input_names: dict | None = None, eps: float = 2.0 ** -23,
              split: bool = False) -> str:
@@ -731,11 +757,15 @@ def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: f
     that of the float type the pair was evaluated in; ``split``: the mode carries positive and
     negative parts (RevealCancel)."""
     if layer_name is not None and around != 0:  # NaN too: a −inf/finfo.min mask around it
-        share = (f"{around:.3g} of Δt = {dt:.3g}" if np.isfinite(around) else
-                 f"with non-finite multipliers, as a −inf or finfo.min mask bias gives; "
-                 f"Δt = {dt:.3g}")
+        # a share far beyond Δt: multipliers of a finfo.min mask bias times its difference
+        resolved = bool(np.isfinite(around)) and abs(around) <= UNRESOLVED_SHARE * max(
+            abs(dt), 1.0)
+        share = (f"{around:.3g} of Δt = {dt:.3g}" if resolved else
+                 f"with multipliers {'of' if np.isfinite(around) else 'beyond'} the size of a "
+                 f"−inf or finfo.min mask bias's difference, which no float type resolves "
+                 f"({around:.3g}); Δt = {dt:.3g}")
         return (f"Cause: part of Δt reaches the target around layer {layer_name!r} ({share}): "
-                + describe_bypasses(program, layer_name, input_names))
+                + describe_bypasses(program, layer_name, input_names, credit=resolved))
     first_nan = next((k for k in range(len(lost)) if lost[k]), None)
     if first_nan is not None:
         op = ops[first_nan]
@@ -764,10 +794,12 @@ def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: f
             "(jax.config.update('jax_enable_x64', True)), or check_completeness='warn'.")
 
 
-def describe_bypasses(program, layer_name: str, input_names: dict | None = None) -> str:
+def describe_bypasses(program, layer_name: str, input_names: dict | None = None,
+                      credit: bool = True) -> str:
     """The paths around a marked layer: where each joins the layer's descendants (primitive and
     line) and what joins there (the input, or the operation computing it), with the fixes.
-    ``input_names``: live input id -> a name (``"x['mask']"``)."""
+    ``input_names``: live input id -> a name (``"x['mask']"``); ``credit``: whether
+    ``layer_bypass="credit"`` is among them (not where the share is a mask bias's)."""
     below = set(a for a in program.marked_ids(layer_name) if isinstance(a, int))
     parts, seen = [], set()
     for op in program.ops:
@@ -789,11 +821,13 @@ def describe_bypasses(program, layer_name: str, input_names: dict | None = None)
     if not parts:
         parts = ["the target depends on the inputs through values that do not pass through "
                  "the layer"]
+    last = ("; or pass layer_bypass='credit' to get the inputs' share beside the layer's."
+            if credit else ". layer_bypass='credit' cannot help here: a mask bias's share has no "
+            "float value to credit.")
     return ("; ".join(parts[:3]) + ". Fixes: mark a value every path passes through (the sum "
             "of a residual block, not its branch); hold what goes around fixed per example (an "
             "attention or padding mask: pass it as an input of its own with per-input "
-            "references equal to the input's own, jaxlift.references.hold); or pass "
-            "layer_bypass='credit' to get the inputs' share beside the layer's.")
+            "references equal to the input's own, jaxlift.references.hold)" + last)
 
 
 def _where_text(where) -> str:
