@@ -458,6 +458,14 @@ def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
     origins = [o for o in (origin_of(program, a, str(op.where)) for a in live_ints)
                if o is not None]
     if op.primitive in _INDEXING and around_cut:
+        if origins and origins[0].primitive in ("argmax", "argmin"):
+            return (f"; it reaches the target around the marked layer, and its indices are "
+                    f"picked from the input by '{origins[0].primitive}' at "
+                    f"{_described(origins[0].where)}: a pooling at the end-of-sequence token, "
+                    "say (CLIP's text pooler takes the argmax of the ids). Pass the position as "
+                    "an integer input of its own, held fixed per example "
+                    "(jaxlift.references.hold), and pick with it (jnp.take_along_axis); or "
+                    "explain an output before the pooling")
         if origins:
             return (f"; it reaches the target around the marked layer, and its indices are "
                     f"computed from the input ('{origins[0].primitive}' at "
@@ -479,8 +487,8 @@ def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
                 f"values {what}, as a mask computed from the token ids is (an end-of-sequence "
                 "mask, ids != pad), and no rule reads those as numbers here. Pass such a mask "
                 "as an input of its own, held fixed per example (jaxlift.references.hold): a "
-                "held integer or boolean input is read as fixed wherever fn uses it, a held "
-                "float one wherever fn reads it as floats. Or mark a value every path from the "
+                "held integer or boolean input is read as fixed wherever fn uses it (a held "
+                "float one too, where no multiplier of it is asked for). Or mark a value every path from the "
                 "input passes through")
     if inputs:
         dtype = program.avals[inputs[0]].dtype

@@ -410,6 +410,30 @@ def test_position_ids_computed_from_the_ids_are_refused_naming_the_users_line():
     assert "position_ids" in msg
 
 
+def test_a_pooling_at_the_argmax_of_the_ids_is_refused_naming_argmax_and_the_held_fix():
+    """CLIP's text pooler reads the hidden state at the argmax of the ids (the end-of-sequence
+    token has the largest id): indices picked from the input around the marked embeddings. The
+    refusal names argmax and says to pass the position held; done so, the cut is exact."""
+    table = jnp.asarray(P_TOK)
+
+    def pooled(p, x):
+        h = jnp.tanh(jaxlift.layer(table[x["ids"]], "emb"))
+        at = jnp.argmax(x["ids"], axis=1)[:, None, None] if "at" not in x else x["at"][:, None, None]
+        return jnp.take_along_axis(h, at, axis=1)[:, 0] @ jnp.asarray(P_W)[:, None]
+
+    ids = jnp.array([[1, 2, 7, 0], [4, 3, 5, 7]])
+    with pytest.raises(UnsupportedPrimitiveError, match=r"'argmax' at .*test_certificate\.py"
+                       r".*end-of-sequence.*references\.hold"):
+        jaxlift.attribute(pooled, None, {"ids": ids}, {"ids": jnp.zeros((1, 4), int)},
+                          target=0, layer="emb")
+    x = {"ids": ids, "at": jnp.argmax(ids, axis=1)}
+    refs = jaxlift.references.hold(x, {"ids": jnp.zeros((1, 4), int)}, keys=["at"])
+    scores, delta = jaxlift.attribute(pooled, None, x, refs, target=0, layer="emb",
+                                      return_delta=True)
+    sums(scores, delta)
+    assert float(jnp.abs(delta).min()) > 1e-3
+
+
 # ---------------------------------------------------------------------------------------------
 # −inf masks, complex products, stack: exact, and caught if the fix is taken out
 
