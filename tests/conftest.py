@@ -17,6 +17,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # second parametrization or a second route of something the default run checks, named beside
 # it. Whole end-to-end tests carry @pytest.mark.slow in their own files instead.
 SLOW_CASES = {
+    "test_two_operand_functions.py::test_special_functions_and_complex_values_sum_to_delta"
+    "[reveal_cancel]": "[rescale] runs by default (the same fused nonlinearities and linear "
+                       "maps; RevealCancel's rule on them is the generic one)",
+    "test_linear_maps.py::test_the_same_scores_as_the_same_map_written_out[reveal_cancel]":
+        "[rescale] runs by default (the same rules; RevealCancel splits them generically)",
+    "test_keras_sequences.py::test_a_live_keras_model_with_a_padding_mask_explained_at_its_"
+    "embedding[reveal_cancel]": "[rescale] runs by default (the all/any rule is one in every "
+                                "mode)",
     "test_structural_ops.py::test_haiku_static_unroll_scores_as_dynamic_unroll[reveal_cancel]":
         "[rescale] runs by default; unstack under RevealCancel by the selection test",
     "test_certificate.py::test_a_rule_off_by_one_percent_is_refused_on_every_zoo_model[rnn]":

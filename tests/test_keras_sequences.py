@@ -281,7 +281,8 @@ def test_cli_info_and_integer_inputs(zoo, tmp_path, capsys):
     assert "int32 inputs" in err and "layer=" in err and str(path) in err
 
 
-def test_a_live_keras_model_with_a_padding_mask_explained_at_its_embedding():
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_a_live_keras_model_with_a_padding_mask_explained_at_its_embedding(mode):
     """A Keras 3 model run live on JAX (``stateless_call``): ``Embedding(mask_zero=True)`` →
     LSTM, whose scan reads the padding mask through ``jnp.all`` (``reduce_and``) in its body.
     With references padded where the input is, the mask agrees on both sides: the scores at
@@ -301,12 +302,12 @@ def test_a_live_keras_model_with_a_padding_mask_explained_at_its_embedding():
         return model.stateless_call(v[0], v[1], ids)[0]
     ids = np.array([[2, 7, 11, 5, 3, 0, 0], [1, 2, 3, 4, 5, 6, 7]], np.int32)
     refs = np.where(ids > 0, 1, 0).astype(np.int32)[:, None]  # per input: its own padding
-    for mode in ("rescale", "reveal_cancel"):
-        s, d = jaxlift.attribute(fn, params, ids, refs, target=1, layer="emb", mode=mode,
-                                 return_delta=True, layer_bypass="credit")
-        assert s.layer.shape == (2, 7, 8) and float(jnp.abs(d).min()) > 1e-3
-        assert float(jnp.abs(s.layer.sum((1, 2)) - d).max()) < TOL * float(jnp.abs(d).max())
-        assert float(jnp.abs(s.bypass).max()) == 0.0
-        assert float(jnp.abs(s.layer[0, 5:]).max()) == 0.0  # the padded steps
+    s, d = jaxlift.attribute(fn, params, ids, refs, target=1, layer="emb", mode=mode,
+                             return_delta=True, layer_bypass="credit")
+    assert s.layer.shape == (2, 7, 8) and float(jnp.abs(d).min()) > 1e-3
+    assert float(jnp.abs(s.layer.sum((1, 2)) - d).max()) < TOL * float(jnp.abs(d).max())
+    assert float(jnp.abs(s.bypass).max()) == 0.0
+    assert float(jnp.abs(s.layer[0, 5:]).max()) == 0.0  # the padded steps
     with pytest.raises(jaxlift.CompletenessError, match="around layer 'emb'"):
-        jaxlift.attribute(fn, params, ids, np.ones((1, 7), np.int32), target=1, layer="emb")
+        jaxlift.attribute(fn, params, ids, np.ones((1, 7), np.int32), target=1, layer="emb",
+                          mode=mode)
