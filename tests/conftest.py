@@ -17,6 +17,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # second parametrization or a second route of something the default run checks, named beside
 # it. Whole end-to-end tests carry @pytest.mark.slow in their own files instead.
 SLOW_CASES = {
+    "test_transformers.py::test_crediting_a_mask_bias_around_the_cut_is_refused_naming_the_mask":
+        "test_linen_transformer_with_a_mask_exact_with_hold_refused_without asserts the same "
+        "reading of the mask bias's share by default",
+    "test_exact_or_refused.py::test_all_and_any_of_live_predicates_are_exact[reveal_cancel]":
+        "[rescale] runs by default (one rule in every mode)",
+    "test_two_operand_functions.py::test_two_live_operands_take_the_shapley_split"
+    "[reveal_cancel]": "[rescale] runs by default (one rule in every mode)",
     "test_two_operand_functions.py::test_special_functions_and_complex_values_sum_to_delta"
     "[reveal_cancel]": "[rescale] runs by default (the same fused nonlinearities and linear "
                        "maps; RevealCancel's rule on them is the generic one)",

@@ -187,9 +187,17 @@ def test_linen_transformer_with_a_mask_exact_with_hold_refused_without():
                        r"test_transformers\.py.*Layer.__call__.*references\.hold") as info:
         jaxlift.attribute(fn, params, x, moved, target=1, layer="word_embeddings")
     assert "layer_bypass='credit' cannot help" in str(info.value)  # a mask bias's share
-    # crediting the inputs' share cannot help there: the mask reaches the scores as a finfo.min
-    # bias, whose difference times any multiplier has no float value; refused, saying so and
-    # naming the fix (it blamed a step crossed within a tiny interval, and suggested float64)
+
+
+def test_crediting_a_mask_bias_around_the_cut_is_refused_naming_the_mask():
+    """Crediting the inputs' share cannot help where the mask reaches the scores as a finfo.min
+    bias: its difference times any multiplier has no float value. Refused, saying so and naming
+    the fix (it blamed a step crossed within a tiny interval, and suggested float64)."""
+    model, params, ids, mask = tiny_bert()
+    fn = lambda p, x: model.apply(p, x["input_ids"], x["attention_mask"])  # noqa: E731
+    x = {"input_ids": ids, "attention_mask": mask}
+    moved = {"input_ids": jnp.zeros((2, 1, 6), jnp.int32),  # per input; every token kept
+             "attention_mask": jnp.ones((2, 1, 6), jnp.int32)}
     with pytest.raises(jaxlift.NonFiniteScoresError, match="mask bias") as info:
         jaxlift.attribute(fn, params, x, moved, target=1, layer="word_embeddings",
                           layer_bypass="credit")
