@@ -488,8 +488,8 @@ def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
                 "mask, ids != pad), and no rule reads those as numbers here. Pass such a mask "
                 "as an input of its own, held fixed per example (jaxlift.references.hold): a "
                 "held integer or boolean input is read as fixed wherever fn uses it (a held "
-                "float one too, where no multiplier of it is asked for). Or mark a value every path from the "
-                "input passes through")
+                "float one too, where no multiplier of it is asked for). Or mark a value every "
+                "path from the input passes through")
     if inputs:
         dtype = program.avals[inputs[0]].dtype
         return (f"; the input itself is {dtype}: cast x and refs to a float dtype "

@@ -207,7 +207,8 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "",
                 env[v] = a
             continue
         if body is not None and _transparent(eqn):
-            for v, a in zip(eqn.outvars, _inline(b, body[0], body[1], ins, call_site, enclosing)):
+            for v, a in zip(eqn.outvars,
+                            _inline(b, body[0], body[1], ins, call_site, enclosing)):
                 env[v] = a
             continue
         opaque = False

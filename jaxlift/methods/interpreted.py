@@ -582,22 +582,19 @@ def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composi
             went_bad = any(m is not None and not (bool(jnp.all(jnp.isfinite(m.pos)))
                                                   and bool(jnp.all(jnp.isfinite(m.neg))))
                            for m in m_in)
-            if came_finite and went_bad and _switches_a_mask_bias(op, fwd):
-                raise NonFiniteScoresError(
-                    f"jaxlift's multipliers overflowed at primitive '{op.primitive}' (at "
-                    f"{op.where}) for pair (input {i}, reference {j}): it picks a −inf or "
-                    "finfo.min mask bias by a predicate that differs between input and "
-                    "reference, and the bias's difference times any multiplier has no float "
-                    "value. Hold the mask fixed per example (pass it as an input of its own "
-                    "with references equal to the input's own: jaxlift.references.hold)",
-                    op.primitive, op.where)
             if came_finite and went_bad:
+                why = ("it picks a −inf or finfo.min mask bias by a predicate that differs "
+                       "between input and reference, and the bias's difference times any "
+                       "multiplier has no float value. Hold the mask fixed per example (pass "
+                       "it as an input of its own with references equal to the input's own: "
+                       "jaxlift.references.hold)" if _switches_a_mask_bias(op, fwd) else
+                       "its input differs between input and reference by less than the float "
+                       "type can divide by (a step or a very steep function crossed within a "
+                       "tiny interval). Use a reference further from the input, or float64 "
+                       "(jax_enable_x64)")
                 raise NonFiniteScoresError(
                     f"jaxlift's multipliers overflowed at primitive '{op.primitive}' (at "
-                    f"{op.where}) for pair (input {i}, reference {j}): its input differs "
-                    "between input and reference by less than the float type can divide by "
-                    "(a step or a very steep function crossed within a tiny interval). Use "
-                    "a reference further from the input, or float64 (jax_enable_x64)",
+                    f"{op.where}) for pair (input {i}, reference {j}): {why}",
                     op.primitive, op.where)
 
         interpreter.backward(fwd, {out: seed}, stop=frozenset(

@@ -46,3 +46,9 @@ def unbroadcast(g, shape: tuple):
     axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape)) if b == 1 and a != 1)
     return g.sum(axis=axes, keepdims=True) if axes else g
 
+
+def quotient_or_zero(num, den):
+    """``num/den``, 0 where ``den = 0`` (a difference quotient whose ``Δ`` is 0 there, so its
+    contribution ``0·m`` is exact whatever ``m``)."""
+    zero = den == 0
+    return jnp.where(zero, 0, num / jnp.where(zero, 1, den))

@@ -36,7 +36,7 @@ from jaxlift._ops import widen
 from jaxlift.errors import UnsupportedPrimitiveError
 from jaxlift.split_multipliers import SplitMultipliers, combine_by_sign
 from jaxlift.rules import registry
-from jaxlift.rules._util import unbroadcast
+from jaxlift.rules._util import quotient_or_zero, unbroadcast
 from jaxlift.rules.registry import Rule
 
 # the *_to comparisons order floats totally (-0 < +0, NaN last): JAX's sort and searchsorted
@@ -52,12 +52,6 @@ def _is_bool(v) -> bool:
     return jnp.result_type(v) == jnp.bool_
 
 
-def _quotient(num, den):
-    """``num/den``, 0 where ``den = 0``."""
-    zero = den == 0
-    return jnp.where(zero, 0, num / jnp.where(zero, 1, den))
-
-
 def _step_backward(ctx, m_out) -> list:
     (m,) = m_out
     m = m.pos
@@ -66,11 +60,11 @@ def _step_backward(ctx, m_out) -> list:
     result: list = [None] * len(ctx.xs)
     if len(live) == 1:
         (i,) = live
-        slope = _quotient(dy, ctx.delta_in(i))
+        slope = quotient_or_zero(dy, ctx.delta_in(i))
         result[i] = SplitMultipliers.of(unbroadcast(m * slope, jnp.shape(ctx.xs[i])))
         return result
     a, b = live
-    slope = _quotient(dy, ctx.delta_in(a) - ctx.delta_in(b))
+    slope = quotient_or_zero(dy, ctx.delta_in(a) - ctx.delta_in(b))
     result[a] = SplitMultipliers.of(unbroadcast(m * slope, jnp.shape(ctx.xs[a])))
     result[b] = SplitMultipliers.of(unbroadcast(-m * slope, jnp.shape(ctx.xs[b])))
     return result
@@ -95,7 +89,7 @@ def _select_backward(ctx, m_out) -> list:
     d_mid = ((c1 - c0) + (c10 - c00)) / 2
     dy = ctx.delta_out(0)
     m_p = jnp.where(shapley, jnp.where(finite, d_mid, 0),
-                    jnp.where(flips, _quotient(dy, dp), 0))
+                    jnp.where(flips, quotient_or_zero(dy, dp), 0))
     result: list = [None] * len(ctx.xs)
     for i, w in ((0, m_p), (1, m_c0), (2, m_c1)):
         if ctx.live[i]:
@@ -150,7 +144,7 @@ def _reduce_logic_backward(ctx, m_out) -> list:
         return jnp.where(hit, jnp.expand_dims(m * part / count, axes), 0)
 
     routed = share(up, jnp.maximum(dy, 0)) + share(down, jnp.minimum(dy, 0))
-    result[0] = SplitMultipliers.of(_quotient(routed, ctx.delta_in(0)))
+    result[0] = SplitMultipliers.of(quotient_or_zero(routed, ctx.delta_in(0)))
     return result
 
 

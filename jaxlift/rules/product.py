@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules import registry
-from jaxlift.rules._util import unbroadcast, vjp_live, wide
+from jaxlift.rules._util import quotient_or_zero, unbroadcast, vjp_live, wide
 from jaxlift.rules.registry import Rule
 
 
@@ -125,8 +125,8 @@ def _two_player_backward(ctx, m_out) -> list:
               (j, b - b0, ((y_b - y0) + (y - y_a)) / 2))
     result: list = [None] * len(ctx.xs)
     for k, d, c in shares:
-        quotient = jnp.where(d == 0, 0, c / jnp.where(d == 0, 1, d))
-        result[k] = SplitMultipliers.of(unbroadcast(m.pos * quotient, jnp.shape(ctx.xs[k])))
+        result[k] = SplitMultipliers.of(unbroadcast(m.pos * quotient_or_zero(c, d),
+                                                    jnp.shape(ctx.xs[k])))
     return result
 
 
