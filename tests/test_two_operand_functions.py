@@ -1,7 +1,8 @@
 """Elementwise functions of two live operands beyond products and quotients (``pow``,
 ``atan2``, ``rem``, ``igamma``: the two-player Shapley split), one-operand special functions
 (Bessel, incomplete gamma), and complex numbers built from two real values or conjugated
-(``lax.complex``, ``conj``: linear). Each was refused for want of a rule.
+(``lax.complex``, ``conj``: linear), and products of many live factors (``jnp.prod``). Each
+was refused for want of a rule.
 
 The two-player split is checked element by element against the Shapley values written out
 (``C_a = ½[f(a, b0) − f(a0, b0) + f(a, b) − f(a0, b)]``): the split, not only the sum.
@@ -75,3 +76,25 @@ def test_special_functions_and_complex_values_sum_to_delta(x64, mode):
     for name, g in ONE_OPERAND_AND_COMPLEX.items():  # each has something to explain
         moved = jax.nn.relu(g(x @ W) + 0.1).sum(1)[:, None] - jax.nn.relu(g(r @ W) + 0.1).sum(1)
         assert float(jnp.abs(moved).max()) > 1e-2, name
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_a_product_of_many_live_factors_is_split_by_its_two_orders(x64, mode):
+    """``jnp.prod`` (``reduce_prod``) of live factors, once over a middle axis: factor k gets
+    ``½[Π_{i<k} a_i·Π_{i>k} a0_i + Π_{i<k} a0_i·Π_{i>k} a_i]·Δa_k`` (each order telescopes
+    to ``Π a − Π a0``), written out here; it was refused."""
+    def fn(p, xb):
+        return jnp.prod(xb.reshape(-1, 5, 2), axis=1).sum(1, keepdims=True)
+    x = jnp.asarray(RNG.normal(size=(3, 10)))
+    r = jnp.asarray(RNG.normal(size=(2, 10)))
+    c = np.asarray(jaxlift.attribute(fn, None, x, r, mode=mode, average_refs=False))
+    a = np.asarray(x).reshape(3, 1, 5, 2)
+    a0 = np.broadcast_to(np.asarray(r).reshape(1, 2, 5, 2), (3, 2, 5, 2))
+    a = np.broadcast_to(a, a0.shape)
+    want = np.zeros(a.shape)
+    for k in range(5):
+        forward = np.prod(a[:, :, :k], 2) * np.prod(a0[:, :, k + 1:], 2)
+        backward = np.prod(a0[:, :, :k], 2) * np.prod(a[:, :, k + 1:], 2)
+        want[:, :, k] = (forward + backward) / 2 * (a[:, :, k] - a0[:, :, k])
+    np.testing.assert_allclose(c, want.reshape(3, 2, 10), rtol=1e-9, atol=1e-12)
+    assert np.abs(want).max() > 1e-2

@@ -13,6 +13,11 @@ has moved and the other has not: ``C_a = ½[f(a, b0) − f(a0, b0) + f(a, b) −
 ``C_b`` alike), so ``C_a + C_b = f(a, b) − f(a0, b0)`` exactly; ``m_a = C_a/Δa`` (0 where
 ``Δa = 0``, where ``C_a = 0`` exactly). For a product it is the rule above.
 
+A product of many live factors (``reduce_prod``: ``jnp.prod``) is split by the two orders in
+which its factors can move, averaged: ``m_k = ½[Π_{i<k} a_i · Π_{i>k} a0_i + Π_{i<k} a0_i ·
+Π_{i>k} a_i]``. Each order telescopes to ``Π a − Π a0`` exactly; for two factors it is the
+midpoint rule above.
+
 **Gating** (``mul`` of a gate ``g = σ(·)`` and a signal ``s``, as in LSTM/GRU cells) has a
 second rule, chosen with ``gating="gate_as_weight"`` (a composite entry, matched by
 :func:`gated_product`) (Arras et al. 2017; Poerner et al. 2018):
@@ -130,7 +135,33 @@ def _two_player_backward(ctx, m_out) -> list:
     return result
 
 
+def _exclusive_products(v, reverse: bool = False):
+    """``Π_{i<k} v_i`` along the last axis (``Π_{i>k}`` with ``reverse``), without dividing."""
+    v = jnp.flip(v, -1) if reverse else v
+    ones = jnp.ones(v.shape[:-1] + (1,), v.dtype)
+    out = jnp.cumprod(jnp.concatenate([ones, v[..., :-1]], -1), -1)
+    return jnp.flip(out, -1) if reverse else out
+
+
+def _many_factors_backward(ctx, m_out) -> list:
+    (m,) = m_out
+    axes = tuple(sorted(ctx.params["axes"]))
+    a, a0 = wide(ctx.xs[0]), wide(ctx.rs[0])
+    kept = [d for d in range(a.ndim) if d not in axes]
+    order = kept + list(axes)  # the factors last, flattened into one axis
+
+    def factors(v):
+        return jnp.transpose(v, order).reshape(tuple(a.shape[d] for d in kept) + (-1,))
+
+    f, f0 = factors(a), factors(a0)
+    w = (_exclusive_products(f) * _exclusive_products(f0, reverse=True)
+         + _exclusive_products(f0) * _exclusive_products(f, reverse=True)) / 2
+    g = (m.pos[..., None] * w).reshape(tuple(a.shape[d] for d in order))
+    return [SplitMultipliers.of(jnp.transpose(g, tuple(order.index(d) for d in range(a.ndim))))]
+
+
 BILINEAR = Rule("product", backward=_bilinear_backward)
+MANY_FACTORS = Rule("product_of_many", backward=_many_factors_backward)
 TWO_PLAYER = Rule("two_player_shapley", backward=_two_player_backward)
 GATE_AS_WEIGHT = Rule("gate_as_weight", backward=_gate_as_weight_backward,  # by a composite
                       exact=False)
@@ -141,5 +172,6 @@ QUOTIENT = Rule("quotient", backward=_quotient_backward)
 for _p in ("mul", "dot_general", "conv_general_dilated"):
     registry.register(_p, BILINEAR, registry.several_live, shared=True)
 registry.register("div", QUOTIENT, lambda live: live == (True, True), shared=True)
+registry.register("reduce_prod", MANY_FACTORS, registry.one_live)
 for _p in ("pow", "atan2", "rem", "igamma", "igammac", "polygamma", "zeta", "logaddexp"):
     registry.register(_p, TWO_PLAYER, lambda live: live == (True, True))
