@@ -501,8 +501,17 @@ def _integer_hint(op: Op, program: Program, around_cut: bool = False) -> str:
         return (f"; indices computed from the input{origin} — take_along_axis(h, argmax(g)), "
                 "an embedding lookup of token ids … — have no multipliers. For token models, "
                 "explain the embedding output: mark it with jaxlift.layer(h, 'emb') and pass "
-                "layer='emb'")
+                "layer='emb'. " + _BUCKETS)
+    if op.primitive == "select_n":
+        return ("; an integer index computed from the input picks among the cases (lax.switch, "
+                "jnp.select, jnp.digitize): no exact rule reads it, while a boolean predicate "
+                "(jnp.where) has one. " + _BUCKETS)
     return ""
+
+
+_BUCKETS = ("A search of the input in a table (jnp.searchsorted, jnp.digitize, jnp.interp) is a "
+            "step function of it: count the comparisons instead, jnp.sum(x[..., None] > edges, "
+            "-1), which is exact")
 
 
 def _hint(op: Op, program: Program) -> str:
