@@ -3,7 +3,8 @@
 A seeded generator draws program structures from a grammar of blocks — dense layers with every
 activation, BatchNorm-like affines at large offsets, residuals, gating products, ``jnp.where`` and
 ``lax.cond`` with live predicates, maxima of live values, rounding and integer casts, kinks under
-the near-zero guard, convolutions with max/average pooling, and integer paths that must be
+the near-zero guard, powers of two live operands, ``all``/``any`` of live predicates, products of
+many live factors, convolutions with max/average pooling, and integer paths that must be
 refused — a dtype (float64, float32, float16, bfloat16), a mode, and how far references are from
 inputs (equal, 1e-30 … 1e4 apart, or independent). Each drawn structure is run on
 ``PROGRAMS_PER_EXAMPLE`` random programs at once (weights, inputs and references drawn per program,
@@ -32,10 +33,10 @@ from oracles import forward_rounding_scale
 
 PROGRAMS_PER_EXAMPLE = 192
 CASES = 12  # × 192 programs ≈ 2,300 random programs per run
-# Each case costs one compilation (~1 s of runtime for its 192 programs, ~10 s to compile): the
-# default run takes the first 8, whose 20 blocks deal every one of the 19 block kinds and cycle
-# through every dtype, mode, head and gap; the other 4 run in CI's slow step (-m slow).
-DEFAULT_CASES = 8
+# Each case costs one compilation (~1 s of runtime for its 192 programs, a few s to compile):
+# the default run takes the first 9, whose 23 blocks deal every one of the 22 block kinds and
+# cycle through every dtype, mode, head and gap; the other 3 run in CI's slow step (-m slow).
+DEFAULT_CASES = 9
 WIDTH = 4
 N, K = 2, 2
 MODES = ("rescale", "reveal_cancel", "genomics_default")
@@ -50,7 +51,7 @@ ACTS = {
 }
 DENSE_BLOCKS = tuple(f"dense_{a}" for a in ACTS)
 BLOCKS = DENSE_BLOCKS + ("batchnorm_relu", "residual", "gate", "where", "cond", "max", "round",
-                         "int_cast", "kink", "quotient")
+                         "int_cast", "kink", "quotient", "power", "all_any", "product")
 REFUSED_BLOCKS = ("argmax_gather",)
 OFFSET = 1e3  # BatchNorm-like mean and kink position: far from zero, exact in every dtype
 
@@ -80,6 +81,14 @@ def _block(kind: str, p: dict, h):
         return jax.nn.relu(dense("a") * 1e-3 + h + OFFSET - p["mu"]) + h
     if kind == "quotient":
         return dense("a") / (1 + jnp.square(dense("b")))
+    if kind == "power":  # two live operands: the two-player split
+        return jnp.power(1.5 + jnp.tanh(dense("a")), jnp.tanh(dense("b"))) + h
+    if kind == "all_any":  # reduce_and / reduce_or of live predicates, into selects
+        every = jnp.all(dense("a") > 0, axis=-1, keepdims=True)
+        some = jnp.any(dense("b") > 0.5, axis=-1, keepdims=True)
+        return jnp.where(every, h, jnp.tanh(h)) + jnp.where(some, dense("b"), 0.0)
+    if kind == "product":  # a product of many live factors
+        return jnp.prod(1 + 0.3 * jnp.tanh(dense("a")), axis=-1, keepdims=True) + h
     if kind == "argmax_gather":
         return jnp.take_along_axis(dense("a"), jnp.argmax(dense("b"), 1)[:, None], 1) + h
     raise ValueError(kind)
@@ -157,7 +166,7 @@ def fuzz_cases(count: int, seed: int = 2017) -> list:
     left most blocks untried in a short run); one more case carries an integer path."""
     rng = np.random.default_rng(seed)
     deck = list(rng.permutation(BLOCKS)) + list(rng.permutation(BLOCKS))
-    deck.reverse()  # pop() deals the first permutation first: every block within 19 cards
+    deck.reverse()  # pop() deals the first permutation first: every block within 22 cards
     cases = []
     for i in range(count):
         depth = 2 + i % 2
