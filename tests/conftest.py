@@ -17,6 +17,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # second parametrization or a second route of something the default run checks, named beside
 # it. Whole end-to-end tests carry @pytest.mark.slow in their own files instead.
 SLOW_CASES = {
+    "test_certificate.py::test_scores_that_cancel_beyond_what_float32_resolves_are_refused"
+    "[reveal_cancel]": "[rescale] runs by default (the same cap on the bound)",
+    "test_two_operand_functions.py::test_special_functions_and_complex_values_sum_to_delta"
+    "[rescale]": "registrations of the elementwise and linear rules every mode runs by default; "
+                 "the two-operand and product checks of the same file run by default",
     "test_transformers.py::test_crediting_a_mask_bias_around_the_cut_is_refused_naming_the_mask":
         "test_linen_transformer_with_a_mask_exact_with_hold_refused_without asserts the same "
         "reading of the mask bias's share by default",
