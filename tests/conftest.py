@@ -17,6 +17,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # second parametrization or a second route of something the default run checks, named beside
 # it. Whole end-to-end tests carry @pytest.mark.slow in their own files instead.
 SLOW_CASES = {
+    "test_linear_maps.py::test_the_same_scores_as_the_same_map_written_out[rescale]":
+        "registrations of the linear and identity rules the default run exercises on other "
+        "primitives; CI's slow step compares these maps with their written-out forms",
+    "test_keras_sequences.py::test_a_live_keras_model_with_a_padding_mask_explained_at_its_"
+    "embedding[rescale]": "the all/any rule it needs runs by default in test_exact_or_refused "
+                          "and the fuzz's all_any block",
+    "test_two_operand_functions.py::test_two_live_operands_take_the_shapley_split[rescale]":
+        "the fuzz's power block runs the two-player split by default; the element-by-element "
+        "oracle runs in the slow step",
     "test_certificate.py::test_scores_that_cancel_beyond_what_float32_resolves_are_refused"
     "[reveal_cancel]": "[rescale] runs by default (the same cap on the bound)",
     "test_two_operand_functions.py::test_special_functions_and_complex_values_sum_to_delta"
