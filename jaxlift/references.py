@@ -574,17 +574,26 @@ def held_leaves(x, refs, floats: bool = False) -> tuple:
     its contribution is 0 however it is read, while its multipliers, read live, keep their
     values (a float mask's slope)."""
     x_leaves, r_leaves = jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(refs)
-    if len(x_leaves) != len(r_leaves) or any(isinstance(l, jax.core.Tracer)
-                                             for l in x_leaves + r_leaves):
-        return ()
+    if len(x_leaves) < 2 or len(x_leaves) != len(r_leaves) or any(
+            isinstance(l, jax.core.Tracer) for l in x_leaves + r_leaves):
+        return ()  # one leaf held would be every leaf
     flags = []
     for a, r in zip(x_leaves, r_leaves):
         dtype = jnp.result_type(a)
         flags.append(bool(
             (floats or jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_))
             and np.ndim(r) == np.ndim(a) + 1 and np.shape(r)[0] == np.shape(a)[0]
-            and bool(np.all(np.asarray(r) == np.asarray(a)[:, None]))))
+            and _equal_in_every_pair(a, r)))
     return tuple(flags) if any(flags) and not all(flags) else ()
+
+
+def _equal_in_every_pair(a, r) -> bool:
+    """``r[i, j] == a[i]`` for every pair, the first pair first: a leaf that moves differs there
+    almost always, so only leaves that may be held pay for the whole comparison (a host copy of
+    their references, on every call, the one-dispatch path's too)."""
+    if not bool(np.all(np.asarray(r[:1, :1]) == np.asarray(a[:1])[:, None])):
+        return False
+    return bool(np.all(np.asarray(r) == np.asarray(a)[:, None]))
 
 
 def floats_held(what: str, layer: str | None, layer_bypass: str) -> bool:
