@@ -227,20 +227,26 @@ def _execute(call: Call, inputs: Inputs):
     n, k = inputs.n, inputs.k
     shapes = shapes_of(inputs) if inputs.concrete else None
     if call.method.scope == "interpreter":
+        per_pair = 1
         chunk = chunking.plan_chunk(call.batch_size, call.fn, call.target, inputs.params,
                                     inputs.x, n, k, call.mesh, shapes=shapes)
     else:  # "auto" sizes chunks for methods that say how many forward passes a pair makes
-        rows = (None if call.method.rows_per_pair is None
-                else call.method.rows_per_pair(call.opts))
-        size = None if call.batch_size == "auto" and rows is None else call.batch_size
+        per_pair = (None if call.method.rows_per_pair is None
+                    else call.method.rows_per_pair(call.opts))
+        size = None if call.batch_size == "auto" and per_pair is None else call.batch_size
         chunk = chunking.plan_chunk(size, call.fn, call.target, inputs.params, inputs.x, n, k,
-                                    None, rows_per_pair=rows or 1, shapes=shapes)
+                                    None, rows_per_pair=per_pair or 1, shapes=shapes)
     if call.mesh is not None:  # every chunk splits evenly over the devices (the last padded)
         chunk = -(-chunk // call.mesh.size) * call.mesh.size
+    # a small call runs on a bucket of rows, so that the next number of inputs compiles nothing
+    rows = (chunking.one_chunk_rows(call.batch_size, call.fn, call.target, n, k, shapes,
+                                    call.mesh, per_pair) if chunk == n else n)
     params_check = params_finite_check(inputs.params) if inputs.check_inputs else None
     one_run = None
     with precision_context(call.precision):
         run_chunk = family.runner(call, inputs, chunked=chunk != n and call.mesh is None)
+        if rows != n:
+            run_chunk = chunking.padded(run_chunk, rows, inputs.per_input)
         if call.mesh is not None:
             run_chunk = chunking.sharded(run_chunk, call.mesh, inputs.per_input)
         recorded_run, recorded = recording_checks(run_chunk)

@@ -410,3 +410,88 @@ def test_a_run_just_over_the_cpu_target_stays_one_chunk():
     c = chunking.inputs_per_chunk(limit + 1, 8, per_pair, "cpu", 64 * 2**30)
     assert c * 8 * per_pair <= chunking.CPU_CHUNK_BYTES  # beyond it, cache-sized chunks
     assert chunking.inputs_per_chunk(64, 8, per_pair, "cpu", 8 * 64 * per_pair) < 64  # memory
+
+
+# ---------------------------------------------------------------------------------------------
+# Small calls run on a bucket of rows (chunking.one_chunk_rows), so a new N compiles nothing
+
+
+def test_buckets_are_two_sizes_per_doubling_and_never_too_small():
+    assert [chunking.bucket(n) for n in range(1, 18)] == [
+        1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16, 24]
+    for n in range(1, 5000):
+        b = chunking.bucket(n)
+        assert n <= b <= max(n, 1.5 * (n - 1))
+        assert chunking.bucket(b) == b
+
+
+@pytest.fixture
+def backend_compiles():
+    """A list that grows by one for every program XLA compiles while the test runs."""
+    seen = []
+
+    def listen(name, *_, **__):
+        if name.endswith("backend_compile_duration"):
+            seen.append(name)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    yield seen
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
+@pytest.mark.parametrize("average_refs", [True, False])
+def test_a_new_number_of_inputs_in_the_same_bucket_compiles_nothing(backend_compiles,
+                                                                    average_refs):
+    rng = np.random.default_rng(4)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float32),
+         "w": jnp.asarray(rng.normal(size=(144, 3)), jnp.float32)}
+    x = jnp.asarray(rng.normal(size=(12, 6, 6, 1)), jnp.float32)
+    refs = jnp.asarray(rng.normal(size=(2, 6, 6, 1)), jnp.float32)
+    call = dict(target=1, average_refs=average_refs, return_delta=True)
+    whole, d_whole = map(np.asarray, jaxlift.attribute(_conv_net, p, x, refs, batch_size=None,
+                                                       **call))  # 12 rows, as they are
+    first = {n: x[:n] for n in (7, 9, 10, 11, 12)}  # sliced before counting compiles
+    compiles = backend_compiles
+    compiles.clear()
+    seven, d_seven = jaxlift.attribute(_conv_net, p, first[7], refs, **call)  # a new bucket: 8 rows
+    assert compiles, "the first call of a new bucket compiles its program"
+    np.testing.assert_allclose(seven, whole[:7], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d_seven, d_whole[:7], rtol=1e-5, atol=1e-6)
+    compiles.clear()
+    for n in (9, 10, 11, 12, 11):  # 12 rows: the full path, then the repeated-call path
+        scores, delta = map(np.asarray, jaxlift.attribute(_conv_net, p, first[n], refs, **call))
+        assert scores.shape == whole[:n].shape and delta.shape == d_whole[:n].shape
+        np.testing.assert_allclose(scores, whole[:n], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(delta, d_whole[:n], rtol=1e-5, atol=1e-6)
+    assert compiles == []
+
+
+def test_padded_rows_carry_per_input_references_and_targets(x64):
+    rng = np.random.default_rng(5)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4))), "w": jnp.asarray(rng.normal(size=(144, 3)))}
+    x = rng.normal(size=(5, 6, 6, 1))                 # NumPy inputs: padded on the host
+    refs = jnp.asarray(rng.normal(size=(5, 2, 6, 6, 1)))  # per-input references
+    classes = np.array([0, 2, 1, 1, 0])
+    assert chunking.bucket(5) == 6
+    for mode in ("rescale", "integrated_gradients"):
+        padded = jaxlift.attribute(_conv_net, p, x, refs, target=classes, mode=mode)
+        one = [jaxlift.attribute(_conv_net, p, x[i:i + 1], refs[i:i + 1],
+                                 target=classes[i:i + 1], mode=mode, batch_size=None)
+               for i in range(5)]
+        np.testing.assert_allclose(padded, np.concatenate(one), rtol=1e-10, atol=1e-12)
+
+
+def test_a_call_too_big_for_a_cached_chunk_is_not_padded(monkeypatch):
+    rng = np.random.default_rng(6)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float32),
+         "w": jnp.asarray(rng.normal(size=(144, 3)), jnp.float32)}
+    x = jnp.asarray(rng.normal(size=(5, 6, 6, 1)), jnp.float32)
+    shapes = (signature(p), signature(x, drop_leading=True))
+    assert chunking.one_chunk_rows("auto", _conv_net, 0, 5, 2, shapes, None) == 6
+    nbytes = chunking.fn_pair_bytes(_conv_net, 0, *shapes)
+    monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 6 * 2 * nbytes - 1)
+    assert chunking.one_chunk_rows("auto", _conv_net, 0, 5, 2, shapes, None) == 5
+    monkeypatch.undo()
+    for not_auto in (None, 10):
+        assert chunking.one_chunk_rows(not_auto, _conv_net, 0, 5, 2, shapes, None) == 5
+    assert chunking.one_chunk_rows("auto", _conv_net, 0, 5, 2, None, None) == 5  # traced x
+    assert chunking.one_chunk_rows("auto", _conv_net, 0, 5, 2, shapes, None, None) == 5
