@@ -132,7 +132,7 @@ def main(argv=None) -> None:
              "lowering to MLIR, XLA compiles with their count), jaxlift's own pieces, and how "
              "many times the model's function was traced. The last column: the next call in "
              "the same process, on fewer of the inputs (16 → 13, cats-vs-dogs 4 → 3; "
-             "`jax.jit` compiles a new shape; jaxlift runs a small call on a bucket of rows, "
+             "`jax.jit` compiles a new shape; jaxlift pads a small call to a size it has compiled, "
              "docs/design.md §20.2).", "",
              "| model | method | first call (s) | ÷ grad | trace (s) | lower (s) | XLA compile "
              "(s, count) | chunk plan (s) | build_program (s, count) | fn traces | "

@@ -204,37 +204,55 @@ def chunk_plan(fn, target, shapes, n: int, k: int, rows_per_pair: int, devices,
     return min(n, per_device * len(devices))
 
 
-def bucket(n: int) -> int:
-    """The smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, … (``2^j`` and ``3·2^(j−1)``) that is at
-    least ``n``: two sizes per doubling, at most half as many rows again as ``n`` (17 → 24).
-    """
-    power = 1 << max(0, (n - 1).bit_length())
-    three_quarters = 3 * power // 4
-    return three_quarters if three_quarters >= n else power
+# rows each one-chunk program has run with, per program and shapes other than N: a cache
+# of what XLA has compiled, read by one_chunk_rows (bounded like the program caches it mirrors)
+_ROWS_RUN: dict = {}
+_ROWS_RUN_MAX = 512
+PADDED_RUNS = 4  # a number of inputs run padded this many times gets its own program next
 
 
 def one_chunk_rows(batch_size, fn, target, n: int, k: int, shapes: tuple | None, mesh,
-                   rows_per_pair: int | None = 1) -> int:
-    """Rows to run a one-chunk call of ``n`` inputs with: :func:`bucket` ``(n)`` where the call
-    is small, else ``n``.
+                   rows_per_pair: int | None = 1, program_key=None) -> int:
+    """Rows to run a one-chunk call of ``n`` inputs with: ``n``, or more where a program for
+    more has already been compiled and this saves compiling one for ``n``.
 
-    A new number of inputs is a new shape, and a new shape compiles the whole program again
-    (0.4 s on the MNIST CNN, seconds on a transformer), while a call whose pairs keep at most
-    ``CPU_CHUNK_BYTES`` runs in milliseconds. So under ``batch_size="auto"`` a small call runs
-    on its inputs padded to the next bucket (the last row repeated, as a padded last chunk is;
-    the extra rows' results dropped): explaining 10 inputs, then 12, compiles once. Padding
-    costs at most half as much again of a run that small (milliseconds). Not for traced inputs (inside a caller's
-    ``jit``: ``shapes`` is ``None``), a mesh, a method that cannot say how many forward passes
-    a pair makes (``rows_per_pair=None``), or a call that would not fit."""
+    A new N is a new shape, and a new shape compiles the whole program again (0.4 s on the
+    MNIST CNN, seconds on a transformer), while a small call (its pairs keep at most
+    ``CPU_CHUNK_BYTES``) runs in milliseconds. ``program_key`` names the compiled program and
+    every shape but N. An N the program has not run with runs on its inputs padded (the last
+    row repeated, the extra rows' results dropped: :func:`padded`) to the fewest rows it has
+    run with, if that is at most half as many again: explaining 16 inputs, then 13, compiles
+    once. Otherwise N runs as it is (one compile, as always). An N that comes back after
+    ``PADDED_RUNS`` padded runs is a steady workload and gets its own program then (the one
+    compile it would have had at once), so a fixed N never pays for padding for long. Under
+    ``batch_size="auto"`` only, and not for traced inputs (inside a caller's ``jit``:
+    ``shapes`` is ``None``), a mesh, or a method that cannot say how many forward passes a
+    pair makes (``rows_per_pair=None``)."""
     if (not (isinstance(batch_size, str) and batch_size == "auto") or shapes is None
-            or mesh is not None or rows_per_pair is None):
+            or mesh is not None or rows_per_pair is None or program_key is None):
         return n
-    rows = bucket(n)
+    try:
+        state = _ROWS_RUN.get(program_key)
+    except TypeError:  # an unhashable part: no bookkeeping, every N as it is
+        return n
+    if state is None:
+        if len(_ROWS_RUN) >= _ROWS_RUN_MAX:
+            _ROWS_RUN.clear()
+        state = _ROWS_RUN[program_key] = (set(), {})  # rows compiled; N → padded runs
+    compiled, padded_runs = state
+    rows = n
+    if n not in compiled and padded_runs.get(n, 0) < PADDED_RUNS:
+        larger = [r for r in compiled if n < r <= n + n // 2]
+        if larger:
+            params_key, x_key = shapes
+            nbytes = memoized(fn_pair_bytes, fn, target, params_key, x_key) * rows_per_pair
+            if min(larger) * k * nbytes <= CPU_CHUNK_BYTES:
+                rows = min(larger)
     if rows == n:
-        return n
-    params_key, x_key = shapes
-    nbytes = memoized(fn_pair_bytes, fn, target, params_key, x_key) * rows_per_pair
-    return rows if rows * k * nbytes <= CPU_CHUNK_BYTES else n
+        compiled.add(n)
+    else:
+        padded_runs[n] = padded_runs.get(n, 0) + 1
+    return rows
 
 
 def padded(run, rows: int, per_input: bool):

@@ -238,13 +238,16 @@ def _execute(call: Call, inputs: Inputs):
                                     None, rows_per_pair=per_pair or 1, shapes=shapes)
     if call.mesh is not None:  # every chunk splits evenly over the devices (the last padded)
         chunk = -(-chunk // call.mesh.size) * call.mesh.size
-    # a small call runs on a bucket of rows, so that the next number of inputs compiles nothing
-    rows = (chunking.one_chunk_rows(call.batch_size, call.fn, call.target, n, k, shapes,
-                                    call.mesh, per_pair) if chunk == n else n)
     params_check = params_finite_check(inputs.params) if inputs.check_inputs else None
     one_run = None
     with precision_context(call.precision):
         run_chunk = family.runner(call, inputs, chunked=chunk != n and call.mesh is None)
+        # a later small call may run on more rows, so that a new number of inputs compiles
+        # nothing (the program and every shape but N name what XLA compiled)
+        rows = n if chunk != n else chunking.one_chunk_rows(
+            call.batch_size, call.fn, call.target, n, k, shapes, call.mesh, per_pair,
+            program_key=(run_chunk.program, shapes, signature(inputs.refs, inputs.per_input),
+                         None if inputs.seeds is None else np.shape(inputs.seeds)[1:]))
         if rows != n:
             run_chunk = chunking.padded(run_chunk, rows, inputs.per_input)
         if call.mesh is not None:
@@ -252,7 +255,8 @@ def _execute(call: Call, inputs: Inputs):
         recorded_run, recorded = recording_checks(run_chunk)
         if chunk == n:  # one compiled dispatch: reference side, scores and every check
             res, delta = recorded_run(inputs.params, inputs.x, inputs.refs, 0)
-            one_run = run_chunk if call.mesh is None else None
+            # a padded run takes the full path next time too, which counts its runs
+            one_run = run_chunk if call.mesh is None and rows == n else None
         else:
             res, delta = chunking.run_chunked(recorded_run, inputs.params, inputs.x,
                                               inputs.refs, n, chunk, inputs.per_input,

@@ -84,15 +84,16 @@ def test_a_rule_off_by_one_percent_is_refused_on_every_zoo_model(name):
 
 
 def test_a_padded_small_call_names_the_worst_pair_among_its_own_inputs():
-    """Five inputs run on six rows (``chunking.bucket``), the sixth repeating the fifth, the
-    only input apart from its reference: the error names input 4 and counts one failing pair,
-    not its padded copy."""
+    """Five inputs run on six rows (a program for six has run: ``chunking.one_chunk_rows``),
+    the sixth repeating the fifth, the only input apart from its reference: the error names
+    input 4 and counts one failing pair, not its padded copy."""
     fn, params, shape = zoo_model("mlp")
     x, refs = zoo.inputs_and_refs(3, shape, n=5, k=1)
-    x = np.repeat(np.asarray(refs), 5, axis=0)
+    x = np.repeat(np.asarray(refs), 6, axis=0)
+    jaxlift.attribute(fn, params, x, refs, target=1, mode=OFF)  # Δ = 0: nothing to fail
     x[4] += 1.0
     with pytest.raises(CompletenessError) as info:
-        jaxlift.attribute(fn, params, x, refs, target=1, mode=OFF)
+        jaxlift.attribute(fn, params, x[:5], refs, target=1, mode=OFF)
     assert info.value.worst[:2] == (4, 0) and info.value.pairs == 1
 
 

@@ -413,16 +413,7 @@ def test_a_run_just_over_the_cpu_target_stays_one_chunk():
 
 
 # ---------------------------------------------------------------------------------------------
-# Small calls run on a bucket of rows (chunking.one_chunk_rows), so a new N compiles nothing
-
-
-def test_buckets_are_two_sizes_per_doubling_and_never_too_small():
-    assert [chunking.bucket(n) for n in range(1, 18)] == [
-        1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16, 24]
-    for n in range(1, 5000):
-        b = chunking.bucket(n)
-        assert n <= b <= max(n, 1.5 * (n - 1))
-        assert chunking.bucket(b) == b
+# A small call with fewer inputs reuses a program compiled for more (chunking.one_chunk_rows)
 
 
 @pytest.fixture
@@ -438,60 +429,91 @@ def backend_compiles():
     jax.monitoring.unregister_event_duration_listener(listen)
 
 
+@pytest.fixture
+def padded_rows(monkeypatch):
+    """The rows each padded run was given (``chunking.padded``), in order."""
+    seen = []
+    padded = chunking.padded
+
+    def spy(run, rows, per_input):
+        seen.append(rows)
+        return padded(run, rows, per_input)
+    monkeypatch.setattr(chunking, "padded", spy)
+    return seen
+
+
+def _small_conv(seed, n, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4)), dtype),
+         "w": jnp.asarray(rng.normal(size=(144, 3)), dtype)}
+    return p, jnp.asarray(rng.normal(size=(n, 6, 6, 1)), dtype)
+
+
 @pytest.mark.parametrize("average_refs", [True, False])
-def test_a_new_number_of_inputs_in_the_same_bucket_compiles_nothing(backend_compiles,
-                                                                    average_refs):
-    rng = np.random.default_rng(4)
-    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float32),
-         "w": jnp.asarray(rng.normal(size=(144, 3)), jnp.float32)}
-    x = jnp.asarray(rng.normal(size=(12, 6, 6, 1)), jnp.float32)
-    refs = jnp.asarray(rng.normal(size=(2, 6, 6, 1)), jnp.float32)
+def test_a_new_number_of_inputs_reuses_a_program_for_more_rows(backend_compiles, padded_rows,
+                                                               average_refs):
+    """The first N runs as it is; fewer inputs, down to two thirds of a size already
+    compiled, run padded to it and compile nothing; fewer still compile their own; a padded
+    N that keeps coming back gets its own program."""
+    p, x = _small_conv(4, 12)
+    refs = jnp.asarray(np.random.default_rng(5).normal(size=(2, 6, 6, 1)), jnp.float32)
     call = dict(target=1, average_refs=average_refs, return_delta=True)
-    whole, d_whole = map(np.asarray, jaxlift.attribute(_conv_net, p, x, refs, batch_size=None,
-                                                       **call))  # 12 rows, as they are
-    first = {n: x[:n] for n in (7, 9, 10, 11, 12)}  # sliced before counting compiles
-    compiles = backend_compiles
-    compiles.clear()
-    seven, d_seven = jaxlift.attribute(_conv_net, p, first[7], refs, **call)  # a new bucket: 8 rows
-    assert compiles, "the first call of a new bucket compiles its program"
-    np.testing.assert_allclose(seven, whole[:7], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(d_seven, d_whole[:7], rtol=1e-5, atol=1e-6)
-    compiles.clear()
-    for n in (9, 10, 11, 12, 11):  # 12 rows: the full path, then the repeated-call path
+    first = {n: x[:n] for n in (6, 7, 8, 9, 10, 11, 12)}  # sliced before counting compiles
+    whole, d_whole = map(np.asarray, jaxlift.attribute(_conv_net, p, x, refs, **call))
+    assert padded_rows == []  # the first N as it is
+    backend_compiles.clear()
+    for n in (9, 10, 11, 12, 11):  # 12 rows: the full path each time, 12 itself as it is
         scores, delta = map(np.asarray, jaxlift.attribute(_conv_net, p, first[n], refs, **call))
         assert scores.shape == whole[:n].shape and delta.shape == d_whole[:n].shape
         np.testing.assert_allclose(scores, whole[:n], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(delta, d_whole[:n], rtol=1e-5, atol=1e-6)
-    assert compiles == []
+    assert backend_compiles == [] and padded_rows == [12, 12, 12, 12]
+    seven = jaxlift.attribute(_conv_net, p, first[7], refs, **call)  # 12 > 7 · 1.5: its own
+    assert backend_compiles and len(padded_rows) == 4
+    np.testing.assert_allclose(seven[0], whole[:7], rtol=1e-5, atol=1e-6)
+    backend_compiles.clear()
+    np.testing.assert_allclose(jaxlift.attribute(_conv_net, p, first[6], refs, **call)[0],
+                               whole[:6], rtol=1e-5, atol=1e-6)
+    assert backend_compiles == [] and padded_rows[-1] == 7
+    for _ in range(chunking.PADDED_RUNS):  # 11 ran padded twice above: a steady workload
+        np.testing.assert_allclose(jaxlift.attribute(_conv_net, p, first[11], refs, **call)[0],
+                                   whole[:11], rtol=1e-5, atol=1e-6)
+    assert backend_compiles  # 11's own program …
+    assert padded_rows.count(12) == 2 + chunking.PADDED_RUNS  # … after PADDED_RUNS padded runs
 
 
-def test_padded_rows_carry_per_input_references_and_targets(x64):
-    rng = np.random.default_rng(5)
-    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4))), "w": jnp.asarray(rng.normal(size=(144, 3)))}
-    x = rng.normal(size=(5, 6, 6, 1))                 # NumPy inputs: padded on the host
-    refs = jnp.asarray(rng.normal(size=(5, 2, 6, 6, 1)))  # per-input references
-    classes = np.array([0, 2, 1, 1, 0])
-    assert chunking.bucket(5) == 6
+def test_padded_rows_carry_per_input_references_and_targets(x64, padded_rows):
+    p, x = _small_conv(5, 6, jnp.float64)
+    x = np.asarray(x)                                  # NumPy inputs: padded on the host
+    refs = jnp.asarray(np.random.default_rng(6).normal(size=(6, 2, 6, 6, 1)))  # per input
+    classes = np.array([0, 2, 1, 1, 0, 2])
     for mode in ("rescale", "integrated_gradients"):
-        padded = jaxlift.attribute(_conv_net, p, x, refs, target=classes, mode=mode)
+        jaxlift.attribute(_conv_net, p, x, refs, target=classes, mode=mode)  # six rows first
+        padded = jaxlift.attribute(_conv_net, p, x[:5], refs[:5], target=classes[:5],
+                                   mode=mode)
+        assert padded_rows[-1] == 6
         one = [jaxlift.attribute(_conv_net, p, x[i:i + 1], refs[i:i + 1],
                                  target=classes[i:i + 1], mode=mode, batch_size=None)
                for i in range(5)]
         np.testing.assert_allclose(padded, np.concatenate(one), rtol=1e-10, atol=1e-12)
 
 
-def test_a_call_too_big_for_a_cached_chunk_is_not_padded(monkeypatch):
-    rng = np.random.default_rng(6)
-    p = {"k": jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float32),
-         "w": jnp.asarray(rng.normal(size=(144, 3)), jnp.float32)}
-    x = jnp.asarray(rng.normal(size=(5, 6, 6, 1)), jnp.float32)
+def test_padding_needs_a_compiled_size_near_enough_and_a_small_call(monkeypatch):
+    p, x = _small_conv(6, 5)
     shapes = (signature(p), signature(x, drop_leading=True))
-    assert chunking.one_chunk_rows("auto", _conv_net, 0, 5, 2, shapes, None) == 6
+
+    def rows(n, batch_size="auto", shapes=shapes, per_pair=1, key=("program", shapes)):
+        return chunking.one_chunk_rows(batch_size, _conv_net, 0, n, 2, shapes, None, per_pair,
+                                       program_key=key)
+    assert rows(12) == 12 and rows(7) == 7 and rows(9) == 12 and rows(6) == 7
+    assert [rows(8) for _ in range(chunking.PADDED_RUNS + 2)] == (
+        [12] * chunking.PADDED_RUNS + [8, 8])  # then 8 has its own program
     nbytes = chunking.fn_pair_bytes(_conv_net, 0, *shapes)
-    monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 6 * 2 * nbytes - 1)
-    assert chunking.one_chunk_rows("auto", _conv_net, 0, 5, 2, shapes, None) == 5
+    monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 10 * 2 * nbytes)  # 11 rows do not fit
+    assert rows(11, key="another program") == 11 and rows(9, key="another program") == 9
     monkeypatch.undo()
     for not_auto in (None, 10):
-        assert chunking.one_chunk_rows(not_auto, _conv_net, 0, 5, 2, shapes, None) == 5
-    assert chunking.one_chunk_rows("auto", _conv_net, 0, 5, 2, None, None) == 5  # traced x
-    assert chunking.one_chunk_rows("auto", _conv_net, 0, 5, 2, shapes, None, None) == 5
+        assert rows(10, batch_size=not_auto) == 10
+    assert rows(10, shapes=None) == 10  # traced inputs
+    assert rows(10, per_pair=None) == 10  # a method that cannot say what a pair costs
+    assert rows(10, key=None) == 10

@@ -508,6 +508,7 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
         else:
             s = None if seeds is None else take_rows(seeds, start, rows, n)
         return program(p, x, r, ref_values, s)
+    run.program = program  # what it compiles: the key of chunking.one_chunk_rows
     return run
 
 

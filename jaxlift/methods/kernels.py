@@ -145,6 +145,7 @@ def runner(call: Call, inputs: Inputs, chunked: bool) -> Callable:
         rows = jax.tree_util.tree_leaves(xc)[0].shape[0]
         s = None if seeds is None else take_rows(seeds, start, rows, n)
         return program(p, xc, rc, arrays, key, start, s)
+    run.program = program  # what it compiles: the key of chunking.one_chunk_rows
     return run
 
 
