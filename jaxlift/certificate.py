@@ -78,9 +78,11 @@ def tolerances(dtype, precision: str = "default", platform: str | None = None) -
 
 
 def pair_bound(total, size, kappa, dt, dtype, precision: str = "default", scale=None):
-    """``(gap, τ)`` of one pair (module doc), in the dtype of ``dt``: ``total = ΣC``,
-    ``size = Σ|C|``, ``kappa = κ̂``, ``dt = Δt`` and ``scale = s`` (no cap where ``None``)."""
-    rtol, eps = tolerances(jnp.result_type(dt), precision)
+    """``(gap, τ)`` of one pair (module doc): ``total = ΣC``, ``size = Σ|C|``, ``kappa = κ̂``,
+    ``dt = Δt`` and ``scale = s`` (no cap where ``None``); ``rtol`` and ``eps`` those of
+    ``dtype``, the least precise type the program computes ``Δt`` in (``dt``'s own, or float32
+    where a float64 program computes some of its operations in float32)."""
+    rtol, eps = tolerances(dtype, precision)
     gap = jnp.abs(total - dt)
     bound = rtol * jnp.maximum(size, jnp.abs(dt)) + ROUNDING_FACTOR * eps * kappa
     if scale is not None:

@@ -180,12 +180,13 @@ class RuleContext:
     def split_out(self, j: int = 0):
         return self._fwd.split[self.op.outs[j]]
 
-    def bind(self, operands: Sequence[Any]) -> list:
+    def bind(self, operands: Sequence[Any], to=None) -> list:
         """Evaluate the operation on a full list of operand values, with every half-precision
-        operand (and dtype parameter) in float32 (see the module doc)."""
+        operand (and dtype parameter) in float32 (see the module doc), or with every narrower
+        float in ``to`` (float64 multipliers through a float32 operation)."""
         op = self.op
         if op.eqn is not None:
-            return bind_eqn(op.eqn, operands, wide=True)
+            return bind_eqn(op.eqn, operands, wide=True, to=to)
         return [eval_body(op.body, op.ins[0], operands[0], lambda a: self._fwd.value(a, "x"))]
 
     def pre_activation(self, value):
@@ -205,14 +206,14 @@ class RuleContext:
             env[sub.outs[0]] = cur
         return cur
 
-    def apply(self, *live_values, base: Sequence[Any] | None = None) -> tuple:
+    def apply(self, *live_values, base: Sequence[Any] | None = None, to=None) -> tuple:
         """Results with the live float operands replaced by ``live_values`` (in order), other
         operands from ``base`` (default: the input's values; fixed operands are the same in
-        both passes)."""
+        both passes); ``to``: see :meth:`bind`."""
         vals = list(self.xs if base is None else base)
         for i, v in zip(self.live_float, live_values):
             vals[i] = v
-        return tuple(self.bind(vals))
+        return tuple(self.bind(vals, to))
 
     def producer(self, atom) -> Op | None:
         return self.program.producer.get(atom) if isinstance(atom, int) else None

@@ -118,36 +118,51 @@ def is_half(value) -> bool:
         return False
 
 
-def _widened(value):
+def _narrower(dtype, to) -> bool:
+    """Whether ``dtype`` is a real float type with fewer bits than the float type ``to``."""
+    dtype = jnp.dtype(dtype)
+    return (jnp.issubdtype(dtype, jnp.floating)
+            and jnp.finfo(dtype).bits < jnp.finfo(to).bits)
+
+
+def _widened(value, to=jnp.float32):
     if isinstance(value, jnp.dtype) or isinstance(value, type) and issubclass(value, jnp.generic):
-        return jnp.dtype(jnp.float32) if is_half(jnp.dtype(value)) else value
+        return jnp.dtype(to) if _narrower(value, to) else value
     if type(value) in (tuple, list):
-        return type(value)(_widened(v) for v in value)
+        return type(value)(_widened(v, to) for v in value)
     return value
 
 
-def bind_eqn(eqn, invals: Sequence[Any], wide: bool = False) -> list:
+def bind_eqn(eqn, invals: Sequence[Any], wide: bool = False, to=None) -> list:
     """Evaluate one equation on concrete or traced values; always returns a list of results.
 
     ``wide``: float16/bfloat16 operands and dtype parameters (``preferred_element_type``,
     ``new_dtype`` …) become float32, so that a linear map of differences or multipliers of a
-    half-precision layer neither overflows nor rounds them to 3 digits (docs/design.md §19.1)."""
+    half-precision layer neither overflows nor rounds them to 3 digits (docs/design.md §19.1).
+    ``to`` (a float type, with ``wide``): every narrower float operand and dtype parameter
+    becomes ``to`` instead — a float32 linear map of float64 multipliers, transposed in float64
+    (:func:`jaxlift.rules._util.vjp_live`)."""
     if wide:
-        invals = [v.astype(jnp.float32) if is_half(v) else v for v in invals]
+        to = jnp.dtype(jnp.float32 if to is None else to)
+        invals = [v.astype(to) if hasattr(v, "astype") and _narrower(v.dtype, to) else v
+                  for v in invals]
         body = call_body(eqn)
-        if body is not None and any(is_half(v.aval) for v in (*eqn.invars, *eqn.outvars)):
-            return eval_jaxpr_wide(body[0], body[1], invals)
+        if body is not None and any(_narrower(v.aval.dtype, to)
+                                    for v in (*eqn.invars, *eqn.outvars)
+                                    if hasattr(v.aval, "dtype")):
+            return eval_jaxpr_wide(body[0], body[1], invals, to)
     params = eqn.primitive.get_bind_params(eqn.params)
     if wide:
-        params = {k: _widened(v) for k, v in params.items()}
+        params = {k: _widened(v, to) for k, v in params.items()}
     with eqn.ctx.manager:
         out = eqn.primitive.bind(*invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-def eval_jaxpr_wide(jaxpr, consts, args) -> list:
-    """Evaluate ``jaxpr`` with every half-precision value and dtype in float32 (see
-    :func:`bind_eqn`); a nested body typed in half precision cannot be bound as it is."""
+def eval_jaxpr_wide(jaxpr, consts, args, to=jnp.float32) -> list:
+    """Evaluate ``jaxpr`` with every narrower float value and dtype in ``to`` (float32 for
+    half precision; see :func:`bind_eqn`); a nested body typed narrower cannot be bound as it
+    is."""
     env: dict = {}
 
     def read(v):
@@ -158,7 +173,8 @@ def eval_jaxpr_wide(jaxpr, consts, args) -> list:
     for v, a in zip(jaxpr.invars, args):
         env[v] = a
     for eqn in jaxpr.eqns:
-        for v, out in zip(eqn.outvars, bind_eqn(eqn, [read(v) for v in eqn.invars], wide=True)):
+        for v, out in zip(eqn.outvars, bind_eqn(eqn, [read(v) for v in eqn.invars], wide=True,
+                                                to=to)):
             env[v] = out
     return [read(v) for v in jaxpr.outvars]
 

@@ -132,6 +132,55 @@ def test_half_precision_differences_do_not_overflow(dtype):
     assert float(jnp.abs(c.sum(1) - d).max()) <= 1e-5 * float(jnp.abs(c).sum(1).max())
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_float64_multipliers_through_float32_operations_stay_float64(x64, mode):
+    """A float64 model that casts its input to float32 first (Hugging Face's Wav2Vec2 does,
+    ``input_values`` as ``"f4"``) and computes in float32 for a few linear operations. Behind a
+    normalization whose variance is 0 at the reference (multipliers of 1e5 and more), two
+    roundings were amplified past any bound: the cast's (its multiplier is now ``Δy/Δx``,
+    ``logic._convert_backward``) and the float32 transposes' of the float64 multipliers (now run
+    in float64, ``_util.vjp_live``'s ``to``). Each alone fails this test; the scores sum to
+    float64 rounding."""
+    rng = np.random.default_rng(12)
+    w = jnp.asarray(rng.normal(size=(3,)), jnp.float64)
+
+    def fn(p, xb):
+        h = xb.astype(jnp.float32)[:, :, None] * jnp.ones(3, jnp.float32)  # float32 ops
+        h = jnp.reshape(h, (h.shape[0], -1)) * jnp.tile(w, 8)              # float64 again
+        h = h - h.mean(-1, keepdims=True)
+        h = h / jnp.sqrt((h * h).mean(-1, keepdims=True) + 1e-12)          # variance 0 at r
+        return jnp.tanh(h[:, :4] @ jnp.asarray(rng.normal(size=(4, 2))))
+    x = jnp.asarray(rng.normal(size=(2, 8)))
+    r = jnp.zeros((1, 8))
+    c, d = jaxlift.attribute(fn, None, x, r, target=0, mode=mode, return_delta=True)
+    assert c.dtype == jnp.float64
+    np.testing.assert_allclose(c.sum(-1), d, rtol=1e-9)
+
+
+def test_a_float64_program_that_computes_in_float32_is_held_to_float32s_bound(x64):
+    """Keras 3 on JAX computes a float64 model's mean in float32 (``reduce_sum`` and ``div`` on
+    a cast). Δt itself carries float32 rounding there, so no scores can sum to it closer: the
+    certificate takes the bound of the least precise type the program computes in
+    (``interpreted.narrowest_live_float``), where float64's refused the call and blamed the
+    sum's rule."""
+    rng = np.random.default_rng(13)
+    w = jnp.asarray(rng.normal(size=(6, 64)))
+
+    def fn(p, xb):
+        h = jax.nn.relu(xb @ w)
+        mean = (h.astype(jnp.float32).sum(-1) / 64).astype(jnp.float64)  # Keras's ops.mean
+        return jnp.stack([mean, -mean], 1)
+    x = jnp.asarray(100 * rng.normal(size=(2, 6)))
+    r = jnp.zeros((1, 6))
+    prog = jaxlift.program.traced_program(lambda p, xe: fn(p, xe[None])[0], None,
+                                          jax.ShapeDtypeStruct((6,), jnp.float64))[0]
+    assert jaxlift.methods.interpreted.narrowest_live_float(prog) == jnp.float32
+    c, d = jaxlift.attribute(fn, None, x, r, target=0, return_delta=True)
+    assert c.dtype == jnp.float64
+    gap = jnp.abs(c.sum(-1) - d) / jnp.abs(c).sum(-1)
+    assert float(gap.max()) < 1e-4  # float32's promise
+
+
 # 4. a marked layer inside an elementwise chain
 
 @pytest.mark.parametrize("mode", MODES)

@@ -69,6 +69,7 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
     inputs = frozenset(program.live_inputs)
     all_targets = isinstance(target, str) and target == "all"
     per_input = isinstance(target, PerInput)
+    computed_in = narrowest_live_float(program) if certify else None
 
     def pair(fixed_leaves, x_leaves, r_leaves, r_values=None, seed=None):
         fwd = interpreter.forward(program, composite, fixed_leaves, x_leaves, r_leaves, r_values)
@@ -115,7 +116,12 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
             kappa = scale + sum(s for a, s in zip(atoms, scored_scales) if a not in tail)
             dt = jnp.sum(weighted(seed, difference(y, y0) if per_input else delta))
             dt = jnp.where(same, jnp.zeros_like(dt), dt)
-            return res, certificate.pair_bound(total, size, kappa, dt, dt.dtype, precision,
+            # the bound of the least precise type the program computes Δt in: float32
+            # operations inside a float64 program (Keras's mean of a float64 model) round there
+            bound_dtype = dt.dtype if computed_in is None else jnp.promote_types(
+                computed_in, jnp.float32) if jnp.finfo(computed_in).bits < jnp.finfo(
+                    dt.dtype).bits else dt.dtype
+            return res, certificate.pair_bound(total, size, kappa, dt, bound_dtype, precision,
                                                scale)
 
         if all_targets:
@@ -125,6 +131,30 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
         return res, delta, cert
 
     return pair
+
+
+def narrowest_live_float(program):
+    """The real float type with the fewest bits among the values the program computes from
+    the input (the live operations' results, the steps of fused chains, loop bodies), ``None``
+    if none is a real float. Complex values count by their real type."""
+    dtypes = []
+    for op in program.ops:
+        if not op.is_live:
+            continue
+        dtypes += [program.avals[o].dtype for o in op.outs if isinstance(o, int)]
+        for sub in op.body or ():
+            if sub.eqn is not None:
+                dtypes += [v.aval.dtype for v in sub.eqn.outvars if hasattr(v.aval, "dtype")]
+        if op.sub is not None:  # a loop's body
+            inner = narrowest_live_float(op.sub)
+            dtypes += [] if inner is None else [inner]
+    reals = []
+    for d in dtypes:
+        if jnp.issubdtype(d, jnp.complexfloating):
+            d = jnp.finfo(d).dtype
+        if jnp.issubdtype(d, jnp.floating):
+            reals.append(jnp.dtype(d))
+    return min(reals, key=lambda d: jnp.finfo(d).bits, default=None)
 
 
 def _contribution(fwd, mult: dict, atom):
@@ -701,9 +731,12 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
     paths = [path for (path, _), h in zip(jax.tree_util.tree_leaves_with_path(x),
                                            tuple(held) or (False,) * len(x_leaves)) if not h]
     names = {i: "x" + jax.tree_util.keystr(path) for i, path in zip(program.live_inputs, paths)}
+    eps = float(jnp.finfo(jnp.result_type(dt)).eps)
+    # fn casts float64 inputs down (a model built with dtype=float32): x64 alone does not help
+    cast_down = eps > 1e-10 and any(jnp.result_type(l) == jnp.float64 for l in x_leaves)
     return cause_of(program, seen, losses, scales, bad, lost, float(around), float(dt),
-                    layer_name, names, float(jnp.finfo(jnp.result_type(dt)).eps),
-                    split=composite.carries_split)
+                    layer_name, names, eps, split=composite.carries_split,
+                    cast_down=cast_down)
 
 
 def _contribution_of(fwd, atom, m):
@@ -718,12 +751,14 @@ ROUNDING_LEVEL = 64  # a loss within this many ulps of its operation's scale is 
 CANCELLATION_ONSET = 1e3  # scores this much larger than Δt's own scale are cancelling
 
 
-def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False) -> str:
+def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False,
+                  cast_down: bool = False) -> str:
     """Words for a pair whose every rule conserved ``Σ m·Δ`` to its rounding, but whose
     contributions are so much larger than ``Δt`` that this rounding alone misses the bound
     (docs/design.md §18.1): the operation where their size first jumps, walking back from the
     target, and the fixes (in RevealCancel modes, Rescale among them: its parts do not grow
-    apart)."""
+    apart). ``cast_down``: the inputs are float64 and the target float32 — ``fn`` computes in
+    float32 whatever it is given, so the float64 fix is to build the model in float64."""
     base = max(abs(dt), float(scales[0]) if len(scales) else 0.0)
     onset = next((k for k, s in enumerate(scales) if s > CANCELLATION_ONSET * base), None)
     onset = int(np.argmax(scales)) if onset is None else onset
@@ -739,8 +774,13 @@ def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False)
             "different scales (a normalization or a quotient whose variance or denominator is "
             "near 0 on one side, as a constant reference gives a LayerNorm with a tiny "
             f"epsilon): a reference that keeps it away from there (a blurred copy of the input, "
-            f"noise, the data's mean) resolves it.{parts} float64 resolves it in any mode "
-            "(jax.config.update('jax_enable_x64', True) with float64 parameters and inputs).")
+            f"noise, the data's mean) resolves it.{parts} " + (
+                "float64 would resolve it in any mode, but fn computes in float32 though its "
+                "inputs are float64: it casts them (a model built with dtype=jnp.float32, as "
+                "Hugging Face Flax models and Flax layers with dtype= are, or an astype); build "
+                "it with dtype=jnp.float64 and float64 parameters." if cast_down else
+                "float64 resolves it in any mode (jax.config.update('jax_enable_x64', True) "
+                "with float64 parameters and inputs)."))
 
 
 UNRESOLVED_SHARE = 1e6  # a share around a cut this many times max(|Δt|, 1): a mask bias's
@@ -748,12 +788,12 @@ UNRESOLVED_SHARE = 1e6  # a share around a cut this many times max(|Δt|, 1): a 
 
 def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: float,
              layer_name, input_names: dict | None = None, eps: float = 2.0 ** -23,
-             split: bool = False) -> str:
+             split: bool = False, cast_down: bool = False) -> str:
     """Words for :func:`diagnose_pair`'s findings, per operation in the order the backward pass
     met them: ``losses`` (``Σ`` out − ``Σ`` in of ``m·Δ``), ``scales``, ``bad`` (NaN/Inf among
     the operands' values) and ``lost`` (NaN/Inf among the multipliers it produced); ``eps``
     that of the float type the pair was evaluated in; ``split``: the mode carries positive and
-    negative parts (RevealCancel)."""
+    negative parts (RevealCancel); ``cast_down``: ``fn`` evaluated float64 inputs in float32."""
     if layer_name is not None and around != 0:  # NaN too: a −inf/finfo.min mask around it
         # a share far beyond Δt: multipliers of a finfo.min mask bias times its difference
         resolved = bool(np.isfinite(around)) and abs(around) <= UNRESOLVED_SHARE * max(
@@ -778,7 +818,7 @@ def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: f
         k = int(np.argmax(finite))
         op = ops[k]
         if finite[k] <= ROUNDING_LEVEL * eps * scales[k]:
-            return _cancellation(ops, scales, dt, eps, split)
+            return _cancellation(ops, scales, dt, eps, split, cast_down)
         nan = (" Its operands hold NaN or Inf on the input or the reference side: a NaN or "
                "an infinite value masked by a select (jnp.where) or a −inf mask." if bad[k]
                else "")

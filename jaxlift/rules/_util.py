@@ -1,6 +1,7 @@
 """Small helpers shared by the rule families."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -11,13 +12,33 @@ from jaxlift._ops import widen
 wide = widen  # at least float32: ratios of tiny half-precision differences stay finite
 
 
+def _wider_float(values: Sequence[Any], than: Sequence[Any]):
+    """The float type of ``values`` (multipliers, tangents) where it has more bits than every
+    operand of ``than`` (the op's live operands, widened), all real floats; else ``None``."""
+    given = [jnp.result_type(v) for v in values if v is not None]
+    given = [d for d in given if jnp.issubdtype(d, jnp.floating)]
+    if not given:
+        return None
+    to = functools.reduce(jnp.promote_types, given)
+    ops = [jnp.result_type(v) for v in than]
+    if not all(jnp.issubdtype(d, jnp.floating) for d in ops):  # complex or integer operands
+        return None
+    bits = max((jnp.finfo(d).bits for d in ops), default=0)
+    return to if jnp.finfo(to).bits > bits else None
+
+
 def vjp_live(ctx, cotangents: Sequence[Any], base: Sequence[Any] | None = None) -> list:
     """Transpose of the op w.r.t. its live float operands, at ``base`` (default: the input's
     values). Returns one array (or ``None``) per operand. A half-precision op is transposed in
-    float32, so multipliers keep their range and digits."""
+    float32, so multipliers keep their range and digits; an op narrower than its multipliers
+    (a float32 op in a program whose target is float64) in the multipliers' type, so they are
+    not rounded to the op's digits."""
     base = ctx.xs if base is None else base
     primals = [wide(base[i]) for i in ctx.live_float]
-    outs, pull = jax.vjp(lambda *v: ctx.apply(*v, base=base), *primals)
+    to = _wider_float(cotangents, primals)
+    if to is not None:
+        primals = [p.astype(to) for p in primals]
+    outs, pull = jax.vjp(lambda *v: ctx.apply(*v, base=base, to=to), *primals)
     cts = tuple(jnp.zeros_like(o) if c is None else jnp.asarray(c, o.dtype)
                 for o, c in zip(outs, cotangents))
     grads = pull(cts)
@@ -31,8 +52,11 @@ def jvp_live(ctx, tangents: Sequence[Any]) -> tuple:
     """The op's linear map applied to ``tangents`` of its live float operands (in order); in
     float32 for a half-precision op."""
     primals = [wide(ctx.xs[i]) for i in ctx.live_float]
+    to = _wider_float(tangents, primals)
+    if to is not None:
+        primals = [p.astype(to) for p in primals]
     tangents = [jnp.asarray(t, p.dtype) for t, p in zip(tangents, primals)]
-    _, out = jax.jvp(lambda *v: ctx.apply(*v), tuple(primals), tuple(tangents))
+    _, out = jax.jvp(lambda *v: ctx.apply(*v, to=to), tuple(primals), tuple(tangents))
     return out
 
 

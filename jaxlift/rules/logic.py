@@ -26,7 +26,11 @@ made from the input (a cast, a count) is read as its number. Every rule below is
   reference's false ones), ``Δy = −1`` blamed on the other side's, split equally among them; an
   element credited changed by ``±1``, so ``m = (m_y·Δy/count)/Δp`` and ``Σ m·Δp = m_y·Δy``.
   Bitwise reductions of integers are refused.
-* **Conversions** that keep the number (bool→int→float, float→float, int→int): the identity.
+* **Conversions** that keep the number (bool→int→float, int→int, a float to its own type): the
+  identity. A cast between two float types rounds ``Δx`` (``Δy ≠ Δx`` by an ulp of the narrower
+  type, which the multipliers after it can amplify past the certificate's bound: a float64 input
+  cast to float32 ahead of a normalization at a constant reference): ``m = Δy/Δx`` (1 where
+  ``Δx = 0``), exact by construction; in RevealCancel modes the split is scaled by the same.
 """
 from __future__ import annotations
 
@@ -155,10 +159,31 @@ def _keeps_number(ctx) -> bool:
     return not (_is_float(ctx.xs[0]) and not _is_float(ctx.ys[0]))
 
 
+def _rounds(ctx) -> bool:
+    """A cast between two float types: ``Δy`` is ``Δx`` rounded (to fewer digits, or ``Δx`` was
+    itself rounded in the narrower type)."""
+    return (_is_float(ctx.xs[0]) and _is_float(ctx.ys[0])
+            and jnp.result_type(ctx.xs[0]) != jnp.result_type(ctx.ys[0]))
+
+
+def _rounding_ratio(ctx):
+    """``Δy/Δx`` of a float-to-float cast, 1 where ``Δx = 0`` (then ``Δy = 0`` too), in the
+    wider of the two difference types: the multiplier that carries ``Δy`` exactly where the
+    identity would lose the cast's rounding of ``Δx`` (amplified by the multipliers after it: a
+    float64 input cast to float32 before a normalization at a constant reference)."""
+    dy, dx = ctx.delta_out(0), ctx.delta_in(0)
+    dtype = jnp.promote_types(dy.dtype, dx.dtype)
+    dy, dx = dy.astype(dtype), dx.astype(dtype)
+    return jnp.where(dx == 0, jnp.ones((), dtype), dy / jnp.where(dx == 0, 1, dx))
+
+
 def _convert_backward(ctx, m_out) -> list:
     if not _keeps_number(ctx):  # float → integer/boolean: a rounding step
         (m,) = m_out
         return _step_backward(ctx, [SplitMultipliers.of(combine_by_sign(ctx.delta_out(0), m))])
+    if _rounds(ctx):
+        ratio = _rounding_ratio(ctx)
+        return [m.map(lambda v: v * ratio) for m in m_out]
     return list(m_out)
 
 
@@ -166,6 +191,10 @@ def _convert_split(ctx) -> list:
     if not _keeps_number(ctx):
         dy = ctx.delta_out(0)
         return [(jnp.maximum(dy, 0), jnp.minimum(dy, 0))]
+    if _rounds(ctx):
+        ratio = _rounding_ratio(ctx)
+        pos, neg = ctx.split_in(0)
+        return [(ratio * pos, ratio * neg)]
     return [ctx.split_in(0)]
 
 
