@@ -591,9 +591,19 @@ def _equal_in_every_pair(a, r) -> bool:
     """``r[i, j] == a[i]`` for every pair, the first pair first: a leaf that moves differs there
     almost always, so only leaves that may be held pay for the whole comparison (a host copy of
     their references, on every call, the one-dispatch path's too)."""
-    if not bool(np.all(np.asarray(r[:1, :1]) == np.asarray(a[:1])[:, None])):
+    if not bool(np.all(_on_host(r, (slice(0, 1), slice(0, 1)))
+                       == _on_host(a, slice(0, 1))[:, None])):
         return False
     return bool(np.all(np.asarray(r) == np.asarray(a)[:, None]))
+
+
+def _on_host(v, index) -> np.ndarray:
+    """``v[index]`` as a NumPy array: a NumPy array or a CPU jax array read in place and cut
+    there (a jax array cut eagerly would compile a slice per shape, ~20 ms each on a first
+    call); an accelerator's array cut on its device, so only the cut is copied."""
+    if isinstance(v, jax.Array) and any(d.platform != "cpu" for d in v.devices()):
+        return np.asarray(v[index])
+    return np.asarray(v)[index]
 
 
 def floats_held(what: str, layer: str | None, layer_bypass: str) -> bool:
