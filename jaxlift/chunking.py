@@ -75,6 +75,12 @@ def free_memory_bytes(device) -> int:
         return 8 * 2**30
 
 
+def chunk_memory_cap(device=None) -> float:
+    """Bytes a chunk's pairs may keep on ``device`` (the default device): a
+    ``MEMORY_FRACTION`` of its free memory, as :func:`inputs_per_chunk` allows."""
+    return free_memory_bytes(device or jax.devices()[0]) / MEMORY_FRACTION
+
+
 def inputs_per_chunk(n: int, k: int, pair_nbytes: int, platform: str, free_bytes: int) -> int:
     """Inputs per chunk for N inputs × K references whose pairs keep ``pair_nbytes`` each, on
     ``platform`` ("cpu", "gpu", "tpu") with ``free_bytes`` of memory; balanced so that every chunk
@@ -212,19 +218,22 @@ PADDED_RUNS = 4  # a number of inputs run padded this many times gets its own pr
 
 
 def one_chunk_rows(batch_size, fn, target, n: int, k: int, shapes: tuple | None, mesh,
-                   rows_per_pair: int | None = 1, program_key=None) -> int:
+                   rows_per_pair: int | None = 1, program_key=None,
+                   memory_cap: float = math.inf) -> int:
     """Rows to run a one-chunk call of ``n`` inputs with: ``n``, or more where a program for
     more has already been compiled and this saves compiling one for ``n``.
 
     A new N is a new shape, and a new shape compiles the whole program again (0.4 s on the
-    MNIST CNN, seconds on a transformer), while a small call (its pairs keep at most
-    ``CPU_CHUNK_BYTES``) runs in milliseconds. ``program_key`` names the compiled program and
-    every shape but N. An N the program has not run with runs on its inputs padded (the last
-    row repeated, the extra rows' results dropped: :func:`padded`) to the fewest rows it has
-    run with, if that is at most half as many again: explaining 16 inputs, then 13, compiles
-    once. Otherwise N runs as it is (one compile, as always). An N that comes back after
-    ``PADDED_RUNS`` padded runs is a steady workload and gets its own program then (the one
-    compile it would have had at once), so a fixed N never pays for padding for long. Under
+    MNIST CNN, seconds on a transformer), while the pairs of a few more inputs (their working
+    set at most ``CPU_CHUNK_BYTES``) take milliseconds to tens of milliseconds. ``program_key``
+    names the compiled program and every shape but N. An N the program has not run with runs
+    on its inputs padded (the last row repeated, the extra rows' results dropped:
+    :func:`padded`) to the fewest rows it has run with, if that is at most half as many again,
+    the extra rows' pairs keep at most ``CPU_CHUNK_BYTES`` and all of them at most
+    ``memory_cap``: explaining 16 inputs, then 13, compiles once. Otherwise N runs as it is
+    (one compile, as always). An N that comes back after ``PADDED_RUNS`` padded runs is a
+    steady workload and gets its own program then (the one compile it would have had at
+    once), so a fixed N never pays for padding for long. Under
     ``batch_size="auto"`` only, and not for traced inputs (inside a caller's ``jit``:
     ``shapes`` is ``None``), a mesh, or a method that cannot say how many forward passes a
     pair makes (``rows_per_pair=None``)."""
@@ -246,7 +255,8 @@ def one_chunk_rows(batch_size, fn, target, n: int, k: int, shapes: tuple | None,
         if larger:
             params_key, x_key = shapes
             nbytes = memoized(fn_pair_bytes, fn, target, params_key, x_key) * rows_per_pair
-            if min(larger) * k * nbytes <= CPU_CHUNK_BYTES:
+            extra, total = (min(larger) - n) * k * nbytes, min(larger) * k * nbytes
+            if extra <= CPU_CHUNK_BYTES and total <= memory_cap:
                 rows = min(larger)
     if rows == n:
         compiled.add(n)

@@ -498,20 +498,24 @@ def test_padded_rows_carry_per_input_references_and_targets(x64, padded_rows):
         np.testing.assert_allclose(padded, np.concatenate(one), rtol=1e-10, atol=1e-12)
 
 
-def test_padding_needs_a_compiled_size_near_enough_and_a_small_call(monkeypatch):
+def test_padding_needs_a_compiled_size_near_enough_and_few_extra_pairs(monkeypatch):
     p, x = _small_conv(6, 5)
     shapes = (signature(p), signature(x, drop_leading=True))
 
-    def rows(n, batch_size="auto", shapes=shapes, per_pair=1, key=("program", shapes)):
+    def rows(n, batch_size="auto", shapes=shapes, per_pair=1, key=("program", shapes),
+             cap=float("inf")):
         return chunking.one_chunk_rows(batch_size, _conv_net, 0, n, 2, shapes, None, per_pair,
-                                       program_key=key)
+                                       program_key=key, memory_cap=cap)
     assert rows(12) == 12 and rows(7) == 7 and rows(9) == 12 and rows(6) == 7
     assert [rows(8) for _ in range(chunking.PADDED_RUNS + 2)] == (
         [12] * chunking.PADDED_RUNS + [8, 8])  # then 8 has its own program
     nbytes = chunking.fn_pair_bytes(_conv_net, 0, *shapes)
-    monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 10 * 2 * nbytes)  # 11 rows do not fit
-    assert rows(11, key="another program") == 11 and rows(9, key="another program") == 9
+    assert rows(11, key="another") == 11
+    assert rows(9, key="another", cap=11 * 2 * nbytes - 1) == 9  # 11 rows do not fit in memory
+    monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 2 * 2 * nbytes - 1)  # nor 2 rows more
+    assert rows(9, key="another") == 9
     monkeypatch.undo()
+    assert rows(10, key="another", cap=11 * 2 * nbytes) == 11  # (9 has its own program now)
     for not_auto in (None, 10):
         assert rows(10, batch_size=not_auto) == 10
     assert rows(10, shapes=None) == 10  # traced inputs
