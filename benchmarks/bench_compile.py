@@ -92,10 +92,15 @@ def child(model_name: str, method: str) -> dict:
                                                 layer=layer))
         total = time.perf_counter() - t0
         first = {**events, **timers}, traces[0]  # before the next call adds to them
-        rows = fewer_inputs(jax.tree_util.tree_leaves(x)[0].shape[0])
+        n = jax.tree_util.tree_leaves(x)[0].shape[0]
+        rows = fewer_inputs(n)
         fewer = jax.block_until_ready(jax.tree_util.tree_map(lambda l: l[:rows], x))
+        per_input = all(jnp.ndim(r) == jnp.ndim(l) + 1 for r, l in zip(
+            jax.tree_util.tree_leaves(refs), jax.tree_util.tree_leaves(x)))
+        fewer_refs = jax.block_until_ready(jax.tree_util.tree_map(
+            lambda l: l[:rows], refs)) if per_input else refs  # references held per input
         t0 = time.perf_counter()
-        jax.block_until_ready(jaxlift.attribute(fn, params, fewer, refs, target=target,
+        jax.block_until_ready(jaxlift.attribute(fn, params, fewer, fewer_refs, target=target,
                                                 mode=method, layer=layer))
     then = time.perf_counter() - t0
     return {"total": total, "then_fewer": then, "fn_traces": first[1], **first[0]}
