@@ -219,7 +219,7 @@ PADDED_RUNS = 4  # a number of inputs run padded this many times gets its own pr
 
 def one_chunk_rows(batch_size, fn, target, n: int, k: int, shapes: tuple | None, mesh,
                    rows_per_pair: int | None = 1, program_key=None,
-                   memory_cap: float = math.inf) -> int:
+                   memory_cap: float | None = None) -> int:
     """Rows to run a one-chunk call of ``n`` inputs with: ``n``, or more where a program for
     more has already been compiled and this saves compiling one for ``n``.
 
@@ -230,11 +230,11 @@ def one_chunk_rows(batch_size, fn, target, n: int, k: int, shapes: tuple | None,
     on its inputs padded (the last row repeated, the extra rows' results dropped:
     :func:`padded`) to the fewest rows it has run with, if that is at most half as many again,
     the extra rows' pairs keep at most ``CPU_CHUNK_BYTES`` and all of them at most
-    ``memory_cap``: explaining 16 inputs, then 13, compiles once. Otherwise N runs as it is
-    (one compile, as always). An N that comes back after ``PADDED_RUNS`` padded runs is a
-    steady workload and gets its own program then (the one compile it would have had at
-    once), so a fixed N never pays for padding for long. Under
-    ``batch_size="auto"`` only, and not for traced inputs (inside a caller's ``jit``:
+    ``memory_cap`` (default :func:`chunk_memory_cap`): explaining 16 inputs, then 13,
+    compiles once. Otherwise N runs as it is (one compile, as always). An N that comes back
+    after ``PADDED_RUNS`` padded runs is a steady workload and gets its own program then (the
+    one compile it would have had at once), so a fixed N never pays for padding for long.
+    Under ``batch_size="auto"`` only, and not for traced inputs (inside a caller's ``jit``:
     ``shapes`` is ``None``), a mesh, or a method that cannot say how many forward passes a
     pair makes (``rows_per_pair=None``)."""
     if (not (isinstance(batch_size, str) and batch_size == "auto") or shapes is None
@@ -256,7 +256,8 @@ def one_chunk_rows(batch_size, fn, target, n: int, k: int, shapes: tuple | None,
             params_key, x_key = shapes
             nbytes = memoized(fn_pair_bytes, fn, target, params_key, x_key) * rows_per_pair
             extra, total = (min(larger) - n) * k * nbytes, min(larger) * k * nbytes
-            if extra <= CPU_CHUNK_BYTES and total <= memory_cap:
+            cap = chunk_memory_cap() if memory_cap is None else memory_cap
+            if extra <= CPU_CHUNK_BYTES and total <= cap:
                 rows = min(larger)
     if rows == n:
         compiled.add(n)

@@ -247,8 +247,7 @@ def _execute(call: Call, inputs: Inputs):
         rows = n if chunk != n else chunking.one_chunk_rows(
             call.batch_size, call.fn, call.target, n, k, shapes, call.mesh, per_pair,
             program_key=(run_chunk.program, shapes, signature(inputs.refs, inputs.per_input),
-                         None if inputs.seeds is None else np.shape(inputs.seeds)[1:]),
-            memory_cap=chunking.chunk_memory_cap())
+                         None if inputs.seeds is None else np.shape(inputs.seeds)[1:]))
         if rows != n:
             run_chunk = chunking.padded(run_chunk, rows, inputs.per_input)
         if call.mesh is not None:

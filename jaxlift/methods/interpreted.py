@@ -116,12 +116,8 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
             kappa = scale + sum(s for a, s in zip(atoms, scored_scales) if a not in tail)
             dt = jnp.sum(weighted(seed, difference(y, y0) if per_input else delta))
             dt = jnp.where(same, jnp.zeros_like(dt), dt)
-            # the bound of the least precise type the program computes Δt in: float32
-            # operations inside a float64 program (Keras's mean of a float64 model) round there
-            bound_dtype = dt.dtype if computed_in is None else jnp.promote_types(
-                computed_in, jnp.float32) if jnp.finfo(computed_in).bits < jnp.finfo(
-                    dt.dtype).bits else dt.dtype
-            return res, certificate.pair_bound(total, size, kappa, dt, bound_dtype, precision,
+            return res, certificate.pair_bound(total, size, kappa, dt,
+                                               _bound_dtype(dt.dtype, computed_in), precision,
                                                scale)
 
         if all_targets:
@@ -131,6 +127,15 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
         return res, delta, cert
 
     return pair
+
+
+def _bound_dtype(dt_dtype, computed_in):
+    """The type whose tolerances bound a pair: ``Δt``'s, or the least precise type the program
+    computes it in where that is narrower (float32 operations inside a float64 program, as
+    Keras computes a float64 model's means; half precision is evaluated in float32)."""
+    if computed_in is None or jnp.finfo(computed_in).bits >= jnp.finfo(dt_dtype).bits:
+        return dt_dtype
+    return jnp.promote_types(computed_in, jnp.float32)
 
 
 def narrowest_live_float(program):
