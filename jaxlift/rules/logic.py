@@ -160,10 +160,11 @@ def _keeps_number(ctx) -> bool:
 
 
 def _rounds(ctx) -> bool:
-    """A cast between two float types: ``Δy`` is ``Δx`` rounded (to fewer digits, or ``Δx`` was
-    itself rounded in the narrower type)."""
-    return (_is_float(ctx.xs[0]) and _is_float(ctx.ys[0])
-            and jnp.result_type(ctx.xs[0]) != jnp.result_type(ctx.ys[0]))
+    """A cast between two real float types: ``Δy`` is ``Δx`` rounded (to fewer digits, or
+    ``Δx`` was itself rounded in the narrower type). Casts to or from complex keep the identity
+    (a ratio there would make real multipliers complex)."""
+    x, y = jnp.result_type(ctx.xs[0]), jnp.result_type(ctx.ys[0])
+    return jnp.issubdtype(x, jnp.floating) and jnp.issubdtype(y, jnp.floating) and x != y
 
 
 def _rounding_ratio(ctx):
