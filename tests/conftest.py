@@ -103,6 +103,14 @@ SLOW_CASES = {
     "test_fuzz_exact.py::test_exact_or_refused_on_random_programs"
     "[dense-gate-cond-dense_softplus-float32-genomics_default-gap0.01]":
         "the other random programs run by default; all of them in the slow step",
+    "test_chunking.py::test_a_new_number_of_inputs_reuses_a_program_for_more_rows[False]":
+        "the same padding with per-pair scores; the averaged variant runs by default",
+    "test_exact_or_refused.py::test_float64_multipliers_through_float32_operations_stay_"
+    "float64[reveal_cancel]": "the cast's ratio and the float64 transposes are the same rules "
+                              "in both modes; the rescale variant runs by default",
+    "test_certificate.py::test_a_padded_small_call_names_the_worst_pair_among_its_own_inputs":
+        "checks_on_host(n=) leaves padded rows out of the summary for padded chunks too, which "
+        "test_a_padded_last_chunk_counts_only_the_calls_pairs checks by default",
 }
 
 
