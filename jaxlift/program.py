@@ -190,6 +190,14 @@ def _inline(b: _Builder, jaxpr, consts, in_atoms, call_site: str = "",
             for v, a in zip(eqn.outvars, ins):
                 env[v] = a
             continue
+        expand = registry.expansion(eqn.primitive.name) if any(live) else None
+        if expand is not None:  # explained as the operations it is written with
+            written = jax.make_jaxpr(expand(eqn.params))(
+                *(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars))
+            for v, a in zip(eqn.outvars, _inline(b, written.jaxpr, written.consts, ins,
+                                                 call_site or where, enclosing)):
+                env[v] = a
+            continue
         if eqn.primitive.name == "scan" and any(live):
             outs = tuple(b.new(v.aval, live=True) for v in eqn.outvars)
             for v, o in zip(eqn.outvars, outs):

@@ -98,3 +98,29 @@ def test_a_product_of_many_live_factors_is_split_by_its_two_orders(x64, mode):
         want[:, :, k] = (forward + backward) / 2 * (a[:, :, k] - a0[:, :, k])
     np.testing.assert_allclose(c, want.reshape(3, 2, 10), rtol=1e-9, atol=1e-12)
     assert np.abs(want).max() > 1e-2
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_running_products_and_log_sum_exps_are_their_associative_scans(x64, mode):
+    """``cumprod`` and ``cumlogsumexp`` of live values are explained as
+    ``lax.associative_scan`` of ``multiply`` / ``logaddexp`` (``registry.register_expansion``):
+    the same scores, element by element, as the scan written out, and they sum. Both were
+    refused ("no DeepLIFT rule")."""
+    rng = np.random.default_rng(21)
+    x = jnp.asarray(rng.uniform(0.5, 1.5, size=(3, 7)))
+    r = jnp.asarray(rng.uniform(0.5, 1.5, size=(2, 7)))
+    w = jnp.asarray(rng.normal(size=(7, 2)))
+    pairs = [
+        (lambda xb: jnp.cumprod(xb, 1),
+         lambda xb: jax.lax.associative_scan(jnp.multiply, xb, axis=1)),
+        (lambda xb: jax.lax.cumprod(xb, axis=1, reverse=True),
+         lambda xb: jax.lax.associative_scan(jnp.multiply, xb, axis=1, reverse=True)),
+        (lambda xb: jax.lax.cumlogsumexp(xb, axis=1),
+         lambda xb: jax.lax.associative_scan(jnp.logaddexp, xb, axis=1))]
+    for primitive, written in pairs:
+        c, d = jaxlift.attribute(lambda p, xb, f=primitive: f(xb) @ w, None, x, r, target=1,
+                                 mode=mode, return_delta=True, average_refs=False)
+        same = jaxlift.attribute(lambda p, xb, f=written: f(xb) @ w, None, x, r, target=1,
+                                 mode=mode, average_refs=False)
+        np.testing.assert_allclose(c, same, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(c.sum(-1), d, rtol=1e-10)

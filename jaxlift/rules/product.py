@@ -34,6 +34,7 @@ split keeps summation-to-delta.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxlift.split_multipliers import SplitMultipliers
@@ -175,3 +176,17 @@ registry.register("div", QUOTIENT, lambda live: live == (True, True), shared=Tru
 registry.register("reduce_prod", MANY_FACTORS, registry.one_live)
 for _p in ("pow", "atan2", "rem", "igamma", "igammac", "polygamma", "zeta", "logaddexp"):
     registry.register(_p, TWO_PLAYER, lambda live: live == (True, True))
+
+
+def _running(combine):
+    """A running reduction (``cumprod``, ``cumlogsumexp``) written as
+    ``lax.associative_scan(combine)`` along its axis: pairwise ``combine`` of two live operands
+    (the product rule, the two-player rule) and slices, each exact, so the whole is."""
+    def expand(params):
+        return lambda x: jax.lax.associative_scan(combine, x, reverse=params["reverse"],
+                                                  axis=params["axis"])
+    return expand
+
+
+registry.register_expansion("cumprod", _running(jnp.multiply))
+registry.register_expansion("cumlogsumexp", _running(jnp.logaddexp))

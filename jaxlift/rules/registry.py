@@ -59,6 +59,7 @@ class Rule:
 _RULES: dict[str, list[tuple[Predicate, Rule]]] = {}
 _ELEMENTWISE: set[str] = set()
 _LINEAR: dict[str, Predicate] = {}
+_EXPANSIONS: dict[str, Callable] = {}
 _RECORD: list[Registration] = []
 
 # Live masks on which predicates are compared: every mask of 1..MAX_CHECKED_OPERANDS operands
@@ -182,3 +183,15 @@ def mark_linear(primitive: str, when: Predicate = always) -> None:
 def is_linear(primitive: str, live: LiveMask) -> bool:
     pred = _LINEAR.get(primitive)
     return pred is not None and pred(live)
+
+
+def register_expansion(primitive: str, expand: Callable) -> None:
+    """Explain ``primitive`` as the operations ``expand(params)`` is written with: a function of
+    the primitive's operands, traced in its place when an operand is live, whose own primitives
+    have rules (a running product as the pairwise products of ``lax.associative_scan``)."""
+    _EXPANSIONS[primitive] = expand
+
+
+def expansion(primitive: str) -> Callable | None:
+    """The function registered by :func:`register_expansion` for ``primitive``, or ``None``."""
+    return _EXPANSIONS.get(primitive)
