@@ -114,6 +114,9 @@ SLOW_CASES = {
     "test_two_operand_functions.py::test_running_products_and_log_sum_exps_are_their_"
     "associative_scans[reveal_cancel]": "the expansion is the same in both modes; its rules "
                                         "(products, logaddexp) run in RevealCancel by default",
+    "test_two_operand_functions.py::test_running_products_and_log_sum_exps_are_their_"
+    "associative_scans[rescale]": "test_a_running_product_and_log_sum_exp_in_one_model_equal_"
+                                  "their_scans runs both expansions by default, in one model",
 }
 
 

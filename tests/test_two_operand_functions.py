@@ -124,3 +124,20 @@ def test_running_products_and_log_sum_exps_are_their_associative_scans(x64, mode
                                  mode=mode, average_refs=False)
         np.testing.assert_allclose(c, same, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(c.sum(-1), d, rtol=1e-10)
+
+
+def test_a_running_product_and_log_sum_exp_in_one_model_equal_their_scans(x64):
+    """The default run's share of the test above: one model with both, one mode."""
+    rng = np.random.default_rng(22)
+    x = jnp.asarray(rng.uniform(0.5, 1.5, size=(2, 5)))
+    r = jnp.asarray(rng.uniform(0.5, 1.5, size=(1, 5)))
+
+    def model(cumprod, cumlogsumexp):
+        return lambda p, xb: jnp.stack([cumprod(xb)[:, -1], cumlogsumexp(xb)[:, -2]], 1)
+    fn = model(lambda v: jnp.cumprod(v, 1), lambda v: jax.lax.cumlogsumexp(v, axis=1))
+    written = model(lambda v: jax.lax.associative_scan(jnp.multiply, v, axis=1),
+                    lambda v: jax.lax.associative_scan(jnp.logaddexp, v, axis=1))
+    c, d = jaxlift.attribute(fn, None, x, r, target="all", return_delta=True)
+    np.testing.assert_allclose(c, jaxlift.attribute(written, None, x, r, target="all"),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(c.sum(-1), d, rtol=1e-10)
