@@ -521,3 +521,22 @@ def test_padding_needs_a_compiled_size_near_enough_and_few_extra_pairs(monkeypat
     assert rows(10, shapes=None) == 10  # traced inputs
     assert rows(10, per_pair=None) == 10  # a method that cannot say what a pair costs
     assert rows(10, key=None) == 10
+
+
+def test_padded_rows_carry_a_cut_and_its_bypass(padded_rows):
+    """A marked layer with a path around it (``layer_bypass="credit"``): the padded call's
+    ``LayerScores`` are the first rows of the unpadded call's, and layer and bypass sum to Δt."""
+    w = jnp.asarray(np.random.default_rng(7).normal(size=(5, 3)), jnp.float32)
+
+    def fn(p, xb):
+        return jnp.tanh(jaxlift.layer(xb @ w, "h")) + xb[:, :3]  # a path around the layer
+    x = jnp.asarray(np.random.default_rng(8).normal(size=(8, 5)), jnp.float32)
+    refs = jnp.zeros((2, 5), jnp.float32)
+    call = dict(target=1, layer="h", layer_bypass="credit", return_delta=True)
+    full, _ = jaxlift.attribute(fn, None, x, refs, **call)
+    part, delta = jaxlift.attribute(fn, None, x[:6], refs, **call)
+    assert padded_rows == [8]
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(part)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a)[:6], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(part.layer.sum(-1) + part.bypass.sum(-1), delta, rtol=1e-5,
+                               atol=1e-6)
