@@ -210,78 +210,118 @@ def chunk_plan(fn, target, shapes, n: int, k: int, rows_per_pair: int, devices,
     return min(n, per_device * len(devices))
 
 
-# rows each one-chunk program has run with, per program and shapes other than N: a cache
-# of what XLA has compiled, read by one_chunk_rows (bounded like the program caches it mirrors)
+# the (rows, references) each one-chunk program has run with, per program and shapes other than
+# N and K: a cache of what XLA has compiled, read by one_chunk_rows (bounded like the program
+# caches it mirrors)
 _ROWS_RUN: dict = {}
 _ROWS_RUN_MAX = 512
-PADDED_RUNS = 4  # a number of inputs run padded this many times gets its own program next
+PADDED_RUNS = 4  # an (N, K) run padded this many times gets its own program next
+
+
+def references_key(refs, per_input: bool) -> tuple:
+    """The key of ``refs``' structure, shapes and dtypes without their N (per-input
+    references) and K axes: what a program compiled for other numbers of inputs and references
+    shares with this call (:func:`one_chunk_rows`' ``program_key``)."""
+    leaves, treedef = jax.tree_util.tree_flatten(refs)
+    drop = 2 if per_input else 1
+    return treedef, tuple((tuple(np.shape(l))[drop:],
+                           str(l.dtype if hasattr(l, "dtype") else np.result_type(l)))
+                          for l in leaves)
 
 
 def one_chunk_rows(batch_size, fn, target, n: int, k: int, shapes: tuple | None, mesh,
                    rows_per_pair: int | None = 1, program_key=None,
-                   memory_cap: float | None = None) -> int:
-    """Rows to run a one-chunk call of ``n`` inputs with: ``n``, or more where a program for
-    more has already been compiled and this saves compiling one for ``n``.
+                   memory_cap: float | None = None, tile_refs: bool = False
+                   ) -> tuple[int, int]:
+    """``(rows, references)`` to run a one-chunk call of ``n`` inputs and ``k`` references
+    with: ``(n, k)``, or more where a program for more has already been compiled and this
+    saves compiling one for ``(n, k)``.
 
-    A new N is a new shape, and a new shape compiles the whole program again (0.4 s on the
-    MNIST CNN, seconds on a transformer), while the pairs of a few more inputs (their working
-    set at most ``CPU_CHUNK_BYTES``) take milliseconds to tens of milliseconds. ``program_key``
-    names the compiled program and every shape but N. An N the program has not run with runs
-    on its inputs padded (the last row repeated, the extra rows' results dropped:
-    :func:`padded`) to the fewest rows it has run with, if that is at most half as many again,
-    the extra rows' pairs keep at most ``CPU_CHUNK_BYTES`` and all of them at most
-    ``memory_cap`` (default :func:`chunk_memory_cap`): explaining 16 inputs, then 13,
-    compiles once. Otherwise N runs as it is (one compile, as always). An N that comes back
-    after ``PADDED_RUNS`` padded runs is a steady workload and gets its own program then (the
-    one compile it would have had at once), so a fixed N never pays for padding for long.
-    Under ``batch_size="auto"`` only, and not for traced inputs (inside a caller's ``jit``:
-    ``shapes`` is ``None``), a mesh, or a method that cannot say how many forward passes a
-    pair makes (``rows_per_pair=None``)."""
+    A new N or K is a new shape, and a new shape compiles the whole program again (0.4 s on
+    the MNIST CNN, seconds on a transformer), while the pairs of a few more inputs (their
+    working set at most ``CPU_CHUNK_BYTES``) take milliseconds to tens of milliseconds.
+    ``program_key`` names the compiled program and every shape but N and K. A size the program
+    has not run with runs padded (:func:`padded`) to the fewest pairs it has run with, if the
+    extra pairs keep at most ``CPU_CHUNK_BYTES`` and all of them at most ``memory_cap``
+    (default :func:`chunk_memory_cap`): more rows, the last input repeated, their results
+    dropped; and, with ``tile_refs`` (methods whose pairs are computed apart and averaged over
+    references: DeepLIFT), a multiple of ``k`` references, the ``k`` repeated in turn, so that
+    the average over them is the average over the ``k`` (to rounding) and every pair past
+    them repeats one of them. Explaining 16 inputs against 4 references, then 13 against 4, 1
+    against 4 or 16 against 1, compiles once. Otherwise ``(n, k)`` runs as it is (one compile,
+    as always). A size that comes back after ``PADDED_RUNS`` padded runs is a steady workload
+    and gets its own program then (the one compile it would have had at once), so a fixed size
+    never pays for padding for long. Under ``batch_size="auto"`` only, and not for traced
+    inputs (inside a caller's ``jit``: ``shapes`` is ``None``), a mesh, or a method that cannot
+    say how many forward passes a pair makes (``rows_per_pair=None``)."""
     if (not (isinstance(batch_size, str) and batch_size == "auto") or shapes is None
             or mesh is not None or rows_per_pair is None or program_key is None):
-        return n
+        return n, k
     try:
         state = _ROWS_RUN.get(program_key)
-    except TypeError:  # an unhashable part: no bookkeeping, every N as it is
-        return n
+    except TypeError:  # an unhashable part: no bookkeeping, every size as it is
+        return n, k
     if state is None:
         if len(_ROWS_RUN) >= _ROWS_RUN_MAX:
             _ROWS_RUN.clear()
-        state = _ROWS_RUN[program_key] = (set(), {})  # rows compiled; N → padded runs
+        state = _ROWS_RUN[program_key] = (set(), {})  # sizes compiled; size → padded runs
     compiled, padded_runs = state
-    rows = n
-    if n not in compiled and padded_runs.get(n, 0) < PADDED_RUNS:
-        larger = [r for r in compiled if n < r <= n + n // 2]
+    size = (n, k)
+    if size not in compiled and padded_runs.get(size, 0) < PADDED_RUNS:
+        larger = [(r, kk) for r, kk in compiled
+                  if r >= n and (kk == k or (tile_refs and kk % k == 0))]
         if larger:
             params_key, x_key = shapes
             nbytes = memoized(fn_pair_bytes, fn, target, params_key, x_key) * rows_per_pair
-            extra, total = (min(larger) - n) * k * nbytes, min(larger) * k * nbytes
+            fewest = min(larger, key=lambda s: (s[0] * s[1], s[0]))
+            pairs = fewest[0] * fewest[1]
             cap = chunk_memory_cap() if memory_cap is None else memory_cap
-            if extra <= CPU_CHUNK_BYTES and total <= cap:
-                rows = min(larger)
-    if rows == n:
-        compiled.add(n)
+            if (pairs - n * k) * nbytes <= CPU_CHUNK_BYTES and pairs * nbytes <= cap:
+                size = fewest
+    if size == (n, k):
+        compiled.add(size)
     else:
-        padded_runs[n] = padded_runs.get(n, 0) + 1
-    return rows
+        padded_runs[(n, k)] = padded_runs.get((n, k), 0) + 1
+    return size
 
 
-def padded(run, rows: int, per_input: bool):
+def padded(run, rows: int, per_input: bool, k: int = 1, refs_to: int | None = None,
+           averaged: bool = True):
     """``run(params, x, refs, start) -> (scores, Δt, checks)`` on inputs (and per-input
-    references) padded on the host to ``rows`` by repeating their last row, with the scores and
-    ``Δt`` cut back to the inputs' rows (into aligned host buffers, as chunks are gathered).
-    The checks keep every row: a padded pair repeats the last input's."""
+    references) padded on the host to ``rows`` by repeating their last row and, for
+    ``refs_to``, on the ``k`` references repeated in turn up to ``refs_to`` (a multiple of
+    ``k``: ``r0, r1, r0, r1`` for two references to four). The scores and ``Δt`` are cut back
+    to the inputs' rows (into aligned host buffers, as chunks are gathered) and, not
+    ``averaged`` over references, to the ``k`` references; the checks to the ``k`` references
+    (every pair past them repeats one of theirs) but not to the rows (a padded pair repeats the
+    last input's; the certificate's summary leaves them out)."""
     def pad(leaf):
         n = leaf.shape[0]
         return np.asarray(leaf)[np.minimum(np.arange(rows), n - 1)]
 
+    def tile(leaf, axis):
+        return np.take(np.asarray(leaf), np.arange(refs_to) % k, axis=axis)
+
+    tiled = refs_to is not None and refs_to != k
+
     def padded_run(params, x, refs, start):
         n = jax.tree_util.tree_leaves(x)[0].shape[0]
+        refs_in = refs
+        if tiled:
+            refs_in = jax.tree_util.tree_map(lambda l: tile(l, 1 if per_input else 0), refs)
         res, delta, checks = run(params, jax.tree_util.tree_map(pad, x),
-                                 jax.tree_util.tree_map(pad, refs) if per_input else refs, start)
-        cut = jax.tree_util.tree_map(
-            lambda leaf: as_jax(store_rows(output_buffer(leaf, n), 0, leaf, n)), (res, delta))
-        return (*cut, checks)
+                                 jax.tree_util.tree_map(pad, refs_in) if per_input else refs_in,
+                                 start)
+
+        def cut(leaf, refs_axis: bool):
+            if refs_axis and tiled:
+                leaf = np.asarray(leaf)[:, :k]
+            return as_jax(store_rows(output_buffer(leaf, n), 0, leaf, n))
+        res, delta = jax.tree_util.tree_map(lambda l: cut(l, not averaged), (res, delta))
+        if tiled and np.size(checks["gap"]):
+            checks = {**checks, **{name: np.asarray(checks[name])[:, :k]
+                                   for name in ("gap", "bound")}}
+        return res, delta, checks
     return padded_run
 
 

@@ -244,19 +244,22 @@ def _execute(call: Call, inputs: Inputs):
         run_chunk = family.runner(call, inputs, chunked=chunk != n and call.mesh is None)
         # a later small call may run on more rows, so that a new number of inputs compiles
         # nothing (the program and every shape but N name what XLA compiled)
-        rows = n if chunk != n else chunking.one_chunk_rows(
+        rows, refs_to = (n, k) if chunk != n else chunking.one_chunk_rows(
             call.batch_size, call.fn, call.target, n, k, shapes, call.mesh, per_pair,
-            program_key=(run_chunk.program, shapes, signature(inputs.refs, inputs.per_input),
-                         None if inputs.seeds is None else np.shape(inputs.seeds)[1:]))
-        if rows != n:
-            run_chunk = chunking.padded(run_chunk, rows, inputs.per_input)
+            program_key=(run_chunk.program, shapes,
+                         chunking.references_key(inputs.refs, inputs.per_input),
+                         None if inputs.seeds is None else np.shape(inputs.seeds)[1:]),
+            tile_refs=call.method.scope == "interpreter")
+        if (rows, refs_to) != (n, k):
+            run_chunk = chunking.padded(run_chunk, rows, inputs.per_input, k, refs_to,
+                                        call.average_refs)
         if call.mesh is not None:
             run_chunk = chunking.sharded(run_chunk, call.mesh, inputs.per_input)
         recorded_run, recorded = recording_checks(run_chunk)
         if chunk == n:  # one compiled dispatch: reference side, scores and every check
             res, delta = recorded_run(inputs.params, inputs.x, inputs.refs, 0)
             # a padded run takes the full path next time too, which counts its runs
-            one_run = run_chunk if call.mesh is None and rows == n else None
+            one_run = run_chunk if call.mesh is None and (rows, refs_to) == (n, k) else None
         else:
             res, delta = chunking.run_chunked(recorded_run, inputs.params, inputs.x,
                                               inputs.refs, n, chunk, inputs.per_input,

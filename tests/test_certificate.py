@@ -97,6 +97,23 @@ def test_a_padded_small_call_names_the_worst_pair_among_its_own_inputs():
     assert info.value.worst[:2] == (4, 0) and info.value.pairs == 1
 
 
+def test_a_call_on_repeated_references_counts_and_names_its_own_pairs():
+    """Three inputs against two references run on the two repeated in turn up to four (a
+    program for four has run): the pairs apart from their reference fail — the second
+    reference's, and the third input's — and the error counts those four, not their copies,
+    named by the call's own reference."""
+    fn, params, shape = zoo_model("mlp")
+    _, refs = zoo.inputs_and_refs(5, shape, n=1, k=1)
+    same = np.repeat(np.asarray(refs), 4, axis=0)
+    x = same[:3].copy()
+    jaxlift.attribute(fn, params, x, same, target=1, mode=OFF)  # Δ = 0: nothing to fail
+    two = np.concatenate([same[:1], same[:1] + 1.0])
+    x[2] += 2.0
+    with pytest.raises(CompletenessError) as info:
+        jaxlift.attribute(fn, params, x, two, target=1, mode=OFF)
+    assert info.value.pairs == 4 and info.value.worst[1] in (0, 1)
+
+
 def test_multipliers_are_certified_too():
     fn, params, shape = zoo_model("mlp")
     x, refs = zoo.inputs_and_refs(2, shape, n=2, k=1)

@@ -1,4 +1,5 @@
 """Chunk sizes chosen from memory (``batch_size="auto"``) and the helpers behind them."""
+import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -435,9 +436,9 @@ def padded_rows(monkeypatch):
     seen = []
     padded = chunking.padded
 
-    def spy(run, rows, per_input):
+    def spy(run, rows, per_input, *more):
         seen.append(rows)
-        return padded(run, rows, per_input)
+        return padded(run, rows, per_input, *more)
     monkeypatch.setattr(chunking, "padded", spy)
     return seen
 
@@ -452,34 +453,94 @@ def _small_conv(seed, n, dtype=jnp.float32):
 @pytest.mark.parametrize("average_refs", [True, False])
 def test_a_new_number_of_inputs_reuses_a_program_for_more_rows(backend_compiles, padded_rows,
                                                                average_refs):
-    """The first N runs as it is; fewer inputs, down to two thirds of a size already
-    compiled, run padded to it and compile nothing; fewer still compile their own; a padded
-    N that keeps coming back gets its own program."""
+    """The first N runs as it is; fewer inputs run padded to the fewest rows already compiled
+    and compile nothing; more compile their own; a padded N that keeps coming back gets its
+    own program."""
     p, x = _small_conv(4, 12)
     refs = jnp.asarray(np.random.default_rng(5).normal(size=(2, 6, 6, 1)), jnp.float32)
     call = dict(target=1, average_refs=average_refs, return_delta=True)
-    first = {n: x[:n] for n in (6, 7, 8, 9, 10, 11, 12)}  # sliced before counting compiles
-    whole, d_whole = map(np.asarray, jaxlift.attribute(_conv_net, p, x, refs, **call))
+    first = {n: x[:n] for n in (1, 6, 7, 8, 9, 10, 11, 12)}  # sliced before counting compiles
+    whole, d_whole = map(np.asarray, jaxlift.attribute(_conv_net, p, first[8], refs, **call))
     assert padded_rows == []  # the first N as it is
     backend_compiles.clear()
-    for n in (9, 10, 11, 12, 11):  # 12 rows: the full path each time, 12 itself as it is
+    twelve = jaxlift.attribute(_conv_net, p, x, refs, **call)  # more: its own program
+    assert backend_compiles and padded_rows == []
+    whole, d_whole = map(np.asarray, twelve)
+    backend_compiles.clear()
+    for n in (9, 10, 11, 12, 11, 1):  # 12 rows: the full path each time, 12 itself as it is
         scores, delta = map(np.asarray, jaxlift.attribute(_conv_net, p, first[n], refs, **call))
         assert scores.shape == whole[:n].shape and delta.shape == d_whole[:n].shape
         np.testing.assert_allclose(scores, whole[:n], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(delta, d_whole[:n], rtol=1e-5, atol=1e-6)
-    assert backend_compiles == [] and padded_rows == [12, 12, 12, 12]
-    seven = jaxlift.attribute(_conv_net, p, first[7], refs, **call)  # 12 > 7 · 1.5: its own
-    assert backend_compiles and len(padded_rows) == 4
+    assert backend_compiles == [] and padded_rows == [12, 12, 12, 12, 8]  # the fewest rows
+    seven = jaxlift.attribute(_conv_net, p, first[7], refs, **call)
+    assert backend_compiles == [] and padded_rows[-1] == 8
     np.testing.assert_allclose(seven[0], whole[:7], rtol=1e-5, atol=1e-6)
-    backend_compiles.clear()
-    np.testing.assert_allclose(jaxlift.attribute(_conv_net, p, first[6], refs, **call)[0],
-                               whole[:6], rtol=1e-5, atol=1e-6)
-    assert backend_compiles == [] and padded_rows[-1] == 7
     for _ in range(chunking.PADDED_RUNS):  # 11 ran padded twice above: a steady workload
         np.testing.assert_allclose(jaxlift.attribute(_conv_net, p, first[11], refs, **call)[0],
                                    whole[:11], rtol=1e-5, atol=1e-6)
     assert backend_compiles  # 11's own program …
     assert padded_rows.count(12) == 2 + chunking.PADDED_RUNS  # … after PADDED_RUNS padded runs
+
+
+@pytest.fixture
+def padded_refs(monkeypatch):
+    """The references each padded run was given (``chunking.padded``'s ``refs_to``)."""
+    seen = []
+    padded = chunking.padded
+
+    def spy(run, rows, per_input, k=1, refs_to=None, averaged=True):
+        seen.append(refs_to)
+        return padded(run, rows, per_input, k, refs_to, averaged)
+    monkeypatch.setattr(chunking, "padded", spy)
+    return seen
+
+
+@pytest.mark.parametrize("average_refs", [True, False])
+def test_fewer_references_reuse_a_program_for_a_multiple_of_them(backend_compiles, padded_refs,
+                                                                 average_refs):
+    """After 4 references, 2 and 1 (and fewer inputs with them) run on the references repeated
+    in turn up to 4 and compile nothing: the scores and Δt are the unpadded call's (averaged:
+    to rounding), the pairs past the k references dropped; 3 (no multiple) compiles."""
+    p, x = _small_conv(9, 6)
+    net = functools.partial(_conv_net)  # a function of its own: no program other tests ran
+    refs = jnp.asarray(np.random.default_rng(10).normal(size=(4, 6, 6, 1)), jnp.float32)
+    call = dict(target=2, average_refs=average_refs, return_delta=True)
+    few = {k: refs[:k] for k in (1, 2, 3)}
+    three = x[:3]
+    jaxlift.attribute(net, p, x, refs, **call)
+    backend_compiles.clear()
+    got = {(6, k): jaxlift.attribute(net, p, x, few[k], **call) for k in (2, 1)}
+    got[(3, 1)] = jaxlift.attribute(net, p, three, few[1], **call)
+    assert backend_compiles == [] and padded_refs == [4, 4, 4]
+    for (n, k), (scores, delta) in got.items():
+        alone, d_alone = jaxlift.attribute(net, p, x[:n], few[k], batch_size=None, **call)
+        assert scores.shape == alone.shape and delta.shape == d_alone.shape
+        np.testing.assert_allclose(scores, alone, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(delta, d_alone, rtol=1e-5, atol=1e-6)
+    backend_compiles.clear()
+    jaxlift.attribute(net, p, x, few[3], **call)
+    assert backend_compiles and padded_refs == [4, 4, 4]
+
+
+def test_references_are_repeated_only_for_deeplift(backend_compiles, padded_refs, x64):
+    """Per-input references repeat along their K axis; a method outside the interpreter (its
+    pairs may share draws or a background) does not repeat references: a new K compiles."""
+    p, x = _small_conv(11, 4, jnp.float64)
+    net = functools.partial(_conv_net)  # a function of its own: no program other tests ran
+    refs = jnp.asarray(np.random.default_rng(12).normal(size=(4, 4, 6, 6, 1)))  # per input
+    first_two = refs[:, :2]  # sliced before counting compiles
+    jaxlift.attribute(net, p, x, refs, target=0)
+    backend_compiles.clear()
+    two = jaxlift.attribute(net, p, x, first_two, target=0)
+    assert backend_compiles == [] and padded_refs == [4]
+    np.testing.assert_allclose(two, jaxlift.attribute(net, p, x, first_two, target=0,
+                                                      batch_size=None), rtol=1e-10, atol=1e-12)
+    ig = dict(target=0, mode="integrated_gradients")
+    jaxlift.attribute(net, p, x, refs, **ig)
+    backend_compiles.clear()
+    jaxlift.attribute(net, p, x, first_two, **ig)
+    assert backend_compiles and padded_refs == [4]
 
 
 def test_padded_rows_carry_per_input_references_and_targets(x64, padded_rows):
@@ -498,29 +559,33 @@ def test_padded_rows_carry_per_input_references_and_targets(x64, padded_rows):
         np.testing.assert_allclose(padded, np.concatenate(one), rtol=1e-10, atol=1e-12)
 
 
-def test_padding_needs_a_compiled_size_near_enough_and_few_extra_pairs(monkeypatch):
+def test_padding_needs_a_compiled_size_with_few_extra_pairs(monkeypatch):
     p, x = _small_conv(6, 5)
     shapes = (signature(p), signature(x, drop_leading=True))
 
     def rows(n, batch_size="auto", shapes=shapes, per_pair=1, key=("program", shapes),
-             cap=float("inf")):
-        return chunking.one_chunk_rows(batch_size, _conv_net, 0, n, 2, shapes, None, per_pair,
-                                       program_key=key, memory_cap=cap)
-    assert rows(12) == 12 and rows(7) == 7 and rows(9) == 12 and rows(6) == 7
+             cap=float("inf"), k=2, tile=True):
+        return chunking.one_chunk_rows(batch_size, _conv_net, 0, n, k, shapes, None, per_pair,
+                                       program_key=key, memory_cap=cap, tile_refs=tile)
+    assert rows(12) == (12, 2) and rows(7) == (12, 2) and rows(13) == (13, 2)
+    assert rows(12, k=1) == (12, 2)  # a multiple of the references, where they repeat …
+    assert rows(12, k=1, tile=False) == (12, 1)  # … and only there
+    assert rows(5, k=3) == (5, 3)  # 2 references are no multiple of 3
     assert [rows(8) for _ in range(chunking.PADDED_RUNS + 2)] == (
-        [12] * chunking.PADDED_RUNS + [8, 8])  # then 8 has its own program
+        [(12, 2)] * chunking.PADDED_RUNS + [(8, 2), (8, 2)])  # then 8 has its own program
+    assert rows(7) == (8, 2)  # the fewest pairs compiled
     nbytes = chunking.fn_pair_bytes(_conv_net, 0, *shapes)
-    assert rows(11, key="another") == 11
-    assert rows(9, key="another", cap=11 * 2 * nbytes - 1) == 9  # 11 rows do not fit in memory
+    assert rows(11, key="another") == (11, 2)
+    assert rows(9, key="another", cap=11 * 2 * nbytes - 1) == (9, 2)  # 11 rows overflow memory
     monkeypatch.setattr(chunking, "CPU_CHUNK_BYTES", 2 * 2 * nbytes - 1)  # nor 2 rows more
-    assert rows(9, key="another") == 9
+    assert rows(9, key="another") == (9, 2)
     monkeypatch.undo()
-    assert rows(10, key="another", cap=11 * 2 * nbytes) == 11  # (9 has its own program now)
+    assert rows(10, key="another", cap=11 * 2 * nbytes) == (11, 2)  # (9 has its own now)
     for not_auto in (None, 10):
-        assert rows(10, batch_size=not_auto) == 10
-    assert rows(10, shapes=None) == 10  # traced inputs
-    assert rows(10, per_pair=None) == 10  # a method that cannot say what a pair costs
-    assert rows(10, key=None) == 10
+        assert rows(10, batch_size=not_auto) == (10, 2)
+    assert rows(10, shapes=None) == (10, 2)  # traced inputs
+    assert rows(10, per_pair=None) == (10, 2)  # a method that cannot say what a pair costs
+    assert rows(10, key=None) == (10, 2)
 
 
 def test_padded_rows_carry_a_cut_and_its_bypass(padded_rows):
