@@ -60,9 +60,25 @@ def child(model_name: str, method: str) -> dict:
     def fn(p, xb):  # the model, its traces counted
         traces[0] += 1
         return model_fn(p, xb)
-    if method == "grad":
+    if method == "hand_rescale":  # the MNIST CNN's Rescale written by hand: the floor
+        from benchmarks.hand_rescale import hand_rescale
+        call = jax.jit(hand_rescale(target))
+        events.clear()
+        t0 = time.perf_counter()
+        jax.block_until_ready(call(params, x, refs))
+        total = time.perf_counter() - t0
+        first = dict(events), traces[0]
+        fewer = jax.block_until_ready(x[:fewer_inputs(x.shape[0])])
+        t0 = time.perf_counter()
+        jax.block_until_ready(call(params, fewer, refs))
+        then = time.perf_counter() - t0
+        one_ref = jax.block_until_ready(refs[:1])
+        t0 = time.perf_counter()
+        jax.block_until_ready(call(params, x, one_ref))
+    elif method == "grad":
         first_leaf = jax.tree_util.tree_leaves(x)[0]
-        k = jax.tree_util.tree_leaves(refs)[0].shape[0]
+        first_ref = jax.tree_util.tree_leaves(refs)[0]
+        k = first_ref.shape[1 if first_ref.ndim == first_leaf.ndim + 1 else 0]  # K, per input too
         pairs = jax.tree_util.tree_map(lambda l: jnp.repeat(l, k, axis=0), x)
         if jnp.issubdtype(first_leaf.dtype, jnp.floating):
             def t(xe):
@@ -84,6 +100,11 @@ def child(model_name: str, method: str) -> dict:
         fewer = jax.block_until_ready(jax.tree_util.tree_map(lambda l: l[:rows], arg))
         t0 = time.perf_counter()
         jax.block_until_ready(call(fewer))
+        then = time.perf_counter() - t0
+        one_ref = jax.block_until_ready(  # each input once: the pairs of one reference
+            jax.tree_util.tree_map(lambda l: l[::k], arg))
+        t0 = time.perf_counter()
+        jax.block_until_ready(call(one_ref))
     else:
         time_first_call_pieces(timers)
         events.clear()
@@ -102,8 +123,15 @@ def child(model_name: str, method: str) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(jaxlift.attribute(fn, params, fewer, fewer_refs, target=target,
                                                 mode=method, layer=layer))
-    then = time.perf_counter() - t0
-    return {"total": total, "then_fewer": then, "fn_traces": first[1], **first[0]}
+        then = time.perf_counter() - t0
+        one_ref = jax.block_until_ready(jax.tree_util.tree_map(
+            (lambda l: l[:, :1]) if per_input else (lambda l: l[:1]), refs))
+        t0 = time.perf_counter()
+        jax.block_until_ready(jaxlift.attribute(fn, params, x, one_ref, target=target,
+                                                mode=method, layer=layer))
+    then_one_ref = time.perf_counter() - t0
+    return {"total": total, "then_fewer": then, "then_one_ref": then_one_ref,
+            "fn_traces": first[1], **first[0]}
 
 
 def first_call(model: str, method: str, env: dict) -> dict:
@@ -135,18 +163,24 @@ def main(argv=None) -> None:
              "N × K pairs (token models: the gradient with respect to the embedding table). "
              "Breakdown: JAX's monitoring events summed over the call (tracing to jaxprs, "
              "lowering to MLIR, XLA compiles with their count), jaxlift's own pieces, and how "
-             "many times the model's function was traced. The last column: the next call in "
-             "the same process, on fewer of the inputs (16 → 13, cats-vs-dogs 4 → 3; "
-             "`jax.jit` compiles a new shape; jaxlift pads a small call to a size it has compiled, "
-             "docs/design.md §20.2).", "",
+             "many times the model's function was traced. The last two columns: the next call "
+             "in the same process, on fewer of the inputs (16 → 13, cats-vs-dogs 4 → 3), then "
+             "the one after it, on all the inputs against one reference (K → 1; per-input "
+             "references: the first of each input's); `jax.jit` compiles each new shape; "
+             "jaxlift pads a small call to a size it has compiled (docs/design.md §20.2). "
+             "`hand_rescale` (MNIST CNN only): Rescale written by hand in `jnp` — a ReLU whose "
+             "derivative is its secant, `jax.grad`, two `vmap`s — without jaxlift's guards, "
+             "checks or proof (benchmarks/hand_rescale.py): the least a DeepLIFT program "
+             "compiles, beside the gradient's.", "",
              "| model | method | first call (s) | ÷ grad | trace (s) | lower (s) | XLA compile "
              "(s, count) | chunk plan (s) | build_program (s, count) | fn traces | "
-             "then fewer inputs (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "then fewer inputs (s) | then one reference (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in args.models.split(","):
-        runs = {m: [first_call(model, m, env) for _ in range(args.repeats)] for m in METHODS}
+        methods = METHODS + (("hand_rescale",) if model == "mnist" else ())
+        runs = {m: [first_call(model, m, env) for _ in range(args.repeats)] for m in methods}
         grad = median_of(runs["grad"], "total")
-        for m in METHODS:
+        for m in methods:
             r = runs[m]
             total = median_of(r, "total")
             lines.append(
@@ -158,8 +192,9 @@ def main(argv=None) -> None:
                 f"{median_of(r, 'plan_chunk'):.2f} | "
                 f"{median_of(r, 'build_program'):.2f} "
                 f"({median_of(r, 'build_program_count'):.0f}) | "
-                f"{median_of(r, 'fn_traces'):.0f} | {median_of(r, 'then_fewer'):.3f} |")
-        print("\n".join(lines[-3:]), flush=True)
+                f"{median_of(r, 'fn_traces'):.0f} | {median_of(r, 'then_fewer'):.3f} | "
+                f"{median_of(r, 'then_one_ref'):.3f} |")
+        print("\n".join(lines[-len(methods):]), flush=True)
     if args.persistent_cache:
         lines += ["", "### A second process with JAX's persistent compilation cache", "",
                   "| model | method | first process (s) | second process (s) | ratio |",

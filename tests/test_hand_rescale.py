@@ -1,0 +1,23 @@
+"""benchmarks/hand_rescale.py, the first-call benchmark's floor, computes jaxlift's Rescale
+scores: the benchmark compares programs that compute the same thing."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.hand_rescale import check, hand_rescale
+from jaxlift.models.mnist import MnistCNN
+
+
+def test_the_hand_written_rescale_gives_jaxlifts_scores():
+    model = MnistCNN()
+    params = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 28, 28, 1)))
+    x = jax.random.uniform(jax.random.PRNGKey(4), (3, 28, 28, 1))
+    refs = jnp.zeros((2, 28, 28, 1)) + jnp.array([0.0, 0.2])[:, None, None, None]
+    fn = functools.partial(model.apply, logits=True)
+    assert check(fn, params, x, refs, target=3) < 1e-5
+    scores, delta = hand_rescale(3)(params, x, refs)
+    out = fn(params, x)[:, 3][:, None] - fn(params, refs)[:, 3][None, :]
+    np.testing.assert_allclose(delta, out.mean(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.reshape(3, -1).sum(1), delta, rtol=1e-4, atol=1e-5)
