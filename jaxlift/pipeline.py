@@ -242,8 +242,9 @@ def _execute(call: Call, inputs: Inputs):
     one_run = None
     with precision_context(call.precision):
         run_chunk = family.runner(call, inputs, chunked=chunk != n and call.mesh is None)
-        # a later small call may run on more rows, so that a new number of inputs compiles
-        # nothing (the program and every shape but N name what XLA compiled)
+        # a later small call may run on more rows (and repeated references), so that a new
+        # number of inputs or references compiles nothing (the program and every shape but N
+        # and K name what XLA compiled)
         rows, refs_to = (n, k) if chunk != n else chunking.one_chunk_rows(
             call.batch_size, call.fn, call.target, n, k, shapes, call.mesh, per_pair,
             program_key=(run_chunk.program, shapes,
