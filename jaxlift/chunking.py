@@ -216,6 +216,7 @@ def chunk_plan(fn, target, shapes, n: int, k: int, rows_per_pair: int, devices,
 _ROWS_RUN: dict = {}
 _ROWS_RUN_MAX = 512
 PADDED_RUNS = 4  # an (N, K) run padded this many times gets its own program next
+MAX_PIECES = 8  # more inputs than a program has run with: at most this many runs of it
 
 
 def references_key(refs, per_input: bool) -> tuple:
@@ -234,21 +235,23 @@ def one_chunk_rows(batch_size, fn, target, n: int, k: int, shapes: tuple | None,
                    memory_cap: float | None = None, tile_refs: bool = False
                    ) -> tuple[int, int]:
     """``(rows, references)`` to run a one-chunk call of ``n`` inputs and ``k`` references
-    with: ``(n, k)``, or more where a program for more has already been compiled and this
-    saves compiling one for ``(n, k)``.
+    with: ``(n, k)``, or a size whose program has already been compiled where that saves
+    compiling one for ``(n, k)`` — more rows, or fewer: then the inputs run in pieces of
+    ``rows`` (at most ``MAX_PIECES``, the last padded).
 
     A new N or K is a new shape, and a new shape compiles the whole program again (0.4 s on
     the MNIST CNN, seconds on a transformer), while the pairs of a few more inputs (their
     working set at most ``CPU_CHUNK_BYTES``) take milliseconds to tens of milliseconds.
     ``program_key`` names the compiled program and every shape but N and K. A size the program
-    has not run with runs padded (:func:`padded`) to the fewest pairs it has run with, if the
-    extra pairs keep at most ``CPU_CHUNK_BYTES`` and all of them at most ``memory_cap``
-    (default :func:`chunk_memory_cap`): more rows, the last input repeated, their results
-    dropped; and, with ``tile_refs`` (methods whose pairs are computed apart and averaged over
-    references: DeepLIFT), a multiple of ``k`` references, the ``k`` repeated in turn, so that
-    the average over them is the average over the ``k`` (to rounding) and every pair past
-    them repeats one of them. Explaining 16 inputs against 4 references, then 13 against 4, 1
-    against 4 or 16 against 1, compiles once. Otherwise ``(n, k)`` runs as it is (one compile,
+    has not run with runs padded (:func:`padded`) to the size it has run with that computes the
+    fewest pairs, if the extra pairs keep at most ``CPU_CHUNK_BYTES`` and a run's pairs at most
+    ``memory_cap`` (default :func:`chunk_memory_cap`): more rows, or pieces of fewer (20 inputs
+    after 16: two runs of 16), the last input repeated, its copies' results dropped; and, with
+    ``tile_refs`` (methods whose pairs are computed apart and averaged over references:
+    DeepLIFT), a multiple of ``k`` references, the ``k`` repeated in turn, so that the average
+    over them is the average over the ``k`` (to rounding) and every pair past them repeats one
+    of them. Explaining 16 inputs against 4 references, then 13 against 4, 1 against 4, 16
+    against 1 or 20 against 4, compiles once. Otherwise ``(n, k)`` runs as it is (one compile,
     as always). A size that comes back after ``PADDED_RUNS`` padded runs is a steady workload
     and gets its own program then (the one compile it would have had at once), so a fixed size
     never pays for padding for long. Under ``batch_size="auto"`` only, and not for traced
@@ -268,16 +271,16 @@ def one_chunk_rows(batch_size, fn, target, n: int, k: int, shapes: tuple | None,
     compiled, padded_runs = state
     size = (n, k)
     if size not in compiled and padded_runs.get(size, 0) < PADDED_RUNS:
-        larger = [(r, kk) for r, kk in compiled
-                  if r >= n and (kk == k or (tile_refs and kk % k == 0))]
-        if larger:
+        # (pairs computed, pieces, rows, references) of each compiled size that can serve
+        options = [(-(-n // r) * r * kk, -(-n // r), r, kk) for r, kk in compiled
+                   if (kk == k or (tile_refs and kk % k == 0)) and -(-n // r) <= MAX_PIECES]
+        if options:
             params_key, x_key = shapes
             nbytes = memoized(fn_pair_bytes, fn, target, params_key, x_key) * rows_per_pair
-            fewest = min(larger, key=lambda s: (s[0] * s[1], s[0]))
-            pairs = fewest[0] * fewest[1]
+            pairs, _, r, kk = min(options)  # the fewest pairs, then the fewest pieces
             cap = chunk_memory_cap() if memory_cap is None else memory_cap
-            if (pairs - n * k) * nbytes <= CPU_CHUNK_BYTES and pairs * nbytes <= cap:
-                size = fewest
+            if (pairs - n * k) * nbytes <= CPU_CHUNK_BYTES and r * kk * nbytes <= cap:
+                size = (r, kk)
     if size == (n, k):
         compiled.add(size)
     else:

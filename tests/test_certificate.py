@@ -114,6 +114,19 @@ def test_a_call_on_repeated_references_counts_and_names_its_own_pairs():
     assert info.value.pairs == 4 and info.value.worst[1] in (0, 1)
 
 
+def test_a_call_in_pieces_names_the_worst_pair_by_its_own_input():
+    """Three inputs run as two runs of a program for two (``chunking.one_chunk_rows``); only
+    the third is apart from its reference: the error names input 2 and counts one pair."""
+    fn, params, shape = zoo_model("mlp")
+    _, refs = zoo.inputs_and_refs(7, shape, n=1, k=1)
+    x = np.repeat(np.asarray(refs), 3, axis=0)
+    jaxlift.attribute(fn, params, x[:2], refs, target=1, mode=OFF)  # Δ = 0: nothing to fail
+    x[2] += 1.0
+    with pytest.raises(CompletenessError) as info:
+        jaxlift.attribute(fn, params, x, refs, target=1, mode=OFF)
+    assert info.value.worst[:2] == (2, 0) and info.value.pairs == 1
+
+
 def test_multipliers_are_certified_too():
     fn, params, shape = zoo_model("mlp")
     x, refs = zoo.inputs_and_refs(2, shape, n=2, k=1)

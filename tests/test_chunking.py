@@ -1,5 +1,4 @@
 """Chunk sizes chosen from memory (``batch_size="auto"``) and the helpers behind them."""
-import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -452,10 +451,11 @@ def _small_conv(seed, n, dtype=jnp.float32):
 
 @pytest.mark.parametrize("average_refs", [True, False])
 def test_a_new_number_of_inputs_reuses_a_program_for_more_rows(backend_compiles, padded_rows,
-                                                               average_refs):
+                                                               average_refs, monkeypatch):
     """The first N runs as it is; fewer inputs run padded to the fewest rows already compiled
-    and compile nothing; more compile their own; a padded N that keeps coming back gets its
-    own program."""
+    and compile nothing; more (with no pieces) compile their own; a padded N that keeps coming
+    back gets its own program."""
+    monkeypatch.setattr(chunking, "MAX_PIECES", 1)  # more inputs: test_..._in_pieces_...
     p, x = _small_conv(4, 12)
     refs = jnp.asarray(np.random.default_rng(5).normal(size=(2, 6, 6, 1)), jnp.float32)
     call = dict(target=1, average_refs=average_refs, return_delta=True)
@@ -503,7 +503,8 @@ def test_fewer_references_reuse_a_program_for_a_multiple_of_them(backend_compile
     in turn up to 4 and compile nothing: the scores and Δt are the unpadded call's (averaged:
     to rounding), the pairs past the k references dropped; 3 (no multiple) compiles."""
     p, x = _small_conv(9, 6)
-    net = functools.partial(_conv_net)  # a function of its own: no program other tests ran
+    def net(p, xb):  # a function of its own: no program other tests ran
+        return _conv_net(p, xb)
     refs = jnp.asarray(np.random.default_rng(10).normal(size=(4, 6, 6, 1)), jnp.float32)
     call = dict(target=2, average_refs=average_refs, return_delta=True)
     few = {k: refs[:k] for k in (1, 2, 3)}
@@ -527,7 +528,8 @@ def test_references_are_repeated_only_for_deeplift(backend_compiles, padded_refs
     """Per-input references repeat along their K axis; a method outside the interpreter (its
     pairs may share draws or a background) does not repeat references: a new K compiles."""
     p, x = _small_conv(11, 4, jnp.float64)
-    net = functools.partial(_conv_net)  # a function of its own: no program other tests ran
+    def net(p, xb):  # a function of its own: no program other tests ran
+        return _conv_net(p, xb)
     refs = jnp.asarray(np.random.default_rng(12).normal(size=(4, 4, 6, 6, 1)))  # per input
     first_two = refs[:, :2]  # sliced before counting compiles
     jaxlift.attribute(net, p, x, refs, target=0)
@@ -559,6 +561,28 @@ def test_padded_rows_carry_per_input_references_and_targets(x64, padded_rows):
         np.testing.assert_allclose(padded, np.concatenate(one), rtol=1e-10, atol=1e-12)
 
 
+def test_more_inputs_run_in_pieces_of_a_compiled_size(backend_compiles, padded_rows, x64):
+    """After 4 inputs, 7 run as two runs of the 4-input program (the last piece padded) and 6
+    with per-input references and targets too: nothing compiles, the scores are the unpadded
+    call's; more pieces than MAX_PIECES compile their own program."""
+    p, x = _small_conv(13, 4 * chunking.MAX_PIECES + 1, jnp.float64)
+    def net(p, xb):  # a function of its own: no program other tests ran
+        return _conv_net(p, xb)
+    x = np.asarray(x)
+    refs = np.random.default_rng(14).normal(size=(len(x), 2, 6, 6, 1))  # per input
+    classes = np.arange(len(x)) % 3
+    jaxlift.attribute(net, p, x[:4], refs[:4], target=classes[:4])
+    backend_compiles.clear()
+    for n in (7, 6):
+        got = jaxlift.attribute(net, p, x[:n], refs[:n], target=classes[:n])
+        alone = jaxlift.attribute(net, p, x[:n], refs[:n], target=classes[:n], batch_size=None)
+        np.testing.assert_allclose(got, alone, rtol=1e-10, atol=1e-12)
+        backend_compiles.clear()  # (the unpadded call compiled its own)
+    assert padded_rows == [4, 4]
+    jaxlift.attribute(net, p, x, refs, target=classes)  # 4 · MAX_PIECES + 1 inputs
+    assert backend_compiles and padded_rows == [4, 4]
+
+
 def test_padding_needs_a_compiled_size_with_few_extra_pairs(monkeypatch):
     p, x = _small_conv(6, 5)
     shapes = (signature(p), signature(x, drop_leading=True))
@@ -567,7 +591,8 @@ def test_padding_needs_a_compiled_size_with_few_extra_pairs(monkeypatch):
              cap=float("inf"), k=2, tile=True):
         return chunking.one_chunk_rows(batch_size, _conv_net, 0, n, k, shapes, None, per_pair,
                                        program_key=key, memory_cap=cap, tile_refs=tile)
-    assert rows(12) == (12, 2) and rows(7) == (12, 2) and rows(13) == (13, 2)
+    assert rows(12) == (12, 2) and rows(7) == (12, 2) and rows(13) == (12, 2)  # 2 pieces
+    assert rows(12 * chunking.MAX_PIECES + 1) == (12 * chunking.MAX_PIECES + 1, 2)
     assert rows(12, k=1) == (12, 2)  # a multiple of the references, where they repeat …
     assert rows(12, k=1, tile=False) == (12, 1)  # … and only there
     assert rows(5, k=3) == (5, 3)  # 2 references are no multiple of 3
