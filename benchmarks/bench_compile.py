@@ -23,6 +23,9 @@ import sys
 import tempfile
 import time
 
+import jax
+import jax.numpy as jnp
+
 from benchmarks.timing import RESULTS, run_child, write_report
 
 METHODS = ("grad", "rescale", "reveal_cancel")
@@ -32,6 +35,20 @@ FIRST_CALL_MARK = "--- bench_compile: the model is built; the first call follows
 def fewer_inputs(n: int) -> int:
     """How many of the first call's ``n`` inputs the next call explains (16 → 13, 4 → 3)."""
     return n - max(1, n // 5)
+
+
+def more_inputs(tree, n: int):
+    """``tree``'s leaves (leading axis ``n``) with their first ``max(1, n // 4)`` rows again
+    after them: the inputs of the last call (16 → 20, 4 → 5)."""
+    extra = max(1, n // 4)
+    return jax.block_until_ready(jax.tree_util.tree_map(
+        lambda l: jnp.concatenate([l, l[:extra]]), tree))
+
+
+def timed(thunk) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(thunk())
+    return time.perf_counter() - t0
 
 
 def child(model_name: str, method: str) -> dict:
@@ -73,8 +90,9 @@ def child(model_name: str, method: str) -> dict:
         jax.block_until_ready(call(params, fewer, refs))
         then = time.perf_counter() - t0
         one_ref = jax.block_until_ready(refs[:1])
-        t0 = time.perf_counter()
-        jax.block_until_ready(call(params, x, one_ref))
+        then_one_ref = timed(lambda: call(params, x, one_ref))
+        more = more_inputs(x, x.shape[0])
+        then_more = timed(lambda: call(params, more, refs))
     elif method == "grad":
         first_leaf = jax.tree_util.tree_leaves(x)[0]
         first_ref = jax.tree_util.tree_leaves(refs)[0]
@@ -103,8 +121,9 @@ def child(model_name: str, method: str) -> dict:
         then = time.perf_counter() - t0
         one_ref = jax.block_until_ready(  # each input once: the pairs of one reference
             jax.tree_util.tree_map(lambda l: l[::k], arg))
-        t0 = time.perf_counter()
-        jax.block_until_ready(call(one_ref))
+        then_one_ref = timed(lambda: call(one_ref))
+        more = more_inputs(arg, first_leaf.shape[0] * k)  # whole inputs' pairs: n // 4 · k rows
+        then_more = timed(lambda: call(more))
     else:
         time_first_call_pieces(timers)
         events.clear()
@@ -126,12 +145,13 @@ def child(model_name: str, method: str) -> dict:
         then = time.perf_counter() - t0
         one_ref = jax.block_until_ready(jax.tree_util.tree_map(
             (lambda l: l[:, :1]) if per_input else (lambda l: l[:1]), refs))
-        t0 = time.perf_counter()
-        jax.block_until_ready(jaxlift.attribute(fn, params, x, one_ref, target=target,
-                                                mode=method, layer=layer))
-    then_one_ref = time.perf_counter() - t0
+        then_one_ref = timed(lambda: jaxlift.attribute(fn, params, x, one_ref, target=target,
+                                                       mode=method, layer=layer))
+        more, more_refs = more_inputs(x, n), more_inputs(refs, n) if per_input else refs
+        then_more = timed(lambda: jaxlift.attribute(fn, params, more, more_refs, target=target,
+                                                    mode=method, layer=layer))
     return {"total": total, "then_fewer": then, "then_one_ref": then_one_ref,
-            "fn_traces": first[1], **first[0]}
+            "then_more": then_more, "fn_traces": first[1], **first[0]}
 
 
 def first_call(model: str, method: str, env: dict) -> dict:
@@ -163,10 +183,11 @@ def main(argv=None) -> None:
              "N × K pairs (token models: the gradient with respect to the embedding table). "
              "Breakdown: JAX's monitoring events summed over the call (tracing to jaxprs, "
              "lowering to MLIR, XLA compiles with their count), jaxlift's own pieces, and how "
-             "many times the model's function was traced. The last two columns: the next call "
-             "in the same process, on fewer of the inputs (16 → 13, cats-vs-dogs 4 → 3), then "
-             "the one after it, on all the inputs against one reference (K → 1; per-input "
-             "references: the first of each input's); `jax.jit` compiles each new shape; "
+             "many times the model's function was traced. The last three columns: the next "
+             "calls in the same process, in turn: on fewer of the inputs (16 → 13, "
+             "cats-vs-dogs 4 → 3); on all the inputs against one reference (K → 1; per-input "
+             "references: the first of each input's); on more inputs (16 → 20, 4 → 5: the "
+             "first ones again); `jax.jit` compiles each new shape; "
              "jaxlift pads a small call to a size it has compiled (docs/design.md §20.2). "
              "`hand_rescale` (MNIST CNN only): Rescale written by hand in `jnp` — a ReLU whose "
              "derivative is its secant, `jax.grad`, two `vmap`s — without jaxlift's guards, "
@@ -174,8 +195,8 @@ def main(argv=None) -> None:
              "compiles, beside the gradient's.", "",
              "| model | method | first call (s) | ÷ grad | trace (s) | lower (s) | XLA compile "
              "(s, count) | chunk plan (s) | build_program (s, count) | fn traces | "
-             "then fewer inputs (s) | then one reference (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "then fewer inputs (s) | then one reference (s) | then more inputs (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in args.models.split(","):
         methods = METHODS + (("hand_rescale",) if model == "mnist" else ())
         runs = {m: [first_call(model, m, env) for _ in range(args.repeats)] for m in methods}
@@ -193,7 +214,7 @@ def main(argv=None) -> None:
                 f"{median_of(r, 'build_program'):.2f} "
                 f"({median_of(r, 'build_program_count'):.0f}) | "
                 f"{median_of(r, 'fn_traces'):.0f} | {median_of(r, 'then_fewer'):.3f} | "
-                f"{median_of(r, 'then_one_ref'):.3f} |")
+                f"{median_of(r, 'then_one_ref'):.3f} | {median_of(r, 'then_more'):.3f} |")
         print("\n".join(lines[-len(methods):]), flush=True)
     if args.persistent_cache:
         lines += ["", "### A second process with JAX's persistent compilation cache", "",
