@@ -210,6 +210,12 @@ def test_scores_that_cancel_beyond_what_float32_resolves_are_refused(mode):
     assert "'mul' at" in str(info.value) and "normalization.py" in str(info.value)
     # RevealCancel's own fix is named in its mode only
     assert ("mode='rescale'" in str(info.value)) == (mode == "reveal_cancel")
+    assert "a constant reference gives" in str(info.value) and "noise" in str(info.value)
+    # a reference that varies, but barely: refused too, and not told to use noise
+    barely = jnp.asarray(1e-7 * np.random.default_rng(2).uniform(size=(1, 8)), jnp.float32)
+    with pytest.raises(CompletenessError, match="cancel beyond what float32 resolves") as info:
+        jaxlift.attribute(net.apply, params, x, barely, target=0, mode=mode)
+    assert "reference is not constant" in str(info.value) and "noise" not in str(info.value)
     # references whose features vary keep the layer norm away from its pole: the scores sum
     refs = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 8)), jnp.float32)
     scores, delta = jaxlift.attribute(net.apply, params, x, refs, target=0, mode=mode,

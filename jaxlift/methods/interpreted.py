@@ -741,7 +741,17 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
     cast_down = eps > 1e-10 and any(jnp.result_type(l) == jnp.float64 for l in x_leaves)
     return cause_of(program, seen, losses, scales, bad, lost, float(around), float(dt),
                     layer_name, names, eps, split=composite.carries_split,
-                    cast_down=cast_down)
+                    cast_down=cast_down, flat_reference=_flat(r_leaves))
+
+
+def _flat(leaves) -> bool | None:
+    """Whether a reference is one constant value throughout (zeros, a flat colour) — the
+    reference that puts a normalization at its pole — ``False`` where its float leaves vary,
+    ``None`` where it has other leaves (token ids: what they embed to is not known here)."""
+    arrays = [np.asarray(l) for l in leaves]
+    if not arrays or any(not np.issubdtype(a.dtype, np.floating) for a in arrays):
+        return None
+    return all(a.size == 0 or np.ptp(a) == 0 for a in arrays)
 
 
 def _contribution_of(fwd, atom, m):
@@ -757,29 +767,41 @@ CANCELLATION_ONSET = 1e3  # scores this much larger than Δt's own scale are can
 
 
 def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False,
-                  cast_down: bool = False) -> str:
+                  cast_down: bool = False, flat_reference: bool | None = None) -> str:
     """Words for a pair whose every rule conserved ``Σ m·Δ`` to its rounding, but whose
     contributions are so much larger than ``Δt`` that this rounding alone misses the bound
     (docs/design.md §18.1): the operation where their size first jumps, walking back from the
-    target, and the fixes (in RevealCancel modes, Rescale among them: its parts do not grow
-    apart). ``cast_down``: the inputs are float64 and the target float32 — ``fn`` computes in
-    float32 whatever it is given, so the float64 fix is to build the model in float64."""
+    target, and the fixes — in RevealCancel modes Rescale first (its parts do not grow apart);
+    a varied reference where the pair's is constant (``flat_reference``, :func:`_flat`), one
+    nearer the input where it already varies; float64. ``cast_down``: the inputs are float64
+    and the target float32 — ``fn`` computes in float32 whatever it is given, so the float64
+    fix is to build the model in float64."""
     base = max(abs(dt), float(scales[0]) if len(scales) else 0.0)
     onset = next((k for k, s in enumerate(scales) if s > CANCELLATION_ONSET * base), None)
     onset = int(np.argmax(scales)) if onset is None else onset
     precision = "float64" if eps < 1e-10 else "float32"
-    parts = (" In RevealCancel modes the positive and negative parts of a difference can also "
-             "grow far apart where they cancel, beyond what Rescale's single multipliers do: "
-             "mode='rescale' may resolve it." if split else "")
+    parts = (" In RevealCancel modes the positive and negative parts of a difference can "
+             "grow far apart where they cancel (each is taken through the operations at points "
+             "the network never visited, x0 + Δx⁺ and x0 + Δx⁻), beyond what Rescale's single "
+             "multipliers do: mode='rescale' may resolve it." if split else "")
+    if flat_reference is False:
+        where = (" This pair's reference is not constant, so it is not the usual case (a "
+                 "constant reference that gives a normalization a variance of 0); the input "
+                 "and the reference still put some operation at very different scales (a "
+                 "normalization or a quotient whose variance or denominator is near 0 on one "
+                 "side): a reference nearer the input (a blurred copy of it, the data's mean) "
+                 "may resolve it.")
+    else:
+        where = (" Most often the input and the reference put some operation at very "
+                 "different scales (a normalization or a quotient whose variance or denominator "
+                 "is near 0 on one side, as a constant reference gives a LayerNorm with a tiny "
+                 "epsilon): a reference that keeps it away from there (a blurred copy of the "
+                 "input, noise, the data's mean) resolves it.")
     return (f"Cause: the contributions cancel beyond what {precision} resolves. From primitive "
             f"'{ops[onset].primitive}' at {_where_text(ops[onset].where)} down, terms of size "
             f"up to {float(np.max(scales)):.3g} add up to Δt = {dt:.3g}; every rule conserves "
             "Σ m·Δ to its rounding, and that rounding alone is more than Δt's own scale "
-            "allows. Most often the input and the reference put some operation at very "
-            "different scales (a normalization or a quotient whose variance or denominator is "
-            "near 0 on one side, as a constant reference gives a LayerNorm with a tiny "
-            f"epsilon): a reference that keeps it away from there (a blurred copy of the input, "
-            f"noise, the data's mean) resolves it.{parts} " + (
+            f"allows.{parts}{where} " + (
                 "float64 would resolve it in any mode, but fn computes in float32 though its "
                 "inputs are float64: it casts them (a model built with dtype=jnp.float32, as "
                 "Hugging Face Flax models and Flax layers with dtype= are, or an astype); build "
@@ -793,12 +815,14 @@ UNRESOLVED_SHARE = 1e6  # a share around a cut this many times max(|Δt|, 1): a 
 
 def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: float,
              layer_name, input_names: dict | None = None, eps: float = 2.0 ** -23,
-             split: bool = False, cast_down: bool = False) -> str:
+             split: bool = False, cast_down: bool = False,
+             flat_reference: bool | None = None) -> str:
     """Words for :func:`diagnose_pair`'s findings, per operation in the order the backward pass
     met them: ``losses`` (``Σ`` out − ``Σ`` in of ``m·Δ``), ``scales``, ``bad`` (NaN/Inf among
     the operands' values) and ``lost`` (NaN/Inf among the multipliers it produced); ``eps``
     that of the float type the pair was evaluated in; ``split``: the mode carries positive and
-    negative parts (RevealCancel); ``cast_down``: ``fn`` evaluated float64 inputs in float32."""
+    negative parts (RevealCancel); ``cast_down``: ``fn`` evaluated float64 inputs in float32;
+    ``flat_reference``: the pair's reference is one constant value (:func:`_flat`)."""
     if layer_name is not None and around != 0:  # NaN too: a −inf/finfo.min mask around it
         # a share far beyond Δt: multipliers of a finfo.min mask bias times its difference
         resolved = bool(np.isfinite(around)) and abs(around) <= UNRESOLVED_SHARE * max(
@@ -823,7 +847,7 @@ def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: f
         k = int(np.argmax(finite))
         op = ops[k]
         if finite[k] <= ROUNDING_LEVEL * eps * scales[k]:
-            return _cancellation(ops, scales, dt, eps, split, cast_down)
+            return _cancellation(ops, scales, dt, eps, split, cast_down, flat_reference)
         nan = (" Its operands hold NaN or Inf on the input or the reference side: a NaN or "
                "an infinite value masked by a select (jnp.where) or a −inf mask." if bad[k]
                else "")
