@@ -206,6 +206,22 @@ class RuleContext:
             env[sub.outs[0]] = cur
         return cur
 
+    def chain_steps(self, value) -> list:
+        """A fused nonlinearity's elementwise steps evaluated on ``value`` of its source, in
+        order: ``(op, operand values, which operands carry value, result)`` each (``[]`` for an
+        operation that is not a fused chain)."""
+        op = self.op
+        if op.eqn is not None:
+            return []
+        env, steps = {op.ins[0]: value}, []
+        for sub in op.body:
+            carried = tuple(isinstance(a, int) and a in env for a in sub.ins)
+            vals = [env[a] if c else self._fwd.value(a, "x") for a, c in zip(sub.ins, carried)]
+            (out,) = bind_eqn(sub.eqn, vals, wide=True)
+            env[sub.outs[0]] = out
+            steps.append((sub, vals, carried, out))
+        return steps
+
     def apply(self, *live_values, base: Sequence[Any] | None = None, to=None) -> tuple:
         """Results with the live float operands replaced by ``live_values`` (in order), other
         operands from ``base`` (default: the input's values; fixed operands are the same in

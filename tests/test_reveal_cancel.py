@@ -256,3 +256,57 @@ def test_sigmoid_split_by_hand():
                                [[2 * m, -m]], rtol=1e-12)
     np.testing.assert_allclose(jaxlift.attribute(sigmoid_diff, None, x, r, mode="reveal_cancel"),
                                [[dyp, dyn]], rtol=1e-12)
+
+
+def _fast_layer_norm(v):
+    """Flax's LayerNorm statistics (``use_fast_variance=True``, its default): the one-pass
+    variance ``E[v²] − E[v]²``, clipped at 0 against rounding, under ``rsqrt``."""
+    mean = v.mean(-1, keepdims=True)
+    var = jnp.maximum(0.0, (v * v).mean(-1, keepdims=True) - mean * mean)
+    return (v - mean) * jax.lax.rsqrt(var + 1e-5)
+
+
+def _two_pass_layer_norm(v):
+    c = v - v.mean(-1, keepdims=True)
+    return c * jax.lax.rsqrt((c * c).mean(-1, keepdims=True) + 1e-5)
+
+
+@pytest.mark.parametrize("norm", [_fast_layer_norm,
+                                  lambda v: jax.nn.standardize(v, axis=-1, epsilon=1e-5)])
+def test_a_point_only_a_clip_keeps_defined_falls_back_to_rescale(x64, norm):
+    """RevealCancel splits a one-pass variance's difference into E[v²]'s and E[v]²'s parts,
+    whose sum can be negative at x0 + Δx⁻: rsqrt of the clip there is 1/√ε, and the scores,
+    exact all the same, were 50× those of the two-pass layer norm (Σ|C| = 839 against 14.6,
+    penzai's LayerNorm and Flax's default). The clip keeps rounding out of rsqrt's undefined
+    side; where it acts at a hypothetical point but at neither visited one, the element falls
+    back to Rescale, as at a NaN (rules.reveal_cancel.domain_guards)."""
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    w = jax.random.normal(k1, (8, 2))
+    x = jax.random.normal(k2, (3, 8))
+    refs = 0.3 * jax.random.normal(k3, (2, 8))
+
+    def size(fn):
+        scores, delta = jaxlift.attribute(lambda p, xb: fn(xb) @ p, w, x, refs, target=0,
+                                          mode="reveal_cancel", return_delta=True)
+        np.testing.assert_allclose(np.asarray(scores).sum(1), delta, rtol=1e-9)
+        return np.abs(np.asarray(scores)).sum(1)
+    fast, two_pass = size(norm), size(_two_pass_layer_norm)
+    assert (fast <= 1.5 * two_pass).all(), (fast, two_pass)
+
+
+def test_clamps_alone_are_no_domain_guards():
+    """relu, relu6 and a clip followed by linear steps keep RevealCancel's own parts; a clip
+    under rsqrt or log (through jnp.clip's call too) is a guard."""
+    from jaxlift.program import build_program
+    from jaxlift.rules.reveal_cancel import domain_guards
+    chains = {"relu": (lambda v: jax.nn.relu(v) * 2 + 1, False),
+              "relu6": (jax.nn.relu6, False),
+              "clip": (lambda v: jnp.clip(v, 0.0, 3.0) - 1, False),
+              "rsqrt": (lambda v: jax.lax.rsqrt(jnp.maximum(v, 0.0) + 1e-5), True),
+              "log": (lambda v: jnp.log(jnp.clip(v, 1e-12)), True)}
+    for name, (f, guarded) in chains.items():
+        program, _ = build_program(lambda p, xs, f=f: f(xs[0]), (),
+                                   (jax.ShapeDtypeStruct((4,), jnp.float32),))
+        fused = [op for op in program.ops if op.body]
+        assert len(fused) == 1, name
+        assert bool(domain_guards(fused[0])) == guarded, name

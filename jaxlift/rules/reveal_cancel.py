@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxlift._ops import computed_together
-from jaxlift.jaxpr_walk import VIEWS
+from jaxlift.jaxpr_walk import VIEWS, call_body
 from jaxlift.split_multipliers import SplitMultipliers
 from jaxlift.rules._util import wide
 from jaxlift.rules.registry import Rule
@@ -78,6 +78,11 @@ def reveal_cancel_parts(ctx):
     # f(x0 + Δx±) or m± not finite: one test, on their sum (not finite iff one of them is not)
     lost = (((p == 0) & (jnp.abs(dyp) > rounding)) | ((n == 0) & (jnp.abs(dyn) > rounding))
             | ~jnp.isfinite(fp + fn + mp + mn) | far)
+    guards = domain_guards(ctx.op)
+    if guards:  # a point only a clamp keeps in f's domain is an undefined point too
+        clamped = lambda v: clamped_by(ctx, v, guards)  # noqa: E731
+        lost = lost | ((clamped(point(p)) | clamped(point(n)))
+                       & ~(clamped(ctx.xs[0]) | clamped(x0)))
     ratio = shared_multiplier(ctx)
     dyp = jnp.where(lost, ratio * p, dyp)
     dyn = jnp.where(lost, ratio * n, dyn)
@@ -88,6 +93,57 @@ def reveal_cancel_parts(ctx):
     if feeds_fused_work(ctx.op, ctx.program):  # the four share every guard above
         return computed_together(dyp, dyn, mp, mn)
     return dyp, dyn, mp, mn
+
+
+_CLAMPS = frozenset(("max", "min", "clamp"))
+# functions singular at a point that a clamp may guard (a variance ≥ 0 under rsqrt, a log's
+# floor): infinite there, or their slope is
+_SINGULAR = frozenset(("rsqrt", "log", "log1p", "sqrt", "div", "pow", "atanh", "acosh",
+                       "lgamma", "digamma"))
+
+
+def _singular(op) -> bool:
+    if op.primitive == "integer_pow":
+        return op.eqn.params.get("y", 1) < 0
+    return op.primitive in _SINGULAR
+
+
+def _is_clamp(op) -> bool:
+    """``max``/``min``/``clamp``, or a call that computes one (``jnp.clip``'s ``jit``; its bound
+    cast to the value's type inside)."""
+    if op.primitive in _CLAMPS:
+        return True
+    body = None if op.eqn is None else call_body(op.eqn)
+    if body is None:
+        return False
+    names = [e.primitive.name for e in body[0].eqns]
+    return any(n in _CLAMPS for n in names) and all(
+        n in _CLAMPS or n == "convert_element_type" for n in names)
+
+
+def domain_guards(op) -> tuple:
+    """Indexes, in a fused nonlinearity's chain, of the clamps (``max``/``min`` with a bound,
+    ``clamp``) that a function singular at a point (``rsqrt``, ``log``, a reciprocal …) follows:
+    a fast variance ``rsqrt(max(E[x²] − E[x]², 0) + ε)``, a floored ``log(max(v, 1e-12))``. The
+    clamp keeps rounding out of the singular function's undefined side; a point where it acts
+    but at neither visited point is outside ``f``'s domain in all but name (docs/design.md
+    §9.3). A chain of clamps alone (relu, relu6) has none."""
+    body = op.body
+    return tuple(i for i, sub in enumerate(body)
+                 if _is_clamp(sub) and any(_singular(s) for s in body[i + 1:]))
+
+
+def clamped_by(ctx, value, guards: tuple):
+    """Where one of the chain's ``guards`` (:func:`domain_guards`) changes its operand when
+    the chain runs on ``value`` of its source (``False`` where none carries the value)."""
+    steps = ctx.chain_steps(value)
+    acted = jnp.zeros(jnp.shape(value), bool)
+    for i in guards:
+        sub, vals, carried, out = steps[i]
+        one = (carried == (False, True, False)) if sub.primitive == "clamp" else sum(carried) == 1
+        if one:  # the bound is not the chain's value: the operation clamps it
+            acted = acted | (vals[carried.index(True)] != out)
+    return acted
 
 
 _READ_FROM_MEMORY = frozenset(("dot_general", "conv_general_dilated"))
