@@ -188,10 +188,12 @@ class _NormOfAZeroBiasLayer(nn.Module):
     constant reference gives the layer norm a variance of exactly 0, so 1/√(var + ε) = 1e6
     on the reference's side (Hugging Face's BEiT at a black image)."""
 
+    epsilon: float = 1e-12
+
     @nn.compact
     def __call__(self, x):
         h = nn.Dense(16, use_bias=False)(x)
-        h = nn.LayerNorm(epsilon=1e-12)(h)
+        h = nn.LayerNorm(epsilon=self.epsilon)(h)
         return nn.Dense(3)(nn.gelu(nn.Dense(16)(h)))
 
 
@@ -227,6 +229,22 @@ def test_scores_that_cancel_beyond_what_float32_resolves_are_refused(mode):
                                       jnp.zeros((1, 8)), target=0, mode=mode,
                                       return_delta=True)
     np.testing.assert_allclose(scores.sum(1), delta, rtol=1e-9)
+
+
+def test_float64_is_not_offered_where_it_would_not_resolve_the_cancellation():
+    """With ε = 1e-20 the layer norm's 1/√(0 + ε) at a constant reference is 1e10: the terms
+    outgrow what float64's bound resolves too (equimo's Mlla GroupNorm at a black image), so the
+    float32 refusal does not send the user to float64, and float64 refuses as well, without
+    suggesting itself."""
+    net = _NormOfAZeroBiasLayer(epsilon=1e-20)
+    x = jnp.asarray(np.random.default_rng(3).uniform(size=(2, 8)), jnp.float32)
+    params = net.init(jax.random.key(4), x)
+    with pytest.raises(CompletenessError, match="float64 will not resolve it either"):
+        jaxlift.attribute(net.apply, params, x, jnp.zeros((1, 8), jnp.float32), target=0)
+    wide = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+    with pytest.raises(CompletenessError, match="beyond what float64 resolves") as info:
+        jaxlift.attribute(net.apply, wide, x.astype(jnp.float64), jnp.zeros((1, 8)), target=0)
+    assert "float64 resolves it" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -764,6 +764,10 @@ def _contribution_of(fwd, atom, m):
 
 ROUNDING_LEVEL = 64  # a loss within this many ulps of its operation's scale is its rounding
 CANCELLATION_ONSET = 1e3  # scores this much larger than Δt's own scale are cancelling
+# terms up to about this many times Δt's own scale cancel within float64's bound (rtol 1e-9 of
+# t's scale against a few ulps, 2.2e-16 each, of the terms; a LayerNorm at variance 0 with
+# BERT's ε: 1e6, resolved; equimo's Mlla GroupNorm at a black image: 4e10, refused in float64)
+FLOAT64_RESOLVES = 1e7
 
 
 def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False,
@@ -797,6 +801,17 @@ def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False,
                  "is near 0 on one side, as a constant reference gives a LayerNorm with a tiny "
                  "epsilon): a reference that keeps it away from there (a blurred copy of the "
                  "input, noise, the data's mean) resolves it.")
+    growth = float(np.max(scales)) / base if base > 0 else float("inf")
+    if eps < 1e-10 or growth > FLOAT64_RESOLVES:
+        wider = ("" if eps < 1e-10 else
+                 f"float64 will not resolve it either: the terms are {growth:.1e} times Δt's "
+                 f"own scale, beyond the ~{FLOAT64_RESOLVES:.0e} that float64's bound "
+                 "resolves.")
+        return (f"Cause: the contributions cancel beyond what {precision} resolves. From "
+                f"primitive '{ops[onset].primitive}' at {_where_text(ops[onset].where)} down, "
+                f"terms of size up to {float(np.max(scales)):.3g} add up to Δt = {dt:.3g}; "
+                "every rule conserves Σ m·Δ to its rounding, and that rounding alone is more "
+                f"than Δt's own scale allows.{parts}{where} {wider}").rstrip()
     return (f"Cause: the contributions cancel beyond what {precision} resolves. From primitive "
             f"'{ops[onset].primitive}' at {_where_text(ops[onset].where)} down, terms of size "
             f"up to {float(np.max(scales)):.3g} add up to Δt = {dt:.3g}; every rule conserves "
