@@ -88,15 +88,25 @@ def _eval_op(op: Op, read) -> list:
     return [eval_body(op.body, source, read(source), read)]
 
 
-def eval_body(body: Sequence[Op], source: int, value, read_fixed):
-    """Evaluate a fused nonlinearity's elementwise ops on ``value`` of its source."""
+def body_steps(body: Sequence[Op], source: int, value, read_fixed, until=None):
+    """A fused nonlinearity's elementwise ops evaluated on ``value`` of its source, one at a
+    time: ``(op, operand values, which operands carry value, result)``; other operands from
+    ``read_fixed``. ``until(op, carried)``: stop before the first op it is true of."""
     env = {source: value}
-    out = None
     for op in body:
-        vals = [env[a] if (isinstance(a, int) and a in env) else read_fixed(a) for a in op.ins]
+        carried = tuple(isinstance(a, int) and a in env for a in op.ins)
+        if until is not None and until(op, carried):
+            return
+        vals = [env[a] if c else read_fixed(a) for a, c in zip(op.ins, carried)]
         (out,) = bind_eqn(op.eqn, vals, wide=True)
         env[op.outs[0]] = out
-    return out
+        yield op, vals, carried, out
+
+
+def eval_body(body: Sequence[Op], source: int, value, read_fixed):
+    """Evaluate a fused nonlinearity's elementwise ops on ``value`` of its source."""
+    steps = list(body_steps(body, source, value, read_fixed))
+    return steps[-1][3] if steps else None
 
 
 class RuleContext:
@@ -196,15 +206,10 @@ class RuleContext:
         op = self.op
         if op.eqn is not None:
             return value
-        env, cur = {op.ins[0]: value}, value
-        for sub in op.body:
-            live = tuple(isinstance(a, int) and a in env for a in sub.ins)
-            if not registry.is_linear(sub.primitive, live):
-                break
-            vals = [env[a] if l else self._fwd.value(a, "x") for a, l in zip(sub.ins, live)]
-            (cur,) = bind_eqn(sub.eqn, vals, wide=True)
-            env[sub.outs[0]] = cur
-        return cur
+        steps = list(body_steps(op.body, op.ins[0], value, lambda a: self._fwd.value(a, "x"),
+                                until=lambda sub, carried: not registry.is_linear(
+                                    sub.primitive, carried)))
+        return steps[-1][3] if steps else value
 
     def chain_steps(self, value) -> list:
         """A fused nonlinearity's elementwise steps evaluated on ``value`` of its source, in
@@ -213,14 +218,7 @@ class RuleContext:
         op = self.op
         if op.eqn is not None:
             return []
-        env, steps = {op.ins[0]: value}, []
-        for sub in op.body:
-            carried = tuple(isinstance(a, int) and a in env for a in sub.ins)
-            vals = [env[a] if c else self._fwd.value(a, "x") for a, c in zip(sub.ins, carried)]
-            (out,) = bind_eqn(sub.eqn, vals, wide=True)
-            env[sub.outs[0]] = out
-            steps.append((sub, vals, carried, out))
-        return steps
+        return list(body_steps(op.body, op.ins[0], value, lambda a: self._fwd.value(a, "x")))
 
     def apply(self, *live_values, base: Sequence[Any] | None = None, to=None) -> tuple:
         """Results with the live float operands replaced by ``live_values`` (in order), other
