@@ -123,6 +123,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         "            | far)",
         ORACLES, "RevealCancel keeps its split where f is undefined at x0 + Δx± (sqrt of a "
         "negative): the Rescale fallback dropped", sums=False),
+    Mutation(
+        "rc_clipped_point_kept", "jaxlift/rules/reveal_cancel.py",
+        "    if guards:  # a point only a clamp keeps in f's domain is an undefined point too",
+        "    if False:  # a point only a clamp keeps in f's domain is an undefined point too",
+        ("tests/test_reveal_cancel.py",), "RevealCancel keeps its split where only a clip keeps "
+        "x0 + Δx± in f's domain (rsqrt of a one-pass variance clipped at 0: Flax's LayerNorm): "
+        "exact scores 50× the two-pass layer norm's", sums=True),
     # ---- swaps and signs -------------------------------------------------------------------
     Mutation(
         "max_up_down_swapped", "jaxlift/rules/maxrule.py",
