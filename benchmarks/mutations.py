@@ -130,6 +130,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_reveal_cancel.py",), "RevealCancel keeps its split where only a clip keeps "
         "x0 + Δx± in f's domain (rsqrt of a one-pass variance clipped at 0: Flax's LayerNorm): "
         "exact scores 50× the two-pass layer norm's", sums=True),
+    Mutation(
+        "rc_shift_split_kept", "jaxlift/rules/reveal_cancel.py",
+        '    if op.eqn is None or op.primitive not in ("add", "sub"):',
+        '    if True or op.eqn is None or op.primitive not in ("add", "sub"):',
+        ("tests/test_reveal_cancel.py",), "RevealCancel splits softmax's z − stop_gradient(max z) "
+        "by the linear rule: the largest element's parts ±Δz become opposing e^{|Δz|} (exact "
+        "scores 9× the unshifted softmax's)", sums=True),
     # ---- swaps and signs -------------------------------------------------------------------
     Mutation(
         "max_up_down_swapped", "jaxlift/rules/maxrule.py",

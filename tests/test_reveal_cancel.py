@@ -310,3 +310,29 @@ def test_clamps_alone_are_no_domain_guards():
         fused = [op for op in program.ops if op.body]
         assert len(fused) == 1, name
         assert bool(domain_guards(fused[0])) == guarded, name
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp"])
+def test_a_shift_by_a_stopped_value_keeps_revealcancel_sane(name):
+    """jax.nn.softmax, log_softmax and logsumexp subtract stop_gradient(max z) before exp: the
+    function does not depend on the shift, but the linear rule's split of z − m gave the largest
+    element (Δs = 0) parts ±Δz, which exp turned into opposing parts of e^{|Δz|}: Σ|C| 9× that
+    of the same function written without the shift (exact all the same). The shifted sum takes
+    its linear rule under the sign split of its net difference (rules.reveal_cancel.NET_SPLIT):
+    within 1.5× of the unshifted function's RevealCancel scores, summing to Δt."""
+    w = jnp.array([[2.1, 3.6, -5.1], [-0.3, 2.0, 2.7]])
+    x = jnp.array([[0.7, 1.5], [-1.2, 0.4], [2.0, -0.3]])
+    refs = jnp.zeros((1, 2))
+    shifted = {"softmax": lambda z: jax.nn.softmax(z, -1),
+               "log_softmax": lambda z: jax.nn.log_softmax(z, -1),
+               "logsumexp": lambda z: jax.nn.logsumexp(z, -1, keepdims=True)}[name]
+    plain = {"softmax": lambda z: jnp.exp(z) / jnp.exp(z).sum(-1, keepdims=True),
+             "log_softmax": lambda z: z - jnp.log(jnp.exp(z).sum(-1, keepdims=True)),
+             "logsumexp": lambda z: jnp.log(jnp.exp(z).sum(-1, keepdims=True))}[name]
+
+    def size(f):
+        scores, delta = jaxlift.attribute(lambda p, xb: f(xb @ p), w, x, refs, target=0,
+                                          mode="reveal_cancel", return_delta=True)
+        np.testing.assert_allclose(np.asarray(scores).sum(1), delta, rtol=1e-9, atol=1e-12)
+        return np.abs(np.asarray(scores)).sum(1)
+    assert (size(shifted) <= 1.5 * size(plain) + 1e-12).all(), (size(shifted), size(plain))

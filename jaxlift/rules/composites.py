@@ -32,7 +32,8 @@ from jaxlift.rules.maxrule import MAX_GRADIENT, MAX_PRIMITIVES
 from jaxlift.rules.product import GATE_AS_WEIGHT, gated_product
 from jaxlift.rules.registry import Rule
 from jaxlift.rules.rescale import RESCALE
-from jaxlift.rules.reveal_cancel import REVEAL_CANCEL, fed_by_dense
+from jaxlift.rules.reveal_cancel import (NET_SPLIT, REVEAL_CANCEL, fed_by_dense,
+                                        shifted_by_a_stopped_value)
 
 Match = Callable[[Any, Any], bool]
 """``match(op, program) -> bool``: whether a composite's entry claims this operation."""
@@ -86,11 +87,13 @@ class Composite:
 
 COMPOSITES: dict[str, Composite] = {
     "rescale": Composite("rescale", ((is_nonlinearity, RESCALE),)),
-    "reveal_cancel": Composite("reveal_cancel", ((is_nonlinearity, REVEAL_CANCEL),),
+    "reveal_cancel": Composite("reveal_cancel", ((is_nonlinearity, REVEAL_CANCEL),
+                                                 (shifted_by_a_stopped_value, NET_SPLIT)),
                                carries_split=True),
     "genomics_default": Composite(
         "genomics_default",
-        ((both(is_nonlinearity, fed_by_dense), REVEAL_CANCEL), (is_nonlinearity, RESCALE)),
+        ((both(is_nonlinearity, fed_by_dense), REVEAL_CANCEL), (is_nonlinearity, RESCALE),
+         (shifted_by_a_stopped_value, NET_SPLIT)),
         carries_split=True),
     "guided_backprop": Composite("guided_backprop", ((is_nonlinearity, GUIDED),)),
 }
