@@ -17,6 +17,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # second parametrization or a second route of something the default run checks, named beside
 # it. Whole end-to-end tests carry @pytest.mark.slow in their own files instead.
 SLOW_CASES = {
+    "test_hand_rescale.py::test_the_hand_written_rescale_gives_jaxlifts_scores":
+        "a benchmark's floor, not the library: jaxlift's Rescale on ReLU CNNs is checked by "
+        "default against the oracles (test_oracle_rules, test_core_exact); CI's slow step checks "
+        "that the floor computes the same scores",
+    "test_certificate.py::test_float64_is_not_offered_where_it_would_not_resolve_the_"
+    "cancellation": "the cancellation refusal and its words run by default in "
+                    "test_scores_that_cancel_beyond_what_float32_resolves_are_refused; CI's slow "
+                    "step checks the float64 limit of its advice",
     "test_linear_maps.py::test_the_same_scores_as_the_same_map_written_out[rescale]":
         "registrations of the linear and identity rules the default run exercises on other "
         "primitives; CI's slow step compares these maps with their written-out forms",
