@@ -206,16 +206,20 @@ def shifted_by_a_stopped_value(op, program) -> bool:
 
 
 def _stopped(atom, program) -> bool:
-    for _ in range(16):
+    source = _source_through(atom, program, VIEWS)
+    return source is not None and source.primitive == "stop_gradient"
+
+
+def _source_through(atom, program, through, steps: int = 16):
+    """The operation that produces ``atom``, looking back through operations in ``through``
+    with one live operand (up to ``steps`` of them); ``None`` where there is none (an input, a
+    constant, more steps)."""
+    for _ in range(steps):
         op = program.producer.get(atom) if isinstance(atom, int) else None
-        if op is None or op.eqn is None:
-            return False
-        if op.primitive == "stop_gradient":
-            return True
-        if op.primitive not in VIEWS and op.primitive != "convert_element_type":
-            return False
-        atom = next((a for a, l in zip(op.ins, op.live) if l), None)
-    return False
+        if op is None or op.primitive not in through or sum(op.live) != 1:
+            return op
+        atom = next(a for a, l in zip(op.ins, op.live) if l)
+    return None
 
 
 def _registry_backward(ctx, m_out) -> list:
@@ -235,15 +239,6 @@ _DENSE = {"dot_general"}
 def fed_by_dense(op, program) -> bool:
     """Whether the nonlinearity's input comes from a dense layer (``dot_general`` with one live
     operand), looking back through bias adds, reshapes and casts."""
-    atom = op.ins[0]
-    for _ in range(16):
-        op = program.producer.get(atom) if isinstance(atom, int) else None
-        if op is None:
-            return False
-        if op.primitive in _DENSE:
-            return sum(op.live) == 1
-        if op.primitive not in _PASS_THROUGH or sum(op.live) != 1:
-            return False
-        atom = next(a for a, l in zip(op.ins, op.live) if l)
-    return False
+    source = _source_through(op.ins[0], program, _PASS_THROUGH)
+    return source is not None and source.primitive in _DENSE and sum(source.live) == 1
 
