@@ -93,22 +93,14 @@ def child(model_name: str, method: str) -> dict:
         then_one_ref = timed(lambda: call(params, x, one_ref))
         more = more_inputs(x, x.shape[0])
         then_more = timed(lambda: call(params, more, refs))
+        _, params = built_again(model_name)  # the hand-written program is one jit per model
+        then_rebuilt = timed(lambda: jax.jit(hand_rescale(target))(params, x, refs))
     elif method == "grad":
         first_leaf = jax.tree_util.tree_leaves(x)[0]
         first_ref = jax.tree_util.tree_leaves(refs)[0]
         k = first_ref.shape[1 if first_ref.ndim == first_leaf.ndim + 1 else 0]  # K, per input too
-        pairs = jax.tree_util.tree_map(lambda l: jnp.repeat(l, k, axis=0), x)
-        if jnp.issubdtype(first_leaf.dtype, jnp.floating):
-            def t(xe):
-                return fn(params, jax.tree_util.tree_map(lambda l: l[None], xe))[0, target]
-            call = jax.jit(jax.vmap(jax.grad(t)))
-            arg = pairs
-        else:  # token models: the gradient with respect to the embedding table
-            def t(p, xe):
-                return fn(p, jax.tree_util.tree_map(lambda l: l[None], xe))[0, target]
-            call = jax.jit(jax.vmap(jax.grad(t), in_axes=(None, 0)))
-            arg = pairs
-            call = (lambda c: lambda a: c(params, a))(call)
+        arg = jax.tree_util.tree_map(lambda l: jnp.repeat(l, k, axis=0), x)  # the pairs
+        call = gradient_call(fn, params, target, first_leaf.dtype)
         events.clear()
         t0 = time.perf_counter()
         jax.block_until_ready(call(arg))
@@ -124,6 +116,8 @@ def child(model_name: str, method: str) -> dict:
         then_one_ref = timed(lambda: call(one_ref))
         more = more_inputs(arg, first_leaf.shape[0] * k)  # whole inputs' pairs: n // 4 · k rows
         then_more = timed(lambda: call(more))
+        again, params = built_again(model_name)
+        then_rebuilt = timed(lambda: gradient_call(again, params, target, first_leaf.dtype)(arg))
     else:
         time_first_call_pieces(timers)
         events.clear()
@@ -150,8 +144,35 @@ def child(model_name: str, method: str) -> dict:
         more, more_refs = more_inputs(x, n), more_inputs(refs, n) if per_input else refs
         then_more = timed(lambda: jaxlift.attribute(fn, params, more, more_refs, target=target,
                                                     mode=method, layer=layer))
+        again, params = built_again(model_name)
+        then_rebuilt = timed(lambda: jaxlift.attribute(again, params, x, refs, target=target,
+                                                       mode=method, layer=layer))
     return {"total": total, "then_fewer": then, "then_one_ref": then_one_ref,
-            "then_more": then_more, "fn_traces": first[1], **first[0]}
+            "then_more": then_more, "then_rebuilt": then_rebuilt, "fn_traces": first[1],
+            **first[0]}
+
+
+def gradient_call(fn, params, target: int, dtype):
+    """``jax.jit(jax.vmap(jax.grad))`` of ``fn``'s ``target`` over pairs (one example each):
+    the baseline; token models (integer inputs) take the gradient with respect to the
+    embedding table."""
+    if jnp.issubdtype(dtype, jnp.floating):
+        def t(xe):
+            return fn(params, jax.tree_util.tree_map(lambda l: l[None], xe))[0, target]
+        return jax.jit(jax.vmap(jax.grad(t)))
+
+    def t_of(p, xe):
+        return fn(p, jax.tree_util.tree_map(lambda l: l[None], xe))[0, target]
+    call = jax.jit(jax.vmap(jax.grad(t_of), in_axes=(None, 0)))
+    return lambda a: call(params, a)
+
+
+def built_again(model_name: str):
+    """``(fn, params)`` as a notebook cell that builds the model returns them when it runs
+    again: the same architecture and weights, a new function object."""
+    from benchmarks.compile_models import MODELS
+    model_fn, params, *_ = MODELS[model_name]()
+    return (lambda p, xb: model_fn(p, xb)), jax.block_until_ready(params)
 
 
 def first_call(model: str, method: str, env: dict) -> dict:
@@ -187,16 +208,21 @@ def main(argv=None) -> None:
              "calls in the same process, in turn: on fewer of the inputs (16 → 13, "
              "cats-vs-dogs 4 → 3); on all the inputs against one reference (K → 1; per-input "
              "references: the first of each input's); on more inputs (16 → 20, 4 → 5: the "
-             "first ones again); `jax.jit` compiles each new shape; "
-             "jaxlift pads a small call to a size it has compiled (docs/design.md §20.2). "
+             "first ones again); then the model built again (a new function object of the same "
+             "architecture and weights, as when a notebook cell runs again) on the first call's "
+             "inputs; `jax.jit` compiles each new shape and each new function; "
+             "jaxlift pads a small call to a size it has compiled (docs/design.md §20.2) and "
+             "runs a program it has compiled for another function object that traces to the "
+             "same jaxpr (§20.6). "
              "`hand_rescale` (MNIST CNN only): Rescale written by hand in `jnp` — a ReLU whose "
              "derivative is its secant, `jax.grad`, two `vmap`s — without jaxlift's guards, "
              "checks or proof (benchmarks/hand_rescale.py): the least a DeepLIFT program "
              "compiles, beside the gradient's.", "",
              "| model | method | first call (s) | ÷ grad | trace (s) | lower (s) | XLA compile "
              "(s, count) | chunk plan (s) | build_program (s, count) | fn traces | "
-             "then fewer inputs (s) | then one reference (s) | then more inputs (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "then fewer inputs (s) | then one reference (s) | then more inputs (s) | "
+             "then the model built again (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in args.models.split(","):
         methods = METHODS + (("hand_rescale",) if model == "mnist" else ())
         runs = {m: [first_call(model, m, env) for _ in range(args.repeats)] for m in methods}
@@ -214,7 +240,8 @@ def main(argv=None) -> None:
                 f"{median_of(r, 'build_program'):.2f} "
                 f"({median_of(r, 'build_program_count'):.0f}) | "
                 f"{median_of(r, 'fn_traces'):.0f} | {median_of(r, 'then_fewer'):.3f} | "
-                f"{median_of(r, 'then_one_ref'):.3f} | {median_of(r, 'then_more'):.3f} |")
+                f"{median_of(r, 'then_one_ref'):.3f} | {median_of(r, 'then_more'):.3f} | "
+                f"{median_of(r, 'then_rebuilt'):.3f} |")
         print("\n".join(lines[-len(methods):]), flush=True)
     if args.persistent_cache:
         lines += ["", "### A second process with JAX's persistent compilation cache", "",

@@ -1,4 +1,5 @@
-"""Compiled programs kept on disk between processes (docs/design.md §20.6).
+"""Compiled programs kept by what they are made from: in this process, and on disk between
+processes (docs/design.md §20.6).
 
 JAX's persistent compilation cache keys an executable on the lowered program, so a second
 process still traces the user's ``fn``, runs the interpreter's walk over it and lowers the
@@ -6,24 +7,29 @@ result before the cache can answer: on the first-call benchmark that left a seco
 0.32–0.47× of the first. Here a jaxlift program is also kept under a key that needs none of
 that work, only a description of what the program is made from:
 
-* the user's function, as the text of two jaxprs traced from it — the VJP of one example's
-  target (its forward pass, which the interpreter walks, and every custom derivative rule a
-  rule reads) and ``fn`` on a batch of two (the batch-independence check) — with the bytes of
-  every constant they close over;
+* the user's function, as the text of the jaxpr of one example's target (the forward pass the
+  interpreter walks) and of the VJP of every custom derivative rule in it (which Rescale's
+  ``f'`` reads), with the bytes of every constant they close over;
 * the program's static options, described by :func:`describe` (built from jaxlift's own
   functions and plain values only);
 * the shapes, dtypes and pytree structures of the arguments;
 * the environment: jaxlift's source (a digest of every file), the JAX and jaxlib versions, the
   backend, the device and the CPU.
 
+The same key serves within a process: the last :data:`KEPT` executables are kept by it
+(:class:`Shelf`), so that a program asked for under another ``fn`` object — a model built again
+when a notebook cell runs again, a new ``lambda`` at every call — that traces to the same
+jaxpr runs without compiling again, where ``jax.jit`` (keyed on the function object) would
+compile it again. That tier is on whether or not the store is.
+
 Anything that cannot be described faithfully is not stored, and the program compiles as it
 always does: a host callback in ``fn`` (the jaxpr names the function but not its code), a rule
 registered from outside jaxlift, a user's composite, arguments on another device, a caller's
 trace. The store is on where JAX's own cache is on (``jax_compilation_cache_dir`` set to a local
 folder: it lives in its ``jaxlift`` subfolder) and honours JAX's
-``jax_persistent_cache_min_compile_time_secs``; ``JAXLIFT_PROGRAM_STORE=0`` turns it off. Its
-files are loaded with ``pickle`` and run as machine code: as with JAX's cache, point it only at a
-folder you trust.
+``jax_persistent_cache_min_compile_time_secs``; ``JAXLIFT_PROGRAM_STORE=0`` turns it off, and
+the in-process tier with it. Its files are loaded with ``pickle`` and run as machine code: as
+with JAX's cache, point it only at a folder you trust.
 """
 from __future__ import annotations
 
@@ -41,12 +47,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxlift.jaxpr_walk import nested_jaxprs
+from jaxlift._ops import example_structs
+from jaxlift.jaxpr_walk import bind_eqn, nested_jaxprs
+from jaxlift.program import trace_settings, traced_program
+from jaxlift.rules import registry
+from jaxlift.targets import per_example
 
 STORE_SWITCH = "JAXLIFT_PROGRAM_STORE"
 HIT_EVENT = "/jaxlift/program_store/hit"
+KEPT_HIT_EVENT = "/jaxlift/program_store/kept_hit"
 SAVED_EVENT = "/jaxlift/program_store/saved"
 SUFFIX = ".jaxlift-program"
 
@@ -168,23 +180,83 @@ def arguments_text(args: tuple) -> str:
 
 def _call_key(args: tuple) -> tuple | None:
     """The in-process key of a call's arguments, or ``None`` where the stored executable cannot
-    serve them: a tracer (a caller's transformation) or an array placed on another device than
-    the default one (the executable was compiled for that one)."""
+    serve them: a tracer (a caller's transformation), an array placed on another device than
+    the default one (the executable was compiled for that one), a leaf this cannot key."""
     leaves, treedef = jax.tree_util.tree_flatten(args)
     default = jax.devices()[0]
     key = []
-    for leaf in leaves:
-        if isinstance(leaf, jax.core.Tracer):
-            return None
-        if isinstance(leaf, jax.Array):
-            if leaf.sharding.device_set != {default}:
+    try:
+        for leaf in leaves:
+            if isinstance(leaf, jax.core.Tracer):
                 return None
-            key.append((type(leaf), leaf.shape, leaf.dtype, leaf.weak_type))
-        elif isinstance(leaf, np.ndarray):
-            key.append((np.ndarray, leaf.shape, leaf.dtype))
-        else:
-            key.append((type(leaf), np.shape(leaf)))
-    return treedef, tuple(key)
+            if isinstance(leaf, jax.Array):  # PRNG key arrays too (no weak_type there)
+                if leaf.sharding.device_set != {default}:
+                    return None
+                key.append((type(leaf), leaf.shape, leaf.dtype,
+                            getattr(leaf, "weak_type", False)))
+            elif isinstance(leaf, np.ndarray):
+                key.append((np.ndarray, leaf.shape, leaf.dtype))
+            else:
+                key.append((type(leaf), np.shape(leaf)))
+        out = treedef, tuple(key)
+        hash(out)
+    except Exception:  # noqa: BLE001 an odd leaf: the call runs as jax.jit runs it
+        return None
+    return out
+
+
+def program_fingerprint(params, x, *_, fn, static) -> str:
+    """What a program of ``fn`` with the options ``static`` is made from, as text, for the
+    arguments ``(params, x, ...)`` of its call (the rest are in :func:`arguments_text`): the
+    options (``static[0]["target"]`` the target); the jaxpr of one example's target
+    (:func:`~jaxlift.program.traced_program`'s trace, shared with the call — the forward pass
+    the interpreter walks, and what a kernel method calls); the VJP of every
+    ``custom_jvp``/``custom_vjp`` call in it (the rules Rescale's ``f'`` and the gradients read,
+    which the call's text names but does not hold); the global settings a trace reads.
+    :class:`NotStorable` where a rule comes from outside jaxlift or ``fn`` cannot be traced
+    so."""
+    outside = sorted({r.module for r in registry.registrations()
+                      if not r.module.startswith("jaxlift")})
+    if outside:
+        raise NotStorable(f"rules registered from {outside}")
+    options = describe(static)
+    program, _ = traced_program(per_example(fn, static[0]["target"]), params,
+                                example_structs(x, True))
+    parts = [options, jaxpr_text(program.source), custom_rules_text(program.source.jaxpr),
+             repr(trace_settings())]
+    return "\n".join(parts)
+
+
+def custom_rules_text(jaxpr) -> str:
+    """The jaxprs of the VJP of every ``custom_jvp_call`` and ``custom_vjp_call`` equation of
+    ``jaxpr`` (and of the calls, loops and branches inside it), one per rule and operand
+    shapes: what the user's derivative rules compute."""
+    texts: dict = {}
+
+    def visit(jx):
+        for eqn in jx.eqns:
+            name = eqn.primitive.name
+            if name in ("custom_jvp_call", "custom_vjp_call"):
+                rules = tuple(id(eqn.params[k]) for k in ("jvp", "fwd", "bwd", "call_jaxpr")
+                              if k in eqn.params)
+                key = (name, rules, tuple(str(v.aval) for v in eqn.invars))
+                if key not in texts:
+                    texts[key] = jaxpr_text(_vjp_of(eqn))
+                continue
+            for sub, _ in nested_jaxprs(eqn.params):
+                visit(sub)
+    visit(jaxpr)
+    return "\n".join(texts.values())
+
+
+def _vjp_of(eqn):
+    """The jaxpr of the VJP of one equation at its operands' shapes."""
+    structs = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+
+    def pulled(*operands):
+        out, pull = jax.vjp(lambda *a: bind_eqn(eqn, list(a), wide=True), *operands)
+        return out, pull(jax.tree_util.tree_map(jnp.ones_like, out))
+    return jax.make_jaxpr(pulled)(*structs)
 
 
 def _load(path: Path):
@@ -208,30 +280,96 @@ def _save(path: Path, compiled) -> None:
     jax.monitoring.record_event(SAVED_EVENT)
 
 
-def executable(jitted, fingerprint: Callable[..., str], args: tuple, where: Path):
-    """The compiled ``jitted`` for ``args``: loaded from ``where`` if kept there under the key
-    of ``fingerprint(*args)`` (the description of what the program is made from), else compiled
-    and kept. ``None`` when it cannot be stored (:class:`NotStorable`)."""
+def jaxlift_state(modules=None) -> dict[str, tuple]:
+    """What jaxlift's loaded modules hold now, by identity: ``{module: ((name, id), ...)}`` over
+    their attributes (not their submodules, not dunder names), for ``modules`` or every
+    loaded ``jaxlift`` module. A rule or helper replaced at run time (a test's monkeypatch, a
+    user's patch) changes it; a later import adds names, which :func:`same_state` ignores."""
+    names = modules if modules is not None else sorted(
+        n for n in sys.modules if n == "jaxlift" or n.startswith("jaxlift."))
+    state = {}
+    for name in names:
+        module = sys.modules.get(name)
+        state[name] = () if module is None else tuple(
+            (k, id(v)) for k, v in vars(module).items()
+            if not k.startswith("__") and not isinstance(v, types.ModuleType))
+    return state
+
+
+def same_state(then: dict[str, tuple]) -> bool:
+    """Whether every attribute :func:`jaxlift_state` saw in ``then`` is still the same object."""
+    now = jaxlift_state(tuple(then))
+    for name, items in then.items():
+        current = dict(now[name])
+        if any(current.get(k) != i for k, i in items):
+            return False
+    return True
+
+
+class Shelf:
+    """The last ``size`` executables compiled in this process, by the key of what they are
+    made from (:func:`executable`): a program asked for again under another ``fn`` object (a
+    model built again in a notebook, a new ``lambda`` at each call) that traces to the same
+    jaxpr runs without being compiled again. An executable is served only while jaxlift's
+    modules hold what they held when it was compiled (:func:`same_state`): its source is in the
+    key, a function patched at run time is not."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._kept: dict[str, tuple[Any, dict]] = {}
+
+    def get(self, key: str):
+        found = self._kept.pop(key, None)
+        if found is None or not same_state(found[1]):
+            return None
+        self._kept[key] = found  # the most recently used last
+        return found[0]
+
+    def put(self, key: str, compiled, state: dict[str, tuple]) -> None:
+        self._kept.pop(key, None)
+        self._kept[key] = (compiled, state)
+        while len(self._kept) > self.size:
+            del self._kept[next(iter(self._kept))]
+
+    def clear(self) -> None:
+        self._kept.clear()
+
+
+KEPT = Shelf(32)
+
+
+def executable(jitted, fingerprint: Callable[..., str], args: tuple, where: Path | None):
+    """The compiled ``jitted`` for ``args``, under the key of ``fingerprint(*args)`` (the
+    description of what the program is made from): kept in this process (:data:`KEPT`), else
+    loaded from ``where`` if kept there, else compiled and kept (in ``where`` too, unless it is
+    ``None``). ``None`` when it cannot be described (:class:`NotStorable`)."""
     try:
         material = fingerprint(*args)
         key = hashlib.sha256("\n".join((environment(), material,
-                                        arguments_text(args))).encode())
+                                        arguments_text(args))).encode()).hexdigest()
     except NotStorable:
         return None
     except Exception:  # noqa: BLE001 (a closure that holds itself, an odd leaf …): the store
         return None  # never fails a call; the program compiles as it would without it
-    path = where / (key.hexdigest() + SUFFIX)
-    if path.exists():
+    kept = KEPT.get(key)
+    if kept is not None:
+        jax.monitoring.record_event(KEPT_HIT_EVENT)
+        return kept
+    path = None if where is None else where / (key + SUFFIX)
+    if path is not None and path.exists():
         try:
             loaded = _load(path)
         except Exception:  # noqa: BLE001 a damaged or foreign file: compile and replace it
             pass
         else:
             jax.monitoring.record_event(HIT_EVENT)
+            KEPT.put(key, loaded, jaxlift_state())
             return loaded
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
-    if time.perf_counter() - t0 >= jax.config.jax_persistent_cache_min_compile_time_secs:
+    KEPT.put(key, compiled, jaxlift_state())
+    if (path is not None and time.perf_counter() - t0
+            >= jax.config.jax_persistent_cache_min_compile_time_secs):
         try:
             _save(path, compiled)
         except Exception:  # noqa: BLE001 not serializable here, or the folder not writable
@@ -240,10 +378,12 @@ def executable(jitted, fingerprint: Callable[..., str], args: tuple, where: Path
 
 
 class StoredProgram:
-    """``jitted`` (a ``jax.jit`` function) whose executables are also kept on disk while the
-    store is on (:func:`store_dir`): called like ``jitted``; ``fingerprint(*args)`` describes
-    what the program is made from (or raises :class:`NotStorable`). Off, or for arguments the
-    store cannot serve, it is ``jitted`` itself. ``lower`` is ``jitted``'s."""
+    """``jitted`` (a ``jax.jit`` function) whose executables are kept by what they are made
+    from — in this process (:data:`KEPT`), and on disk while the store is on
+    (:func:`store_dir`): called like ``jitted``; ``fingerprint(*args)`` describes what the
+    program is made from (or raises :class:`NotStorable`). With ``JAXLIFT_PROGRAM_STORE=0``, or
+    for arguments neither can serve (a caller's tracers, another device), it is ``jitted``
+    itself. ``lower`` is ``jitted``'s."""
 
     def __init__(self, jitted, fingerprint: Callable[..., str]):
         self.jitted = jitted
@@ -253,7 +393,7 @@ class StoredProgram:
 
     def __call__(self, *args):
         where = store_dir()
-        key = None if where is None else _call_key(args)
+        key = None if os.environ.get(STORE_SWITCH, "1") == "0" else _call_key(args)
         if key is None:
             return self.jitted(*args)
         exe = self._executables.get(key)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxlift
-from jaxlift import chunking
+from jaxlift import chunking, stored_programs
 from jaxlift.program import signature
 from jaxlift._ops import example_structs
 from jaxlift.methods import interpreted
@@ -418,7 +418,9 @@ def test_a_run_just_over_the_cpu_target_stays_one_chunk():
 
 @pytest.fixture
 def backend_compiles():
-    """A list that grows by one for every program XLA compiles while the test runs."""
+    """A list that grows by one for every program XLA compiles while the test runs (from an
+    empty shelf: another test's program of the same jaxpr and shapes is not run here)."""
+    stored_programs.KEPT.clear()
     seen = []
 
     def listen(name, *_, **__):

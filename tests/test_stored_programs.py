@@ -40,8 +40,10 @@ def store(tmp_path, monkeypatch):
 
 
 def forget():
-    """What a new process would not have: the compiled programs and one-dispatch slots."""
+    """What a new process would not have: the compiled programs (by fn and by what they are
+    made from) and one-dispatch slots."""
     interpreted.compiled_program.cache_clear()
+    stored_programs.KEPT.clear()
     dispatch.one_dispatch_slot.cache_clear()
 
 
@@ -218,3 +220,121 @@ def test_a_second_process_runs_the_stored_program(tmp_path):
     assert (runs[0]["saved"], runs[0]["hit"]) == (1, 0)
     assert (runs[1]["saved"], runs[1]["hit"]) == (0, 1)
     np.testing.assert_array_equal(np.asarray(runs[0]["scores"]), np.asarray(runs[1]["scores"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The same key within a process: a program asked for again under another fn object
+
+@pytest.fixture
+def kept(monkeypatch):
+    """The disk store off, the in-process caches emptied before and after; yields the list of
+    XLA compiles and of the shelf's hits as they happen."""
+    monkeypatch.setattr(stored_programs, "store_dir", lambda: None)
+    monkeypatch.delenv(stored_programs.STORE_SWITCH, raising=False)
+    seen: dict = {"compiles": [], "hits": []}
+
+    def on_duration(name, secs, **_):
+        if name.endswith("backend_compile_duration"):
+            seen["compiles"].append(name)
+
+    def on_event(name, **_):
+        if name == stored_programs.KEPT_HIT_EVENT:
+            seen["hits"].append(name)
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    jax.monitoring.register_event_listener(on_event)
+    forget()
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_duration)
+        jax.monitoring.unregister_event_listener(on_event)
+        forget()
+
+
+def built(scale=1.0):
+    """What a notebook cell that builds the model returns each time it runs: a new function
+    object tracing to the same jaxpr (for the same ``scale``)."""
+    return lambda p, xb: jnp.tanh(jax.nn.relu(xb @ p["w"]) @ p["v"]) * scale
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_a_model_built_again_runs_the_program_compiled_for_it(kept, mode):
+    params, x, refs = data()
+    first = jaxlift.attribute(built(), params, x, refs, target=1, mode=mode)
+    assert kept["compiles"] and not kept["hits"]
+    kept["compiles"].clear()
+    again = jaxlift.attribute(built(), params, x, refs, target=1, mode=mode)
+    assert kept["compiles"] == [] and len(kept["hits"]) == 1
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    # the program computes: other inputs of the same shapes, the same function's scores
+    x2, fn = x[::-1] * 2.0, built()
+    scores = jaxlift.attribute(fn, params, x2, refs, target=1, mode=mode)
+    delta = fn(params, x2)[:, 1] - fn(params, refs[:1])[:, 1]
+    np.testing.assert_allclose(np.asarray(scores).sum(-1), np.asarray(delta), rtol=1e-5,
+                               atol=1e-6)
+    # what the function computes is in the key: another constant compiles its own program
+    kept["compiles"].clear()
+    other = jaxlift.attribute(built(2.0), params, x, refs, target=1, mode=mode)
+    assert kept["compiles"]
+    np.testing.assert_allclose(np.asarray(other), 2.0 * np.asarray(first), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["integrated_gradients", "smoothgrad"])
+def test_a_kernel_methods_program_is_kept_too(kept, mode):
+    params, x, refs = data()
+    first = jaxlift.attribute(built(), params, x, refs, target=1, mode=mode)
+    kept["compiles"].clear()
+    again = jaxlift.attribute(built(), params, x, refs, target=1, mode=mode)
+    assert kept["compiles"] == [] and len(kept["hits"]) == 1
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    kept["compiles"].clear()
+    jaxlift.attribute(built(2.0), params, x, refs, target=1, mode=mode)
+    assert kept["compiles"]
+
+
+def test_a_chunked_call_on_a_model_built_again_compiles_nothing(kept):
+    """More inputs than a chunk holds: the chunks' program and the references' forward pass
+    (run once per call) are both kept."""
+    params, x, refs = data()
+    first = jaxlift.attribute(built(), params, x, refs, target=1, batch_size=2)
+    kept["compiles"].clear()
+    again = jaxlift.attribute(built(), params, x, refs, target=1, batch_size=2)
+    assert kept["compiles"] == [] and len(kept["hits"]) == 2
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+
+
+def test_a_patched_rule_is_never_served_a_program_compiled_without_it(kept, monkeypatch):
+    """The source of jaxlift is in the key, not what a module holds at run time: a rule
+    replaced after a program was compiled gets a program of its own, and so does the original
+    once restored."""
+    from jaxlift.rules import rescale
+    params, x, refs = data()
+    good = jaxlift.attribute(built(), params, x, refs, target=1)
+    right = rescale.rescale_multiplier
+    monkeypatch.setattr(rescale, "rescale_multiplier", lambda ctx: right(ctx) * 1.01)
+    with pytest.raises(jaxlift.CompletenessError):  # the patched rule's program ran
+        jaxlift.attribute(built(), params, x, refs, target=1)
+    assert kept["hits"] == []
+    monkeypatch.undo()
+    monkeypatch.setattr(stored_programs, "store_dir", lambda: None)
+    np.testing.assert_array_equal(
+        np.asarray(jaxlift.attribute(built(), params, x, refs, target=1)), np.asarray(good))
+
+
+def test_the_switch_turns_the_in_process_tier_off(kept, monkeypatch):
+    params, x, refs = data()
+    monkeypatch.setenv(stored_programs.STORE_SWITCH, "0")
+    jaxlift.attribute(built(), params, x, refs, target=1)
+    kept["compiles"].clear()
+    jaxlift.attribute(built(), params, x, refs, target=1)
+    assert kept["compiles"] and kept["hits"] == []
+
+
+def test_the_shelf_keeps_the_most_recently_used():
+    shelf = stored_programs.Shelf(2)
+    state = stored_programs.jaxlift_state()
+    for key in "abc":
+        shelf.put(key, key.upper(), state)
+    assert shelf.get("a") is None and shelf.get("b") == "B"
+    shelf.put("d", "D", state)  # "c" is now the least recently used
+    assert shelf.get("c") is None and (shelf.get("b"), shelf.get("d")) == ("B", "D")

@@ -27,9 +27,9 @@ from jaxlift.methods.call import Call, Inputs
 from jaxlift.markers import marker_of, tree_of
 from jaxlift.rules import registry
 from jaxlift.errors import InputValueError, NonFiniteScoresError
-from jaxlift.jaxpr_walk import bind_eqn, nested_jaxprs
+from jaxlift.jaxpr_walk import nested_jaxprs
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
-from jaxlift.program import origin_of, trace_settings, traced_program, view_of_input
+from jaxlift.program import origin_of, traced_program, view_of_input
 from jaxlift.targets import PerInput, per_example, predicted_seed, weighted
 
 
@@ -417,12 +417,16 @@ def _reference_side(params, refs, *, fn, target):
 
 @functools.lru_cache(maxsize=64)
 def _reference_side_jit(fn, target, compiler=()):
-    return jax.jit(functools.partial(_reference_side, fn=fn, target=target),
-                   compiler_options=dict(compiler) or None)
+    jitted = jax.jit(functools.partial(_reference_side, fn=fn, target=target),
+                     compiler_options=dict(compiler) or None)
+    return stored_programs.StoredProgram(jitted, functools.partial(
+        stored_programs.program_fingerprint, fn=fn,
+        static=(dict(target=target, side="references"), compiler)))
 
 
 def reference_values(fn, target, params, refs):
-    """:func:`_reference_side`, compiled once per ``(fn, target)``."""
+    """:func:`_reference_side`, compiled once per ``(fn, target)`` (and kept by what it is made
+    from, :mod:`jaxlift.stored_programs`)."""
     return memoized(_reference_side_jit, fn, target, options_here())(params, refs)
 
 
@@ -433,7 +437,8 @@ def compiled_program(fn, target, composite, what, layer_name, per_input_refs, av
     """One jitted :func:`compute` per key (``compiler``: XLA options,
     :func:`jaxlift._compiler.options_here`), its executables kept between processes where
     the program store is on (:mod:`jaxlift.stored_programs`, described by
-    :func:`program_fingerprint`). ``precision`` is part of the key (the program is traced and
+    :func:`~jaxlift.stored_programs.program_fingerprint`). ``precision`` is part of the key
+    (the program is traced and
     run under the pipeline's precision context, which JAX's own cache also keys on), so the
     default and ``"highest"`` programs never share a compilation."""
     static = dict(target=target, composite=composite, what=what, layer_name=layer_name,
@@ -443,60 +448,7 @@ def compiled_program(fn, target, composite, what, layer_name, per_input_refs, av
     jitted = jax.jit(functools.partial(compute, fn=fn, **static),
                      compiler_options=dict(compiler) or None)
     return stored_programs.StoredProgram(jitted, functools.partial(
-        program_fingerprint, fn=fn, static=(static, compiler)))
-
-
-def program_fingerprint(params, x, refs, ref_values=None, seeds=None, *,
-                        fn, static) -> str:
-    """What :func:`compute` with the options ``static`` is made from, as text
-    (:mod:`jaxlift.stored_programs`): the options; the jaxpr the interpreter walks (one
-    example's target, :func:`traced_program`'s trace, shared with the call); the VJP of every
-    ``custom_jvp``/``custom_vjp`` call in it (the rules Rescale's ``f'`` reads through
-    ``jax.vjp``, which the call's text names but does not hold); the global settings a trace
-    reads. :class:`~jaxlift.stored_programs.NotStorable` where a rule comes from outside
-    jaxlift or ``fn`` cannot be traced so."""
-    outside = sorted({r.module for r in registry.registrations()
-                      if not r.module.startswith("jaxlift")})
-    if outside:
-        raise stored_programs.NotStorable(f"rules registered from {outside}")
-    options = stored_programs.describe(static)
-    target = static[0]["target"]
-    program, _ = traced_program(per_example(fn, target), params, example_structs(x, True))
-    parts = [options, stored_programs.jaxpr_text(program.source),
-             custom_rules_text(program.source.jaxpr), repr(trace_settings())]
-    return "\n".join(parts)
-
-
-def custom_rules_text(jaxpr) -> str:
-    """The jaxprs of the VJP of every ``custom_jvp_call`` and ``custom_vjp_call`` equation of
-    ``jaxpr`` (and of the calls, loops and branches inside it), one per rule and operand
-    shapes: what the user's derivative rules compute."""
-    texts: dict = {}
-
-    def visit(jx):
-        for eqn in jx.eqns:
-            name = eqn.primitive.name
-            if name in ("custom_jvp_call", "custom_vjp_call"):
-                rules = tuple(id(eqn.params[k]) for k in ("jvp", "fwd", "bwd", "call_jaxpr")
-                              if k in eqn.params)
-                key = (name, rules, tuple(str(v.aval) for v in eqn.invars))
-                if key not in texts:
-                    texts[key] = stored_programs.jaxpr_text(_vjp_of(eqn))
-                continue
-            for sub, _ in nested_jaxprs(eqn.params):
-                visit(sub)
-    visit(jaxpr)
-    return "\n".join(texts.values())
-
-
-def _vjp_of(eqn):
-    """The jaxpr of the VJP of one equation at its operands' shapes."""
-    structs = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
-
-    def pulled(*operands):
-        out, pull = jax.vjp(lambda *a: bind_eqn(eqn, list(a), wide=True), *operands)
-        return out, pull(jax.tree_util.tree_map(jnp.ones_like, out))
-    return jax.make_jaxpr(pulled)(*structs)
+        stored_programs.program_fingerprint, fn=fn, static=(static, compiler)))
 
 
 def composite_of(method, opts: dict, max_mode: str = "preserving",

@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxlift import certificate
+from jaxlift import certificate, stored_programs
 from jaxlift._memo import memoized
 from jaxlift._ops import finite_flag, mean_axis
 from jaxlift.chunking import take_rows
@@ -102,10 +102,14 @@ def compute(params, x, refs, arrays, key, start, seeds=None, *, method, opts_key
 def compiled_program(method, opts_key, fn, target, what, per_input_refs, average, precision,
                      check_inputs):
     """One jitted :func:`compute` per key (``precision`` only keys the cache: the pipeline
-    traces and runs the program under its precision context)."""
-    return jax.jit(functools.partial(
-        compute, method=method, opts_key=opts_key, fn=fn, target=target, what=what,
-        per_input_refs=per_input_refs, average=average, check_inputs=check_inputs))
+    traces and runs the program under its precision context, which the program's
+    description reads), its executables also kept by what they are made from
+    (:mod:`jaxlift.stored_programs`: a model built again compiles nothing)."""
+    static = dict(method=method, opts_key=opts_key, target=target, what=what,
+                  per_input_refs=per_input_refs, average=average, check_inputs=check_inputs)
+    jitted = jax.jit(functools.partial(compute, fn=fn, **static))
+    return stored_programs.StoredProgram(jitted, functools.partial(
+        stored_programs.program_fingerprint, fn=fn, static=(static, ())))
 
 
 def check_inputs(method, x) -> None:
