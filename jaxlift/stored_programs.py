@@ -41,6 +41,7 @@ import pickle
 import platform
 import sys
 import tempfile
+import threading
 import time
 import types
 from pathlib import Path
@@ -317,22 +318,26 @@ class Shelf:
     def __init__(self, size: int):
         self.size = size
         self._kept: dict[str, tuple[Any, dict]] = {}
+        self._lock = threading.Lock()  # calls from several threads share it
 
     def get(self, key: str):
-        found = self._kept.pop(key, None)
-        if found is None or not same_state(found[1]):
-            return None
-        self._kept[key] = found  # the most recently used last
-        return found[0]
+        with self._lock:
+            found = self._kept.pop(key, None)
+            if found is None or not same_state(found[1]):
+                return None
+            self._kept[key] = found  # the most recently used last
+            return found[0]
 
     def put(self, key: str, compiled, state: dict[str, tuple]) -> None:
-        self._kept.pop(key, None)
-        self._kept[key] = (compiled, state)
-        while len(self._kept) > self.size:
-            del self._kept[next(iter(self._kept))]
+        with self._lock:
+            self._kept.pop(key, None)
+            self._kept[key] = (compiled, state)
+            while len(self._kept) > self.size:
+                del self._kept[next(iter(self._kept))]
 
     def clear(self) -> None:
-        self._kept.clear()
+        with self._lock:
+            self._kept.clear()
 
 
 KEPT = Shelf(32)
@@ -381,9 +386,9 @@ class StoredProgram:
     """``jitted`` (a ``jax.jit`` function) whose executables are kept by what they are made
     from — in this process (:data:`KEPT`), and on disk while the store is on
     (:func:`store_dir`): called like ``jitted``; ``fingerprint(*args)`` describes what the
-    program is made from (or raises :class:`NotStorable`). With ``JAXLIFT_PROGRAM_STORE=0``, or
-    for arguments neither can serve (a caller's tracers, another device), it is ``jitted``
-    itself. ``lower`` is ``jitted``'s."""
+    program is made from (or raises :class:`NotStorable`). With ``JAXLIFT_PROGRAM_STORE=0``,
+    under ``jax.disable_jit()``, or for arguments neither can serve (a caller's tracers, another
+    device), it is ``jitted`` itself. ``lower`` is ``jitted``'s."""
 
     def __init__(self, jitted, fingerprint: Callable[..., str]):
         self.jitted = jitted
@@ -393,7 +398,8 @@ class StoredProgram:
 
     def __call__(self, *args):
         where = store_dir()
-        key = None if os.environ.get(STORE_SWITCH, "1") == "0" else _call_key(args)
+        off = os.environ.get(STORE_SWITCH, "1") == "0" or jax.config.jax_disable_jit
+        key = None if off else _call_key(args)
         if key is None:
             return self.jitted(*args)
         exe = self._executables.get(key)
