@@ -258,6 +258,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         "            pass",
         ("tests/test_certificate.py",), "a refusal over chunks counts the padded last chunk's "
         "copies of the last input as pairs", sums=True),
+    # ---- programs kept and shared ----------------------------------------------------------
+    Mutation(
+        "kept_program_served_after_a_patch", "jaxlift/stored_programs.py",
+        "    now = jaxlift_state(tuple(then))",
+        "    return True",
+        ("tests/test_stored_programs.py",), "a program kept in the process served after a rule "
+        "was replaced at run time: the replaced rule's scores returned", sums=True),
+    Mutation(
+        "pred_rows_taken_as_weights", "jaxlift/targets.py",
+        "    return jnp.where(jnp.isnan(seed), predicted.astype(seed.dtype), seed)",
+        "    return seed",
+        ("tests/test_targets_as_data.py",), "target='pred' run as data weighs the outputs with "
+        "its NaN rows instead of each input's predicted class", sums=False),
 )
 
 

@@ -31,7 +31,8 @@ from jaxlift.errors import InputValueError, JaxliftError
 from jaxlift.methods import interpreted, kernels
 from jaxlift.methods.call import Call, Inputs
 from jaxlift.program import at_one_trace, signature, structs_of, traced_program
-from jaxlift.targets import GIVEN, PerInput, batch_comparison, normalize_target, per_example
+from jaxlift.targets import (GIVEN, PREDICTED, PerInput, asks_prediction, batch_comparison,
+                             normalize_target, per_example, predicted_rows)
 from jaxlift.validation import (check_batch_size, check_inputs_finite, check_layer_bypass,
                                 check_method_options, check_precision, check_target,
                                 explain_trace_failure, independence_settled, is_concrete,
@@ -137,7 +138,13 @@ def make_inputs(call: Call, params, x, refs, target) -> tuple[Inputs, Call]:
         seeds = classes.seeds(n, output_size(call.fn, params, x))
     elif target_as_data(call, concrete):
         size = vector_output_size(call.fn, params, x)
-        if size is not None and -size <= call.target < size:
+        if call.target is PREDICTED and size is not None:
+            # each input's predicted class, found inside the program (targets.seed_of): the
+            # program of an int or per-input target, so that switching between them compiles
+            # nothing
+            seeds = predicted_rows(n, size)
+            call = dataclasses.replace(call, target=GIVEN)
+        elif call.target is not PREDICTED and size is not None and -size <= call.target < size:
             # one class of a vector output: the same program as per-input classes, with the
             # class as data, so that the next call with another class compiles nothing
             # (one row, broadcast to N without copies: chunks are cut as views of it)
@@ -155,10 +162,11 @@ def make_inputs(call: Call, params, x, refs, target) -> tuple[Inputs, Call]:
 
 
 def target_as_data(call: Call, concrete: bool) -> bool:
-    """Whether an int ``target`` runs as data (:data:`GIVEN` weights, one-hot): a DeepLIFT
-    mode's scores at the inputs, outside a caller's trace."""
-    return (type(call.target) is int and call.method.scope == "interpreter"
-            and call.layer is None and concrete)
+    """Whether an int ``target`` (one-hot weights) or ``"pred"`` (rows asking for each input's
+    predicted class) runs as data, in the program of :data:`GIVEN` weights: a DeepLIFT mode's
+    scores at the inputs, outside a caller's trace."""
+    return ((type(call.target) is int or call.target is PREDICTED)
+            and call.method.scope == "interpreter" and call.layer is None and concrete)
 
 
 def vector_output_size(fn, params, x) -> int | None:
@@ -280,7 +288,8 @@ def _execute(call: Call, inputs: Inputs):
                 (False, None, None, 0.0, True)
                 if independence.proven(call.fn, inputs.params, inputs.x) else
                 batch_comparison(call.fn, call.target, inputs.params, inputs.x, inputs.refs,
-                                 inputs.per_input, inputs.seeds))
+                                 inputs.per_input,
+                                 None if asks_prediction(inputs.seeds) else inputs.seeds))
         if inputs.concrete:
             read_checks(call, inputs, family, recorded, res, delta, params_check, shapes,
                         independence_result)

@@ -194,6 +194,29 @@ def predicted_seed(values):
     return jax.nn.one_hot(jnp.argmax(flat), flat.shape[0], dtype=flat.dtype)
 
 
+def predicted_rows(n: int, size: int) -> np.ndarray:
+    """``(n, size)`` per-input weights that ask for each input's predicted class: rows of NaN,
+    which :func:`seed_of` resolves inside the program (``target="pred"`` run as data, so that
+    it shares the compiled program of an int or per-input target). One row broadcast to ``n``
+    (a view: chunks are cut as views of it)."""
+    return np.broadcast_to(np.full(size, np.nan, np.float32), (n, size))
+
+
+def asks_prediction(seeds) -> bool:
+    """Whether per-input weights are :func:`predicted_rows` (checked on the host)."""
+    return seeds is not None and bool(np.isnan(np.asarray(seeds[:1])).all())
+
+
+def seed_of(seed, values):
+    """A per-input target's weights for an example whose outputs are ``values``: ``seed`` as
+    given; the one-hot of the largest output (:func:`predicted_seed`) where none is given
+    (``None``) or where the row asks for it (NaN: :func:`predicted_rows`)."""
+    predicted = predicted_seed(values)
+    if seed is None:
+        return predicted
+    return jnp.where(jnp.isnan(seed), predicted.astype(seed.dtype), seed)
+
+
 # ---------------------------------------------------------------------------------------------
 # Cutting fn at the input of its final nonlinearity
 

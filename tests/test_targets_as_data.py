@@ -33,3 +33,33 @@ def test_another_class_compiles_nothing_and_scores_as_the_class_picked_inside(mo
     np.testing.assert_allclose(np.asarray(other).sum(-1), np.asarray(delta), rtol=1e-5,
                                atol=1e-6)
     assert not np.allclose(np.asarray(first), np.asarray(other))
+
+
+@pytest.mark.parametrize("mode", ["rescale", "reveal_cancel"])
+def test_pred_shares_the_program_of_a_class_and_scores_each_inputs_argmax(mode):
+    """``target="pred"`` runs as data too (rows asking for the predicted class, resolved inside
+    the program): after it, a class or per-input classes compile nothing, and back again; its
+    scores are those of each input's argmax given as per-input classes."""
+    seen = []
+
+    def fn(p, xb):
+        seen.append(xb.shape)
+        return jnp.tanh(xb @ p[0]) @ p[1]
+    x = jnp.concatenate([X, -X, 2 * X])  # inputs whose predicted classes differ
+    argmax = np.asarray(fn((W, V), x)).argmax(-1)
+    assert len(set(argmax.tolist())) > 1
+    pred, delta = jaxlift.attribute(fn, (W, V), x, R, target="pred", mode=mode,
+                                    return_delta=True)
+    misses = interpreted.compiled_program.cache_info().misses
+    seen.clear()
+    one = jaxlift.attribute(fn, (W, V), x, R, target=1, mode=mode)
+    given = jaxlift.attribute(fn, (W, V), x, R, target=list(argmax), mode=mode)
+    again = jaxlift.attribute(fn, (W, V), x, R, target="pred", mode=mode)
+    assert seen == [] and interpreted.compiled_program.cache_info().misses == misses
+    np.testing.assert_array_equal(np.asarray(pred), np.asarray(given))
+    np.testing.assert_array_equal(np.asarray(pred), np.asarray(again))
+    assert not np.allclose(np.asarray(pred), np.asarray(one))
+    out = np.asarray(fn((W, V), x))
+    np.testing.assert_allclose(np.asarray(delta), out[np.arange(len(x)), argmax]
+                               - np.asarray(fn((W, V), R[:1]))[0, argmax], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(pred).sum(-1), np.asarray(delta), rtol=1e-5, atol=1e-6)

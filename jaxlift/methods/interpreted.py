@@ -30,7 +30,7 @@ from jaxlift.errors import InputValueError, NonFiniteScoresError
 from jaxlift.jaxpr_walk import nested_jaxprs
 from jaxlift.rules.composites import COMPOSITES, Composite, resolve
 from jaxlift.program import origin_of, traced_program, view_of_input
-from jaxlift.targets import PerInput, per_example, predicted_seed, weighted
+from jaxlift.targets import PerInput, per_example, seed_of, weighted
 
 
 def same_example(x_leaves, r_leaves):
@@ -83,7 +83,7 @@ def pair_fn(program, composite: Composite, what: str, layer_name: str | None, ta
         delta = jnp.where(same, 0, difference(y, y0))
         dtype = jnp.result_type(delta)
         if per_input:
-            seed = (predicted_seed(y) if seed is None else seed).astype(dtype)
+            seed = seed_of(seed, y).astype(dtype)
             delta = jnp.sum(weighted(seed, delta))
 
         def back(seed):
@@ -562,7 +562,7 @@ def refuse_non_finite(i: int, *, fn, params, x, refs, target, composite: Composi
             continue
         seed = jnp.ones(jnp.shape(fwd.x[out]), difference(fwd.x[out], fwd.r[out]).dtype)
         if isinstance(target, PerInput):
-            seed = (predicted_seed(fwd.x[out]) if seeds is None else seeds[i]).astype(seed.dtype)
+            seed = seed_of(None if seeds is None else seeds[i], fwd.x[out]).astype(seed.dtype)
 
         def inspect(op, m_out, m_in, j=j, fwd=fwd):
             came_finite = all(m is None or bool(jnp.all(jnp.isfinite(m.pos)))
@@ -653,7 +653,7 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
         y, y0 = fwd.x[out], fwd.r[out]
         dt_all = difference(y, y0)
         if isinstance(target, PerInput):
-            weights = (predicted_seed(y) if seed is None else seed).astype(dt_all.dtype)
+            weights = seed_of(seed, y).astype(dt_all.dtype)
         elif t is None:
             weights = jnp.ones((), dt_all.dtype)
         else:
