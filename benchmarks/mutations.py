@@ -264,7 +264,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "    now = jaxlift_state(tuple(then))",
         "    return True",
         ("tests/test_stored_programs.py",), "a program kept in the process served after a rule "
-        "was replaced at run time: the replaced rule's scores returned", sums=True),
+        "was replaced at run time: the rules it was compiled with run, not those in place", sums=True),
     Mutation(
         "pred_rows_taken_as_weights", "jaxlift/targets.py",
         "    return jnp.where(jnp.isnan(seed), predicted.astype(seed.dtype), seed)",
