@@ -231,6 +231,30 @@ def test_scores_that_cancel_beyond_what_float32_resolves_are_refused(mode):
     np.testing.assert_allclose(scores.sum(1), delta, rtol=1e-9)
 
 
+def test_a_cancellation_names_the_operation_that_makes_the_terms_not_one_they_pass():
+    """Two normalizations at their pole with a layer between (equimo's Mlla: GroupNorm, a
+    convolution, GroupNorm): walking back from the target, the terms cross the onset of
+    1e3·Δt's scale at the layer between, which only passes them on (it hands back terms of
+    about the size it was given); the refusal names the normalization's 'mul' that multiplies
+    them by 60, where the first crossing named the layer."""
+    from types import SimpleNamespace as Op
+    ops = [Op(primitive=p, where=w, sub=None) for p, w in (
+        ("dot_general", "head.py:1"), ("mul", "norm.py:2"), ("sub", "norm.py:3"),
+        ("conv_general_dilated", "conv.py:4"), ("reshape", "conv.py:5"),
+        ("mul", "norm.py:6"), ("sub", "norm.py:7"))]
+    scales = np.array([2.0, 120.0, 400.0, 2500.0, 2600.0, 9.6e4, 1.9e5])
+    grows = np.array([1.0, 20.0, 1.1, 1.3, 1.0, 60.0, 1.0])
+    losses = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1e-3, 0.0])  # rounding: every rule conserves
+    flags = np.zeros(len(ops), bool)
+    words = interpreted.cause_of(None, ops, losses, scales, flags, flags, 0.0, 1.0, None,
+                                 grows=grows)
+    assert "cancel beyond what float32 resolves" in words
+    assert "From primitive 'mul' at norm.py:6" in words, words
+    # without the growth of each operation, the first crossing is the layer between
+    first = interpreted.cause_of(None, ops, losses, scales, flags, flags, 0.0, 1.0, None)
+    assert "From primitive 'conv_general_dilated' at conv.py:4" in first, first
+
+
 def test_float64_is_not_offered_where_it_would_not_resolve_the_cancellation():
     """With ε = 1e-20 the layer norm's 1/√(0 + ε) at a constant reference is 1e10: the terms
     outgrow what float64's bound resolves too (equimo's Mlla GroupNorm at a black image), so the

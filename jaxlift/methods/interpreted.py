@@ -658,7 +658,7 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
             weights = jnp.ones((), dt_all.dtype)
         else:
             weights = jnp.zeros(dt_all.shape, dt_all.dtype).at[t].set(1)
-        losses, scales, bad, lost = [], [], [], []
+        losses, scales, grows, bad, lost = [], [], [], [], []
 
         def inspect(op, m_out, m_in):
             c_out = [_contribution_of(fwd, o, m) for o, m in zip(op.outs, m_out)
@@ -666,7 +666,13 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
             c_in = [_contribution_of(fwd, a, m) for a, m, l in zip(op.ins, m_in, op.live)
                     if m is not None and l and program.carries(a)]
             losses.append(sum(jnp.sum(c) for c in c_out) - sum(jnp.sum(c) for c in c_in))
-            scales.append(sum(jnp.sum(jnp.abs(c)) for c in c_out + c_in))
+            size_out = sum(jnp.sum(jnp.abs(c)) for c in c_out)
+            size_in = sum(jnp.sum(jnp.abs(c)) for c in c_in)
+            scales.append(size_out + size_in)
+            # how much larger the terms it hands back are than those it was given: where the
+            # terms that cancel are made
+            grows.append(jnp.where(size_out > 0, size_in / jnp.where(size_out > 0, size_out, 1),
+                                   0) if c_out and c_in else jnp.zeros(()))
             values = [widen(fwd.value(a, side)) for a in op.ins if isinstance(a, int)
                       for side in ("x", "r") if a in fwd.x or a in fwd.fixed]
             bad.append(jnp.any(jnp.stack([~jnp.all(jnp.isfinite(v)) for v in values]))
@@ -681,9 +687,9 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
                       for a in program.live_inputs if a in mult and a not in stop), 0.0)
         dt = jnp.sum(weights * dt_all)
         stack = lambda v: jnp.stack(v) if v else jnp.zeros((0,))  # noqa: E731
-        return stack(losses), stack(scales), stack(bad), stack(lost), around, dt
+        return stack(losses), stack(scales), stack(grows), stack(bad), stack(lost), around, dt
 
-    losses, scales, bad, lost, around, dt = jax.device_get(
+    losses, scales, grows, bad, lost, around, dt = jax.device_get(
         jax.jit(run)(fixed, x_leaves, r_leaves))
     paths = [path for (path, _), h in zip(jax.tree_util.tree_leaves_with_path(x),
                                            tuple(held) or (False,) * len(x_leaves)) if not h]
@@ -693,7 +699,7 @@ def diagnose_pair(fn, params, x, refs, i: int, j: int, t: int | None, *, target,
     cast_down = eps > 1e-10 and any(jnp.result_type(l) == jnp.float64 for l in x_leaves)
     return cause_of(program, seen, losses, scales, bad, lost, float(around), float(dt),
                     layer_name, names, eps, split=composite.carries_split,
-                    cast_down=cast_down, flat_reference=_flat(r_leaves))
+                    cast_down=cast_down, flat_reference=_flat(r_leaves), grows=grows)
 
 
 def _flat(leaves) -> bool | None:
@@ -723,11 +729,16 @@ FLOAT64_RESOLVES = 1e7
 
 
 def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False,
-                  cast_down: bool = False, flat_reference: bool | None = None) -> str:
+                  cast_down: bool = False, flat_reference: bool | None = None,
+                  grows=None) -> str:
     """Words for a pair whose every rule conserved ``Σ m·Δ`` to its rounding, but whose
     contributions are so much larger than ``Δt`` that this rounding alone misses the bound
-    (docs/design.md §18.1): the operation where their size first jumps, walking back from the
-    target, and the fixes — in RevealCancel modes Rescale first (its parts do not grow apart);
+    (docs/design.md §18.1): the operation that makes them — of those whose terms exceed
+    ``CANCELLATION_ONSET`` times ``Δt``'s scale, the one that hands back the largest terms for
+    the terms it was given (``grows``: ``Σ|C|`` of its operands ÷ ``Σ|C|`` of its results; a
+    normalization at its pole, not a layer between two of them that the growing terms merely
+    pass); else where their size first exceeds that, walking back from the target — and the
+    fixes — in RevealCancel modes Rescale first (its parts do not grow apart);
     a varied reference where the pair's is constant (``flat_reference``, :func:`_flat`), one
     nearer the input where it already varies; float64. ``cast_down``: the inputs are float64
     and the target float32 — ``fn`` computes in float32 whatever it is given, so the float64
@@ -735,6 +746,11 @@ def _cancellation(ops: list, scales, dt: float, eps: float, split: bool = False,
     base = max(abs(dt), float(scales[0]) if len(scales) else 0.0)
     onset = next((k for k, s in enumerate(scales) if s > CANCELLATION_ONSET * base), None)
     onset = int(np.argmax(scales)) if onset is None else onset
+    if grows is not None and len(grows):
+        made = np.where((np.asarray(scales) > CANCELLATION_ONSET * base)
+                        & np.isfinite(grows), grows, 0.0)
+        if made.max() > 1.0:
+            onset = int(np.argmax(made))
     precision = "float64" if eps < 1e-10 else "float32"
     parts = (" In RevealCancel modes the positive and negative parts of a difference can "
              "grow far apart where they cancel (each is taken through the operations at points "
@@ -783,13 +799,14 @@ UNRESOLVED_SHARE = 1e6  # a share around a cut this many times max(|Δt|, 1): a 
 def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: float,
              layer_name, input_names: dict | None = None, eps: float = 2.0 ** -23,
              split: bool = False, cast_down: bool = False,
-             flat_reference: bool | None = None) -> str:
+             flat_reference: bool | None = None, grows=None) -> str:
     """Words for :func:`diagnose_pair`'s findings, per operation in the order the backward pass
     met them: ``losses`` (``Σ`` out − ``Σ`` in of ``m·Δ``), ``scales``, ``bad`` (NaN/Inf among
     the operands' values) and ``lost`` (NaN/Inf among the multipliers it produced); ``eps``
     that of the float type the pair was evaluated in; ``split``: the mode carries positive and
     negative parts (RevealCancel); ``cast_down``: ``fn`` evaluated float64 inputs in float32;
-    ``flat_reference``: the pair's reference is one constant value (:func:`_flat`)."""
+    ``flat_reference``: the pair's reference is one constant value (:func:`_flat`); ``grows``:
+    per operation, ``Σ|m·Δ|`` of its operands ÷ that of its results."""
     if layer_name is not None and around != 0:  # NaN too: a −inf/finfo.min mask around it
         # a share far beyond Δt: multipliers of a finfo.min mask bias times its difference
         resolved = bool(np.isfinite(around)) and abs(around) <= UNRESOLVED_SHARE * max(
@@ -814,7 +831,8 @@ def cause_of(program, ops: list, losses, scales, bad, lost, around: float, dt: f
         k = int(np.argmax(finite))
         op = ops[k]
         if finite[k] <= ROUNDING_LEVEL * eps * scales[k]:
-            return _cancellation(ops, scales, dt, eps, split, cast_down, flat_reference)
+            return _cancellation(ops, scales, dt, eps, split, cast_down, flat_reference,
+                                 grows)
         nan = (" Its operands hold NaN or Inf on the input or the reference side: a NaN or "
                "an infinite value masked by a select (jnp.where) or a −inf mask." if bad[k]
                else "")
