@@ -117,11 +117,23 @@ def host_arrays(tree: Any) -> Any:
 def take_rows(leaf, start: int, size: int, n: int):
     """Rows ``start … start + size − 1`` of ``leaf`` (leading axis ``n``), the last row repeated
     past ``n`` (a padded last chunk keeps the chunks' shape). A NumPy leaf stays on the host (a
-    view unless padded), so only the chunk is transferred when it is used; jax arrays and tracers
-    are gathered on their device."""
+    view unless padded), so only the chunk is transferred when it is used; so does a jax array
+    held in the CPU's memory (read in place: cut on the device, each chunk's shape compiled a
+    gather and its index arithmetic, six small programs, 0.1 s on the MNIST CNN's first
+    chunked call); other jax arrays and tracers are gathered on their device."""
+    if on_host_memory(leaf):
+        leaf = np.asarray(leaf)
     if isinstance(leaf, np.ndarray) and start + size <= n:
         return leaf[start:start + size]
     return leaf[np.minimum(np.arange(start, start + size), n - 1)]
+
+
+def on_host_memory(leaf) -> bool:
+    """Whether ``leaf`` is a jax array (not a tracer) whose one buffer is in the CPU's memory,
+    which NumPy reads without a copy."""
+    return (isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)
+            and leaf.is_fully_addressable and len(leaf.devices()) == 1
+            and next(iter(leaf.devices())).platform == "cpu")
 
 
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:

@@ -632,3 +632,24 @@ def test_padded_rows_carry_a_cut_and_its_bypass(padded_rows):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a)[:6], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(part.layer.sum(-1) + part.bypass.sum(-1), delta, rtol=1e-5,
                                atol=1e-6)
+
+
+def test_chunks_of_jax_arrays_in_the_cpus_memory_are_cut_on_the_host(backend_compiles):
+    """Chunks of jax arrays held in the CPU's memory are cut as NumPy views, as NumPy inputs
+    are: cut on the device, each chunk's shape compiled a gather and its index arithmetic (six
+    small programs on the MNIST CNN's first chunked call, 0.1 s). The scores are the same."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the CPU's memory only")
+    params, x = _small_conv(3, 5)
+    refs = jnp.zeros((2, 6, 6, 1))
+
+    def fresh():  # a program of its own each time: its compiles are this call's
+        return lambda p, xb: _conv_net(p, xb) * 1.0
+    assert chunking.on_host_memory(x) and not chunking.on_host_memory(np.asarray(x))
+    on_host = jaxlift.attribute(fresh(), params, np.asarray(x), refs, target=1, batch_size=4)
+    from_host = len(backend_compiles)
+    backend_compiles.clear()
+    stored_programs.KEPT.clear()
+    on_device = jaxlift.attribute(fresh(), params, x, refs, target=1, batch_size=4)
+    assert len(backend_compiles) <= from_host, (len(backend_compiles), from_host)
+    np.testing.assert_array_equal(np.asarray(on_device), np.asarray(on_host))
