@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from benchmarks.timing import RESULTS, run_child, write_report
 
 METHODS = ("grad", "rescale", "reveal_cancel")
+HAND_WRITTEN = ("hand_rescale", "hand_reveal_cancel")  # benchmarks/hand_rescale.py: MNIST only
 FIRST_CALL_MARK = "--- bench_compile: the model is built; the first call follows ---"
 
 
@@ -77,9 +78,10 @@ def child(model_name: str, method: str) -> dict:
     def fn(p, xb):  # the model, its traces counted
         traces[0] += 1
         return model_fn(p, xb)
-    if method == "hand_rescale":  # the MNIST CNN's Rescale written by hand: the floor
-        from benchmarks.hand_rescale import hand_rescale
-        call = jax.jit(hand_rescale(target))
+    if method in HAND_WRITTEN:  # the MNIST CNN's DeepLIFT written by hand: the floor
+        import benchmarks.hand_rescale as hand
+        by_hand = getattr(hand, method)
+        call = jax.jit(by_hand(target))
         events.clear()
         t0 = time.perf_counter()
         jax.block_until_ready(call(params, x, refs))
@@ -94,7 +96,7 @@ def child(model_name: str, method: str) -> dict:
         more = more_inputs(x, x.shape[0])
         then_more = timed(lambda: call(params, more, refs))
         _, params = built_again(model_name)  # the hand-written program is one jit per model
-        then_rebuilt = timed(lambda: jax.jit(hand_rescale(target))(params, x, refs))
+        then_rebuilt = timed(lambda: jax.jit(by_hand(target))(params, x, refs))
     elif method == "grad":
         first_leaf = jax.tree_util.tree_leaves(x)[0]
         first_ref = jax.tree_util.tree_leaves(refs)[0]
@@ -214,17 +216,19 @@ def main(argv=None) -> None:
              "jaxlift pads a small call to a size it has compiled (docs/design.md §20.2) and "
              "runs a program it has compiled for another function object that traces to the "
              "same jaxpr (§20.6). "
-             "`hand_rescale` (MNIST CNN only): Rescale written by hand in `jnp` — a ReLU whose "
-             "derivative is its secant, `jax.grad`, two `vmap`s — without jaxlift's guards, "
-             "checks or proof (benchmarks/hand_rescale.py): the least a DeepLIFT program "
-             "compiles, beside the gradient's.", "",
+             "`hand_rescale` and `hand_reveal_cancel` (MNIST CNN only): the two modes written by "
+             "hand in `jnp` — Rescale as a ReLU whose derivative is its secant under "
+             "`jax.grad`; RevealCancel as the sign split of each layer's terms, RevealCancel's "
+             "ReLU and the transposed products, by `jax.vjp` — two `vmap`s, without jaxlift's "
+             "guards, checks or proof (benchmarks/hand_rescale.py): the least a DeepLIFT "
+             "program compiles, beside the gradient's.", "",
              "| model | method | first call (s) | ÷ grad | trace (s) | lower (s) | XLA compile "
              "(s, count) | chunk plan (s) | build_program (s, count) | fn traces | "
              "then fewer inputs (s) | then one reference (s) | then more inputs (s) | "
              "then the model built again (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in args.models.split(","):
-        methods = METHODS + (("hand_rescale",) if model == "mnist" else ())
+        methods = METHODS + (HAND_WRITTEN if model == "mnist" else ())
         runs = {m: [first_call(model, m, env) for _ in range(args.repeats)] for m in methods}
         grad = median_of(runs["grad"], "total")
         for m in methods:

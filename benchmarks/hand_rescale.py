@@ -78,3 +78,92 @@ def check(fn, params, x, refs, target: int) -> float:
     mine, _ = jax.jit(hand_rescale(target))(params, x, refs)
     theirs = jaxlift.attribute(fn, params, x, refs, target=target)
     return float(jnp.abs(mine - theirs).max() / jnp.abs(theirs).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# RevealCancel by hand: the floor of the first call's reveal_cancel row
+
+def _linear_maps(p):
+    """The MNIST CNN's linear layers without their biases, in order: ``W·a`` as functions of
+    one example's activation (so that ``jax.vjp`` gives their transposes), with ``|W|``'s."""
+    def conv(kernel):
+        return lambda h: jax.lax.conv_general_dilated(h, kernel, (2, 2), "VALID",
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def dense(kernel):
+        return lambda h: h.reshape(1, -1) @ kernel
+    layers = []
+    for name, make in (("conv2d", conv), ("conv2d_1", conv), ("dense", dense),
+                       ("dense_1", dense)):
+        w = p[name]["kernel"]
+        layers.append((make(w), make(jnp.abs(w)), p[name]["bias"]))
+    return layers
+
+
+def _reveal_cancel_relu(z0, up, down):
+    """RevealCancel's ReLU (DeepLIFT, its eq. of Δy⁺ and Δy⁻): the parts of the output's
+    difference and their multipliers ``Δy±/Δz±`` (the limit ``(f'(z0) + f'(z0 + Δz∓))/2``
+    where ``Δz± = 0``)."""
+    f = jax.nn.relu
+    y0 = f(z0)
+    dy_up = 0.5 * (f(z0 + up) - y0) + 0.5 * (f(z0 + down + up) - f(z0 + down))
+    dy_down = 0.5 * (f(z0 + down) - y0) + 0.5 * (f(z0 + up + down) - f(z0 + up))
+
+    def slope(dy, dz, other):
+        limit = 0.5 * ((z0 > 0).astype(z0.dtype) + (z0 + other > 0).astype(z0.dtype))
+        return jnp.where(dz != 0, dy / jnp.where(dz != 0, dz, 1), limit)
+    return dy_up, dy_down, slope(dy_up, up, down), slope(dy_down, down, up)
+
+
+def hand_reveal_cancel(target: int):
+    """``f(params, x, refs) -> (scores (N, 28, 28, 1), Δt (N,))`` of RevealCancel, averaged over
+    references: each linear layer splits its output's difference by the sign of each term
+    ``w·Δa`` (DeepLIFT's linear rule: ``Δz± = (W·Δa ± |W|·|Δa|)/2``, two products), RevealCancel's
+    ReLU splits again, and the multipliers go back through the transposed products (``m_a =
+    Wᵀ·(m⁺ + m⁻)/2 + sign(Δa)·|W|ᵀ·(m⁺ − m⁻)/2``) — without jaxlift's guards, checks or proof."""
+    def reference_side(p, r):
+        zs, h = [], r[None]
+        for i, (w, _, b) in enumerate(_linear_maps(p)):
+            z = w(h) + b
+            zs.append(z)
+            h = jax.nn.relu(z) if i < 3 else z
+        return h[0, target], zs
+
+    def pair(p, image, r, r_out, zs):
+        layers = _linear_maps(p)
+        dx = (image - r)[None]
+        da, steps = dx, []
+        for i, (w, w_abs, _) in enumerate(layers):
+            (ws, pull_w), (wd, pull_abs) = jax.vjp(w, da), jax.vjp(w_abs, jnp.abs(da))
+            up, down = 0.5 * (ws + wd), 0.5 * (ws - wd)
+            slopes = None
+            if i < 3:
+                up, down, m_up, m_down = _reveal_cancel_relu(zs[i], up, down)
+                slopes = (m_up, m_down)
+            steps.append((pull_w, pull_abs, jnp.sign(da), slopes))
+            da = up + down
+        delta = da[0, target]
+        m_up = m_down = jnp.zeros_like(da).at[0, target].set(1)
+        for pull_w, pull_abs, sign, slopes in reversed(steps):
+            if slopes is not None:
+                m_up, m_down = m_up * slopes[0], m_down * slopes[1]
+            (ms,), (md,) = pull_w(0.5 * (m_up + m_down)), pull_abs(0.5 * (m_up - m_down))
+            m_up = m_down = ms + sign * md
+        return (m_up * dx)[0], delta
+
+    def per_input(p, refs, image):
+        r_out, zs = jax.vmap(reference_side, in_axes=(None, 0))(p, refs)
+        scores, delta = jax.vmap(pair, in_axes=(None, None, 0, 0, 0))(p, image, refs, r_out, zs)
+        return scores.mean(0), delta.mean(0)
+
+    def f(params, x, refs):
+        return jax.vmap(per_input, in_axes=(None, None, 0))(params["params"], refs, x)
+    return f
+
+
+def check_reveal_cancel(fn, params, x, refs, target: int) -> float:
+    """:func:`check` for :func:`hand_reveal_cancel` against jaxlift's ``reveal_cancel``."""
+    import jaxlift
+    mine, _ = jax.jit(hand_reveal_cancel(target))(params, x, refs)
+    theirs = jaxlift.attribute(fn, params, x, refs, target=target, mode="reveal_cancel")
+    return float(jnp.abs(mine - theirs).max() / jnp.abs(theirs).max())

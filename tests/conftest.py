@@ -21,6 +21,10 @@ SLOW_CASES = {
         "a benchmark's floor, not the library: jaxlift's Rescale on ReLU CNNs is checked by "
         "default against the oracles (test_oracle_rules, test_core_exact); CI's slow step checks "
         "that the floor computes the same scores",
+    "test_hand_rescale.py::test_the_hand_written_reveal_cancel_gives_jaxlifts_scores":
+        "a benchmark's floor, not the library: jaxlift's RevealCancel on ReLU CNNs is checked "
+        "by default against the oracles (test_oracle_rules, test_reveal_cancel); CI's slow step "
+        "checks that the floor computes the same scores",
     "test_certificate.py::test_float64_is_not_offered_where_it_would_not_resolve_the_"
     "cancellation": "the cancellation refusal and its words run by default in "
                     "test_scores_that_cancel_beyond_what_float32_resolves_are_refused; CI's slow "
