@@ -1,5 +1,6 @@
-"""The least a DeepLIFT Rescale program computes, written by hand for the MNIST CNN: the
-first-call floor of ``benchmarks/bench_compile.py`` (its ``hand_rescale`` row).
+"""The least a DeepLIFT program computes, written by hand for the MNIST CNN: the first-call
+floors of ``benchmarks/bench_compile.py`` (its ``hand_rescale`` and ``hand_reveal_cancel``
+rows; RevealCancel's at the end of this file).
 
 For a network of dense layers, convolutions and ReLUs, Rescale's scores are the gradient of the
 network in which each ReLU's derivative is replaced by its secant ``m = Δy/Δx`` between input and
@@ -61,9 +62,17 @@ def hand_rescale(target: int):
         value, grad = jax.value_and_grad(t)(image)
         return grad * (image - r), value - r_out
 
+    return _over_pairs(reference_side, pair)
+
+
+def _over_pairs(reference_side, pair):
+    """``f(params, x, refs) -> (scores, Δt)``: ``reference_side(p, r) -> (t(r), its values)``
+    once per reference, ``pair(p, x, r, t(r), values) -> (scores, Δt)`` per pair (a ``vmap``
+    over references inside one over inputs), averaged over references."""
     def per_input(p, refs, image):
-        r_out, pre = jax.vmap(reference_side, in_axes=(None, 0))(p, refs)
-        scores, delta = jax.vmap(pair, in_axes=(None, None, 0, 0, 0))(p, image, refs, r_out, pre)
+        r_out, values = jax.vmap(reference_side, in_axes=(None, 0))(p, refs)
+        scores, delta = jax.vmap(pair, in_axes=(None, None, 0, 0, 0))(p, image, refs, r_out,
+                                                                       values)
         return scores.mean(0), delta.mean(0)
 
     def f(params, x, refs):
@@ -71,12 +80,13 @@ def hand_rescale(target: int):
     return f
 
 
-def check(fn, params, x, refs, target: int) -> float:
-    """The largest difference between the hand-written scores and jaxlift's (``fn`` the
-    model's apply), over the largest score."""
+def check(fn, params, x, refs, target: int, mode: str = "rescale") -> float:
+    """The largest difference between the hand-written scores of ``mode`` and jaxlift's (``fn``
+    the model's apply), over the largest score."""
     import jaxlift
-    mine, _ = jax.jit(hand_rescale(target))(params, x, refs)
-    theirs = jaxlift.attribute(fn, params, x, refs, target=target)
+    by_hand = {"rescale": hand_rescale, "reveal_cancel": hand_reveal_cancel}[mode]
+    mine, _ = jax.jit(by_hand(target))(params, x, refs)
+    theirs = jaxlift.attribute(fn, params, x, refs, target=target, mode=mode)
     return float(jnp.abs(mine - theirs).max() / jnp.abs(theirs).max())
 
 
@@ -151,19 +161,4 @@ def hand_reveal_cancel(target: int):
             m_up = m_down = ms + sign * md
         return (m_up * dx)[0], delta
 
-    def per_input(p, refs, image):
-        r_out, zs = jax.vmap(reference_side, in_axes=(None, 0))(p, refs)
-        scores, delta = jax.vmap(pair, in_axes=(None, None, 0, 0, 0))(p, image, refs, r_out, zs)
-        return scores.mean(0), delta.mean(0)
-
-    def f(params, x, refs):
-        return jax.vmap(per_input, in_axes=(None, None, 0))(params["params"], refs, x)
-    return f
-
-
-def check_reveal_cancel(fn, params, x, refs, target: int) -> float:
-    """:func:`check` for :func:`hand_reveal_cancel` against jaxlift's ``reveal_cancel``."""
-    import jaxlift
-    mine, _ = jax.jit(hand_reveal_cancel(target))(params, x, refs)
-    theirs = jaxlift.attribute(fn, params, x, refs, target=target, mode="reveal_cancel")
-    return float(jnp.abs(mine - theirs).max() / jnp.abs(theirs).max())
+    return _over_pairs(reference_side, pair)
