@@ -438,9 +438,9 @@ def compiled_program(fn, target, composite, what, layer_name, per_input_refs, av
     :func:`jaxlift._compiler.options_here`), its executables kept between processes where
     the program store is on (:mod:`jaxlift.stored_programs`, described by
     :func:`~jaxlift.stored_programs.program_fingerprint`). ``precision`` is part of the key
-    (the program is traced and
-    run under the pipeline's precision context, which JAX's own cache also keys on), so the
-    default and ``"highest"`` programs never share a compilation."""
+    (the program is traced and run under the pipeline's precision context, which JAX's own
+    cache also keys on), so the default and ``"highest"`` programs never share a
+    compilation."""
     static = dict(target=target, composite=composite, what=what, layer_name=layer_name,
                   per_input_refs=per_input_refs, average=average, check_inputs=check_inputs,
                   certify=certify, poison=poison, precision=precision, bypass=bypass,
