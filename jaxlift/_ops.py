@@ -31,6 +31,18 @@ def mean_axis(a: jax.Array, axis: int, contraction: bool = True) -> jax.Array:
     return jnp.tensordot(a, weights, axes=((axis,), (0,)))
 
 
+def in_host_memory(leaf) -> bool:
+    """Whether NumPy reads ``leaf`` in the host's memory: anything but a tracer, or a jax array
+    held (even in part) on an accelerator or by another process. Such a leaf is cut, summed or
+    tested on the host, where the same on a jax array eagerly would compile a small program per
+    shape."""
+    if isinstance(leaf, jax.core.Tracer):
+        return False
+    if isinstance(leaf, jax.Array):
+        return leaf.is_fully_addressable and all(d.platform == "cpu" for d in leaf.devices())
+    return True
+
+
 SUM_WINDOW = 32  # XLA:CPU's tree-reduction window: a reduction over at most this many fuses
 
 

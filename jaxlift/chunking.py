@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift._memo import memoized
+from jaxlift._ops import in_host_memory
 from jaxlift.program import Program, signature, structs_of, traced_program
 from jaxlift.targets import per_example
 from jaxlift.validation import is_concrete
@@ -121,19 +122,11 @@ def take_rows(leaf, start: int, size: int, n: int):
     held in the CPU's memory (read in place: cut on the device, each chunk's shape compiled a
     gather and its index arithmetic, six small programs, 0.1 s on the MNIST CNN's first
     chunked call); other jax arrays and tracers are gathered on their device."""
-    if on_host_memory(leaf):
-        leaf = np.asarray(leaf)
+    if isinstance(leaf, jax.Array) and in_host_memory(leaf) and len(leaf.devices()) == 1:
+        leaf = np.asarray(leaf)  # (an array sharded over devices keeps its placement)
     if isinstance(leaf, np.ndarray) and start + size <= n:
         return leaf[start:start + size]
     return leaf[np.minimum(np.arange(start, start + size), n - 1)]
-
-
-def on_host_memory(leaf) -> bool:
-    """Whether ``leaf`` is a jax array (not a tracer) whose one buffer is in the CPU's memory,
-    which NumPy reads without a copy."""
-    return (isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)
-            and leaf.is_fully_addressable and len(leaf.devices()) == 1
-            and next(iter(leaf.devices())).platform == "cpu")
 
 
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlift._ops import in_host_memory
 from jaxlift.errors import InputValueError
 
 Array = Any  # a numpy or jax array
@@ -601,7 +602,7 @@ def _on_host(v, index) -> np.ndarray:
     """``v[index]`` as a NumPy array: a NumPy array or a CPU jax array read in place and cut
     there (a jax array cut eagerly would compile a slice per shape, ~20 ms each on a first
     call); an accelerator's array cut on its device, so only the cut is copied."""
-    if isinstance(v, jax.Array) and any(d.platform != "cpu" for d in v.devices()):
+    if not in_host_memory(v):
         return np.asarray(v[index])
     return np.asarray(v)[index]
 

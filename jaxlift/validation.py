@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlift._memo import memoized
-from jaxlift._ops import tree_finite
+from jaxlift._ops import in_host_memory, tree_finite
 from jaxlift.errors import InputTypeError, InputValueError
 from jaxlift.rules.composites import GATINGS, MAX_MODES
 
@@ -204,17 +204,9 @@ def params_finite_check(params):
     fresh = [l for l in jax.tree_util.tree_leaves(params) if not seen_finite(l)]
     if not fresh:
         return None
-    if all(_on_host(l) for l in fresh):
+    if all(in_host_memory(l) for l in fresh):
         return fresh, all(leaf_finite_on_host(l) for l in fresh)
     return fresh, tree_finite_program(fresh)
-
-
-def _on_host(leaf) -> bool:
-    if isinstance(leaf, jax.core.Tracer):
-        return False
-    if isinstance(leaf, jax.Array):
-        return all(d.platform == "cpu" for d in leaf.devices())
-    return True
 
 
 def leaf_finite_on_host(leaf) -> bool:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxlift
-from jaxlift import chunking, stored_programs
+from jaxlift import _ops, chunking, stored_programs
 from jaxlift.program import signature
 from jaxlift._ops import example_structs
 from jaxlift.methods import interpreted
@@ -645,7 +645,7 @@ def test_chunks_of_jax_arrays_in_the_cpus_memory_are_cut_on_the_host(backend_com
 
     def fresh():  # a program of its own each time: its compiles are this call's
         return lambda p, xb: _conv_net(p, xb) * 1.0
-    assert chunking.on_host_memory(x) and not chunking.on_host_memory(np.asarray(x))
+    assert isinstance(x, jax.Array) and _ops.in_host_memory(x)
     on_host = jaxlift.attribute(fresh(), params, np.asarray(x), refs, target=1, batch_size=4)
     from_host = len(backend_compiles)
     backend_compiles.clear()
