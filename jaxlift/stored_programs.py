@@ -68,10 +68,15 @@ class NotStorable(Exception):
     """What a program is made from cannot be described faithfully: it is compiled, not stored."""
 
 
+def switched_off() -> bool:
+    """``JAXLIFT_PROGRAM_STORE=0``: programs are kept neither on disk nor in the process."""
+    return os.environ.get(STORE_SWITCH, "1") == "0"
+
+
 def store_dir() -> Path | None:
     """The folder programs are kept in, or ``None`` when the store is off: JAX's persistent
-    cache is not set to a local folder, or ``JAXLIFT_PROGRAM_STORE=0``."""
-    if os.environ.get(STORE_SWITCH, "1") == "0" or not jax.config.jax_enable_compilation_cache:
+    cache is not set to a local folder, or :func:`switched_off`."""
+    if switched_off() or not jax.config.jax_enable_compilation_cache:
         return None
     root = jax.config.jax_compilation_cache_dir
     if not root or "://" in str(root):
@@ -397,13 +402,11 @@ class StoredProgram:
         self._executables: dict = {}
 
     def __call__(self, *args):
-        where = store_dir()
-        off = os.environ.get(STORE_SWITCH, "1") == "0" or jax.config.jax_disable_jit
-        key = None if off else _call_key(args)
+        key = None if switched_off() or jax.config.jax_disable_jit else _call_key(args)
         if key is None:
             return self.jitted(*args)
         exe = self._executables.get(key)
-        if exe is None:
+        if exe is None:  # the disk store is looked for only here, not on every repeat
             exe = self._executables[key] = (
-                executable(self.jitted, self.fingerprint, args, where) or False)
+                executable(self.jitted, self.fingerprint, args, store_dir()) or False)
         return exe(*args) if exe else self.jitted(*args)
