@@ -63,3 +63,21 @@ def test_pred_shares_the_program_of_a_class_and_scores_each_inputs_argmax(mode):
     np.testing.assert_allclose(np.asarray(delta), out[np.arange(len(x)), argmax]
                                - np.asarray(fn((W, V), R[:1]))[0, argmax], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(pred).sum(-1), np.asarray(delta), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_pred_as_data_in_half_precision_scores_each_inputs_argmax(dtype):
+    """The rows asking for the predicted class are float32 NaN; the argmax is taken of the
+    half-precision outputs, as the class picked inside the program was."""
+    def fn(p, xb):
+        return jnp.tanh(xb @ p[0]) @ p[1]
+    params = (W.astype(dtype), V.astype(dtype))
+    x = jnp.concatenate([X, -X]).astype(dtype)
+    r = R.astype(dtype)
+    argmax = np.asarray(fn(params, x).astype(jnp.float32)).argmax(-1)
+    pred, delta = jaxlift.attribute(fn, params, x, r, target="pred", mode="reveal_cancel",
+                                    return_delta=True)
+    given = jaxlift.attribute(fn, params, x, r, target=list(argmax), mode="reveal_cancel")
+    np.testing.assert_array_equal(np.asarray(pred, np.float32), np.asarray(given, np.float32))
+    np.testing.assert_allclose(np.asarray(pred, np.float32).sum(-1),
+                               np.asarray(delta, np.float32), rtol=1e-4, atol=1e-5)
