@@ -21,6 +21,12 @@ SLOW_CASES = {
         "a benchmark's floor, not the library: jaxlift's Rescale on ReLU CNNs is checked by "
         "default against the oracles (test_oracle_rules, test_core_exact); CI's slow step checks "
         "that the floor computes the same scores",
+    "test_stored_programs.py::test_a_kernel_methods_program_is_kept_too[smoothgrad]":
+        "[integrated_gradients] runs by default (the same kernel-family program store)",
+    "test_stored_programs.py::test_a_model_built_again_runs_the_program_compiled_for_it"
+    "[reveal_cancel]": "[rescale] runs by default (the same key and shelf for every mode)",
+    "test_targets_as_data.py::test_pred_as_data_in_half_precision_scores_each_inputs_argmax"
+    "[float16]": "[bfloat16] runs by default (the same float32 rows, resolved the same way)",
     "test_hand_rescale.py::test_the_hand_written_reveal_cancel_gives_jaxlifts_scores":
         "a benchmark's floor, not the library: jaxlift's RevealCancel on ReLU CNNs is checked "
         "by default against the oracles (test_oracle_rules, test_reveal_cancel); CI's slow step "
